@@ -1,0 +1,213 @@
+"""The canonical model: the tables every stage reads and writes.
+
+One module, imported by every stage, so a column's name, type and allowed values are
+defined once. Column names and enum values are a contract (docs/architecture.md):
+users' scripts and audit panels read them from the run directory.
+
+Every canonical row also carries ``source_file`` (path relative to the input folder) and
+``source_row`` (1-based data row in that file, or message index for HL7) so it can be
+traced back to exactly one source record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+# --- enumerations (the listed values, in the listed order) --------------------------------
+SEX = ("male", "female", "other", "unknown")
+PRIORITY = ("routine", "urgent", "two_week_wait", "unknown")
+TRANSFER_LIST = ("backlog", "transition", "pifu")
+REFERRAL_STATUS = ("open", "closed", "rejected")
+ATTENDANCE = ("attended", "did_not_attend", "cancelled_by_patient", "cancelled_by_provider", "booked")
+CONTACT_TYPE = ("initial", "follow_up", "procedure")
+MODALITY = ("face_to_face", "telephone", "video")
+CODE_SYSTEM = ("snomed", "read2", "ctv3", "local")
+
+COHORTS = ("backlog", "transition", "pifu", "pifu_expired", "closed", "rejected")
+DISPOSITIONS = ("migrated", "merged", "already_at_target", "withheld", "out_of_scope", "quarantined")
+SEVERITIES = ("critical", "high", "medium", "low")
+
+SOURCE_COLUMNS: dict[str, pl.DataType] = {"source_file": pl.String(), "source_row": pl.Int64()}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One canonical column: its polars type and whether values are patient-identifying.
+
+    ``pii`` fields never have their values quoted in messages or logs.
+    """
+
+    name: str
+    dtype: pl.DataType
+    pii: bool = False
+
+    @property
+    def enum_values(self) -> tuple[str, ...] | None:
+        if isinstance(self.dtype, pl.Enum):
+            return tuple(self.dtype.categories.to_list())
+        return None
+
+    @property
+    def kind(self) -> str:
+        """The parsing family of the field: string, date, datetime, boolean, list or enum."""
+        if isinstance(self.dtype, pl.Enum):
+            return "enum"
+        if isinstance(self.dtype, pl.Datetime):
+            return "datetime"
+        if isinstance(self.dtype, pl.List):
+            return "list"
+        return {pl.Date(): "date", pl.Boolean(): "boolean", pl.Int64(): "integer"}.get(self.dtype, "string")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A canonical table: its fields in order, its primary key and its parent references."""
+
+    name: str
+    fields: tuple[Field, ...]
+    key: str | None
+    # canonical column -> (parent table, parent key column)
+    parents: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        """Full polars schema of the table as written, source columns included."""
+        return {**{f.name: f.dtype for f in self.fields}, **SOURCE_COLUMNS}
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+S, D = pl.String(), pl.Date()
+
+PATIENTS = Table(
+    "patients",
+    (
+        Field("patient_key", S),
+        Field("source_patient_id", S),
+        Field("nhs_number", S, pii=True),
+        Field("nhs_number_raw", S, pii=True),
+        Field("nhs_number_status", S),
+        Field("family_name", S, pii=True),
+        Field("given_names", S, pii=True),
+        Field("birth_date", D, pii=True),
+        Field("sex", pl.Enum(SEX)),
+        Field("address", S, pii=True),
+        Field("postcode", S, pii=True),
+        Field("gp_ods_code", S),
+        Field("phone", S, pii=True),
+    ),
+    key="patient_key",
+)
+
+REFERRALS = Table(
+    "referrals",
+    (
+        Field("referral_key", S),
+        Field("source_referral_id", S),
+        Field("patient_key", S),
+        Field("ubrn", S),
+        Field("received_date", D),
+        Field("service_line", S),
+        Field("referral_source", S),
+        Field("assigned_priority", pl.Enum(PRIORITY)),
+        Field("transfer_list", pl.Enum(TRANSFER_LIST)),
+        Field("status", pl.Enum(REFERRAL_STATUS)),
+        Field("closed_date", D),
+        Field("closure_reason", S),
+        Field("pifu_expiry_date", D),
+        Field("history_of_cancer", pl.Boolean()),
+        Field("red_flags", pl.List(pl.String())),
+        Field("body_site", S),
+        Field("post_op_date", D),
+        Field("awaiting_injection", pl.Boolean()),
+        Field("reason_text", S, pii=True),
+    ),
+    key="referral_key",
+    parents=(("patient_key", "patients", "patient_key"),),
+)
+
+CONTACTS = Table(
+    "contacts",
+    (
+        Field("contact_key", S),
+        Field("referral_key", S),
+        Field("patient_key", S),
+        Field("contact_datetime", pl.Datetime("us")),
+        Field("attendance", pl.Enum(ATTENDANCE)),
+        Field("contact_type", pl.Enum(CONTACT_TYPE)),
+        Field("modality", pl.Enum(MODALITY)),
+        Field("procedure", S),
+        Field("site", S),
+        Field("slot_name", S),
+    ),
+    key="contact_key",
+    parents=(("referral_key", "referrals", "referral_key"), ("patient_key", "patients", "patient_key")),
+)
+
+CODES = Table(
+    "codes",
+    (
+        Field("patient_key", S),
+        Field("code_system", pl.Enum(CODE_SYSTEM)),
+        Field("code", S),
+        Field("display", S),
+        Field("recorded_date", D),
+        Field("value", S),
+    ),
+    key=None,
+    parents=(("patient_key", "patients", "patient_key"),),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES)}
+# Order in which tables are mapped: parents before children.
+TABLE_ORDER: tuple[str, ...] = ("patients", "referrals", "contacts", "codes")
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
+    "table": pl.String(),
+    "reason_code": pl.String(),
+    "field": pl.String(),
+    "message": pl.String(),
+    "raw": pl.String(),
+}
+
+# Why a source row was quarantined. Stable codes: reports and tests group by them.
+REASON_CODES: dict[str, str] = {
+    "wrong_field_count": "the record has more or fewer fields than the header",
+    "invalid_encoding": "the record contains bytes that are not valid in the file's declared encoding",
+    "missing_required": "a field the profile marks required is blank",
+    "unparseable_date": "a date or date-time matches none of the profile's formats",
+    "invalid_value": "a value is not of the field's type (boolean, number, pattern)",
+    "unmapped_code": "a coded value has no mapping to the canonical values",
+    "duplicate_key": "the primary key repeats an earlier row of the same table",
+    "unknown_patient": "the row refers to a patient that is not in the extract",
+    "unknown_referral": "the row refers to a referral that is not in the extract",
+    "parent_quarantined": "the row's patient or referral was itself quarantined",
+    "patient_mismatch": "the contact's patient differs from its referral's patient",
+}
+
+LINEAGE_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
+    "table": pl.String(),
+    "patient_key": pl.String(),
+    "disposition": pl.Enum(DISPOSITIONS),
+    "fhir_type": pl.String(),
+    "fhir_id": pl.String(),
+}
+
+
+def empty(table: str) -> pl.DataFrame:
+    """An empty frame with the full schema of canonical ``table``."""
+    return pl.DataFrame(schema=TABLES[table].schema)

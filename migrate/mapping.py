@@ -1,0 +1,215 @@
+"""Compile a table's mapping profile into polars expressions and apply them.
+
+``compile_table`` turns a ``TableSpec`` into one list of expressions, once, checked
+against the source columns actually present; ``apply_mapping`` runs them over a source
+LazyFrame. No Python runs per row.
+
+The result has every canonical column of the table (typed) plus four bookkeeping columns:
+``__reason`` (the first quarantine reason code, null for a good row), ``__field`` (the
+canonical field it concerns), ``__message`` (every problem of the row, naming file, row
+and field; values are quoted only for fields that are not patient-identifying) and
+``__raw`` (the source record as JSON, for quarantine).
+
+A value that fails to parse never becomes null silently: it is a quarantine reason unless
+the field says ``on_invalid: null``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from migrate import canonical
+from migrate.profile import FieldSpec, Profile, TableSpec
+
+BOOKKEEPING = ("__reason", "__field", "__message", "__raw")
+_DERIVED_KEYS = {"patients": {"patient_key": "source_patient_id"}, "referrals": {"referral_key": "source_referral_id"}}
+
+
+@dataclass(frozen=True)
+class CompiledTable:
+    """The expressions that map one source frame to a canonical table."""
+
+    table: str
+    stages: tuple[tuple[pl.Expr, ...], ...]
+    output: tuple[str, ...]
+
+
+def _src(name: str) -> pl.Expr:
+    """A source column, renamed on entry so it never collides with a canonical name."""
+    return pl.col(f"__s_{name}")
+
+
+def _source(spec: FieldSpec, source_schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """The field's raw value as a string expression (before cleaning)."""
+    def col(name: str) -> pl.Expr:
+        dtype = source_schema.get(name, pl.String())
+        return _src(name) if dtype == pl.String() else _src(name).cast(pl.String)
+
+    if spec.constant is not None:
+        return pl.lit(spec.constant, dtype=pl.String)
+    if spec.column is not None:
+        return col(spec.column)
+    if spec.split is not None:
+        parts = col(spec.split.column).str.strip_chars().str.split(spec.split.on)
+        if spec.split.rest:
+            return parts.list.slice(spec.split.index).list.join(spec.split.on)
+        return parts.list.get(spec.split.index, null_on_oob=True)
+    cleaned = [col(c).str.strip_chars().replace("", None) for c in spec.columns]
+    return pl.concat_str(cleaned, separator=spec.sep, ignore_nulls=True).replace("", None)
+
+
+def _clean(spec: FieldSpec, expr: pl.Expr, null_values: tuple[str, ...]) -> pl.Expr:
+    """Trim, remove characters, and turn the profile's null markers into null."""
+    if spec.trim:
+        expr = expr.str.strip_chars()
+    if spec.remove:
+        expr = expr.str.replace_all(f"[{re.escape(spec.remove)}]", "")
+    if null_values:
+        expr = pl.when(expr.is_in(list(null_values))).then(None).otherwise(expr)
+    return expr
+
+
+def _cased(spec: FieldSpec, expr: pl.Expr) -> pl.Expr:
+    if spec.case == "upper":
+        return expr.str.to_uppercase()
+    if spec.case == "lower":
+        return expr.str.to_lowercase()
+    if spec.case == "title":
+        return expr.str.to_titlecase()
+    return expr
+
+
+def _lookup(values: Mapping[str, str], v: pl.Expr) -> pl.Expr:
+    """Case-insensitive value map; null where the value has no entry."""
+    upper = {k.strip().upper(): t for k, t in values.items()}
+    return v.str.to_uppercase().replace_strict(upper, default=None, return_dtype=pl.String)
+
+
+def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl.DataType | None) -> tuple[pl.Expr, pl.Expr]:
+    """(typed value, error reason or null) for a cleaned string value ``v``."""
+    kind = field.kind
+    present = v.is_not_null()
+    invalid_ok = spec.on_invalid == "null"
+    if kind in ("date", "datetime") and source_dtype is not None and source_dtype.is_temporal():
+        value = _src(spec.source_columns[0]).cast(field.dtype)
+        return value, pl.lit(None, dtype=pl.String)
+    if kind == "date":
+        value = pl.coalesce([v.str.to_date(f, strict=False) for f in spec.formats])
+        reason = "unparseable_date"
+    elif kind == "datetime":
+        value = pl.coalesce([v.str.to_datetime(f, strict=False, time_unit="us") for f in spec.formats])
+        reason = "unparseable_date"
+    elif kind == "boolean":
+        tv = [t.upper() for t in spec.true_values]
+        fv = [f.upper() for f in spec.false_values]
+        up = v.str.to_uppercase()
+        value = pl.when(up.is_in(tv)).then(True).when(up.is_in(fv)).then(False).otherwise(None)
+        reason = "invalid_value"
+    elif kind == "list":
+        parts = v.str.split(spec.separator).list.eval(pl.element().str.strip_chars())
+        value = parts.list.eval(pl.element().filter(pl.element() != "")).fill_null(pl.lit([], dtype=pl.List(pl.String)))
+        return value, pl.lit(None, dtype=pl.String)
+    elif kind == "enum":
+        text = _cased(spec, v)
+        if spec.map:
+            mapped = _lookup(dict(spec.map), v)
+            text = mapped if spec.map_only else pl.coalesce([mapped, text])
+        value = text.cast(field.dtype, strict=False)
+        reason = "unmapped_code"
+    else:
+        value = _cased(spec, v)
+        reason = "invalid_value"
+        failed = pl.lit(False)
+        if spec.map:
+            mapped = _lookup(dict(spec.map), v)
+            if spec.map_only:
+                failed = mapped.is_null()
+                reason = "unmapped_code"
+            value = pl.coalesce([mapped, value])
+        if spec.pattern:
+            failed = failed | ~value.str.contains(spec.pattern)
+        if invalid_ok:
+            value = pl.when(present & failed).then(None).otherwise(value)
+            return value, pl.lit(None, dtype=pl.String)
+        err = pl.when(present & failed).then(pl.lit(reason)).otherwise(None)
+        return value, err
+    if invalid_ok:
+        return value, pl.lit(None, dtype=pl.String)
+    return value, pl.when(present & value.is_null()).then(pl.lit(reason)).otherwise(None)
+
+
+def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr) -> pl.Expr:
+    """Words for the field's problem, keyed on its reason column."""
+    e = pl.col(f"__e_{spec.name}")
+    shown = pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")]) if not field.pii else pl.lit("")
+    fmts = ", ".join(spec.formats)
+    allowed = ", ".join(field.enum_values or ())
+    return (
+        pl.when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
+        .when(e == "unparseable_date").then(pl.concat_str([pl.lit(f"{spec.label} matches none of the formats {fmts}"), shown]))
+        .when(e == "unmapped_code").then(pl.concat_str([pl.lit(f"{spec.label} has no mapping"), shown,
+                                                       pl.lit(f"; canonical values: {allowed}" if allowed else "")]))
+        .when(e == "invalid_value").then(pl.concat_str([pl.lit(f"{spec.label} is not a valid {field.kind}"
+                                                               + (f" matching {spec.pattern}" if spec.pattern else "")),
+                                                       shown]))
+        .otherwise(None)
+    )
+
+
+def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile) -> CompiledTable:
+    """Compile ``spec`` for a source frame with ``source_schema`` (columns must be present)."""
+    table = canonical.TABLES[spec.name]
+    mapped = {f.name: f for f in spec.fields}
+    clean_exprs: list[pl.Expr] = []
+    typed_exprs: list[pl.Expr] = []
+    problem_exprs: list[pl.Expr] = []
+    reasons: list[str] = []
+    for fspec in spec.fields:
+        field = table.field(fspec.name)
+        v = pl.col(f"__v_{fspec.name}")
+        clean_exprs.append(_clean(fspec, _source(fspec, source_schema), profile.null_values).alias(f"__v_{fspec.name}"))
+        src_dtype = source_schema.get(fspec.source_columns[0]) if fspec.source_columns else None
+        value, err = _typed(fspec, field, v, src_dtype)
+        if fspec.required:
+            err = pl.when(v.is_null()).then(pl.lit("missing_required")).otherwise(err)
+        typed_exprs += [value.cast(field.dtype).alias(fspec.name), err.alias(f"__e_{fspec.name}")]
+        problem_exprs.append(_problem_text(fspec, field, v))
+        reasons.append(fspec.name)
+    # A table's key, where the profile does not map it, is the source id (required by the profile).
+    derived = [pl.col(source).alias(key) for key, source in _DERIVED_KEYS.get(spec.name, {}).items() if key not in mapped]
+    errs = [pl.col(f"__e_{n}") for n in reasons]
+    book = [
+        pl.coalesce(errs).alias("__reason") if errs else pl.lit(None, dtype=pl.String).alias("__reason"),
+        pl.coalesce([pl.when(pl.col(f"__e_{n}").is_not_null()).then(pl.lit(n)) for n in reasons]).alias("__field")
+        if reasons else pl.lit(None, dtype=pl.String).alias("__field"),
+        pl.concat_str([pl.col("source_file"), pl.lit(" row "), pl.col("source_row").cast(pl.String), pl.lit(": "),
+                       pl.concat_str(problem_exprs, separator="; ", ignore_nulls=True)]).alias("__message"),
+        pl.struct([_src(c).cast(pl.String).alias(c) for c in spec.source_columns]).struct.json_encode().alias("__raw"),
+    ]
+    missing = [pl.lit(None, dtype=f.dtype).alias(f.name) for f in table.fields
+               if f.name not in mapped and f.name not in _derived_names(spec.name, mapped)]
+    output = (*table.field_names, "source_file", "source_row", *BOOKKEEPING)
+    return CompiledTable(spec.name, (tuple(clean_exprs), tuple(typed_exprs), tuple(derived + missing + book)), output)
+
+
+def _derived_names(table: str, mapped: Mapping[str, FieldSpec]) -> set[str]:
+    return {key for key in _DERIVED_KEYS.get(table, {}) if key not in mapped}
+
+
+def apply_mapping(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
+    """Map a source frame (with source_file, source_row) to canonical columns + bookkeeping."""
+    names = frame.collect_schema().names()
+    frame = frame.rename({c: f"__s_{c}" for c in names if c not in ("source_file", "source_row")})
+    for stage in compiled.stages:
+        frame = frame.with_columns(stage)
+    return frame.select(compiled.output)
+
+
+def missing_columns(spec: TableSpec, present: tuple[str, ...]) -> list[str]:
+    """Source columns the profile reads that the file does not have."""
+    have = set(present)
+    return [c for c in spec.source_columns if c not in have]

@@ -1,0 +1,266 @@
+"""Reading delimited text extracts into LazyFrames, one record per row, nothing lost.
+
+polars' CSV reader is fast but forgiving: a record with too few fields is padded, one with
+too many is cut, a blank line becomes a row of empty strings, an unclosed quote at the end
+of a file is an error. A migration needs each of those seen and quarantined, so a file is
+read in two vectorised passes:
+
+1. *structure*: the file as physical lines (no quoting), joined into records by quote
+   parity, giving each record its number, its field count and whether it is blank;
+2. *fields*: polars' CSV reader over the same file, whose rows align one-to-one with the
+   records of pass 1 (checked; a file where they do not align is read by the exact but
+   slow Python ``csv`` reader instead).
+
+Records with the wrong field count, bytes invalid in the declared encoding or an
+unterminated quote become quarantine rows with their raw text; blank lines are not rows.
+Files in a single-byte Windows encoding are first transcoded to UTF-8 in the run's work
+folder.
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from migrate.errors import InputError
+
+# A separator that never occurs in text, so pass 1 sees each physical line as one field.
+_LINE_SEP = "\x1f"
+_REPLACEMENT = "\ufffd"
+_TRANSCODE_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How a delimited file is encoded and quoted."""
+
+    encoding: str = "utf-8"  # utf-8 (BOM tolerated), cp1252 or latin-1
+    delimiter: str = ","
+    quote_char: str | None = '"'
+    on_encoding_error: str = "quarantine"  # or "replace": keep U+FFFD in the value
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """One file read: its good records as strings, and the records it could not split."""
+
+    frame: pl.LazyFrame  # source columns (String) + source_file + source_row
+    rejected: pl.DataFrame  # source_file, source_row, reason_code, message, raw
+    rows_read: int
+    columns: tuple[str, ...]
+
+
+def _rejected(rows: list[tuple[int, str, str, str]], source_file: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "source_file": [source_file] * len(rows),
+            "source_row": [r[0] for r in rows],
+            "reason_code": [r[1] for r in rows],
+            "message": [r[2] for r in rows],
+            "raw": [r[3] for r in rows],
+        },
+        schema={"source_file": pl.String, "source_row": pl.Int64, "reason_code": pl.String,
+                "message": pl.String, "raw": pl.String},
+    )
+
+
+def transcode_to_utf8(path: Path, encoding: str, work_dir: Path) -> Path:
+    """Copy a single-byte-encoded file as UTF-8 into ``work_dir`` (streamed in chunks)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / (path.name + ".utf8")
+    with path.open("r", encoding=encoding, errors="replace", newline="") as src, target.open(
+        "w", encoding="utf-8", newline=""
+    ) as dst:
+        while chunk := src.read(_TRANSCODE_CHUNK):
+            dst.write(chunk)
+    return target
+
+
+def read_header(path: Path, opts: CsvOptions) -> tuple[str, ...]:
+    """The column names of a delimited file (surrounding spaces and a BOM removed)."""
+    try:
+        schema = pl.scan_csv(
+            path, separator=opts.delimiter, quote_char=opts.quote_char, infer_schema=False,
+            encoding="utf8-lossy", n_rows=0, truncate_ragged_lines=True,
+        ).collect_schema()
+    except pl.exceptions.NoDataError:
+        return ()
+    return tuple(name.strip().lstrip("\ufeff") for name in schema.names())
+
+
+def _records(path: Path, opts: CsvOptions) -> pl.DataFrame:
+    """Pass 1: one row per record after the header: rec (1-based), text, nfields, unterminated."""
+    lines = pl.scan_csv(
+        path, has_header=False, separator=_LINE_SEP, quote_char=None, new_columns=["line"],
+        infer_schema=False, empty_string_is_null=False, encoding="utf8-lossy",
+        truncate_ragged_lines=True,
+    ).select(pl.col("line").fill_null("")).collect()
+    lines = lines.slice(1)  # the header line
+    if lines.height == 0:
+        return pl.DataFrame(schema={"rec": pl.Int64, "text": pl.String, "nfields": pl.Int64,
+                                    "unterminated": pl.Boolean})
+    q = opts.quote_char
+    if q is None:
+        recs = lines.select(pl.col("line").alias("text"), pl.lit(False).alias("unterminated"))
+    else:
+        inside = (pl.col("line").str.count_matches(q, literal=True).cum_sum() % 2) == 1
+        lines = lines.with_columns(inside.alias("inside"))
+        if not lines["inside"].any():
+            recs = lines.select(pl.col("line").alias("text"), pl.lit(False).alias("unterminated"))
+        else:
+            starts = pl.col("inside").shift(1, fill_value=False).not_()
+            recs = (
+                lines.with_columns(starts.cum_sum().alias("rec"))
+                .group_by("rec", maintain_order=True)
+                .agg(pl.col("line").str.join("\n").alias("text"), pl.col("inside").last().alias("unterminated"))
+                .drop("rec")
+            )
+    delim = re.escape(opts.delimiter)
+    if q is not None:
+        quoted = f"{re.escape(q)}(?:[^{re.escape(q)}]|{re.escape(q)}{{2}})*{re.escape(q)}"
+        unquoted = pl.col("text").str.replace_all(quoted, "")
+        count = pl.when(pl.col("text").str.contains(q, literal=True)).then(unquoted).otherwise(pl.col("text"))
+    else:
+        count = pl.col("text")
+    return recs.with_columns(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rec"),
+        (count.str.count_matches(delim).cast(pl.Int64) + 1).alias("nfields"),
+    )
+
+
+def _prefix_copy(path: Path, physical_lines: int, work_dir: Path) -> Path:
+    """Copy the first ``physical_lines`` lines of ``path`` (to cut off an unterminated tail)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / (path.name + ".head")
+    remaining = physical_lines
+    with path.open("rb") as src, target.open("wb") as dst:
+        while remaining > 0 and (chunk := src.read(_TRANSCODE_CHUNK)):
+            n = chunk.count(b"\n")
+            if n < remaining:
+                dst.write(chunk)
+                remaining -= n
+                continue
+            cut = -1
+            for _ in range(remaining):
+                cut = chunk.index(b"\n", cut + 1)
+            dst.write(chunk[: cut + 1])
+            remaining = 0
+    return target
+
+
+def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> ReadResult:
+    """Read one delimited file; see the module docstring for what is checked.
+
+    ``source_file`` is the name rows carry (the path relative to the input folder).
+    Invariant: rows_read == frame rows + rejected rows, and blank lines are not rows.
+    """
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    text_path = path if opts.encoding == "utf-8" else transcode_to_utf8(path, opts.encoding, work_dir)
+    header = read_header(text_path, opts)
+    if not header:
+        empty = pl.LazyFrame(schema={"source_file": pl.String, "source_row": pl.Int64})
+        return ReadResult(empty, _rejected([], source_file), 0, ())
+    recs = _records(text_path, opts)
+    nonblank = pl.col("text") != ""
+    recs = recs.with_columns(
+        pl.when(nonblank).then(nonblank.cast(pl.Int64).cum_sum()).alias("source_row"),
+        pl.when(~nonblank).then(None)
+        .when(pl.col("unterminated")).then(pl.lit("wrong_field_count"))
+        .when(pl.col("nfields") != len(header)).then(pl.lit("wrong_field_count"))
+        .when(pl.lit(opts.on_encoding_error == "quarantine" and opts.encoding == "utf-8")
+              & pl.col("text").str.contains(_REPLACEMENT, literal=True)).then(pl.lit("invalid_encoding"))
+        .alias("reason_code"),
+    )
+    rows_read = int(recs["source_row"].max() or 0)
+    bad = recs.filter(pl.col("reason_code").is_not_null())
+    rejected = _rejected(
+        [
+            (row, reason, _structure_message(source_file, row, reason, nf, len(header), unterminated), text)
+            for row, reason, nf, unterminated, text in bad.select(
+                "source_row", "reason_code", "nfields", "unterminated", "text").iter_rows()
+        ],
+        source_file,
+    )
+    read_path = text_path
+    tail_open = bool(recs.height and recs["unterminated"][-1])
+    if tail_open:
+        # polars cannot read past an unclosed quote at the end: read up to the record before it.
+        last_rec = recs.height  # the unterminated record
+        physical = 1 + int(recs.filter(pl.col("rec") < last_rec)["text"].str.count_matches("\n").sum()) + last_rec - 1
+        read_path = _prefix_copy(text_path, physical, work_dir)
+    keep = recs.filter(pl.col("reason_code").is_null() & nonblank).select("rec", "source_row")
+    expected_height = recs.height - (1 if tail_open else 0)
+    frame = _fields(read_path, header, opts)
+    height = frame.select(pl.len()).collect().item()
+    if height != expected_height:
+        return _read_exact(text_path, source_file, opts, header)
+    if keep.height == expected_height and bool((keep["rec"] == keep["source_row"]).all()):
+        lazy = frame.rename({"__rec": "source_row"})
+    else:
+        lazy = frame.join(keep.lazy(), left_on="__rec", right_on="rec", how="inner", maintain_order="left").drop("__rec")
+    lazy = lazy.with_columns(pl.lit(source_file).alias("source_file"))
+    return ReadResult(lazy, rejected, rows_read, header)
+
+
+def _structure_message(source_file: str, row: int, reason: str, nfields: int, expected: int, unterminated: bool) -> str:
+    where = f"{source_file} row {row}"
+    if reason == "invalid_encoding":
+        return f"{where}: bytes that are not valid UTF-8 (declare the file's encoding in the profile, e.g. cp1252)"
+    if unterminated:
+        return f"{where}: unterminated quoted field at the end of the file (truncated record)"
+    return f"{where}: {nfields} fields where the header has {expected}"
+
+
+def _fields(path: Path, header: tuple[str, ...], opts: CsvOptions) -> pl.LazyFrame:
+    """Pass 2: polars' reader over the records, every value a string, with ``__rec``."""
+    return pl.scan_csv(
+        path, has_header=False, skip_rows=1, new_columns=list(header), separator=opts.delimiter,
+        quote_char=opts.quote_char, infer_schema=False, empty_string_is_null=False,
+        truncate_ragged_lines=True, encoding="utf8-lossy", row_index_name="__rec", row_index_offset=1,
+    ).with_columns(pl.col("__rec").cast(pl.Int64))
+
+
+def _exact_records(path: Path, opts: CsvOptions) -> Iterator[list[str]]:
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        first = fh.read(1)
+        if first != "\ufeff":
+            fh.seek(0)
+        kwargs = {"quotechar": opts.quote_char, "quoting": pycsv.QUOTE_MINIMAL} if opts.quote_char else {
+            "quoting": pycsv.QUOTE_NONE}
+        yield from pycsv.reader(fh, delimiter=opts.delimiter, strict=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _read_exact(path: Path, source_file: str, opts: CsvOptions, header: tuple[str, ...]) -> ReadResult:
+    """The slow, exact reader for a file whose quoting confuses the fast path."""
+    columns: dict[str, list[str]] = {c: [] for c in header}
+    rows: list[int] = []
+    bad: list[tuple[int, str, str, str]] = []
+    row = 0
+    records = _exact_records(path, opts)
+    next(records, None)
+    for fields in records:
+        if not fields:
+            continue
+        row += 1
+        text = opts.delimiter.join(fields)
+        if len(fields) != len(header):
+            bad.append((row, "wrong_field_count",
+                        _structure_message(source_file, row, "wrong_field_count", len(fields), len(header), False), text))
+        elif opts.on_encoding_error == "quarantine" and opts.encoding == "utf-8" and _REPLACEMENT in text:
+            bad.append((row, "invalid_encoding",
+                        _structure_message(source_file, row, "invalid_encoding", 0, 0, False), text))
+        else:
+            rows.append(row)
+            for c, v in zip(header, fields):
+                columns[c].append(v)
+    frame = pl.DataFrame({**columns, "source_row": rows},
+                         schema={**{c: pl.String for c in header}, "source_row": pl.Int64})
+    lazy = frame.lazy().with_columns(pl.lit(source_file).alias("source_file"))
+    return ReadResult(lazy, _rejected(bad, source_file), row, header)
+

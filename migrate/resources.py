@@ -1,11 +1,12 @@
 """Where the shipped data folders (mappings/, rules/, reports/) are.
 
 In a source checkout or an editable install they sit at the repository root beside
-``migrate/``; in a wheel they are installed as ``migrate/_data/<name>``.
+``migrate/``; an installed wheel puts them in ``<prefix>/share/handover/<name>``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -13,7 +14,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def data_dir(name: str) -> Path:
     """The folder holding shipped ``name`` data (mappings, rules or reports)."""
-    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
+    for candidate in (_PACKAGE.parent / name, Path(sys.prefix) / "share" / "handover" / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"shipped data folder '{name}' is missing from the installation")

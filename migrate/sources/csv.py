@@ -55,6 +55,11 @@ class ReadResult:
     columns: tuple[str, ...]
 
 
+def empty_rejected(source_file: str) -> pl.DataFrame:
+    """A rejected-records frame with no rows."""
+    return _rejected([], source_file)
+
+
 def _rejected(rows: list[tuple[int, str, str, str]], source_file: str) -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -82,15 +87,13 @@ def transcode_to_utf8(path: Path, encoding: str, work_dir: Path) -> Path:
 
 
 def read_header(path: Path, opts: CsvOptions) -> tuple[str, ...]:
-    """The column names of a delimited file (surrounding spaces and a BOM removed)."""
-    try:
-        schema = pl.scan_csv(
-            path, separator=opts.delimiter, quote_char=opts.quote_char, infer_schema=False,
-            encoding="utf8-lossy", n_rows=0, truncate_ragged_lines=True,
-        ).collect_schema()
-    except pl.exceptions.NoDataError:
-        return ()
-    return tuple(name.strip().lstrip("\ufeff") for name in schema.names())
+    """The column names of a delimited file in any declared encoding (spaces and BOM removed)."""
+    with path.open("r", encoding=opts.encoding, errors="replace", newline="") as fh:
+        head = fh.read(1 << 16)
+    head = head.lstrip("\ufeff")
+    quoting = {"quotechar": opts.quote_char} if opts.quote_char else {"quoting": pycsv.QUOTE_NONE}
+    first = next(pycsv.reader(head.splitlines(keepends=True), delimiter=opts.delimiter, **quoting), [])  # type: ignore[arg-type]
+    return tuple(name.strip() for name in first)
 
 
 def _records(path: Path, opts: CsvOptions) -> pl.DataFrame:
@@ -161,8 +164,8 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     """
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
-    text_path = path if opts.encoding == "utf-8" else transcode_to_utf8(path, opts.encoding, work_dir)
-    header = read_header(text_path, opts)
+    header = read_header(path, opts)
+    text_path = path if opts.encoding == "utf-8" or not header else transcode_to_utf8(path, opts.encoding, work_dir)
     if not header:
         empty = pl.LazyFrame(schema={"source_file": pl.String, "source_row": pl.Int64})
         return ReadResult(empty, _rejected([], source_file), 0, ())

@@ -1,0 +1,233 @@
+"""The ``handover`` command: parses options, calls ``migrate``, renders with rich.
+
+Thin by design: no business logic here. Data (summaries, JSON) goes to stdout, messages
+and progress to stderr. Errors from the engine are caught once, in ``_guard``, and exit
+with the code their class carries (2 configuration, 3 input, 1 reconciliation).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from migrate import __version__
+from migrate.errors import HandoverError
+from migrate.progress import NULL_PROGRESS
+from migrate.progress import Progress as EngineProgress
+
+F = TypeVar("F", bound=Callable[..., Any])
+SEED_CUTOVER = date(2022, 10, 1)
+
+out = Console(width=100)
+err = Console(stderr=True, width=100)
+
+
+class RichProgress(EngineProgress):
+    """Engine progress drawn as rich bars on stderr (only when it is a terminal)."""
+
+    def __init__(self) -> None:
+        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True)
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichProgress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.stop()
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self._tasks[task] = self._bars.add_task(task, total=total, note="")
+
+    def advance(self, task: str, steps: int = 1, note: str = "") -> None:
+        if task in self._tasks:
+            self._bars.update(self._tasks[task], advance=steps, note=note)
+
+    def finish(self, task: str) -> None:
+        if task in self._tasks:
+            t = self._tasks.pop(task)
+            self._bars.update(t, completed=self._bars.tasks[t].total or 0)
+
+
+def _progress(quiet: bool) -> RichProgress | None:
+    return RichProgress() if not quiet and err.is_terminal else None
+
+
+def _guard(fn: F) -> F:
+    """Turn engine errors into their exit codes with a readable message on stderr."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HandoverError as exc:
+            err.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+    return wrapper  # type: ignore[return-value]
+
+
+def output_options(fn: F) -> F:
+    """--quiet and --json, shared by every command that summarises a run."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")(fn)
+    return fn
+
+
+def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a date in YYYY-MM-DD form") from None
+
+
+def render_summary(summary: dict[str, Any], console: Console) -> None:
+    """The terminal summary of a run: the invariant per file, then quarantine reasons."""
+    inv = summary["invariant"]
+    colour = "green" if inv["holds"] else "bold red"
+    verdict = "holds" if inv["holds"] else "BROKEN"
+    console.print(f"[{colour}]Invariant {verdict}[/]: {inv['rows_read']:,} source rows read, "
+                  f"each with exactly one disposition" + ("" if inv["holds"] else " — NOT so; see below"))
+    table = Table(title="Rows read = Σ dispositions, per input file", title_justify="left")
+    for col in ("file", "read", "migrated", "merged", "at target", "withheld", "out of scope", "quarantined", "ok"):
+        table.add_column(col, justify="left" if col == "file" else "right", no_wrap=col == "file")
+    for f in inv["files"]:
+        d = f["dispositions"]
+        table.add_row(f["file"], f"{f['rows_read']:,}", f"{d['migrated']:,}", f"{d['merged']:,}",
+                      f"{d['already_at_target']:,}", f"{d['withheld']:,}", f"{d['out_of_scope']:,}",
+                      f"{d['quarantined']:,}", "[green]✓[/]" if f["holds"] else "[red]✗[/]")
+    console.print(table)
+    if summary.get("quarantine"):
+        q = Table(title="Quarantined rows by reason", title_justify="left")
+        for col in ("file", "reason", "rows"):
+            q.add_column(col, justify="right" if col == "rows" else "left")
+        for row in summary["quarantine"]:
+            q.add_row(row["file"], row["reason_code"], f"{row['rows']:,}")
+        console.print(q)
+
+
+def _finish(result: Any, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2, sort_keys=True, default=str))
+    elif not quiet:
+        render_summary(result.summary, out)
+        out.print(f"Run folder: {result.run_dir}")
+    if not result.ok:
+        err.print("[bold red]error:[/] reconciliation failed: rows read ≠ Σ dispositions (see the table)")
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="handover")
+def main() -> None:
+    """handover: migrate a community-service caseload between providers and prove nothing was lost."""
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the extract and its truth/ into.")
+@click.option("--patients", type=click.IntRange(min=1), default=18942, show_default=True, help="Distinct people.")
+@click.option("--seed", type=int, default=20221001, show_default=True, help="Random seed (same seed, same files).")
+@click.option("--cutover", callback=_date, default=SEED_CUTOVER.isoformat(), show_default=True,
+              help="Cut-over date the extract is built around (YYYY-MM-DD).")
+@output_options
+@_guard
+def synth(out_dir: Path, patients: int, seed: int, cutover: date, quiet: bool, as_json: bool) -> None:
+    """Write a synthetic outgoing-provider extract (generic-csv layout) and its ground truth."""
+    from migrate.synth import synthesise
+
+    summary = synthesise(out_dir, patients=patients, seed=seed, cutover=cutover)
+    if as_json:
+        click.echo(json.dumps(summary.asdict(), indent=2, sort_keys=True, default=str))
+    elif not quiet:
+        out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}")
+
+
+def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: bool) -> Any:
+    from migrate.pipeline import RunConfig, run_batch
+
+    config = RunConfig.load(input_dir, mapping, cutover, out_dir)
+    bars = _progress(quiet)
+    if bars is None:
+        return run_batch(config, NULL_PROGRESS)
+    with bars:
+        return run_batch(config, bars)
+
+
+@main.command()
+@click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
+@click.option("--mapping", "-m", required=True, help="Mapping profile: a YAML path or a shipped name (generic-csv).")
+@click.option("--cutover", callback=_date, required=True, help="Cut-over date (YYYY-MM-DD).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder to write.")
+@output_options
+@_guard
+def run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: bool, as_json: bool) -> None:
+    """Run one migration batch into a run folder."""
+    _finish(_run(input_dir, mapping, cutover, out_dir, quiet), quiet, as_json)
+
+
+@main.command()
+@click.option("--patients", type=click.IntRange(min=1), default=18942, show_default=True,
+              help="Distinct people in the synthetic extract (the seed's caseload by default).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+              show_default=True, help="Folder for the extract (extract/) and the run (run/).")
+@output_options
+@_guard
+def demo(patients: int, out_dir: Path, quiet: bool, as_json: bool) -> None:
+    """Synthesise a seed-scale extract and run the whole batch on it."""
+    from migrate.synth import synthesise
+
+    extract = out_dir / "extract"
+    if not quiet and not as_json:
+        err.print(f"Synthesising {patients:,} patients into {extract} …")
+    synthesise(extract, patients=patients)
+    if not quiet and not as_json:
+        err.print(f"Running the batch (cut-over {SEED_CUTOVER}) into {out_dir / 'run'} …")
+    _finish(_run(extract, "generic-csv", SEED_CUTOVER, out_dir / "run", quiet), quiet, as_json)
+
+
+@main.command()
+@click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
+@click.option("--mapping", "-m", required=True, help="Mapping profile: a YAML path or a shipped name.")
+@output_options
+@_guard
+def check(input_dir: Path, mapping: str, quiet: bool, as_json: bool) -> None:
+    """Dry-run a mapping profile against an extract and list every problem; writes nothing.
+
+    Exit 2 when files lack columns the profile reads; row-level problems (which a run
+    would quarantine) are listed with counts and examples and exit 0.
+    """
+    from migrate.check import check_extract
+    from migrate.profile import load_profile
+
+    report = check_extract(input_dir, load_profile(mapping))
+    if as_json:
+        click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
+    elif not quiet:
+        for line in report.layout:
+            err.print(f"[bold red]layout:[/] {line}", highlight=False)
+        table = Table(title=f"{report.rows_read:,} rows read; problems a run would quarantine", title_justify="left")
+        for col in ("file", "field", "reason", "rows", "examples"):
+            table.add_column(col, justify="right" if col == "rows" else "left")
+        for p in report.problems:
+            examples = ", ".join(f"'{v}'" for v in p["example_values"]) or "rows " + ", ".join(map(str, p["example_rows"]))
+            table.add_row(p["source_file"], p["field"] or "(record)", p["reason_code"], f"{p['rows']:,}", examples)
+        out.print(table)
+    if not report.fits:
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

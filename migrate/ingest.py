@@ -95,16 +95,18 @@ def _map_table(table: str, files: list[InputFile], profile: Profile, work_dir: P
 
 
 def ingest(input_dir: Path, profile: Profile, work_dir: Path, progress: Progress = NULL_PROGRESS,
-           only_tables: list[str] | None = None) -> Ingested:
+           only_tables: list[str] | None = None, files: list[InputFile] | None = None) -> Ingested:
     """Read, map and check every table of the extract in ``input_dir``.
 
     ``only_tables`` (used by ``handover check``) skips the layout check and maps just
-    those tables; references to a skipped parent table are then not checked.
+    those tables; references to a skipped parent table are then not checked. ``files``,
+    when given, were already discovered and their layout checked.
     """
-    files = discover(input_dir, profile)
-    if only_tables is None:
-        check_layout(files, profile)
-    else:
+    if files is None:
+        files = discover(input_dir, profile)
+        if only_tables is None:
+            check_layout(files, profile)
+    if only_tables is not None:
         files = [f for f in files if f.table in only_tables]
     progress.start("ingest", total=len(files))
     tables: dict[str, pl.DataFrame] = {}

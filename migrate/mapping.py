@@ -54,9 +54,9 @@ def _source(spec: FieldSpec, source_schema: Mapping[str, pl.DataType]) -> pl.Exp
     if spec.column is not None:
         return col(spec.column)
     if spec.split is not None:
-        parts = col(spec.split.column).str.strip_chars().str.split(spec.split.on)
+        parts = col(spec.split.column).str.strip_chars().str.split(spec.split.sep)
         if spec.split.rest:
-            return parts.list.slice(spec.split.index).list.join(spec.split.on)
+            return parts.list.slice(spec.split.index).list.join(spec.split.sep)
         return parts.list.get(spec.split.index, null_on_oob=True)
     cleaned = [col(c).str.strip_chars().replace("", None) for c in spec.columns]
     return pl.concat_str(cleaned, separator=spec.sep, ignore_nulls=True).replace("", None)

@@ -16,11 +16,12 @@ from typing import Any
 import polars as pl
 
 from migrate import __version__, canonical
-from migrate.ingest import Ingested, ingest
+from migrate.ingest import Ingested, check_layout, ingest
 from migrate.manifest import describe_outputs, run_id
 from migrate.outputs import write_json, write_parquet
 from migrate.profile import Profile, load_profile
 from migrate.progress import NULL_PROGRESS, Progress
+from migrate.sources import discover
 from migrate.reconcile import FileCount, invariant, quarantine_summary
 
 
@@ -79,9 +80,11 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     started = datetime.now(UTC)
     out = config.out_dir
     work = out / ".work"
+    files = discover(config.input_dir, config.profile)
+    check_layout(files, config.profile)  # exit 2 before anything is written
     out.mkdir(parents=True, exist_ok=True)
     try:
-        ingested = ingest(config.input_dir, config.profile, work, progress)
+        ingested = ingest(config.input_dir, config.profile, work, progress, files=files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lineage = build_lineage(ingested)

@@ -46,7 +46,7 @@ class Split:
     """Take part of a column split on a separator (e.g. a full name)."""
 
     column: str
-    on: str
+    sep: str
     index: int
     rest: bool = False  # join every part from ``index`` on, with ``on``
 
@@ -189,11 +189,11 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         kwargs["columns"] = _str_list(raw["columns"], f"{where}.columns", problems)
     if "split" in raw:
         s = raw["split"]
-        if not (isinstance(s, dict) and isinstance(s.get("column"), str) and isinstance(s.get("on"), str)
-                and isinstance(s.get("index", 0), int)):
-            problems.add(f"{where}.split", "expected {column: Name, on: ' ', index: 0, rest: false}")
+        if not (isinstance(s, dict) and isinstance(s.get("column"), str) and isinstance(s.get("sep"), str)
+                and str(s.get("index", 0)).lstrip("-").isdigit()):
+            problems.add(f"{where}.split", "expected {column: Name, sep: ' ', index: 0, rest: false}")
         else:
-            kwargs["split"] = Split(s["column"], s["on"], int(s.get("index", 0)), bool(s.get("rest", False)))
+            kwargs["split"] = Split(s["column"], s["sep"], int(s.get("index", 0)), s.get("rest", False) is True)
     for key in ("required", "trim", "map_only"):
         if key in raw:
             if not isinstance(raw[key], bool):
@@ -269,7 +269,7 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
         raise ProfileError(f"mapping profile {path} is not a YAML mapping", [])
     for key in sorted(set(doc) - TOP_LEVEL):
         problems.add(key, f"unknown key; use one of {', '.join(sorted(TOP_LEVEL))}")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if str(doc.get("format_version")) != str(FORMAT_VERSION):
         problems.add("format_version", f"expected {FORMAT_VERSION} (found {doc.get('format_version')!r})")
     name = doc.get("profile")
     if not isinstance(name, str) or not name:
@@ -349,12 +349,35 @@ def resolve_profile_path(name_or_path: str) -> Path:
                       f"or one of the shipped profiles ({known})")
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML where every scalar is text except true/false.
+
+    Profiles are full of codes: YAML 1.1 would read ``01`` as 1, ``on``/``no`` as booleans
+    and ``1.10`` as a float, silently changing what a source value maps to.
+    """
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                           "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_TextLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
+
+
+def read_yaml(data: bytes) -> Any:
+    """Parse profile or rule-pack YAML with codes kept as text (see ``_TextLoader``)."""
+    return yaml.load(data, Loader=_TextLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load and validate a profile by path or shipped name; ``ProfileError`` lists every problem."""
     path = resolve_profile_path(str(name_or_path))
     data = path.read_bytes()
     try:
-        doc = yaml.safe_load(data)
+        doc = read_yaml(data)
     except yaml.YAMLError as exc:
         raise ProfileError(f"mapping profile {path} is not valid YAML", [str(exc)]) from None
     return parse_profile(doc, path, hashlib.sha256(data).hexdigest())

@@ -170,6 +170,9 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
         empty = pl.LazyFrame(schema={"source_file": pl.String, "source_row": pl.Int64})
         return ReadResult(empty, _rejected([], source_file), 0, ())
     recs = _records(text_path, opts)
+    if recs.filter(pl.col("text") != "").height == 0:
+        schema = {**{c: pl.String() for c in header}, "source_row": pl.Int64(), "source_file": pl.String()}
+        return ReadResult(pl.LazyFrame(schema=schema), empty_rejected(source_file), 0, header)
     nonblank = pl.col("text") != ""
     recs = recs.with_columns(
         pl.when(nonblank).then(nonblank.cast(pl.Int64).cum_sum()).alias("source_row"),

@@ -1,0 +1,245 @@
+"""Derived features: the columns rule packs read beside the canonical ones.
+
+Inputs are the canonical LazyFrames (``patients``, ``referrals``, ``contacts``, ``codes``),
+the rule pack (only for its codelists: dummy slot names, red-flag codes, out-of-scope
+reason phrases, sharing codes) and the cut-over date T. Outputs are two LazyFrames:
+
+- ``referral_features``: one row per referral — every canonical referral column plus the
+  columns of ``REFERRAL_FEATURES``;
+- ``patient_features``: one row per patient — every canonical patient column plus the
+  sharing columns of ``PATIENT_FEATURES`` (the referral-derived patient columns are added
+  by ``migrate.cohorts``).
+
+Contacts are aggregated with one ``group_by`` and codes with one join and one ``group_by``;
+both are joined back on keys, so the cost is linear in the rows and no Python runs per
+row. The feature schemas below are the contract ``migrate.rules.pack`` validates rule
+conditions against before any data is read; a test keeps them equal to what is computed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from migrate import canonical
+
+if TYPE_CHECKING:
+    from migrate.rules.pack import RulePack
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A derived column: its polars type and what it means, in words for a clinical lead."""
+
+    dtype: pl.DataType
+    description: str
+
+
+_I, _B, _D, _S = pl.Int64(), pl.Boolean(), pl.Date(), pl.String()
+
+REFERRAL_FEATURES: dict[str, Feature] = {
+    "cutover_date": Feature(_D, "the cut-over date T of this batch"),
+    "open_at_cutover": Feature(_B, "status open, or closed with a closed_date after the cut-over "
+                                   "(a referral closed after T was still open at T); never for a rejected one"),
+    "attended_before_cutover": Feature(_B, "at least one attended contact (CSDS 5 or 6) dated on or before "
+                                           "the cut-over, e-RS dummy slots excluded"),
+    "attended_contact_count": Feature(_I, "number of attended contacts on or before the cut-over, dummy slots excluded"),
+    "first_attended_date": Feature(_D, "date of the first attended contact on or before the cut-over"),
+    "last_attended_date": Feature(_D, "date of the last attended contact on or before the cut-over"),
+    "booked_after_cutover": Feature(_B, "at least one booked (future) contact dated on or after the cut-over day, "
+                                        "e-RS dummy slots excluded"),
+    "next_booked_date": Feature(_D, "date of the earliest booked contact on or after the cut-over day"),
+    "dummy_slot_contacts": Feature(_I, "number of contacts in e-RS dummy slots (ignored for cohorts)"),
+    "days_waiting": Feature(_I, "days from received_date to the cut-over"),
+    "days_to_first_attendance": Feature(_I, "days from received_date to the first attended contact"),
+    "days_since_post_op": Feature(_I, "days from post_op_date (surgery) to the cut-over; negative if surgery is after T"),
+    "has_red_flag_code": Feature(_B, "one of the referral's red_flags is in the pack's red_flag_codes codelist"),
+    "out_of_scope_phrase": Feature(_S, "the first out-of-scope phrase (codelist out_of_scope_reason_phrases) "
+                                       "found in the referral reason text, matched as whole words, any case"),
+    "age_at_cutover": Feature(_I, "the patient's age in whole years on the cut-over date"),
+}
+
+PATIENT_FEATURES: dict[str, Feature] = {
+    "age_at_cutover": Feature(_I, "the patient's age in whole years on the cut-over date"),
+    "sharing_state": Feature(_S, "kind of the patient's latest sharing entry: dissent, consent, or blank if none"),
+    "sharing_blocked": Feature(_B, "the latest sharing entry is a dissent (a same-day dissent and consent "
+                                   "count as dissent; an undated dissent is never lifted)"),
+    "latest_sharing_code": Feature(_S, "system:code of the latest sharing entry"),
+    "latest_sharing_date": Feature(_D, "recorded date of the latest sharing entry"),
+    "opt_out_recorded": Feature(_B, "a national data opt-out code is recorded (evidence only: it does not "
+                                    "apply to direct care and is not a sharing block)"),
+    "opt_out_codes": Feature(pl.List(_S), "system:code of each opt-out entry"),
+}
+
+# Kinds of sharing entry, from the pack codelists of the same names.
+SHARING_CODELISTS: dict[str, str] = {
+    "sharing_dissent_codes": "dissent",
+    "sharing_consent_codes": "consent",
+    "opt_out_codes": "opt_out",
+}
+# Codelists the feature code reads by name; the pack must define them (validated).
+FLAT_CODELISTS = ("dummy_slot_names", "red_flag_codes", "out_of_scope_reason_phrases")
+CODED_CODELISTS = tuple(SHARING_CODELISTS)
+
+
+def referral_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
+    """Referrals with every ``REFERRAL_FEATURES`` column, one row per referral.
+
+    ``tables`` must hold ``referrals``, ``contacts`` and ``patients`` (canonical columns).
+    """
+    t = pl.lit(cutover, dtype=pl.Date)
+    contacts = _contact_summary(tables["contacts"], pack, cutover)
+    ages = tables["patients"].select("patient_key", _age(cutover).alias("age_at_cutover"))
+    red_flag_codes = pl.Series(pack.codelist("red_flag_codes"), dtype=pl.String)
+    refs = tables["referrals"].select(canonical.REFERRALS.field_names)
+    frame = (
+        refs.join(contacts, on="referral_key", how="left")
+        .join(ages, on="patient_key", how="left")
+        .with_columns(
+            pl.col("attended_contact_count", "dummy_slot_contacts").fill_null(0),
+            pl.col("booked_contact_count").fill_null(0),
+        )
+        .with_columns(
+            t.alias("cutover_date"),
+            # A referral closed after T was still open at T; a closed one without a date was
+            # closed when the extract (as of T) was taken, so it is not open.
+            (
+                (pl.col("status") == "open")
+                | ((pl.col("status") == "closed") & (pl.col("closed_date") > t))
+            ).fill_null(False).alias("open_at_cutover"),
+            (pl.col("attended_contact_count") > 0).alias("attended_before_cutover"),
+            (pl.col("booked_contact_count") > 0).alias("booked_after_cutover"),
+            _days(pl.col("received_date"), t).alias("days_waiting"),
+            _days(pl.col("received_date"), pl.col("first_attended_date")).alias("days_to_first_attendance"),
+            _days(pl.col("post_op_date"), t).alias("days_since_post_op"),
+            pl.col("red_flags").list.eval(pl.element().is_in(red_flag_codes)).list.any()
+            .fill_null(False).alias("has_red_flag_code"),
+            _first_phrase(pack.codelist("out_of_scope_reason_phrases")).alias("out_of_scope_phrase"),
+        )
+    )
+    return frame.select(*canonical.REFERRALS.field_names, *REFERRAL_FEATURES)
+
+
+def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> pl.LazyFrame:
+    """Per referral: attended and booked counts and dates around T, dummy slots counted apart.
+
+    One group_by over all contacts. Attendance is by calendar day (a contact on T itself
+    counts as on or before T); a booking on T itself counts as booked care, because it had
+    not happened when the extract was taken — the choice that keeps a patient in active care.
+    """
+    dummy = pl.Series([s.strip().casefold() for s in pack.codelist("dummy_slot_names")], dtype=pl.String)
+    is_dummy = pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummy).fill_null(False)
+    day = pl.col("contact_datetime").dt.date()
+    start_of_t = datetime.combine(cutover, time())
+    attended = (pl.col("attendance") == "attended") & (day <= cutover) & ~is_dummy
+    booked = (pl.col("attendance") == "booked") & (pl.col("contact_datetime") >= start_of_t) & ~is_dummy
+    return (
+        contacts.select("referral_key", "contact_datetime", "attendance", "slot_name")
+        .filter(pl.col("referral_key").is_not_null())
+        .group_by("referral_key")
+        .agg(
+            attended.sum().cast(pl.Int64).alias("attended_contact_count"),
+            day.filter(attended).min().alias("first_attended_date"),
+            day.filter(attended).max().alias("last_attended_date"),
+            booked.sum().cast(pl.Int64).alias("booked_contact_count"),
+            day.filter(booked).min().alias("next_booked_date"),
+            is_dummy.sum().cast(pl.Int64).alias("dummy_slot_contacts"),
+        )
+    )
+
+
+def patient_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
+    """Patients with every ``PATIENT_FEATURES`` column, one row per patient.
+
+    The latest sharing entry (dissent or consent code from the pack) wins. Ties and gaps
+    are resolved towards blocking, because releasing a record the patient withheld cannot
+    be undone while a block can be lifted by a clinician: a dissent and a consent on the
+    same day count as dissent; an undated dissent is treated as the latest entry and an
+    undated consent as the earliest. Opt-out codes are kept as evidence only.
+    """
+    entries = _sharing_entries(tables["codes"], pack)
+    far_future, far_past = date(9999, 12, 31), date(1, 1, 1)
+    is_dissent = pl.col("sharing_kind") == "dissent"
+    latest = (
+        entries.filter(pl.col("sharing_kind") != "opt_out")
+        .with_columns(
+            pl.when(is_dissent).then(pl.col("recorded_date").fill_null(far_future))
+            .otherwise(pl.col("recorded_date").fill_null(far_past)).alias("_order"),
+            is_dissent.alias("_dissent"),
+        )
+        .group_by("patient_key")
+        .agg(
+            pl.col("sharing_kind", "label", "recorded_date").sort_by("_order", "_dissent").last()
+        )
+        .rename({"sharing_kind": "sharing_state", "label": "latest_sharing_code",
+                 "recorded_date": "latest_sharing_date"})
+    )
+    opt_outs = (
+        entries.filter(pl.col("sharing_kind") == "opt_out")
+        .group_by("patient_key")
+        .agg(pl.col("label").unique().sort().alias("opt_out_codes"))
+    )
+    patients = tables["patients"].select(canonical.PATIENTS.field_names)
+    frame = (
+        patients.join(latest, on="patient_key", how="left")
+        .join(opt_outs, on="patient_key", how="left")
+        .with_columns(
+            _age(cutover).alias("age_at_cutover"),
+            (pl.col("sharing_state") == "dissent").fill_null(False).alias("sharing_blocked"),
+            pl.col("opt_out_codes").is_not_null().alias("opt_out_recorded"),
+        )
+    )
+    return frame.select(*canonical.PATIENTS.field_names, *PATIENT_FEATURES)
+
+
+def _sharing_entries(codes: pl.LazyFrame, pack: RulePack) -> pl.LazyFrame:
+    """Codes rows that are sharing or opt-out entries: patient_key, sharing_kind, label, recorded_date."""
+    systems, values, kinds = [], [], []
+    for codelist, kind in SHARING_CODELISTS.items():
+        for system, codes_of_system in pack.coded(codelist).items():
+            for code in codes_of_system:
+                systems.append(system)
+                values.append(code)
+                kinds.append(kind)
+    lookup = pl.LazyFrame(
+        {"code_system": systems, "code": values, "sharing_kind": kinds},
+        schema={"code_system": pl.String, "code": pl.String, "sharing_kind": pl.String},
+    )
+    # Joined as strings: the codes table's code_system may be an Enum or plain text.
+    return (
+        codes.select("patient_key", pl.col("code_system").cast(pl.String), pl.col("code").str.strip_chars(),
+                     "recorded_date")
+        .join(lookup, on=["code_system", "code"], how="inner")
+        .select("patient_key", "sharing_kind", (pl.col("code_system") + ":" + pl.col("code")).alias("label"),
+                "recorded_date")
+    )
+
+
+def _days(start: pl.Expr, end: pl.Expr) -> pl.Expr:
+    """Whole days from ``start`` to ``end`` (dates); null when either is null."""
+    return (end - start).dt.total_days().cast(pl.Int64)
+
+
+def _age(cutover: date) -> pl.Expr:
+    """Age in whole years on ``cutover`` from ``birth_date`` (a birthday on T counts)."""
+    born = pl.col("birth_date")
+    before_birthday = (born.dt.month().cast(pl.Int64) * 100 + born.dt.day().cast(pl.Int64)) > (
+        cutover.month * 100 + cutover.day
+    )
+    return (pl.lit(cutover.year, dtype=pl.Int64) - born.dt.year().cast(pl.Int64) - before_birthday.cast(pl.Int64))
+
+
+def _first_phrase(phrases: tuple[str, ...]) -> pl.Expr:
+    """The first of ``phrases`` found in reason_text as whole words, lower-cased; null if none.
+
+    One regex built once from the escaped phrases, so a phrase is matched literally and
+    'lump' does not match 'lumpectomy'.
+    """
+    if not phrases:
+        return pl.lit(None, dtype=pl.String)
+    alternatives = "|".join(re.escape(p.strip().lower()) for p in sorted(phrases, key=len, reverse=True))
+    return pl.col("reason_text").str.to_lowercase().str.extract(rf"\b({alternatives})\b", 1)

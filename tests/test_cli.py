@@ -1,0 +1,124 @@
+"""The command line: every exit code, the summary, JSON output, and check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import cli
+from migrate import pipeline
+
+CASE = Path(__file__).parent / "cases" / "worked-example"
+MAPPING = str(CASE / "mapping.yaml")
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli.main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_every_command_has_help_text() -> None:
+    for name, command in cli.main.commands.items():
+        assert command.help, f"handover {name} has no help text"
+
+
+def test_run_succeeds_and_prints_the_invariant(tmp_path: Path) -> None:
+    code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"))
+    assert code == 0
+    assert "Invariant holds: 79 source rows read" in out
+    assert (tmp_path / "run" / "manifest.json").is_file()
+
+
+def test_run_json_summary(tmp_path: Path) -> None:
+    code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["invariant"]["holds"] is True
+    assert summary["invariant"]["dispositions"]["migrated"] == 79
+
+
+def test_missing_input_folder_exits_3_naming_it(tmp_path: Path) -> None:
+    code, _, err = invoke("run", "--input", str(tmp_path / "absent"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"))
+    assert code == 3 and "absent" in err
+
+
+def test_missing_input_file_exits_3(tmp_path: Path) -> None:
+    shutil.copytree(CASE / "input", tmp_path / "in")
+    (tmp_path / "in" / "codes.csv").unlink()
+    code, _, err = invoke("run", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"))
+    assert code == 3 and "codes.csv" in err
+
+
+def test_file_missing_a_required_column_exits_2_naming_file_and_column(tmp_path: Path) -> None:
+    shutil.copytree(CASE / "input", tmp_path / "in")
+    frame = pl.read_csv(tmp_path / "in" / "referrals.csv", infer_schema=False).drop("received_date")
+    frame.write_csv(tmp_path / "in" / "referrals.csv")
+    code, _, err = invoke("run", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "referrals.csv" in err and "received_date" in err
+    assert not (tmp_path / "run").exists(), "nothing is written when the configuration is wrong"
+
+
+def test_bad_profile_exits_2_listing_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: bad\nformat_version: 1\ntables:\n  patients:\n    files: p.csv\n    fields:\n"
+                   "      source_patient_id: id\n      shoe_size: s\n      birth_date: {column: d, formats: ['%Q']}\n")
+    code, _, err = invoke("run", "--input", str(CASE / "input"), "--mapping", str(bad), "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "shoe_size" in err and "'%Q' is not a valid date format" in err
+
+
+def test_bad_option_exits_2_before_reading(tmp_path: Path) -> None:
+    code, _, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "01/10/2022",
+                          "--out", str(tmp_path / "run"))
+    assert code == 2 and "YYYY-MM-DD" in err
+
+
+def test_broken_invariant_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pipeline.build_lineage
+
+    def drop_a_row(ingested: object) -> pl.DataFrame:
+        return real(ingested).slice(1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "build_lineage", drop_a_row)
+    code, out, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                            "--out", str(tmp_path / "run"))
+    assert code == 1
+    assert "Invariant BROKEN" in out and "reconciliation failed" in err
+    report = json.loads((tmp_path / "run" / "reports" / "reconciliation.json").read_text())
+    assert report["invariant"]["holds"] is False
+
+
+def test_check_lists_problems_without_writing(tmp_path: Path) -> None:
+    shutil.copytree(CASE / "input", tmp_path / "in")
+    with (tmp_path / "in" / "contacts.csv").open("a") as fh:
+        fh.write("C90,R02,P02,2022-09-01 10:00,9,initial,\nC91,R02,P02,2022-09-01 10:00,8,initial,\n")
+    code, out, _ = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--json")
+    assert code == 0
+    report = json.loads(out)
+    [problem] = report["row_problems"]
+    assert (problem["field"], problem["reason_code"], problem["rows"]) == ("attendance", "unmapped_code", 2)
+    assert problem["example_values"] == ["9", "8"]
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["codes.csv", "contacts.csv", "patients.csv",
+                                                                   "referrals.csv"]
+
+
+def test_check_reports_missing_columns_of_every_file_and_exits_2(tmp_path: Path) -> None:
+    shutil.copytree(CASE / "input", tmp_path / "in")
+    for name, column in (("referrals.csv", "status"), ("contacts.csv", "attendance_code")):
+        pl.read_csv(tmp_path / "in" / name, infer_schema=False).drop(column).write_csv(tmp_path / "in" / name)
+    code, _, err = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING)
+    assert code == 2
+    assert "referrals.csv (referrals): missing column(s) status" in err
+    assert "contacts.csv (contacts): missing column(s) attendance_code" in err

@@ -1,0 +1,125 @@
+"""The mapping compiler on literal rows: each feature, each quarantine reason, no PII in messages."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from migrate.mapping import apply_mapping, compile_table
+from migrate.profile import parse_profile
+
+
+def _map(table: str, fields: dict[str, Any], rows: list[dict[str, str | None]],
+         defaults: dict[str, Any] | None = None) -> pl.DataFrame:
+    tables: dict[str, Any] = {table: {"files": "x.csv", "fields": fields}}
+    if table != "patients":
+        tables["patients"] = {"files": "p.csv", "fields": {"source_patient_id": "id"}}
+    doc = {"profile": "t", "format_version": 1, "defaults": defaults or {"date_formats": ["%Y-%m-%d"],
+                                                                         "datetime_formats": ["%Y-%m-%d %H:%M"]},
+           "tables": tables}
+    profile = parse_profile(doc, Path("t.yaml"))
+    source = pl.DataFrame(rows, schema={k: pl.String for k in rows[0]}).with_columns(
+        pl.lit("x.csv").alias("source_file"), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"))
+    compiled = compile_table(profile.tables[table], source.schema, profile)
+    return apply_mapping(source.lazy(), compiled).collect()
+
+
+def test_dates_in_several_formats_and_quarantine_when_none_match() -> None:
+    out = _map("patients", {"source_patient_id": "id", "birth_date": {"column": "dob", "formats": ["%d/%m/%Y", "%Y-%m-%d"]}},
+               [{"id": "1", "dob": "11/02/1941"}, {"id": "2", "dob": "1942-03-12"}, {"id": "3", "dob": "31/02/1950"}])
+    assert out["birth_date"].to_list()[:2] == [date(1941, 2, 11), date(1942, 3, 12)]
+    assert out["__reason"].to_list() == [None, None, "unparseable_date"]
+    # birth date is identifying: the message names file, row and field but never the value
+    assert out["__message"][2] == ("x.csv row 3: birth_date (column dob) matches none of the formats "
+                                   "%d/%m/%Y, %Y-%m-%d")
+    assert "1950" not in out["__message"][2] and "1950" in out["__raw"][2]
+
+
+def test_value_map_and_unmapped_code() -> None:
+    out = _map("contacts", {"contact_key": "id", "referral_key": "ref", "modality": {
+        "column": "medium", "map": {"F2F": "face_to_face", "TEL": "telephone"}}},
+        [{"id": "c1", "ref": "r", "medium": "f2f"}, {"id": "c2", "ref": "r", "medium": "FAX"}])
+    assert out["modality"].to_list() == ["face_to_face", None]
+    assert out["__reason"].to_list() == [None, "unmapped_code"]
+    assert "modality (column medium) has no mapping (value 'FAX')" in out["__message"][1]
+
+
+def test_enum_without_map_takes_canonical_values_after_case() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": "p", "status": {"column": "s", "case": "lower"}},
+               [{"id": "r1", "p": "1", "s": "Open"}, {"id": "r2", "p": "1", "s": "Pending"}])
+    assert out["status"].to_list() == ["open", None]
+    assert out["__reason"].to_list() == [None, "unmapped_code"]
+
+
+def test_booleans_from_y_n_and_invalid_value() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": "p", "history_of_cancer": "h"},
+               [{"id": "1", "p": "1", "h": "Y"}, {"id": "2", "p": "1", "h": "n"}, {"id": "3", "p": "1", "h": ""},
+                {"id": "4", "p": "1", "h": "maybe"}],
+               defaults={"true_values": ["Y"], "false_values": ["N"], "date_formats": ["%Y-%m-%d"]})
+    assert out["history_of_cancer"].to_list() == [True, False, None, None]
+    assert out["__reason"].to_list() == [None, None, None, "invalid_value"]
+
+
+def test_required_blank_is_missing_required() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": {"column": "p", "required": True}},
+               [{"id": "1", "p": " "}, {"id": "2", "p": "P1"}])
+    assert out["__reason"].to_list() == ["missing_required", None]
+    assert out["__field"].to_list() == ["patient_key", None]
+    assert out["__message"][0] == "x.csv row 1: patient_key (column p) is required but blank"
+
+
+def test_nhs_number_normalised_never_corrected() -> None:
+    spec = {"column": "nhs", "remove": " -", "pattern": r"^\d{10}$", "on_invalid": "null"}
+    out = _map("patients", {"source_patient_id": "id", "nhs_number": spec, "nhs_number_raw": "nhs"},
+               [{"id": "1", "nhs": "943 476 5919"}, {"id": "2", "nhs": "943-476-5919"}, {"id": "3", "nhs": "94347659"}])
+    assert out["nhs_number"].to_list() == ["9434765919", "9434765919", None]
+    assert out["nhs_number_raw"].to_list() == ["943 476 5919", "943-476-5919", "94347659"]
+    assert out["__reason"].to_list() == [None, None, None]
+
+
+def test_pattern_failure_quarantines_unless_null_allowed() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": "p", "ubrn": {"column": "u", "pattern": r"^\d{12}$"}},
+               [{"id": "1", "p": "1", "u": "123456789012"}, {"id": "2", "p": "1", "u": "12"}])
+    assert out["__reason"].to_list() == [None, "invalid_value"]
+
+
+def test_split_full_name_concat_and_constant() -> None:
+    out = _map("patients", {
+        "source_patient_id": "id",
+        "family_name": {"split": {"column": "name", "sep": ",", "index": 0}, "case": "title"},
+        "given_names": {"split": {"column": "name", "sep": ",", "index": 1, "rest": True}},
+        "address": {"columns": ["a1", "a2"], "sep": ", "},
+        "nhs_number_status": {"constant": "02"},
+    }, [{"id": "1", "name": "SMITH, Jo Ann", "a1": "1 High St", "a2": "Oxford"},
+        {"id": "2", "name": "JONES", "a1": "", "a2": "Leeds"}])
+    assert out["family_name"].to_list() == ["Smith", "Jones"]
+    assert out["given_names"].to_list() == ["Jo Ann", None]
+    assert out["address"].to_list() == ["1 High St, Oxford", "Leeds"]
+    assert out["nhs_number_status"].to_list() == ["02", "02"]
+
+
+def test_datetime_from_two_columns_and_list_separator() -> None:
+    out = _map("contacts", {"contact_key": "id", "referral_key": "r",
+                            "contact_datetime": {"columns": ["d", "t"], "formats": ["%d/%m/%Y %H:%M"]}},
+               [{"id": "c", "r": "r", "d": "01/09/2022", "t": "10:30"}])
+    assert out["contact_datetime"].to_list() == [datetime(2022, 9, 1, 10, 30)]
+    flags = _map("referrals", {"source_referral_id": "id", "patient_key": "p", "red_flags": {"column": "f", "separator": "|"}},
+                 [{"id": "1", "p": "1", "f": "cauda_equina| night_pain"}, {"id": "2", "p": "1", "f": ""}])
+    assert flags["red_flags"].to_list() == [["cauda_equina", "night_pain"], []]
+
+
+def test_all_problems_of_a_row_are_in_its_message() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": "p", "received_date": {"column": "d", "required": True},
+                             "assigned_priority": {"column": "pr", "map": {"1": "routine"}}},
+               [{"id": "1", "p": "1", "d": "", "pr": "9"}])
+    assert out["__reason"][0] == "missing_required"
+    assert "received_date (column d) is required but blank" in out["__message"][0]
+    assert "assigned_priority (column pr) has no mapping (value '9')" in out["__message"][0]
+
+
+def test_keys_default_to_source_ids() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": "p"}, [{"id": "R1", "p": "P1"}])
+    assert out.select("referral_key", "source_referral_id", "patient_key").rows() == [("R1", "R1", "P1")]

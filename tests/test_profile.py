@@ -1,0 +1,83 @@
+"""Mapping profiles: shipped ones load; a broken one lists every problem at once (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migrate.errors import ConfigError, ProfileError
+from migrate.profile import load_profile, parse_profile, read_yaml
+
+GOOD = {
+    "profile": "t", "format_version": 1,
+    "tables": {"patients": {"files": "p.csv", "fields": {"source_patient_id": "id", "birth_date": "dob"}}},
+}
+
+
+def test_shipped_generic_csv_loads_by_name() -> None:
+    profile = load_profile("generic-csv")
+    assert profile.name == "generic-csv"
+    assert set(profile.tables) == {"patients", "referrals", "contacts", "codes"}
+    assert len(profile.sha256) == 64
+
+
+def test_unknown_profile_name_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_profile("no-such-profile")
+    assert exc.value.exit_code == 2 and "generic-csv" in str(exc.value)
+
+
+def test_every_problem_is_listed_with_its_path(tmp_path: Path) -> None:
+    doc = {
+        "profile": "broken", "format_version": 1, "colour": "blue",
+        "tables": {
+            "patients": {"files": "p.csv", "fields": {
+                "source_patient_id": "id",
+                "shoe_size": "shoe",                                     # unknown field
+                "birth_date": {"column": "dob", "formats": ["%d/%m/%"]},  # bad format string
+                "sex": {"column": "sex", "map": {"M": "man"}},           # not a sex value
+                "family_name": {"column": "name", "required": "often"},  # wrong type
+            }},
+            "appointments": {"files": "a.csv", "fields": {}},           # unknown table
+        },
+    }
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(doc, tmp_path / "broken.yaml")
+    problems = "\n".join(exc.value.problems)
+    assert exc.value.exit_code == 2
+    assert "broken.yaml: colour: unknown key" in problems
+    assert "tables.patients.fields.shoe_size: 'shoe_size' is not a field" in problems
+    assert "tables.patients.fields.birth_date.formats[0]: '%d/%m/%' is not a valid date format" in problems
+    assert "tables.patients.fields.sex.map.M: 'man' is not a sex value" in problems
+    assert "tables.patients.fields.family_name.required: expected true or false" in problems
+    assert "tables.appointments: unknown table" in problems
+    assert len(exc.value.problems) == 6
+
+
+def test_a_table_must_map_its_keys(tmp_path: Path) -> None:
+    doc = {"profile": "x", "format_version": 1,
+           "tables": {"patients": {"files": "p.csv", "fields": {"source_patient_id": "id"}},
+                      "referrals": {"files": "r.csv", "fields": {"source_referral_id": "id"}}}}
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(doc, tmp_path / "x.yaml")
+    assert any("map 'patient_key'" in p for p in exc.value.problems)
+
+
+def test_wrong_format_version(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError) as exc:
+        parse_profile({**GOOD, "format_version": 7}, tmp_path / "x.yaml")
+    assert any("format_version" in p for p in exc.value.problems)
+
+
+def test_codes_stay_text_in_yaml() -> None:
+    doc = read_yaml(b"map: {01: a, on: b, no: c, 1.10: d}\nflag: true\n")
+    assert doc["map"] == {"01": "a", "on": "b", "no": "c", "1.10": "d"}
+    assert doc["flag"] is True
+
+
+def test_invalid_yaml_is_a_profile_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tables: [unclosed\n")
+    with pytest.raises(ProfileError):
+        load_profile(bad)

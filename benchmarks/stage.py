@@ -1,0 +1,71 @@
+"""Run one measured stage in this process and print its wall time and peak RSS as JSON.
+
+Called by benchmarks/run.py in a fresh subprocess per measurement, so peak RSS belongs
+to that stage alone. Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+
+def bare_scan(extract: Path) -> dict[str, int]:
+    """The floor: polars reading every CSV of the extract, nothing else."""
+    return {p.name: pl.scan_csv(p, infer_schema=False).collect().height for p in sorted(extract.glob("*.csv"))}
+
+
+def ingest_stage(extract: Path, out: Path) -> dict[str, int]:
+    """Read + map + quarantine + write canonical Parquet (the spine's ingest)."""
+    from migrate.ingest import ingest
+    from migrate.outputs import write_parquet
+    from migrate.profile import load_profile
+
+    result = ingest(extract, load_profile("generic-csv"), out / ".work")
+    for table, frame in result.tables.items():
+        write_parquet(frame, out / "canonical" / f"{table}.parquet")
+    write_parquet(result.quarantine, out / "quarantine.parquet")
+    return {t: f.height for t, f in result.tables.items()} | {"quarantined": result.quarantine.height}
+
+
+def synth_stage(extract: Path, patients: int) -> dict[str, int]:
+    from migrate.synth import synthesise
+
+    summary = synthesise(extract, patients=patients)
+    return {"patients": patients, **{k: v for k, v in summary.asdict().items() if isinstance(v, int)}}
+
+
+def run_stage(extract: Path, out: Path) -> dict[str, int]:
+    """The whole batch as `handover run` does it."""
+    from migrate.pipeline import RunConfig, run_batch
+
+    result = run_batch(RunConfig.load(extract, "generic-csv", date(2022, 10, 1), out))
+    return {"rows_read": result.summary["invariant"]["rows_read"]}
+
+
+def main() -> None:
+    stage, *args = sys.argv[1:]
+    started = time.perf_counter()
+    if stage == "bare":
+        detail = bare_scan(Path(args[0]))
+    elif stage == "ingest":
+        detail = ingest_stage(Path(args[0]), Path(args[1]))
+    elif stage == "synth":
+        detail = synth_stage(Path(args[0]), int(args[1]))
+    elif stage == "run":
+        detail = run_stage(Path(args[0]), Path(args[1]))
+    else:
+        raise SystemExit(f"unknown stage {stage}")
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"stage": stage, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb), "detail": detail}))
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ import polars as pl
 from migrate import canonical
 
 if TYPE_CHECKING:
-    from migrate.rules.pack import RulePack
+    from migrate.rules.model import RulePack
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def referral_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: 
             _days(pl.col("received_date"), t).alias("days_waiting"),
             _days(pl.col("received_date"), pl.col("first_attended_date")).alias("days_to_first_attendance"),
             _days(pl.col("post_op_date"), t).alias("days_since_post_op"),
-            pl.col("red_flags").list.eval(pl.element().is_in(red_flag_codes)).list.any()
+            pl.col("red_flags").list.eval(pl.element().is_in(red_flag_codes.implode())).list.any()
             .fill_null(False).alias("has_red_flag_code"),
             _first_phrase(pack.codelist("out_of_scope_reason_phrases")).alias("out_of_scope_phrase"),
         )
@@ -132,7 +132,7 @@ def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> p
     not happened when the extract was taken — the choice that keeps a patient in active care.
     """
     dummy = pl.Series([s.strip().casefold() for s in pack.codelist("dummy_slot_names")], dtype=pl.String)
-    is_dummy = pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummy).fill_null(False)
+    is_dummy = pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummy.implode()).fill_null(False)
     day = pl.col("contact_datetime").dt.date()
     start_of_t = datetime.combine(cutover, time())
     attended = (pl.col("attendance") == "attended") & (day <= cutover) & ~is_dummy

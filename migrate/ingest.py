@@ -18,7 +18,7 @@ import polars as pl
 
 from migrate import canonical, integrity
 from migrate.errors import ProfileError
-from migrate.mapping import BOOKKEEPING, apply_mapping, compile_table, missing_columns
+from migrate.mapping import BOOKKEEPING, apply_mapping, compile_table, explain_failures, missing_columns
 from migrate.manifest import sha256_file
 from migrate.profile import Profile
 from migrate.progress import NULL_PROGRESS, Progress
@@ -87,7 +87,11 @@ def _map_table(table: str, files: list[InputFile], profile: Profile, work_dir: P
         quarantined.append(_rejected_rows(result.rejected, table))
         if result.columns:
             compiled = compile_table(spec, result.frame.collect_schema(), profile)
-            mapped.append(apply_mapping(result.frame, compiled).collect(engine="streaming"))
+            frame = apply_mapping(result.frame, compiled).collect(engine="streaming")
+            failing = frame.filter(pl.col("__reason").is_not_null()).select("source_row")
+            details = explain_failures(result.frame.join(failing.lazy(), on="source_row", how="semi"), compiled)
+            mapped.append(frame.join(details.collect(), on=["source_file", "source_row"], how="left",
+                                     maintain_order="left"))
         on_file(f, result.rows_read)
     schema = {**canonical.TABLES[table].schema, **{c: pl.String() for c in BOOKKEEPING}}
     frame = pl.concat(mapped, how="vertical") if mapped else pl.DataFrame(schema=schema)

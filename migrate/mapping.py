@@ -5,10 +5,11 @@ against the source columns actually present; ``apply_mapping`` runs them over a 
 LazyFrame. No Python runs per row.
 
 The result has every canonical column of the table (typed) plus four bookkeeping columns:
-``__reason`` (the first quarantine reason code, null for a good row), ``__field`` (the
-canonical field it concerns), ``__message`` (every problem of the row, naming file, row
-and field; values are quoted only for fields that are not patient-identifying) and
-``__raw`` (the source record as JSON, for quarantine).
+``__reason`` (the first quarantine reason code, null for a good row) and ``__field`` (the
+canonical field it concerns). ``explain_failures`` builds, for failing rows only,
+``__message`` (every problem of the row, naming file, row and field; values are quoted
+only for fields that are not patient-identifying) and ``__raw`` (the source record as
+JSON, for quarantine).
 
 A value that fails to parse never becomes null silently: it is a quarantine reason unless
 the field says ``on_invalid: null``.
@@ -36,6 +37,7 @@ class CompiledTable:
     table: str
     stages: tuple[tuple[pl.Expr, ...], ...]
     output: tuple[str, ...]
+    detail: tuple[pl.Expr, ...]  # __message and __raw, computed only for failing rows
 
 
 def _src(name: str) -> pl.Expr:
@@ -182,31 +184,48 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     # A table's key, where the profile does not map it, is the source id (required by the profile).
     derived = [pl.col(source).alias(key) for key, source in _DERIVED_KEYS.get(spec.name, {}).items() if key not in mapped]
     errs = [pl.col(f"__e_{n}") for n in reasons]
-    book = [
+    verdict = [
         pl.coalesce(errs).alias("__reason") if errs else pl.lit(None, dtype=pl.String).alias("__reason"),
         pl.coalesce([pl.when(pl.col(f"__e_{n}").is_not_null()).then(pl.lit(n)) for n in reasons]).alias("__field")
         if reasons else pl.lit(None, dtype=pl.String).alias("__field"),
+    ]
+    detail = (
         pl.concat_str([pl.col("source_file"), pl.lit(" row "), pl.col("source_row").cast(pl.String), pl.lit(": "),
                        pl.concat_str(problem_exprs, separator="; ", ignore_nulls=True)]).alias("__message"),
         pl.struct([_src(c).cast(pl.String).alias(c) for c in spec.source_columns]).struct.json_encode().alias("__raw"),
-    ]
+    )
     missing = [pl.lit(None, dtype=f.dtype).alias(f.name) for f in table.fields
                if f.name not in mapped and f.name not in _derived_names(spec.name, mapped)]
-    output = (*table.field_names, "source_file", "source_row", *BOOKKEEPING)
-    return CompiledTable(spec.name, (tuple(clean_exprs), tuple(typed_exprs), tuple(derived + missing + book)), output)
+    output = (*table.field_names, "source_file", "source_row", "__reason", "__field")
+    return CompiledTable(spec.name, (tuple(clean_exprs), tuple(typed_exprs), tuple(derived + missing + verdict)),
+                         output, detail)
 
 
 def _derived_names(table: str, mapped: Mapping[str, FieldSpec]) -> set[str]:
     return {key for key in _DERIVED_KEYS.get(table, {}) if key not in mapped}
 
 
-def apply_mapping(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
-    """Map a source frame (with source_file, source_row) to canonical columns + bookkeeping."""
+def _staged(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
     names = frame.collect_schema().names()
     frame = frame.rename({c: f"__s_{c}" for c in names if c not in ("source_file", "source_row")})
     for stage in compiled.stages:
         frame = frame.with_columns(stage)
-    return frame.select(compiled.output)
+    return frame
+
+
+def apply_mapping(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
+    """Map a source frame (with source_file, source_row) to canonical columns plus
+    ``__reason`` and ``__field`` (null for a row that maps cleanly)."""
+    return _staged(frame, compiled).select(compiled.output)
+
+
+def explain_failures(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
+    """For source rows that fail: source_file, source_row, ``__message`` and ``__raw``.
+
+    Run over only the failing rows (a semi-join on source_row), so the text of messages
+    and raw records is built for a handful of rows, not the whole extract.
+    """
+    return _staged(frame, compiled).select("source_file", "source_row", *compiled.detail)
 
 
 def missing_columns(spec: TableSpec, present: tuple[str, ...]) -> list[str]:

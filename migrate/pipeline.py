@@ -88,8 +88,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lineage = build_lineage(ingested)
-    files = [FileCount(f.name, f.table, f.rows_read) for f in ingested.files]
-    inv = invariant(lineage, files)
+    inv = invariant(lineage, [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
 
     progress.start("write", total=None)
     written: list[Path] = []

@@ -41,7 +41,7 @@ def invariant(lineage: pl.DataFrame, files: Iterable[FileCount]) -> dict[str, An
         .group_by("source_file").agg(pl.len().alias("rows"))
     )
     repeats = {name: int(n) for name, n in repeated.iter_rows()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     known = set()
     for f in sorted(files, key=lambda f: f.name):
         known.add(f.name)

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from migrate.mapping import apply_mapping, compile_table
+from migrate.mapping import apply_mapping, compile_table, explain_failures
 from migrate.profile import parse_profile
 
 
@@ -24,7 +24,9 @@ def _map(table: str, fields: dict[str, Any], rows: list[dict[str, str | None]],
     source = pl.DataFrame(rows, schema={k: pl.String for k in rows[0]}).with_columns(
         pl.lit("x.csv").alias("source_file"), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"))
     compiled = compile_table(profile.tables[table], source.schema, profile)
-    return apply_mapping(source.lazy(), compiled).collect()
+    mapped = apply_mapping(source.lazy(), compiled).collect()
+    details = explain_failures(source.lazy(), compiled).collect()
+    return mapped.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
 
 
 def test_dates_in_several_formats_and_quarantine_when_none_match() -> None:

@@ -92,48 +92,119 @@ def read_header(path: Path, opts: CsvOptions) -> tuple[str, ...]:
         head = fh.read(1 << 16)
     head = head.lstrip("\ufeff")
     quoting = {"quotechar": opts.quote_char} if opts.quote_char else {"quoting": pycsv.QUOTE_NONE}
-    first = next(pycsv.reader(head.splitlines(keepends=True), delimiter=opts.delimiter, **quoting), [])  # type: ignore[arg-type]
+    first = next(pycsv.reader(head.splitlines(keepends=True), delimiter=opts.delimiter, **quoting), [])
     return tuple(name.strip() for name in first)
 
 
-def _records(path: Path, opts: CsvOptions) -> pl.DataFrame:
-    """Pass 1: one row per record after the header: rec (1-based), text, nfields, unterminated."""
-    lines = pl.scan_csv(
-        path, has_header=False, separator=_LINE_SEP, quote_char=None, new_columns=["line"],
-        infer_schema=False, empty_string_is_null=False, encoding="utf8-lossy",
-        truncate_ragged_lines=True,
-    ).select(pl.col("line").fill_null("")).collect()
-    lines = lines.slice(1)  # the header line
-    if lines.height == 0:
-        return pl.DataFrame(schema={"rec": pl.Int64, "text": pl.String, "nfields": pl.Int64,
-                                    "unterminated": pl.Boolean})
-    q = opts.quote_char
-    if q is None:
-        recs = lines.select(pl.col("line").alias("text"), pl.lit(False).alias("unterminated"))
-    else:
-        inside = (pl.col("line").str.count_matches(q, literal=True).cum_sum() % 2) == 1
-        lines = lines.with_columns(inside.alias("inside"))
-        if not lines["inside"].any():
-            recs = lines.select(pl.col("line").alias("text"), pl.lit(False).alias("unterminated"))
-        else:
-            starts = pl.col("inside").shift(1, fill_value=False).not_()
-            recs = (
-                lines.with_columns(starts.cum_sum().alias("rec"))
-                .group_by("rec", maintain_order=True)
-                .agg(pl.col("line").str.join("\n").alias("text"), pl.col("inside").last().alias("unterminated"))
-                .drop("rec")
-            )
-    delim = re.escape(opts.delimiter)
-    if q is not None:
-        quoted = f"{re.escape(q)}(?:[^{re.escape(q)}]|{re.escape(q)}{{2}})*{re.escape(q)}"
-        unquoted = pl.col("text").str.replace_all(quoted, "")
-        count = pl.when(pl.col("text").str.contains(q, literal=True)).then(unquoted).otherwise(pl.col("text"))
-    else:
-        count = pl.col("text")
-    return recs.with_columns(
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rec"),
-        (count.str.count_matches(delim).cast(pl.Int64) + 1).alias("nfields"),
+def _line_scan(path: Path) -> pl.LazyFrame:
+    """The data lines of a file (the header line is line 0 and left out), unsplit."""
+    return (
+        pl.scan_csv(
+            path, has_header=False, separator=_LINE_SEP, quote_char=None, new_columns=["line"],
+            infer_schema=False, empty_string_is_null=False, encoding="utf8-lossy", truncate_ragged_lines=True,
+        )
+        .with_row_index("line_no")
+        .filter(pl.col("line_no") > 0)
+        .with_columns(pl.col("line").fill_null(""))
     )
+
+
+def _line_stats(path: Path, opts: CsvOptions) -> pl.DataFrame:
+    """Per physical line: quote parity and separators outside quotes, counted both as if the
+    line starts outside a quoted field and as if it starts inside one (streamed, no text kept).
+
+    The regular expressions run only over lines that contain a quote character, in a second
+    scan: polars evaluates both branches of a ``when``, and most lines have no quotes.
+    """
+    line = pl.col("line")
+    quotes = line.str.count_matches(opts.quote_char, literal=True) if opts.quote_char else pl.lit(0, dtype=pl.UInt32)
+    stats = _line_scan(path).select(
+        "line_no",
+        quotes.alias("quotes"),
+        line.str.count_matches(opts.delimiter, literal=True).cast(pl.Int64).alias("outside"),
+        pl.lit(0, dtype=pl.Int64).alias("inside"),
+        (line == "").alias("blank"),
+        line.str.contains(_REPLACEMENT, literal=True).alias("bad_bytes"),
+    ).collect(engine="streaming")
+    if opts.quote_char is None or not bool((stats["quotes"] > 0).any()):
+        return stats.with_columns((pl.col("quotes") % 2 == 1).alias("odd")).drop("quotes")
+    q = re.escape(opts.quote_char)
+    quoted = f"{q}(?:[^{q}]|{q}{q})*{q}"  # a complete quoted field ("" is an escaped quote)
+    open_tail = f"{q}[\\s\\S]*$"  # a quote still open at the end of the line
+    rest_of_field = f"^(?:[^{q}]|{q}{q})*{q}"  # up to the quote that closes a field open at line start
+
+    def outside_count(text: pl.Expr) -> pl.Expr:
+        return text.str.replace_all(quoted, "").str.replace(open_tail, "").str.count_matches(
+            opts.delimiter, literal=True).cast(pl.Int64)
+
+    quoted_lines = stats.filter(pl.col("quotes") > 0).select("line_no")
+    counts = (
+        _line_scan(path).join(quoted_lines.lazy(), on="line_no", how="semi")
+        .select(
+            "line_no",
+            outside_count(line).alias("q_outside"),
+            pl.when(line.str.contains(rest_of_field))
+            .then(outside_count(line.str.replace(rest_of_field, ""))).otherwise(0).cast(pl.Int64).alias("q_inside"),
+        )
+        .collect(engine="streaming")
+    )
+    return (
+        stats.join(counts, on="line_no", how="left", maintain_order="left")
+        .with_columns(
+            (pl.col("quotes") % 2 == 1).alias("odd"),
+            pl.coalesce("q_outside", "outside").alias("outside"),
+            pl.coalesce("q_inside", "inside").alias("inside"),
+        )
+        .drop("quotes", "q_outside", "q_inside")
+    )
+
+
+def _records(path: Path, opts: CsvOptions) -> pl.DataFrame:
+    """Pass 1: one row per record after the header.
+
+    Columns: rec (1-based), first_line, nlines, nfields, unterminated, blank, bad_bytes.
+    Records are physical lines joined while a quoted field is open (quote parity).
+    """
+    stats = _line_stats(path, opts)
+    open_after = (pl.col("odd").cast(pl.Int64).cum_sum() % 2) == 1
+    stats = stats.with_columns(open_after.alias("open_after"))
+    stats = stats.with_columns(pl.col("open_after").shift(1, fill_value=False).alias("open_before"))
+    count = pl.when(pl.col("open_before")).then(pl.col("inside")).otherwise(pl.col("outside"))
+    if not stats["open_before"].any():
+        recs = stats.select(
+            pl.col("line_no").cast(pl.Int64).alias("first_line"), pl.lit(1, dtype=pl.Int64).alias("nlines"),
+            (count + 1).alias("nfields"), pl.col("open_after").alias("unterminated"), "blank", "bad_bytes",
+        )
+    else:
+        recs = (
+            stats.with_columns((~pl.col("open_before")).cum_sum().alias("rec"), count.alias("count"))
+            .group_by("rec", maintain_order=True)
+            .agg(
+                pl.col("line_no").first().cast(pl.Int64).alias("first_line"), pl.len().cast(pl.Int64).alias("nlines"),
+                (pl.col("count").sum() + 1).alias("nfields"), pl.col("open_after").last().alias("unterminated"),
+                (pl.col("blank").first() & (pl.len() == 1)).alias("blank"), pl.col("bad_bytes").any(),
+            )
+            .drop("rec")
+        )
+    return recs.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rec"))
+
+
+def _record_texts(path: Path, recs: pl.DataFrame) -> dict[int, str]:
+    """The raw text of a few records (for quarantine), by record number."""
+    if recs.height == 0:
+        return {}
+    spans = [(rec, first + i) for rec, first, n in recs.select("rec", "first_line", "nlines").iter_rows()
+             for i in range(n)]
+    wanted = pl.DataFrame({"rec": [s[0] for s in spans], "line_no": [s[1] for s in spans]},
+                          schema={"rec": pl.Int64, "line_no": pl.Int64})
+    lines = (
+        _line_scan(path).with_columns(pl.col("line_no").cast(pl.Int64))
+        .join(wanted.lazy(), on="line_no", how="inner")
+        .sort("line_no")
+        .group_by("rec", maintain_order=True).agg(pl.col("line").str.join("\n"))
+        .collect()
+    )
+    return dict(lines.iter_rows())
 
 
 def _prefix_copy(path: Path, physical_lines: int, work_dir: Path) -> Path:
@@ -170,26 +241,27 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
         empty = pl.LazyFrame(schema={"source_file": pl.String, "source_row": pl.Int64})
         return ReadResult(empty, _rejected([], source_file), 0, ())
     recs = _records(text_path, opts)
-    if recs.filter(pl.col("text") != "").height == 0:
+    if recs.filter(~pl.col("blank")).height == 0:
         schema = {**{c: pl.String() for c in header}, "source_row": pl.Int64(), "source_file": pl.String()}
         return ReadResult(pl.LazyFrame(schema=schema), empty_rejected(source_file), 0, header)
-    nonblank = pl.col("text") != ""
+    nonblank = ~pl.col("blank")
+    check_bytes = opts.on_encoding_error == "quarantine" and opts.encoding == "utf-8"
     recs = recs.with_columns(
         pl.when(nonblank).then(nonblank.cast(pl.Int64).cum_sum()).alias("source_row"),
         pl.when(~nonblank).then(None)
         .when(pl.col("unterminated")).then(pl.lit("wrong_field_count"))
         .when(pl.col("nfields") != len(header)).then(pl.lit("wrong_field_count"))
-        .when(pl.lit(opts.on_encoding_error == "quarantine" and opts.encoding == "utf-8")
-              & pl.col("text").str.contains(_REPLACEMENT, literal=True)).then(pl.lit("invalid_encoding"))
+        .when(pl.lit(check_bytes) & pl.col("bad_bytes")).then(pl.lit("invalid_encoding"))
         .alias("reason_code"),
     )
-    rows_read = int(recs["source_row"].max() or 0)
+    rows_read = int(recs["source_row"].fill_null(0).max() or 0)  # type: ignore[arg-type]
     bad = recs.filter(pl.col("reason_code").is_not_null())
+    texts = _record_texts(text_path, bad)
     rejected = _rejected(
         [
-            (row, reason, _structure_message(source_file, row, reason, nf, len(header), unterminated), text)
-            for row, reason, nf, unterminated, text in bad.select(
-                "source_row", "reason_code", "nfields", "unterminated", "text").iter_rows()
+            (row, reason, _structure_message(source_file, row, reason, nf, len(header), unterminated), texts.get(rec, ""))
+            for rec, row, reason, nf, unterminated in bad.select(
+                "rec", "source_row", "reason_code", "nfields", "unterminated").iter_rows()
         ],
         source_file,
     )
@@ -197,9 +269,7 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     tail_open = bool(recs.height and recs["unterminated"][-1])
     if tail_open:
         # polars cannot read past an unclosed quote at the end: read up to the record before it.
-        last_rec = recs.height  # the unterminated record
-        physical = 1 + int(recs.filter(pl.col("rec") < last_rec)["text"].str.count_matches("\n").sum()) + last_rec - 1
-        read_path = _prefix_copy(text_path, physical, work_dir)
+        read_path = _prefix_copy(text_path, int(recs["first_line"][-1]), work_dir)
     keep = recs.filter(pl.col("reason_code").is_null() & nonblank).select("rec", "source_row")
     expected_height = recs.height - (1 if tail_open else 0)
     frame = _fields(read_path, header, opts)
@@ -239,7 +309,7 @@ def _exact_records(path: Path, opts: CsvOptions) -> Iterator[list[str]]:
             fh.seek(0)
         kwargs = {"quotechar": opts.quote_char, "quoting": pycsv.QUOTE_MINIMAL} if opts.quote_char else {
             "quoting": pycsv.QUOTE_NONE}
-        yield from pycsv.reader(fh, delimiter=opts.delimiter, strict=False, **kwargs)  # type: ignore[arg-type]
+        yield from pycsv.reader(fh, delimiter=opts.delimiter, strict=False, **kwargs)
 
 
 def _read_exact(path: Path, source_file: str, opts: CsvOptions, header: tuple[str, ...]) -> ReadResult:

@@ -107,3 +107,17 @@ def test_every_record_accounted_for_on_a_messy_file(tmp_path: Path) -> None:
     assert n == 6
     assert frame.height + rejected.height == n
     assert sorted(frame["source_row"].to_list() + rejected["source_row"].to_list()) == list(range(1, 7))
+
+
+def test_escaped_quotes_and_separators_inside_a_multiline_field(tmp_path: Path) -> None:
+    content = 'a,b,c\n1,"say ""hi"",\nthen, ""bye""",x\n2,"",y\n3,"a\n\nb",z\n'
+    frame, rejected, n = _read(tmp_path, content)
+    assert rejected.height == 0 and n == 3
+    assert frame["b"].to_list() == ['say "hi",\nthen, "bye"', "", "a\n\nb"]
+    assert frame["c"].to_list() == ["x", "y", "z"]
+
+
+def test_raw_text_of_a_multiline_bad_record(tmp_path: Path) -> None:
+    _, rejected, n = _read(tmp_path, 'a,b\n1,2\n"x\ny",z,extra\n3,4\n')
+    assert n == 3
+    assert rejected.select("source_row", "raw").rows() == [(2, '"x\ny",z,extra')]

@@ -31,27 +31,33 @@ def _fail(frame: pl.DataFrame, reason: str, field: str, message: pl.Expr) -> pl.
     )
 
 
+def _split(frame: pl.DataFrame, ok: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows where ok, rows where not) — without copying the frame when all are ok."""
+    if bool(ok.all()):
+        return frame, frame.clear()
+    return frame.filter(ok), frame.filter(~ok)
+
+
 def duplicate_keys(frame: pl.DataFrame, table: str) -> Split:
     """The first row (in file order) of each primary key passes; later repeats are quarantined.
 
-    The message names the row the key repeats, so a reviewer can compare the two records.
+    ``frame`` must be in file order (as ingest produces it). The message names the row the
+    key repeats, so a reviewer can compare the two records.
     """
     key = canonical.TABLES[table].key
     if key is None or frame.height == 0:
         return Split(frame, frame.clear())
-    ordered = frame.sort("source_file", "source_row")
-    first = ordered.group_by(key, maintain_order=True).agg(
-        pl.col("source_file").first().alias("__first_file"), pl.col("source_row").first().alias("__first_row")
-    )
-    marked = ordered.join(first, on=key, how="left", maintain_order="left")
-    is_first = (pl.col("source_file") == pl.col("__first_file")) & (pl.col("source_row") == pl.col("__first_row"))
-    passed = marked.filter(is_first).drop("__first_file", "__first_row")
-    repeats = marked.filter(~is_first)
+    passed, repeats = _split(frame, frame[key].is_first_distinct() | frame[key].is_null())
+    if repeats.height == 0:
+        return Split(passed, repeats)
+    first = passed.join(repeats.select(key).unique(), on=key, how="semi").select(
+        key, pl.col("source_file").alias("__first_file"), pl.col("source_row").alias("__first_row"))
+    marked = repeats.join(first, on=key, how="left", maintain_order="left")
     message = pl.concat_str([
         pl.lit(f"{key} "), pl.col(key), pl.lit(" repeats "), pl.col("__first_file"), pl.lit(" row "),
         pl.col("__first_row").cast(pl.String), pl.lit(" (the first row is kept)"),
     ])
-    failed = _fail(repeats, "duplicate_key", key, message).drop("__first_file", "__first_row")
+    failed = _fail(marked, "duplicate_key", key, message).drop("__first_file", "__first_row")
     return Split(passed, failed)
 
 
@@ -63,10 +69,11 @@ def parent_references(frame: pl.DataFrame, column: str, parent: str, good: pl.Se
     ``unknown_referral``. A null reference passes here (required fields are checked by the
     mapping).
     """
+    refs = frame[column]
+    passed, rest = _split(frame, refs.is_null() | refs.is_in(good.implode()))
+    if rest.height == 0:
+        return Split(passed, rest)
     value = pl.col(column)
-    ok = value.is_null() | value.is_in(good.implode())
-    passed = frame.filter(ok)
-    rest = frame.filter(~ok)
     was_bad = value.is_in(bad.implode())
     noun = parent.rstrip("s")
     quarantined = _fail(rest.filter(was_bad), "parent_quarantined", column,
@@ -76,14 +83,25 @@ def parent_references(frame: pl.DataFrame, column: str, parent: str, good: pl.Se
     return Split(passed, pl.concat([quarantined, unknown]))
 
 
-def contact_patients(contacts: pl.DataFrame, referrals: pl.DataFrame) -> Split:
+def contact_patients(contacts: pl.DataFrame, owners: pl.DataFrame) -> Split:
     """Fill a contact's missing patient from its referral; quarantine a contact whose
-    stated patient differs from its referral's patient (``patient_mismatch``)."""
-    owners = referrals.select("referral_key", pl.col("patient_key").alias("__ref_patient"))
-    joined = contacts.join(owners, on="referral_key", how="left", maintain_order="left")
-    mismatch = pl.col("patient_key").is_not_null() & (pl.col("patient_key") != pl.col("__ref_patient"))
-    passed = joined.filter(~mismatch).with_columns(pl.coalesce("patient_key", "__ref_patient").alias("patient_key"))
-    failed = _fail(joined.filter(mismatch), "patient_mismatch", "patient_key",
+    stated patient differs from its referral's patient (``patient_mismatch``).
+
+    ``owners`` has referral_key and patient_key of the kept referrals.
+    """
+    ref_patient = (
+        contacts.select("referral_key")
+        .join(owners.rename({"patient_key": "__ref_patient"}), on="referral_key", how="left", maintain_order="left")
+        ["__ref_patient"]
+    )
+    stated = contacts["patient_key"]
+    filled = contacts.with_columns(stated.fill_null(ref_patient).alias("patient_key"))
+    passed, mismatched = _split(filled, stated.is_null() | (stated == ref_patient).fill_null(False) | ref_patient.is_null())
+    if mismatched.height == 0:
+        return Split(passed, mismatched)
+    mismatched = mismatched.join(owners.rename({"patient_key": "__ref_patient"}), on="referral_key", how="left",
+                                 maintain_order="left")
+    failed = _fail(mismatched, "patient_mismatch", "patient_key",
                    pl.concat_str([pl.lit("patient "), pl.col("patient_key"), pl.lit(" differs from referral "),
                                   pl.col("referral_key"), pl.lit("'s patient "), pl.col("__ref_patient")]))
-    return Split(passed.drop("__ref_patient"), failed.drop("__ref_patient"))
+    return Split(passed, failed.drop("__ref_patient"))

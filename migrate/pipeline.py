@@ -57,16 +57,15 @@ class RunResult:
         return bool(self.summary["invariant"]["holds"])
 
 
-def build_lineage(ingested: Ingested) -> pl.DataFrame:
+def build_lineage(ingested: Ingested) -> pl.LazyFrame:
     """One row per source row: where it came from, its patient, and its disposition."""
     parts = []
     for table, frame in ingested.tables.items():
         parts.append(frame.select(
-            "source_file", "source_row", pl.lit(table).alias("table"),
-            pl.col("patient_key") if "patient_key" in frame.columns else pl.lit(None, dtype=pl.String).alias("patient_key"),
+            "source_file", "source_row", pl.lit(table).alias("table"), "patient_key",
             pl.lit("migrated").alias("disposition"),
         ))
-    parts.append(ingested.quarantine.select(
+    parts.append(ingested.quarantine.lazy().select(
         "source_file", "source_row", "table", pl.lit(None, dtype=pl.String).alias("patient_key"),
         pl.lit("quarantined").alias("disposition"),
     ))
@@ -84,10 +83,11 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     check_layout(files, config.profile)  # exit 2 before anything is written
     out.mkdir(parents=True, exist_ok=True)
     try:
-        ingested = ingest(config.input_dir, config.profile, work, progress, files=files)
+        ingested = ingest(config.input_dir, config.profile, work, progress, files=files,
+                          canonical_dir=out / "canonical")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    lineage = build_lineage(ingested)
+    lineage = build_lineage(ingested).collect()
     inv = invariant(lineage, [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
 
     progress.start("write", total=None)
@@ -98,8 +98,9 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         written.append(write_parquet(frame, out / rel))
         rows[rel] = frame.height
 
-    for table, frame in ingested.tables.items():
-        parquet(frame, f"canonical/{table}.parquet")
+    for table in ingested.tables:
+        written.append(out / "canonical" / f"{table}.parquet")
+        rows[f"canonical/{table}.parquet"] = ingested.heights[table]
     parquet(ingested.quarantine, "quarantine.parquet")
     parquet(lineage, "lineage.parquet")
 
@@ -110,7 +111,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         "mapping": {"name": config.profile.name, "sha256": config.profile.sha256},
         "invariant": inv,
         "quarantine": quarantine_summary(ingested.quarantine),
-        "tables": {t: f.height for t, f in ingested.tables.items()},
+        "tables": dict(ingested.heights),
     }
     written.append(write_json(summary, out / "reports" / "reconciliation.json"))
     manifest = {

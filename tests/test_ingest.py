@@ -28,7 +28,7 @@ def _append(path: Path, *lines: str) -> None:
 
 def _run(extract: Path, tmp_path: Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, int]]:
     result = ingest(extract, load_profile(CASE / "mapping.yaml"), tmp_path / "work")
-    return result.tables, result.quarantine, {f.name: f.rows_read for f in result.files}
+    return {t: f.collect() for t, f in result.tables.items()}, result.quarantine, {f.name: f.rows_read for f in result.files}
 
 
 def _reasons(q: pl.DataFrame) -> set[tuple[str, int, str]]:

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from migrate.synth.people import NO_DATE, SPINE_AGE_LIMIT_DAYS, as_date
-from migrate.synth.plan import (BLOCKED_GROUPS, CLINICAL_KINDS, HISTORY_REFERRALS_MEAN, IDENTITY_KINDS, LISTS,
+from migrate.synth.plan import (BLOCKED_GROUPS, CLINICAL_KINDS, HISTORY_REFERRALS_MEAN, LISTS,
                                 OLD_SURGERY_RATE, REJECTED_SHARE, TWO_WEEK_WAIT_RATE, URGENT_RATE, Roles)
 
 (BACKLOG, BACKLOG_URGENT, TRANSITION, TRANSITION_URGENT, PIFU, PIFU_URGENT, PIFU_EXPIRED, CLOSED, REJECTED,
@@ -127,7 +127,8 @@ def _specs(rng: np.random.Generator, roles: Roles, extra_label: dict[int, int], 
     priority[urgent], priority[two_week] = 2, 3
     quick = urgent | two_week
     recipe[quick] = np.where(recipe[quick] == TRANSITION, TRANSITION_URGENT, PIFU_URGENT)
-    add(pid, recipe, roles.primary.astype(np.int64), priority, kind.astype(np.int64))
+    oos = np.isin(kind, [CLINICAL_KINDS.index("out_of_scope_lump"), CLINICAL_KINDS.index("out_of_scope_hip_injection")])
+    add(pid, recipe, roles.primary.astype(np.int64), priority, np.where(oos, -1, kind).astype(np.int64))
     two = np.flatnonzero(roles.secondary >= 0)
     add(pid[two], np.array(BASE)[roles.secondary[two]], roles.secondary[two].astype(np.int64),
         np.ones(two.size, dtype=np.int64), np.full(two.size, -1))
@@ -160,13 +161,14 @@ def _schedule(rng: np.random.Generator, recipe: np.ndarray, T: int) -> dict[str,
     def pick(*recipes: int) -> np.ndarray:
         return np.flatnonzero(np.isin(recipe, recipes))
 
-    def attended_series(i: np.ndarray, recv_lo: int, recv_hi: int, gap_lo: int, gap_hi: int, extra: float,
-                        hi: np.ndarray | int) -> None:
+    def attended_series(i: np.ndarray, recv_lo: int, recv_hi: int, gap_lo: int, gap_hi: int, extra: float) -> None:
+        # received recv_lo..recv_hi days before T; first attended gap_lo..gap_hi days later
+        # (and before T); a Poisson number of further contacts between then and T - 1.
         r = T - _u(rng, recv_lo, recv_hi, i.size)
         s["received"][i] = r
         s["first"][i] = r + _u(rng, gap_lo, np.minimum(gap_hi, T - 1 - r), i.size)
         s["n_extra"][i] = rng.poisson(extra, i.size)
-        s["extra_hi"][i] = np.maximum(s["first"][i], hi if isinstance(hi, int) else hi[: i.size])
+        s["extra_hi"][i] = np.maximum(s["first"][i], T - 1)
 
     i = pick(BACKLOG)
     s["received"][i] = T - _u(rng, 2, 400, i.size)
@@ -175,17 +177,17 @@ def _schedule(rng: np.random.Generator, recipe: np.ndarray, T: int) -> dict[str,
     i = pick(BACKLOG_URGENT)
     s["received"][i] = T - _u(rng, 2, 10, i.size)
     s["booked"][i] = rng.random(i.size) < 0.7
-    attended_series(pick(TRANSITION, PIFU_BOOKED), 30, 700, 1, 90, 3.0, T - 1)
-    attended_series(pick(TRANSITION_URGENT), 15, 700, 1, 12, 3.0, T - 1)
+    attended_series(pick(TRANSITION), 30, 700, 1, 90, 3.0)
+    attended_series(pick(TRANSITION_URGENT), 15, 700, 1, 12, 3.0)
     s["booked"][pick(TRANSITION, TRANSITION_URGENT)] = rng.random(pick(TRANSITION, TRANSITION_URGENT).size) < 0.6
     s["booked"][pick(PIFU_BOOKED)] = True
-    attended_series(pick(PIFU, PIFU_EXPIRY_T, PIFU_BOOKED), 60, 600, 1, 60, 3.0, T - 1)
-    attended_series(pick(PIFU_URGENT), 60, 600, 1, 12, 3.0, T - 1)
+    attended_series(pick(PIFU, PIFU_EXPIRY_T, PIFU_BOOKED), 60, 600, 1, 60, 3.0)
+    attended_series(pick(PIFU_URGENT), 60, 600, 1, 12, 3.0)
     i = pick(PIFU, PIFU_URGENT, PIFU_BOOKED)
     s["expiry"][i] = T + _u(rng, 1, 180, i.size)
     s["expiry"][pick(PIFU_EXPIRY_T)] = T
     i = pick(PIFU_EXPIRED)
-    attended_series(i, 400, 700, 1, 60, 2.0, T - 1)
+    attended_series(i, 400, 700, 1, 60, 2.0)
     s["extra_hi"][i] = s["first"][i] + 120  # all care long before the window closed
     s["expiry"][i] = T - _u(rng, 1, 150, i.size)
     i = pick(CLOSED)
@@ -204,7 +206,7 @@ def _schedule(rng: np.random.Generator, recipe: np.ndarray, T: int) -> dict[str,
     s["received"][i] = T - _u(rng, 30, 200, i.size)
     s["n_miss"][i] = rng.choice(2, size=i.size)
     s["booked"][i] = rng.random(i.size) < 0.5
-    attended_series(pick(BREACH_TRANSITION), 60, 400, 21, 45, 2.0, T - 1)  # first seen 3+ weeks after receipt
+    attended_series(pick(BREACH_TRANSITION), 60, 400, 21, 45, 2.0)  # first seen 3+ weeks after receipt
     i = pick(DNA_ONLY)
     s["received"][i] = T - _u(rng, 20, 300, i.size)
     s["n_miss"][i], s["dna_only"][i] = 1, True
@@ -250,3 +252,139 @@ def _contacts(rng: np.random.Generator, s: dict[str, np.ndarray], T: int, inject
     minute = 480 + 15 * rng.integers(0, 39, size=out["ref"].size)  # 08:00 to 17:30
     out["minute"] = np.where(s["on_t"][out["ref"]] & (out["day"] == T), 600, minute)
     return out
+
+
+def _pool(values: tuple[str, ...]) -> dict[int, str]:
+    return dict(enumerate(values))
+
+
+def build_activity(rng: np.random.Generator, roles: Roles, birth_day: np.ndarray, extra_label: dict[int, int],
+                   extra_history: np.ndarray, T: int, sites: tuple[str, ...]) -> Activity:
+    """All referrals and contacts of the clean population.
+
+    ``birth_day[pid]`` is each source patient's birth day number; ``extra_label`` maps an
+    exact-duplicate row's pid to its person's list; ``extra_history`` lists the other
+    duplicate rows, each given one closed referral. Referral ids follow (patient, received
+    date); contact ids follow (referral, date-time).
+    """
+    spec = _specs(rng, roles, extra_label, extra_history)
+    recipe, kind, priority = spec["recipe"], spec["kind"], spec["priority"]
+    m = recipe.size
+    s = _schedule(rng, recipe, T)
+
+    def plant(name: str) -> np.ndarray:
+        return kind == CLINICAL_KINDS.index(name)
+
+    injection = plant("awaiting_injection") & (rng.random(m) < 0.5)
+    s["booked"] |= injection
+    service = rng.choice(len(SERVICE_LINES), size=m, p=np.array(SERVICE_RATES))
+    site = rng.choice(len(SITES), size=m, p=np.array(SITE_RATES))
+    site = np.where(service == 4, rng.choice([8, 9], size=m), np.where(service == 5, rng.choice([4, 5], size=m), site))
+    not_spine_p = np.array([SITE_RATES[i] for i in NOT_SPINE]) / sum(SITE_RATES[i] for i in NOT_SPINE)
+    other = rng.choice(NOT_SPINE, size=m, p=not_spine_p)
+    aged = (T - birth_day[spec["pid"]]) >= SPINE_AGE_LIMIT_DAYS
+    site = np.where((priority == 1) & aged & np.isin(site, SPINE), other, site)
+    hoc = np.zeros(m, dtype=np.int64)  # 0 N, 1 Y, 2 blank
+    flags = np.full(m, "", dtype=object)
+    quick = (priority > 1) & (kind != CLINICAL_KINDS.index("over_prioritised"))
+    flags[quick] = rng.choice(np.array(RED_FLAGS + ("night_pain;weight_loss", "fever;immunosuppression",
+                                                    "trauma;osteoporosis"), dtype=object), size=int(quick.sum()))
+    i = plant("under_prioritised_cauda_equina")
+    flags[i], site[i] = rng.choice(np.array(CAUDA_FLAGS, dtype=object), size=int(i.sum())), 0
+    i = plant("under_prioritised_cancer_spine")
+    hoc[i], site[i] = 1, rng.choice([0, 1], size=int(i.sum()))
+    hoc[plant("cancer_history_blank")] = 2
+    i = plant("cancer_history_not_spinal")
+    hoc[i], site[i] = 1, other[i]
+    surgery = np.full(m, NO_DATE, dtype=np.int64)
+    old = (priority == 1) & (recipe != OUT_OF_SCOPE) & (rng.random(m) < OLD_SURGERY_RATE)
+    surgery[old] = T - _u(rng, 200, 1500, int(old.sum()))
+    i = plant("post_op_routine")
+    surgery[i], site[i] = T - _u(rng, 7, 80, int(i.sum())), rng.choice([3, 6, 7], size=int(i.sum()))
+    site[kind == -10], site[kind == -11] = 10, 6
+    lengths = np.array([len(r) for r in REASONS])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    reason_pool = pl.Series([r for group in REASONS for r in group])
+    reason = reason_pool.gather(offsets[site] + (rng.random(m) * lengths[site]).astype(np.int64))
+    reason = reason.scatter(np.flatnonzero(kind == -11), HIP_INJECTION_REASON)
+    reason = reason.scatter(np.flatnonzero(plant("under_prioritised_cauda_equina")), "Low back pain with saddle numbness")
+    status = np.where(recipe == CLOSED, 1, np.where(recipe == REJECTED, 2, 0))
+    closure = np.where(status == 1, rng.integers(0, len(CLOSURES), size=m),
+                       np.where(status == 2, len(CLOSURES) + rng.integers(0, len(REJECTIONS), size=m), -1))
+    ubrn = np.where(rng.random(m) < 0.6, rng.integers(10**11, 10**12, size=m), -1)
+    kind_name = np.full(m, "", dtype=object)
+    for k, name in enumerate(CLINICAL_KINDS):
+        kind_name[kind == k] = name
+    kind_name[kind == -10], kind_name[kind == -11] = "out_of_scope_lump", "out_of_scope_hip_injection"
+
+    order = np.lexsort((np.arange(m), s["received"], spec["pid"]))
+    rid_of = np.empty(m, dtype=np.int64)
+    rid_of[order] = np.arange(1, m + 1)
+    refs = pl.DataFrame({
+        "rid": rid_of, "pid": spec["pid"], "ubrn": ubrn,
+        "received_date": s["received"], "service_line": pl.Series(SERVICE_LINES).gather(service),
+        "referral_source": pl.Series(SOURCES).gather(rng.choice(3, size=m, p=np.array(SOURCE_RATES))),
+        "priority": priority.astype(np.int8), "label": spec["label"], "status": status, "closed": s["closed"],
+        "closure": closure, "expiry": s["expiry"], "hoc": hoc, "red_flags": pl.Series(flags.tolist(), dtype=pl.String),
+        "body_site": pl.Series(SITES).gather(site), "surgery": surgery, "awaiting": plant("awaiting_injection"),
+        "reason": reason, "cohort": pl.Series(COHORT_OF).gather(recipe),
+        "kind": pl.Series(kind_name.tolist(), dtype=pl.String),
+    }).sort("rid").select(
+        "rid", "pid",
+        pl.when(pl.col("ubrn") >= 0).then(pl.col("ubrn").cast(pl.String)).alias("ubrn"),
+        as_date(pl.col("received_date")).alias("received_date"), "service_line", "referral_source", "priority",
+        pl.col("label").replace_strict(_pool(LISTS), default=None, return_dtype=pl.String).alias("transfer_list"),
+        pl.col("status").replace_strict(_pool(("open", "closed", "rejected")), return_dtype=pl.String),
+        as_date(pl.col("closed")).alias("closed_date"),
+        pl.col("closure").replace_strict(_pool(CLOSURES + REJECTIONS), default=None, return_dtype=pl.String)
+        .alias("closure_reason"),
+        as_date(pl.col("expiry")).alias("pifu_expiry_date"),
+        pl.col("hoc").replace_strict({0: "N", 1: "Y"}, default=None, return_dtype=pl.String).alias("history_of_cancer"),
+        "red_flags", "body_site", as_date(pl.col("surgery")).alias("surgery_date"),
+        pl.when(pl.col("awaiting")).then(pl.lit("Y")).otherwise(pl.lit("N")).alias("awaiting_injection"),
+        "reason", "cohort", "kind")
+
+    c = _contacts(rng, s, T, injection)
+    crid = rid_of[c["ref"]]
+    ts = c["day"] * 1440 + c["minute"]
+    corder = np.argsort((crid << 25) | ts, kind="stable")
+    crid, ts = crid[corder], ts[corder]
+    proc = c["proc"][corder]
+    first = np.ones(crid.size, dtype=bool)
+    first[1:] = crid[1:] != crid[:-1]
+    medium = rng.choice(3, size=crid.size, p=MEDIUM_RATES)
+    contacts = pl.DataFrame({
+        "cid": np.arange(1, crid.size + 1), "rid": crid, "pid": spec["pid"][c["ref"][corder]], "ts": ts,
+        "code": c["code"][corder].astype(np.int8),
+        "ctype": np.where(proc, 2, np.where(first, 0, 1)).astype(np.int8),
+        "medium": medium.astype(np.int8), "proc": proc,
+        "site": np.where(medium == 0, rng.integers(0, len(sites), size=crid.size), -1).astype(np.int16),
+        "slot": c["slot"][corder].astype(np.int8),
+    })
+    return Activity(refs, contacts)
+
+
+def render_contacts(chunk: pl.DataFrame, sites: tuple[str, ...]) -> pl.DataFrame:
+    """Integer-coded contacts as the contacts.csv columns (text and datetime)."""
+    return chunk.select(
+        pl.format("C{}", pl.col("cid").cast(pl.String).str.zfill(8)).alias("contact_id"),
+        pl.format("R{}", pl.col("rid").cast(pl.String).str.zfill(7)).alias("referral_id"),
+        pl.format("P{}", pl.col("pid").cast(pl.String).str.zfill(7)).alias("patient_id"),
+        (pl.col("ts") * 60_000_000).cast(pl.Datetime("us")).alias("contact_datetime"),
+        pl.col("code").alias("attendance_code"),
+        pl.col("ctype").replace_strict(_pool(CONTACT_TYPES), return_dtype=pl.String).alias("contact_type"),
+        pl.col("medium").replace_strict(_pool(MEDIA), return_dtype=pl.String).alias("medium"),
+        pl.when(pl.col("proc")).then(pl.lit("injection")).alias("procedure"),
+        pl.col("site").replace_strict(_pool(sites), default=None, return_dtype=pl.String).alias("site"),
+        pl.col("slot").replace_strict(_pool(DUMMY_SLOTS), default=None, return_dtype=pl.String).alias("slot_name"),
+    )
+
+
+def render_referrals(chunk: pl.DataFrame) -> pl.DataFrame:
+    """Referrals as the referrals.csv columns."""
+    return chunk.select(
+        pl.format("R{}", pl.col("rid").cast(pl.String).str.zfill(7)).alias("referral_id"),
+        pl.format("P{}", pl.col("pid").cast(pl.String).str.zfill(7)).alias("patient_id"),
+        "ubrn", "received_date", "service_line", "referral_source", "priority", "transfer_list", "status",
+        "closed_date", "closure_reason", "pifu_expiry_date", "history_of_cancer", "red_flags", "body_site",
+        "surgery_date", "awaiting_injection", "reason")

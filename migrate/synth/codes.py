@@ -1,0 +1,98 @@
+"""Coded entries: sharing dissent and consent (domain.md §4) and a few benign clinical codes.
+
+The latest sharing entry wins, so every person's sharing entries fall on distinct days:
+a later consent lifts an earlier dissent, a later dissent re-imposes it. Type 1 / Type 2
+opt-out codes are written only for people with no other sharing entry, so whether a rule
+pack treats them as "entries" cannot change the answer. The clinical codes are chosen to
+mean nothing to any rule (no cancer, osteoporosis, steroid or inflammatory codes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from migrate.synth.people import as_date
+from migrate.synth.plan import SHARING_GROUPS
+
+DISSENT: tuple[tuple[str, str, str], ...] = (
+    ("snomed", "416409005", "Refused consent for upload to local shared electronic record"),
+    ("snomed", "416308001", "Refused consent for upload to national shared electronic record"),
+    ("snomed", "320011000000108", "Declined consent to share patient data with specified third party"),
+    ("read2", "93C1", "Refused consent for upload to local shared electronic record"),
+    ("read2", "93C3", "Refused consent for upload to national shared electronic record"),
+    ("read2", "9Nd1", "No consent for electronic record sharing"),
+    ("read2", "9NdH", "Declined consent to share patient data with specified third party"),
+    ("read2", "9NdJ", "Consent withdrawn to share patient data with specified third party"),
+    ("read2", "9Ndo", "Express dissent for Summary Care Record dataset upload"),
+)
+CONSENT: tuple[tuple[str, str, str], ...] = (
+    ("snomed", "425691002", "Consent given for electronic record sharing"),
+    ("snomed", "417528008", "Consent given for upload to local shared electronic record"),
+    ("snomed", "417370002", "Consent given for upload to national shared electronic record"),
+    ("snomed", "319951000000105", "Consent given to share patient data with specified third party"),
+    ("read2", "9Nd7", "Consent for electronic record sharing"),
+)
+OPT_OUT: tuple[tuple[str, str, str], ...] = (
+    ("read2", "9Nu0", "Dissent from secondary use of GP patient identifiable data"),
+    ("read2", "9Nu4", "Dissent from disclosure of personal confidential data by Health and Social Care "
+                      "Information Centre"),
+    ("snomed", "881561000000100", "Registration of opt-out from disclosure of confidential patient information"),
+)
+CLINICAL: tuple[tuple[str, str, str], ...] = (
+    ("snomed", "279039007", "Low back pain"),
+    ("snomed", "239873007", "Osteoarthritis of knee"),
+    ("snomed", "202882003", "Plantar fasciitis"),
+    ("snomed", "57406009", "Carpal tunnel syndrome"),
+    ("snomed", "202855006", "Lateral epicondylitis"),
+    ("snomed", "81680005", "Neck pain"),
+    ("snomed", "45326000", "Shoulder pain"),
+    ("snomed", "38341003", "Hypertensive disorder"),
+)
+CLINICAL_CODES_MEAN = 0.8
+ALL_CODES = DISSENT + CONSENT + OPT_OUT + CLINICAL
+SHARING_CLASS = ("dissent",) * len(DISSENT) + ("consent",) * len(CONSENT) + ("opt_out",) * len(OPT_OUT) + \
+    ("clinical",) * len(CLINICAL)
+
+
+def _draw(rng: np.random.Generator, group: tuple[tuple[str, str, str], ...], size: int) -> np.ndarray:
+    """Indices into ALL_CODES of ``size`` codes drawn from ``group``."""
+    start = ALL_CODES.index(group[0])
+    return start + rng.integers(0, len(group), size=size)
+
+
+def build_codes(rng: np.random.Generator, sharing: np.ndarray, T: int) -> pl.DataFrame:
+    """Coded entries for people 1..N (``sharing[i]`` indexes SHARING_GROUPS), sorted by
+    (pid, recorded date). Columns: pid, code_system, code, display, recorded_date, value."""
+    n = sharing.size
+    pid = np.arange(1, n + 1)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    g = {name: np.flatnonzero(sharing == i) for i, name in enumerate(SHARING_GROUPS)}
+    dissent_day = T - rng.integers(30, 3_000, size=n)  # at least 30 days before T: room for a later consent
+
+    def add(who: np.ndarray, code: np.ndarray, day: np.ndarray) -> None:
+        parts.append((pid[who], code, day))
+
+    for name in ("dissent", "consent_then_dissent", "dissent_then_consent"):
+        add(g[name], _draw(rng, DISSENT, g[name].size), dissent_day[g[name]])
+    who = g["consent_then_dissent"]
+    add(who, _draw(rng, CONSENT, who.size), dissent_day[who] - rng.integers(1, 1_000, size=who.size))
+    who = g["dissent_then_consent"]
+    gap = T - 1 - dissent_day[who]
+    add(who, _draw(rng, CONSENT, who.size), dissent_day[who] + 1 + (rng.random(who.size) * gap).astype(np.int64))
+    who = g["opt_out_only"]
+    add(who, _draw(rng, OPT_OUT, who.size), dissent_day[who])
+    who = g["consent_only"]
+    add(who, _draw(rng, CONSENT, who.size), dissent_day[who])
+    clinical = np.repeat(np.arange(n), rng.poisson(CLINICAL_CODES_MEAN, size=n))
+    add(clinical, _draw(rng, CLINICAL, clinical.size), T - rng.integers(1, 4_000, size=clinical.size))
+    p, code, day = (np.concatenate([part[j] for part in parts]) for j in range(3))
+    order = np.lexsort((code, day, p))
+    table = pl.DataFrame({"pid": p[order], "code_ix": code[order], "day": day[order]})
+    column = {name: dict(enumerate(c[j] for c in ALL_CODES)) for j, name in enumerate(("code_system", "code", "display"))}
+    return table.select(
+        "pid",
+        *(pl.col("code_ix").replace_strict(m, return_dtype=pl.String).alias(name) for name, m in column.items()),
+        as_date(pl.col("day")).alias("recorded_date"),
+        pl.lit(None, dtype=pl.String).alias("value"),
+    )

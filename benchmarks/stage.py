@@ -27,11 +27,9 @@ def ingest_stage(extract: Path, out: Path) -> dict[str, int]:
     from migrate.outputs import write_parquet
     from migrate.profile import load_profile
 
-    result = ingest(extract, load_profile("generic-csv"), out / ".work")
-    for table, frame in result.tables.items():
-        write_parquet(frame, out / "canonical" / f"{table}.parquet")
+    result = ingest(extract, load_profile("generic-csv"), out / ".work", canonical_dir=out / "canonical")
     write_parquet(result.quarantine, out / "quarantine.parquet")
-    return {t: f.height for t, f in result.tables.items()} | {"quarantined": result.quarantine.height}
+    return dict(result.heights) | {"quarantined": result.quarantine.height}
 
 
 def synth_stage(extract: Path, patients: int) -> dict[str, int]:

@@ -117,27 +117,37 @@ def _line_stats(path: Path, opts: CsvOptions) -> pl.DataFrame:
     scan: polars evaluates both branches of a ``when``, and most lines have no quotes.
     """
     line = pl.col("line")
-    quotes = line.str.count_matches(opts.quote_char, literal=True) if opts.quote_char else pl.lit(0, dtype=pl.UInt32)
+    if opts.quote_char:
+        quotes = line.str.count_matches(opts.quote_char, literal=True)
+        # Quotes that all come in adjacent pairs ("" empty fields, as polars and many
+        # exporters write them) can hide no separator: only other quoted lines need a regex.
+        pair = opts.quote_char * 2
+        hides = line.str.replace_all(pair, "", literal=True).str.contains(opts.quote_char, literal=True)
+    else:
+        quotes, hides = pl.lit(0, dtype=pl.UInt32), pl.lit(False)
     stats = _line_scan(path).select(
         "line_no",
         quotes.alias("quotes"),
+        hides.alias("hides"),
         line.str.count_matches(opts.delimiter, literal=True).cast(pl.Int64).alias("outside"),
         pl.lit(0, dtype=pl.Int64).alias("inside"),
         (line == "").alias("blank"),
         line.str.contains(_REPLACEMENT, literal=True).alias("bad_bytes"),
     ).collect(engine="streaming")
-    if opts.quote_char is None or not bool((stats["quotes"] > 0).any()):
-        return stats.with_columns((pl.col("quotes") % 2 == 1).alias("odd")).drop("quotes")
+    if opts.quote_char is None or not bool(stats["hides"].any()):
+        return stats.with_columns((pl.col("quotes") % 2 == 1).alias("odd")).drop("quotes", "hides")
     q = re.escape(opts.quote_char)
-    quoted = f"{q}(?:[^{q}]|{q}{q})*{q}"  # a complete quoted field ("" is an escaped quote)
-    open_tail = f"{q}[\\s\\S]*$"  # a quote still open at the end of the line
-    rest_of_field = f"^(?:[^{q}]|{q}{q})*{q}"  # up to the quote that closes a field open at line start
+    # An escaped quote ("") splits a quoted field into adjacent quoted segments, so removing
+    # every "..." segment removes exactly the quoted text, separators included.
+    quoted = f"{q}[^{q}]*{q}"
+    open_tail = f"{q}[^{q}]*$"  # a quote still open at the end of the line
+    rest_of_field = f"^[^{q}]*{q}"  # up to the first quote, for a line that starts inside a field
 
     def outside_count(text: pl.Expr) -> pl.Expr:
         return text.str.replace_all(quoted, "").str.replace(open_tail, "").str.count_matches(
             opts.delimiter, literal=True).cast(pl.Int64)
 
-    quoted_lines = stats.filter(pl.col("quotes") > 0).select("line_no")
+    quoted_lines = stats.filter(pl.col("hides")).select("line_no")
     counts = (
         _line_scan(path).join(quoted_lines.lazy(), on="line_no", how="semi")
         .select(
@@ -155,7 +165,7 @@ def _line_stats(path: Path, opts: CsvOptions) -> pl.DataFrame:
             pl.coalesce("q_outside", "outside").alias("outside"),
             pl.coalesce("q_inside", "inside").alias("inside"),
         )
-        .drop("quotes", "q_outside", "q_inside")
+        .drop("quotes", "hides", "q_outside", "q_inside")
     )
 
 

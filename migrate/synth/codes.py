@@ -12,8 +12,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from migrate.synth.people import as_date
-from migrate.synth.plan import SHARING_GROUPS
+# Sharing groups, drawn per person independently of every other role. About 30% carry a
+# dissent; 5% of people see it lifted by a later consent, so ~25% are blocked.
+SHARING_GROUPS: tuple[str, ...] = (
+    "none", "dissent", "consent_then_dissent", "dissent_then_consent", "opt_out_only", "consent_only")
+SHARING_RATES: tuple[float, ...] = (0.64, 0.20, 0.05, 0.05, 0.04, 0.02)
+BLOCKED_GROUPS = (1, 2)
 
 DISSENT: tuple[tuple[str, str, str], ...] = (
     ("snomed", "416409005", "Refused consent for upload to local shared electronic record"),
@@ -35,8 +39,7 @@ CONSENT: tuple[tuple[str, str, str], ...] = (
 )
 OPT_OUT: tuple[tuple[str, str, str], ...] = (
     ("read2", "9Nu0", "Dissent from secondary use of GP patient identifiable data"),
-    ("read2", "9Nu4", "Dissent from disclosure of personal confidential data by Health and Social Care "
-                      "Information Centre"),
+    ("read2", "9Nu4", "Dissent from disclosure of personal confidential data by HSCIC"),
     ("snomed", "881561000000100", "Registration of opt-out from disclosure of confidential patient information"),
 )
 CLINICAL: tuple[tuple[str, str, str], ...] = (
@@ -51,14 +54,16 @@ CLINICAL: tuple[tuple[str, str, str], ...] = (
 )
 CLINICAL_CODES_MEAN = 0.8
 ALL_CODES = DISSENT + CONSENT + OPT_OUT + CLINICAL
-SHARING_CLASS = ("dissent",) * len(DISSENT) + ("consent",) * len(CONSENT) + ("opt_out",) * len(OPT_OUT) + \
-    ("clinical",) * len(CLINICAL)
-
 
 def _draw(rng: np.random.Generator, group: tuple[tuple[str, str, str], ...], size: int) -> np.ndarray:
     """Indices into ALL_CODES of ``size`` codes drawn from ``group``."""
     start = ALL_CODES.index(group[0])
     return start + rng.integers(0, len(group), size=size)
+
+
+def sharing_groups(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A sharing group (index into SHARING_GROUPS) for each of ``n`` people, at SHARING_RATES."""
+    return np.asarray(rng.choice(len(SHARING_GROUPS), size=n, p=np.array(SHARING_RATES)), dtype=np.int8)
 
 
 def build_codes(rng: np.random.Generator, sharing: np.ndarray, T: int) -> pl.DataFrame:
@@ -93,6 +98,6 @@ def build_codes(rng: np.random.Generator, sharing: np.ndarray, T: int) -> pl.Dat
     return table.select(
         "pid",
         *(pl.col("code_ix").replace_strict(m, return_dtype=pl.String).alias(name) for name, m in column.items()),
-        as_date(pl.col("day")).alias("recorded_date"),
+        pl.col("day").cast(pl.Date).alias("recorded_date"),
         pl.lit(None, dtype=pl.String).alias("value"),
     )

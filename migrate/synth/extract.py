@@ -24,9 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from migrate.synth.codes import BLOCKED_GROUPS
 from migrate.synth.people import NO_DATE, SPINE_AGE_LIMIT_DAYS, as_date
-from migrate.synth.plan import (BLOCKED_GROUPS, CLINICAL_KINDS, HISTORY_REFERRALS_MEAN, LISTS,
-                                OLD_SURGERY_RATE, REJECTED_SHARE, TWO_WEEK_WAIT_RATE, URGENT_RATE, Roles)
+from migrate.synth.plan import (
+    CLINICAL_KINDS,
+    HISTORY_REFERRALS_MEAN,
+    LISTS,
+    OLD_SURGERY_RATE,
+    REJECTED_SHARE,
+    TWO_WEEK_WAIT_RATE,
+    URGENT_RATE,
+    Roles,
+)
 
 (BACKLOG, BACKLOG_URGENT, TRANSITION, TRANSITION_URGENT, PIFU, PIFU_URGENT, PIFU_EXPIRED, CLOSED, REJECTED,
  OUT_OF_SCOPE, BREACH_BACKLOG, BREACH_TRANSITION, DNA_ONLY, PIFU_BOOKED, DUMMY_ONLY, ATTENDED_ON_T,
@@ -89,7 +98,7 @@ PAST_INJECTION_RATE = 0.03
 @dataclass(frozen=True)
 class Activity:
     """Referrals (string columns, ``rid``/``pid`` ints, ``cohort`` and ``kind`` as intended)
-    and contacts (integer-coded; rendered to text by the writer)."""
+    and contacts (integer-coded; rendered to text chunk by chunk when written)."""
 
     referrals: pl.DataFrame
     contacts: pl.DataFrame
@@ -97,7 +106,7 @@ class Activity:
 
 def _u(rng: np.random.Generator, lo: np.ndarray | int, hi: np.ndarray | int, size: int) -> np.ndarray:
     """Uniform integers in [lo, hi] inclusive (array bounds allowed)."""
-    return np.floor(lo + rng.random(size) * (np.asarray(hi) - lo + 1)).astype(np.int64)
+    return np.asarray(np.floor(lo + rng.random(size) * (np.asarray(hi) - lo + 1)), dtype=np.int64)
 
 
 def _specs(rng: np.random.Generator, roles: Roles, extra_label: dict[int, int], extra_history: np.ndarray
@@ -132,10 +141,10 @@ def _specs(rng: np.random.Generator, roles: Roles, extra_label: dict[int, int], 
     two = np.flatnonzero(roles.secondary >= 0)
     add(pid[two], np.array(BASE)[roles.secondary[two]], roles.secondary[two].astype(np.int64),
         np.ones(two.size, dtype=np.int64), np.full(two.size, -1))
-    for name, oos in (("out_of_scope_lump", 0), ("out_of_scope_hip_injection", 1)):
+    for name, code in (("out_of_scope_lump", -10), ("out_of_scope_hip_injection", -11)):
         who = np.flatnonzero(kind == CLINICAL_KINDS.index(name))
         add(pid[who], np.full(who.size, OUT_OF_SCOPE), np.full(who.size, -1), np.ones(who.size, dtype=np.int64),
-            np.full(who.size, -10 - oos))
+            np.full(who.size, code))  # kind -10 / -11 marks the out-of-scope referral itself
     hist = rng.poisson(HISTORY_REFERRALS_MEAN, size=n)
     hp = np.repeat(pid, hist)
     add(hp, np.where(rng.random(hp.size) < REJECTED_SHARE, REJECTED, CLOSED), np.full(hp.size, -1),
@@ -192,7 +201,7 @@ def _schedule(rng: np.random.Generator, recipe: np.ndarray, T: int) -> dict[str,
     s["expiry"][i] = T - _u(rng, 1, 150, i.size)
     i = pick(CLOSED)
     r = T - _u(rng, 30, 730, i.size)
-    closed = r + np.minimum(_u(rng, 14, 240, i.size), T - 1 - r)
+    closed = r + _u(rng, 14, np.minimum(240, T - 1 - r), i.size)
     s["received"][i], s["closed"][i] = r, closed
     s["first"][i] = r + _u(rng, 1, np.maximum(1, (closed - r) // 3), i.size)
     s["n_extra"][i] = rng.poisson(3.5, i.size)
@@ -273,7 +282,7 @@ def build_activity(rng: np.random.Generator, roles: Roles, birth_day: np.ndarray
     s = _schedule(rng, recipe, T)
 
     def plant(name: str) -> np.ndarray:
-        return kind == CLINICAL_KINDS.index(name)
+        return np.asarray(kind == CLINICAL_KINDS.index(name), dtype=bool)
 
     injection = plant("awaiting_injection") & (rng.random(m) < 0.5)
     s["booked"] |= injection
@@ -285,12 +294,12 @@ def build_activity(rng: np.random.Generator, roles: Roles, birth_day: np.ndarray
     aged = (T - birth_day[spec["pid"]]) >= SPINE_AGE_LIMIT_DAYS
     site = np.where((priority == 1) & aged & np.isin(site, SPINE), other, site)
     hoc = np.zeros(m, dtype=np.int64)  # 0 N, 1 Y, 2 blank
-    flags = np.full(m, "", dtype=object)
+    flag_pool = ("",) + RED_FLAGS + ("night_pain;weight_loss", "fever;immunosuppression", "trauma;osteoporosis")
+    flags = np.zeros(m, dtype=np.int64)  # index into flag_pool + CAUDA_FLAGS; 0 = none
     quick = (priority > 1) & (kind != CLINICAL_KINDS.index("over_prioritised"))
-    flags[quick] = rng.choice(np.array(RED_FLAGS + ("night_pain;weight_loss", "fever;immunosuppression",
-                                                    "trauma;osteoporosis"), dtype=object), size=int(quick.sum()))
+    flags[quick] = rng.integers(1, len(flag_pool), size=int(quick.sum()))
     i = plant("under_prioritised_cauda_equina")
-    flags[i], site[i] = rng.choice(np.array(CAUDA_FLAGS, dtype=object), size=int(i.sum())), 0
+    flags[i], site[i] = len(flag_pool) + rng.integers(0, len(CAUDA_FLAGS), size=int(i.sum())), 0
     i = plant("under_prioritised_cancer_spine")
     hoc[i], site[i] = 1, rng.choice([0, 1], size=int(i.sum()))
     hoc[plant("cancer_history_blank")] = 2
@@ -312,10 +321,9 @@ def build_activity(rng: np.random.Generator, roles: Roles, birth_day: np.ndarray
     closure = np.where(status == 1, rng.integers(0, len(CLOSURES), size=m),
                        np.where(status == 2, len(CLOSURES) + rng.integers(0, len(REJECTIONS), size=m), -1))
     ubrn = np.where(rng.random(m) < 0.6, rng.integers(10**11, 10**12, size=m), -1)
-    kind_name = np.full(m, "", dtype=object)
-    for k, name in enumerate(CLINICAL_KINDS):
-        kind_name[kind == k] = name
-    kind_name[kind == -10], kind_name[kind == -11] = "out_of_scope_lump", "out_of_scope_hip_injection"
+    kind_ix = np.where(kind >= 0, kind + 1, 0)
+    kind_ix[kind == -10] = CLINICAL_KINDS.index("out_of_scope_lump") + 1
+    kind_ix[kind == -11] = CLINICAL_KINDS.index("out_of_scope_hip_injection") + 1
 
     order = np.lexsort((np.arange(m), s["received"], spec["pid"]))
     rid_of = np.empty(m, dtype=np.int64)
@@ -325,10 +333,11 @@ def build_activity(rng: np.random.Generator, roles: Roles, birth_day: np.ndarray
         "received_date": s["received"], "service_line": pl.Series(SERVICE_LINES).gather(service),
         "referral_source": pl.Series(SOURCES).gather(rng.choice(3, size=m, p=np.array(SOURCE_RATES))),
         "priority": priority.astype(np.int8), "label": spec["label"], "status": status, "closed": s["closed"],
-        "closure": closure, "expiry": s["expiry"], "hoc": hoc, "red_flags": pl.Series(flags.tolist(), dtype=pl.String),
+        "closure": closure, "expiry": s["expiry"], "hoc": hoc,
+        "red_flags": pl.Series(flag_pool + CAUDA_FLAGS).gather(flags).replace("", None),
         "body_site": pl.Series(SITES).gather(site), "surgery": surgery, "awaiting": plant("awaiting_injection"),
         "reason": reason, "cohort": pl.Series(COHORT_OF).gather(recipe),
-        "kind": pl.Series(kind_name.tolist(), dtype=pl.String),
+        "kind": pl.Series(("",) + CLINICAL_KINDS).gather(kind_ix),
     }).sort("rid").select(
         "rid", "pid",
         pl.when(pl.col("ubrn") >= 0).then(pl.col("ubrn").cast(pl.String)).alias("ubrn"),
@@ -354,7 +363,9 @@ def build_activity(rng: np.random.Generator, roles: Roles, birth_day: np.ndarray
     first[1:] = crid[1:] != crid[:-1]
     medium = rng.choice(3, size=crid.size, p=MEDIUM_RATES)
     contacts = pl.DataFrame({
-        "cid": np.arange(1, crid.size + 1), "rid": crid, "pid": spec["pid"][c["ref"][corder]], "ts": ts,
+        # 32-bit ids and minutes since 1970 keep ten million contacts near 200 MB
+        "cid": np.arange(1, crid.size + 1, dtype=np.int32), "rid": crid.astype(np.int32),
+        "pid": spec["pid"][c["ref"][corder]].astype(np.int32), "ts": ts.astype(np.int32),
         "code": c["code"][corder].astype(np.int8),
         "ctype": np.where(proc, 2, np.where(first, 0, 1)).astype(np.int8),
         "medium": medium.astype(np.int8), "proc": proc,
@@ -370,7 +381,7 @@ def render_contacts(chunk: pl.DataFrame, sites: tuple[str, ...]) -> pl.DataFrame
         pl.format("C{}", pl.col("cid").cast(pl.String).str.zfill(8)).alias("contact_id"),
         pl.format("R{}", pl.col("rid").cast(pl.String).str.zfill(7)).alias("referral_id"),
         pl.format("P{}", pl.col("pid").cast(pl.String).str.zfill(7)).alias("patient_id"),
-        (pl.col("ts") * 60_000_000).cast(pl.Datetime("us")).alias("contact_datetime"),
+        (pl.col("ts").cast(pl.Int64) * 60_000_000).cast(pl.Datetime("us")).alias("contact_datetime"),
         pl.col("code").alias("attendance_code"),
         pl.col("ctype").replace_strict(_pool(CONTACT_TYPES), return_dtype=pl.String).alias("contact_type"),
         pl.col("medium").replace_strict(_pool(MEDIA), return_dtype=pl.String).alias("medium"),

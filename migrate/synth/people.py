@@ -78,7 +78,9 @@ def build_pools(seed: int, addresses: int = 5_000) -> Pools:
     rng = np.random.default_rng(seed)
     a, b = rng.integers(0, len(surnames), size=(2, len(surnames)))
     doubles = [f"{surnames[i]}-{surnames[j]}" for i, j in zip(a, b) if i != j]
-    streets, towns, postcodes = [], [], []
+    streets: list[str] = []
+    towns: list[str] = []
+    postcodes: list[str] = []
     while len(streets) < addresses:
         postcode = fake.postcode()
         if POSTCODE_FORMAT.match(postcode):
@@ -124,13 +126,13 @@ def unique_nhs_numbers(rng: np.random.Generator, count: int) -> np.ndarray:
     numbers = (base9 * 10 + check)[valid][:count]
     if numbers.size < count:
         raise ValueError(f"could not draw {count} distinct NHS numbers")
-    return numbers.astype(np.int64)
+    return np.asarray(numbers, dtype=np.int64)
 
 
 def wrong_check_digit(rng: np.random.Generator, numbers: np.ndarray) -> np.ndarray:
     """The same numbers with the check digit replaced by a different digit (so invalid)."""
     shift = rng.integers(1, 10, size=numbers.size)
-    return numbers - numbers % 10 + (numbers % 10 + shift) % 10
+    return np.asarray(numbers - numbers % 10 + (numbers % 10 + shift) % 10, dtype=np.int64)
 
 
 def demographics(rng: np.random.Generator, pools: Pools, n: int, cutover_day: int) -> pl.DataFrame:
@@ -199,7 +201,7 @@ def swappable_birth_date(birth_day: np.ndarray) -> np.ndarray:
     d = (np.datetime64("1970-01-01") + birth_day.astype("timedelta64[D]"))
     month = d.astype("datetime64[M]").astype(np.int64) % 12 + 1
     day = (d - d.astype("datetime64[M]")).astype(np.int64) + 1
-    return (day <= 12) & (day != month)
+    return np.asarray((day <= 12) & (day != month), dtype=bool)
 
 
 def swap_day_month(birth_day: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from migrate.synth.codes import SHARING_GROUPS, sharing_groups
+
 LISTS: tuple[str, ...] = ("backlog", "transition", "pifu")
 SEED_PATIENTS = 18_942
 SEED_LIST_ENTRIES: dict[str, int] = {"backlog": 5_414, "transition": 6_008, "pifu": 7_523}
@@ -61,13 +63,6 @@ IDENTITY_RATES: dict[str, float] = {
 IDENTITY_KINDS: tuple[str, ...] = tuple(IDENTITY_RATES)
 NHS_NUMBER_SPACED_RATE = 0.01  # valid numbers written "999 123 4567": normalised, not flagged
 
-# Sharing groups, drawn per person independently of every other role. About 30% carry a
-# dissent; 5% of people see it lifted by a later consent, so ~25% are blocked.
-SHARING_GROUPS: tuple[str, ...] = (
-    "none", "dissent", "consent_then_dissent", "dissent_then_consent", "opt_out_only", "consent_only")
-SHARING_RATES: tuple[float, ...] = (0.64, 0.20, 0.05, 0.05, 0.04, 0.02)
-BLOCKED_GROUPS = (1, 2)
-
 URGENT_RATE = 0.06  # clean labelled referrals on priority 2, with a red flag, seen within 14 days
 TWO_WEEK_WAIT_RATE = 0.01  # priority 3, only for unblocked people (keeps "urgent" unambiguous)
 HISTORY_REFERRALS_MEAN = 1.85  # closed or rejected referrals per person (Poisson)
@@ -79,7 +74,7 @@ MALFORMED_RATE = 1 / 5_000  # junk rows per malformed kind, per person
 
 def planted_count(rate: float, n: int) -> int:
     """Cases to plant at ``rate`` among ``n`` people: at least one once n >= 1000."""
-    count = int(round(rate * n))
+    count = round(rate * n)
     return max(count, 1) if n >= 1_000 else count
 
 
@@ -101,13 +96,13 @@ class ListPlan:
 def list_plan(n: int) -> ListPlan:
     """Scale the seed's list sizes to ``n`` people; exact at the seed size."""
     scale = n / SEED_PATIENTS
-    two = int(round(SEED_TWO_LIST_PATIENTS * scale))
+    two = round(SEED_TWO_LIST_PATIENTS * scale)
     if n >= 1_000:
         two = max(two, 1)
-    backlog = int(round(SEED_LIST_ENTRIES["backlog"] * scale))
-    transition = int(round(SEED_LIST_ENTRIES["transition"] * scale))
+    backlog = round(SEED_LIST_ENTRIES["backlog"] * scale)
+    transition = round(SEED_LIST_ENTRIES["transition"] * scale)
     pifu = n + two - backlog - transition
-    at_target = int(round(SEED_ALREADY_AT_TARGET * backlog / SEED_LIST_ENTRIES["backlog"]))
+    at_target = round(SEED_ALREADY_AT_TARGET * backlog / SEED_LIST_ENTRIES["backlog"])
     return ListPlan(n, {"backlog": backlog, "transition": transition, "pifu": pifu}, two, at_target)
 
 
@@ -194,7 +189,7 @@ def assign_roles(rng: np.random.Generator, plan: ListPlan, day_of_birth_le12: np
     at_target = np.zeros(n, dtype=bool)
     at_target[picker.take(primary == 0, plan.at_target)] = True
     counts["already_at_target"] = plan.at_target
-    sharing = rng.choice(len(SHARING_GROUPS), size=n, p=np.array(SHARING_RATES)).astype(np.int8)
+    sharing = sharing_groups(rng, n)
     for g, name in enumerate(SHARING_GROUPS[1:], start=1):
         counts[f"sharing_{name}"] = int((sharing == g).sum())
     return Roles(primary, secondary, clinical, identity, at_target, sharing, swap, counts)

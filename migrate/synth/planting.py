@@ -1,5 +1,11 @@
 """Malformed source rows: one kind per quarantine reason code, spliced among the clean rows.
 
+The clean rows of a file are written by polars ``write_csv`` a chunk at a time (never the
+whole table as text at once); each junk line is written between chunks as raw bytes with
+a plain file handle, so it can carry bytes no CSV writer would produce. The 1-based data
+row number (``source_row``) of each junk line is counted as it is written: the header is
+not a row, and a record is one row however many physical lines its quoted fields span.
+
 Every junk row is EXTRA (the clean population's counts stay exact) and carries exactly one
 defect, so its reason code is unambiguous. Rows are built as field lists and written with
 Python's csv writer, except where the defect is in the bytes or the quoting itself (an
@@ -14,13 +20,17 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from migrate.synth.people import EPOCH
 
+CHUNK_ROWS = 250_000
+DATE_FORMAT = "%Y-%m-%d"
+DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 BAD_BYTE = "\ue000"  # stands for a raw cp1252 0xE9 ("é") in an otherwise UTF-8 line
 PATIENT_KINDS = ("patient_extra_field", "patient_missing_field", "patient_invalid_encoding",
                  "patient_missing_birth_date", "patient_unparseable_birth_date", "patient_unmapped_sex")
@@ -69,6 +79,19 @@ def _line(fields: list[str], raw: bool = False, newline: bool = True) -> bytes:
         text = buf.getvalue()
     data = text.encode("utf-8").replace(BAD_BYTE.encode("utf-8"), b"\xe9")
     return data if newline else data.rstrip(b"\n")
+
+
+def _text(values: tuple[object, ...]) -> list[str]:
+    """A rendered row's values as CSV text (dates ISO, date-times to the minute)."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append("")
+        elif isinstance(v, datetime):
+            out.append(v.strftime("%Y-%m-%d %H:%M"))
+        else:
+            out.append(str(v))
+    return out
 
 
 def _day(d: int) -> str:
@@ -123,7 +146,7 @@ class _Planter:
 
 
 def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.DataFrame, people: int,
-                    patients: pl.DataFrame, refs: pl.DataFrame, contacts: pl.DataFrame,
+                    patients: pl.DataFrame, refs: pl.DataFrame, contacts: pl.DataFrame, codes: int,
                     render_referral: Callable[[pl.DataFrame], pl.DataFrame],
                     render_contact: Callable[[pl.DataFrame], pl.DataFrame]) -> tuple[list[Junk], Junk, dict[str, int]]:
     """``count`` junk rows of every kind (plus their cascades), the truncated last contacts
@@ -131,7 +154,7 @@ def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.Data
     patients.csv text columns, without patient_id); ``people`` is N (clean people 1..N)."""
     counts: dict[str, int] = {}
     p = _Planter(rng, T, counts, patients.height + 1, refs.height + 1, contacts.height + 1)
-    p.size = {"patients": patients.height, "referrals": refs.height, "contacts": contacts.height, "codes": 0}
+    p.size = {"patients": patients.height, "referrals": refs.height, "contacts": contacts.height, "codes": codes}
     unknown_pid = patients.height + count * len(PATIENT_KINDS) + 100_000
     unknown_rid = refs.height + count * 50 + 100_000
     rows = iter(spare.iter_rows())
@@ -157,7 +180,8 @@ def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.Data
             p.put("referrals", _line(_referral(rid, pid, received, "backlog")), kind, "parent_quarantined")
             p.put("contacts", _line(_contact(p.new("cid"), rid, pid, p.past(received))), kind, "parent_quarantined")
             p.put("codes", _line(_code(pid, T - int(rng.integers(1, 900)))), kind, "parent_quarantined")
-    seen = refs.filter(pl.col("received_date") <= pl.lit(EPOCH + timedelta(days=T - 2), dtype=pl.Date))
+    seen = refs.filter(pl.col("received_date").cast(pl.Int64) <= T - 2).select(
+        "rid", "pid", pl.col("received_date").cast(pl.Int64))
     for kind in REFERRAL_KINDS + REFERRAL_KINDS_CHILDLESS:
         counts[kind] = count
         for k in range(count):
@@ -165,7 +189,7 @@ def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.Data
             if variant == "duplicate_key":  # a repeat of an earlier row: the later one is quarantined
                 o = int(rng.integers(0, refs.height))
                 text = render_referral(refs.slice(o, 1)).row(0)
-                p.put("referrals", _line(["" if v is None else str(v) for v in text]), kind,
+                p.put("referrals", _line(_text(text)), kind,
                       pos=int(rng.integers(o + 1, refs.height + 1)))
                 continue
             rid = p.new("rid")
@@ -200,15 +224,12 @@ def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.Data
         counts[kind] = count
         for k in range(count):
             o = int(rng.integers(0, seen.height))
-            rid, pid, received = seen.row(o)[:3]
-            received = (received - EPOCH).days if isinstance(received, date) else int(received)
+            rid, pid, received = seen.row(o)
             variant = kind.split("_", 1)[1]
             if variant == "duplicate_key":
                 c = int(rng.integers(0, contacts.height))
                 text = render_contact(contacts.slice(c, 1)).row(0)
-                p.put("contacts", _line(["" if v is None else (v.strftime("%Y-%m-%d %H:%M") if hasattr(v, "strftime")
-                                                               else str(v)) for v in text]),
-                      kind, pos=int(rng.integers(c + 1, contacts.height + 1)))
+                p.put("contacts", _line(_text(text)), kind, pos=int(rng.integers(c + 1, contacts.height + 1)))
                 continue
             fields = _contact(p.new("cid"), rid, pid, p.past(received))
             if variant == "extra_field":
@@ -251,9 +272,48 @@ def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.Data
                 fields[0] = _pid(unknown_pid + count + k)
             p.put("codes", _line(fields), kind)
     # The extract was cut off mid-row: the last contacts line has four fields and no newline.
-    rid, pid, received = seen.row(int(rng.integers(0, seen.height)))[:3]
+    rid, pid, received = seen.row(int(rng.integers(0, seen.height)))
     cut = _contact(p.new("cid"), rid, pid, T - 1)
     tail = Junk("contacts", contacts.height, _line(cut[:3] + [cut[3][:7]], newline=False), "wrong_field_count",
                 "contact_truncated_last_line")
     counts["contact_truncated_last_line"] = 1
     return p.junk, tail, counts
+
+
+def write_table(path: Path, columns: tuple[str, ...], frame: pl.DataFrame,
+                render: Callable[[pl.DataFrame], pl.DataFrame], junk: list[Junk], tail: bytes = b"",
+                tail_is_row: bool = False) -> tuple[list[int], int]:
+    """Write header, ``frame`` rendered by ``render``, and ``junk`` lines at their positions.
+
+    ``tail`` is written last as raw bytes (blank lines, or a truncated record when
+    ``tail_is_row``). Returns the source_row of each junk line (in ``junk``'s order) and
+    the number of data rows in the file.
+    """
+    order = sorted(range(len(junk)), key=lambda i: junk[i].pos)  # stable: equal positions keep plan order
+    rows = [0] * len(junk)
+    written = 0  # records so far
+    cursor = 0  # clean rows so far
+    with path.open("wb") as fh:
+        fh.write((",".join(columns) + "\n").encode("utf-8"))
+
+        def clean_until(stop: int) -> None:
+            nonlocal cursor, written
+            while cursor < stop:
+                end = min(stop, cursor + CHUNK_ROWS)
+                chunk = render(frame.slice(cursor, end - cursor))
+                if chunk.columns != list(columns):
+                    raise ValueError(f"{path.name}: rendered columns {chunk.columns} differ from {list(columns)}")
+                chunk.write_csv(fh, include_header=False, date_format=DATE_FORMAT, datetime_format=DATETIME_FORMAT)
+                written += end - cursor
+                cursor = end
+
+        for i in order:
+            clean_until(junk[i].pos)
+            fh.write(junk[i].line)
+            written += 1
+            rows[i] = written
+        clean_until(frame.height)
+        fh.write(tail)
+        if tail_is_row:
+            written += 1
+    return rows, written

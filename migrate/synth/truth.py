@@ -32,7 +32,6 @@ from __future__ import annotations
 import polars as pl
 
 from migrate.synth.codes import CONSENT, DISSENT
-from migrate.synth.extract import DUMMY_SLOTS
 from migrate.synth.people import nhs_check_digits
 
 COHORT_RANK = ("transition", "backlog", "pifu", "pifu_expired", "closed", "rejected")
@@ -95,7 +94,8 @@ def referral_state(refs: pl.DataFrame, contacts: pl.DataFrame, T: int) -> pl.Dat
 
 def referral_flags(refs: pl.DataFrame, state: pl.DataFrame, T: int) -> pl.DataFrame:
     """(rid, flag_code) for every referral flag of domain.md §3."""
-    r = refs.join(state, on="rid", how="left")
+    r = refs.select("rid", "status", "priority", "red_flags", "history_of_cancer", "body_site", "received_date",
+                    "surgery_date", "transfer_list", "awaiting_injection").join(state, on="rid", how="left")
     open_ = pl.col("status") == "open"
     indicator = (pl.col("red_flags").fill_null("") != "") | (
         (pl.col("history_of_cancer") == "Y") & pl.col("body_site").is_in(SPINAL))
@@ -139,7 +139,8 @@ def patient_flags(refs: pl.DataFrame, state: pl.DataFrame, codes: pl.DataFrame, 
 
     ``survivor`` maps pid -> survivor pid; ``probable`` holds planted (a, b) near-matches.
     """
-    r = refs.join(state, on="rid").join(survivor, on="pid").with_columns(
+    r = refs.select("rid", "pid", "transfer_list", "status", "priority").join(
+        state.select("rid", "derived"), on="rid").join(survivor, on="pid").with_columns(
         pl.col("derived").replace_strict({c: i for i, c in enumerate(COHORT_RANK)}, return_dtype=pl.Int64).alias("rank"))
     per = r.group_by("survivor").agg(
         pl.col("rank").min(),

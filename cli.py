@@ -108,6 +108,19 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
                       f"{d['already_at_target']:,}", f"{d['withheld']:,}", f"{d['out_of_scope']:,}",
                       f"{d['quarantined']:,}", "[green]✓[/]" if f["holds"] else "[red]✗[/]")
     console.print(table)
+    if summary.get("cohorts"):
+        c = Table(title="Cohorts at the cut-over", title_justify="left")
+        for col in ("cohort", "patients", "referrals"):
+            c.add_column(col, justify="left" if col == "cohort" else "right")
+        for name, n in summary["cohorts"]["patients"].items():
+            c.add_row(name, f"{n:,}", f"{summary['cohorts']['referrals'].get(name, 0):,}")
+        f = Table(title="Exceptions for clinical review", title_justify="left")
+        f.add_column("severity")
+        f.add_column("flags", justify="right")
+        for name, n in summary["flags"]["by_severity"].items():
+            f.add_row(name, f"{n:,}")
+        console.print(c)
+        console.print(f)
     if summary.get("quarantine"):
         q = Table(title="Quarantined rows by reason", title_justify="left")
         for col in ("file", "reason", "rows"):
@@ -154,10 +167,11 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, quiet: bool, a
         out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}")
 
 
-def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: bool) -> Any:
+def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: bool, rules: Path | None = None,
+         sharing_policy: str = "withhold-clinical") -> Any:
     from migrate.pipeline import RunConfig, run_batch
 
-    config = RunConfig.load(input_dir, mapping, cutover, out_dir)
+    config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -171,11 +185,16 @@ def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: boo
 @click.option("--cutover", callback=_date, required=True, help="Cut-over date (YYYY-MM-DD).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder to write.")
+@click.option("--rules", type=click.Path(path_type=Path), default=None,
+              help="A site's rule pack: a YAML file, or a folder with default.yaml (default: the shipped pack).")
+@click.option("--sharing-policy", type=click.Choice(["withhold-clinical", "include"]), default="withhold-clinical",
+              show_default=True, help="What to emit for patients with an active sharing block.")
 @output_options
 @_guard
-def run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: bool, as_json: bool) -> None:
+def run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
+        quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
-    _finish(_run(input_dir, mapping, cutover, out_dir, quiet), quiet, as_json)
+    _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy), quiet, as_json)
 
 
 @main.command()
@@ -227,6 +246,51 @@ def check(input_dir: Path, mapping: str, quiet: bool, as_json: bool) -> None:
         out.print(table)
     if not report.fits:
         sys.exit(2)
+
+
+@main.group()
+def rules() -> None:
+    """Read the rule pack: what each rule checks, in words a clinical lead can read."""
+
+
+def _pack(path: Path | None) -> Any:
+    from migrate.pipeline import resolve_rules_path
+    from migrate.rules import load_pack
+
+    return load_pack(resolve_rules_path(path))
+
+
+@rules.command("list")
+@click.option("--rules", "pack_path", type=click.Path(path_type=Path), default=None, help="A site's rule pack.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@_guard
+def rules_list(pack_path: Path | None, as_json: bool) -> None:
+    """List every rule: id, what it raises or derives, severity and title."""
+    from migrate.rules import list_rules
+
+    pack = _pack(pack_path)
+    listed = list_rules(pack)
+    if as_json:
+        click.echo(json.dumps(listed, indent=2, default=str))
+        return
+    table = Table(title=f"Rule pack {pack.name} (version {pack.version})", title_justify="left")
+    for col in ("id", "raises / derives", "severity", "applies to", "title"):
+        table.add_column(col, overflow="fold")
+    for r in listed:
+        table.add_row(r["id"], r.get("flag") or r.get("derive") or "", r.get("severity") or "", r["applies_to"],
+                      r["title"])
+    out.print(table)
+
+
+@rules.command("explain")
+@click.argument("code")
+@click.option("--rules", "pack_path", type=click.Path(path_type=Path), default=None, help="A site's rule pack.")
+@_guard
+def rules_explain(code: str, pack_path: Path | None) -> None:
+    """Explain a flag code, rule id or derived column: what it checks and what to do."""
+    from migrate.rules import explain
+
+    click.echo(explain(_pack(pack_path), code))
 
 
 if __name__ == "__main__":  # pragma: no cover

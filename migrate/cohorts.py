@@ -72,23 +72,28 @@ def patient_rollups(referrals: pl.LazyFrame, pack: RulePack) -> pl.LazyFrame:
 
     ``referrals`` is the referral frame after ``apply_derived`` (it has ``cohort``).
     """
-    rank = {cohort: i for i, cohort in enumerate(pack.cohort_precedence)}
+    # Ranking through an Enum in precedence order makes "most active" a plain integer min.
+    ranked = pl.Enum(pack.cohort_precedence)
     booleans = [r.derive for r in pack.derived("referral") if r.derive and r.dtype == pl.Boolean and not r.cases]
+    on_list = {name: f"_on_{name}" for name in canonical.TRANSFER_LIST}
     return (
         referrals.group_by("patient_key")
         .agg(
-            pl.col("cohort").cast(pl.String).replace_strict(rank, default=None, return_dtype=pl.Int64)
-            .min().alias("_rank"),
+            pl.col("cohort").cast(ranked).to_physical().min().alias("_rank"),
             pl.len().cast(pl.Int64).alias("referral_count"),
-            pl.col("transfer_list").drop_nulls().cast(pl.String).unique().sort().alias("transfer_lists"),
+            *((pl.col("transfer_list") == name).any().alias(flag) for name, flag in on_list.items()),
             *(pl.col(name).any().alias(any_column(name)) for name in booleans),
         )
         .with_columns(
-            pl.col("_rank").replace_strict({i: c for c, i in rank.items()}, default=None, return_dtype=pl.String)
-            .cast(COHORT).alias("patient_cohort"),
-            pl.col("transfer_lists").list.len().cast(pl.Int64).alias("transfer_list_count"),
+            pl.col("_rank").cast(pl.Int64).replace_strict(list(range(len(pack.cohort_precedence))),
+                                                           list(pack.cohort_precedence), default=None,
+                                                           return_dtype=COHORT).alias("patient_cohort"),
+            # Listed in canonical order; built from booleans, cheaper than a unique per group.
+            pl.concat_list(pl.when(pl.col(flag)).then(pl.lit(name)) for name, flag in on_list.items())
+            .list.drop_nulls().alias("transfer_lists"),
+            pl.sum_horizontal(pl.col(flag).cast(pl.Int64) for flag in on_list.values()).alias("transfer_list_count"),
         )
-        .drop("_rank")
+        .drop("_rank", *on_list.values())
     )
 
 

@@ -19,6 +19,7 @@ conditions against before any data is read; a test keeps them equal to what is c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING
@@ -37,42 +38,50 @@ class Feature:
 
     dtype: pl.DataType
     description: str
+    codelists: tuple[str, ...] = ()  # pack codelists the feature reads (shown by explain)
 
 
 _I, _B, _D, _S = pl.Int64(), pl.Boolean(), pl.Date(), pl.String()
+_SLOTS = ("dummy_slot_names",)
+_SHARING = ("sharing_dissent_codes", "sharing_consent_codes")
 
 REFERRAL_FEATURES: dict[str, Feature] = {
     "cutover_date": Feature(_D, "the cut-over date T of this batch"),
     "open_at_cutover": Feature(_B, "status open, or closed with a closed_date after the cut-over "
                                    "(a referral closed after T was still open at T); never for a rejected one"),
     "attended_before_cutover": Feature(_B, "at least one attended contact (CSDS 5 or 6) dated on or before "
-                                           "the cut-over, e-RS dummy slots excluded"),
-    "attended_contact_count": Feature(_I, "number of attended contacts on or before the cut-over, dummy slots excluded"),
-    "first_attended_date": Feature(_D, "date of the first attended contact on or before the cut-over"),
-    "last_attended_date": Feature(_D, "date of the last attended contact on or before the cut-over"),
+                                           "the cut-over, e-RS dummy slots excluded", _SLOTS),
+    "attended_contact_count": Feature(_I, "number of attended contacts on or before the cut-over, "
+                                          "dummy slots excluded", _SLOTS),
+    "first_attended_date": Feature(_D, "date of the first attended contact on or before the cut-over", _SLOTS),
+    "last_attended_date": Feature(_D, "date of the last attended contact on or before the cut-over", _SLOTS),
     "booked_after_cutover": Feature(_B, "at least one booked (future) contact dated on or after the cut-over day, "
-                                        "e-RS dummy slots excluded"),
-    "next_booked_date": Feature(_D, "date of the earliest booked contact on or after the cut-over day"),
-    "dummy_slot_contacts": Feature(_I, "number of contacts in e-RS dummy slots (ignored for cohorts)"),
+                                        "e-RS dummy slots excluded", _SLOTS),
+    "next_booked_date": Feature(_D, "date of the earliest booked contact on or after the cut-over day", _SLOTS),
+    "dummy_slot_contacts": Feature(_I, "number of contacts in e-RS dummy slots (ignored for cohorts)", _SLOTS),
     "days_waiting": Feature(_I, "days from received_date to the cut-over"),
-    "days_to_first_attendance": Feature(_I, "days from received_date to the first attended contact"),
-    "days_since_post_op": Feature(_I, "days from post_op_date (surgery) to the cut-over; negative if surgery is after T"),
-    "has_red_flag_code": Feature(_B, "one of the referral's red_flags is in the pack's red_flag_codes codelist"),
+    "days_to_first_attendance": Feature(_I, "days from received_date to the first attended contact", _SLOTS),
+    "days_since_post_op": Feature(_I, "days from post_op_date (surgery) to the cut-over; negative if surgery "
+                                      "is after T"),
+    "has_red_flag_code": Feature(_B, "one of the referral's red_flags is in the pack's red_flag_codes codelist",
+                                 ("red_flag_codes",)),
     "out_of_scope_phrase": Feature(_S, "the first out-of-scope phrase (codelist out_of_scope_reason_phrases) "
-                                       "found in the referral reason text, matched as whole words, any case"),
+                                       "found in the referral reason text, matched as whole words, any case",
+                                   ("out_of_scope_reason_phrases",)),
     "age_at_cutover": Feature(_I, "the patient's age in whole years on the cut-over date"),
 }
 
 PATIENT_FEATURES: dict[str, Feature] = {
     "age_at_cutover": Feature(_I, "the patient's age in whole years on the cut-over date"),
-    "sharing_state": Feature(_S, "kind of the patient's latest sharing entry: dissent, consent, or blank if none"),
+    "sharing_state": Feature(_S, "kind of the patient's latest sharing entry: dissent, consent, or blank if none",
+                             _SHARING),
     "sharing_blocked": Feature(_B, "the latest sharing entry is a dissent (a same-day dissent and consent "
-                                   "count as dissent; an undated dissent is never lifted)"),
-    "latest_sharing_code": Feature(_S, "system:code of the latest sharing entry"),
-    "latest_sharing_date": Feature(_D, "recorded date of the latest sharing entry"),
+                                   "count as dissent; an undated dissent is never lifted)", _SHARING),
+    "latest_sharing_code": Feature(_S, "system:code of the latest sharing entry", _SHARING),
+    "latest_sharing_date": Feature(_D, "recorded date of the latest sharing entry", _SHARING),
     "opt_out_recorded": Feature(_B, "a national data opt-out code is recorded (evidence only: it does not "
-                                    "apply to direct care and is not a sharing block)"),
-    "opt_out_codes": Feature(pl.List(_S), "system:code of each opt-out entry"),
+                                    "apply to direct care and is not a sharing block)", ("opt_out_codes",)),
+    "opt_out_codes": Feature(pl.List(_S), "system:code of each opt-out entry", ("opt_out_codes",)),
 }
 
 # Kinds of sharing entry, from the pack codelists of the same names.
@@ -86,7 +95,7 @@ FLAT_CODELISTS = ("dummy_slot_names", "red_flag_codes", "out_of_scope_reason_phr
 CODED_CODELISTS = tuple(SHARING_CODELISTS)
 
 
-def referral_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
+def referral_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
     """Referrals with every ``REFERRAL_FEATURES`` column, one row per referral.
 
     ``tables`` must hold ``referrals``, ``contacts`` and ``patients`` (canonical columns).
@@ -137,22 +146,27 @@ def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> p
     start_of_t = datetime.combine(cutover, time())
     attended = (pl.col("attendance") == "attended") & (day <= cutover) & ~is_dummy
     booked = (pl.col("attendance") == "booked") & (pl.col("contact_datetime") >= start_of_t) & ~is_dummy
+    # Only contacts that count for something are grouped (cancellations, DNAs and past
+    # bookings are dropped first): the group_by is the costliest step of the stage.
     return (
         contacts.select("referral_key", "contact_datetime", "attendance", "slot_name")
-        .filter(pl.col("referral_key").is_not_null())
+        .with_columns(pl.when(attended).then(day).alias("_attended"), pl.when(booked).then(day).alias("_booked"),
+                      is_dummy.alias("_dummy"))
+        .filter(pl.col("referral_key").is_not_null()
+                & (pl.col("_attended").is_not_null() | pl.col("_booked").is_not_null() | pl.col("_dummy")))
         .group_by("referral_key")
         .agg(
-            attended.sum().cast(pl.Int64).alias("attended_contact_count"),
-            day.filter(attended).min().alias("first_attended_date"),
-            day.filter(attended).max().alias("last_attended_date"),
-            booked.sum().cast(pl.Int64).alias("booked_contact_count"),
-            day.filter(booked).min().alias("next_booked_date"),
-            is_dummy.sum().cast(pl.Int64).alias("dummy_slot_contacts"),
+            pl.col("_attended").count().cast(pl.Int64).alias("attended_contact_count"),
+            pl.col("_attended").min().alias("first_attended_date"),
+            pl.col("_attended").max().alias("last_attended_date"),
+            pl.col("_booked").count().cast(pl.Int64).alias("booked_contact_count"),
+            pl.col("_booked").min().alias("next_booked_date"),
+            pl.col("_dummy").sum().cast(pl.Int64).alias("dummy_slot_contacts"),
         )
     )
 
 
-def patient_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
+def patient_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
     """Patients with every ``PATIENT_FEATURES`` column, one row per patient.
 
     The latest sharing entry (dissent or consent code from the pack) wins. Ties and gaps
@@ -163,20 +177,35 @@ def patient_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: d
     """
     entries = _sharing_entries(tables["codes"], pack)
     far_future, far_past = date(9999, 12, 31), date(1, 1, 1)
-    is_dissent = pl.col("sharing_kind") == "dissent"
-    latest = (
+    dissent = pl.col("sharing_kind") == "dissent"
+    order = (pl.when(dissent).then(pl.col("recorded_date").fill_null(far_future))
+             .otherwise(pl.col("recorded_date").fill_null(far_past)))
+
+    def latest(column: str, kind: pl.Expr) -> pl.Expr:
+        # label breaks ties so the same extract always gives the same evidence
+        return pl.col(column).filter(kind).sort_by(pl.col("_order").filter(kind), pl.col("label").filter(kind)).last()
+
+    by_patient = (
         entries.filter(pl.col("sharing_kind") != "opt_out")
-        .with_columns(
-            pl.when(is_dissent).then(pl.col("recorded_date").fill_null(far_future))
-            .otherwise(pl.col("recorded_date").fill_null(far_past)).alias("_order"),
-            is_dissent.alias("_dissent"),
-        )
+        .with_columns(order.alias("_order"))
         .group_by("patient_key")
         .agg(
-            pl.col("sharing_kind", "label", "recorded_date").sort_by("_order", "_dissent").last()
+            pl.col("_order").filter(dissent).max().alias("_dissent_on"),
+            pl.col("_order").filter(~dissent).max().alias("_consent_on"),
+            latest("label", dissent).alias("_dissent_code"), latest("recorded_date", dissent).alias("_dissent_date"),
+            latest("label", ~dissent).alias("_consent_code"), latest("recorded_date", ~dissent).alias("_consent_date"),
         )
-        .rename({"sharing_kind": "sharing_state", "label": "latest_sharing_code",
-                 "recorded_date": "latest_sharing_date"})
+        # A consent lifts a dissent only when strictly later: on the same day, the dissent stands.
+        .with_columns(
+            (pl.col("_dissent_on").is_not_null()
+             & (pl.col("_consent_on").is_null() | (pl.col("_dissent_on") >= pl.col("_consent_on")))).alias("_blocked")
+        )
+        .select(
+            "patient_key",
+            pl.when("_blocked").then(pl.lit("dissent")).otherwise(pl.lit("consent")).alias("sharing_state"),
+            pl.when("_blocked").then("_dissent_code").otherwise("_consent_code").alias("latest_sharing_code"),
+            pl.when("_blocked").then("_dissent_date").otherwise("_consent_date").alias("latest_sharing_date"),
+        )
     )
     opt_outs = (
         entries.filter(pl.col("sharing_kind") == "opt_out")
@@ -185,7 +214,7 @@ def patient_features(tables: dict[str, pl.LazyFrame], pack: RulePack, cutover: d
     )
     patients = tables["patients"].select(canonical.PATIENTS.field_names)
     frame = (
-        patients.join(latest, on="patient_key", how="left")
+        patients.join(by_patient, on="patient_key", how="left")
         .join(opt_outs, on="patient_key", how="left")
         .with_columns(
             _age(cutover).alias("age_at_cutover"),

@@ -41,7 +41,12 @@ def test_run_json_summary(tmp_path: Path) -> None:
     assert code == 0
     summary = json.loads(out)
     assert summary["invariant"]["holds"] is True
-    assert summary["invariant"]["dispositions"]["migrated"] == 79
+    # 4 inactive patients, their 4 referrals and 2 contacts are out of scope; the 2 contacts of
+    # the sharing-blocked P21 and P23 are withheld; the rest migrate.
+    assert summary["invariant"]["dispositions"] == {
+        "migrated": 67, "merged": 0, "already_at_target": 0, "withheld": 2, "out_of_scope": 10, "quarantined": 0}
+    assert summary["cohorts"]["patients"]["transition"] == 6  # P02 P09 P12 P17 P21 P25
+    assert summary["flags"]["by_severity"]["critical"] == 3
 
 
 def test_missing_input_folder_exits_3_naming_it(tmp_path: Path) -> None:
@@ -88,8 +93,8 @@ def test_bad_option_exits_2_before_reading(tmp_path: Path) -> None:
 def test_broken_invariant_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = pipeline.build_lineage
 
-    def drop_a_row(ingested: object) -> pl.DataFrame:
-        return real(ingested).slice(1)  # type: ignore[arg-type]
+    def drop_a_row(ingested: object, dispositions: object) -> pl.LazyFrame:
+        return real(ingested, dispositions).slice(1)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline, "build_lineage", drop_a_row)
     code, out, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
@@ -122,3 +127,37 @@ def test_check_reports_missing_columns_of_every_file_and_exits_2(tmp_path: Path)
     assert code == 2
     assert "referrals.csv (referrals): missing column(s) status" in err
     assert "contacts.csv (contacts): missing column(s) attendance_code" in err
+
+
+def test_rules_list_and_explain() -> None:
+    code, out, _ = invoke("rules", "list", "--json")
+    assert code == 0
+    flags = {r.get("flag") for r in json.loads(out)}
+    assert {"UNDER_PRIORITISED", "SHARING_BLOCK", "PIFU_EXPIRED", "ON_TWO_LISTS"} <= flags
+    code, out, _ = invoke("rules", "explain", "POST_OP_NOT_PRIORITISED")
+    assert code == 0 and "post_op_window_days = 84" in out
+    code, _, err = invoke("rules", "explain", "NO_SUCH_FLAG")
+    assert code == 2 and "NO_SUCH_FLAG" in err
+
+
+def test_site_rule_pack_and_sharing_policy(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "default.yaml").write_text("extends: default\nname: site\nthresholds: {post_op_window_days: 14}\n")
+    code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"), "--rules", str(site), "--sharing-policy", "include", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["rules"]["name"] == "site"
+    # R16's surgery was 21 days before the cut-over: outside a 14-day window
+    assert "POST_OP_NOT_PRIORITISED" not in summary["flags"]["by_code"]
+    assert summary["invariant"]["dispositions"]["withheld"] == 0
+    assert summary["sharing_policy"] == "include"
+
+
+def test_broken_rule_pack_exits_2_before_reading(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: default\nname: bad\nthresholds: {post_op_window_days: soon}\n")
+    code, _, err = invoke("run", "--input", str(tmp_path / "nowhere"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"), "--rules", str(bad))
+    assert code == 2 and "post_op_window_days" in err

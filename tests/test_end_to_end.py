@@ -61,3 +61,24 @@ def test_canonical_rows_plus_quarantine_equal_rows_read(batch: tuple[Path, Path]
         table = entry["table"]
         kept = pl.read_parquet(run / "canonical" / f"{table}.parquet").height
         assert kept + q.filter(pl.col("source_file") == entry["path"]).height == entry["rows"]
+
+
+IDENTITY_FLAGS = {"NHS_NUMBER_INVALID", "NHS_NUMBER_MISSING", "DUPLICATE_NHS_NUMBER", "NHS_NUMBER_CONFLICT",
+                  "PROBABLE_DUPLICATE", "ALREADY_AT_TARGET"}
+
+
+def test_every_referral_lands_in_its_planted_cohort(batch: tuple[Path, Path]) -> None:
+    extract, run = batch
+    truth = pl.read_csv(extract / "truth" / "cohorts.csv", infer_schema=False)
+    got = pl.read_parquet(run / "cohorts.parquet").select(
+        pl.col("referral_key").alias("referral_id"), pl.col("cohort").cast(pl.String))
+    assert set(got.iter_rows()) == set(truth.iter_rows())
+
+
+def test_every_planted_clinical_flag_is_raised_and_no_other(batch: tuple[Path, Path]) -> None:
+    extract, run = batch
+    truth = pl.read_csv(extract / "truth" / "flags.csv", infer_schema=False).filter(
+        ~pl.col("flag_code").is_in(IDENTITY_FLAGS))
+    got = pl.read_parquet(run / "exceptions.parquet").select("subject_type", "subject_key", "flag_code")
+    assert truth.height > 100
+    assert set(got.iter_rows()) == set(truth.iter_rows())

@@ -14,7 +14,7 @@ the columns each level may read. Two passes:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -24,7 +24,14 @@ from migrate import canonical
 from migrate.cohorts import PATIENT_ROLLUPS, REQUIRED_DERIVED, any_column
 from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES
 from migrate.rules.compile import (
-    Scope, check_expr, evidence_expr, literal_problems, parse_sql, render_placeholders, suggest, template_expr,
+    Scope,
+    check_expr,
+    evidence_expr,
+    literal_problems,
+    parse_sql,
+    render_placeholders,
+    suggest,
+    template_expr,
 )
 from migrate.rules.model import LEVELS, Case, Codelist, Level, Rule, Threshold
 
@@ -68,11 +75,12 @@ def compile_rules(
             if rule is not None:
                 compiled[i] = rule
     for i, draft in enumerate(drafts):
-        if draft.rule.flag is not None:
+        if draft.rule.flag is not None and draft.rule.applies_to in LEVELS:
             rule = _flag(draft, scopes[draft.rule.applies_to], problems)
             if rule is not None:
                 compiled[i] = rule
-    _check_required(compiled.values(), problems)
+    declared = {d.rule.derive for d in drafts if d.rule.applies_to == "referral" and d.rule.derive}
+    _check_required(compiled.values(), declared, problems)
     rules = tuple(compiled[i] for i in sorted(compiled))
     return rules, {level: dict(scopes[level].columns) for level in LEVELS}
 
@@ -251,28 +259,33 @@ def _derived(draft: _Draft, scope: Scope, later: Mapping[str, str], problems: li
 
 
 def _flag(draft: _Draft, scope: Scope, problems: list[str]) -> Rule | None:
-    if _columns_ok(draft, scope, {}, problems, boolean=True) is None:
-        return None
+    condition_ok = _columns_ok(draft, scope, {}, problems, boolean=True) is not None
     evidence, errors = evidence_expr(draft.rule.evidence, scope)
     problems += [f"{draft.where}: evidence: {e}" for e in errors]
-    if evidence is None:
+    if evidence is None or not condition_ok:
         return None
     reads = tuple(dict.fromkeys(draft.exprs[0].meta.root_names()))
     return replace(draft.rule, expr=draft.exprs[0], evidence_expr=evidence, columns=reads)
 
 
-def _check_required(rules: Any, problems: list[str]) -> None:
-    """The columns the outputs need must be derived by the pack (cohort, list_mismatch)."""
+def _check_required(rules: Iterable[Rule], declared: set[str], problems: list[str]) -> None:
+    """The columns the outputs need must be derived by the pack (cohort, list_mismatch).
+
+    ``declared`` holds every referral column a rule derives, compiled or not: a rule that
+    failed has had its problems reported already.
+    """
     by_column = {r.derive: r for r in rules if r.derive and r.applies_to == "referral"}
     for name, (form, hint) in REQUIRED_DERIVED.items():
         rule = by_column.get(name)
-        if rule is None:
+        if name not in declared:
             problems.append(f"rules: no referral rule derives '{name}' ({hint}); copy it from rules/default.yaml")
-        elif form == "cases" and not rule.cases:
+        if rule is None:
+            continue
+        if form == "cases" and not rule.cases:
             problems.append(f"{rule.source}: rule {rule.id}: '{name}' must be derived with cases: ({hint})")
-        elif form == "boolean" and (rule.dtype != pl.Boolean or rule.cases):
+        if form == "boolean" and (rule.dtype != pl.Boolean or rule.cases):
             problems.append(f"{rule.source}: rule {rule.id}: '{name}' must be true/false ({hint})")
-        if rule is not None and name == "cohort":
+        if name == "cohort":
             for case in rule.cases:
                 if case.value not in canonical.COHORTS:
                     problems.append(f"{rule.source}: rule {rule.id}: cohort value '{case.value}'"

@@ -132,7 +132,7 @@ def check_expr(expr: pl.Expr, scope: Scope, later: Mapping[str, str]) -> tuple[p
                             "move that rule above this one")
         else:
             problems.append(f"unknown column '{name}'{_suggest(name, scope.columns)}; use a canonical, "
-                            f"feature or derived {scope.level} column (handover rules columns lists them)")
+                            f"feature or derived {scope.level} column")
     if problems:
         return None, problems
     try:
@@ -212,8 +212,8 @@ def _showable(name: str, scope: Scope) -> list[str]:
     if name not in scope.columns:
         return [f"unknown column '{name}'{_suggest(name, scope.columns)} in evidence or reason"]
     if name in scope.sensitive:
-        return [f"column '{name}' identifies the patient (or is computed from a column that does); "
-                "evidence and reasons must never show it — remove it"]
+        return [(f"column '{name}' identifies the patient (or is computed from a column that does); "
+                 "evidence and reasons must never show it — remove it")]
     return []
 
 

@@ -14,19 +14,19 @@ together (``RuleResults.collect`` or ``pl.collect_all``) to compute the features
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
 
 from migrate import canonical, cohorts, features, flags
-from migrate.rules.model import RulePack
+from migrate.rules.model import Level, RulePack
 
 REQUIRED_TABLES = ("patients", "referrals")
 OPTIONAL_TABLES = ("contacts", "codes")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RuleResults:
     """What the rules stage produces; every frame is lazy and sorted by its keys.
 
@@ -37,6 +37,8 @@ class RuleResults:
     - ``referral_features`` / ``patient_features``: every canonical column plus every feature
       and derived column the rules read, one row per referral / patient. They hold the
       canonical identifying columns too: do not write them where evidence goes.
+
+    ``collect()`` is the fast way to compute the outputs (see there).
     """
 
     cohorts: pl.LazyFrame
@@ -44,12 +46,38 @@ class RuleResults:
     exceptions: pl.LazyFrame
     referral_features: pl.LazyFrame
     patient_features: pl.LazyFrame
+    pack: RulePack = field(repr=False)
+    patient_base: pl.LazyFrame = field(repr=False)  # patient features before referral roll-ups
 
-    def collect(self) -> dict[str, pl.DataFrame]:
-        """All five frames, computed in one pass (shared sub-plans computed once)."""
-        names = ("cohorts", "patient_cohorts", "exceptions", "referral_features", "patient_features")
-        frames = pl.collect_all([getattr(self, n) for n in names])
-        return dict(zip(names, frames, strict=True))
+    def collect(self, features: bool = False) -> dict[str, pl.DataFrame]:
+        """The outputs as DataFrames: cohorts, patient_cohorts, exceptions (+ the two
+        feature frames when ``features``).
+
+        Computes in stages so nothing is computed twice however the optimiser plans it:
+        the referral frame (only the columns later steps read, unless ``features``), then
+        the patient frame from it, then the outputs from both.
+        """
+        pack = self.pack
+        referrals = self.referral_features
+        if not features:
+            referrals = referrals.select(_needed(pack, "referral", _REFERRAL_OUTPUT))
+        # Sorted once here; every later sort by the same key is then free.
+        ref = referrals.sort("referral_key").collect()
+        patients = _patients(self.patient_base, ref.lazy(), pack)
+        if not features:
+            patients = patients.select(_needed(pack, "patient", ("patient_key", "patient_cohort")))
+        pat = patients.sort("patient_key").collect()
+        frames: dict[Level, pl.LazyFrame] = {"referral": ref.lazy(), "patient": pat.lazy()}
+        names = ["cohorts", "patient_cohorts", "exceptions"]
+        plans = [cohorts.cohorts_table(ref.lazy()), cohorts.patient_cohorts_table(pat.lazy()),
+                 flags.evaluate_flags(frames, pack)]
+        out = dict(zip(names, pl.collect_all(plans), strict=True))
+        if features:
+            out["referral_features"], out["patient_features"] = ref, pat
+        return out
+
+
+_REFERRAL_OUTPUT = tuple(cohorts.COHORTS_SCHEMA)
 
 
 def evaluate(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> RuleResults:
@@ -57,7 +85,7 @@ def evaluate(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) 
 
     ``tables`` maps canonical table names to LazyFrames with the canonical columns;
     ``patients`` and ``referrals`` are required, ``contacts`` and ``codes`` default to empty.
-    Raises ``KeyError`` naming a missing required table.
+    Raises ``KeyError`` naming a missing required table. Nothing is computed here.
     """
     missing = [t for t in REQUIRED_TABLES if t not in tables]
     if missing:
@@ -65,14 +93,30 @@ def evaluate(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) 
     frames = {**{t: canonical.empty(t).lazy() for t in OPTIONAL_TABLES}, **dict(tables)}
 
     referrals = cohorts.apply_derived(features.referral_features(frames, pack, cutover), pack.derived("referral"))
-    patients = cohorts.with_rollups(features.patient_features(frames, pack, cutover),
-                                    cohorts.patient_rollups(referrals, pack))
-    patients = cohorts.apply_derived(patients, pack.derived("patient"))
-    exceptions = flags.evaluate_flags({"referral": referrals, "patient": patients}, pack)
+    patient_base = features.patient_features(frames, pack, cutover)
+    patients = _patients(patient_base, referrals, pack)
     return RuleResults(
         cohorts=cohorts.cohorts_table(referrals),
         patient_cohorts=cohorts.patient_cohorts_table(patients),
-        exceptions=exceptions,
+        exceptions=flags.evaluate_flags({"referral": referrals, "patient": patients}, pack),
         referral_features=referrals.sort("referral_key"),
         patient_features=patients.sort("patient_key"),
+        pack=pack,
+        patient_base=patient_base,
     )
+
+
+def _patients(base: pl.LazyFrame, referrals: pl.LazyFrame, pack: RulePack) -> pl.LazyFrame:
+    """Patient features with the roll-ups of their referrals and the patient derived rules."""
+    return cohorts.apply_derived(cohorts.with_rollups(base, cohorts.patient_rollups(referrals, pack)),
+                                 pack.derived("patient"))
+
+
+def _needed(pack: RulePack, level: Level, always: tuple[str, ...]) -> list[str]:
+    """Columns of ``level`` read after it is computed: outputs, roll-ups, flag conditions, evidence."""
+    wanted = set(always)
+    if level == "referral":
+        wanted |= {r.derive for r in pack.derived("referral") if r.derive and r.dtype == pl.Boolean}
+    for rule in pack.flag_rules(level):
+        wanted |= set(rule.columns) | set(rule.evidence)
+    return [c for c in pack.columns[level] if c in wanted]

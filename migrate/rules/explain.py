@@ -94,56 +94,62 @@ def _explain_rule(pack: RulePack, rule: Rule) -> str:
 def _dependencies(pack: RulePack, rule: Rule) -> list[str]:
     """Each derived or feature column the rule reads, directly or through derived columns."""
     lines: list[str] = []
-    seen: set[str] = set()
-    stack = list(reversed(_read_columns(rule)))
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        producer = _producer(pack, rule.applies_to, name)
+    for level, name in _all_reads(pack, rule):
+        producer = _producer(pack, level, name)
         if producer is not None:
             text = producer.condition or "; ".join(f"{c.value} when {c.condition}" for c in producer.cases)
             lines.append(f"{name}: derived by rule {producer.id} — {text}")
-            stack += list(reversed(_read_columns(producer)))
             continue
-        kind, meaning = _column_meaning(pack, rule.applies_to, name)
+        kind, meaning = _column_meaning(pack, level, name)
         if kind != "canonical":
             lines.append(f"{name}: {meaning}")
     return lines
 
 
 def _uses(pack: RulePack, rule: Rule) -> list[str]:
-    """Placeholders used by the rule and the derived rules it depends on, with their values."""
-    rules = [rule] + [p for n in _all_reads(pack, rule) if (p := _producer(pack, rule.applies_to, n)) is not None]
+    """Codelists and thresholds the rule relies on — in its SQL, in the derived rules it
+    depends on, or through the features it reads — with this pack's values."""
+    reads = _all_reads(pack, rule)
+    rules = [rule] + [p for level, n in reads if (p := _producer(pack, level, n)) is not None]
+    refs = [u for r in rules for u in r.uses]
+    refs += [f"codelists.{c}" for level, n in reads if n in _features(level) for c in _features(level)[n].codelists]
     lines: list[str] = []
-    for ref in dict.fromkeys(u for r in rules for u in r.uses):
+    for ref in dict.fromkeys(refs):
         parts = ref.split(".")
         if parts[0] == "thresholds":
             lines.append(f"{ref} = {pack.thresholds[parts[1]].value}")
+            continue
+        codelist = pack.codelists[parts[1]]
+        if len(parts) == 3:
+            lines.append(f"{ref} = {', '.join((codelist.by_system or {})[parts[2]])}")
+        elif codelist.by_system is not None:
+            per_system = "; ".join(f"{system}: {', '.join(codes)}" for system, codes in codelist.by_system.items())
+            lines.append(f"{ref} = {per_system}")
         else:
-            codelist = pack.codelists[parts[1]]
-            values = codelist.values if len(parts) == 2 else (codelist.by_system or {})[parts[2]]
-            lines.append(f"{ref} = {', '.join(values)}")
+            lines.append(f"{ref} = {', '.join(codelist.values)}")
     return lines
 
 
-def _all_reads(pack: RulePack, rule: Rule) -> list[str]:
-    out: list[str] = []
-    stack = list(_read_columns(rule))
+def _features(level: Level) -> dict[str, Feature]:
+    return REFERRAL_FEATURES if level == "referral" else {**PATIENT_FEATURES, **PATIENT_ROLLUPS}
+
+
+def _all_reads(pack: RulePack, rule: Rule) -> list[tuple[Level, str]]:
+    """(level, column) read by the rule, depth first through the rules deriving them.
+
+    A patient rule reading any_<column> continues into the referral rule deriving <column>.
+    """
+    out: list[tuple[Level, str]] = []
+    stack: list[tuple[Level, str]] = [(rule.applies_to, c) for c in reversed(rule.columns)]
     while stack:
-        name = stack.pop()
-        if name in out:
+        item = stack.pop()
+        if item in out:
             continue
-        out.append(name)
-        producer = _producer(pack, rule.applies_to, name)
+        out.append(item)
+        producer = _producer(pack, *item)
         if producer is not None:
-            stack += _read_columns(producer)
+            stack += [(producer.applies_to, c) for c in reversed(producer.columns)]
     return out
-
-
-def _read_columns(rule: Rule) -> list[str]:
-    return list(rule.columns)
 
 
 def _producer(pack: RulePack, level: Level, name: str) -> Rule | None:
@@ -159,8 +165,7 @@ def _producer(pack: RulePack, level: Level, name: str) -> Rule | None:
 
 
 def _column_meaning(pack: RulePack, level: Level, name: str) -> tuple[str, str]:
-    features: dict[str, Feature] = (REFERRAL_FEATURES if level == "referral"
-                                    else {**PATIENT_FEATURES, **PATIENT_ROLLUPS})
+    features = _features(level)
     if name in features:
         return "feature", features[name].description
     producer = _producer(pack, level, name)

@@ -170,7 +170,7 @@ def _thresholds(raw: dict[str, tuple[Any, str]], problems: list[str]) -> dict[st
     for name, (value, src) in sorted(raw.items()):
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{src}: thresholds.{name}: {value!r} is not a number; write a number such as 84")
-            continue
+            value = 0  # kept, so the rules using it are not also reported as unknown placeholders
         out[name] = Threshold(name, value, src)
     return out
 
@@ -195,6 +195,7 @@ def _codelists(raw: dict[str, tuple[Any, str]], problems: list[str]) -> dict[str
             out[name] = Codelist(name, flat, by_system, src)
         else:
             problems.append(f"{where}: must be a list of values, or a mapping of code system to a list of codes")
+            out[name] = Codelist(name, ("?",), None, src)  # kept, as for thresholds
     for name in FLAT_CODELISTS + CODED_CODELISTS:
         if name not in out and name not in raw:
             problems.append(f"codelists: missing codelist '{name}' (handover's features read it); "

@@ -8,12 +8,11 @@ so a test states only the rows and fields that make its point.
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
-
-import sys
 from types import ModuleType
+from typing import Any
 
 import polars as pl
 import pytest

@@ -111,7 +111,9 @@ def test_cohort_reasons_are_readable(results: dict[str, pl.DataFrame]) -> None:
     reasons = dict(results["cohorts"].select("referral_key", "cohort_reason").iter_rows())
     assert reasons["R03"] == ("open; attended (last 2022-08-01); PIFU window runs to 2023-02-01; "
                               "nothing booked after the cut-over")
-    assert "dummy slots ignored 1" in reasons["R11"]
+    assert reasons["R11"].endswith("e-RS dummy slots ignored: 1")
+    assert reasons["R09"] == ("open; attended 1 time(s) on or before the cut-over, first 2022-10-01; "
+                              "next booked: blank")
     assert reasons["R05"] == "discharged on or before the cut-over (closed 2022-09-20)"
 
 

@@ -28,11 +28,12 @@ INACTIVE_COHORTS = ("closed", "rejected", "pifu_expired")
 SHARING_POLICIES = ("withhold-clinical", "include")
 
 
-def _pick(expr_by_disposition: list[tuple[pl.Expr, str]]) -> pl.Expr:
-    chain = pl.when(expr_by_disposition[0][0]).then(pl.lit(expr_by_disposition[0][1]))
-    for cond, name in expr_by_disposition[1:]:
-        chain = chain.when(cond).then(pl.lit(name))
-    return chain.otherwise(pl.lit("migrated"))
+def _pick(choices: list[tuple[pl.Expr, str]]) -> pl.Expr:
+    """The first disposition whose condition holds, else migrated."""
+    expr: pl.Expr = pl.lit("migrated")
+    for cond, name in reversed(choices):
+        expr = pl.when(cond).then(pl.lit(name)).otherwise(expr)
+    return expr
 
 
 def decide(

@@ -101,7 +101,8 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
                   f"each with exactly one disposition" + ("" if inv["holds"] else " — NOT so; see below"))
     table = Table(title="Rows read = Σ dispositions, per input file", title_justify="left")
     for col in ("file", "read", "migrated", "merged", "at target", "withheld", "out of scope", "quarantined", "ok"):
-        table.add_column(col, justify="left" if col == "file" else "right", no_wrap=col == "file")
+        table.add_column(col, justify="left" if col == "file" else "right", no_wrap=col == "file",
+                         min_width=None if col == "file" else min(len(col), 11))
     for f in inv["files"]:
         d = f["dispositions"]
         table.add_row(f["file"], f"{f['rows_read']:,}", f"{d['migrated']:,}", f"{d['merged']:,}",

@@ -100,9 +100,9 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(f"[{colour}]Invariant {verdict}[/]: {inv['rows_read']:,} source rows read, "
                   f"each with exactly one disposition" + ("" if inv["holds"] else " — NOT so; see below"))
     table = Table(title="Rows read = Σ dispositions, per input file", title_justify="left")
-    for col in ("file", "read", "migrated", "merged", "at target", "withheld", "out of scope", "quarantined", "ok"):
-        table.add_column(col, justify="left" if col == "file" else "right", no_wrap=col == "file",
-                         min_width=None if col == "file" else min(len(col), 11))
+    for col in ("file", "read", "migrated", "merged", "at\ntarget", "withheld", "out of\nscope", "quaran-\ntined",
+                "ok"):
+        table.add_column(col, justify="left" if col == "file" else "right", no_wrap=True)
     for f in inv["files"]:
         d = f["dispositions"]
         table.add_row(f["file"], f"{f['rows_read']:,}", f"{d['migrated']:,}", f"{d['merged']:,}",

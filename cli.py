@@ -168,7 +168,7 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, quiet: bool, a
         out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}")
 
 
-def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: bool, rules: Path | None = None,
+def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool, rules: Path | None = None,
          sharing_policy: str = "withhold-clinical") -> Any:
     from migrate.pipeline import RunConfig, run_batch
 
@@ -182,7 +182,9 @@ def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: boo
 
 @main.command()
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
-@click.option("--mapping", "-m", required=True, help="Mapping profile: a YAML path or a shipped name (generic-csv).")
+@click.option("--mapping", "-m", "mapping", required=True, multiple=True,
+              help="Mapping profile: a YAML path or a shipped name (generic-csv, hl7v2). Repeat it for an extract "
+                   "in several layouts (e.g. CSV and an HL7 feed): rows apply in that order, the latest wins.")
 @click.option("--cutover", callback=_date, required=True, help="Cut-over date (YYYY-MM-DD).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder to write.")
@@ -192,7 +194,7 @@ def _run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, quiet: boo
               show_default=True, help="What to emit for patients with an active sharing block.")
 @output_options
 @_guard
-def run(input_dir: Path, mapping: str, cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
+def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
         quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy), quiet, as_json)
@@ -220,10 +222,11 @@ def demo(patients: int, out_dir: Path, quiet: bool, as_json: bool) -> None:
 
 @main.command()
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
-@click.option("--mapping", "-m", required=True, help="Mapping profile: a YAML path or a shipped name.")
+@click.option("--mapping", "-m", "mapping", required=True, multiple=True,
+              help="Mapping profile: a YAML path or a shipped name; repeat for several layouts.")
 @output_options
 @_guard
-def check(input_dir: Path, mapping: str, quiet: bool, as_json: bool) -> None:
+def check(input_dir: Path, mapping: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Dry-run a mapping profile against an extract and list every problem; writes nothing.
 
     Exit 2 when files lack columns the profile reads; row-level problems (which a run
@@ -232,7 +235,7 @@ def check(input_dir: Path, mapping: str, quiet: bool, as_json: bool) -> None:
     from migrate.check import check_extract
     from migrate.profile import load_profile
 
-    report = check_extract(input_dir, load_profile(mapping))
+    report = check_extract(input_dir, [load_profile(m) for m in mapping])
     if as_json:
         click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:

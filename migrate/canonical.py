@@ -168,7 +168,19 @@ CODES = Table(
     parents=(("patient_key", "patients", "patient_key"),),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES)}
+# Patient merges announced by the source (HL7 ADT^A40): the prior record folds into the
+# surviving one. Not an output table: the identity stage applies them with its own merges.
+MERGES = Table(
+    "merges",
+    (
+        Field("patient_key", S),
+        Field("prior_patient_key", S),
+    ),
+    key=None,
+    parents=(("patient_key", "patients", "patient_key"), ("prior_patient_key", "patients", "patient_key")),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES, MERGES)}
 # Order in which tables are mapped: parents before children.
 TABLE_ORDER: tuple[str, ...] = ("patients", "referrals", "contacts", "codes")
 
@@ -195,6 +207,11 @@ REASON_CODES: dict[str, str] = {
     "unknown_referral": "the row refers to a referral that is not in the extract",
     "parent_quarantined": "the row's patient or referral was itself quarantined",
     "patient_mismatch": "the contact's patient differs from its referral's patient",
+    "hl7_malformed": "an HL7 v2 message with no usable MSH segment, or that cannot be split",
+    "hl7_unsupported": "an HL7 v2 version or message event that is not supported",
+    "hl7_structure": "an HL7 v2 message whose segments break its message structure (missing or misplaced)",
+    "hl7_datatype": "an HL7 v2 field whose value violates its datatype (e.g. a timestamp that is not one)",
+    "hl7_unhandled": "a valid HL7 v2 message of an event that no table of the profile takes",
 }
 
 LINEAGE_SCHEMA: dict[str, pl.DataType] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,21 +59,21 @@ def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
     return grouped.to_dicts()
 
 
-def check_extract(input_dir: Path, profile: Profile) -> CheckReport:
-    """Check ``input_dir`` against ``profile`` without writing a run."""
-    files = discover(input_dir, profile)
+def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile]) -> CheckReport:
+    """Check ``input_dir`` against one or more profiles without writing a run."""
+    files = discover(input_dir, profiles)
     layout: list[str] = []
     unfit: set[str] = set()
     for f in files:
-        present = read_columns(f, profile.tables[f.table])
-        absent = missing_columns(profile.tables[f.table], present) if present else []
+        present = read_columns(f)
+        absent = missing_columns(f.spec(), present) if present else []
         if absent:
             unfit.add(f.table)
             layout.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}")
     work = Path(tempfile.mkdtemp(prefix="handover-check-"))
     try:
-        tables = [t for t in canonical.TABLE_ORDER if t in profile.tables and t not in unfit]
-        ingested = ingest(input_dir, profile, work, only_tables=tables)
+        tables = [t for t in canonical.TABLES if t not in unfit]
+        ingested = ingest(input_dir, profiles, work, only_tables=tables, files=files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = sum(f.rows_read for f in ingested.files)

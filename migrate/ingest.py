@@ -1,34 +1,42 @@
 """Ingest: extract files → canonical tables + quarantine, every source row accounted for.
 
-For each canonical table in parent-before-child order: read its files, apply the compiled
-mapping, then the table-level checks (duplicate keys, references to patients and
-referrals). Rows failing any step go to quarantine with a reason code and a message naming
-file, row and field; the batch goes on.
+1. Each file is read once (``sources``) and mapped by its profile (``mapping``): a
+   delimited or Parquet file feeds one table; an HL7 v2 file's messages are routed to the
+   tables that take their events. Rows that cannot be read or mapped are quarantined.
+2. Per canonical table, parents before children: repeated keys are resolved — within a
+   source whose profile says ``on_duplicate: quarantine`` a later repeat is quarantined
+   (``duplicate_key``); across sources, and within ``on_duplicate: latest`` sources (HL7
+   updates), the latest row wins (CSV extracts first, then HL7 in MSH-7 order) and the
+   rows it supersedes get disposition ``merged``; then references to patients and
+   referrals are checked.
 
-Invariant kept: for every file, rows_read == rows in canonical tables + rows quarantined.
+Invariant kept: for every file, rows_read == canonical rows + superseded rows + merge rows
++ quarantined rows.
 """
 
 from __future__ import annotations
 
 import csv as pycsv
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from migrate import canonical, integrity
 from migrate.errors import ProfileError
-from migrate.mapping import CompiledTable, apply_mapping, compile_table, explain_failures, missing_columns
 from migrate.manifest import sha256_file
+from migrate.mapping import CompiledTable, apply_mapping, compile_table, explain_failures, missing_columns
 from migrate.outputs import write_parquet
 from migrate.profile import Profile, TableSpec
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.sources import InputFile, discover, read_columns, read_file
 
-
 # A table's key defaults to its source id when the profile does not map it.
 _KEY_SOURCES = {"patient_key": "source_patient_id", "referral_key": "source_referral_id"}
+# Parents first; merges need the patients they join.
+_INGEST_ORDER = ("patients", "merges", "referrals", "contacts", "codes")
+_ORDER = "__order"  # position of a row among all sources of a table: latest wins
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class FileStats:
     """What was read from one input file."""
 
     name: str
-    table: str
+    table: str  # the table it feeds, or "patients+referrals+…" for an HL7 file
     bytes: int
     sha256: str
     rows_read: int
@@ -44,28 +52,38 @@ class FileStats:
 
 @dataclass(frozen=True)
 class Ingested:
-    """Canonical tables, quarantine and per-file statistics of one extract."""
+    """Canonical tables, quarantine and per-file statistics of one extract.
+
+    ``superseded`` lists rows replaced by a later row with the same key (disposition
+    ``merged``); ``merges`` the source's own patient merges (HL7 A40), whose rows are
+    also ``merged``.
+    """
 
     tables: dict[str, pl.LazyFrame]
     quarantine: pl.DataFrame
     files: tuple[FileStats, ...]
     heights: dict[str, int]
+    superseded: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_SUPERSEDED))
+    merges: pl.DataFrame = field(default_factory=lambda: canonical.empty("merges"))
 
 
-def check_layout(files: list[InputFile], profile: Profile) -> None:
-    """Every column the profile reads is present in every file; else exit 2 listing all."""
+_SUPERSEDED = {"source_file": pl.String(), "source_row": pl.Int64(), "table": pl.String(), "patient_key": pl.String()}
+
+
+def check_layout(files: list[InputFile], profiles: Profile | Sequence[Profile] | None = None) -> None:
+    """Every column a profile reads is present in every delimited/Parquet file; else exit 2."""
     problems = []
     for f in files:
-        spec = profile.tables[f.table]
-        present = read_columns(f, spec)
+        present = read_columns(f)
         if not present:
-            continue  # an empty file: zero rows, nothing to map
-        absent = missing_columns(spec, present)
+            continue  # HL7 (addressed by path) or an empty file: nothing to check
+        absent = missing_columns(f.spec(), present)
         if absent:
             problems.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}; "
                             f"columns present: {', '.join(present)}")
     if problems:
-        raise ProfileError(f"the extract does not fit mapping profile {profile.name}", problems)
+        names = ", ".join(sorted({f.profile.name for f in files}))
+        raise ProfileError(f"the extract does not fit mapping profile {names}", problems)
 
 
 def _quarantine_rows(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -82,69 +100,96 @@ def _rejected_rows(rejected: pl.DataFrame, table: str) -> pl.DataFrame:
     )
 
 
-def _map_table(table: str, files: list[InputFile], profile: Profile, work_dir: Path,
-               on_file: Callable[[InputFile, int], None],
-               ) -> tuple[pl.DataFrame, list[pl.DataFrame], list[FileStats], pl.Series, _Sources]:
-    """Read and map every file of one table.
-
-    Returns the rows that mapped (in file order), the quarantine rows, per-file stats and
-    the keys of quarantined rows (so children of a quarantined row say so).
-    """
-    key = canonical.TABLES[table].key
-    failed_keys: list[pl.Series] = []
-    sources = _Sources()
-    spec = profile.tables[table]
-    mapped: list[pl.DataFrame] = []
-    quarantined: list[pl.DataFrame] = []
-    stats: list[FileStats] = []
-    for f in files:
-        result = read_file(f, spec, work_dir)
-        stats.append(FileStats(f.name, table, f.path.stat().st_size, sha256_file(f.path), result.rows_read))
-        quarantined.append(_rejected_rows(result.rejected, table))
-        if key is not None:
-            failed_keys.append(_keys_of_rejected(result.rejected, spec, key, result.columns))
-        if result.columns:
-            compiled = compile_table(spec, result.frame.collect_schema(), profile)
-            sources.add(f.name, result.frame, compiled)
-            frame = apply_mapping(result.frame, compiled).collect(engine="streaming")
-            failing = frame.filter(pl.col("__reason").is_not_null())
-            if failing.height:
-                details = explain_failures(
-                    result.frame.join(failing.select("source_row").lazy(), on="source_row", how="semi"), compiled
-                ).collect()
-                failing = failing.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
-                quarantined.append(_quarantine_rows(failing, table))
-                if key is not None:
-                    failed_keys.append(failing[key])
-                frame = frame.filter(pl.col("__reason").is_null())
-            mapped.append(frame)
-        on_file(f, result.rows_read)
-    frame = pl.concat(mapped, how="vertical", rechunk=False) if mapped else pl.DataFrame(
-        schema={**canonical.TABLES[table].schema, "__reason": pl.String(), "__field": pl.String()})
-    keys = pl.concat([pl.Series(key or "key", [], dtype=pl.String), *failed_keys]).drop_nulls()
-    return frame, quarantined, stats, keys, sources
-
-
 class _Sources:
-    """The source scans of one table, to fetch raw records of rows that fail a later check."""
+    """The source scans of each table, to fetch raw records of rows that fail a later check."""
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[pl.LazyFrame, CompiledTable]] = {}
+        self._files: dict[tuple[str, str], tuple[pl.LazyFrame, CompiledTable]] = {}
 
-    def add(self, name: str, frame: pl.LazyFrame, compiled: CompiledTable) -> None:
-        self._files[name] = (frame, compiled)
+    def add(self, table: str, name: str, frame: pl.LazyFrame, compiled: CompiledTable) -> None:
+        self._files[(table, name)] = (frame, compiled)
 
-    def with_raw(self, failed: pl.DataFrame) -> pl.DataFrame:
+    def with_raw(self, table: str, failed: pl.DataFrame) -> pl.DataFrame:
         """``failed`` with ``__raw`` (the source record as JSON) joined on file and row."""
         raws = []
-        for name, (frame, compiled) in self._files.items():
-            rows = failed.filter(pl.col("source_file") == name).select("source_row")
-            if rows.height:
+        for (t, name), (frame, compiled) in self._files.items():
+            rows = failed.filter(pl.col("source_file") == name).select("source_row") if t == table else None
+            if rows is not None and rows.height:
                 raws.append(explain_failures(frame.join(rows.lazy(), on="source_row", how="semi"), compiled)
                             .select("source_file", "source_row", "__raw").collect())
         raw = pl.concat(raws) if raws else pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64,
                                                                 "__raw": pl.String})
         return failed.join(raw, on=["source_file", "source_row"], how="left", maintain_order="left")
+
+
+@dataclass
+class _Mapped:
+    """Everything read and mapped, before the table-level checks."""
+
+    frames: dict[str, list[tuple[TableSpec, pl.DataFrame]]] = field(default_factory=dict)
+    quarantine: list[pl.DataFrame] = field(default_factory=list)
+    failed_keys: dict[str, list[pl.Series]] = field(default_factory=dict)
+    stats: list[FileStats] = field(default_factory=list)
+    sources: _Sources = field(default_factory=_Sources)
+
+
+def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, source: pl.LazyFrame, name: str,
+               order: pl.Expr) -> None:
+    """Map one source frame into ``table``; failing rows to quarantine, good rows kept."""
+    compiled = compile_table(spec, source.collect_schema(), profile)
+    mapped.sources.add(table, name, source, compiled)
+    source = source.with_columns(order.alias(_ORDER))
+    frame = apply_mapping(source, compiled).collect(engine="streaming")
+    failing = frame.filter(pl.col("__reason").is_not_null())
+    if failing.height:
+        details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
+                                   compiled).collect()
+        failing = failing.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
+        mapped.quarantine.append(_quarantine_rows(failing, table))
+        key = canonical.TABLES[table].key
+        if key is not None:
+            mapped.failed_keys.setdefault(table, []).append(failing[key])
+        frame = frame.filter(pl.col("__reason").is_null())
+    mapped.frames.setdefault(table, []).append((spec, frame))
+
+
+def _read_delimited(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) -> int:
+    result = read_file(f, work_dir)
+    mapped.quarantine.append(_rejected_rows(result.rejected, f.table))
+    key = canonical.TABLES[f.table].key
+    if key is not None:
+        mapped.failed_keys.setdefault(f.table, []).append(
+            _keys_of_rejected(result.rejected, f.spec(), key, result.columns))
+    if result.columns:
+        order = pl.struct(pl.lit(rank).alias("rank"), pl.lit(None, dtype=pl.Datetime("us")).alias("at"))
+        _map_frame(mapped, f.table, f.spec(), f.profile, result.frame, f.name, order)
+    return result.rows_read
+
+
+def _read_hl7(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) -> int:
+    from migrate.sources.hl7 import read_hl7
+
+    specs = {t: f.spec(t) for t in f.tables}
+    paths = sorted({c for spec in specs.values() for c in spec.source_columns})
+    result = read_hl7(f.path, f.name, paths, work_dir)
+    mapped.quarantine.append(_rejected_rows(result.rejected, f.label))
+    messages = result.messages
+    routed: list[str] = []
+    for table, spec in specs.items():
+        routed += spec.events
+        subset = messages.filter(pl.col("event").is_in(list(spec.events)))
+        order = pl.struct(pl.lit(rank).alias("rank"), pl.col("sent_at").alias("at"))
+        _map_frame(mapped, table, spec, f.profile, subset, f.name, order)
+    unhandled = messages.filter(~pl.col("event").is_in(routed)).select(
+        "source_file", "source_row", pl.lit(f.label).alias("table"), pl.lit("hl7_unhandled").alias("reason_code"),
+        pl.lit(None, dtype=pl.String).alias("field"),
+        pl.format("{} message {}: {}^{} (control id {}) is not an event any table of profile {} takes",
+                  "source_file", "source_row", "message_type", "event", "control_id", pl.lit(f.profile.name))
+        .alias("message"),
+        pl.concat_str([pl.col("message_type"), pl.col("event")], separator="^").alias("raw"),
+    ).collect()
+    mapped.quarantine.append(unhandled)
+    return result.rows_read
 
 
 def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header: tuple[str, ...]) -> pl.Series:
@@ -164,44 +209,84 @@ def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header:
     return pl.Series(key, values, dtype=pl.String)
 
 
-def ingest(input_dir: Path, profile: Profile, work_dir: Path, progress: Progress = NULL_PROGRESS,
-           only_tables: list[str] | None = None, files: list[InputFile] | None = None,
-           canonical_dir: Path | None = None) -> Ingested:
+def _resolve_repeats(table: str, sources: list[tuple[TableSpec, pl.DataFrame]]) -> tuple[
+        pl.DataFrame, list[pl.DataFrame], pl.DataFrame]:
+    """One row per key: (kept rows, quarantined repeats, superseded rows).
+
+    Within a ``quarantine`` source a later repeat of a key is quarantined; across sources
+    and within ``latest`` sources the latest row (by source rank, then HL7 time, then file
+    order) wins and the earlier rows are superseded.
+    """
+    key = canonical.TABLES[table].key
+    failed: list[pl.DataFrame] = []
+    frames = []
+    for spec, frame in sources:
+        if key is not None and spec.on_duplicate == "quarantine":
+            split = integrity.duplicate_keys(frame, table)
+            frame = split.passed
+            failed.append(split.failed)
+        frames.append(frame)
+    good = pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else frames[0]
+    empty = pl.DataFrame(schema=_SUPERSEDED)
+    needs_latest = key is not None and (len(frames) > 1 or sources[0][0].on_duplicate == "latest")
+    if not needs_latest or good.height == 0 or bool(good[key].is_unique().all()):  # type: ignore[index]
+        return good, failed, empty
+    ordered = good.sort(pl.col(_ORDER).struct.field("rank"), pl.col(_ORDER).struct.field("at"),
+                        "source_file", "source_row", nulls_last=False, maintain_order=True)
+    last = ordered[key].is_last_distinct() | ordered[key].is_null()  # type: ignore[index]
+    kept = ordered.filter(last).sort("source_file", "source_row", maintain_order=True)
+    superseded = ordered.filter(~last).select("source_file", "source_row", pl.lit(table).alias("table"),
+                                              "patient_key")
+    return kept, failed, superseded
+
+
+def _empty_mapped(table: str) -> pl.DataFrame:
+    return pl.DataFrame(schema={**canonical.TABLES[table].schema, "__reason": pl.String(), "__field": pl.String(),
+                                _ORDER: pl.Struct({"rank": pl.Int64(), "at": pl.Datetime("us")})})
+
+
+def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Path,
+           progress: Progress = NULL_PROGRESS, only_tables: list[str] | None = None,
+           files: list[InputFile] | None = None, canonical_dir: Path | None = None) -> Ingested:
     """Read, map and check every table of the extract in ``input_dir``.
 
-    ``only_tables`` (used by ``handover check``) skips the layout check and maps just
-    those tables; references to a skipped parent table are then not checked. ``files``,
-    when given, were already discovered and their layout checked. With ``canonical_dir``
-    each table is written there as ``<table>.parquet`` as soon as it is final and returned
-    as a scan of that file, so only one table is held in memory at a time.
+    ``profiles``: one mapping profile, or several (e.g. a CSV extract and an HL7 feed), in
+    the order their rows apply. ``only_tables`` (used by ``handover check``) skips the
+    layout check and maps just those tables; references to a skipped parent table are then
+    not checked. ``files``, when given, were already discovered and their layout checked.
+    With ``canonical_dir`` each table is written there as ``<table>.parquet`` as soon as it
+    is final and returned as a scan of that file, so only one table is in memory at a time.
     """
+    profile_list = [profiles] if isinstance(profiles, Profile) else list(profiles)
     if files is None:
-        files = discover(input_dir, profile)
+        files = discover(input_dir, profile_list)
         if only_tables is None:
-            check_layout(files, profile)
+            check_layout(files)
     if only_tables is not None:
-        files = [f for f in files if f.table in only_tables]
+        files = [f for f in files if set(f.tables) & set(only_tables)]
     progress.start("ingest", total=len(files))
+    mapped = _Mapped()
+    ranks = {p.name: i for i, p in enumerate(profile_list)}
+    readers: dict[str, Callable[[_Mapped, InputFile, int, Path], int]] = {"hl7v2": _read_hl7}
+    for f in files:
+        rows = readers.get(f.kind, _read_delimited)(mapped, f, ranks.get(f.profile.name, 0), work_dir)
+        mapped.stats.append(FileStats(f.name, f.label, f.path.stat().st_size, sha256_file(f.path), rows))
+        progress.advance("ingest", 1, f"{f.name}: {rows:,} rows")
+
     tables: dict[str, pl.LazyFrame] = {}
     heights: dict[str, int] = {}
     good_keys: dict[str, pl.Series] = {}
     bad_keys: dict[str, pl.Series] = {}
     owners: pl.DataFrame | None = None
-    quarantine: list[pl.DataFrame] = []
-    all_stats: list[FileStats] = []
-    for table in canonical.TABLE_ORDER:
-        if table not in profile.tables or (only_tables is not None and table not in only_tables):
+    superseded: list[pl.DataFrame] = []
+    merges = canonical.empty("merges")
+    for table in _INGEST_ORDER:
+        sources = mapped.frames.get(table)
+        if not sources:
             continue
-        good, rejected, stats, failed_keys, sources = _map_table(
-            table, [f for f in files if f.table == table], profile, work_dir,
-            lambda f, n: progress.advance("ingest", 1, f"{f.name}: {n:,} rows"))
-        quarantine += rejected
-        all_stats += stats
         tdef = canonical.TABLES[table]
-        failed: list[pl.DataFrame] = []
-        split = integrity.duplicate_keys(good, table)
-        good = split.passed
-        failed.append(split.failed)
+        good, failed, replaced = _resolve_repeats(table, sources)
+        superseded.append(replaced)
         for column, parent, _ in tdef.parents:
             if parent not in good_keys:
                 continue
@@ -212,20 +297,23 @@ def ingest(input_dir: Path, profile: Profile, work_dir: Path, progress: Progress
                 split = integrity.contact_patients(good, owners)
                 good = split.passed
                 failed.append(split.failed)
-        checked = pl.concat([f for f in failed if f.height], how="diagonal_relaxed") if any(
-            f.height for f in failed) else None
-        if checked is not None:
-            quarantine.append(_quarantine_rows(sources.with_raw(checked), table))
+        checked = [f for f in failed if f.height]
+        if checked:
+            mapped.quarantine.append(_quarantine_rows(mapped.sources.with_raw(
+                table, pl.concat(checked, how="diagonal_relaxed")), table))
         if tdef.key is not None:
             good_keys[table] = good[tdef.key]
-            bad_keys[table] = pl.concat([failed_keys, *([checked[tdef.key]] if checked is not None else [])]).unique()
+            bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
+            bad_keys[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
         if table == "referrals":
             owners = good.select("referral_key", "patient_key")
         final = good.select(tdef.schema.keys())
+        if table == "merges":
+            merges = final
+            continue
         heights[table] = final.height
         if canonical_dir is not None:
-            path = write_parquet(final, canonical_dir / f"{table}.parquet")
-            tables[table] = pl.scan_parquet(path)
+            tables[table] = pl.scan_parquet(write_parquet(final, canonical_dir / f"{table}.parquet"))
         else:
             tables[table] = final.lazy()
         del good, final
@@ -238,6 +326,8 @@ def ingest(input_dir: Path, profile: Profile, work_dir: Path, progress: Progress
                 tables[table] = pl.scan_parquet(write_parquet(empty, canonical_dir / f"{table}.parquet"))
             else:
                 tables[table] = empty.lazy()
-    q = pl.concat(quarantine, how="vertical") if quarantine else pl.DataFrame(schema=canonical.QUARANTINE_SCHEMA)
+    q = (pl.concat(mapped.quarantine, how="vertical") if mapped.quarantine
+         else pl.DataFrame(schema=canonical.QUARANTINE_SCHEMA))
     q = q.cast(canonical.QUARANTINE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
-    return Ingested(tables, q, tuple(all_stats), heights)
+    replaced_rows = pl.concat([pl.DataFrame(schema=_SUPERSEDED), *superseded], how="vertical")
+    return Ingested(tables, q, tuple(mapped.stats), heights, replaced_rows, merges)

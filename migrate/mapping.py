@@ -205,9 +205,14 @@ def _derived_names(table: str, mapped: Mapping[str, FieldSpec]) -> set[str]:
     return {key for key in _DERIVED_KEYS.get(table, {}) if key not in mapped}
 
 
+# Columns that pass through the mapping untouched: where the row came from, and the
+# position ingest gives it among all sources of its table.
+PASSTHROUGH = ("source_file", "source_row", "__order")
+
+
 def _staged(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
     names = frame.collect_schema().names()
-    frame = frame.rename({c: f"__s_{c}" for c in names if c not in ("source_file", "source_row")})
+    frame = frame.rename({c: f"__s_{c}" for c in names if c not in PASSTHROUGH})
     for stage in compiled.stages:
         frame = frame.with_columns(stage)
     return frame
@@ -216,7 +221,8 @@ def _staged(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
 def apply_mapping(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:
     """Map a source frame (with source_file, source_row) to canonical columns plus
     ``__reason`` and ``__field`` (null for a row that maps cleanly)."""
-    return _staged(frame, compiled).select(compiled.output)
+    extra = [c for c in ("__order",) if c in frame.collect_schema().names()]
+    return _staged(frame, compiled).select(*compiled.output, *extra)
 
 
 def explain_failures(frame: pl.LazyFrame, compiled: CompiledTable) -> pl.LazyFrame:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,26 +55,38 @@ class RunConfig:
     """Everything one batch depends on; frozen once validated."""
 
     input_dir: Path
-    profile: Profile
+    profiles: tuple[Profile, ...]
     cutover: date
     out_dir: Path
     rules: RulePack
     sharing_policy: str = "withhold-clinical"
 
     @classmethod
-    def load(cls, input_dir: Path, mapping: str | Path, cutover: date, out_dir: Path,
+    def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical") -> RunConfig:
-        """Validate options and configuration (exit 2 on any problem) without reading data."""
+        """Validate options and configuration (exit 2 on any problem) without reading data.
+
+        ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
+        in the order their rows apply: for a key found in several, the latest wins.
+        """
         if sharing_policy not in SHARING_POLICIES:
             raise ConfigError(f"unknown sharing policy '{sharing_policy}': use one of {', '.join(SHARING_POLICIES)}")
-        profile = load_profile(mapping)
+        names = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
+        profiles = tuple(load_profile(m) for m in names)
+        if not any("patients" in p.tables for p in profiles):
+            raise ConfigError("no mapping profile maps the patients table")
         pack = load_pack(resolve_rules_path(rules))
-        return cls(input_dir=input_dir, profile=profile, cutover=cutover, out_dir=out_dir, rules=pack,
+        return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
                    sharing_policy=sharing_policy)
+
+    @property
+    def mappings(self) -> list[dict[str, str]]:
+        """Name and sha256 of each profile, for the manifest and the report."""
+        return [{"name": p.name, "sha256": p.sha256} for p in self.profiles]
 
     def identity(self, input_hashes: list[str]) -> str:
         """The deterministic run id of this configuration over these inputs."""
-        return run_id([__version__, self.profile.sha256, self.rules.sha256, self.cutover.isoformat(),
+        return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.cutover.isoformat(),
                        self.sharing_policy, *sorted(input_hashes)])
 
 
@@ -91,12 +104,21 @@ class RunResult:
 
 
 def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per source row: where it came from, its patient, and its disposition."""
+    """One row per source row: where it came from, its patient, and its disposition.
+
+    Besides the canonical rows (``dispositions``) and quarantine: rows superseded by a later
+    row with the same key, and the source's own merge messages, are ``merged``.
+    """
     quarantined = ingested.quarantine.lazy().select(
         "source_file", "source_row", "table", pl.lit(None, dtype=pl.String).alias("patient_key"),
         pl.lit("quarantined").alias("disposition"),
     )
-    lineage = pl.concat([dispositions, quarantined], how="vertical").with_columns(
+    superseded = ingested.superseded.lazy().select(
+        "source_file", "source_row", "table", "patient_key", pl.lit("merged").alias("disposition"))
+    merges = ingested.merges.lazy().select(
+        "source_file", "source_row", pl.lit("merges").alias("table"), "patient_key",
+        pl.lit("merged").alias("disposition"))
+    lineage = pl.concat([dispositions, quarantined, superseded, merges], how="vertical").with_columns(
         pl.lit(None, dtype=pl.String).alias("fhir_type"), pl.lit(None, dtype=pl.String).alias("fhir_id"))
     return lineage.cast(canonical.LINEAGE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
 
@@ -128,11 +150,11 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     started = datetime.now(UTC)
     out = config.out_dir
     work = out / ".work"
-    files = discover(config.input_dir, config.profile)
-    check_layout(files, config.profile)  # exit 2 before anything is written
+    files = discover(config.input_dir, config.profiles)
+    check_layout(files)  # exit 2 before anything is written
     out.mkdir(parents=True, exist_ok=True)
     try:
-        ingested = ingest(config.input_dir, config.profile, work, progress, files=files,
+        ingested = ingest(config.input_dir, config.profiles, work, progress, files=files,
                           canonical_dir=out / "canonical")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -172,7 +194,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     summary: dict[str, Any] = {
         "run_id": rid,
         "cutover_date": config.cutover.isoformat(),
-        "mapping": {"name": config.profile.name, "sha256": config.profile.sha256},
+        "mapping": config.mappings,
         "rules": {"name": pack.name, "version": pack.version, "sha256": pack.sha256},
         "sharing_policy": config.sharing_policy,
         "invariant": inv,
@@ -194,7 +216,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "cutover_date": config.cutover.isoformat(),
-        "mapping": {"name": config.profile.name, "sha256": config.profile.sha256},
+        "mapping": config.mappings,
         "rules": {"name": pack.name, "version": pack.version, "sha256": pack.sha256,
                   "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
         "options": {"sharing_policy": config.sharing_policy},

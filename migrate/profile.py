@@ -27,7 +27,9 @@ ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": 
              "latin-1": "latin-1", "iso-8859-1": "latin-1"}
 FIELD_OPTIONS = {"column", "columns", "sep", "constant", "split", "remove", "trim", "case", "map", "map_only",
                  "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values"}
-TABLE_OPTIONS = {"files", "fields", "encoding", "delimiter", "quote_char", "on_encoding_error"}
+TABLE_OPTIONS = {"files", "fields", "encoding", "delimiter", "quote_char", "on_encoding_error", "format", "events",
+                 "on_duplicate"}
+FORMATS = ("auto", "delimited", "parquet", "hl7v2")
 DEFAULT_OPTIONS = {"encoding", "delimiter", "quote_char", "on_encoding_error", "date_formats", "datetime_formats",
                    "null_values", "true_values", "false_values"}
 TOP_LEVEL = {"profile", "format_version", "description", "source_system", "defaults", "tables"}
@@ -38,6 +40,7 @@ NEEDED_FIELDS = {
     "referrals": ("source_referral_id", "patient_key"),
     "contacts": ("contact_key", "referral_key"),
     "codes": ("patient_key", "code_system", "code"),
+    "merges": ("patient_key", "prior_patient_key"),
 }
 
 
@@ -101,6 +104,9 @@ class TableSpec:
     delimiter: str
     quote_char: str | None
     on_encoding_error: str
+    format: str = "auto"  # auto (by file suffix), delimited, parquet or hl7v2
+    events: tuple[str, ...] = ()  # hl7v2: the message events (e.g. A04, A08) this table takes
+    on_duplicate: str = "quarantine"  # a repeated key: quarantine it, or let the latest row win
 
     @property
     def source_columns(self) -> tuple[str, ...]:
@@ -325,10 +331,21 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
         if on_enc not in ("quarantine", "replace"):
             problems.add(f"{where}.on_encoding_error", "expected 'quarantine' or 'replace'")
         enc = _encoding(tdoc.get("encoding", defaults.get("encoding", "utf-8")), f"{where}.encoding", problems)
+        fmt = str(tdoc.get("format", "auto"))
+        if fmt not in FORMATS:
+            problems.add(f"{where}.format", f"expected one of {', '.join(FORMATS)}")
+        events = _str_list(tdoc.get("events", []), f"{where}.events", problems)
+        if fmt == "hl7v2" and not events:
+            problems.add(f"{where}.events", "name the HL7 events this table takes, e.g. [A04, A08, A28, A31]")
+        if fmt != "hl7v2" and events:
+            problems.add(f"{where}.events", "events apply only to format: hl7v2")
+        if fmt == "hl7v2":
+            _check_hl7_paths(tname, specs, problems)
+        on_dup = str(tdoc.get("on_duplicate", "latest" if fmt == "hl7v2" else "quarantine"))
+        if on_dup not in ("quarantine", "latest"):
+            problems.add(f"{where}.on_duplicate", "expected 'quarantine' or 'latest'")
         tables[tname] = TableSpec(tname, files, tuple(specs), enc, delimiter, None if quote is None else str(quote),
-                                  str(on_enc))
-    if "patients" not in tables and tables_doc:
-        problems.add("tables", "a profile must map the patients table")
+                                  str(on_enc), fmt, events, on_dup)
     if problems.items:
         raise ProfileError(f"mapping profile {path} has {len(problems.items)} problem(s)", problems.items)
     nulls = _str_list(defaults.get("null_values", [""]), "defaults.null_values", problems)
@@ -347,6 +364,20 @@ def resolve_profile_path(name_or_path: str) -> Path:
     known = ", ".join(sorted(p.stem for p in resources.mappings_dir().glob("*.yaml")))
     raise ConfigError(f"mapping profile '{name_or_path}' not found: give a path to a YAML file "
                       f"or one of the shipped profiles ({known})")
+
+
+def _check_hl7_paths(table: str, specs: list[FieldSpec], problems: _Problems) -> None:
+    """Every column of an HL7 table must be a valid HL7 path such as PID-3[type=NH].1."""
+    try:
+        from migrate.sources.hl7 import parse_path
+    except ImportError:  # pragma: no cover - the HL7 reader ships with handover
+        return
+    for spec in specs:
+        for column in spec.source_columns:
+            try:
+                parse_path(column)
+            except ValueError as exc:
+                problems.add(f"tables.{table}.fields.{spec.name}", f"'{column}' is not an HL7 path: {exc}")
 
 
 class _TextLoader(yaml.SafeLoader):

@@ -83,3 +83,24 @@ def test_quarantine_messages_never_contain_identifiers(extract: Path, tmp_path: 
     for secret in ("Zebedee", "Quux", "1950-02-31", "9991000003", "OX1 1AA"):
         assert secret not in message
     assert "sex (column sex) has no mapping (value 'X')" in message
+
+
+def test_a_later_source_updates_rows_latest_wins(extract: Path, tmp_path: Path) -> None:
+    """A second profile (a delta extract) applies after the first: its row for a key wins
+    and the row it replaces is superseded (disposition merged), not quarantined."""
+    (extract / "updates.csv").write_text("id,postcode,dob\nP02,OX9 9ZZ,1942-03-12\nP02,OX9 8YY,1942-03-12\n")
+    delta = tmp_path / "delta.yaml"
+    delta.write_text(
+        "profile: delta\nformat_version: 1\ndefaults: {date_formats: ['%Y-%m-%d']}\n"
+        "tables:\n  patients:\n    files: updates.csv\n    on_duplicate: latest\n    fields:\n"
+        "      source_patient_id: {column: id, required: true}\n      postcode: postcode\n"
+        "      birth_date: {column: dob, required: true}\n")
+    profiles = [load_profile(CASE / "mapping.yaml"), load_profile(delta)]
+    result = ingest(extract, profiles, tmp_path / "work")
+    patients = result.tables["patients"].collect()
+    p02 = patients.filter(pl.col("patient_key") == "P02")
+    assert p02.select("postcode", "source_file", "source_row").rows() == [("OX9 8YY", "updates.csv", 2)]
+    assert patients.height == 28
+    assert set(result.superseded.select("source_file", "source_row").iter_rows()) == {
+        ("patients.csv", 2), ("updates.csv", 1)}
+    assert result.quarantine.height == 0

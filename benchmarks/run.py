@@ -50,15 +50,18 @@ def main() -> None:
         out = WORK / f"run-{n}"
         shutil.rmtree(out, ignore_errors=True)
         ingest = measure("ingest", str(extract), str(out))
+        rules = measure("rules", str(out))
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
         ratio = float(ingest["seconds"]) / max(float(bare["seconds"]), 1e-9)  # type: ignore[arg-type]
         row = {"patients": n, "csv_mb": round(size_mb), "bare_scan_s": bare["seconds"], "bare_rss_mb": bare["peak_rss_mb"],
                "ingest_s": ingest["seconds"], "ingest_rss_mb": ingest["peak_rss_mb"], "ratio": round(ratio, 2),
-               "rows": ingest["detail"]}
+               "rules_s": rules["seconds"], "rules_rss_mb": rules["peak_rss_mb"], "rows": ingest["detail"],
+               "rule_outputs": rules["detail"]}
         results.append(row)
         print(f"ingest {n:>9,} patients ({size_mb:,.0f} MB CSV): {ingest['seconds']:>7.1f} s, "
-              f"peak {ingest['peak_rss_mb']} MB; bare scan {bare['seconds']} s → ratio {ratio:.2f}×", flush=True)
+              f"peak {ingest['peak_rss_mb']} MB; bare scan {bare['seconds']} s → ratio {ratio:.2f}×; "
+              f"rules {rules['seconds']} s, peak {rules['peak_rss_mb']} MB", flush=True)
     record = {"date": datetime.now(UTC).date().isoformat(), "machine": machine, "results": results}
     (WORK / "results.json").write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))

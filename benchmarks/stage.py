@@ -34,6 +34,16 @@ def ingest_stage(extract: Path, out: Path) -> dict[str, int]:
     return dict(result.heights) | {"quarantined": result.quarantine.height}
 
 
+def rules_stage(out: Path) -> dict[str, int]:
+    """Cohorts and flags over canonical tables already written by the ingest stage."""
+    from migrate.rules import evaluate, load_pack
+
+    tables = {t: pl.scan_parquet(out / "canonical" / f"{t}.parquet") for t in ("patients", "referrals", "contacts",
+                                                                               "codes")}
+    results = evaluate(tables, load_pack(None), date(2022, 10, 1)).collect()
+    return {name: frame.height for name, frame in results.items()}
+
+
 def synth_stage(extract: Path, patients: int) -> dict[str, int]:
     from migrate.synth import synthesise
 
@@ -56,6 +66,8 @@ def main() -> None:
         detail = bare_scan(Path(args[0]))
     elif stage == "ingest":
         detail = ingest_stage(Path(args[0]), Path(args[1]))
+    elif stage == "rules":
+        detail = rules_stage(Path(args[0]))
     elif stage == "synth":
         detail = synth_stage(Path(args[0]), int(args[1]))
     elif stage == "run":

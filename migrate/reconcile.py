@@ -27,8 +27,11 @@ class FileCount:
 def invariant(lineage: pl.DataFrame, files: Iterable[FileCount]) -> dict[str, Any]:
     """Per file: rows read, rows per disposition, their sum, and whether they agree.
 
-    A file also fails when any of its source rows has more than one disposition.
+    A file also fails when any of its source rows has more than one disposition. Lineage
+    may hold several rows for one source row (one per FHIR resource it became); a source
+    row counts once.
     """
+    lineage = lineage.select("source_file", "source_row", "disposition").unique()
     counts = (
         lineage.group_by("source_file", "disposition").agg(pl.len().alias("n"))
         .with_columns(pl.col("disposition").cast(pl.String))

@@ -55,13 +55,14 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
         ratio = float(ingest["seconds"]) / max(float(bare["seconds"]), 1e-9)  # type: ignore[arg-type]
         row = {"patients": n, "csv_mb": round(size_mb), "bare_scan_s": bare["seconds"], "bare_rss_mb": bare["peak_rss_mb"],
-               "ingest_s": ingest["seconds"], "ingest_rss_mb": ingest["peak_rss_mb"], "ratio": round(ratio, 2),
-               "rules_s": rules["seconds"], "rules_rss_mb": rules["peak_rss_mb"], "rows": ingest["detail"],
+               "ingest_s": ingest["seconds"], "ingest_rss_mb": ingest["peak_rss_mb"], "ingest_anon_mb": ingest["peak_anon_mb"], "ratio": round(ratio, 2),
+               "rules_s": rules["seconds"], "rules_rss_mb": rules["peak_rss_mb"], "rules_anon_mb": rules["peak_anon_mb"], "rows": ingest["detail"],
                "rule_outputs": rules["detail"]}
         results.append(row)
         print(f"ingest {n:>9,} patients ({size_mb:,.0f} MB CSV): {ingest['seconds']:>7.1f} s, "
-              f"peak {ingest['peak_rss_mb']} MB; bare scan {bare['seconds']} s → ratio {ratio:.2f}×; "
-              f"rules {rules['seconds']} s, peak {rules['peak_rss_mb']} MB", flush=True)
+              f"peak RSS {ingest['peak_rss_mb']} MB (anon {ingest['peak_anon_mb']} MB); bare scan {bare['seconds']} s → ratio {ratio:.2f}×; "
+              f"rules {rules['seconds']} s, peak RSS {rules['peak_rss_mb']} MB (anon {rules['peak_anon_mb']} MB)",
+              flush=True)
     record = {"date": datetime.now(UTC).date().isoformat(), "machine": machine, "results": results}
     (WORK / "results.json").write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))

@@ -37,6 +37,7 @@ _KEY_SOURCES = {"patient_key": "source_patient_id", "referral_key": "source_refe
 # Parents first; merges need the patients they join.
 _INGEST_ORDER = ("patients", "merges", "referrals", "contacts", "codes")
 _ORDER = "__order"  # position of a row among all sources of a table: latest wins
+_BATCH_ROWS = 500_000
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,12 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
     compiled = compile_table(spec, source.collect_schema(), profile)
     mapped.sources.add(table, name, source, compiled)
     source = source.with_columns(order.alias(_ORDER))
-    frame = apply_mapping(source, compiled).collect(engine="streaming")
+    # Mapped in batches: the expressions hold several copies of every string column while
+    # they run, so a whole 10M-row file at once needs several GB; a batch needs little.
+    batches = [apply_mapping(batch.lazy(), compiled).collect()
+               for batch in source.collect_batches(chunk_size=_BATCH_ROWS, maintain_order=True)]
+    frame = pl.concat(batches, how="vertical") if batches else apply_mapping(source, compiled).collect()
+    del batches
     failing = frame.filter(pl.col("__reason").is_not_null())
     if failing.height:
         details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),

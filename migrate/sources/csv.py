@@ -129,8 +129,8 @@ def _line_stats(path: Path, opts: CsvOptions) -> pl.DataFrame:
         "line_no",
         quotes.alias("quotes"),
         hides.alias("hides"),
-        line.str.count_matches(opts.delimiter, literal=True).cast(pl.Int64).alias("outside"),
-        pl.lit(0, dtype=pl.Int64).alias("inside"),
+        line.str.count_matches(opts.delimiter, literal=True).cast(pl.Int32).alias("outside"),
+        pl.lit(0, dtype=pl.Int32).alias("inside"),
         (line == "").alias("blank"),
         line.str.contains(_REPLACEMENT, literal=True).alias("bad_bytes"),
     ).collect(engine="streaming")
@@ -145,7 +145,7 @@ def _line_stats(path: Path, opts: CsvOptions) -> pl.DataFrame:
 
     def outside_count(text: pl.Expr) -> pl.Expr:
         return text.str.replace_all(quoted, "").str.replace(open_tail, "").str.count_matches(
-            opts.delimiter, literal=True).cast(pl.Int64)
+            opts.delimiter, literal=True).cast(pl.Int32)
 
     quoted_lines = stats.filter(pl.col("hides")).select("line_no")
     counts = (
@@ -154,7 +154,7 @@ def _line_stats(path: Path, opts: CsvOptions) -> pl.DataFrame:
             "line_no",
             outside_count(line).alias("q_outside"),
             pl.when(line.str.contains(rest_of_field))
-            .then(outside_count(line.str.replace(rest_of_field, ""))).otherwise(0).cast(pl.Int64).alias("q_inside"),
+            .then(outside_count(line.str.replace(rest_of_field, ""))).otherwise(0).cast(pl.Int32).alias("q_inside"),
         )
         .collect(engine="streaming")
     )
@@ -280,16 +280,20 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     if tail_open:
         # polars cannot read past an unclosed quote at the end: read up to the record before it.
         read_path = _prefix_copy(text_path, int(recs["first_line"][-1]), work_dir)
-    keep = recs.filter(pl.col("reason_code").is_null() & nonblank).select("rec", "source_row")
     expected_height = recs.height - (1 if tail_open else 0)
     frame = _fields(read_path, header, opts)
-    height = frame.select(pl.len()).collect().item()
-    if height != expected_height:
+    if _count(read_path, header, opts) != expected_height:
         return _read_exact(text_path, source_file, opts, header)
-    if keep.height == expected_height and bool((keep["rec"] == keep["source_row"]).all()):
-        lazy = frame.rename({"__rec": "source_row"})
-    else:
-        lazy = frame.join(keep.lazy(), left_on="__rec", right_on="rec", how="inner", maintain_order="left").drop("__rec")
+    # Records to drop (blank, or rejected above) are few: filter them out and renumber by
+    # the blank lines before each record, rather than joining millions of row numbers.
+    dropped = recs.filter(pl.col("reason_code").is_not_null() | ~nonblank)["rec"]
+    blanks = recs.filter(~nonblank)["rec"]
+    lazy = frame
+    if dropped.len():
+        lazy = lazy.filter(~pl.col("__rec").is_in(dropped.implode()))
+    if blanks.len():
+        lazy = lazy.with_columns(pl.col("__rec") - pl.lit(blanks).search_sorted(pl.col("__rec")).cast(pl.Int64))
+    lazy = lazy.rename({"__rec": "source_row"})
     lazy = lazy.with_columns(pl.lit(source_file).alias("source_file"))
     return ReadResult(lazy, rejected, rows_read, header)
 
@@ -310,6 +314,14 @@ def _fields(path: Path, header: tuple[str, ...], opts: CsvOptions) -> pl.LazyFra
         quote_char=opts.quote_char, infer_schema=False, empty_string_is_null=False,
         truncate_ragged_lines=True, encoding="utf8-lossy", row_index_name="__rec", row_index_offset=1,
     ).with_columns(pl.col("__rec").cast(pl.Int64))
+
+
+def _count(path: Path, header: tuple[str, ...], opts: CsvOptions) -> int:
+    """Rows polars' reader sees (its fast counting path: no row index, no columns)."""
+    return int(pl.scan_csv(
+        path, has_header=False, skip_rows=1, new_columns=list(header), separator=opts.delimiter,
+        quote_char=opts.quote_char, infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy",
+    ).select(pl.len()).collect().item())
 
 
 def _exact_records(path: Path, opts: CsvOptions) -> Iterator[list[str]]:

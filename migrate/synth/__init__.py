@@ -131,7 +131,8 @@ def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
     state = truth.referral_state(act.referrals, act.contacts, T)
     survivor = pl.DataFrame({"pid": np.arange(1, pt.frame.height + 1), "survivor": pt.survivor[1:]})
     probable = pt.duplicates.filter(pl.col("match_type") == "probable")
-    pflags, pcohorts = truth.patient_flags(act.referrals, state, codes, pt.frame.select("pid", "nhs_number"), survivor,
+    identity = pt.frame.select("pid", "nhs_number", "birth_date", "sex")
+    pflags, pcohorts = truth.patient_flags(act.referrals, state, codes, identity, survivor,
                                            probable, pt.target)
     flags = truth.all_flags(act.referrals, state, pflags, T)
     truth.check(act.referrals, state, flags, roles.counts)

@@ -22,9 +22,11 @@ where readings could differ):
   entries); SHARING_BLOCK_ACTIVE_CARE when also in transition or holding an open urgent
   referral; ON_TWO_LISTS for two distinct labels. Identity flags name source patient
   rows: NHS_NUMBER_INVALID / _MISSING; DUPLICATE_NHS_NUMBER "Pa+Pb" for every pair of
-  rows sharing a valid number, merged (exact) or not (conflict: different birth date);
-  PROBABLE_DUPLICATE "Pa+Pb" for the planted demographic near-matches; ALREADY_AT_TARGET
-  for rows whose NHS number is in target-index.csv.
+  rows sharing a valid number with the same birth date and sex (merged: exact);
+  NHS_NUMBER_CONFLICT "Pa+Pb" for a pair sharing a valid number whose birth date or sex
+  differ (not merged: the worked example's P05/P06); PROBABLE_DUPLICATE "Pa+Pb" for the
+  planted demographic near-matches; ALREADY_AT_TARGET for rows whose NHS number is in
+  target-index.csv.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ FLAG_OF_PLANT: dict[str, tuple[str, ...]] = {
     "ON_TWO_LISTS": ("on_two_lists",),
     "NHS_NUMBER_INVALID": ("nhs_number_invalid",),
     "NHS_NUMBER_MISSING": ("nhs_number_missing", "duplicate_probable"),
-    "DUPLICATE_NHS_NUMBER": ("duplicate_exact", "duplicate_conflict"),
+    "DUPLICATE_NHS_NUMBER": ("duplicate_exact",),
+    "NHS_NUMBER_CONFLICT": ("duplicate_conflict",),
     "PROBABLE_DUPLICATE": ("duplicate_probable",),
     "ALREADY_AT_TARGET": ("already_at_target",),
     "SHARING_BLOCK": ("sharing_dissent", "sharing_consent_then_dissent"),
@@ -153,8 +156,11 @@ def patient_flags(refs: pl.DataFrame, state: pl.DataFrame, codes: pl.DataFrame, 
     blocked = per.join(latest.select("survivor"), on="survivor", how="semi")
     valid = _valid_nhs(patients)
     rows = patients.with_columns(normalised_nhs().alias("nhs"), valid.alias("valid"))
-    shared = rows.filter("valid").group_by("nhs").agg(pl.col("pid").sort()).filter(pl.col("pid").list.len() > 1)
-    pairs = shared.select(pl.col("pid").list.first().alias("a"), pl.col("pid").list.last().alias("b"))
+    shared = rows.filter("valid").sort("pid").group_by("nhs").agg("pid", "birth_date", "sex").filter(
+        pl.col("pid").list.len() > 1)
+    pairs = shared.select(pl.col("pid").list.first().alias("a"), pl.col("pid").list.last().alias("b"),
+                          ((pl.col("birth_date").list.n_unique() > 1) | (pl.col("sex").list.n_unique() > 1))
+                          .alias("conflict"))
     at_target = rows.filter("valid").join(target.select(pl.col("nhs_number").alias("nhs")), on="nhs", how="semi")
     parts = [
         blocked.select(_pid("survivor").alias("subject_id"), pl.lit("SHARING_BLOCK").alias("flag_code")),
@@ -166,7 +172,8 @@ def patient_flags(refs: pl.DataFrame, state: pl.DataFrame, codes: pl.DataFrame, 
         rows.filter(pl.col("nhs").is_null()).select(_pid("pid").alias("subject_id"),
                                                     pl.lit("NHS_NUMBER_MISSING").alias("flag_code")),
         pairs.select(pl.concat_str([_pid("a"), _pid("b")], separator="+").alias("subject_id"),
-                     pl.lit("DUPLICATE_NHS_NUMBER").alias("flag_code")),
+                     pl.when("conflict").then(pl.lit("NHS_NUMBER_CONFLICT")).otherwise(pl.lit("DUPLICATE_NHS_NUMBER"))
+                     .alias("flag_code")),
         probable.select(pl.concat_str([_pid("a"), _pid("b")], separator="+").alias("subject_id"),
                         pl.lit("PROBABLE_DUPLICATE").alias("flag_code")),
         at_target.select(_pid("pid").alias("subject_id"), pl.lit("ALREADY_AT_TARGET").alias("flag_code")),

@@ -1,0 +1,238 @@
+"""Identity: NHS number checks, exact and probable duplicates, patients already at the target.
+
+The stage between the canonical tables and the rules (docs/architecture.md). Pure
+functions of polars frames; the only file read is the settings (``rules/identity.yaml``).
+
+    resolve_identity(patients, referrals, settings, target_index=None) -> IdentityResult
+    dedupe(patients, settings) -> duplicates frame
+    load_identity_settings(path=None) -> IdentitySettings
+
+Decisions (docs/domain.md sections 3 and 6):
+- NHS number invalid (not 10 digits, Modulus 11, range) -> NHS_NUMBER_INVALID (high); absent
+  -> NHS_NUMBER_MISSING (medium). Numbers are never altered.
+- One valid number on several source ids with the same birth date and sex -> merged into a
+  survivor (disposition ``merged`` for the others), DUPLICATE_NHS_NUMBER (high). Same number,
+  different birth date or sex -> NHS_NUMBER_CONFLICT (high), not merged.
+- Demographic near-matches without NHS number agreement -> PROBABLE_DUPLICATE (medium),
+  never merged; weaker ones listed as ``possible`` without a flag.
+- Found in the target index -> ALREADY_AT_TARGET: low by NHS number, medium (for review)
+  by demographics.
+Evidence never shows a name, birth date or NHS number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from migrate.flags import EXCEPTIONS_SCHEMA
+from migrate.identity import nhs_number
+from migrate.identity.exact import resolve_exact, survivor_demographics
+from migrate.identity.probable import find_probable, prepare, score_pairs
+from migrate.identity.settings import IdentitySettings, load_identity_settings
+from migrate.identity.target import AT_TARGET_SCHEMA, match_target
+
+__all__ = [
+    "AT_TARGET_SCHEMA",
+    "DUPLICATES_SCHEMA",
+    "FLAGS",
+    "MERGES_SCHEMA",
+    "IdentityResult",
+    "IdentitySettings",
+    "dedupe",
+    "load_identity_settings",
+    "resolve_identity",
+]
+
+DUPLICATES_SCHEMA: dict[str, pl.DataType] = {"patient_key_a": pl.String(), "patient_key_b": pl.String(),
+                                             "score": pl.Float64(), "match_type": pl.String()}
+MERGES_SCHEMA: dict[str, pl.DataType] = {"patient_key": pl.String(), "survivor_key": pl.String()}
+MATCH_TYPES = ("exact_nhs_number", "conflict", "probable", "possible")
+# flag code -> (severity, action). ALREADY_AT_TARGET by demographics is raised "medium" with
+# a review action (see _target_exceptions).
+FLAGS: dict[str, tuple[str, str]] = {
+    "NHS_NUMBER_INVALID": ("high", "trace (PDS) before load"),
+    "NHS_NUMBER_MISSING": ("medium", "trace (PDS) before load"),
+    "DUPLICATE_NHS_NUMBER": ("high", "merge is automatic; check the survivor"),
+    "NHS_NUMBER_CONFLICT": ("high", "confirm identity (PDS trace) before load; not merged"),
+    "PROBABLE_DUPLICATE": ("medium", "review; never merged automatically"),
+    "ALREADY_AT_TARGET": ("low", "update, do not create"),
+}
+TARGET_REVIEW_ACTION = "confirm it is the same person (PDS trace) before updating; do not create"
+_DEMOGRAPHICS = ("family_name", "given_names", "birth_date", "sex", "address", "postcode", "gp_ods_code", "phone")
+_OPTIONAL: dict[str, pl.DataType] = {"nhs_number_raw": pl.String(), "nhs_number_status": pl.String(),
+                                     "source_file": pl.String(), "source_row": pl.Int64(),
+                                     **{c: pl.String() for c in _DEMOGRAPHICS if c != "birth_date"},
+                                     "birth_date": pl.Date()}
+
+
+@dataclass(frozen=True)
+class IdentityResult:
+    """What identity decided (all frames sorted by key; see the module docstring).
+
+    ``patients``: every source patient (canonical columns, survivors carrying the
+    survivorship values) with ``nhs_number_valid``, ``nhs_number_verification``,
+    ``survivor_key`` and ``at_target_id``. ``merges``: merged patient_key -> survivor_key.
+    ``duplicates``: candidate pairs (``DUPLICATES_SCHEMA``). ``exceptions``: identity flags
+    (``EXCEPTIONS_SCHEMA``). ``at_target``: survivors found in the target index.
+    """
+
+    patients: pl.DataFrame
+    merges: pl.DataFrame
+    duplicates: pl.DataFrame
+    exceptions: pl.DataFrame
+    at_target: pl.DataFrame
+
+    def counts(self) -> dict[str, int]:
+        """Headline numbers for the reconciliation summary."""
+        flags = dict(self.exceptions.group_by("flag_code").len().iter_rows())
+        return {
+            "patients": self.patients.height,
+            "merged": self.merges.height,
+            "at_target": self.at_target.height,
+            **{f"duplicates_{t}": self.duplicates.filter(pl.col("match_type") == t).height for t in MATCH_TYPES},
+            **{f"flag_{code.lower()}": int(flags.get(code, 0)) for code in FLAGS},
+        }
+
+
+def _checked(patients: pl.DataFrame) -> pl.DataFrame:
+    """``patients`` with optional canonical columns added as nulls and typed."""
+    if "patient_key" not in patients.columns or "nhs_number" not in patients.columns:
+        raise ValueError("identity needs the canonical patients table (patient_key, nhs_number, ...)")
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in _OPTIONAL.items() if c not in patients.columns]
+    frame = patients.with_columns(missing) if missing else patients
+    return frame.with_columns(pl.col("patient_key").cast(pl.String), pl.col("nhs_number").cast(pl.String))
+
+
+def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings: IdentitySettings) -> pl.DataFrame:
+    """Patients with the NHS number problem, validity, verification, the valid number
+    (``nhs``), completeness and first/last referral dates."""
+    frame = _checked(patients)
+    if referrals is not None:
+        dates = referrals.group_by("patient_key").agg(
+            pl.col("received_date").min().alias("first_referral"),
+            pl.col("received_date").max().alias("last_referral")).collect()
+        frame = frame.join(dates.with_columns(pl.col("patient_key").cast(pl.String)), on="patient_key", how="left",
+                           maintain_order="left")
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Date).alias("first_referral"),
+                                   pl.lit(None, dtype=pl.Date).alias("last_referral"))
+    problem = nhs_number.nhs_number_problem(settings)
+    filled = [(pl.col(c).cast(pl.String).str.strip_chars().fill_null("") != "") for c in _DEMOGRAPHICS]
+    frame = frame.with_columns(problem.alias("nhs_problem")).with_columns(
+        pl.col("nhs_problem").is_null().alias("nhs_number_valid"),
+        pl.sum_horizontal(filled).alias("completeness"),
+    )
+    return frame.with_columns(
+        nhs_number.verification_status(settings, pl.col("nhs_number_valid")).alias("nhs_number_verification"),
+        pl.when(pl.col("nhs_number_valid")).then(pl.col("nhs_number")).alias("nhs"),
+    ).with_columns((pl.col("nhs_number_verification") == "01").alias("verified"))
+
+
+def _pair_rows(pairs: pl.DataFrame) -> pl.DataFrame:
+    return pairs.select(pl.col("key_a").alias("patient_key_a"), pl.col("key_b").alias("patient_key_b"), "score",
+                        "match_type")
+
+
+def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
+                ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(survivor map, exact/conflict pairs with scores, probable/possible pairs, prepared records)."""
+    exact = resolve_exact(frame.select("patient_key", "nhs", "birth_date", "sex", "source_file", "source_row",
+                                       "verified", "completeness", "first_referral", "last_referral"), settings)
+    survivors = frame.select("patient_key").join(exact.survivors, on="patient_key", how="left",
+                                                 maintain_order="left").with_columns(
+        pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
+    records = prepare(frame, "patient_key", "nhs")
+    position = records.select("key", "idx")
+    ids = exact.pairs.join(position.rename({"key": "key_a", "idx": "i"}), on="key_a").join(
+        position.rename({"key": "key_b", "idx": "j"}), on="key_b")
+    scores = score_pairs(ids.select("i", "j"), records, records, settings).select("key_a", "key_b", "score")
+    decided = exact.pairs.join(scores, on=["key_a", "key_b"], how="left")
+    alive = records.join(survivors.filter(pl.col("patient_key") == pl.col("survivor_key")).select(
+        pl.col("patient_key").alias("key")), on="key", how="semi").drop("idx").with_row_index("idx")
+    probable = find_probable(alive, settings)
+    return survivors, decided, probable, records
+
+
+def dedupe(patients: pl.LazyFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """Duplicate pairs among canonical ``patients`` (``DUPLICATES_SCHEMA``, sorted):
+    exact_nhs_number and conflict pairs by NHS number, probable and possible by score."""
+    frame = _annotated(patients.collect(), None, settings)
+    _, decided, probable, _ = _duplicates(frame, settings)
+    return pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
+        DUPLICATES_SCHEMA).sort("patient_key_a", "patient_key_b")  # type: ignore[arg-type]
+
+
+def _exceptions(frame: pl.DataFrame, decided: pl.DataFrame, probable: pl.DataFrame,
+                at_target: pl.DataFrame) -> pl.DataFrame:
+    def rows(subjects: pl.DataFrame, code: str, subject: pl.Expr, patient: pl.Expr, evidence: pl.Expr,
+             severity: str | None = None, action: str | None = None) -> pl.DataFrame:
+        sev, act = FLAGS[code]
+        return subjects.select(
+            pl.lit(code).alias("flag_code"), pl.lit(severity or sev).alias("severity"),
+            pl.lit("patient").alias("subject_type"), subject.alias("subject_key"), patient.alias("patient_key"),
+            pl.lit(f"identity.{code.lower()}").alias("rule_id"), evidence.alias("evidence"),
+            pl.lit(action or act).alias("action"))
+
+    key = pl.col("patient_key")
+    pair = pl.concat_str(["key_a", "key_b"], separator="+")
+    invalid = frame.filter(pl.col("nhs_problem").is_not_null() & (pl.col("nhs_problem") != nhs_number.MISSING))
+    problem_text = pl.col("nhs_problem").replace_strict(nhs_number.PROBLEM_TEXT, return_dtype=pl.String)
+    survivors = frame.filter(pl.col("patient_key") == pl.col("survivor_key")).select("patient_key")
+    target = at_target.join(survivors, on="patient_key", how="semi")
+    by_number = pl.col("match_method") == "nhs_number"
+    parts = [
+        rows(invalid, "NHS_NUMBER_INVALID", key, key, problem_text),
+        rows(frame.filter(pl.col("nhs_problem") == nhs_number.MISSING), "NHS_NUMBER_MISSING", key, key,
+             pl.lit(nhs_number.PROBLEM_TEXT[nhs_number.MISSING])),
+        rows(decided.filter(pl.col("match_type") == "exact_nhs_number"), "DUPLICATE_NHS_NUMBER", pair, key,
+             pl.col("evidence")),
+        rows(decided.filter(pl.col("match_type") == "conflict"), "NHS_NUMBER_CONFLICT", pair, key,
+             pl.format("{}; demographic score {}", "evidence", pl.col("score").round(2).cast(pl.String))),
+        rows(probable.filter(pl.col("match_type") == "probable"), "PROBABLE_DUPLICATE", pair, pl.col("key_a"),
+             pl.col("evidence")),
+        rows(target.filter(by_number), "ALREADY_AT_TARGET", key, key, pl.col("evidence")),
+        rows(target.filter(~by_number), "ALREADY_AT_TARGET", key, key, pl.col("evidence"), "medium",
+             TARGET_REVIEW_ACTION),
+    ]
+    out = pl.concat(parts).cast(EXCEPTIONS_SCHEMA)  # type: ignore[arg-type]
+    return out.sort("subject_type", "subject_key", "flag_code", "rule_id")
+
+
+def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: IdentitySettings,
+                     target_index: pl.LazyFrame | None = None) -> IdentityResult:
+    """Decide who is who: NHS number validity and verification, merges of exact duplicates,
+    probable duplicates, and patients already at the target.
+
+    Inputs are canonical ``patients`` and ``referrals`` (``received_date`` orders recency)
+    and optionally the target index (``local_id``, ``nhs_number``, demographics).
+    Invariants: one ``patients`` row per input row; every merged key maps to a survivor that
+    is not itself merged; nothing but exact NHS-number duplicates is merged.
+    """
+    frame = _annotated(patients.collect(), referrals, settings)
+    survivors, decided, probable, records = _duplicates(frame, settings)
+    frame = frame.join(survivors, on="patient_key", how="left", maintain_order="left")
+    merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
+    frame = survivor_demographics(frame, survivors.join(merges.select("survivor_key").unique(), on="survivor_key",
+                                                        how="semi"), settings)
+    alive = frame.filter(pl.col("patient_key") == pl.col("survivor_key"))
+    if target_index is not None:
+        at_target = match_target(alive, target_index, settings, records)
+    else:
+        at_target = pl.DataFrame(schema=AT_TARGET_SCHEMA)
+    frame = frame.join(at_target.select(pl.col("patient_key").alias("survivor_key"), "at_target_id"),
+                       on="survivor_key", how="left", maintain_order="left")
+    exceptions = _exceptions(frame, decided, probable, at_target)
+    columns = [c for c in patients.collect_schema().names()]
+    out = frame.select(*columns, "nhs_number_valid", "nhs_number_verification", "survivor_key",
+                       pl.col("at_target_id").cast(pl.String))
+    duplicates = pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
+        DUPLICATES_SCHEMA).sort("patient_key_a", "patient_key_b")  # type: ignore[arg-type]
+    return IdentityResult(
+        patients=out.sort("patient_key"),
+        merges=merges.cast(MERGES_SCHEMA),  # type: ignore[arg-type]
+        duplicates=duplicates,
+        exceptions=exceptions,
+        at_target=at_target.select("patient_key", "at_target_id", "match_method", "score"),
+    )

@@ -1,0 +1,110 @@
+"""Patients the new provider already holds: source patients matched to its index.
+
+The target index is a frame with ``local_id`` and ``nhs_number`` and, where known,
+``family_name``, ``given_names``, ``birth_date``, ``sex`` and ``postcode`` (the synthetic
+extract's ``target-index.csv``). A patient matches a target record by valid NHS number;
+failing that, when either side lacks a valid number, by demographics scoring at or above
+the review threshold — such a match is reported for review, never taken on trust.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from migrate.errors import InputError
+from migrate.identity import nhs_number
+from migrate.identity.probable import PAIR_SCHEMA, candidate_pairs, prepare, score_pairs
+from migrate.identity.settings import IdentitySettings
+
+REQUIRED = ("local_id", "nhs_number")
+OPTIONAL = ("family_name", "given_names", "birth_date", "sex", "postcode")
+# Sex as target systems write it -> canonical.
+SEX_CODES = {"m": "male", "male": "male", "1": "male", "f": "female", "female": "female", "2": "female",
+             "i": "other", "o": "other", "other": "other", "9": "other", "u": "unknown", "unknown": "unknown",
+             "0": "unknown"}
+AT_TARGET_SCHEMA: dict[str, pl.DataType] = {"patient_key": pl.String(), "at_target_id": pl.String(),
+                                            "match_method": pl.String(), "score": pl.Float64(),
+                                            "evidence": pl.String()}
+
+
+def normalise_index(target_index: pl.LazyFrame | pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """The target index with canonical types: NHS number without spaces or dashes (and
+    ``nhs`` = it when valid), birth date as a date, sex as the canonical words.
+
+    Raises InputError naming the missing columns when ``local_id`` or ``nhs_number`` is absent.
+    """
+    lazy = target_index.lazy()
+    names = lazy.collect_schema().names()
+    absent = [c for c in REQUIRED if c not in names]
+    if absent:
+        raise InputError("the target index lacks required column(s)",
+                         [f"missing column {c}; columns present: {', '.join(names)}" for c in absent])
+    schema = lazy.collect_schema()
+    birth = pl.col("birth_date")
+    if "birth_date" in names and schema["birth_date"] == pl.String:
+        birth = birth.str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+    frame = lazy.select(
+        pl.col("local_id").cast(pl.String),
+        pl.col("nhs_number").cast(pl.String).str.replace_all(r"[\s-]", "").alias("nhs_number"),
+        *[pl.col(c).cast(pl.String) for c in ("family_name", "given_names", "postcode") if c in names],
+        *([birth.cast(pl.Date).alias("birth_date")] if "birth_date" in names else []),
+        *([pl.col("sex").cast(pl.String).str.strip_chars().str.to_lowercase().replace_strict(
+            SEX_CODES, default=None, return_dtype=pl.String).alias("sex")] if "sex" in names else []),
+    ).collect()
+    return frame.with_columns(
+        pl.when(nhs_number.is_valid(settings)).then(pl.col("nhs_number")).alias("nhs"))
+
+
+def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFrame,
+                 settings: IdentitySettings, prepared: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per patient found in the target index (``AT_TARGET_SCHEMA``).
+
+    ``patients``: the surviving patients with ``patient_key``, ``nhs`` (valid number or
+    null) and their demographics; ``prepared``, when given, is ``probable.prepare`` of a frame
+    holding (at least) those patients, keyed by patient_key. By NHS number first (the lowest local id when the index
+    repeats a number); the rest by demographics, best score per patient (then lowest id).
+    """
+    target = normalise_index(target_index, settings)
+    by_number = (
+        patients.filter(pl.col("nhs").is_not_null()).select("patient_key", "nhs")
+        .join(target.filter(pl.col("nhs").is_not_null()).group_by("nhs").agg(
+            pl.col("local_id").min(), pl.len().alias("records")), on="nhs")
+        .select(
+            "patient_key", pl.col("local_id").alias("at_target_id"), pl.lit("nhs_number").alias("match_method"),
+            pl.lit(1.0).alias("score"),
+            pl.format("NHS number matches target record {}{}", "local_id",
+                      pl.when(pl.col("records") > 1).then(pl.format(" (and {} more)", pl.col("records") - 1))
+                      .otherwise(pl.lit(""))).alias("evidence"),
+        )
+    )
+    rest = patients.join(by_number.select("patient_key"), on="patient_key", how="anti")
+    left = prepare(rest, "patient_key", "nhs") if prepared is None else prepared
+    right = prepare(target, "local_id", "nhs")
+    wanted = left.join(rest.select(pl.col("patient_key").alias("key")), on="key", how="semi")
+    # Two valid numbers that differ are two different people: only pairs where one side has
+    # no valid number are compared, so each side is cut down before blocking.
+    no_left, no_right = wanted.filter(pl.col("nhs").is_null()), right.filter(pl.col("nhs").is_null())
+    pairs = pl.concat([
+        _pairs_between(no_left, right, settings),
+        _pairs_between(wanted.filter(pl.col("nhs").is_not_null()), no_right, settings),
+    ])
+    scored = score_pairs(pairs, left, right, settings, min_score=settings.review_threshold)
+    by_demographics = (
+        scored.sort(["key_a", "score", "key_b"], descending=[False, True, False])
+        .group_by("key_a", maintain_order=True).first()
+        .select(
+            pl.col("key_a").alias("patient_key"), pl.col("key_b").alias("at_target_id"),
+            pl.lit("demographics").alias("match_method"), "score",
+            pl.format("no NHS number agreement with target record {}; demographic {}", "key_b",
+                      "evidence").alias("evidence"),
+        )
+    )
+    out = pl.concat([by_number, by_demographics]).cast(AT_TARGET_SCHEMA)  # type: ignore[arg-type]
+    return out.sort("patient_key")
+
+
+def _pairs_between(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """Candidate pairs between two subsets (``i``/``j`` are the ``idx`` of the full frames)."""
+    if left.height == 0 or right.height == 0:
+        return pl.DataFrame(schema=PAIR_SCHEMA)
+    return candidate_pairs(left, right, settings)

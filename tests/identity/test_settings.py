@@ -1,0 +1,75 @@
+"""rules/identity.yaml: the shipped settings load; every problem of a bad file is listed at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from migrate.errors import ConfigError
+from migrate.identity import IdentitySettings, load_identity_settings
+from migrate.identity.settings import default_path
+
+SHIPPED = yaml.safe_load(default_path().read_text(encoding="utf-8"))
+
+
+def write(tmp_path: Path, doc: object) -> Path:
+    path = tmp_path / "identity.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_shipped_settings(settings: IdentitySettings) -> None:
+    assert settings.prefix_ranges == ((10, 311), (320, 399), (400, 499), (600, 799), (900, 999))
+    assert "nsts01" in settings.verified_statuses and "01" in settings.verified_statuses
+    assert settings.survivor_order == ("nhs_number_verified", "most_complete", "earliest_record")
+    assert 0 < settings.review_threshold < settings.probable_threshold < 1
+    assert ("birth_date", "family_phonetic") in settings.blocking_keys
+    assert any("bill" in group and "william" in group for group in settings.nicknames)
+    assert {f.name for f in settings.fields} == {"family_name", "given_names", "birth_date", "sex", "postcode",
+                                                 "phone", "address"}
+
+
+def test_none_means_the_shipped_file() -> None:
+    assert load_identity_settings(None) == load_identity_settings(default_path())
+
+
+def test_every_problem_listed_at_once_with_file_and_path(tmp_path: Path) -> None:
+    doc = yaml.safe_load(yaml.safe_dump(SHIPPED))
+    doc["nhs_number"]["valid_prefix_ranges"][0] = [10, 311]          # unquoted: YAML numbers
+    doc["nhs_number"]["valid_prefix_ranges"][1] = ["399", "320"]     # reversed
+    doc["survivorship"]["survivor"] = ["earliest_recrod"]            # typo
+    doc["blocking"]["keys"].append(["birth_date", "postcode_area"])  # unknown part
+    doc["comparison"]["sex"]["agree"] = -10                          # below disagree
+    doc["thresholds"]["review"] = 0.99                               # above probable
+    doc["tresholds"] = {}                                            # unknown top-level key
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError) as caught:
+        load_identity_settings(path)
+    err = caught.value
+    assert err.exit_code == 2
+    text = err.render()
+    assert all(p.startswith(f"{path}: ") for p in err.problems), err.problems
+    for where in ("nhs_number.valid_prefix_ranges[0]", "nhs_number.valid_prefix_ranges[1]", "survivorship.survivor",
+                  "blocking.keys[", "comparison.sex", "thresholds.review", "tresholds"):
+        assert where in text, where
+    assert "did you mean 'earliest_record'" in text and "did you mean 'thresholds'" in text
+    assert len(err.problems) == 7
+
+
+def test_missing_sections_are_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_identity_settings(write(tmp_path, {"name": "identity"}))
+    text = caught.value.render()
+    for section in ("nhs_number", "survivorship", "blocking", "comparison", "thresholds"):
+        assert f"{section}: missing section" in text
+
+
+def test_unreadable_or_not_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_identity_settings(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nhs_number: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_identity_settings(bad)

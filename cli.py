@@ -168,11 +168,12 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, quiet: bool, a
         out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}")
 
 
-def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool, rules: Path | None = None,
-         sharing_policy: str = "withhold-clinical") -> Any:
+def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
+         rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None) -> Any:
     from migrate.pipeline import RunConfig, run_batch
 
-    config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy)
+    config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
+                            target_index=target_index)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -192,12 +193,15 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
               help="A site's rule pack: a YAML file, or a folder with default.yaml (default: the shipped pack).")
 @click.option("--sharing-policy", type=click.Choice(["withhold-clinical", "include"]), default="withhold-clinical",
               show_default=True, help="What to emit for patients with an active sharing block.")
+@click.option("--target-index", type=click.Path(path_type=Path), default=None,
+              help="CSV or Parquet of the new provider's existing patients (local_id, nhs_number, demographics): "
+                   "matches are updated, not created again.")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        quiet: bool, as_json: bool) -> None:
+        target_index: Path | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
-    _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy), quiet, as_json)
+    _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index), quiet, as_json)
 
 
 @main.command()
@@ -217,7 +221,8 @@ def demo(patients: int, out_dir: Path, quiet: bool, as_json: bool) -> None:
     synthesise(extract, patients=patients)
     if not quiet and not as_json:
         err.print(f"Running the batch (cut-over {SEED_CUTOVER}) into {out_dir / 'run'} …")
-    _finish(_run(extract, "generic-csv", SEED_CUTOVER, out_dir / "run", quiet), quiet, as_json)
+    _finish(_run(extract, "generic-csv", SEED_CUTOVER, out_dir / "run", quiet,
+                 target_index=extract / "target-index.csv"), quiet, as_json)
 
 
 @main.command()
@@ -250,6 +255,33 @@ def check(input_dir: Path, mapping: tuple[str, ...], quiet: bool, as_json: bool)
         out.print(table)
     if not report.fits:
         sys.exit(2)
+
+
+@main.command()
+@click.option("--input", "input_file", type=click.Path(path_type=Path), required=True,
+              help="A patient file (CSV or Parquet).")
+@click.option("--mapping", "-m", required=True, help="Mapping profile whose patients table describes the file.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write duplicates.parquet into.")
+@click.option("--rules", type=click.Path(path_type=Path), default=None,
+              help="A rule-pack folder holding identity.yaml (default: the shipped identity rules).")
+@output_options
+@_guard
+def dedupe(input_file: Path, mapping: str, out_dir: Path, rules: Path | None, quiet: bool, as_json: bool) -> None:
+    """Find duplicate and probable-duplicate patients in one patient file (identity alone)."""
+    from migrate.dedupe import dedupe_file
+
+    summary = dedupe_file(input_file, mapping, out_dir, rules)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    elif not quiet:
+        table = Table(title=f"{summary['patients']:,} patients read; candidate pairs", title_justify="left")
+        table.add_column("match type")
+        table.add_column("pairs", justify="right")
+        for kind, n in summary["pairs"].items():
+            table.add_row(kind, f"{n:,}")
+        out.print(table)
+        out.print(f"Written: {out_dir / 'duplicates.parquet'}")
 
 
 @main.group()

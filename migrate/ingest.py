@@ -40,6 +40,10 @@ _ORDER = "__order"  # position of a row among all sources of a table: latest win
 _BATCH_ROWS = 500_000
 
 
+_SUPERSEDED: dict[str, pl.DataType] = {"source_file": pl.String(), "source_row": pl.Int64(), "table": pl.String(),
+                                       "patient_key": pl.String()}
+
+
 @dataclass(frozen=True)
 class FileStats:
     """What was read from one input file."""
@@ -67,8 +71,6 @@ class Ingested:
     superseded: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_SUPERSEDED))
     merges: pl.DataFrame = field(default_factory=lambda: canonical.empty("merges"))
 
-
-_SUPERSEDED = {"source_file": pl.String(), "source_row": pl.Int64(), "table": pl.String(), "patient_key": pl.String()}
 
 
 def check_layout(files: list[InputFile], profiles: Profile | Sequence[Profile] | None = None) -> None:

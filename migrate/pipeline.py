@@ -2,8 +2,9 @@
 
 ``run_batch`` is what ``handover run`` calls:
 
-    ingest (read, map, quarantine; canonical/*.parquet) ─► rules (cohorts, flags)
-        ─► dispositions ─► lineage ─► invariant ─► reports, manifest
+    ingest (read, map, quarantine; canonical/*.parquet) ─► identity (NHS numbers, merges,
+        duplicates, target index) ─► rules (cohorts, flags) ─► dispositions ─► lineage
+        ─► invariant ─► reports, manifest
 
 Configuration is validated before any data is read (``RunConfig.load``); stages are
 functions of frames; I/O is the reading in ``ingest`` and the writing here.
@@ -22,7 +23,10 @@ import polars as pl
 
 from migrate import __version__, canonical
 from migrate.dispositions import SHARING_POLICIES, decide
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, InputError
+from migrate.flags import combine_exceptions
+from migrate.identity import IdentityResult, IdentitySettings, load_identity_settings, resolve_identity
+from migrate.manifest import sha256_file
 from migrate.ingest import Ingested, check_layout, ingest
 from migrate.manifest import describe_outputs, run_id
 from migrate.outputs import write_json, write_parquet
@@ -35,7 +39,52 @@ from migrate.sources import discover
 PATIENTS_SCHEMA: dict[str, pl.DataType] = {
     "patient_key": pl.String(), "nhs_number": pl.String(), "patient_cohort": pl.Enum(canonical.COHORTS),
     "disposition": pl.Enum(canonical.DISPOSITIONS), "flag_codes": pl.List(pl.String()),
+    # beyond the contract's key columns: who a merged patient became, and identity's verdicts
+    "survivor_key": pl.String(), "nhs_number_valid": pl.Boolean(), "nhs_number_verification": pl.String(),
+    "at_target_id": pl.String(),
 }
+
+
+def _identity_path(pack_path: Path | None) -> Path:
+    """A site pack folder may hold its own identity.yaml; otherwise the shipped one."""
+    from migrate.identity.settings import default_path
+
+    if pack_path is not None and (pack_path.parent / "identity.yaml").is_file():
+        return pack_path.parent / "identity.yaml"
+    return default_path()
+
+
+def read_target_index(path: Path) -> pl.LazyFrame:
+    """The new provider's existing patients (CSV or Parquet), every column as text."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pl.scan_parquet(path)
+        return frame.select(pl.all().cast(pl.String))
+    return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
+
+
+def merge_map(identity: IdentityResult, source_merges: pl.DataFrame) -> pl.DataFrame:
+    """patient_key -> survivor_key for every merged patient: identity's exact duplicates and
+    the source's own merges (HL7 A40), followed through chains (A into B into C)."""
+    pairs = pl.concat([
+        identity.merges.select("patient_key", "survivor_key"),
+        source_merges.select(pl.col("prior_patient_key").alias("patient_key"), pl.col("patient_key").alias("survivor_key")),
+    ]).unique(subset="patient_key", keep="first", maintain_order=True)
+    for _ in range(8):  # chains are short; each pass follows one more link
+        followed = pairs.join(pairs.rename({"patient_key": "survivor_key", "survivor_key": "next"}), on="survivor_key",
+                              how="left").with_columns(pl.coalesce("next", "survivor_key").alias("survivor_key"))
+        followed = followed.drop("next").filter(pl.col("patient_key") != pl.col("survivor_key"))
+        if followed.equals(pairs):
+            break
+        pairs = followed
+    return pairs.sort("patient_key")
+
+
+def repoint(frame: pl.LazyFrame, merges: pl.DataFrame) -> pl.LazyFrame:
+    """Rows of merged patients re-pointed to their survivor."""
+    if merges.height == 0:
+        return frame
+    return frame.join(merges.lazy(), on="patient_key", how="left", maintain_order="left").with_columns(
+        pl.coalesce("survivor_key", "patient_key").alias("patient_key")).drop("survivor_key")
 
 
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
@@ -59,11 +108,15 @@ class RunConfig:
     cutover: date
     out_dir: Path
     rules: RulePack
+    identity_settings: IdentitySettings
+    identity_sha256: str
     sharing_policy: str = "withhold-clinical"
+    target_index: Path | None = None
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
-             rules: str | Path | None = None, sharing_policy: str = "withhold-clinical") -> RunConfig:
+             rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
+             target_index: Path | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -75,9 +128,15 @@ class RunConfig:
         profiles = tuple(load_profile(m) for m in names)
         if not any("patients" in p.tables for p in profiles):
             raise ConfigError("no mapping profile maps the patients table")
-        pack = load_pack(resolve_rules_path(rules))
+        pack_path = resolve_rules_path(rules)
+        pack = load_pack(pack_path)
+        identity_path = _identity_path(pack_path)
+        settings = load_identity_settings(identity_path)
+        if target_index is not None and not Path(target_index).is_file():
+            raise InputError(f"target index not found: {target_index}")
         return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
-                   sharing_policy=sharing_policy)
+                   identity_settings=settings, identity_sha256=sha256_file(identity_path),
+                   sharing_policy=sharing_policy, target_index=None if target_index is None else Path(target_index))
 
     @property
     def mappings(self) -> list[dict[str, str]]:
@@ -86,8 +145,9 @@ class RunConfig:
 
     def identity(self, input_hashes: list[str]) -> str:
         """The deterministic run id of this configuration over these inputs."""
-        return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.cutover.isoformat(),
-                       self.sharing_policy, *sorted(input_hashes)])
+        target = sha256_file(self.target_index) if self.target_index else ""
+        return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.identity_sha256,
+                       self.cutover.isoformat(), self.sharing_policy, target, *sorted(input_hashes)])
 
 
 @dataclass
@@ -123,14 +183,17 @@ def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame) -> pl.LazyFram
     return lineage.cast(canonical.LINEAGE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
 
 
-def patient_summary(patients: pl.LazyFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame,
-                    lineage: pl.DataFrame) -> pl.DataFrame:
-    """``patients.parquet``: each patient's cohort, disposition and every flag raised for them."""
+def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
+                    exceptions: pl.DataFrame, dispositions: pl.DataFrame) -> pl.DataFrame:
+    """``patients.parquet``: each source patient's cohort, disposition, survivor, identity
+    verdicts and every flag raised for them (a merged patient shows its survivor's cohort)."""
     flags = exceptions.group_by("patient_key").agg(pl.col("flag_code").unique().sort().alias("flag_codes"))
-    disp = lineage.filter(pl.col("table") == "patients").select("patient_key", "disposition")
+    disp = dispositions.filter(pl.col("table") == "patients").select("patient_key", "disposition")
+    ident = identity.patients.select("patient_key", "nhs_number", "nhs_number_valid", "nhs_number_verification",
+                                     "at_target_id").join(merges, on="patient_key", how="left")
     return (
-        patients.select("patient_key", "nhs_number").collect()
-        .join(patient_cohorts, on="patient_key", how="left")
+        ident.with_columns(pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
+        .join(patient_cohorts.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left")
         .join(disp, on="patient_key", how="left")
         .join(flags, on="patient_key", how="left")
         .with_columns(pl.col("flag_codes").fill_null(pl.lit([], dtype=pl.List(pl.String))))
@@ -159,19 +222,33 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    tables = ingested.tables
+    progress.start("identity", total=None)
+    target = read_target_index(config.target_index) if config.target_index else None
+    identity = resolve_identity(tables["patients"], tables["referrals"], config.identity_settings, target)
+    merges = merge_map(identity, ingested.merges)
+    progress.finish("identity")
+
+    # Rules see one patient per person: survivors (with survivorship values) holding the
+    # referrals, contacts and codes of the records merged into them.
+    survivors = identity.patients.join(merges, on="patient_key", how="anti").select(canonical.PATIENTS.schema.keys())
+    people = {"patients": survivors.lazy(), **{t: repoint(tables[t], merges) for t in ("referrals", "contacts", "codes")}}
     progress.start("rules", total=None)
-    results = evaluate(ingested.tables, config.rules, config.cutover).collect()
-    cohorts, patient_cohorts, exceptions = results["cohorts"], results["patient_cohorts"], results["exceptions"]
+    results = evaluate(people, config.rules, config.cutover).collect()
+    cohorts, patient_cohorts = results["cohorts"], results["patient_cohorts"]
+    exceptions = combine_exceptions([results["exceptions"].lazy(), identity.exceptions.lazy()]).collect()
     progress.finish("rules")
 
     pack = config.rules
     blocked = exceptions.filter(pl.col("flag_code") == "SHARING_BLOCK").select("patient_key").lazy()
     sharing_codes = pack.codelist("sharing_dissent_codes") + pack.codelist("sharing_consent_codes")
-    dispositions = decide(ingested.tables, cohorts.lazy(), patient_cohorts.lazy(), blocked, sharing_codes,
-                          config.sharing_policy)
-    lineage = build_lineage(ingested, dispositions).collect()
+    at_target = identity.at_target.filter(pl.col("match_method") == "nhs_number").select("patient_key").lazy()
+    dispositions = decide({"patients": tables["patients"], **{t: people[t] for t in ("referrals", "contacts", "codes")}},
+                          cohorts.lazy(), patient_cohorts.lazy(), blocked, sharing_codes, config.sharing_policy,
+                          merged_patients=merges.lazy(), at_target_patients=at_target).collect()
+    lineage = build_lineage(ingested, dispositions.lazy()).collect()
     inv = invariant(lineage, [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
-    patients = patient_summary(ingested.tables["patients"], patient_cohorts, exceptions, lineage)
+    patients = patient_summary(identity, merges, patient_cohorts, exceptions, dispositions)
 
     progress.start("write", total=None)
     written: list[Path] = []
@@ -189,6 +266,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     parquet(cohorts, "cohorts.parquet")
     parquet(patients, "patients.parquet")
     parquet(exceptions, "exceptions.parquet")
+    parquet(identity.duplicates, "duplicates.parquet")
 
     rid = config.identity([f.sha256 for f in ingested.files])
     summary: dict[str, Any] = {
@@ -200,6 +278,8 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         "invariant": inv,
         "quarantine": quarantine_summary(ingested.quarantine),
         "tables": dict(ingested.heights),
+        "identity": identity.counts() | {"merged_by_source": ingested.merges.height,
+                                         "superseded_rows": ingested.superseded.height},
         "cohorts": {
             "referrals": _counts(cohorts, "cohort", canonical.COHORTS),
             "patients": _counts(patients, "patient_cohort", canonical.COHORTS),
@@ -219,7 +299,10 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         "mapping": config.mappings,
         "rules": {"name": pack.name, "version": pack.version, "sha256": pack.sha256,
                   "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
-        "options": {"sharing_policy": config.sharing_policy},
+        "options": {"sharing_policy": config.sharing_policy,
+                    "target_index": None if config.target_index is None else {
+                        "path": config.target_index.name, "sha256": sha256_file(config.target_index)}},
+        "identity_rules": {"sha256": config.identity_sha256},
         "inputs": [
             {"path": f.name, "table": f.table, "bytes": f.bytes, "sha256": f.sha256, "rows": f.rows_read}
             for f in sorted(ingested.files, key=lambda f: f.name)

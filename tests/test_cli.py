@@ -42,9 +42,9 @@ def test_run_json_summary(tmp_path: Path) -> None:
     summary = json.loads(out)
     assert summary["invariant"]["holds"] is True
     # 4 inactive patients, their 4 referrals and 2 contacts are out of scope; the 2 contacts of
-    # the sharing-blocked P21 and P23 are withheld; the rest migrate.
+    # the sharing-blocked P21 and P23 are withheld; P28 (P01's NHS number) is merged into P01.
     assert summary["invariant"]["dispositions"] == {
-        "migrated": 67, "merged": 0, "already_at_target": 0, "withheld": 2, "out_of_scope": 10, "quarantined": 0}
+        "migrated": 66, "merged": 1, "already_at_target": 0, "withheld": 2, "out_of_scope": 10, "quarantined": 0}
     assert summary["cohorts"]["patients"]["transition"] == 6  # P02 P09 P12 P17 P21 P25
     assert summary["flags"]["by_severity"]["critical"] == 3
 
@@ -161,3 +161,20 @@ def test_broken_rule_pack_exits_2_before_reading(tmp_path: Path) -> None:
     code, _, err = invoke("run", "--input", str(tmp_path / "nowhere"), "--mapping", MAPPING, "--cutover", "2022-10-01",
                           "--out", str(tmp_path / "run"), "--rules", str(bad))
     assert code == 2 and "post_op_window_days" in err
+
+
+def test_dedupe_one_patient_file(tmp_path: Path) -> None:
+    code, out, _ = invoke("dedupe", "--input", str(CASE / "input" / "patients.csv"), "--mapping", MAPPING,
+                          "--out", str(tmp_path / "dd"), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["patients"] == 28
+    pairs = pl.read_parquet(tmp_path / "dd" / "duplicates.parquet")
+    assert ("P01", "P28", "exact_nhs_number") in set(pairs.select("patient_key_a", "patient_key_b", "match_type").rows())
+    assert summary["pairs"]["exact_nhs_number"] == 1
+
+
+def test_missing_target_index_exits_3(tmp_path: Path) -> None:
+    code, _, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"), "--target-index", str(tmp_path / "none.csv"))
+    assert code == 3 and "none.csv" in err

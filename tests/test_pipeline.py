@@ -62,3 +62,29 @@ def test_lineage_has_one_row_per_source_row(tmp_path: Path) -> None:
     lineage = pl.read_parquet(run / "lineage.parquet")
     assert lineage.height == 79
     assert lineage.select("source_file", "source_row").is_duplicated().sum() == 0
+
+
+SECTION_3_FLAGS = {
+    "SHARING_BLOCK", "SHARING_BLOCK_ACTIVE_CARE", "UNDER_PRIORITISED", "OVER_PRIORITISED", "CANCER_HISTORY_NOT_RECORDED",
+    "POST_OP_NOT_PRIORITISED", "URGENT_WAIT_BREACH", "AWAITING_INJECTION", "OUT_OF_SCOPE", "PIFU_EXPIRED",
+    "WRONG_TRANSFER_LIST", "ON_TWO_LISTS", "NHS_NUMBER_INVALID", "NHS_NUMBER_MISSING", "DUPLICATE_NHS_NUMBER",
+    "PROBABLE_DUPLICATE", "ALREADY_AT_TARGET",
+}
+
+
+def test_worked_example_end_to_end(tmp_path: Path) -> None:
+    """The 29 referrals of the worked example: every cohort and every flag of domain.md §3,
+    exactly, through the whole batch (mapping, identity, rules)."""
+    run = _run("worked-example", tmp_path / "run")
+    expected = CASES / "worked-example" / "expected"
+    cohorts = pl.read_parquet(run / "cohorts.parquet").select("referral_key", pl.col("cohort").cast(pl.String))
+    assert set(cohorts.iter_rows()) == set(pl.read_csv(expected / "referral_cohorts.csv").iter_rows())
+    patients = pl.read_parquet(run / "patients.parquet")
+    people = patients.filter(pl.col("disposition") != "merged").select(
+        "patient_key", pl.col("patient_cohort").cast(pl.String))
+    assert set(people.iter_rows()) == set(pl.read_csv(expected / "patient_cohorts.csv").iter_rows())
+    merged = patients.filter(pl.col("disposition") == "merged").select("patient_key", "survivor_key")
+    assert merged.rows() == [("P28", "P01")]
+    flags = pl.read_parquet(run / "exceptions.parquet").filter(pl.col("flag_code").is_in(SECTION_3_FLAGS))
+    got = set(flags.select("subject_type", "subject_key", "flag_code").iter_rows())
+    assert got == set(pl.read_csv(expected / "flags.csv").iter_rows())

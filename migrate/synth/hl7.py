@@ -15,8 +15,9 @@ messages or more), spread over the four reasons:
 People are the generic-csv ``patients.csv`` of ``migrate.synth.synthesise`` when given
 (its patient ids as PID-3 type MR with the sending facility as assigning authority, NHS
 numbers as type NH, names, birth dates, sex, address, phone, GP practice), so a CSV and an
-HL7 extract describe the same people; else a small built-in pool. Referral ids ``R…``
-(RF1-6, and SCH-26 of the appointments they lead to), appointment ids ``C…`` (SCH-2).
+HL7 extract describe the same people; else a small built-in pool. Referral ids ``RH…``
+(RF1-6, and SCH-26 of the appointments they lead to), appointment ids ``CH…`` (SCH-2): the
+feed's own, apart from the extract's.
 Everything is drawn by numpy's ``default_rng(seed)`` and rendered with polars string
 templates, so a million messages take seconds; same arguments, byte-identical files.
 """
@@ -61,7 +62,8 @@ def _esc(col: str) -> pl.Expr:
     out = pl.col(col).cast(pl.String).fill_null("")
     for char, code in (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\")):
         out = out.str.replace_all(char, code, literal=True)
-    return out
+    # A line break would end the segment: HL7 writes it as the formatting escape \.br\.
+    return out.str.replace_all(r"\r\n|\r|\n", "\\.br\\", literal=False)
 
 
 def _segment(name: str, fields: dict[int, pl.Expr | str]) -> pl.Expr:
@@ -120,9 +122,26 @@ def _plan(rng: np.random.Generator, messages: int, people: int) -> pl.DataFrame:
     booked = np.cumsum(is_new)
     existing = np.floor(rng.random(messages) * np.maximum(booked, 1)).astype(np.int64) + 1
     appointment = np.where(is_new | (booked == 0), np.maximum(booked, 1), existing)
-    appt_referral = (appointment * 2_654_435_761) % referrals + 1  # a fixed referral per appointment
     ref_referral = rng.integers(1, referrals + 1, size=messages)
-    referral = np.where(is_siu, appt_referral, ref_referral)
+    # An appointment is booked against a referral the feed has already sent (an I12 before
+    # it), so the feed is referentially whole on its own; its updates keep that referral.
+    is_i12 = event == "I12"
+    issued = ref_referral[is_i12]
+    seen = np.cumsum(is_i12)
+    event[is_new & (seen == 0)] = "I12"  # nothing to book against yet: send a referral instead
+    is_i12 = event == "I12"
+    issued, seen = ref_referral[is_i12], np.cumsum(is_i12)
+    is_new = event == "S12"
+    booked = np.cumsum(is_new)
+    is_siu = np.char.startswith(event.astype(str), "S")
+    existing = np.floor(rng.random(messages) * np.maximum(booked, 1)).astype(np.int64) + 1
+    appointment = np.where(is_new | (booked == 0), np.maximum(booked, 1), existing)
+    pick = np.floor(rng.random(messages) * np.maximum(seen, 1)).astype(np.int64)
+    chosen = issued[np.minimum(pick, max(issued.size - 1, 0))] if issued.size else ref_referral
+    ref_of_appointment = np.zeros(booked[-1] + 2 if messages else 2, dtype=np.int64)
+    ref_of_appointment[appointment[is_new]] = chosen[is_new]
+    appt_referral = ref_of_appointment[appointment]
+    referral = np.where(is_siu & (appt_referral > 0), appt_referral, ref_referral)
     patient = np.where(np.char.startswith(event.astype(str), "A"), rng.integers(0, people, size=messages),
                        referral_patient[referral])
     planted = np.full(messages, "", dtype=object)
@@ -133,7 +152,8 @@ def _plan(rng: np.random.Generator, messages: int, people: int) -> pl.DataFrame:
     return pl.DataFrame({
         "row": np.arange(1, messages + 1), "event": event, "sent": sent.astype("datetime64[ms]"), "patient": patient,
         "prior": rng.integers(0, people, size=messages), "referral": referral, "appointment": appointment,
-        "start": (sent + (rng.integers(2, 60, size=messages) * 86_400).astype("timedelta64[s]")).astype("datetime64[ms]"),
+        "start": (sent + (rng.integers(2, 60, size=messages) * 86_400).astype("timedelta64[s]")
+                  ).astype("datetime64[ms]"),
         "v251": is_siu & (rng.random(messages) < SIU_V251_RATE), "mllp": rng.random(messages) < MLLP_RATE,
         "planted": planted.astype(str), "variant": rng.integers(0, 2, size=messages),
         "priority": rng.choice(np.array(["R", "S", "3"]), size=messages, p=[0.8, 0.15, 0.05]),
@@ -152,8 +172,10 @@ def _render(plan: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
     structure = ev.replace_strict({e: s for e, (_, s, _) in EVENTS.items()})
     ts = pl.col("sent").dt.strftime("%Y%m%d%H%M%S")
     version = pl.when(pl.col("v251")).then(pl.lit("2.5.1")).otherwise(pl.lit("2.4"))
-    rid = pl.format("R{}", pl.col("referral").cast(pl.String).str.zfill(7))
-    cid = pl.format("C{}", pl.col("appointment").cast(pl.String).str.zfill(7))
+    # The feed's own referrals and appointments (new since the extract): an H in the id keeps
+    # them apart from the CSV extract's R…/C… ids, which belong to other patients.
+    rid = pl.format("RH{}", pl.col("referral").cast(pl.String).str.zfill(7))
+    cid = pl.format("CH{}", pl.col("appointment").cast(pl.String).str.zfill(7))
     nhs = _esc("nhs")
     ids = pl.when(nhs == "").then(pl.lit("")).otherwise(pl.format("{}^^^NHS^NH~", nhs))
     msh = _segment("MSH", {1: "^~\\&", 2: "PAS", 3: FACILITY, 4: "HANDOVER", 5: "RYY", 6: ts, 8: pl.format(

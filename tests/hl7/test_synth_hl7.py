@@ -1,0 +1,69 @@
+"""The synthetic HL7 feed: deterministic, its planted truth is what the reader quarantines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from migrate.sources.hl7 import read_hl7
+from migrate.synth import synthesise
+from migrate.synth.hl7 import EVENTS, PLANTED_KINDS, synthesise_hl7
+
+PATHS = ["PID-3[type=MR].1", "PID-3[type=NH].1", "PID-5.1", "PID-7", "RF1-6.1", "SCH-2.1", "SCH-26.1", "MRG-1.1"]
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    out = tmp_path_factory.mktemp("feed")
+    return out, synthesise_hl7(out, messages=3_000, seed=7)
+
+
+def test_same_arguments_same_bytes(feed: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    out, summary = feed
+    again = synthesise_hl7(tmp_path, messages=3_000, seed=7)
+    assert (tmp_path / "feed.hl7").read_bytes() == (out / "feed.hl7").read_bytes()
+    truth = Path("truth") / "hl7_quarantine.csv"
+    assert (tmp_path / truth).read_bytes() == (out / truth).read_bytes()
+    assert {k: v for k, v in again.items() if k != "out"} == {k: v for k, v in summary.items() if k != "out"}
+
+
+def test_feed_has_every_event_framing_and_envelope(feed: tuple[Path, dict[str, object]]) -> None:
+    out, summary = feed
+    assert set(summary["events"]) == set(EVENTS)  # type: ignore[call-overload]
+    data = (out / "feed.hl7").read_bytes()
+    assert data.startswith(b"FHS|") and b"\rBHS|" in data[:200] and data.endswith(b"BTS|3000\rFTS|1\r")
+    assert data.count(b"\x0bMSH|") == summary["mllp_framed"] > 0
+
+
+def test_reader_quarantines_exactly_the_planted_messages(feed: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    out, summary = feed
+    result = read_hl7(out / "feed.hl7", "feed.hl7", PATHS, tmp_path)
+    truth = pl.read_csv(out / "truth" / "hl7_quarantine.csv", schema_overrides={"source_row": pl.Int64})
+    assert result.rows_read == 3_000
+    assert result.rejected.select("source_file", "source_row", "reason_code").equals(truth)
+    assert set(truth["reason_code"]) == set(PLANTED_KINDS)
+    frame = result.messages.collect()
+    assert frame.height == 3_000 - truth.height
+    assert frame["PID-3[type=MR].1"].str.contains(r"^P[0-9]{7}$").all()
+    refs = frame.filter(pl.col("message_type") == "REF")
+    assert refs["RF1-6.1"].str.contains(r"^RH[0-9]{7}$").all()
+    siu = frame.filter(pl.col("message_type") == "SIU")
+    assert siu["SCH-2.1"].str.contains(r"^CH[0-9]{7}$").all() and siu["SCH-26.1"].str.contains(r"^RH").all()
+    assert frame.filter(pl.col("event") == "A40")["MRG-1.1"].is_not_null().all()
+
+
+def test_people_come_from_the_csv_extract(tmp_path: Path) -> None:
+    synthesise(tmp_path / "csv", patients=1_000, seed=5)
+    summary = synthesise_hl7(tmp_path / "hl7", messages=1_000, seed=5, patients_csv=tmp_path / "csv" / "patients.csv")
+    people = pl.read_csv(tmp_path / "csv" / "patients.csv", infer_schema=False, truncate_ragged_lines=True,
+                         encoding="utf8-lossy").unique("patient_id", keep="first", maintain_order=True)
+    result = read_hl7(tmp_path / "hl7" / "feed.hl7", "feed.hl7", PATHS, tmp_path / "work")
+    frame = result.messages.collect()
+    known = frame.join(people, left_on="PID-3[type=MR].1", right_on="patient_id", how="inner")
+    assert known.height == frame.height > 0 and 0 < summary["people"] <= people.height  # type: ignore[operator]
+    same = known.filter(pl.col("PID-3[type=NH].1").is_not_null())
+    assert (same["PID-3[type=NH].1"] == same["nhs_number"]).all()
+    assert (known["PID-5.1"] == known["family_name"]).all()
+    assert (known["PID-7"] == known["birth_date"].str.replace_all("-", "")).all()

@@ -169,11 +169,12 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, quiet: bool, a
 
 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
-         rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None) -> Any:
+         rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
+         emit_fhir: bool = True, bundle_size: int = 500) -> Any:
     from migrate.pipeline import RunConfig, run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
-                            target_index=target_index)
+                            target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -196,12 +197,37 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @click.option("--target-index", type=click.Path(path_type=Path), default=None,
               help="CSV or Parquet of the new provider's existing patients (local_id, nhs_number, demographics): "
                    "matches are updated, not created again.")
+@click.option("--fhir/--no-fhir", "emit_fhir", default=True, show_default=True,
+              help="Write the FHIR R4 (UK Core) bundles and NDJSON.")
+@click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Patients per FHIR transaction bundle.")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        target_index: Path | None, quiet: bool, as_json: bool) -> None:
+        target_index: Path | None, emit_fhir: bool, bundle_size: int, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
-    _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index), quiet, as_json)
+    _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
+                 bundle_size), quiet, as_json)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Patients per FHIR transaction bundle.")
+@click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
+@_guard
+def fhir(run_dir: Path, bundle_size: int, as_json: bool) -> None:
+    """Re-emit a finished run's FHIR output from its own tables (replaces RUN/fhir/)."""
+    from migrate.pipeline import reemit_fhir
+
+    summary = reemit_fhir(run_dir, bundle_size)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        out.print(f"{summary['resources_total']:,} resources in {summary['bundles']:,} bundles "
+                  f"({summary['errors']} validation errors) written to {run_dir / 'fhir'}")
+    if summary["errors"]:
+        sys.exit(1)
 
 
 @main.command()

@@ -87,6 +87,63 @@ def repoint(frame: pl.LazyFrame, merges: pl.DataFrame) -> pl.LazyFrame:
         pl.coalesce("survivor_key", "patient_key").alias("patient_key")).drop("survivor_key")
 
 
+def _run_files(out: Path) -> list[Path]:
+    """Every file of the run folder but the manifest itself (and no hidden work files)."""
+    return [p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+            and not any(part.startswith(".") for part in p.relative_to(out).parts)]
+
+
+def set_aside(dispositions: pl.DataFrame, rows: pl.DataFrame, disposition: str) -> pl.DataFrame:
+    """``dispositions`` with the migrated rows among ``rows`` (source_file, source_row) changed."""
+    if rows.height == 0:
+        return dispositions
+    marked = rows.select("source_file", "source_row", pl.lit(True).alias("_hit")).unique()
+    return dispositions.join(marked, on=["source_file", "source_row"], how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("_hit") & (pl.col("disposition") == "migrated")).then(pl.lit(disposition))
+        .otherwise(pl.col("disposition")).alias("disposition")).drop("_hit")
+
+
+def fhir_invariant(lineage: pl.DataFrame, ndjson_dir: Path) -> dict[str, Any]:
+    """Every migrated (or already-at-target) source row became at least one FHIR resource,
+    and every resource written traces to at least one source row."""
+    carried = lineage.filter(pl.col("disposition").cast(pl.String).is_in(["migrated", "already_at_target"]))
+    untraced_rows = carried.group_by("source_file", "source_row").agg(pl.col("fhir_id").is_not_null().any().alias("ok"))
+    rows_without = untraced_rows.filter(~pl.col("ok")).sort("source_file", "source_row")
+    traced_ids = set(lineage["fhir_id"].drop_nulls().unique().to_list())
+    written: set[str] = set()
+    for path in sorted(ndjson_dir.glob("*.ndjson")):
+        if path.stem in ("Organization", "Provenance"):
+            continue  # shared reference data and the audit trail itself: no single source row
+        ids = pl.read_ndjson(path, schema={"id": pl.String})["id"] if path.stat().st_size else pl.Series([], dtype=pl.String)
+        written |= set(ids.to_list())
+    orphans = sorted(written - traced_ids)
+    return {
+        "applies": True,
+        "holds": rows_without.height == 0 and not orphans,
+        "migrated_rows_without_resource": rows_without.height,
+        "examples_without_resource": [f"{f} row {r}" for f, r, _ in rows_without.head(10).iter_rows()],
+        "resources_without_source_row": len(orphans),
+        "examples_without_source_row": orphans[:10],
+    }
+
+
+def _write_fhir(config: RunConfig, rid: str, ingested: Ingested, identity: IdentityResult,
+                people: dict[str, pl.LazyFrame], cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame,
+                exceptions: pl.DataFrame) -> Any:
+    from migrate.fhir import FhirOptions, sharing_from_codes, write_fhir
+    from migrate.fhir import InputFile as FhirInput
+
+    options = FhirOptions(
+        source_system=config.profiles[0].source_system, run_id=rid, cutover=config.cutover,
+        inputs=tuple(FhirInput(f.name, f.sha256) for f in sorted(ingested.files, key=lambda f: f.name)),
+        bundle_size=config.bundle_size, sharing_policy=config.sharing_policy,  # type: ignore[arg-type]
+    )
+    tables = {"patients": identity.patients.lazy(), **{t: people[t] for t in ("referrals", "contacts", "codes")}}
+    sharing = sharing_from_codes(people, config.cutover, config.rules_path)
+    return write_fhir(tables, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options,
+                      config.out_dir)
+
+
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
     """``--rules`` takes a pack file or a folder holding ``default.yaml``."""
     if rules is None:
@@ -112,11 +169,14 @@ class RunConfig:
     identity_sha256: str
     sharing_policy: str = "withhold-clinical"
     target_index: Path | None = None
+    rules_path: Path | None = None
+    emit_fhir: bool = True
+    bundle_size: int = 500
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
-             target_index: Path | None = None) -> RunConfig:
+             target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -134,14 +194,17 @@ class RunConfig:
         settings = load_identity_settings(identity_path)
         if target_index is not None and not Path(target_index).is_file():
             raise InputError(f"target index not found: {target_index}")
+        if bundle_size < 1:
+            raise ConfigError(f"bundle size must be at least 1 patient (got {bundle_size})")
         return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_sha256=sha256_file(identity_path),
-                   sharing_policy=sharing_policy, target_index=None if target_index is None else Path(target_index))
+                   sharing_policy=sharing_policy, target_index=None if target_index is None else Path(target_index),
+                   rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size)
 
     @property
     def mappings(self) -> list[dict[str, str]]:
-        """Name and sha256 of each profile, for the manifest and the report."""
-        return [{"name": p.name, "sha256": p.sha256} for p in self.profiles]
+        """Name, source system and sha256 of each profile, for the manifest and the report."""
+        return [{"name": p.name, "sha256": p.sha256, "source_system": p.source_system} for p in self.profiles]
 
     def identity(self, input_hashes: list[str]) -> str:
         """The deterministic run id of this configuration over these inputs."""
@@ -160,11 +223,15 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return bool(self.summary["invariant"]["holds"])
+        """Both invariants hold and every FHIR resource validated."""
+        fhir_ok = self.summary.get("fhir") is None or not self.summary["fhir"].get("errors")
+        return bool(self.summary["invariant"]["holds"]) and bool(
+            self.summary.get("fhir_invariant", {"holds": True})["holds"]) and fhir_ok
 
 
-def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per source row: where it came from, its patient, and its disposition.
+def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame, fhir: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """One row per source row and FHIR resource it became: where it came from, its patient,
+    its disposition, and the resource (null when it became none).
 
     Besides the canonical rows (``dispositions``) and quarantine: rows superseded by a later
     row with the same key, and the source's own merge messages, are ``merged``.
@@ -178,9 +245,15 @@ def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame) -> pl.LazyFram
     merges = ingested.merges.lazy().select(
         "source_file", "source_row", pl.lit("merges").alias("table"), "patient_key",
         pl.lit("merged").alias("disposition"))
-    lineage = pl.concat([dispositions, quarantined, superseded, merges], how="vertical").with_columns(
-        pl.lit(None, dtype=pl.String).alias("fhir_type"), pl.lit(None, dtype=pl.String).alias("fhir_id"))
-    return lineage.cast(canonical.LINEAGE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
+    lineage = pl.concat([dispositions, quarantined, superseded, merges], how="vertical")
+    if fhir is None:
+        lineage = lineage.with_columns(pl.lit(None, dtype=pl.String).alias("fhir_type"),
+                                       pl.lit(None, dtype=pl.String).alias("fhir_id"))
+    else:
+        resources = fhir.select("source_file", "source_row", "fhir_type", "fhir_id")
+        lineage = lineage.join(resources, on=["source_file", "source_row"], how="left")
+    return lineage.cast(canonical.LINEAGE_SCHEMA).sort(  # type: ignore[arg-type]
+        "source_file", "source_row", "fhir_type", "fhir_id", nulls_last=False)
 
 
 def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
@@ -246,8 +319,19 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     dispositions = decide({"patients": tables["patients"], **{t: people[t] for t in ("referrals", "contacts", "codes")}},
                           cohorts.lazy(), patient_cohorts.lazy(), blocked, sharing_codes, config.sharing_policy,
                           merged_patients=merges.lazy(), at_target_patients=at_target).collect()
-    lineage = build_lineage(ingested, dispositions.lazy()).collect()
+    rid = config.identity([f.sha256 for f in ingested.files])
+    fhir = None
+    if config.emit_fhir:
+        progress.start("fhir", total=None)
+        fhir = _write_fhir(config, rid, ingested, identity, people, cohorts, patient_cohorts, exceptions)
+        # Rows FHIR leaves out by design (contacts of closed referrals, e-RS dummy slots) are
+        # out of scope: they were never part of the care handed over.
+        dispositions = set_aside(dispositions, fhir.not_emitted.collect(), "out_of_scope")
+        progress.finish("fhir")
+    lineage = build_lineage(ingested, dispositions.lazy(), None if fhir is None else fhir.lineage).collect()
     inv = invariant(lineage, [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
+    traced = fhir_invariant(lineage, out / "fhir" / "ndjson") if fhir is not None else {
+        "holds": True, "applies": False, "note": "no FHIR output (--no-fhir)"}
     patients = patient_summary(identity, merges, patient_cohorts, exceptions, dispositions)
 
     progress.start("write", total=None)
@@ -268,7 +352,6 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     parquet(exceptions, "exceptions.parquet")
     parquet(identity.duplicates, "duplicates.parquet")
 
-    rid = config.identity([f.sha256 for f in ingested.files])
     summary: dict[str, Any] = {
         "run_id": rid,
         "cutover_date": config.cutover.isoformat(),
@@ -276,6 +359,8 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         "rules": {"name": pack.name, "version": pack.version, "sha256": pack.sha256},
         "sharing_policy": config.sharing_policy,
         "invariant": inv,
+        "fhir_invariant": traced,
+        "fhir": None if fhir is None else fhir.asdict(),
         "quarantine": quarantine_summary(ingested.quarantine),
         "tables": dict(ingested.heights),
         "identity": identity.counts() | {"merged_by_source": ingested.merges.height,
@@ -307,7 +392,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
             {"path": f.name, "table": f.table, "bytes": f.bytes, "sha256": f.sha256, "rows": f.rows_read}
             for f in sorted(ingested.files, key=lambda f: f.name)
         ],
-        "outputs": describe_outputs(out, written, rows),
+        "outputs": describe_outputs(out, _run_files(out), rows),
         "counts": {"rows_read": inv["rows_read"], "dispositions": inv["dispositions"],
                    "quarantined": ingested.quarantine.height},
         "previous_manifest_sha256": None,
@@ -315,3 +400,38 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     write_json(manifest, out / "manifest.json")
     progress.finish("write")
     return RunResult(out, summary, written)
+
+
+def reemit_fhir(run_dir: Path, bundle_size: int = 500) -> dict[str, Any]:
+    """``handover fhir RUN``: write the FHIR output again from a finished run's own tables
+    (canonical tables, cohorts, patients, exceptions) and options (manifest), replacing
+    ``fhir/``. Returns the FHIR summary; the run's lineage is not rewritten."""
+    import json
+
+    from migrate.fhir import FhirOptions, sharing_from_codes, write_fhir
+    from migrate.fhir import InputFile as FhirInput
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"not a run folder (no manifest.json): {run_dir}")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    tables = {t: pl.scan_parquet(run_dir / "canonical" / f"{t}.parquet") for t in canonical.TABLE_ORDER}
+    summary = pl.read_parquet(run_dir / "patients.parquet")
+    merges = summary.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
+    patients = tables["patients"].join(
+        summary.lazy().select("patient_key", "survivor_key", "nhs_number_valid", "nhs_number_verification",
+                              "at_target_id"), on="patient_key", how="left")
+    people = {"patients": patients, **{t: repoint(tables[t], merges) for t in ("referrals", "contacts", "codes")}}
+    mappings = manifest["mapping"]
+    options = FhirOptions(
+        source_system=mappings[0].get("source_system", mappings[0]["name"]), run_id=manifest["run_id"],
+        cutover=date.fromisoformat(manifest["cutover_date"]),
+        inputs=tuple(FhirInput(i["path"], i["sha256"]) for i in manifest["inputs"]), bundle_size=bundle_size,
+        sharing_policy=manifest["options"]["sharing_policy"],
+    )
+    shutil.rmtree(run_dir / "fhir", ignore_errors=True)
+    result = write_fhir(people, pl.scan_parquet(run_dir / "cohorts.parquet"),
+                        pl.scan_parquet(run_dir / "patients.parquet").select("patient_key", "patient_cohort"),
+                        pl.scan_parquet(run_dir / "exceptions.parquet"),
+                        sharing_from_codes(people, options.cutover), options, run_dir)
+    return dict(result.asdict())

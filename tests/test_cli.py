@@ -41,10 +41,11 @@ def test_run_json_summary(tmp_path: Path) -> None:
     assert code == 0
     summary = json.loads(out)
     assert summary["invariant"]["holds"] is True
-    # 4 inactive patients, their 4 referrals and 2 contacts are out of scope; the 2 contacts of
-    # the sharing-blocked P21 and P23 are withheld; P28 (P01's NHS number) is merged into P01.
+    # 4 inactive patients, their 4 referrals and 2 contacts are out of scope, and so is R11's
+    # e-RS dummy slot; the 2 contacts of the sharing-blocked P21 and P23 are withheld; P28
+    # (P01's NHS number) is merged into P01.
     assert summary["invariant"]["dispositions"] == {
-        "migrated": 66, "merged": 1, "already_at_target": 0, "withheld": 2, "out_of_scope": 10, "quarantined": 0}
+        "migrated": 65, "merged": 1, "already_at_target": 0, "withheld": 2, "out_of_scope": 11, "quarantined": 0}
     assert summary["cohorts"]["patients"]["transition"] == 6  # P02 P09 P12 P17 P21 P25
     assert summary["flags"]["by_severity"]["critical"] == 3
 
@@ -93,8 +94,8 @@ def test_bad_option_exits_2_before_reading(tmp_path: Path) -> None:
 def test_broken_invariant_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = pipeline.build_lineage
 
-    def drop_a_row(ingested: object, dispositions: object) -> pl.LazyFrame:
-        return real(ingested, dispositions).slice(1)  # type: ignore[arg-type]
+    def drop_a_row(ingested: object, dispositions: object, fhir: object = None) -> pl.LazyFrame:
+        return real(ingested, dispositions, fhir).slice(1)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline, "build_lineage", drop_a_row)
     code, out, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
@@ -178,3 +179,24 @@ def test_missing_target_index_exits_3(tmp_path: Path) -> None:
     code, _, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
                           "--out", str(tmp_path / "run"), "--target-index", str(tmp_path / "none.csv"))
     assert code == 3 and "none.csv" in err
+
+
+def test_fhir_re_emitted_from_a_finished_run_is_identical(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, _, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                        "--out", str(run), "--quiet")
+    assert code == 0
+    before = {p.name: p.read_bytes() for p in (run / "fhir" / "ndjson").glob("*.ndjson")}
+    bundle = (run / "fhir" / "bundles" / "bundle-00001.json").read_bytes()
+    code, out, _ = invoke("fhir", str(run), "--json")
+    assert code == 0 and json.loads(out)["errors"] == 0
+    assert {p.name: p.read_bytes() for p in (run / "fhir" / "ndjson").glob("*.ndjson")} == before
+    assert (run / "fhir" / "bundles" / "bundle-00001.json").read_bytes() == bundle
+    assert {"Patient.ndjson", "ServiceRequest.ndjson", "Provenance.ndjson"} <= set(before)
+
+
+def test_no_fhir_skips_the_output(tmp_path: Path) -> None:
+    code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                          "--out", str(tmp_path / "run"), "--no-fhir", "--json")
+    assert code == 0 and not (tmp_path / "run" / "fhir").exists()
+    assert json.loads(out)["fhir_invariant"]["applies"] is False

@@ -57,11 +57,18 @@ def test_manifest_records_inputs_and_outputs(tmp_path: Path) -> None:
     assert not (run / ".work").exists()
 
 
-def test_lineage_has_one_row_per_source_row(tmp_path: Path) -> None:
+def test_lineage_traces_every_source_row_and_resource(tmp_path: Path) -> None:
     run = _run("worked-example", tmp_path / "run")
     lineage = pl.read_parquet(run / "lineage.parquet")
-    assert lineage.height == 79
-    assert lineage.select("source_file", "source_row").is_duplicated().sum() == 0
+    rows = lineage.select("source_file", "source_row").unique()
+    assert rows.height == 79  # every source row, once or once per resource it became
+    # each source row has exactly one disposition, however many resources it became
+    assert lineage.group_by("source_file", "source_row").agg(pl.col("disposition").n_unique()).filter(
+        pl.col("disposition") > 1).height == 0
+    migrated = lineage.filter(pl.col("disposition") == "migrated")
+    assert migrated.filter(pl.col("fhir_id").is_null()).height == 0
+    r13 = lineage.filter((pl.col("source_file") == "referrals.csv") & (pl.col("source_row") == 13))
+    assert set(r13["fhir_type"].to_list()) >= {"ServiceRequest", "EpisodeOfCare", "Flag"}
 
 
 SECTION_3_FLAGS = {

@@ -1,0 +1,247 @@
+"""Writing the FHIR output of a batch: transaction Bundles and Bulk Data NDJSON.
+
+``write_fhir`` streams the patients in batches of ``options.chunk_patients`` (whole
+bundles), so memory stays flat in the number of patients: each batch's rows are read,
+built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
+
+- ``bundles/bundle-00001.json`` …: transaction Bundles of at most ``bundle_size``
+  patients. Every entry is ``PUT Type/id`` with ``fullUrl`` ``urn:uuid:<id>`` (the same
+  UUID). Why PUT by id rather than a conditional update on the NHS number: the id is
+  derived from the outgoing provider's key (``migrate.fhir.ids``), so re-sending a batch or
+  a delta updates the same resources (idempotent) and every resource type works the same
+  way (a ServiceRequest or Encounter has no NHS number); a conditional update
+  (``PUT Patient?identifier=…nhs-number|…``) would fail with 412 when two source records
+  share a number (DUPLICATE_NHS_NUMBER before the merge), could silently attach to a
+  receiving-system patient that was wrongly traced, and cannot carry patients without a
+  valid number. References are relative (``Patient/<id>``) so they resolve inside the
+  bundle and to resources of earlier bundles (an Organization goes in the first bundle
+  that needs it). Each bundle ends with its Provenance.
+- ``ndjson/<Type>.ndjson``: one resource per line, in patient order (survivor key) then
+  id — the bundles' order, so each file is written in one pass; Organization.ndjson in
+  the order of the bundles that first need them (then id), Provenance.ndjson by bundle.
+- ``lineage.parquet`` (source row → resource, LINEAGE_SCHEMA), ``withheld.parquet`` and
+  ``not-emitted.parquet`` (source rows without a resource, with why), in batch order.
+
+Everything goes into ``fhir.partial/`` first and is renamed to ``fhir/`` at the end, so a
+killed run never leaves a complete-looking half output. Same frames and options →
+byte-identical files (no wall-clock time anywhere; every order is by key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from migrate.fhir.ids import fhir_id
+from migrate.fhir.inputs import Context, check_inputs, gather, plan_patients, stage
+from migrate.fhir.options import FhirOptions, profile
+from migrate.fhir.resources import (
+    LINEAGE_OUT_SCHEMA,
+    SET_ASIDE_SCHEMA,
+    Built,
+    build_batch,
+    organisation_refs,
+    organisations,
+)
+from migrate.fhir.validate import ERROR_SCHEMA, ShapeCache
+from migrate.progress import NULL_PROGRESS, Progress
+
+
+@dataclass
+class FhirResult:
+    """What ``write_fhir`` wrote and how every source row it read was accounted for.
+
+    ``lineage``, ``withheld`` and ``not_emitted`` are scans of the Parquet files written
+    beside the bundles (they can be as long as the extract); ``errors`` is in memory.
+    """
+
+    out_dir: Path
+    counts: dict[str, int]
+    bundles: int
+    files: list[Path]
+    lineage: pl.LazyFrame
+    withheld: pl.LazyFrame
+    not_emitted: pl.LazyFrame
+    errors: pl.DataFrame
+    model_validated: int = 0  # resources the R4B models validated (one per shape on the fast path)
+    policy: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.errors.height == 0
+
+    def asdict(self) -> dict[str, Any]:
+        """A JSON-ready summary (for the manifest and ``--json``)."""
+        return {
+            "bundles": self.bundles,
+            "resources": dict(sorted(self.counts.items())),
+            "resources_total": sum(self.counts.values()),
+            "sharing_policy": self.policy,
+            "errors": self.errors.height,
+            "error_patients": self.errors["patient_key"].drop_nulls().n_unique(),
+            "model_validated": self.model_validated,
+            "files": [p.relative_to(self.out_dir).as_posix() for p in self.files],
+        }
+
+    def render(self) -> str:
+        """A few lines for a person."""
+        total = sum(self.counts.values())
+        lines = [f"FHIR: {total:,} resources in {self.bundles:,} bundles (sharing policy {self.policy})"]
+        lines += [f"  {t}: {n:,}" for t, n in sorted(self.counts.items())]
+        if self.errors.height:
+            lines.append(f"  {self.errors.height:,} error rows for "
+                         f"{self.errors['patient_key'].drop_nulls().n_unique():,} patients not written")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Writers:
+    """Open output files of one run (NDJSON per type, Parquet for the accounting)."""
+
+    root: Path
+    ndjson: dict[str, IO[bytes]] = field(default_factory=dict)
+    parquet: dict[str, pq.ParquetWriter] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def lines(self, resource_type: str, texts: pl.Series) -> None:
+        """Append one JSON text per line (written by polars: no Python string per resource)."""
+        if texts.len() == 0:
+            return
+        if resource_type not in self.ndjson:
+            path = self.root / "ndjson" / f"{resource_type}.ndjson"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.ndjson[resource_type] = path.open("wb")
+        # A one-column CSV without quoting is exactly NDJSON: JSON text never holds a raw newline.
+        texts.to_frame().write_csv(self.ndjson[resource_type], include_header=False, quote_style="never")
+        self.counts[resource_type] = self.counts.get(resource_type, 0) + texts.len()
+
+    def table(self, name: str, frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> None:
+        if name not in self.parquet:
+            empty = pl.DataFrame(schema=dict(schema)).to_arrow()
+            self.parquet[name] = pq.ParquetWriter(self.root / f"{name}.parquet", empty.schema, compression="zstd")
+        cast = frame.select(list(schema)).cast(dict(schema))  # type: ignore[arg-type]
+        arrow = cast.to_arrow().cast(self.parquet[name].schema)
+        if arrow.num_rows:
+            self.parquet[name].write_table(arrow)
+
+    def close(self, schemas: Mapping[str, Mapping[str, pl.DataType]]) -> None:
+        for fh in self.ndjson.values():
+            fh.close()
+        for name, schema in schemas.items():
+            if name not in self.parquet:
+                self.table(name, pl.DataFrame(schema=dict(schema)), schema)
+            self.parquet[name].close()
+
+
+def bundle_texts(resources: pl.DataFrame, ctx: Context) -> list[tuple[int, str]]:
+    """(bundle number, JSON text) of each bundle of ``resources`` (rows in bundle order)."""
+    entries = resources.lazy().select(
+        "bundle_no",
+        pl.concat_str([pl.lit('{"fullUrl":"urn:uuid:'), pl.col("fhir_id"), pl.lit('","resource":'), pl.col("json"),
+                       pl.lit(',"request":{"method":"PUT","url":"'), pl.col("fhir_type"), pl.lit("/"),
+                       pl.col("fhir_id"), pl.lit('"}}')]).alias("entry"),
+    ).group_by("bundle_no", maintain_order=True).agg(pl.col("entry").str.join(",")).collect()
+    meta = json.dumps({"profile": [profile("Bundle")]}, separators=(",", ":"))
+    out = []
+    for bundle_no, body in entries.iter_rows():
+        bundle_id = fhir_id(ctx.ns, "bundle", f"{ctx.options.run_id}/{bundle_no:05d}")
+        head = f'{{"resourceType":"Bundle","id":"{bundle_id}","meta":{meta},"type":"transaction","entry":['
+        out.append((bundle_no, f"{head}{body}]}}\n"))
+    return out
+
+
+def bundle_name(bundle_no: int) -> str:
+    return f"bundle-{bundle_no:05d}.json"
+
+
+def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patient_cohorts: pl.LazyFrame,
+               exceptions: pl.LazyFrame, sharing: pl.LazyFrame, options: FhirOptions, out_dir: Path,
+               derived_priority: pl.LazyFrame | None = None, progress: Progress = NULL_PROGRESS) -> FhirResult:
+    """Build, validate and write the FHIR output of one batch into ``out_dir/fhir``.
+
+    Inputs: canonical ``tables`` (patients, referrals, contacts, codes), the rules stage's
+    ``cohorts``, ``patient_cohorts`` and ``exceptions``, the ``sharing`` frame (patient_key,
+    blocked, latest_code, latest_date; see ``sharing_from_features``) and optionally
+    ``derived_priority`` (referral_key, priority, reason). Invariant: every source row of
+    the patients read is in exactly one of lineage (one row per resource it became),
+    withheld, not-emitted or errors — nothing is dropped silently.
+    """
+    del patient_cohorts  # each referral carries its own cohort
+    check_inputs({**{t: tables.get(t) for t in ("patients", "referrals", "contacts", "codes")},
+                  "cohorts": cohorts, "exceptions": exceptions, "sharing": sharing,
+                  "derived_priority": derived_priority})
+    ctx = Context.of(options)
+    shapes = ShapeCache()
+    plan = plan_patients(tables["patients"], options.bundle_size)
+    last_bundle = int(plan["bundle_no"].max() or 0)  # type: ignore[arg-type]
+    orgs, org_errors = organisations(tables, plan, ctx, shapes)
+    known_orgs = organisation_refs(orgs)
+    final, partial = out_dir / "fhir", out_dir / "fhir.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "bundles").mkdir(parents=True)
+    writers = _Writers(partial)
+    written: list[str] = []
+    errors = [org_errors]
+    per_chunk = max(1, options.chunk_patients // options.bundle_size)
+    staged = None
+    if last_bundle > per_chunk:  # several batches: split the inputs once instead of rescanning
+        staged = stage(tables, cohorts, exceptions, sharing, derived_priority, plan, per_chunk, partial / ".stage")
+    progress.start("fhir", total=last_bundle)
+    try:
+        for first in range(1, last_bundle + 1, per_chunk):
+            last = min(first + per_chunk - 1, last_bundle)
+            batch = plan.filter(pl.col("bundle_no").is_between(first, last))
+            if staged is None:
+                inputs = gather(tables, cohorts, exceptions, sharing, derived_priority, batch, ctx)
+            else:
+                n = (first - 1) // per_chunk
+                frames = {t: staged.frame(t, n) for t in ("patients", "referrals", "contacts", "codes")}
+                inputs = gather(frames, staged.frame("cohorts", n), staged.frame("exceptions", n),
+                                staged.frame("sharing", n),
+                                None if derived_priority is None else staged.frame("derived_priority", n), batch, ctx)
+            chunk_orgs = orgs.filter(pl.col("bundle_no").is_between(first, last))
+            built = build_batch(inputs, chunk_orgs, known_orgs, ctx, shapes)
+            _write_batch(built, ctx, writers, written)
+            errors.append(built.errors)
+            progress.advance("fhir", last - first + 1, f"bundles {first:,}-{last:,}")
+            del inputs, built
+    finally:
+        writers.close({"lineage": LINEAGE_OUT_SCHEMA, "withheld": SET_ASIDE_SCHEMA,
+                       "not-emitted": SET_ASIDE_SCHEMA})
+    progress.finish("fhir")
+    shutil.rmtree(partial / ".stage", ignore_errors=True)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])  # type: ignore[arg-type]
+    files = sorted(p for p in final.rglob("*") if p.is_file())
+    return FhirResult(
+        out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,
+        lineage=pl.scan_parquet(final / "lineage.parquet"), withheld=pl.scan_parquet(final / "withheld.parquet"),
+        not_emitted=pl.scan_parquet(final / "not-emitted.parquet"), errors=all_errors,
+        model_validated=shapes.validated, policy=options.sharing_policy,
+    )
+
+
+def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[str]) -> None:
+    for bundle_no, text in bundle_texts(built.resources, ctx):
+        name = bundle_name(bundle_no)
+        (writers.root / "bundles" / name).write_text(text, encoding="utf-8")
+        written.append(name)
+    by_type = built.resources.with_columns(pl.col("patient_key").fill_null("")).sort(
+        "fhir_type", "patient_key", "fhir_id")
+    for (resource_type,), frame in by_type.group_by("fhir_type", maintain_order=True):
+        if resource_type in ("Organization", "Provenance"):  # not a patient's: by bundle
+            frame = frame.sort("bundle_no", "fhir_id")
+        writers.lines(str(resource_type), frame["json"])
+    writers.table("lineage", built.lineage, LINEAGE_OUT_SCHEMA)
+    writers.table("withheld", built.withheld, SET_ASIDE_SCHEMA)
+    writers.table("not-emitted", built.not_emitted, SET_ASIDE_SCHEMA)

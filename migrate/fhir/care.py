@@ -1,0 +1,303 @@
+"""Care records: Encounter, Appointment, Condition and Consent.
+
+Contacts of referrals in an open cohort (backlog, transition, pifu, pifu_expired) become
+an Encounter when attended (status finished) or an Appointment otherwise: booked →
+booked, did not attend → noshow, cancelled → cancelled with its reason. Contacts of
+closed, rejected or out-of-scope referrals, and e-RS dummy slots, become nothing (the
+``not_emitted`` rows say why). Appointment needs an end with its start (FHIR app-2) and
+the extract has no slot length: the end is start + ``appointment_minutes`` (option).
+Contact times are local wall-clock times, written with their UTC offset.
+
+Coded entries (the ``codes`` table) are read with the rule pack's sharing codelists:
+dissent and consent entries make one sharing Consent per patient (``provision.type``
+deny when the latest entry is a dissent, permit when a later consent lifted it);
+national data opt-outs make one opt-out Consent (deny for research and planning only:
+the opt-out does not apply to direct care); every other entry is a Condition (code,
+recordedDate). A personal history of cancer recorded on a referral is one Condition per
+patient (SNOMED 266987004 by default, an option: verify locally).
+
+Sharing-block policy ``withhold-clinical``: a blocked patient's contacts and clinical
+coded entries (and the cancer-history Condition) are withheld, listed as ``withheld``.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from migrate.fhir.ids import with_ids
+from migrate.fhir.inputs import (
+    Context,
+    Inputs,
+    Part,
+    emit,
+    labelled_codes,
+    lineage,
+    set_aside,
+)
+from migrate.fhir.options import CODE_SYSTEMS, OPEN_COHORTS, SNOMED
+from migrate.fhir.template import (
+    Check,
+    Template,
+    array,
+    concept,
+    const,
+    date,
+    datetime_local,
+    escaped,
+    mapped,
+    obj,
+    raw,
+    reference,
+    resource,
+    safe,
+    text,
+    when,
+    with_checks,
+)
+
+V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+ENCOUNTER_CLASS = {"face_to_face": "AMB", "telephone": "VR", "video": "VR"}
+CLASS_DISPLAY = {"AMB": "ambulatory", "VR": "virtual"}
+APPOINTMENT_STATUS = {"booked": "booked", "did_not_attend": "noshow", "cancelled_by_patient": "cancelled",
+                      "cancelled_by_provider": "cancelled"}
+CANCELLATION = {"cancelled_by_patient": "pat", "cancelled_by_provider": "prov"}
+CANCELLATION_DISPLAY = {"pat": "Patient", "prov": "Provider"}
+WITHHELD = "sharing block: clinical record withheld (policy withhold-clinical)"
+CONSENT_SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                             "code": "patient-privacy", "display": "Privacy Consent"}]}
+CONSENT_CATEGORY = [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}]
+OPT_OUT_PURPOSES = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH",
+                     "display": "healthcare research"},
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HOPERAT",
+                     "display": "healthcare operations"}]
+
+
+def _blocked(frame: pl.DataFrame, inputs: Inputs, ctx: Context) -> pl.DataFrame:
+    """``frame`` with ``withhold``: the patient is blocked and the policy withholds clinical data."""
+    withhold = ctx.options.sharing_policy == "withhold-clinical"
+    return frame.join(inputs.sharing.select("survivor_key", "blocked"), on="survivor_key", how="left").with_columns(
+        (pl.col("blocked").fill_null(False) & withhold).alias("withhold"))
+
+
+def contacts(inputs: Inputs, ctx: Context) -> Part:
+    """Encounters and Appointments of the contacts of open referrals."""
+    opts = ctx.options
+    dummies = list(opts.codes.dummy_slot_names)
+    frame = _blocked(inputs.contacts, inputs, ctx).with_columns(
+        pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummies).fill_null(False).alias("dummy"),
+        pl.col("cohort").is_in(list(OPEN_COHORTS)).fill_null(False).alias("open"),
+    )
+    withheld = frame.filter(pl.col("withhold"))
+    rest = frame.filter(~pl.col("withhold"))
+    skipped = rest.filter(~pl.col("open") | pl.col("dummy"))
+    not_emitted = set_aside(skipped, "contacts", pl.when(pl.col("dummy") & pl.col("open"))
+                            .then(pl.lit("e-RS dummy slot: not a real appointment"))
+                            .otherwise(pl.concat_str([pl.lit("contact of a referral in cohort "),
+                                                      pl.col("cohort").fill_null("(none)")])))
+    kept = with_ids(rest.filter(pl.col("open") & ~pl.col("dummy")), ctx.ns, "contact", "contact_key", "contact_id")
+    attended = kept.filter(pl.col("attendance") == "attended")
+    others = kept.filter(pl.col("attendance") != "attended")
+    encounters = emit(attended, _encounter(ctx), "contact_id")
+    appointments = emit(others, _appointment(ctx), "contact_id")
+    return Part(
+        pl.concat([encounters, appointments]),
+        pl.concat([lineage(attended, "contacts", "Encounter", "contact_id"),
+                   lineage(others, "contacts", "Appointment", "contact_id")]),
+        set_aside(withheld, "contacts", WITHHELD),
+        not_emitted,
+    )
+
+
+def _encounter(ctx: Context) -> Template:
+    opts = ctx.options
+    klass = pl.col("modality").cast(pl.String).replace_strict(ENCOUNTER_CLASS, default="AMB", return_dtype=pl.String)
+    return resource(
+        "Encounter", pl.col("contact_id"),
+        ("identifier", array(obj(("system", const(opts.local_system("contact"))),
+                                 ("value", text(pl.col("contact_key"), required=True))))),
+        ("status", const("finished")),
+        ("class", obj(("system", const(V3_ACT)), ("code", safe(klass, "code")),
+                      ("display", mapped(klass, CLASS_DISPLAY, kind="string", required=True)))),
+        ("type", array(
+            when(pl.col("contact_type").is_not_null(), concept(
+                opts.local_codes("contact-type"), safe(pl.col("contact_type").cast(pl.String), "code"), None,
+                safe(pl.col("contact_type").cast(pl.String), "string"))),
+            when(pl.col("procedure").is_not_null(), obj(("text", text(pl.col("procedure"))))),
+        )),
+        ("subject", reference("Patient", pl.col("patient_id"))),
+        ("episodeOfCare", array(reference("EpisodeOfCare", pl.col("episode_id")))),
+        ("basedOn", array(reference("ServiceRequest", pl.col("request_id")))),
+        ("period", obj(("start", datetime_local(pl.col("contact_datetime"), opts.timezone)))),
+        ("location", array(when(pl.col("site").is_not_null(), obj(
+            ("location", obj(("display", text(pl.col("site"))))))))),
+    )
+
+
+def _appointment(ctx: Context) -> Template:
+    opts = ctx.options
+    attendance = pl.col("attendance").cast(pl.String)
+    reason = attendance.replace_strict(CANCELLATION, default=None, return_dtype=pl.String)
+    end = pl.col("contact_datetime") + pl.duration(minutes=opts.appointment_minutes)
+    what = pl.concat_str([pl.col("contact_type").cast(pl.String), pl.lit(" (") + pl.col("procedure") + pl.lit(")")],
+                         ignore_nulls=True)
+    return resource(
+        "Appointment", pl.col("contact_id"),
+        ("identifier", array(obj(("system", const(opts.local_system("contact"))),
+                                 ("value", text(pl.col("contact_key"), required=True))))),
+        ("status", mapped(attendance, APPOINTMENT_STATUS, required=True)),
+        ("cancelationReason", when(reason.is_not_null(), concept(
+            "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason", safe(reason, "code"),
+            mapped(reason, CANCELLATION_DISPLAY, kind="string")))),
+        ("description", text(pl.when(what != "").then(what))),
+        ("start", datetime_local(pl.col("contact_datetime"), opts.timezone, "instant")),
+        ("end", datetime_local(end, opts.timezone, "instant")),
+        ("basedOn", array(reference("ServiceRequest", pl.col("request_id")))),
+        ("participant", array(
+            obj(("actor", reference("Patient", pl.col("patient_id"))),
+                ("status", safe(pl.when(attendance == "cancelled_by_patient").then(pl.lit("declined"))
+                                .otherwise(pl.lit("accepted")), "code"))),
+            when(pl.col("site").is_not_null(), obj(("actor", obj(("display", text(pl.col("site"))))),
+                                                   ("status", const("accepted")))),
+        )),
+    )
+
+
+def conditions(inputs: Inputs, ctx: Context) -> Part:
+    """Conditions: each clinical coded entry, and one cancer history per patient."""
+    opts = ctx.options
+    codes = _blocked(labelled_codes(inputs.codes, opts.codes), inputs, ctx)
+    clinical = codes.filter(pl.col("kind") == "clinical")
+    withheld = clinical.filter(pl.col("withhold"))
+    entries = clinical.filter(~pl.col("withhold"))
+    # Identical entries of one source patient are one Condition (both rows in lineage).
+    key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in
+                         ("patient_key", "code_system", "code", "recorded_date", "value")], separator="|")
+    entries = with_ids(entries, ctx.ns, "coded-entry", key, "condition_id")
+    unique = entries.sort("condition_id", "source_file", "source_row").unique("condition_id", keep="first",
+                                                                               maintain_order=True)
+    system = pl.col("code_system").cast(pl.String).replace_strict(
+        CODE_SYSTEMS, default=opts.local_codes("local"), return_dtype=pl.String)
+    coded = resource(
+        "Condition", pl.col("condition_id"),
+        ("code", obj(
+            ("coding", array(obj(("system", safe(system, "uri")), ("code", text(pl.col("code"), "code")),
+                                 ("display", text(pl.col("display")))))),
+        )),
+        ("subject", reference("Patient", pl.col("patient_id"))),
+        ("recordedDate", date(pl.col("recorded_date"))),
+        ("note", array(when(pl.col("value").is_not_null(), obj(("text", text(pl.col("value"))))))),
+    )
+    # Personal history of cancer, from the referral form's field.
+    referrals = _blocked(inputs.referrals, inputs, ctx)
+    cancer_rows = referrals.filter(pl.col("history_of_cancer").fill_null(False))
+    cancer_rows = with_ids(cancer_rows.filter(~pl.col("withhold")), ctx.ns, "cancer-history", "survivor_key",
+                           "condition_id")
+    cancer = (cancer_rows.group_by("survivor_key", maintain_order=True)
+              .agg(pl.col("bundle_no", "patient_id", "condition_id").first(), pl.col("received_date").min())
+              .sort("survivor_key"))
+    code, display = opts.cancer_history_code
+    history = resource(
+        "Condition", pl.col("condition_id"),
+        ("clinicalStatus", const({"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]})),
+        ("verificationStatus", const({"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "unconfirmed"}]})),
+        ("code", const({"coding": [{"system": SNOMED, "code": code, "display": display}],
+                        "text": "Personal history of cancer"})),
+        ("subject", reference("Patient", pl.col("patient_id"))),
+        ("recordedDate", date(pl.col("received_date"))),
+        ("note", const([{"text": "Recorded on the outgoing provider's referral form as a personal history of "
+                                 f"cancer. SNOMED CT {code} comes from a secondary source: verify locally."}])),
+    )
+    return Part(
+        pl.concat([emit(unique, coded, "condition_id"), emit(cancer, history, "condition_id")]),
+        pl.concat([lineage(entries, "codes", "Condition", "condition_id"),
+                   lineage(cancer_rows, "referrals", "Condition", "condition_id")]),
+        set_aside(withheld, "codes", WITHHELD),
+    )
+
+
+def _code_item(ctx: Context) -> pl.Expr:
+    """A coded entry as a ready-made CodeableConcept JSON item."""
+    system = pl.col("code_system").cast(pl.String).replace_strict(
+        CODE_SYSTEMS, default=ctx.options.local_codes("local"), return_dtype=pl.String)
+    return pl.concat_str([
+        pl.lit('{"coding":[{"system":"'), system, pl.lit('","code":'), escaped(pl.col("code").str.strip_chars()),
+        pl.when(pl.col("display").is_not_null()).then(pl.lit(',"display":') + escaped(pl.col("display"))),
+        pl.lit("}]}")], ignore_nulls=True)
+
+
+def consents(inputs: Inputs, ctx: Context) -> Part:
+    """The sharing Consent (dissent or consent entries, or a block) and the opt-out Consent."""
+    codes = labelled_codes(inputs.codes, ctx.options.codes)
+    sharing_rows = codes.filter(pl.col("kind").is_in(["dissent", "consent"]))
+    sharing_rows = with_ids(sharing_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
+    survivors = inputs.patients.filter(pl.col("patient_key") == pl.col("survivor_key"))
+    blocked = inputs.sharing.filter(pl.col("blocked"))
+    without_rows = survivors.join(blocked.select("survivor_key"), on="survivor_key", how="semi").join(
+        sharing_rows.select("survivor_key"), on="survivor_key", how="anti")
+    without_rows = with_ids(without_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
+    displays = (sharing_rows.sort("source_file", "source_row")
+                .group_by("survivor_key", "label", maintain_order=True).agg(pl.col("display").drop_nulls().first()))
+    decided = (
+        pl.concat([sharing_rows.select("survivor_key", "bundle_no", "patient_id", "consent_id"),
+                   without_rows.select("survivor_key", "bundle_no", "patient_id", "consent_id")])
+        .unique("survivor_key", keep="first").sort("survivor_key")
+        .join(inputs.sharing, on="survivor_key", how="left")
+        .with_columns(pl.col("blocked").fill_null(False))
+        .join(displays.rename({"label": "latest_code"}), on=["survivor_key", "latest_code"], how="left")
+        .with_columns(pl.col("latest_code").str.split_exact(":", 1).struct.rename_fields(["sys", "code"])
+                      .alias("parts"))
+        .with_columns(pl.col("parts").struct.field("sys").alias("latest_system"),
+                      pl.col("parts").struct.field("code").alias("latest_value"))
+    )
+    deny = pl.col("blocked")
+    system = pl.col("latest_system").replace_strict(CODE_SYSTEMS, default=ctx.options.local_codes("local"),
+                                                    return_dtype=pl.String)
+    sharing = resource(
+        "Consent", pl.col("consent_id"),
+        ("status", const("active")),
+        ("scope", const(CONSENT_SCOPE)),
+        ("category", const(CONSENT_CATEGORY)),
+        ("patient", reference("Patient", pl.col("patient_id"))),
+        ("dateTime", date(pl.col("latest_date"))),
+        ("policyRule", obj(("coding", array(obj(("system", const(V3_ACT)), (
+            "code", safe(pl.when(deny).then(pl.lit("OPTOUT")).otherwise(pl.lit("OPTIN")), "code"))))))),
+        ("provision", obj(
+            ("type", safe(pl.when(deny).then(pl.lit("deny")).otherwise(pl.lit("permit")), "code")),
+            ("code", array(when(pl.col("latest_value").is_not_null(), obj(("coding", array(obj(
+                ("system", safe(system, "uri")), ("code", text(pl.col("latest_value"), "code")),
+                ("display", text(pl.col("display")))))))))),
+        )),
+    )
+    opt_rows = with_ids(codes.filter(pl.col("kind") == "opt_out"), ctx.ns, "opt-out-consent", "survivor_key",
+                        "consent_id")
+    opt_outs = (
+        opt_rows.with_columns(_code_item(ctx).alias("item"))
+        .group_by("survivor_key", maintain_order=True)
+        .agg(pl.col("bundle_no", "patient_id", "consent_id").first(), pl.col("recorded_date").max(),
+             pl.col("item").unique().sort().alias("items"),
+             pl.col("code").str.strip_chars().str.contains(r"^[^\s]+( [^\s]+)*$").all().alias("codes_ok"))
+        .sort("survivor_key")
+    )
+    opt_out = resource(
+        "Consent", pl.col("consent_id"),
+        ("status", const("active")),
+        ("scope", const(CONSENT_SCOPE)),
+        ("category", const(CONSENT_CATEGORY)),
+        ("patient", reference("Patient", pl.col("patient_id"))),
+        ("dateTime", date(pl.col("recorded_date"))),
+        ("policyRule", const({"coding": [{"system": V3_ACT, "code": "OPTOUT"}],
+                              "text": "national data opt-out: uses beyond individual care only"})),
+        ("provision", obj(("type", const("deny")), ("purpose", const(OPT_OUT_PURPOSES)),
+                          ("code", with_checks(
+                              raw(pl.concat_str([pl.lit("["), pl.col("items").list.join(","), pl.lit("]")]),
+                                  pl.col("items").list.len() > 0),
+                              Check("", pl.col("codes_ok"), "not a valid FHIR code"))))),
+    )
+    return Part(
+        pl.concat([emit(decided, sharing, "consent_id"), emit(opt_outs, opt_out, "consent_id")]),
+        pl.concat([lineage(sharing_rows, "codes", "Consent", "consent_id"),
+                   lineage(without_rows, "patients", "Consent", "consent_id"),
+                   lineage(opt_rows, "codes", "Consent", "consent_id")]),
+    )

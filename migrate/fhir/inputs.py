@@ -1,0 +1,324 @@
+"""What the resource builders read: one batch of patients, their rows and their ids.
+
+``plan_patients`` orders the patients once (by survivor key, so the plan does not depend
+on row order) and numbers their bundles; ``gather`` collects, for the patients of some
+bundles, every row the builders need with the survivor's key, the bundle number and the
+resource ids already joined on. Merged patients (identity's ``survivor_key``) map to the
+survivor: their referrals, contacts and codes hang off the survivor's Patient.
+
+The contract with the stages before (docs/architecture.md): canonical ``patients``,
+``referrals``, ``contacts``, ``codes``; ``cohorts`` (referral_key, cohort, cohort_reason);
+``exceptions`` (flag_code, severity, subject_type, subject_key, patient_key, rule_id,
+evidence, action); ``sharing`` (patient_key, blocked, latest_code, latest_date); optional
+``derived_priority`` (referral_key, priority, reason). ``check_inputs`` reports every
+missing column at once before any row is read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from migrate.errors import ConfigError, HandoverError
+from migrate.fhir.ids import namespace, with_ids
+from migrate.fhir.options import PRIORITY_RANK, FhirOptions, SharingCodes
+from migrate.fhir.template import Template
+
+# Order of resource types inside a patient's part of a bundle (and of NDJSON files).
+RESOURCE_ORDER: tuple[str, ...] = ("Organization", "Patient", "Consent", "Condition", "ServiceRequest",
+                                   "EpisodeOfCare", "Encounter", "Appointment", "Flag", "Provenance")
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "patients": ("patient_key", "source_patient_id", "nhs_number", "nhs_number_status", "family_name",
+                 "given_names", "birth_date", "sex", "address", "postcode", "gp_ods_code", "phone",
+                 "source_file", "source_row"),
+    "referrals": ("referral_key", "source_referral_id", "patient_key", "ubrn", "received_date", "service_line",
+                  "referral_source", "assigned_priority", "status", "closed_date", "closure_reason",
+                  "pifu_expiry_date", "history_of_cancer", "red_flags", "body_site", "reason_text",
+                  "source_file", "source_row"),
+    "contacts": ("contact_key", "referral_key", "contact_datetime", "attendance", "contact_type", "modality",
+                 "procedure", "site", "slot_name", "source_file", "source_row"),
+    "codes": ("patient_key", "code_system", "code", "display", "recorded_date", "value", "source_file",
+              "source_row"),
+    "cohorts": ("referral_key", "cohort", "cohort_reason"),
+    "exceptions": ("flag_code", "severity", "subject_type", "subject_key", "patient_key", "rule_id", "evidence",
+                   "action"),
+    "sharing": ("patient_key", "blocked", "latest_code", "latest_date"),
+    "derived_priority": ("referral_key", "priority", "reason"),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Options plus what is derived from them once: the id namespace."""
+
+    options: FhirOptions
+    ns: uuid.UUID
+
+    @classmethod
+    def of(cls, options: FhirOptions) -> Context:
+        return cls(options, namespace(options.identifier_base, options.source_system))
+
+    @property
+    def codes(self) -> SharingCodes:
+        return self.options.codes
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The rows of one batch of patients, eager, each with ``survivor_key``, ``bundle_no``
+    and ``patient_id`` (the survivor's Patient id)."""
+
+    patients: pl.DataFrame
+    referrals: pl.DataFrame
+    contacts: pl.DataFrame
+    codes: pl.DataFrame
+    exceptions: pl.DataFrame
+    sharing: pl.DataFrame  # one row per survivor: survivor_key, blocked, latest_code, latest_date
+
+
+def check_inputs(frames: Mapping[str, pl.LazyFrame | None]) -> None:
+    """Every required column of every given frame is present; else one ConfigError listing all."""
+    problems = []
+    for name, frame in frames.items():
+        if frame is None:
+            continue
+        present = set(frame.collect_schema().names())
+        missing = [c for c in REQUIRED[name] if c not in present]
+        if missing:
+            problems.append(f"{name}: missing column(s) {', '.join(missing)}")
+    if problems:
+        raise ConfigError("the FHIR stage's inputs lack columns", problems)
+
+
+def plan_patients(patients: pl.LazyFrame, bundle_size: int) -> pl.DataFrame:
+    """patient_key, survivor_key, bundle_no for every patient row.
+
+    Survivors are sorted by key and cut into bundles of ``bundle_size``; a merged row goes
+    with its survivor. A survivor that is not itself a patient, or is merged in turn, is a
+    broken identity result: raised, never guessed.
+    """
+    names = patients.collect_schema().names()
+    survivor = pl.col("survivor_key").fill_null(pl.col("patient_key")) if "survivor_key" in names \
+        else pl.col("patient_key")
+    plan = patients.select("patient_key", survivor.alias("survivor_key")).collect()
+    own = plan.filter(pl.col("patient_key") == pl.col("survivor_key"))["patient_key"]
+    broken = plan.filter(~pl.col("survivor_key").is_in(own.implode()))
+    if broken.height:
+        raise HandoverError("survivor_key names a patient that is not a survivor",
+                            [f"patient_key {k} -> survivor_key {s}" for k, s in broken.head(20).iter_rows()])
+    order = own.sort().to_frame("survivor_key").with_row_index("bundle_no").with_columns(
+        (pl.col("bundle_no").cast(pl.Int64) // bundle_size + 1).alias("bundle_no"))
+    return plan.join(order, on="survivor_key", how="left").sort("survivor_key", "patient_key")
+
+
+def gather(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions: pl.LazyFrame,
+           sharing: pl.LazyFrame, derived_priority: pl.LazyFrame | None, plan: pl.DataFrame,
+           ctx: Context) -> Inputs:
+    """The rows of the patients in ``plan`` (a slice of ``plan_patients``), ids joined on."""
+    ns = ctx.ns
+    keys = with_ids(plan, ns, "patient", "survivor_key", "patient_id").lazy()
+    # The plan's survivor_key (nulls resolved) replaces identity's own column.
+    patients = tables["patients"].drop("survivor_key", "bundle_no", strict=False).join(
+        keys, on="patient_key", how="inner").collect(engine="streaming")
+    referrals = (
+        tables["referrals"].join(keys, on="patient_key", how="inner")
+        .join(cohorts.select("referral_key", pl.col("cohort").cast(pl.String), "cohort_reason"),
+              on="referral_key", how="left")
+        .join(_priorities(derived_priority), on="referral_key", how="left")
+        .collect(engine="streaming")
+    )
+    referrals = with_ids(referrals, ns, "referral", "referral_key", "request_id")
+    referrals = with_ids(referrals, ns, "episode", "referral_key", "episode_id")
+    contacts = (
+        tables["contacts"].drop("patient_key", strict=False)
+        .join(referrals.lazy().select("referral_key", "survivor_key", "patient_key", "bundle_no", "patient_id",
+                                      "request_id", "episode_id", "cohort", pl.col("status").alias("referral_status")),
+              on="referral_key", how="inner")
+        .collect(engine="streaming")
+    )
+    codes = tables["codes"].join(keys, on="patient_key", how="inner").collect(engine="streaming")
+    flagged = (
+        exceptions.filter(pl.col("flag_code").is_in(list(ctx.options.flag_codes)))
+        .join(keys, on="patient_key", how="inner")
+        .join(referrals.lazy().select(pl.col("referral_key").alias("subject_key"), "request_id",
+                                      pl.col("source_file").alias("ref_file"), pl.col("source_row").alias("ref_row")),
+              on="subject_key", how="left")
+        .collect(engine="streaming")
+    )
+    return Inputs(patients, referrals, contacts, codes, flagged, _sharing(sharing, keys))
+
+
+def _priorities(derived: pl.LazyFrame | None) -> pl.LazyFrame:
+    schema = {"referral_key": pl.String, "derived_priority": pl.String, "priority_reason": pl.String}
+    if derived is None:
+        return pl.LazyFrame(schema=schema)
+    # One per referral: the highest priority wins (then the reason, for a stable choice).
+    rank = pl.col("derived_priority").replace_strict(PRIORITY_RANK, default=-1, return_dtype=pl.Int64)
+    return (derived.select("referral_key", pl.col("priority").cast(pl.String).alias("derived_priority"),
+                           pl.col("reason").cast(pl.String).alias("priority_reason"))
+            .sort("referral_key", rank, "priority_reason", descending=[False, True, False], nulls_last=True)
+            .unique("referral_key", keep="first", maintain_order=True))
+
+
+def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
+    """One sharing state per survivor: the latest entry over the merged records wins.
+
+    Ties and gaps lean towards blocking, as in ``migrate.features``: an undated dissent is
+    the latest entry, an undated consent the earliest, and a dissent wins a same-day tie.
+    """
+    blocked = pl.col("blocked").fill_null(False)
+    order = (pl.when(blocked).then(pl.col("latest_date").fill_null(date(9999, 12, 31)))
+             .otherwise(pl.col("latest_date").fill_null(date(1, 1, 1))))
+    return (
+        sharing.select("patient_key", blocked.alias("blocked"), pl.col("latest_code").cast(pl.String),
+                       pl.col("latest_date").cast(pl.Date))
+        .join(keys.select("patient_key", "survivor_key"), on="patient_key", how="inner")
+        .with_columns(order.alias("_order"))
+        .group_by("survivor_key")
+        .agg(pl.col("blocked", "latest_code", "latest_date").sort_by("_order", "blocked").last())
+        .sort("survivor_key")
+        .collect()
+    )
+
+
+def sharing_from_features(patient_features: pl.LazyFrame) -> pl.LazyFrame:
+    """The ``sharing`` frame from the rules engine's ``patient_features``."""
+    return patient_features.select(
+        "patient_key", pl.col("sharing_blocked").alias("blocked"), pl.col("latest_sharing_code").alias("latest_code"),
+        pl.col("latest_sharing_date").alias("latest_date"))
+
+
+def sharing_from_codes(tables: Mapping[str, pl.LazyFrame], cutover: date,
+                       pack_path: Path | None = None) -> pl.LazyFrame:
+    """The ``sharing`` frame computed from ``patients`` and ``codes`` with a rule pack's
+    codelists (the default pack unless ``pack_path``), by the rules engine's own feature code."""
+    from migrate.features import patient_features
+    from migrate.rules import load_pack
+
+    return sharing_from_features(patient_features(tables, load_pack(pack_path), cutover))
+
+
+def labelled_codes(codes: pl.DataFrame, sharing_codes: SharingCodes) -> pl.DataFrame:
+    """``codes`` with ``label`` (system:code) and ``kind``: dissent, consent, opt_out or clinical."""
+    label = pl.col("code_system").cast(pl.String) + ":" + pl.col("code").str.strip_chars()
+    kind = (pl.when(label.is_in(list(sharing_codes.dissent))).then(pl.lit("dissent"))
+            .when(label.is_in(list(sharing_codes.consent))).then(pl.lit("consent"))
+            .when(label.is_in(list(sharing_codes.opt_out))).then(pl.lit("opt_out"))
+            .otherwise(pl.lit("clinical")))
+    return codes.with_columns(label.alias("label"), kind.alias("kind"))
+
+
+# --- what each builder returns ----------------------------------------------------------------
+RESOURCE_COLUMNS = ("bundle_no", "patient_key", "fhir_type", "fhir_id", "json", "shape", "problems", "refs")
+LINEAGE_COLUMNS = ("source_file", "source_row", "table", "patient_key", "disposition", "fhir_type", "fhir_id")
+SET_ASIDE_COLUMNS = ("source_file", "source_row", "table", "patient_key", "reason")
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one builder made: resources (``RESOURCE_COLUMNS``), lineage (``LINEAGE_COLUMNS``),
+    rows withheld by the sharing policy and rows that become no resource, with why
+    (``SET_ASIDE_COLUMNS``)."""
+
+    resources: pl.DataFrame
+    lineage: pl.DataFrame
+    withheld: pl.DataFrame | None = None
+    not_emitted: pl.DataFrame | None = None
+
+
+def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFrame:
+    """Render ``template`` over ``frame``: one resource row per frame row.
+
+    Collected with the streaming engine so the JSON is built on every core.
+    """
+    return (
+        frame.lazy()
+        .select(pl.col("bundle_no"), pl.col("survivor_key").alias("patient_key"),
+                pl.lit(template.resource_type).alias("fhir_type"), pl.col(id_column).alias("fhir_id"),
+                *template.columns())
+        .collect(engine="streaming")
+    )
+
+
+def lineage(frame: pl.DataFrame, table: str | pl.Expr, fhir_type: str, id_column: str,
+            disposition: str | pl.Expr = "migrated") -> pl.DataFrame:
+    """One lineage row per frame row: its source row to the resource ``id_column`` names."""
+    disp = pl.lit(disposition) if isinstance(disposition, str) else disposition
+    source = pl.lit(table) if isinstance(table, str) else table
+    return frame.select("source_file", "source_row", source.alias("table"), "patient_key",
+                        disp.alias("disposition"), pl.lit(fhir_type).alias("fhir_type"),
+                        pl.col(id_column).alias("fhir_id"))
+
+
+def set_aside(frame: pl.DataFrame, table: str, reason: str | pl.Expr) -> pl.DataFrame:
+    """Source rows that become no resource, with why."""
+    why = pl.lit(reason) if isinstance(reason, str) else reason
+    return frame.select("source_file", "source_row", pl.lit(table).alias("table"), "patient_key",
+                        why.alias("reason"))
+
+
+# --- staging: each batch's rows in their own files ------------------------------------------------
+@dataclass(frozen=True)
+class Staged:
+    """The input frames split by patient batch (``batch = (bundle_no - 1) // bundles_per_batch``).
+
+    Reading one batch then touches only its own rows, instead of scanning every table once
+    per batch (the cost that grew faster than the extract). One streaming pass per frame,
+    partitioned Parquet under ``root``; memory stays bounded by the streaming engine.
+    """
+
+    root: Path
+    schemas: dict[str, pl.Schema]
+
+    def frame(self, name: str, batch: int) -> pl.LazyFrame:
+        files = sorted((self.root / name / f"batch={batch}").glob("*.parquet"))
+        if not files:
+            return pl.LazyFrame(schema=self.schemas[name])
+        return pl.scan_parquet(files)
+
+
+def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions: pl.LazyFrame,
+          sharing: pl.LazyFrame, derived_priority: pl.LazyFrame | None, plan: pl.DataFrame, bundles_per_batch: int,
+          root: Path) -> Staged:
+    """Partition every input frame by patient batch into ``root``.
+
+    Rows of the canonical tables that belong to no patient of the plan would silently
+    vanish from a batch, so they are counted and raised (ingest's integrity checks should
+    have quarantined them).
+    """
+    by_patient = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
+    by_referral = (tables["referrals"].select("referral_key", "patient_key")
+                   .join(by_patient.lazy(), on="patient_key").select("referral_key", "batch")
+                   .collect(engine="streaming"))
+    frames: dict[str, tuple[pl.LazyFrame, pl.DataFrame, str]] = {
+        "patients": (tables["patients"], by_patient, "patient_key"),
+        "referrals": (tables["referrals"], by_patient, "patient_key"),
+        "contacts": (tables["contacts"], by_referral, "referral_key"),
+        "codes": (tables["codes"], by_patient, "patient_key"),
+        "cohorts": (cohorts, by_referral, "referral_key"),
+        "exceptions": (exceptions, by_patient, "patient_key"),
+        "sharing": (sharing, by_patient, "patient_key"),
+    }
+    if derived_priority is not None:
+        frames["derived_priority"] = (derived_priority, by_referral, "referral_key")
+    schemas = {}
+    problems = []
+    for name, (frame, keys, on) in frames.items():
+        schemas[name] = frame.collect_schema()
+        frame.join(keys.lazy(), on=on, how="inner").sink_parquet(
+            pl.PartitionBy(root / name, key="batch", include_key=False), mkdir=True)
+        if name in ("patients", "referrals", "contacts", "codes"):
+            read = frame.select(pl.len()).collect().item()
+            files = list((root / name).rglob("*.parquet"))
+            staged = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
+            if staged != read:
+                problems.append(f"{name}: {read - staged:,} of {read:,} rows belong to no patient of the batch")
+    if problems:
+        raise HandoverError("rows that belong to no patient cannot be placed in a bundle", problems)
+    return Staged(root, schemas)

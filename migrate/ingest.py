@@ -144,11 +144,19 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
     source = source.with_columns(order.alias(_ORDER))
     # Mapped in batches: the expressions hold several copies of every string column while
     # they run, so a whole 10M-row file at once needs several GB; a batch needs little.
-    batches = [apply_mapping(batch.lazy(), compiled).collect()
-               for batch in source.collect_batches(chunk_size=_BATCH_ROWS, maintain_order=True)]
-    frame = pl.concat(batches, how="vertical") if batches else apply_mapping(source, compiled).collect()
-    del batches
-    failing = frame.filter(pl.col("__reason").is_not_null())
+    good: list[pl.DataFrame] = []
+    bad: list[pl.DataFrame] = []
+    for batch in source.collect_batches(chunk_size=_BATCH_ROWS, maintain_order=True):
+        out = apply_mapping(batch.lazy(), compiled).collect()
+        del batch
+        ok = out["__reason"].is_null()
+        good.append(out if bool(ok.all()) else out.filter(ok))
+        if not bool(ok.all()):
+            bad.append(out.filter(~ok))
+    empty = apply_mapping(source.head(0), compiled).collect()
+    frame = pl.concat(good, how="vertical", rechunk=False) if good else empty
+    failing = pl.concat(bad, how="vertical", rechunk=False) if bad else empty
+    del good, bad
     if failing.height:
         details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
                                    compiled).collect()
@@ -157,7 +165,6 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
         key = canonical.TABLES[table].key
         if key is not None:
             mapped.failed_keys.setdefault(table, []).append(failing[key])
-        frame = frame.filter(pl.col("__reason").is_null())
     mapped.frames.setdefault(table, []).append((spec, frame))
 
 
@@ -276,10 +283,17 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     mapped = _Mapped()
     ranks = {p.name: i for i, p in enumerate(profile_list)}
     readers: dict[str, Callable[[_Mapped, InputFile, int, Path], int]] = {"hl7v2": _read_hl7}
-    for f in files:
+
+    def read(f: InputFile) -> None:
         rows = readers.get(f.kind, _read_delimited)(mapped, f, ranks.get(f.profile.name, 0), work_dir)
         mapped.stats.append(FileStats(f.name, f.label, f.path.stat().st_size, sha256_file(f.path), rows))
         progress.advance("ingest", 1, f"{f.name}: {rows:,} rows")
+
+    # HL7 files feed several tables: read them first. A delimited or Parquet file is read
+    # when its table's turn comes, so only one large table is in memory at a time.
+    for f in files:
+        if f.kind == "hl7v2":
+            read(f)
 
     tables: dict[str, pl.LazyFrame] = {}
     heights: dict[str, int] = {}
@@ -289,7 +303,10 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     superseded: list[pl.DataFrame] = []
     merges = canonical.empty("merges")
     for table in _INGEST_ORDER:
-        sources = mapped.frames.get(table)
+        for f in files:
+            if f.kind != "hl7v2" and f.table == table:
+                read(f)
+        sources = mapped.frames.pop(table, None)
         if not sources:
             continue
         tdef = canonical.TABLES[table]

@@ -155,17 +155,28 @@ def main() -> None:
 @click.option("--seed", type=int, default=20221001, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--cutover", callback=_date, default=SEED_CUTOVER.isoformat(), show_default=True,
               help="Cut-over date the extract is built around (YYYY-MM-DD).")
+@click.option("--hl7", "hl7_messages", type=click.IntRange(min=1), default=None,
+              help="Also write feed.hl7: this many HL7 v2 messages about the same patients (ADT, REF, SIU, with "
+                   "planted malformed messages; truth in truth/hl7_quarantine.csv). Read it with --mapping hl7v2.")
 @output_options
 @_guard
-def synth(out_dir: Path, patients: int, seed: int, cutover: date, quiet: bool, as_json: bool) -> None:
+def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: int | None, quiet: bool,
+          as_json: bool) -> None:
     """Write a synthetic outgoing-provider extract (generic-csv layout) and its ground truth."""
     from migrate.synth import synthesise
 
     summary = synthesise(out_dir, patients=patients, seed=seed, cutover=cutover)
+    record = summary.asdict()
+    if hl7_messages:
+        from migrate.synth.hl7 import synthesise_hl7
+
+        record["hl7"] = synthesise_hl7(out_dir, messages=hl7_messages, seed=seed,
+                                       patients_csv=out_dir / "patients.csv")
     if as_json:
-        click.echo(json.dumps(summary.asdict(), indent=2, sort_keys=True, default=str))
+        click.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
     elif not quiet:
-        out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}")
+        out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}"
+                  + (f", with {hl7_messages:,} HL7 v2 messages in feed.hl7" if hl7_messages else ""))
 
 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,

@@ -200,3 +200,13 @@ def test_no_fhir_skips_the_output(tmp_path: Path) -> None:
                           "--out", str(tmp_path / "run"), "--no-fhir", "--json")
     assert code == 0 and not (tmp_path / "run" / "fhir").exists()
     assert json.loads(out)["fhir_invariant"]["applies"] is False
+
+
+def test_synth_with_an_hl7_feed_runs_with_both_profiles(tmp_path: Path) -> None:
+    code, _, _ = invoke("synth", "--out", str(tmp_path / "x"), "--patients", "300", "--hl7", "400", "--quiet")
+    assert code == 0 and (tmp_path / "x" / "feed.hl7").is_file()
+    code, out, _ = invoke("run", "--input", str(tmp_path / "x"), "--mapping", "generic-csv", "--mapping", "hl7v2",
+                          "--cutover", "2022-10-01", "--out", str(tmp_path / "run"), "--json", "--no-fhir")
+    assert code == 0
+    files = {f["file"]: f for f in json.loads(out)["invariant"]["files"]}
+    assert files["feed.hl7"]["rows_read"] == 400 and files["feed.hl7"]["holds"]

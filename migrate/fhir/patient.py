@@ -19,8 +19,6 @@ goes in the first bundle whose patients need it and later bundles reference it.
 
 from __future__ import annotations
 
-from functools import reduce
-
 import polars as pl
 
 from migrate.fhir.ids import with_ids
@@ -49,6 +47,7 @@ from migrate.fhir.template import (
     when,
     with_checks,
 )
+from migrate.identity.nhs_number import modulus11
 
 GENDERS = {"male": "male", "female": "female", "other": "other", "unknown": "unknown"}
 # NHS number prefixes that can be valid (docs/domain.md section 6; 900-999 is the test range).
@@ -56,17 +55,10 @@ VALID_PREFIXES = ((400, 499), (600, 799), (900, 999))
 
 
 def nhs_number_valid(number: pl.Expr) -> pl.Expr:
-    """Modulus 11 and range check of a 10-digit NHS number (false when not 10 digits)."""
-    ten = number.str.contains(r"^\d{10}$").fill_null(False)
-    n = pl.when(ten).then(number.cast(pl.Int64, strict=False))
-    digits = [(n // 10 ** (9 - k)) % 10 for k in range(10)]
-    total = reduce(lambda a, b: a + b, [d * (10 - k) for k, d in enumerate(digits[:9])])
-    check = 11 - total % 11
-    check = pl.when(check == 11).then(0).otherwise(check)
-    prefix = n // 10**7
-    in_range = reduce(lambda a, b: a | b, [prefix.is_between(lo, hi) for lo, hi in VALID_PREFIXES])
-    valid: pl.Expr = (ten & (check != 10) & (check == digits[9]) & in_range).fill_null(False)
-    return valid
+    """Modulus 11 and range check of a 10-digit NHS number (false when not 10 digits); used
+    only when identity's own verdict (``nhs_number_valid``) is not among the inputs."""
+    ten, agrees, in_range = modulus11(number, VALID_PREFIXES)
+    return ten & agrees & in_range
 
 
 def verification_status(columns: list[str]) -> pl.Expr:

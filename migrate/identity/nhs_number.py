@@ -9,6 +9,7 @@ and dashes into ``nhs_number`` and kept the text as written in ``nhs_number_raw`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import reduce
 
 import polars as pl
@@ -33,26 +34,35 @@ def _blank(col: str) -> pl.Expr:
     return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
 
 
-def nhs_number_problem(settings: IdentitySettings, number: str = "nhs_number", raw: str = "nhs_number_raw") -> pl.Expr:
-    """Null for a valid number, else why not: missing, not_ten_digits, check_digit or range.
+def modulus11(text: pl.Expr, ranges: Sequence[tuple[int, int]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(is ten digits, check digit agrees, prefix in ``ranges``) for NHS numbers as text.
 
-    ``number`` holds the 10-digit canonical value (or null); ``raw`` the text as written,
-    so a value the mapping could not read as 10 digits counts as invalid, not missing.
+    Digits 1-9 weighted 10..2, summed; check = 11 - (sum mod 11), 11 -> 0, 10 -> invalid;
+    it must equal digit 10 (docs/domain.md section 6). Vectorised; never alters a number.
     """
-    text = pl.col(number)
     ten = text.str.contains(r"^\d{10}$").fill_null(False)
     n = pl.when(ten).then(text.cast(pl.Int64, strict=False))
     digits = [(n // 10 ** (9 - k)) % 10 for k in range(10)]
     total = reduce(lambda a, b: a + b, [d * (10 - k) for k, d in enumerate(digits[:9])])
     check = 11 - total % 11
     check = pl.when(check == 11).then(0).otherwise(check)
+    agrees = ((check != 10) & (check == digits[9])).fill_null(False)
     prefix = n // 10**7
-    in_range = reduce(lambda a, b: a | b, [prefix.is_between(lo, hi) for lo, hi in settings.prefix_ranges],
-                      pl.lit(False))
+    in_range = reduce(lambda a, b: a | b, [prefix.is_between(lo, hi) for lo, hi in ranges], pl.lit(False))
+    return ten, agrees, in_range.fill_null(False)
+
+
+def nhs_number_problem(settings: IdentitySettings, number: str = "nhs_number", raw: str = "nhs_number_raw") -> pl.Expr:
+    """Null for a valid number, else why not: missing, not_ten_digits, check_digit or range.
+
+    ``number`` holds the 10-digit canonical value (or null); ``raw`` the text as written,
+    so a value the mapping could not read as 10 digits counts as invalid, not missing.
+    """
+    ten, agrees, in_range = modulus11(pl.col(number), settings.prefix_ranges)
     return (
         pl.when(_blank(number) & _blank(raw)).then(pl.lit(MISSING))
         .when(~ten).then(pl.lit(NOT_TEN_DIGITS))
-        .when((check == 10) | (check != digits[9])).then(pl.lit(CHECK_DIGIT))
+        .when(~agrees).then(pl.lit(CHECK_DIGIT))
         .when(~in_range).then(pl.lit(RANGE))
         .otherwise(pl.lit(None, dtype=pl.String))
     )

@@ -181,11 +181,13 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
-         emit_fhir: bool = True, bundle_size: int = 500) -> Any:
+         emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
+         declared: Path | None = None) -> Any:
     from migrate.pipeline import RunConfig, run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
-                            target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size)
+                            target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
+                            previous=previous, declared=declared)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -212,13 +214,92 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
               help="Write the FHIR R4 (UK Core) bundles and NDJSON.")
 @click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Patients per FHIR transaction bundle.")
+@click.option("--declared", type=click.Path(path_type=Path), default=None,
+              help="YAML of what the outgoing provider said it sent (counts, optionally ids per list).")
+@click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The previous batch's run folder: chains the manifests and reports the delta.")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        target_index: Path | None, emit_fhir: bool, bundle_size: int, quiet: bool, as_json: bool) -> None:
+        target_index: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None, previous: Path | None,
+        quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size), quiet, as_json)
+                 bundle_size, previous, declared), quiet, as_json)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Compare with this run (default: the run the manifest chains to).")
+@click.option("--declared", type=click.Path(path_type=Path), default=None, help="Declared counts YAML.")
+@click.option("--pseudonymise", is_flag=True, help="Write the audit pack with identifiers replaced by keyed hashes.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="HMAC key for --pseudonymise.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the pseudonymised pack (outside the run folder).")
+@output_options
+@_guard
+def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudonymise: bool, key_file: Path | None,
+           out_dir: Path | None, quiet: bool, as_json: bool) -> None:
+    """Re-render a run's reports (reconciliation JSON/HTML, exception worklists)."""
+    from migrate import reports
+    from migrate.errors import ConfigError
+
+    if pseudonymise:
+        key = reports.load_key(key_file)  # refuses without a key file: never invents one
+        if out_dir is None:
+            raise ConfigError("--pseudonymise needs --out DIR (a folder outside the run folder)")
+        files = reports.pseudonymise(run_dir, key, out_dir)
+        if as_json:
+            click.echo(json.dumps({"files": [str(f) for f in files]}, indent=2))
+        elif not quiet:
+            out.print(f"Pseudonymised audit pack: {len(files)} files in {out_dir}")
+        return
+    result = reports.write_reports(run_dir, previous, declared)
+    if as_json:
+        click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
+    elif not quiet:
+        for renderable in reports.summary_renderables(result.summary):
+            out.print(renderable)
+    if not result.ok:
+        err.print("[bold red]error:[/] reconciliation failed (see the report)")
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the delta as JSON.")
+@_guard
+def diff(run_a: Path, run_b: Path, as_json: bool) -> None:
+    """Delta between two batches: patients new, gone and changed, cohort moves, flags."""
+    from migrate import reports
+
+    delta = reports.diff_runs(run_a, run_b).asdict()
+    if as_json:
+        click.echo(json.dumps(delta, indent=2, sort_keys=True, default=str))
+        return
+    for renderable in reports.diff_renderables(delta):
+        out.print(renderable)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The previous run, to check the chain (default: the path the manifest records).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_guard
+def verify(run_dir: Path, previous: Path | None, as_json: bool) -> None:
+    """Re-hash every output against the manifest and check the chain; exit 1 naming what differs."""
+    from migrate import reports
+
+    result = reports.verify(run_dir, previous)
+    if as_json:
+        click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
+    else:
+        out.print(result)
+    if not result.ok:
+        sys.exit(1)
 
 
 @main.command()

@@ -172,11 +172,14 @@ class RunConfig:
     rules_path: Path | None = None
     emit_fhir: bool = True
     bundle_size: int = 500
+    previous: Path | None = None
+    declared: Path | None = None
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
-             target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500) -> RunConfig:
+             target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
+             previous: Path | None = None, declared: Path | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -196,10 +199,18 @@ class RunConfig:
             raise InputError(f"target index not found: {target_index}")
         if bundle_size < 1:
             raise ConfigError(f"bundle size must be at least 1 patient (got {bundle_size})")
+        if previous is not None and not (Path(previous) / "manifest.json").is_file():
+            raise InputError(f"previous run not found (no manifest.json): {previous}")
+        if declared is not None:
+            from migrate.reports import load_declared
+
+            load_declared(Path(declared))  # exit 2 on a bad declaration, before any data is read
         return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_sha256=sha256_file(identity_path),
                    sharing_policy=sharing_policy, target_index=None if target_index is None else Path(target_index),
-                   rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size)
+                   rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
+                   previous=None if previous is None else Path(previous),
+                   declared=None if declared is None else Path(declared))
 
     @property
     def mappings(self) -> list[dict[str, str]]:
@@ -225,8 +236,9 @@ class RunResult:
     def ok(self) -> bool:
         """Both invariants hold and every FHIR resource validated."""
         fhir_ok = self.summary.get("fhir") is None or not self.summary["fhir"].get("errors")
+        reports_ok = self.summary.get("reports", {"holds": True})["holds"]
         return bool(self.summary["invariant"]["holds"]) and bool(
-            self.summary.get("fhir_invariant", {"holds": True})["holds"]) and fhir_ok
+            self.summary.get("fhir_invariant", {"holds": True})["holds"]) and fhir_ok and bool(reports_ok)
 
 
 def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame, fhir: pl.LazyFrame | None = None) -> pl.LazyFrame:
@@ -397,8 +409,18 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
                    "quarantined": ingested.quarantine.height},
         "previous_manifest_sha256": None,
     }
+    if config.previous is not None:
+        from migrate.reports import record_previous
+
+        manifest = record_previous(manifest, config.previous, out)
     write_json(manifest, out / "manifest.json")
     progress.finish("write")
+    from migrate.reports import write_reports
+
+    progress.start("reports", total=None)
+    report = write_reports(out, config.previous, config.declared)
+    progress.finish("reports")
+    summary["reports"] = {"holds": report.holds, "files": sorted(f.relative_to(out).as_posix() for f in report.files)}
     return RunResult(out, summary, written)
 
 

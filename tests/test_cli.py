@@ -210,3 +210,23 @@ def test_synth_with_an_hl7_feed_runs_with_both_profiles(tmp_path: Path) -> None:
     assert code == 0
     files = {f["file"]: f for f in json.loads(out)["invariant"]["files"]}
     assert files["feed.hl7"]["rows_read"] == 400 and files["feed.hl7"]["holds"]
+
+
+def test_verify_report_and_diff_commands(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, _, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
+                        "--out", str(run), "--quiet")
+    assert code == 0 and (run / "reports" / "reconciliation.html").is_file()
+    assert (run / "reports" / "exceptions.xlsx").is_file()
+    code, out, _ = invoke("verify", str(run), "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    code, out, _ = invoke("diff", str(run), str(run), "--json")
+    assert code == 0
+    code, _, err = invoke("report", str(run), "--pseudonymise", "--out", str(tmp_path / "pack"))
+    assert code == 2  # no key file: refuses rather than inventing a key
+    target = run / "cohorts.parquet"
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 0xFF
+    target.write_bytes(bytes(data))
+    code, out, _ = invoke("verify", str(run))
+    assert code == 1 and "cohorts.parquet" in out

@@ -1,0 +1,206 @@
+"""Invariant 2: the FHIR output and the source rows trace to each other through lineage.
+
+Invariant 1 (rows read = Σ dispositions, per file) is ``migrate.reconcile.invariant``.
+Invariant 2 closes the loop from the other end:
+
+- every source row whose disposition is ``migrated`` or ``already_at_target`` (an update
+  of the receiving record) has at least one FHIR resource in lineage (``fhir_type`` and
+  ``fhir_id`` set);
+- every resource in ``fhir/ndjson/<Type>.ndjson`` is named by at least one lineage row,
+  except the types that are not made from one record (``UNTRACED_TYPES``: Organization,
+  shared reference data, and the Provenance of each bundle, the audit trail itself), which
+  are counted apart — the same rule as ``migrate.pipeline.fhir_invariant``;
+- every resource lineage names exists in the NDJSON output.
+
+Links are read from the run's ``lineage.parquet`` (the pipeline merges the FHIR writer's
+links into it, one row per resource a source row became), or from the writer's own
+``fhir/lineage.parquet`` when ``lineage.parquet`` names no resource at all.
+
+A run without ``fhir/ndjson/*.ndjson`` has no FHIR output to check: the invariant is then
+"not applicable", never "holds". Ids are compared exactly (as text), with polars joins
+over lazy scans, so a run of millions of resources is checked without Python loops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from migrate.errors import InputError
+from migrate.reports.rundata import RunFolder
+
+NOT_APPLICABLE = "not applicable: no FHIR output"
+UNTRACED_TYPES = ("Organization", "Provenance")  # reference data and the audit trail: no single source row
+CARRIED = ("migrated", "already_at_target")  # dispositions that must become a resource
+EXAMPLES = 20  # how many failing rows or resources the report names
+_RESOURCE_SCHEMA = {"resourceType": pl.String, "id": pl.String}
+_HEAD = r'^\{"resourceType":"([^"]+)","id":"([^"]+)"'
+
+
+def _ids(path: Path) -> pl.DataFrame:
+    """(fhir_type, fhir_id) of every resource line of one NDJSON file.
+
+    Resources are written ``{"resourceType":…,"id":…`` first, so each line's head is read
+    with a regular expression, the file read as lines (polars' CSV reader with a separator
+    JSON cannot contain): no JSON parse of the rest of the line, which at a million
+    patients is 20 GB. A file with any other line shape is parsed as NDJSON instead.
+    """
+    try:
+        lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String})
+        heads = lines.filter(pl.col("line").is_not_null()).select(
+            pl.col("line").str.extract(_HEAD, 1).alias("fhir_type"), pl.col("line").str.extract(_HEAD, 2)
+            .alias("fhir_id")).collect(engine="streaming")
+        if heads.null_count().sum_horizontal().item() == 0:
+            return heads
+        parsed = pl.scan_ndjson(path, schema=_RESOURCE_SCHEMA).collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
+    return parsed.select(pl.col("resourceType").alias("fhir_type"), pl.col("id").alias("fhir_id"))
+
+
+def _resource_keys(run: RunFolder) -> tuple[dict[str, int], pl.DataFrame]:
+    """Resources per type, and (exempt, p1, p2) per resource: its (type, id) as two hashes."""
+    counts: dict[str, int] = {}
+    parts: list[pl.DataFrame] = []
+    for path in run.fhir_ndjson():
+        ids = _ids(path)
+        for kind, n in ids.group_by("fhir_type").len().iter_rows():
+            counts[str(kind)] = counts.get(str(kind), 0) + int(n)
+        parts.append(ids.select(pl.col("fhir_type").is_in(UNTRACED_TYPES).alias("exempt"), *_pair_keys()))
+    return dict(sorted(counts.items())), pl.concat(parts)
+
+
+def _pair_keys() -> list[pl.Expr]:
+    """A resource's (type, id) as two 64-bit hashes: joins on 16 bytes, not two strings."""
+    pair = pl.struct(pl.col("fhir_type").cast(pl.String), pl.col("fhir_id").cast(pl.String))
+    return [pair.hash(seed=1).alias("p1"), pair.hash(seed=2).alias("p2")]
+
+
+def _row_keys() -> list[pl.Expr]:
+    """A source row's (file, row) as two 64-bit hashes."""
+    row = pl.struct(pl.col("source_file").cast(pl.String), pl.col("source_row").cast(pl.Int64))
+    return [row.hash(seed=1).alias("r1"), row.hash(seed=2).alias("r2")]
+
+
+def _links(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """(source_file, source_row, fhir_type, fhir_id) of every row naming a resource."""
+    links = frame.select("source_file", "source_row", "fhir_type", "fhir_id")
+    # A source row that became several resources may be recorded as lists: one row per resource.
+    schema = links.collect_schema()
+    lists = [c for c in ("fhir_type", "fhir_id") if isinstance(schema[c], pl.List)]
+    return (links.explode(lists) if lists else links).filter(pl.col("fhir_id").is_not_null())
+
+
+def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(resources per FHIR type, invariant 2) for ``run``.
+
+    The first is ``{"present", "resources": {type: n}, "total"}``; the second
+    ``{"applicable", "holds", "status", counts..., "examples"}`` with ``holds`` null when
+    the run has no FHIR output. Rows and resources are compared as pairs of 64-bit hashes
+    (a false match needs two independent 64-bit collisions), which keeps a million
+    patients' 9 million resources and 18 million lineage rows within about 1 GB; the
+    examples are then looked up by those hashes with their real names.
+    """
+    if not run.fhir_ndjson():
+        return ({"present": False, "resources": {}, "total": 0},
+                {"applicable": False, "holds": None, "status": NOT_APPLICABLE})
+    counts, resources = _resource_keys(run)
+    totals = {"present": True, "resources": counts, "total": resources.height}
+
+    lineage = run.scan("lineage.parquet")
+    sources = [_links(lineage)]
+    # The pipeline merges the FHIR writer's links into lineage.parquet; read the writer's own
+    # fhir/lineage.parquet only when lineage.parquet names no resource at all.
+    if run.has("fhir/lineage.parquet") and sources[0].select(pl.len()).collect().item() == 0:
+        sources = [_links(run.scan("fhir/lineage.parquet"))]
+    links = pl.concat([f.select(*_row_keys(), *_pair_keys()) for f in sources])
+    carried = lineage.filter(pl.col("disposition").cast(pl.String).is_in(CARRIED)).select(*_row_keys()).unique()
+    without = carried.join(links.select("r1", "r2").unique(), on=["r1", "r2"], how="anti").collect(
+        engine="streaming")
+    named = links.select("p1", "p2").unique().collect(engine="streaming")
+    untraced = resources.filter(~pl.col("exempt")).join(named, on=["p1", "p2"], how="anti").unique(["p1", "p2"])
+    dangling = named.join(resources, on=["p1", "p2"], how="anti")
+    n_carried = int(carried.select(pl.len()).collect(engine="streaming").item())
+
+    problems = [(without.height, "migrated or already-at-target rows without a FHIR resource"),
+                (untraced.height, "FHIR resources that trace to no source row"),
+                (dangling.height, "resources named in lineage but missing from the NDJSON output")]
+    holds = all(n == 0 for n, _ in problems)
+    status = "holds: every migrated row has a FHIR resource and every resource traces to a source row" if holds \
+        else "fails: " + "; ".join(f"{n:,} {what}" for n, what in problems if n)
+    invariant = {
+        "applicable": True,
+        "holds": holds,
+        "status": status,
+        "migrated_rows": n_carried,
+        "migrated_rows_without_resource": without.height,
+        "resources": resources.height,
+        "resources_without_source": untraced.height,
+        "resources_not_traced_by_design": int(resources["exempt"].sum()),  # UNTRACED_TYPES
+        "lineage_resources_missing": dangling.height,
+        "examples": _examples(run, lineage, sources, without, untraced, dangling),
+    }
+    return totals, invariant
+
+
+def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame], without: pl.DataFrame,
+              untraced: pl.DataFrame, dangling: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """The first EXAMPLES failures of each kind, by name (read again only when there are some)."""
+    rows: list[dict[str, Any]] = []
+    if without.height:
+        found = (lineage.select("source_file", "source_row", *_row_keys()).join(without.lazy(), on=["r1", "r2"],
+                                                                               how="semi")
+                 .select("source_file", "source_row").unique().sort("source_file", "source_row").head(EXAMPLES)
+                 .collect(engine="streaming"))
+        rows = [{"file": f, "row": int(r)} for f, r in found.iter_rows()]
+    orphans: list[dict[str, Any]] = []
+    if untraced.height:
+        named = pl.concat([_ids(p).select("fhir_type", "fhir_id", *_pair_keys()) for p in run.fhir_ndjson()])
+        found_ids = named.join(untraced, on=["p1", "p2"], how="semi").unique(["fhir_type", "fhir_id"]).sort(
+            "fhir_type", "fhir_id").head(EXAMPLES)
+        orphans = [{"type": t, "id": i} for t, i, *_ in found_ids.iter_rows()]
+    missing: list[dict[str, Any]] = []
+    if dangling.height:
+        found_links = (pl.concat([f.select(pl.col("fhir_type").cast(pl.String), pl.col("fhir_id").cast(pl.String),
+                                           *_pair_keys()) for f in sources])
+                       .join(dangling.lazy(), on=["p1", "p2"], how="semi").select("fhir_type", "fhir_id").unique()
+                       .sort("fhir_type", "fhir_id").head(EXAMPLES).collect(engine="streaming"))
+        missing = [{"type": t, "id": i} for t, i in found_links.iter_rows()]
+    return {"rows_without_resource": rows, "resources_without_source": orphans,
+            "lineage_resources_missing": missing}
+
+
+def verdict(invariant: dict[str, Any], fhir: dict[str, Any]) -> dict[str, Any]:
+    """Both invariants in one place: whether all hold, and a line per failure for the banner."""
+    failures: list[str] = []
+    if not invariant["holds"]:
+        for f in invariant["files"]:
+            if not f["holds"]:
+                gap = f["rows_read"] - f["total"]
+                failures.append(
+                    f"Invariant 1 fails for {f['file']}: {f['rows_read']:,} rows read, {f['total']:,} with a "
+                    f"disposition" + (f" ({gap:,} rows unaccounted for)" if gap > 0 else
+                                      f" ({-gap:,} more dispositions than rows)" if gap < 0 else "")
+                    + (f", {f['rows_with_several_dispositions']:,} rows with several dispositions"
+                       if f["rows_with_several_dispositions"] else ""))
+    if fhir.get("applicable") and not fhir.get("holds"):
+        failures.append("Invariant 2 " + str(fhir["status"]))
+    return {"holds": not failures, "failures": failures}
+
+
+def pipeline_shape(fhir: dict[str, Any]) -> dict[str, Any]:
+    """Invariant 2 in the shape ``run_batch`` writes as ``fhir_invariant`` (recomputed, so a
+    re-render after the folder was edited never repeats the pipeline's earlier verdict)."""
+    if not fhir["applicable"]:
+        return {"holds": True, "applies": False, "note": NOT_APPLICABLE}
+    examples = fhir["examples"]
+    return {
+        "applies": True,
+        "holds": fhir["holds"],
+        "migrated_rows_without_resource": fhir["migrated_rows_without_resource"],
+        "examples_without_resource": [f"{e['file']} row {e['row']}" for e in examples["rows_without_resource"][:10]],
+        "resources_without_source_row": fhir["resources_without_source"],
+        "examples_without_source_row": sorted(e["id"] for e in examples["resources_without_source"])[:10],
+    }

@@ -1,0 +1,168 @@
+"""``write_reports``: the reconciliation of a finished run and every report file.
+
+Reads the run folder only (manifest, canonical tables, lineage, quarantine, cohorts,
+patients, exceptions, FHIR NDJSON when present) and writes, under ``reports/``:
+
+- ``reconciliation.json``: every key the pipeline writes, recomputed from the files, plus
+  control totals, the FHIR invariant, declared vs found, waits and the delta (docs/reports.md);
+- ``reconciliation.html``: the same, one self-contained page for an audit panel;
+- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads;
+- ``declared.json``: the declaration used, when a declared file was given, so a re-render
+  (``handover report RUN``) compares against the same figures.
+
+Then it records those files in the manifest's outputs, so ``handover verify`` covers them.
+Deterministic: the only times in any report are the manifest's started/finished, so the
+same run gives byte-identical reports and an unchanged manifest on re-render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from migrate.outputs import write_json, write_text
+from migrate.reports import html
+from migrate.reports.chain import manifest_sha256, seal_outputs
+from migrate.reports.charts import waits_svg
+from migrate.reports.declared import (
+    Declaration,
+    declared_vs_found,
+    labels_declaration,
+    load_declared,
+)
+from migrate.reports.diff import diff_runs
+from migrate.reports.invariants import fhir_output, pipeline_shape, verdict
+from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json
+from migrate.reports.totals import control_totals, pipeline_keys
+from migrate.reports.waits import waits
+from migrate.reports.worklist import (
+    Layout,
+    build_worklist,
+    load_layout,
+    write_worklists,
+)
+
+REPORT_FORMAT_VERSION = 1
+REPORT_FILES = ("reports/reconciliation.json", "reports/reconciliation.html", "reports/exceptions.xlsx",
+                "reports/exceptions.csv")
+_RUN_KEYS = ("run_id", "cutover_date", "mapping", "rules")
+
+
+@dataclass
+class ReportModel:
+    """Everything the report files show, before rendering (and before pseudonymisation)."""
+
+    summary: dict[str, Any]
+    worklist: pl.DataFrame
+    layout: Layout
+
+
+@dataclass
+class ReportResult:
+    """What ``write_reports`` did: the summary (as in reconciliation.json), whether every
+    invariant holds, and the files written."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    holds: bool
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.holds
+
+    def asdict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {"run_dir": str(self.run_dir), "holds": self.holds, "files": [str(f) for f in self.files],
+                "summary": self.summary}
+
+
+def _delta(run: RunFolder, previous: Path | None) -> dict[str, Any]:
+    """The diff from the previous run (given, or recorded in the manifest) to this one."""
+    recorded = (run.manifest.get("previous_run") or {}).get("path")
+    target = previous if previous is not None else run.previous_path()
+    if target is None:
+        return {"available": False, "reason": "no previous run: give --previous RUN to compare batches"}
+    if not (target / "manifest.json").is_file():
+        return {"available": False, "reason": f"previous run not found at {recorded or target.name}"}
+    diff = diff_runs(target, run.path).asdict()
+    # Paths depend on where the runs sit; ids and the manifest hash say which runs they are.
+    diff["run_a"] = {"run_id": diff["run_a"]["run_id"], "manifest_sha256": manifest_sha256(target)}
+    diff["run_b"] = {"run_id": diff["run_b"]["run_id"]}
+    return {"available": True, **diff}
+
+
+def _run_block(run: RunFolder) -> dict[str, Any]:
+    m = run.manifest
+    return {
+        "tool": m.get("tool"), "started": m.get("started"), "finished": m.get("finished"),
+        "options": m.get("options"), "counts": m.get("counts"),
+        "previous_manifest_sha256": m.get("previous_manifest_sha256"), "previous_run": m.get("previous_run"),
+    }
+
+
+def stored_declaration(run: RunFolder) -> Declaration | None:
+    """The declaration kept with the run by an earlier ``write_reports``, if any."""
+    return Declaration.from_dict(read_json(run.path / DECLARED_COPY)) if run.has(DECLARED_COPY) else None
+
+
+def build(run: RunFolder, previous: Path | None = None, declaration: Declaration | None = None) -> ReportModel:
+    """Compute every figure of the reports from ``run`` (nothing is written)."""
+    keys = pipeline_keys(run)
+    layout = load_layout()
+    fhir_counts, fhir_invariant = fhir_output(run)
+    declaration = declaration or stored_declaration(run) or labels_declaration(run)
+    summary: dict[str, Any] = dict(run.existing_summary())  # keep every key the pipeline wrote
+    for key in _RUN_KEYS:
+        summary.setdefault(key, run.manifest.get(key))
+    summary.setdefault("sharing_policy", (run.manifest.get("options") or {}).get("sharing_policy"))
+    summary |= keys | {
+        "report_format_version": REPORT_FORMAT_VERSION,
+        "run": _run_block(run),
+        "inputs": run.inputs(),
+        # Report files are left out: their hashes change as they are (re)written.
+        "outputs": [e for e in run.manifest.get("outputs", []) if not str(e["path"]).startswith("reports/")],
+        "control_totals": control_totals(run, keys, layout.family_of(), fhir_counts),
+        "invariant_fhir": fhir_invariant,
+        "fhir_invariant": pipeline_shape(fhir_invariant),  # the pipeline's key, recomputed
+        "invariants": verdict(keys["invariant"], fhir_invariant),
+        "declared_vs_found": declared_vs_found(run, declaration),
+        "waits": waits(run),
+        "delta": _delta(run, previous),
+        "report_files": list(REPORT_FILES),
+    }
+    return ReportModel(summary, build_worklist(run, layout), layout)
+
+
+def render(model: ReportModel, folder: Path) -> list[Path]:
+    """Write reconciliation.json, reconciliation.html, exceptions.xlsx and exceptions.csv into ``folder``."""
+    page = html.render_html(model.summary, {"waits": waits_svg(model.summary["waits"])})
+    return [
+        write_json(model.summary, folder / "reconciliation.json"),
+        write_text(page, folder / "reconciliation.html"),
+        *write_worklists(model.worklist, folder, model.layout),
+    ]
+
+
+def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | None = None) -> ReportResult:
+    """Compute the reconciliation of ``run_dir`` and write every report (module docstring).
+
+    ``previous`` defaults to the run the manifest chains to; ``declared`` is a declared
+    YAML file (docs/reports.md), else the declaration kept by an earlier render, else the
+    extract's own list labels. Call after ``manifest.json`` is written: the report files
+    are then recorded in it. ``holds`` is False when either invariant fails.
+    """
+    run = RunFolder.open(run_dir)
+    declaration = load_declared(declared) if declared is not None else None
+    extra: list[Path] = []
+    if declaration is not None:
+        extra.append(write_json(declaration.asdict(), run_dir / DECLARED_COPY))
+    elif run.has(DECLARED_COPY):
+        extra.append(run_dir / DECLARED_COPY)
+    model = build(run, previous, declaration)
+    files = render(model, run_dir / "reports") + extra
+    seal_outputs(run_dir, files)
+    return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

@@ -1,0 +1,102 @@
+"""The run folder as the reports see it: its manifest and lazy scans of its tables.
+
+Reports are computed from a finished run folder alone (never from the input extract), so
+``handover report RUN`` re-renders them byte for byte and an audit panel can recompute
+every figure from the files the manifest lists. ``RunFolder`` is the one place that knows
+the folder's layout (docs/architecture.md, "Run directory").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from migrate.errors import InputError
+
+MANIFEST = "manifest.json"
+RECONCILIATION = "reports/reconciliation.json"
+DECLARED_COPY = "reports/declared.json"
+CANONICAL_TABLES = ("patients", "referrals", "contacts", "codes")
+# Columns every canonical row carries for tracing; never part of a row's content.
+TRACE_COLUMNS = ("source_file", "source_row")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; InputError (exit 3) naming the file when unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not readable as JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A finished run: ``path`` and its parsed ``manifest.json``."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: Path) -> RunFolder:
+        """Open ``path`` as a run folder; InputError (exit 3) when it has no manifest."""
+        if not (path / MANIFEST).is_file():
+            raise InputError(f"{path}: not a run folder (no {MANIFEST})")
+        return cls(path, read_json(path / MANIFEST))
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", ""))
+
+    @property
+    def cutover(self) -> date:
+        return date.fromisoformat(str(self.manifest["cutover_date"]))
+
+    def has(self, rel: str) -> bool:
+        """Whether the run holds file ``rel`` (a path relative to the run folder)."""
+        return (self.path / rel).is_file()
+
+    def scan(self, rel: str) -> pl.LazyFrame:
+        """A lazy scan of Parquet file ``rel``; InputError naming it when it is missing."""
+        if not self.has(rel):
+            raise InputError(f"{self.path / rel}: missing from the run folder")
+        return pl.scan_parquet(self.path / rel)
+
+    def canonical(self, table: str) -> pl.LazyFrame:
+        """Canonical table ``table`` (patients, referrals, contacts or codes)."""
+        return self.scan(f"canonical/{table}.parquet")
+
+    def height(self, rel: str) -> int:
+        """Rows of Parquet file ``rel``, from its metadata where polars can."""
+        return int(self.scan(rel).select(pl.len()).collect().item())
+
+    def fhir_ndjson(self) -> list[Path]:
+        """``fhir/ndjson/*.ndjson`` files in name order (empty when the run has no FHIR output)."""
+        folder = self.path / "fhir" / "ndjson"
+        return sorted(folder.glob("*.ndjson")) if folder.is_dir() else []
+
+    def existing_summary(self) -> dict[str, Any]:
+        """``reports/reconciliation.json`` as the pipeline (or an earlier render) wrote it, or {}."""
+        path = self.path / RECONCILIATION
+        return read_json(path) if path.is_file() else {}
+
+    def inputs(self) -> list[dict[str, Any]]:
+        """The manifest's input files: path, table, bytes, sha256, rows (read)."""
+        return [dict(entry) for entry in self.manifest.get("inputs", [])]
+
+    def previous_path(self) -> Path | None:
+        """Where the manifest says the previous run is (``previous_run.path``), if it says."""
+        previous = self.manifest.get("previous_run")
+        if not isinstance(previous, dict) or not previous.get("path"):
+            return None
+        path = Path(str(previous["path"]))
+        return path if path.is_absolute() else (self.path / path)

@@ -1,0 +1,90 @@
+"""reconciliation.html in a real browser: headless Chromium, offline, no console errors.
+
+Chromium prints every console message (errors, CSP violations, failed loads) on stderr
+as ``INFO:CONSOLE`` lines with ``--enable-logging=stderr --v=0``; the page has no scripts,
+so any such line is a fault. Skipped, with the reason, only when Chromium is not installed
+(Debian package ``chromium``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import polars as pl
+import pytest
+from matplotlib.image import imread
+
+from migrate.reports import write_reports
+
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> object:
+    """A function opening a page in a fresh headless Chromium: (DOM, console lines)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    profiles = iter(range(100))
+
+    def open_page(page: Path, *extra: str) -> tuple[str, list[str]]:
+        profile = tmp_path / f"chromium-profile-{next(profiles)}"
+        proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
+                              capture_output=True, text=True, timeout=180, check=False)
+        return proc.stdout, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+
+    return open_page
+
+
+def test_the_page_opens_offline_with_the_expected_figures(browser: object, synth_run: Path, rh: ModuleType,
+                                                          tmp_path: Path) -> None:
+    run = rh.copy_run(synth_run, tmp_path / "run")
+    summary = write_reports(run).summary
+    dom, console = browser(run / "reports" / "reconciliation.html", "--dump-dom")  # type: ignore[operator]
+    assert console == []
+    assert dom.count("<svg") == 1  # the waits chart, inline
+    for line in summary["waits"]["service_lines"]:
+        assert line["service_line"] in dom
+    inv = summary["invariant"]
+    expected = [summary["run_id"], "All invariants hold", f"{inv['rows_read']:,}",
+                *(f"{f['rows_read']:,}" for f in inv["files"]),
+                *(f"{n:,}" for n in summary["cohorts"]["patients"].values()),
+                *(f"{n:,}" for n in summary["flags"]["by_severity"].values()),
+                f"{summary['declared_vs_found']['totals']['found_patients']:,}"]
+    for figure in expected:
+        assert figure in dom, figure
+    assert "<script" not in dom
+
+
+def test_an_external_reference_would_show_as_a_console_error(browser: object, worked_run: Path, rh: ModuleType,
+                                                              tmp_path: Path) -> None:
+    """The console check can fail: the page's CSP blocks (and reports) anything fetched."""
+    run = rh.copy_run(worked_run, tmp_path / "run")
+    write_reports(run)
+    page = run / "reports" / "reconciliation.html"
+    tampered = tmp_path / "tampered.html"
+    tampered.write_text(page.read_text().replace("<main>", '<main><img src="https://example.invalid/x.png">', 1))
+    _, console = browser(tampered, "--dump-dom")  # type: ignore[operator]
+    assert any("example.invalid" in line for line in console)
+
+
+def test_a_failing_run_opens_with_the_red_banner(browser: object, worked_run: Path, rh: ModuleType,
+                                                 tmp_path: Path) -> None:
+    run = rh.copy_run(worked_run, tmp_path / "run")
+    lineage = pl.read_parquet(run / "lineage.parquet")
+    rh.rewrite(run / "lineage.parquet", lineage.slice(1))
+    assert not write_reports(run).holds
+    page = run / "reports" / "reconciliation.html"
+    dom, console = browser(page, "--dump-dom")  # type: ignore[operator]
+    assert console == []
+    body = dom.split("<body>", 1)[1].lstrip()
+    assert body.startswith('<div id="verdict" class="banner fail">RECONCILIATION FAILED')
+    shot = tmp_path / "top.png"
+    browser(page, f"--screenshot={shot}", "--window-size=1000,600", "--hide-scrollbars")  # type: ignore[operator]
+    pixels = imread(shot)
+    top = pixels[5:40, 100:900, :3].reshape(-1, 3).mean(axis=0)  # the banner's band, off the text
+    assert top[0] > 0.6 and top[1] < 0.2 and top[2] < 0.2, top  # red (#c00000)

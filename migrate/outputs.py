@@ -16,7 +16,8 @@ from typing import Any
 import polars as pl
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Run ``write`` on a temporary name beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -30,15 +31,15 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     """Write ``frame`` as Parquet at ``path`` atomically (zstd, statistics on)."""
-    return _atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
 
 
 def write_json(data: Any, path: Path) -> Path:
     """Write ``data`` as indented JSON with sorted keys, atomically."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
-    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_text(text: str, path: Path) -> Path:
     """Write UTF-8 text atomically."""
-    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

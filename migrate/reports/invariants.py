@@ -17,8 +17,9 @@ links into it, one row per resource a source row became), or from the writer's o
 ``fhir/lineage.parquet`` when ``lineage.parquet`` names no resource at all.
 
 A run without ``fhir/ndjson/*.ndjson`` has no FHIR output to check: the invariant is then
-"not applicable", never "holds". Ids are compared exactly (as text), with polars joins
-over lazy scans, so a run of millions of resources is checked without Python loops.
+"not applicable", never "holds". Rows and resources are joined as pairs of 64-bit hashes
+with polars (no Python loop); the failures named in the report are looked up again by
+those hashes, with their real file, row, type and id.
 """
 
 from __future__ import annotations

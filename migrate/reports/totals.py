@@ -62,7 +62,7 @@ def rows_invariant(run: RunFolder) -> dict[str, Any]:
     one group per source row: 2-3 GB at a million patients, whose lineage has a row per
     FHIR resource. Here each triple is packed into one integer (file index, row, disposition
     code), the integers sorted with numpy, and triples and rows with several dispositions
-    counted from neighbours: about 0.3 GB for the same 18 million lineage rows.
+    counted from neighbours: 0.75 GB peak (against 1.8 GB) for the same 18 million rows.
     """
     scan = run.scan("lineage.parquet").select("source_file", "source_row", "disposition")
     lineage = scan.select(pl.col("source_file").cast(pl.String), "source_row", pl.col("disposition").cast(pl.String))

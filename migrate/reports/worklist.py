@@ -25,7 +25,7 @@ import yaml
 
 from migrate import canonical
 from migrate.errors import ConfigError
-from migrate.outputs import _atomic
+from migrate.outputs import write_atomic
 from migrate.reports import xlsx
 from migrate.reports.rundata import RunFolder
 from migrate.resources import reports_dir
@@ -130,7 +130,7 @@ def neutralise(column: str) -> pl.Expr:
 def write_csv(frame: pl.DataFrame, path: Path) -> Path:
     """``frame`` as UTF-8 CSV (with a BOM, which Excel needs to read UTF-8), every cell neutralised."""
     safe = frame.select(neutralise(c) for c in frame.columns)
-    return _atomic(path, lambda tmp: safe.write_csv(tmp, include_bom=True))
+    return write_atomic(path, lambda tmp: safe.write_csv(tmp, include_bom=True))
 
 
 def family_counts(frame: pl.DataFrame, layout: Layout) -> pl.DataFrame:
@@ -159,7 +159,7 @@ def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout) -> Path:
             suffix = f" ({part + 1})" if part else ""
             sheets.append(xlsx.Sheet(f"{title}{suffix}", rows.slice(start, _SHEET_ROWS), columns,
                                      emphasis={"severity": {"critical": xlsx.STYLE_ALERT}}))
-    return _atomic(path, lambda tmp: xlsx.write_workbook(tmp, sheets))
+    return write_atomic(path, lambda tmp: xlsx.write_workbook(tmp, sheets))
 
 
 def write_worklists(frame: pl.DataFrame, folder: Path, layout: Layout) -> list[Path]:

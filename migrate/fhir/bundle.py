@@ -41,7 +41,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from migrate.fhir.ids import fhir_id
-from migrate.fhir.inputs import Context, check_inputs, gather, plan_patients, stage
+from migrate.fhir.inputs import Context, gather, stage
 from migrate.fhir.options import FhirOptions, profile
 from migrate.fhir.resources import (
     LINEAGE_OUT_SCHEMA,
@@ -49,9 +49,9 @@ from migrate.fhir.resources import (
     Built,
     build_batch,
     organisation_refs,
-    organisations,
+    prepare,
 )
-from migrate.fhir.validate import ERROR_SCHEMA, ShapeCache
+from migrate.fhir.validate import ERROR_SCHEMA
 from migrate.progress import NULL_PROGRESS, Progress
 
 
@@ -175,14 +175,9 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     withheld, not-emitted or errors — nothing is dropped silently.
     """
     del patient_cohorts  # each referral carries its own cohort
-    check_inputs({**{t: tables.get(t) for t in ("patients", "referrals", "contacts", "codes")},
-                  "cohorts": cohorts, "exceptions": exceptions, "sharing": sharing,
-                  "derived_priority": derived_priority})
-    ctx = Context.of(options)
-    shapes = ShapeCache()
-    plan = plan_patients(tables["patients"], options.bundle_size)
+    p = prepare(tables, cohorts, exceptions, sharing, options, derived_priority)
+    ctx, shapes, plan, orgs, org_errors = p.ctx, p.shapes, p.plan, p.orgs, p.org_errors
     last_bundle = int(plan["bundle_no"].max() or 0)  # type: ignore[arg-type]
-    orgs, org_errors = organisations(tables, plan, ctx, shapes)
     known_orgs = organisation_refs(orgs)
     final, partial = out_dir / "fhir", out_dir / "fhir.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -221,7 +216,7 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])  # type: ignore[arg-type]
+    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])
     files = sorted(p for p in final.rglob("*") if p.is_file())
     return FhirResult(
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,

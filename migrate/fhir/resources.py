@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -126,6 +127,31 @@ def build_batch(inputs: Inputs, organisations_: pl.DataFrame, known_organisation
     )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What both ``build_resources`` and ``write_fhir`` start from: checked inputs, the
+    patient plan (bundle numbers) and the Organizations."""
+
+    ctx: Context
+    shapes: ShapeCache
+    plan: pl.DataFrame
+    orgs: Any
+    org_errors: Any
+
+
+def prepare(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions: pl.LazyFrame,
+            sharing: pl.LazyFrame, options: FhirOptions, derived_priority: pl.LazyFrame | None) -> Prepared:
+    """Check the inputs, plan patients into bundles and build the Organizations."""
+    check_inputs({**{t: tables.get(t) for t in ("patients", "referrals", "contacts", "codes")},
+                  "cohorts": cohorts, "exceptions": exceptions, "sharing": sharing,
+                  "derived_priority": derived_priority})
+    ctx = Context.of(options)
+    shapes = ShapeCache()
+    plan = plan_patients(tables["patients"], options.bundle_size)
+    orgs, org_errors = organisations(tables, plan, ctx, shapes)
+    return Prepared(ctx, shapes, plan, orgs, org_errors)
+
+
 def build_resources(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patient_cohorts: pl.LazyFrame,
                     exceptions: pl.LazyFrame, sharing: pl.LazyFrame, options: FhirOptions,
                     derived_priority: pl.LazyFrame | None = None) -> Built:
@@ -136,13 +162,8 @@ def build_resources(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, p
     ``write_fhir`` streams large ones.
     """
     del patient_cohorts
-    check_inputs({**{t: tables.get(t) for t in ("patients", "referrals", "contacts", "codes")},
-                  "cohorts": cohorts, "exceptions": exceptions, "sharing": sharing,
-                  "derived_priority": derived_priority})
-    ctx = Context.of(options)
-    shapes = ShapeCache()
-    plan = plan_patients(tables["patients"], options.bundle_size)
-    orgs, org_errors = organisations(tables, plan, ctx, shapes)
+    p = prepare(tables, cohorts, exceptions, sharing, options, derived_priority)
+    ctx, shapes, plan, orgs, org_errors = p.ctx, p.shapes, p.plan, p.orgs, p.org_errors
     inputs = gather(tables, cohorts, exceptions, sharing, derived_priority, plan, ctx)
     built = build_batch(inputs, orgs, organisation_refs(orgs), ctx, shapes)
     if org_errors.height:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench typecheck clean
+.PHONY: demo test bench bench-all typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# Every stage's benchmark at full size (long: synthesises 1M patients; see benchmarks/README.md).
+bench-all: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/identity_febrl.py febrl --repeat 3
+	$(BIN)/python benchmarks/fhir_bench.py --patients 1000000
+	$(BIN)/python benchmarks/hl7_bench.py --sizes 100000,1000000
 
 clean:
 	rm -rf $(VENV) demo-out bench-out .pytest_cache .mypy_cache

@@ -103,6 +103,22 @@ def set_aside(dispositions: pl.DataFrame, rows: pl.DataFrame, disposition: str) 
         .otherwise(pl.col("disposition")).alias("disposition")).drop("_hit")
 
 
+# Flags that raise a referral's priority in the FHIR output: the ServiceRequest carries the
+# raised priority, the assigned one in a note, and the rule's evidence as the reason.
+PRIORITY_RAISED_BY: dict[str, str] = {"UNDER_PRIORITISED": "urgent"}
+
+
+def derived_priority(exceptions: pl.DataFrame) -> pl.DataFrame:
+    """referral_key, priority, reason for each referral a flag raises (``PRIORITY_RAISED_BY``)."""
+    raised = exceptions.filter((pl.col("subject_type") == "referral")
+                               & pl.col("flag_code").is_in(list(PRIORITY_RAISED_BY)))
+    return raised.select(
+        pl.col("subject_key").alias("referral_key"),
+        pl.col("flag_code").replace_strict(PRIORITY_RAISED_BY, return_dtype=pl.String).alias("priority"),
+        pl.format("{} (rule {}): {}", "flag_code", "rule_id", "evidence").alias("reason"),
+    ).unique("referral_key", keep="first", maintain_order=True)
+
+
 def _write_fhir(config: RunConfig, rid: str, ingested: Ingested, identity: IdentityResult,
                 people: dict[str, pl.LazyFrame], cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame,
                 exceptions: pl.DataFrame) -> Any:
@@ -117,7 +133,7 @@ def _write_fhir(config: RunConfig, rid: str, ingested: Ingested, identity: Ident
     tables = {"patients": identity.patients.lazy(), **{t: people[t] for t in ("referrals", "contacts", "codes")}}
     sharing = sharing_from_codes(people, config.cutover, config.rules_path)
     return write_fhir(tables, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options,
-                      config.out_dir)
+                      config.out_dir, derived_priority=derived_priority(exceptions).lazy())
 
 
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
@@ -431,5 +447,6 @@ def reemit_fhir(run_dir: Path, bundle_size: int = 500) -> dict[str, Any]:
     result = write_fhir(people, pl.scan_parquet(run_dir / "cohorts.parquet"),
                         pl.scan_parquet(run_dir / "patients.parquet").select("patient_key", "patient_cohort"),
                         pl.scan_parquet(run_dir / "exceptions.parquet"),
-                        sharing_from_codes(people, options.cutover), options, run_dir)
+                        sharing_from_codes(people, options.cutover), options, run_dir,
+                        derived_priority=derived_priority(pl.read_parquet(run_dir / "exceptions.parquet")).lazy())
     return dict(result.asdict())

@@ -101,3 +101,18 @@ def test_worked_example_end_to_end(tmp_path: Path) -> None:
     flags = pl.read_parquet(run / "exceptions.parquet").filter(pl.col("flag_code").is_in(SECTION_3_FLAGS))
     got = set(flags.select("subject_type", "subject_key", "flag_code").iter_rows())
     assert got == set(pl.read_csv(expected / "flags.csv").iter_rows())
+
+
+def test_a_red_flag_on_a_routine_list_raises_the_fhir_priority(tmp_path: Path) -> None:
+    run = _run("worked-example", tmp_path / "run")
+    requests = {}
+    for line in (run / "fhir" / "ndjson" / "ServiceRequest.ndjson").read_text().splitlines():
+        resource = json.loads(line)
+        local = next(i["value"] for i in resource["identifier"] if i["value"].startswith("R"))
+        requests[local] = resource
+    assert requests["R13"]["priority"] == "urgent"  # cauda equina on a routine list
+    reason = requests["R13"]["_priority"]["extension"][0]
+    assert reason["url"].endswith("Extension-UKCore-PriorityReason")
+    assert "UNDER_PRIORITISED" in reason["valueCodeableConcept"]["text"]
+    assert any("routine" in n["text"] for n in requests["R13"]["note"])  # the assigned priority is kept
+    assert requests["R01"]["priority"] == "routine" and "_priority" not in requests["R01"]

@@ -12,16 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-_CHUNK = 1 << 20
-
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file: ``hashlib.file_digest`` reads into one buffer in C (no Python
+    loop per chunk); measured faster than a Python loop over 1-16 MiB reads."""
+    with path.open("rb", buffering=0) as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def run_id(parts: Iterable[str]) -> str:

@@ -38,7 +38,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
                  "given_names", "birth_date", "sex", "address", "postcode", "gp_ods_code", "phone",
                  "source_file", "source_row"),
     "referrals": ("referral_key", "source_referral_id", "patient_key", "ubrn", "received_date", "service_line",
-                  "referral_source", "assigned_priority", "status", "closed_date", "closure_reason",
+                  "referral_source", "assigned_priority", "transfer_list", "status", "closed_date", "closure_reason",
                   "pifu_expiry_date", "history_of_cancer", "red_flags", "body_site", "reason_text",
                   "source_file", "source_row"),
     "contacts": ("contact_key", "referral_key", "contact_datetime", "attendance", "contact_type", "modality",

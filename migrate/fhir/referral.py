@@ -4,7 +4,10 @@ ServiceRequest (UK Core ServiceRequest)
     identifier: the local referral id, and the e-RS UBRN when present; status from the
     cohort (open cohorts → active, closed → completed, rejected/out of scope → revoked;
     the referral's own status when it has no cohort); intent order; category SNOMED
-    3457005 patient referral; code: the service line (outgoing provider's code system);
+    3457005 patient referral, then the cohort at the cut-over (handover's cohort code
+    system) and the outgoing provider's transfer list (``transfer-list`` code system), so
+    a receiving system and the round trip (``migrate.fhir.roundtrip``) read both as codes;
+    code: the service line (outgoing provider's code system);
     priority: routine → routine, urgent → urgent, two_week_wait → asap (NHS Data
     Dictionary PRIORITY TYPE 1/2/3; unknown → no priority, and a note says so). When a
     rule raised the priority (``derived_priority``), priority is the raised one, the
@@ -129,7 +132,12 @@ def requests(inputs: Inputs, ctx: Context) -> Part:
         )),
         ("status", safe(pl.col("request_status"), "code")),
         ("intent", const("order")),
-        ("category", const(REFERRAL_CATEGORY)),
+        ("category", array(
+            const(REFERRAL_CATEGORY[0]),
+            when(pl.col("cohort").is_not_null(), concept(opts.handover_codes("cohort"), safe(pl.col("cohort"), "code"))),
+            when(pl.col("transfer_list").is_not_null(), concept(
+                opts.handover_codes("transfer-list"), safe(pl.col("transfer_list").cast(pl.String), "code"))),
+        )),
         ("priority", with_checks(mapped(pl.col("final_priority"), PRIORITY_MAP, strict=False), known_derived)),
         ("_priority", when(pl.col("raised"), priority_reason)),
         ("code", when(pl.col("service_line").is_not_null(), concept(

@@ -1,0 +1,312 @@
+"""What each resource should say: the canonical values of every source row lineage ties to it.
+
+For the round trip (``migrate.fhir.roundtrip``). Read from the run folder only: the
+canonical tables, ``lineage.parquet`` (which source row became which resource — so rows
+that became no resource are never expected to have one, whatever the stages before
+decided), ``patients.parquet`` (survivors, identity's verification code),
+``cohorts.parquet`` and ``exceptions.parquet`` (the rules' decisions: cohort, sharing
+block, flags, raised priorities).
+
+Each ``expect_*`` returns one row per (source row, resource) with ``table``,
+``source_file``, ``source_row``, ``fhir_type``, ``fhir_id``, ``patient`` and ``record``
+(local ids, for examples), and an ``e_<field>`` column per compared field, as text, in
+the canonical vocabulary. A null ``e_<field>`` means "the resource must not carry it";
+``skip_<field>`` (when present) marks rows where the field does not apply.
+
+The value tables below are the mapping stated from the canonical side, again on purpose
+(see ``migrate.fhir.inverse``): they do not import the forward mapping's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from migrate.reports.rundata import RunFolder
+
+OPEN_COHORTS = ("backlog", "transition", "pifu", "pifu_expired")
+COHORT_TO_STATUS = {**{c: "open" for c in OPEN_COHORTS}, "closed": "closed", "rejected": "rejected"}
+COHORT_TO_EPISODE = {"backlog": "waitlist", "transition": "active", "pifu": "onhold", "pifu_expired": "onhold"}
+MODALITY_TO_CLASS = {"face_to_face": "face_to_face", "telephone": "virtual", "video": "virtual"}
+PRIORITY_ORDER = {"unknown": 0, "routine": 1, "urgent": 2, "two_week_wait": 3}
+
+
+@dataclass(frozen=True)
+class Links:
+    """Resource ids lineage gives each canonical key: the (survivor's) Patient of a
+    patient key, the ServiceRequest and EpisodeOfCare of a referral key, local ids."""
+
+    lineage: pl.LazyFrame
+    patients: pl.LazyFrame  # patient_key, patient_id (Patient), patient (local id), survivor_key
+    referrals: pl.LazyFrame  # referral_key, request_id, episode_id, referral (local id), patient_key
+
+    @classmethod
+    def of(cls, run: RunFolder) -> Links:
+        lineage = run.scan("lineage.parquet").filter(pl.col("fhir_type").is_not_null()).select(
+            "source_file", "source_row", "table", "patient_key", "fhir_type", "fhir_id")
+        summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
+
+        def first_id(table: str, fhir_type: str, key: str, alias: str) -> pl.LazyFrame:
+            rows = run.canonical(table).select(key, "source_file", "source_row")
+            hits = lineage.filter((pl.col("table") == table) & (pl.col("fhir_type") == fhir_type))
+            return (rows.join(hits.select("source_file", "source_row", pl.col("fhir_id").alias(alias)),
+                              on=["source_file", "source_row"]).group_by(key).agg(pl.col(alias).min()))
+
+        patients = (run.canonical("patients").select("patient_key", pl.col("source_patient_id").alias("patient"))
+                    .join(summary, on="patient_key", how="left")
+                    .with_columns(pl.col("survivor_key").fill_null(pl.col("patient_key")))
+                    .join(first_id("patients", "Patient", "patient_key", "patient_id"), on="patient_key", how="left"))
+        referrals = (run.canonical("referrals").select("referral_key", "patient_key",
+                                                       pl.col("source_referral_id").alias("referral"))
+                     .join(first_id("referrals", "ServiceRequest", "referral_key", "request_id"), on="referral_key",
+                           how="left")
+                     .join(first_id("referrals", "EpisodeOfCare", "referral_key", "episode_id"), on="referral_key",
+                           how="left"))
+        return cls(lineage, patients, referrals)
+
+    def rows(self, run: RunFolder, table: str, fhir_types: tuple[str, ...]) -> pl.LazyFrame:
+        """Canonical rows of ``table`` with each resource of ``fhir_types`` lineage ties them to."""
+        hits = self.lineage.filter((pl.col("table") == table) & pl.col("fhir_type").is_in(list(fhir_types)))
+        return run.canonical(table).join(hits.drop("patient_key", "table"), on=["source_file", "source_row"]).with_columns(
+            pl.lit(table).alias("table"))
+
+    def patient_of(self, frame: pl.LazyFrame, key: str = "patient_key") -> pl.LazyFrame:
+        """``frame`` with ``e_patient_id`` (its patient's Patient) and ``patient`` (local id)."""
+        return frame.join(self.patients.select(pl.col("patient_key").alias(key), pl.col("patient_id").alias(
+            "e_patient_id"), "patient"), on=key, how="left")
+
+
+def _text(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.String)
+
+
+def _date(column: str) -> pl.Expr:
+    return pl.col(column).dt.strftime("%Y-%m-%d")
+
+
+def _head(frame: pl.LazyFrame, record: pl.Expr) -> list[pl.Expr]:
+    del frame
+    return [pl.col("table"), pl.col("source_file"), pl.col("source_row"), pl.col("fhir_type"), pl.col("fhir_id"),
+            pl.col("patient"), record.alias("record")]
+
+
+def expect_patients(run: RunFolder, links: Links) -> pl.LazyFrame:
+    """Patient: every patient row; a merged row only has its local id among the survivor's."""
+    verification = run.scan("patients.parquet").select("patient_key", "nhs_number_verification")
+    rows = (links.rows(run, "patients", ("Patient",))
+            .join(links.patients.select("patient_key", "survivor_key", "patient"), on="patient_key", how="left")
+            .join(verification, on="patient_key", how="left")
+            .join(_organisation_ids(run, links), on=["source_file", "source_row"], how="left"))
+    merged = pl.col("patient_key") != pl.col("survivor_key")
+    own = [
+        pl.col("nhs_number").alias("e_nhs_number"),
+        pl.when(pl.col("nhs_number").is_not_null()).then(_text("nhs_number_verification").str.replace(
+            r"^(?i)NSTS", "")).alias("e_nhs_number_verification"),
+        pl.col("source_patient_id").alias("e_source_patient_id"),
+        pl.col("family_name").alias("e_family_name"),
+        _given(pl.col("given_names")).alias("e_given_names"),
+        _date("birth_date").alias("e_birth_date"),
+        _text("sex").alias("e_sex"),
+        pl.col("address").alias("e_address"),
+        pl.col("postcode").alias("e_postcode"),
+        pl.col("phone").alias("e_phone"),
+        pl.col("gp_ods_code").alias("e_gp_ods_code"),
+        pl.col("gp_organization_id").alias("e_gp_organization_id"),
+    ]
+    return rows.select(
+        *_head(rows, pl.col("source_patient_id")), pl.col("survivor_key"), merged.alias("merged_row"),
+        *own, pl.col("source_patient_id").alias("e_merged_local_id"),
+    )
+
+
+def _given(value: pl.Expr) -> pl.Expr:
+    """Given names as the resource lists them: split on spaces, blanks dropped."""
+    parts = value.str.strip_chars().str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+    return pl.when(parts.list.len() > 0).then(parts.list.join(" "))
+
+
+def _organisation_ids(run: RunFolder, links: Links) -> pl.LazyFrame:
+    del run
+    return (links.lineage.filter((pl.col("table") == "patients") & (pl.col("fhir_type") == "Organization"))
+            .select("source_file", "source_row", pl.col("fhir_id").alias("gp_organization_id")))
+
+
+def survivor_values(run: RunFolder) -> pl.LazyFrame:
+    """survivor_key and, per demographic field, every value of its merged cluster: survivorship
+    takes each field from the most recent record that has it, so any of them may be carried."""
+    summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
+    clusters = summary.filter(pl.col("survivor_key") != pl.col("patient_key")).select("survivor_key").unique()
+    rows = run.canonical("patients").join(summary, on="patient_key").join(clusters, on="survivor_key", how="semi")
+    return rows.group_by("survivor_key").agg(
+        pl.col("family_name").alias("c_family_name"), _given(pl.col("given_names")).alias("c_given_names"),
+        _date("birth_date").alias("c_birth_date"), _text("sex").alias("c_sex"), pl.col("address").alias("c_address"),
+        pl.col("postcode").alias("c_postcode"), pl.col("phone").alias("c_phone"),
+        pl.col("gp_ods_code").alias("c_gp_ods_code"))
+
+
+def raised_priorities(run: RunFolder) -> pl.LazyFrame:
+    """referral_key, raised: the priority a rule raised the referral to (the highest), from
+    the exceptions the run recorded, read with the pipeline's own rule for which flags raise."""
+    from migrate.pipeline import derived_priority
+
+    derived = derived_priority(run.scan("exceptions.parquet").collect())
+    rank = pl.col("priority").replace_strict(PRIORITY_ORDER, default=-1, return_dtype=pl.Int64)
+    return derived.lazy().sort("referral_key", rank, descending=[False, True]).group_by(
+        "referral_key", maintain_order=True).agg(pl.col("priority").first().alias("raised"))
+
+
+def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
+    """ServiceRequest: every referral row lineage ties to one."""
+    cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"))
+    rows = links.patient_of(links.rows(run, "referrals", ("ServiceRequest",)).join(cohorts, on="referral_key",
+                                                                                    how="left")
+                            .join(raised_priorities(run), on="referral_key", how="left"))
+    assigned = _text("assigned_priority")
+    rank = {k: v for k, v in PRIORITY_ORDER.items()}
+    higher = (pl.col("raised").replace_strict(rank, default=-1, return_dtype=pl.Int64)
+              > assigned.replace_strict(rank, default=0, return_dtype=pl.Int64)).fill_null(False)
+    flags = pl.col("red_flags").list.join(", ")
+    cancer = pl.col("history_of_cancer")
+    return rows.select(
+        *_head(rows, pl.col("source_referral_id")),
+        pl.col("source_referral_id").alias("e_source_referral_id"),
+        pl.col("ubrn").alias("e_ubrn"),
+        _date("received_date").alias("e_received_date"),
+        pl.col("service_line").alias("e_service_line"),
+        pl.col("referral_source").alias("e_referral_source"),
+        assigned.alias("e_assigned_priority"),
+        pl.when(higher).then(pl.col("raised")).alias("e_raised_priority"),
+        pl.coalesce(pl.col("cohort").replace_strict(COHORT_TO_STATUS, default=None, return_dtype=pl.String),
+                    _text("status")).alias("e_status_at_cutover"),
+        pl.col("cohort").alias("e_cohort"),
+        _text("transfer_list").alias("e_transfer_list"),
+        pl.col("reason_text").alias("e_reason_text"),
+        pl.col("body_site").alias("e_body_site"),
+        pl.when(pl.col("red_flags").list.len() > 0).then(flags).alias("e_red_flags"),
+        pl.when(cancer).then(pl.lit("true")).when(~cancer).then(pl.lit("false")).alias("e_history_of_cancer"),
+        _date("closed_date").alias("e_closed_date"),
+        pl.col("closure_reason").alias("e_closure_reason"),
+        pl.col("e_patient_id"),
+    )
+
+
+def expect_episodes(run: RunFolder, links: Links) -> pl.LazyFrame:
+    """EpisodeOfCare: every referral row lineage ties to one (open cohorts)."""
+    cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"), "cohort_reason")
+    rows = links.patient_of(links.rows(run, "referrals", ("EpisodeOfCare",)).join(cohorts, on="referral_key",
+                                                                                   how="left")
+                            .join(links.referrals.select("referral_key", "request_id"), on="referral_key",
+                                  how="left"))
+    pifu = pl.col("cohort").is_in(["pifu", "pifu_expired"])
+    return rows.select(
+        *_head(rows, pl.col("source_referral_id")),
+        pl.col("cohort").replace_strict(COHORT_TO_EPISODE, default=None, return_dtype=pl.String)
+        .alias("e_episode_status"),
+        pl.col("cohort").alias("e_cohort"),
+        pl.col("cohort_reason").alias("e_cohort_reason"),
+        _date("received_date").alias("e_received_date"),
+        pl.when(pifu).then(_date("pifu_expiry_date")).alias("e_pifu_expiry_date"),
+        pl.col("request_id").alias("e_request_id"),
+        pl.col("e_patient_id"),
+    )
+
+
+def expect_contacts(run: RunFolder, links: Links) -> pl.LazyFrame:
+    """Encounter (attended) and Appointment (the rest): every contact row lineage ties to one."""
+    rows = links.rows(run, "contacts", ("Encounter", "Appointment")).drop("patient_key", strict=False).join(
+        links.referrals.select("referral_key", "patient_key", "request_id", "episode_id"), on="referral_key",
+        how="left")
+    rows = links.patient_of(rows)
+    encounter = pl.col("fhir_type") == "Encounter"
+    return rows.select(
+        *_head(rows, pl.col("contact_key")),
+        pl.col("contact_key").alias("e_contact_key"),
+        pl.col("contact_datetime").dt.strftime("%Y-%m-%dT%H:%M:%S").alias("e_contact_datetime"),
+        _text("attendance").alias("e_attendance"),
+        _text("contact_type").alias("e_contact_type"),
+        pl.col("procedure").alias("e_procedure"),
+        pl.when(encounter).then(_text("modality").replace_strict(MODALITY_TO_CLASS, default="face_to_face",
+                                                                 return_dtype=pl.String)).alias("e_modality_class"),
+        pl.col("site").alias("e_site"),
+        pl.col("request_id").alias("e_request_id"),
+        pl.when(encounter).then(pl.col("episode_id")).alias("e_episode_id"),
+        pl.col("e_patient_id"),
+    )
+
+
+def expect_conditions(run: RunFolder, links: Links, cancer_code: str) -> pl.LazyFrame:
+    """Condition: each clinical coded entry; and the cancer history of referral rows (its
+    code is the configured one, recorded on the earliest such referral of the patient)."""
+    codes = links.patient_of(links.rows(run, "codes", ("Condition",)))
+    coded = codes.select(
+        *_head(codes, pl.lit(None, dtype=pl.String)),
+        _text("code_system").alias("e_code_system"),
+        pl.col("code").alias("e_code"),
+        pl.col("display").alias("e_display"),
+        _date("recorded_date").alias("e_recorded_date"),
+        pl.col("value").alias("e_value"),
+        pl.col("e_patient_id"),
+    )
+    refs = links.patient_of(links.rows(run, "referrals", ("Condition",)))
+    history = refs.select(
+        *_head(refs, pl.col("source_referral_id")),
+        pl.lit("snomed").alias("e_code_system"),
+        pl.lit(cancer_code).alias("e_code"),
+        pl.lit(None, dtype=pl.String).alias("skip_display"),
+        pl.col("received_date").min().over("fhir_id").dt.strftime("%Y-%m-%d").alias("e_recorded_date"),
+        pl.lit(None, dtype=pl.String).alias("skip_value"),
+        pl.col("e_patient_id"),
+    ).with_columns(pl.lit(None, dtype=pl.String).alias("e_display"), pl.lit(None, dtype=pl.String).alias("e_value"),
+                   pl.lit(True).alias("cancer_row"))
+    coded = coded.with_columns(pl.lit(None, dtype=pl.String).alias("skip_display"),
+                               pl.lit(None, dtype=pl.String).alias("skip_value"), pl.lit(False).alias("cancer_row"))
+    return pl.concat([coded, history.select(coded.collect_schema().names())], how="vertical")
+
+
+def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
+    """Consent: the sharing or opt-out entries (codes rows) and blocked patients without one."""
+    blocked = (run.scan("exceptions.parquet").filter(pl.col("flag_code") == "SHARING_BLOCK")
+               .select("patient_key").unique().with_columns(pl.lit(True).alias("blocked")))
+    label = _text("code_system") + ":" + pl.col("code").str.strip_chars()
+    entry = label + "|" + _date("recorded_date").fill_null("")
+    codes = links.rows(run, "codes", ("Consent",)).with_columns(
+        label.alias("label"), _date("recorded_date").alias("date"), entry.alias("entry"),
+        pl.col("source_file").alias("record_file"))
+    codes = links.patient_of(codes).join(links.patients.select("patient_key", "survivor_key"), on="patient_key",
+                                         how="left")
+    per_resource = codes.group_by("fhir_id").agg(pl.col("entry").unique().alias("entries"),
+                                                  pl.col("date").max().alias("latest"))
+    codes = codes.join(per_resource, on="fhir_id", how="left").join(
+        blocked.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left")
+    code_rows = codes.select(
+        *_head(codes, pl.lit(None, dtype=pl.String)),
+        pl.col("blocked").fill_null(False).alias("blocked"), "label", "entries", "latest", "e_patient_id")
+    patients = links.patient_of(links.rows(run, "patients", ("Consent",)))
+    patient_rows = patients.select(
+        *_head(patients, pl.col("source_patient_id")), pl.lit(True).alias("blocked"),
+        pl.lit(None, dtype=pl.String).alias("label"), pl.lit(None, dtype=pl.List(pl.String)).alias("entries"),
+        pl.lit(None, dtype=pl.String).alias("latest"), "e_patient_id")
+    return pl.concat([code_rows, patient_rows], how="vertical")
+
+
+def expect_flags(run: RunFolder, links: Links, flag_codes: tuple[str, ...]) -> pl.LazyFrame:
+    """Flag: per flagged source row (the referral or patient row), the set of flag codes the
+    run raised for that subject (among those sent as Flags) and, for a referral, its request."""
+    exceptions = (run.scan("exceptions.parquet").filter(pl.col("flag_code").cast(pl.String).is_in(list(flag_codes)))
+                  .group_by("subject_type", "subject_key")
+                  .agg(_text("flag_code").unique().sort().str.join(" ").alias("e_flag_codes")))
+    parts = []
+    for table, subject_type, key, record in (("referrals", "referral", "referral_key", "source_referral_id"),
+                                             ("patients", "patient", "patient_key", "source_patient_id")):
+        rows = links.rows(run, table, ("Flag",))
+        if table == "referrals":
+            rows = rows.join(links.referrals.select("referral_key", "request_id"), on="referral_key", how="left")
+        else:
+            rows = rows.with_columns(pl.lit(None, dtype=pl.String).alias("request_id"))
+        rows = links.patient_of(rows).join(
+            exceptions.filter(pl.col("subject_type") == subject_type).select(pl.col("subject_key").alias(key),
+                                                                             "e_flag_codes"), on=key, how="left")
+        parts.append(rows.select(*_head(rows, pl.col(record)), "e_flag_codes",
+                                 pl.col("request_id").alias("e_request_id"), "e_patient_id"))
+    return pl.concat(parts, how="vertical")

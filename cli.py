@@ -138,6 +138,11 @@ def _finish(result: Any, quiet: bool, as_json: bool) -> None:
         render_summary(result.summary, out)
         out.print(f"Run folder: {result.run_dir}")
     if not result.ok:
+        roundtrip = result.summary.get("roundtrip") or {}
+        if roundtrip.get("holds") is False:
+            err.print(f"[bold red]error:[/] round trip failed: {roundtrip['mismatches']:,} fields differ from the "
+                      f"source, in {', '.join(roundtrip['mismatched_fields'])} (reports/roundtrip.json)",
+                      markup=True, highlight=False)
         err.print("[bold red]error:[/] reconciliation failed: rows read ≠ Σ dispositions (see the table)")
         sys.exit(1)
 
@@ -288,10 +293,17 @@ def diff(run_a: Path, run_b: Path, as_json: bool) -> None:
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The previous run, to check the chain (default: the path the manifest records).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--fields", is_flag=True,
+              help="Instead, read the FHIR back and compare every carried field with the source (the round trip); "
+                   "exit 1 naming each field that differs.")
 @_guard
-def verify(run_dir: Path, previous: Path | None, as_json: bool) -> None:
+def verify(run_dir: Path, previous: Path | None, as_json: bool, fields: bool) -> None:
     """Re-hash every output against the manifest and check the chain; exit 1 naming what differs."""
     from migrate import reports
+
+    if fields:
+        _verify_fields(run_dir, as_json)
+        return
 
     result = reports.verify(run_dir, previous)
     if as_json:
@@ -299,6 +311,32 @@ def verify(run_dir: Path, previous: Path | None, as_json: bool) -> None:
     else:
         out.print(result)
     if not result.ok:
+        sys.exit(1)
+
+
+def _verify_fields(run_dir: Path, as_json: bool) -> None:
+    """``verify --fields``: the round trip, read-only (nothing in the run folder changes)."""
+    from migrate.fhir.roundtrip import check_roundtrip
+
+    result = check_roundtrip(run_dir, write=False)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        table = Table(title=f"Round trip: {result['fields_compared']:,} fields compared, "
+                            f"{result['mismatches']:,} mismatches", title_justify="left")
+        for col in ("field", "resource", "compared", "mismatches"):
+            table.add_column(col, justify="right" if col in ("compared", "mismatches") else "left")
+        for f in result["fields"]:
+            style = "red" if f["mismatches"] else None
+            table.add_row(f["field"], f["resource"], f"{f['compared']:,}", f"{f['mismatches']:,}", style=style)
+        out.print(table)
+    if result["holds"] is False:
+        for f in result["fields"]:
+            if f["mismatches"]:
+                first = f["examples"][0] if f["examples"] else {}
+                where = f" (e.g. {first.get('file')} row {first.get('row')})" if first else ""
+                err.print(f"error: field {f['field']} ({f['resource']}.{f['element']}): {f['mismatches']:,} "
+                          f"records differ{where}", markup=False, highlight=False)
         sys.exit(1)
 
 

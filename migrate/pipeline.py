@@ -228,7 +228,7 @@ class RunResult:
     def ok(self) -> bool:
         """Both invariants hold and every FHIR resource validated."""
         fhir_ok = self.summary.get("fhir") is None or not self.summary["fhir"].get("errors")
-        reports_ok = self.summary.get("reports", {"holds": True})["holds"]
+        reports_ok = self.summary.get("reports", {"holds": True})["holds"]  # includes the round trip
         return bool(self.summary["invariant"]["holds"]) and bool(
             self.summary.get("fhir_invariant", {"holds": True})["holds"]) and fhir_ok and bool(reports_ok)
 
@@ -404,6 +404,10 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         manifest = record_previous(manifest, config.previous, out)
     write_json(manifest, out / "manifest.json")
     progress.finish("write")
+    if fhir is not None:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
+        from migrate.fhir.roundtrip import run_roundtrip
+
+        summary["roundtrip"] = run_roundtrip(out, progress)
     from migrate.reports import write_reports
 
     progress.start("reports", total=None)

@@ -12,9 +12,10 @@ resource) pair lineage records is compared on every field that applies to it. It
      "fields": [{"field", "resource", "element", "compared", "mismatches", "examples"}],
      "not_carried": [{"field", "reason"}]}
 
-Examples name the patient and record by local id (``source_patient_id``,
-``source_referral_id``, ``contact_key``) with file and row; expected and found values
-are shown only for fields that are not patient-identifying (``canonical`` marks them).
+Examples name the patient and record by local id (``patient_ids``: ``source_patient_id``;
+``record_ids``: ``source_referral_id`` or ``contact_key``) with file and row; expected and
+found values are shown only for fields that are neither patient-identifying (names, birth
+date, NHS number, address, phone, free text) nor ids.
 
 A field of a merge survivor's Patient (names, birth date, sex, address, postcode, phone,
 practice) matches when it equals the value of any record of the merged cluster: identity
@@ -34,6 +35,7 @@ import polars as pl
 from migrate.fhir import expected as ex
 from migrate.fhir.inverse import Systems, ndjson_files, read_back
 from migrate.outputs import write_text
+from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reports.rundata import RunFolder
 
 ROUNDTRIP = "reports/roundtrip.json"
@@ -91,11 +93,12 @@ PATIENT_FIELDS = _fields("patients", {
     "phone": "telecom[phone].value", "gp_ods_code": "generalPractitioner[0].identifier.value",
     "gp_practice": "generalPractitioner[0] → Organization.identifier[ods]",
     "gp_organization_id": "generalPractitioner[0].reference",
-}, pii=("nhs_number", "family_name", "given_names", "birth_date", "address", "postcode", "phone"),
+}, pii=("nhs_number", "source_patient_id", "family_name", "given_names", "birth_date", "address", "postcode",
+        "phone"),
     tolerant=("family_name", "given_names", "birth_date", "sex", "address", "postcode", "phone", "gp_ods_code",
               "gp_practice"), applies=_OWN) + [
     Field("patients.source_patient_id (merged record)", "identifier[local patient] (any)", "merged_local_id",
-          applies=pl.col("merged_row")),
+          pii=True, applies=pl.col("merged_row")),
 ]
 REQUEST_FIELDS = _fields("referrals", {
     "source_referral_id": "identifier[local referral].value", "ubrn": "identifier[UBRN].value",
@@ -106,7 +109,7 @@ REQUEST_FIELDS = _fields("referrals", {
     "reason_text": "reasonCode[0].text", "body_site": "bodySite[0].coding[body-site].code",
     "red_flags": "note (Red-flag indicators recorded)", "history_of_cancer": "note (Personal history of cancer)",
     "closed_date": "note (Closed …)", "closure_reason": "note (Closed …: reason)", "patient_id": "subject",
-}, pii=("reason_text",))
+}, pii=("source_referral_id", "ubrn", "reason_text"))
 EPISODE_FIELDS = _fields("referrals (episode)", {
     "episode_status": "status", "cohort": "type[0].coding[cohort].code", "cohort_reason": "type[0].text",
     "received_date": "period.start", "pifu_expiry_date": "period.end", "request_id": "referralRequest[0]",
@@ -120,7 +123,7 @@ CONTACT_FIELDS = _fields("contacts", {
     "procedure": "Encounter.type[text] / Appointment.description (…)", "modality_class": "Encounter.class",
     "site": "Encounter.location / Appointment.participant[site]", "request_id": "basedOn[0]",
     "episode_id": "Encounter.episodeOfCare[0]", "patient_id": "subject / participant[patient]",
-})
+}, pii=("contact_key",))
 _CODED = ~pl.col("cancer_row")
 CONDITION_FIELDS = [
     *_fields("codes", {"code_system": "code.coding[0].system", "code": "code.coding[0].code"}, applies=_CODED),
@@ -314,8 +317,9 @@ def _examples(bad: pl.DataFrame, column: str | None) -> list[dict[str, Any]]:
     rows = bad.sort("source_file", "source_row").head(EXAMPLES)
     out = []
     for r in rows.iter_rows(named=True):
-        item: dict[str, Any] = {"patient": r.get("patient"), "record": r.get("record"), "file": r["source_file"],
-                                "row": r["source_row"], "resource": r.get("fhir_type")}
+        # Local ids sit under *_ids keys, the convention the pseudonymised pack tokenises.
+        item: dict[str, Any] = {"patient_ids": [r.get("patient")], "record_ids": [r.get("record")],
+                                "file": r["source_file"], "row": r["source_row"], "resource": r.get("fhir_type")}
         if column is not None:
             item["expected"] = _plain(r.get(f"e_{column}"))
             item["found"] = _plain(r.get(f"f_{column}"))
@@ -334,6 +338,18 @@ def _not_carried() -> list[dict[str, str]]:
 def _write(run_dir: Path, result: dict[str, Any]) -> Path:
     # Key order kept (totals first, then per field): json.dumps without sort_keys.
     return write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n", run_dir / ROUNDTRIP)
+
+
+def run_roundtrip(run_dir: Path, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """The round trip as ``handover run`` does it: compare, write and seal
+    ``reports/roundtrip.json`` (so ``verify`` covers it); returns the headline."""
+    from migrate.reports.chain import seal_outputs
+
+    progress.start("roundtrip", total=None)
+    result = check_roundtrip(run_dir, write=True)
+    seal_outputs(run_dir, [run_dir / ROUNDTRIP])
+    progress.finish("roundtrip")
+    return summary(result)
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from migrate.reports.declared import (
     load_declared,
 )
 from migrate.reports.diff import diff_runs
+from migrate.reports.fidelity import sections as fidelity_sections
+from migrate.reports.fidelity import with_checks
 from migrate.reports.invariants import fhir_output, pipeline_shape, verdict
 from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json
 from migrate.reports.totals import control_totals, pipeline_keys
@@ -134,6 +136,9 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         "delta": _delta(run, previous),
         "report_files": list(REPORT_FILES),
     }
+    checks = fidelity_sections(run)  # round trip and target, as stored in reports/
+    summary |= checks
+    summary["invariants"] = with_checks(summary["invariants"], checks)
     return ReportModel(summary, build_worklist(run, layout), layout)
 
 

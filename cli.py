@@ -361,6 +361,78 @@ def fhir(run_dir: Path, bundle_size: int, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--fhir-base", required=True, help="The receiving FHIR server's base URL (transactions are POSTed to it).")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None,
+              help="File holding a bearer token for the server.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Bundles in flight at once (a bundle waits for the bundles it references).")
+@output_options
+@_guard
+def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: int, quiet: bool,
+         as_json: bool) -> None:
+    """Send a run's transaction bundles to a FHIR server: in order, retried, resumable (load/state.jsonl)."""
+    from migrate.load import LoadOptions, load_run, read_token
+
+    options = LoadOptions(fhir_base=fhir_base, token=read_token(token_file), concurrency=concurrency)
+    bars = _progress(quiet or as_json)
+    if bars is None:
+        result = load_run(run_dir, options)
+    else:
+        with bars:
+            result = load_run(run_dir, options, bars)
+    summary = result.asdict()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    elif not quiet:
+        out.print(f"Bundles: {result.bundles:,} ({result.sent:,} sent, {result.skipped:,} already loaded, "
+                  f"{result.failed:,} failed, {result.retried:,} retries); resources: {result.resources_sent:,} "
+                  f"sent, {result.resources_failed:,} failed; {summary['resources_per_second']:,} resources/s",
+                  highlight=False)
+    if not result.ok:
+        for f in result.failures[:10]:
+            err.print(f"error: {f['bundle']}: {f['error']} after {f['attempts']} attempt(s)", markup=False,
+                      highlight=False)
+        err.print("error: load incomplete; run the same command again to resume", markup=False)
+        sys.exit(1)
+
+
+@main.command("reconcile-target")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--fhir-base", default=None, help="Read the resources back from this FHIR server, by id (small batches).")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A FHIR Bulk Data export of the target: a folder of <Type>.ndjson files.")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None,
+              help="File holding a bearer token for --fhir-base.")
+@output_options
+@_guard
+def reconcile_target(run_dir: Path, fhir_base: str | None, export_dir: Path | None, token_file: Path | None,
+                     quiet: bool, as_json: bool) -> None:
+    """Compare what the target holds with what the run sent: missing, changed (by field) and extra, per patient."""
+    from migrate.load import read_token
+    from migrate.target import reconcile_target as reconcile
+
+    result = reconcile(run_dir, fhir_base, export_dir, read_token(token_file))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    elif not quiet:
+        t = result["totals"]
+        out.print(f"Target ({result['source']}): {t['sent']:,} sent, {t['found']:,} found, {t['missing']:,} missing, "
+                  f"{t['changed']:,} changed, {t['extra']:,} extra", highlight=False)
+        for p in result["patients"][:20]:
+            who = ", ".join(p["patient_ids"]) or "(no patient)"
+            for r in p["missing"]:
+                out.print(f"  {who}: missing {r['type']}/{r['id']}", highlight=False)
+            for r in p["changed"]:
+                out.print(f"  {who}: changed {r['type']}/{r['id']}: {', '.join(r['fields'])}", highlight=False)
+            for r in p["extra"]:
+                out.print(f"  {who}: extra {r['type']}/{r['id']}", highlight=False)
+    if not result["holds"]:
+        err.print("error: the target does not hold what the run sent (reports/target.json)", markup=False)
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--patients", type=click.IntRange(min=1), default=18942, show_default=True,
               help="Distinct people in the synthetic extract (the seed's caseload by default).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),

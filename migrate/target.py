@@ -84,8 +84,9 @@ def _compare(ours: dict[str, list[Path]], theirs: dict[str, list[Path]], systems
         parts.append(joined.select(pl.lit(t).alias("fhir_type"), "fhir_id",
                                    pl.concat_list(differs).list.drop_nulls().alias("changed")).collect())
     for t in sorted(set(ours) - set(READ_TYPES)):
-        a, b = _whole(ours[t]), _whole(theirs.get(t, []))
-        rows = [(t, i, [] if a[i] == b[i] else ["(resource content)"]) for i in sorted(set(a) & set(b))]
+        mine_whole, theirs_whole = _whole(ours[t]), _whole(theirs.get(t, []))
+        rows = [(t, i, [] if mine_whole[i] == theirs_whole[i] else ["(resource content)"])
+                for i in sorted(set(mine_whole) & set(theirs_whole))]
         parts.append(pl.DataFrame(rows, schema={"fhir_type": pl.String, "fhir_id": pl.String,
                                                 "changed": pl.List(pl.String)}, orient="row"))
     return pl.concat(parts)

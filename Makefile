@@ -7,6 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench bench-all typecheck clean
 
+# The real FHIR server the load tests start (Medplum's FHIR router, from the npm registry).
+FHIR_SERVER := tests/fhir_server
+NODE_STAMP := $(FHIR_SERVER)/node_modules/.installed
+
+$(NODE_STAMP): $(FHIR_SERVER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(FHIR_SERVER) --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
+	else echo "npm not found: tests/load will fail until Node >= 20.19 and npm are installed"; fi
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -16,7 +25,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/handover demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
 typecheck: $(STAMP)

@@ -121,7 +121,7 @@ def derived_priority(exceptions: pl.DataFrame) -> pl.DataFrame:
 
 def _write_fhir(config: RunConfig, rid: str, ingested: Ingested, identity: IdentityResult,
                 people: dict[str, pl.LazyFrame], cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame,
-                exceptions: pl.DataFrame) -> Any:
+                exceptions: pl.DataFrame, merges: pl.DataFrame) -> Any:
     from migrate.fhir import FhirOptions, sharing_from_codes, write_fhir
     from migrate.fhir import InputFile as FhirInput
 
@@ -130,7 +130,10 @@ def _write_fhir(config: RunConfig, rid: str, ingested: Ingested, identity: Ident
         inputs=tuple(FhirInput(f.name, f.sha256) for f in sorted(ingested.files, key=lambda f: f.name)),
         bundle_size=config.bundle_size, sharing_policy=config.sharing_policy,  # type: ignore[arg-type]
     )
-    tables = {"patients": identity.patients.lazy(), **{t: people[t] for t in ("referrals", "contacts", "codes")}}
+    # Survivors from the whole merge map: identity's merges and the source's own (HL7 A40), as
+    # the referrals were re-pointed; otherwise a source-merged record kept a Patient of its own.
+    patients = identity.patients.drop("survivor_key").join(merges, on="patient_key", how="left")
+    tables = {"patients": patients.lazy(), **{t: people[t] for t in ("referrals", "contacts", "codes")}}
     sharing = sharing_from_codes(people, config.cutover, config.rules_path)
     return write_fhir(tables, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options,
                       config.out_dir, derived_priority=derived_priority(exceptions).lazy())
@@ -327,7 +330,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     fhir = None
     if config.emit_fhir:
         progress.start("fhir", total=None)
-        fhir = _write_fhir(config, rid, ingested, identity, people, cohorts, patient_cohorts, exceptions)
+        fhir = _write_fhir(config, rid, ingested, identity, people, cohorts, patient_cohorts, exceptions, merges)
         # Rows FHIR leaves out by design (contacts of closed referrals, e-RS dummy slots) are
         # out of scope: they were never part of the care handed over.
         dispositions = set_aside(dispositions, fhir.not_emitted.collect(), "out_of_scope")

@@ -41,6 +41,8 @@ bench-all: $(STAMP)
 	$(BIN)/python benchmarks/identity_febrl.py febrl --repeat 3
 	$(BIN)/python benchmarks/fhir_bench.py --patients 1000000
 	$(BIN)/python benchmarks/hl7_bench.py --sizes 100000,1000000
+	$(BIN)/python benchmarks/roundtrip_bench.py roundtrip --patients 1000000
+	$(BIN)/python benchmarks/roundtrip_bench.py load --patients 2000
 
 clean:
 	rm -rf $(VENV) demo-out bench-out .pytest_cache .mypy_cache

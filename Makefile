@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # Every stage's benchmark at full size (long: synthesises 1M patients; see benchmarks/README.md).
-bench-all: $(STAMP)
+bench-all: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/identity_febrl.py febrl --repeat 3

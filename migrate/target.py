@@ -72,9 +72,15 @@ def _whole(files: list[Path]) -> dict[str, str]:
     return out
 
 
-def _compare(ours: dict[str, list[Path]], theirs: dict[str, list[Path]], systems: Systems) -> pl.DataFrame:
+Sides = dict[str, pl.LazyFrame]  # resource type -> the inverse mapping's fields, read once
+
+
+def _read(files: dict[str, list[Path]], systems: Systems) -> Sides:
+    return {t: f.collect(engine="streaming").lazy() for t, f in read_back(files, systems).items()}
+
+
+def _compare(mine: Sides, target: Sides, ours: dict[str, list[Path]], theirs: dict[str, list[Path]]) -> pl.DataFrame:
     """fhir_type, fhir_id, changed (list of fields) for every resource present on both sides."""
-    mine, target = read_back(ours, systems), read_back(theirs, systems)
     parts = []
     for t in READ_TYPES:
         a, b = _flat(mine[t]), _flat(target[t])
@@ -92,11 +98,10 @@ def _compare(ours: dict[str, list[Path]], theirs: dict[str, list[Path]], systems
     return pl.concat(parts)
 
 
-def _patients(ours: dict[str, list[Path]], theirs: dict[str, list[Path]], systems: Systems) -> pl.DataFrame:
-    """fhir_type, fhir_id, patient_fhir_id for both sides' resources (ours first), and local ids."""
+def _patients(mine: Sides, target: Sides) -> pl.DataFrame:
+    """fhir_type, fhir_id, patient_fhir_id for both sides' resources (ours first)."""
     frames = []
-    for side in (ours, theirs):
-        back = read_back(side, systems)
+    for back in (mine, target):
         for t in READ_TYPES:
             names = back[t].collect_schema().names()
             who = pl.col("fhir_id") if t == "Patient" else (pl.col("patient_id") if "patient_id" in names
@@ -105,9 +110,8 @@ def _patients(ours: dict[str, list[Path]], theirs: dict[str, list[Path]], system
     return pl.concat(frames).unique(["fhir_type", "fhir_id"], keep="first", maintain_order=True)
 
 
-def _our_identifier(theirs: dict[str, list[Path]], systems: Systems) -> pl.DataFrame:
+def _our_identifier(back: Sides) -> pl.DataFrame:
     """fhir_type, fhir_id of target resources carrying one of the run's local identifier systems."""
-    back = read_back(theirs, systems)
     found = []
     for t, column in (("Patient", "source_patient_id"), ("ServiceRequest", "source_referral_id"),
                       ("Encounter", "contact_key"), ("Appointment", "contact_key")):
@@ -125,12 +129,12 @@ def reconcile_files(run: RunFolder, theirs: dict[str, list[Path]], source: str) 
     held = _ids([p for ps in theirs.values() for p in ps]).unique().with_columns(pl.lit(True).alias("held"))
     both = sent.join(held, on=["fhir_type", "fhir_id"], how="full", coalesce=True).with_columns(
         pl.col("sent").fill_null(False), pl.col("held").fill_null(False))
-    changed = _compare(ours, theirs, systems).filter(pl.col("changed").list.len() > 0)
-    who = _patients(ours, theirs, systems)
-    local = (read_back(ours, systems)["Patient"].select(pl.col("fhir_id").alias("patient_fhir_id"),
-                                                         "source_patient_id").collect())
+    mine, target = _read(ours, systems), _read(theirs, systems)
+    changed = _compare(mine, target, ours, theirs).filter(pl.col("changed").list.len() > 0)
+    who = _patients(mine, target)
+    local = mine["Patient"].select(pl.col("fhir_id").alias("patient_fhir_id"), "source_patient_id").collect()
     ours_patients = set(local["patient_fhir_id"].to_list())
-    flagged = _our_identifier(theirs, systems).with_columns(pl.lit(True).alias("ours"))
+    flagged = _our_identifier(target).with_columns(pl.lit(True).alias("ours"))
     rows = (both.join(changed, on=["fhir_type", "fhir_id"], how="left")
             .join(who, on=["fhir_type", "fhir_id"], how="left")
             .join(flagged, on=["fhir_type", "fhir_id"], how="left")

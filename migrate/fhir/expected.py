@@ -85,8 +85,8 @@ def _date(column: str) -> pl.Expr:
     return pl.col(column).dt.strftime("%Y-%m-%d")
 
 
-def _head(frame: pl.LazyFrame, record: pl.Expr) -> list[pl.Expr]:
-    del frame
+def _head(record: pl.Expr) -> list[pl.Expr]:
+    """The columns every expected row starts with (``record``: its local id)."""
     return [pl.col("table"), pl.col("source_file"), pl.col("source_row"), pl.col("fhir_type"), pl.col("fhir_id"),
             pl.col("patient"), record.alias("record")]
 
@@ -97,7 +97,7 @@ def expect_patients(run: RunFolder, links: Links) -> pl.LazyFrame:
     rows = (links.rows(run, "patients", ("Patient",))
             .join(links.patients.select("patient_key", "survivor_key", "patient"), on="patient_key", how="left")
             .join(verification, on="patient_key", how="left")
-            .join(_organisation_ids(run, links), on=["source_file", "source_row"], how="left"))
+            .join(_organisation_ids(links), on=["source_file", "source_row"], how="left"))
     merged = pl.col("patient_key") != pl.col("survivor_key")
     own = [
         pl.col("nhs_number").alias("e_nhs_number"),
@@ -115,7 +115,7 @@ def expect_patients(run: RunFolder, links: Links) -> pl.LazyFrame:
         pl.col("gp_organization_id").alias("e_gp_organization_id"),
     ]
     return rows.select(
-        *_head(rows, pl.col("source_patient_id")), pl.col("survivor_key"), merged.alias("merged_row"),
+        *_head(pl.col("source_patient_id")), pl.col("survivor_key"), merged.alias("merged_row"),
         *own, pl.col("source_patient_id").alias("e_merged_local_id"),
     )
 
@@ -126,8 +126,8 @@ def _given(value: pl.Expr) -> pl.Expr:
     return pl.when(parts.list.len() > 0).then(parts.list.join(" "))
 
 
-def _organisation_ids(run: RunFolder, links: Links) -> pl.LazyFrame:
-    del run
+def _organisation_ids(links: Links) -> pl.LazyFrame:
+    """The Organization lineage ties each patient row to (its GP practice)."""
     return (links.lineage.filter((pl.col("table") == "patients") & (pl.col("fhir_type") == "Organization"))
             .select("source_file", "source_row", pl.col("fhir_id").alias("gp_organization_id")))
 
@@ -163,13 +163,12 @@ def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
                                                                                     how="left")
                             .join(raised_priorities(run), on="referral_key", how="left"))
     assigned = _text("assigned_priority")
-    rank = {k: v for k, v in PRIORITY_ORDER.items()}
-    higher = (pl.col("raised").replace_strict(rank, default=-1, return_dtype=pl.Int64)
-              > assigned.replace_strict(rank, default=0, return_dtype=pl.Int64)).fill_null(False)
+    higher = (pl.col("raised").replace_strict(PRIORITY_ORDER, default=-1, return_dtype=pl.Int64)
+              > assigned.replace_strict(PRIORITY_ORDER, default=0, return_dtype=pl.Int64)).fill_null(False)
     flags = pl.col("red_flags").list.join(", ")
     cancer = pl.col("history_of_cancer")
     return rows.select(
-        *_head(rows, pl.col("source_referral_id")),
+        *_head(pl.col("source_referral_id")),
         pl.col("source_referral_id").alias("e_source_referral_id"),
         pl.col("ubrn").alias("e_ubrn"),
         _date("received_date").alias("e_received_date"),
@@ -200,7 +199,7 @@ def expect_episodes(run: RunFolder, links: Links) -> pl.LazyFrame:
                                   how="left"))
     pifu = pl.col("cohort").is_in(["pifu", "pifu_expired"])
     return rows.select(
-        *_head(rows, pl.col("source_referral_id")),
+        *_head(pl.col("source_referral_id")),
         pl.col("cohort").replace_strict(COHORT_TO_EPISODE, default=None, return_dtype=pl.String)
         .alias("e_episode_status"),
         pl.col("cohort").alias("e_cohort"),
@@ -220,7 +219,7 @@ def expect_contacts(run: RunFolder, links: Links) -> pl.LazyFrame:
     rows = links.patient_of(rows)
     encounter = pl.col("fhir_type") == "Encounter"
     return rows.select(
-        *_head(rows, pl.col("contact_key")),
+        *_head(pl.col("contact_key")),
         pl.col("contact_key").alias("e_contact_key"),
         pl.col("contact_datetime").dt.strftime("%Y-%m-%dT%H:%M:%S").alias("e_contact_datetime"),
         _text("attendance").alias("e_attendance"),
@@ -240,7 +239,7 @@ def expect_conditions(run: RunFolder, links: Links, cancer_code: str) -> pl.Lazy
     code is the configured one, recorded on the earliest such referral of the patient)."""
     codes = links.patient_of(links.rows(run, "codes", ("Condition",)))
     coded = codes.select(
-        *_head(codes, pl.lit(None, dtype=pl.String)),
+        *_head(pl.lit(None, dtype=pl.String)),
         _text("code_system").alias("e_code_system"),
         pl.col("code").alias("e_code"),
         pl.col("display").alias("e_display"),
@@ -250,7 +249,7 @@ def expect_conditions(run: RunFolder, links: Links, cancer_code: str) -> pl.Lazy
     )
     refs = links.patient_of(links.rows(run, "referrals", ("Condition",)))
     history = refs.select(
-        *_head(refs, pl.col("source_referral_id")),
+        *_head(pl.col("source_referral_id")),
         pl.lit("snomed").alias("e_code_system"),
         pl.lit(cancer_code).alias("e_code"),
         pl.lit(None, dtype=pl.String).alias("skip_display"),
@@ -280,11 +279,11 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     codes = codes.join(per_resource, on="fhir_id", how="left").join(
         blocked.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left")
     code_rows = codes.select(
-        *_head(codes, pl.lit(None, dtype=pl.String)),
+        *_head(pl.lit(None, dtype=pl.String)),
         pl.col("blocked").fill_null(False).alias("blocked"), "label", "entries", "latest", "e_patient_id")
     patients = links.patient_of(links.rows(run, "patients", ("Consent",)))
     patient_rows = patients.select(
-        *_head(patients, pl.col("source_patient_id")), pl.lit(True).alias("blocked"),
+        *_head(pl.col("source_patient_id")), pl.lit(True).alias("blocked"),
         pl.lit(None, dtype=pl.String).alias("label"), pl.lit(None, dtype=pl.List(pl.String)).alias("entries"),
         pl.lit(None, dtype=pl.String).alias("latest"), "e_patient_id")
     return pl.concat([code_rows, patient_rows], how="vertical")
@@ -307,6 +306,6 @@ def expect_flags(run: RunFolder, links: Links, flag_codes: tuple[str, ...]) -> p
         rows = links.patient_of(rows).join(
             exceptions.filter(pl.col("subject_type") == subject_type).select(pl.col("subject_key").alias(key),
                                                                              "e_flag_codes"), on=key, how="left")
-        parts.append(rows.select(*_head(rows, pl.col(record)), "e_flag_codes",
+        parts.append(rows.select(*_head(pl.col(record)), "e_flag_codes",
                                  pl.col("request_id").alias("e_request_id"), "e_patient_id"))
     return pl.concat(parts, how="vertical")

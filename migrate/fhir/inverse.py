@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +119,9 @@ class Systems:
         mappings = manifest.get("mapping") or [{}]
         first = mappings[0] if isinstance(mappings, list) else mappings
         source = str(first.get("source_system") or first.get("name") or "unknown")
-        defaults = FhirOptions(source_system=source, run_id="inverse", cutover=_any_date())
+        defaults = FhirOptions(source_system=source, run_id="inverse", cutover=date(2000, 1, 1))
         return cls(defaults.identifier_base, source, defaults.timezone, defaults.referral_sources,
                    defaults.cancer_history_code[0])
-
-
-def _any_date() -> Any:
-    from datetime import date
-
-    return date(2000, 1, 1)
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -197,8 +197,8 @@ def _found(resources: dict[str, pl.LazyFrame], types: tuple[str, ...]) -> pl.Laz
         pl.lit(True).alias("present"))
 
 
-def _with_patient_extras(found: pl.LazyFrame, resources: dict[str, pl.LazyFrame],
-                         clusters: pl.LazyFrame) -> pl.LazyFrame:
+def _with_practice(found: pl.LazyFrame, resources: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
+    """Patients with the ODS code of the Organization their generalPractitioner references."""
     orgs = resources["Organization"].select(pl.col("fhir_id").alias("f_gp_organization_id"),
                                             pl.col("ods_code").alias("f_gp_practice"))
     return found.join(orgs.unique("f_gp_organization_id"), on="f_gp_organization_id", how="left")
@@ -260,7 +260,7 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
     for group in _groups(systems):
         found = _found(resources, group.types)
         if group.types == ("Patient",):
-            found = _with_patient_extras(found, resources, clusters)
+            found = _with_practice(found, resources)
         expected = group.expect(run, links)
         joined = expected.join(found, on="fhir_id", how="left")
         if group.types == ("Patient",):
@@ -275,7 +275,7 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
         fields_out.append(_missing_entry(group, row, bad))
         for i, f in enumerate(group.fields):
             fields_out.append(_field_entry(f, group, int(row[f"n{i}"]), int(row[f"m{i}"]),
-                                           bad.filter(pl.col(f"x{i}")) if bad.height else bad, i))
+                                           bad.filter(pl.col(f"x{i}")) if bad.height else bad))
         for table, n in expected.group_by("table").agg(pl.struct("source_file", "source_row").n_unique()) \
                 .collect().iter_rows():
             records[table] = max(records.get(table, 0), int(n))
@@ -304,9 +304,7 @@ def _missing_entry(group: Group, row: dict[str, Any], bad: pl.DataFrame) -> dict
             "examples": _examples(examples, None)}
 
 
-def _field_entry(f: Field, group: Group, compared: int, mismatches: int, bad: pl.DataFrame,
-                 index: int) -> dict[str, Any]:
-    del index
+def _field_entry(f: Field, group: Group, compared: int, mismatches: int, bad: pl.DataFrame) -> dict[str, Any]:
     return {"field": f.name, "resource": " / ".join(group.types), "element": f.element, "compared": compared,
             "mismatches": mismatches, "examples": _examples(bad, None if f.pii else f.column)}
 

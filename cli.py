@@ -99,6 +99,13 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     verdict = "holds" if inv["holds"] else "BROKEN"
     console.print(f"[{colour}]Invariant {verdict}[/]: {inv['rows_read']:,} source rows read, "
                   f"each with exactly one disposition" + ("" if inv["holds"] else " — NOT so; see below"))
+    roundtrip = summary.get("roundtrip")
+    if roundtrip and roundtrip.get("holds") is not None:
+        ok = roundtrip["holds"]
+        console.print(f"[{'green' if ok else 'bold red'}]Round trip {'holds' if ok else 'FAILS'}[/]: "
+                      f"{roundtrip['fields_compared']:,} FHIR fields compared with the source, "
+                      f"{roundtrip['mismatches']:,} differ" + ("" if ok else
+                                                             f" ({', '.join(roundtrip['mismatched_fields'])})"))
     table = Table(title="Rows read = Σ dispositions, per input file", title_justify="left")
     for col in ("file", "read", "migrated", "merged", "at\ntarget", "withheld", "out of\nscope", "quaran-\ntined",
                 "ok"):

@@ -15,7 +15,7 @@ value tables below are stated again, from the FHIR side, on purpose — a second
 the mapping, as an independent oracle is. What both sides share is configuration, not
 mapping: the identifier base and source system that name the local systems, the time
 zone of contact times and the configured referral-source and cancer-history codes
-(``Systems``, built from ``FhirOptions`` defaults and the run's manifest).
+(``Systems``: the writer's own ``FhirOptions`` for the run's source system).
 
 Every output column is text (dates as ``YYYY-MM-DD``, contact times as local wall-clock
 ``YYYY-MM-DDTHH:MM:SS``) so the comparison is exact and null-safe. Each frame has
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from migrate.fhir.options import FhirOptions
 
 # --- FHIR-side tables: what a FHIR value says in canonical terms ------------------------------
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
@@ -93,35 +95,44 @@ READ_TYPES: tuple[str, ...] = tuple(SCHEMAS)
 
 @dataclass(frozen=True)
 class Systems:
-    """The configuration both directions share: where local ids and codes live, the
-    contact time zone and the configured codes (not the mapping itself)."""
+    """The configuration both directions share — where local ids and codes live, the contact
+    time zone, the configured codes — read from the same ``FhirOptions`` the writer uses
+    (configuration, not mapping: one definition of each system URL)."""
 
-    identifier_base: str
-    source_system: str
-    timezone: str = "Europe/London"
-    referral_sources: tuple[tuple[str, str, str], ...] = ()
-    cancer_code: str = ""
+    options: FhirOptions
 
     def local_id(self, kind: str) -> str:
-        return f"{self.identifier_base}/Id/{self.source_system}/{kind}"
+        return self.options.local_system(kind)
 
     def local_codes(self, kind: str) -> str:
-        return f"{self.identifier_base}/CodeSystem/{self.source_system}/{kind}"
+        return self.options.local_codes(kind)
 
     def handover_codes(self, kind: str) -> str:
-        return f"{self.identifier_base}/CodeSystem/{kind}"
+        return self.options.handover_codes(kind)
+
+    @property
+    def timezone(self) -> str:
+        return self.options.timezone
+
+    @property
+    def referral_sources(self) -> tuple[tuple[str, str, str], ...]:
+        return self.options.referral_sources
+
+    @property
+    def cancer_code(self) -> str:
+        return self.options.cancer_history_code[0]
+
+    @classmethod
+    def for_source(cls, source_system: str) -> Systems:
+        """The FHIR defaults for one source system."""
+        return cls(FhirOptions(source_system=source_system, run_id="inverse", cutover=date(2000, 1, 1)))
 
     @classmethod
     def for_run(cls, manifest: Mapping[str, Any]) -> Systems:
         """The systems of a run: its first profile's source system and the FHIR defaults."""
-        from migrate.fhir.options import FhirOptions
-
         mappings = manifest.get("mapping") or [{}]
         first = mappings[0] if isinstance(mappings, list) else mappings
-        source = str(first.get("source_system") or first.get("name") or "unknown")
-        defaults = FhirOptions(source_system=source, run_id="inverse", cutover=date(2000, 1, 1))
-        return cls(defaults.identifier_base, source, defaults.timezone, defaults.referral_sources,
-                   defaults.cancer_history_code[0])
+        return cls.for_source(str(first.get("source_system") or first.get("name") or "unknown"))
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -397,6 +408,5 @@ def read_back(files: Mapping[str, Sequence[Path]], systems: Systems) -> dict[str
 
 def fields_of(resource_type: str) -> list[str]:
     """The field columns ``read_back`` gives for ``resource_type`` (fhir_type, fhir_id aside)."""
-    empty = INVERSES[resource_type](pl.LazyFrame(schema=SCHEMAS[resource_type]),
-                                    Systems("https://x.example", "x"))
+    empty = INVERSES[resource_type](pl.LazyFrame(schema=SCHEMAS[resource_type]), Systems.for_source("x"))
     return [c for c in empty.collect_schema().names() if c not in ("fhir_type", "fhir_id")]

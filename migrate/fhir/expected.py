@@ -213,10 +213,12 @@ def expect_episodes(run: RunFolder, links: Links) -> pl.LazyFrame:
 
 def expect_contacts(run: RunFolder, links: Links) -> pl.LazyFrame:
     """Encounter (attended) and Appointment (the rest): every contact row lineage ties to one."""
-    rows = links.rows(run, "contacts", ("Encounter", "Appointment")).drop("patient_key", strict=False).join(
-        links.referrals.select("referral_key", "patient_key", "request_id", "episode_id"), on="referral_key",
-        how="left")
-    rows = links.patient_of(rows)
+    # The contact's patient is its referral's (as the writer takes it); a contact without a
+    # referral keeps its own.
+    rows = links.rows(run, "contacts", ("Encounter", "Appointment")).join(
+        links.referrals.select("referral_key", pl.col("patient_key").alias("referral_patient"), "request_id",
+                               "episode_id"), on="referral_key", how="left")
+    rows = links.patient_of(rows.with_columns(pl.coalesce("referral_patient", "patient_key").alias("patient_key")))
     encounter = pl.col("fhir_type") == "Encounter"
     return rows.select(
         *_head(pl.col("contact_key")),

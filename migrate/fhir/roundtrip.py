@@ -40,8 +40,6 @@ from migrate.reports.rundata import RunFolder
 
 ROUNDTRIP = "reports/roundtrip.json"
 EXAMPLES = 5
-DEFAULT_FLAGS = ("UNDER_PRIORITISED", "SHARING_BLOCK", "SHARING_BLOCK_ACTIVE_CARE", "POST_OP_NOT_PRIORITISED",
-                 "AWAITING_INJECTION", "URGENT_WAIT_BREACH")
 
 # Canonical fields that no resource carries, and why (docs/reports.md lists them too).
 NOT_CARRIED: tuple[tuple[str, str], ...] = (
@@ -185,7 +183,8 @@ def _groups(systems: Systems) -> list[Group]:
         Group(("Condition",), lambda run, links: ex.expect_conditions(run, links, systems.cancer_code),
               CONDITION_FIELDS),
         Group(("Consent",), ex.expect_consents, CONSENT_FIELDS, _consent_found),
-        Group(("Flag",), lambda run, links: ex.expect_flags(run, links, DEFAULT_FLAGS), FLAG_FIELDS, per_row=True),
+        Group(("Flag",), lambda run, links: ex.expect_flags(run, links, systems.options.flag_codes), FLAG_FIELDS,
+              per_row=True),
     ]
 
 

@@ -3,12 +3,16 @@
 1. Each file is read once (``sources``) and mapped by its profile (``mapping``): a
    delimited or Parquet file feeds one table; an HL7 v2 file's messages are routed to the
    tables that take their events. Rows that cannot be read or mapped are quarantined.
-2. Per canonical table, parents before children: repeated keys are resolved — within a
-   source whose profile says ``on_duplicate: quarantine`` a later repeat is quarantined
-   (``duplicate_key``); across sources, and within ``on_duplicate: latest`` sources (HL7
-   updates), the latest row wins (CSV extracts first, then HL7 in MSH-7 order) and the
-   rows it supersedes get disposition ``merged``; then references to patients and
-   referrals are checked.
+2. Per canonical table, parents before children (patients, the source's own merges,
+   referrals, contacts, codes): within a source whose profile says ``on_duplicate:
+   quarantine`` a repeated key is quarantined (``duplicate_key``); the source's merges
+   (HL7 A40), applied in message order, re-point every row sent under a prior patient id
+   to its survivor; then the rows of each key apply in order (``migrate.updates``: profile
+   rank, MSH-7, file, row), each state checked (required fields, references to patients
+   and referrals, a contact's patient against its referral's) — a row that fails is
+   quarantined and the state before it stands; rows replaced by a later row of their key
+   get disposition ``merged``. The checks see the resolved state: the world the FHIR
+   output describes.
 
 Invariant kept: for every file, rows_read == canonical rows + superseded rows + merge rows
 + quarantined rows.
@@ -20,10 +24,11 @@ import csv as pycsv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from migrate import canonical, integrity
+from migrate import canonical, integrity, updates
 from migrate.errors import ProfileError
 from migrate.manifest import sha256_file
 from migrate.mapping import CompiledTable, apply_mapping, compile_table, explain_failures, missing_columns
@@ -36,12 +41,11 @@ from migrate.sources import InputFile, discover, read_columns, read_file
 _KEY_SOURCES = {"patient_key": "source_patient_id", "referral_key": "source_referral_id"}
 # Parents first; merges need the patients they join.
 _INGEST_ORDER = ("patients", "merges", "referrals", "contacts", "codes")
-_ORDER = "__order"  # position of a row among all sources of a table: latest wins
+_ORDER = updates.ORDER  # position of a row among all sources of a table: the order rows apply in
 _BATCH_ROWS = 500_000
 
 
-_SUPERSEDED: dict[str, pl.DataType] = {"source_file": pl.String(), "source_row": pl.Int64(), "table": pl.String(),
-                                       "patient_key": pl.String()}
+_SUPERSEDED = updates.SUPERSEDED_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,18 @@ class Ingested:
     heights: dict[str, int]
     superseded: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_SUPERSEDED))
     merges: pl.DataFrame = field(default_factory=lambda: canonical.empty("merges"))
+    # per table: updates rejected whose key kept the state of an earlier row
+    kept_previous: dict[str, int] = field(default_factory=dict)
+
+    def update_counts(self) -> dict[str, Any]:
+        """For the run summary: rows superseded by a later row of their key, and updates
+        rejected while their key kept an earlier state, per table."""
+        per_table = self.superseded.group_by("table").len()
+        superseded = {str(t): int(n) for t, n in per_table.iter_rows()}
+        return {
+            "superseded": {t: superseded.get(t, 0) for t in canonical.TABLE_ORDER},
+            "rejected_previous_kept": {t: self.kept_previous.get(t, 0) for t in canonical.TABLE_ORDER},
+        }
 
 
 
@@ -132,6 +148,7 @@ class _Mapped:
     frames: dict[str, list[tuple[TableSpec, pl.DataFrame]]] = field(default_factory=dict)
     quarantine: list[pl.DataFrame] = field(default_factory=list)
     failed_keys: dict[str, list[pl.Series]] = field(default_factory=dict)
+    invalid: dict[str, list[pl.DataFrame]] = field(default_factory=dict)  # rows that failed mapping, per table
     stats: list[FileStats] = field(default_factory=list)
     sources: _Sources = field(default_factory=_Sources)
 
@@ -161,10 +178,13 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
         details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
                                    compiled).collect()
         failing = failing.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
-        mapped.quarantine.append(_quarantine_rows(failing, table))
         key = canonical.TABLES[table].key
         if key is not None:
             mapped.failed_keys.setdefault(table, []).append(failing[key])
+            # kept until its table is applied: a rejected update names the state that stands
+            mapped.invalid.setdefault(table, []).append(failing)
+        else:
+            mapped.quarantine.append(_quarantine_rows(failing, table))
     mapped.frames.setdefault(table, []).append((spec, frame))
 
 
@@ -224,14 +244,10 @@ def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header:
     return pl.Series(key, values, dtype=pl.String)
 
 
-def _resolve_repeats(table: str, sources: list[tuple[TableSpec, pl.DataFrame]]) -> tuple[
-        pl.DataFrame, list[pl.DataFrame], pl.DataFrame]:
-    """One row per key: (kept rows, quarantined repeats, superseded rows).
-
-    Within a ``quarantine`` source a later repeat of a key is quarantined; across sources
-    and within ``latest`` sources the latest row (by source rank, then HL7 time, then file
-    order) wins and the earlier rows are superseded.
-    """
+def _within_sources(table: str, sources: list[tuple[TableSpec, pl.DataFrame]]) -> tuple[
+        pl.DataFrame, list[pl.DataFrame]]:
+    """The rows of every source of ``table`` in one frame, and the repeats refused within
+    a source whose profile says ``on_duplicate: quarantine`` (``duplicate_key``)."""
     key = canonical.TABLES[table].key
     failed: list[pl.DataFrame] = []
     frames = []
@@ -241,23 +257,43 @@ def _resolve_repeats(table: str, sources: list[tuple[TableSpec, pl.DataFrame]]) 
             frame = split.passed
             failed.append(split.failed)
         frames.append(frame)
-    good = pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else frames[0]
-    empty = pl.DataFrame(schema=_SUPERSEDED)
-    needs_latest = key is not None and (len(frames) > 1 or sources[0][0].on_duplicate == "latest")
-    if not needs_latest or good.height == 0 or bool(good[key].is_unique().all()):  # type: ignore[index]
-        return good, failed, empty
-    ordered = good.sort(pl.col(_ORDER).struct.field("rank"), pl.col(_ORDER).struct.field("at"),
-                        "source_file", "source_row", nulls_last=False, maintain_order=True)
-    last = ordered[key].is_last_distinct() | ordered[key].is_null()  # type: ignore[index]
-    kept = ordered.filter(last).sort("source_file", "source_row", maintain_order=True)
-    superseded = ordered.filter(~last).select("source_file", "source_row", pl.lit(table).alias("table"),
-                                              "patient_key")
-    return kept, failed, superseded
+    return (pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else frames[0]), failed
 
 
-def _empty_mapped(table: str) -> pl.DataFrame:
-    return pl.DataFrame(schema={**canonical.TABLES[table].schema, "__reason": pl.String(), "__field": pl.String(),
-                                _ORDER: pl.Struct({"rank": pl.Int64(), "at": pl.Datetime("us")})})
+@dataclass
+class _Parents:
+    """What the checks of a child table read: the kept keys of each parent table, the keys
+    of parents that were quarantined, each referral's patient, the source's merges."""
+
+    good: dict[str, pl.Series] = field(default_factory=dict)
+    bad: dict[str, pl.Series] = field(default_factory=dict)
+    owners: pl.DataFrame | None = None
+    survivors: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=integrity.SURVIVORS_SCHEMA))
+
+
+def _checks(table: str, parents: _Parents) -> updates.Check:
+    """The checks each state of a ``table`` row must pass (``updates.apply_rows``)."""
+    tdef = canonical.TABLES[table]
+
+    def check(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+        failed: list[pl.DataFrame] = []
+        for step in (integrity.deferred_required, integrity.patient_links):
+            split = step(frame, table)
+            frame = split.passed
+            failed.append(split.failed)
+        for column, parent, _ in tdef.parents:
+            if parent not in parents.good:
+                continue
+            split = integrity.parent_references(frame, column, parent, parents.good[parent], parents.bad[parent])
+            frame = split.passed
+            failed.append(split.failed)
+            if table == "contacts" and parent == "referrals" and parents.owners is not None:
+                split = integrity.contact_patients(frame, parents.owners)
+                frame = split.passed
+                failed.append(split.failed)
+        return frame, failed
+
+    return check
 
 
 def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Path,
@@ -297,10 +333,9 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
 
     tables: dict[str, pl.LazyFrame] = {}
     heights: dict[str, int] = {}
-    good_keys: dict[str, pl.Series] = {}
-    bad_keys: dict[str, pl.Series] = {}
-    owners: pl.DataFrame | None = None
+    parents = _Parents()
     superseded: list[pl.DataFrame] = []
+    kept_previous: dict[str, int] = {}
     merges = canonical.empty("merges")
     for table in _INGEST_ORDER:
         for f in files:
@@ -308,30 +343,38 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
                 read(f)
         sources = mapped.frames.pop(table, None)
         if not sources:
+            for rows in mapped.invalid.pop(table, []):
+                mapped.quarantine.append(_quarantine_rows(rows, table))
             continue
         tdef = canonical.TABLES[table]
-        good, failed, replaced = _resolve_repeats(table, sources)
-        superseded.append(replaced)
-        for column, parent, _ in tdef.parents:
-            if parent not in good_keys:
-                continue
-            split = integrity.parent_references(good, column, parent, good_keys[parent], bad_keys[parent])
-            good = split.passed
-            failed.append(split.failed)
-            if table == "contacts" and parent == "referrals" and owners is not None:
-                split = integrity.contact_patients(good, owners)
-                good = split.passed
-                failed.append(split.failed)
+        frame, failed = _within_sources(table, sources)
+        if "patient_key" in tdef.field_names and table != "merges":
+            # The source's own merges apply before any check: a row sent under a prior id
+            # (before or after its A40) is checked, and kept, as its survivor's.
+            frame = integrity.resolve_patients(frame, parents.survivors)
+        rejected = mapped.invalid.pop(table, [])
+        applied = updates.apply_rows(table, frame, _checks(table, parents),
+                                     pl.concat(rejected, how="diagonal_relaxed") if rejected else None)
+        if applied.invalid is not None:
+            mapped.quarantine.append(_quarantine_rows(applied.invalid, table))
+        good = applied.kept
+        failed += applied.failed
+        superseded.append(applied.superseded)
+        kept_previous[table] = applied.kept_previous
+        if table == "merges":
+            resolved = integrity.source_merges(good, updates.order_columns())
+            good, parents.survivors = resolved.accepted, resolved.survivors
+            failed.append(resolved.failed)
         checked = [f for f in failed if f.height]
         if checked:
             mapped.quarantine.append(_quarantine_rows(mapped.sources.with_raw(
                 table, pl.concat(checked, how="diagonal_relaxed")), table))
         if tdef.key is not None:
-            good_keys[table] = good[tdef.key]
+            parents.good[table] = good[tdef.key]
             bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
-            bad_keys[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
+            parents.bad[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
         if table == "referrals":
-            owners = good.select("referral_key", "patient_key")
+            parents.owners = good.select("referral_key", "patient_key")
         final = good.select(tdef.schema.keys())
         if table == "merges":
             merges = final
@@ -355,4 +398,4 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
          else pl.DataFrame(schema=canonical.QUARANTINE_SCHEMA))
     q = q.cast(canonical.QUARANTINE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
     replaced_rows = pl.concat([pl.DataFrame(schema=_SUPERSEDED), *superseded], how="vertical")
-    return Ingested(tables, q, tuple(mapped.stats), heights, replaced_rows, merges)
+    return Ingested(tables, q, tuple(mapped.stats), heights, replaced_rows, merges, kept_previous)

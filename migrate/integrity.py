@@ -105,3 +105,109 @@ def contact_patients(contacts: pl.DataFrame, owners: pl.DataFrame) -> Split:
                    pl.concat_str([pl.lit("patient "), pl.col("patient_key"), pl.lit(" differs from referral "),
                                   pl.col("referral_key"), pl.lit("'s patient "), pl.col("__ref_patient")]))
     return Split(passed, failed.drop("__ref_patient"))
+
+
+def patient_links(frame: pl.DataFrame, table: str) -> Split:
+    """Rows that cannot reach a patient fail ``missing_required``: a referral or coded entry
+    without its patient, a contact with neither its referral nor its patient. Such a row
+    would be migrated yet become no FHIR resource (it hangs off no Patient)."""
+    if table in ("referrals", "codes"):
+        ok, field, what = frame["patient_key"].is_not_null(), "patient_key", f"a {table.rstrip('s')} needs its patient"
+    elif table == "contacts":
+        ok = frame["referral_key"].is_not_null() | frame["patient_key"].is_not_null()
+        field, what = "referral_key", "a contact needs its referral or its patient"
+    else:
+        return Split(frame, frame.clear())
+    passed, failed = _split(frame, ok)
+    if failed.height == 0:
+        return Split(passed, failed)
+    return Split(passed, _fail(failed, "missing_required", field, pl.lit(f"{field} is blank: {what}")))
+
+
+def deferred_required(frame: pl.DataFrame, table: str) -> Split:
+    """Rows whose state lacks a field their profile marks required fail ``missing_required``.
+
+    Under ``updates: merge`` a blank field of an update keeps the earlier value, so required
+    fields are checked on the state after the update (``migrate.updates``), not on the row:
+    ``__required`` holds, per row, the bits (field positions in the canonical table) of the
+    required fields its profile left to this check.
+    """
+    if "__required" not in frame.columns or frame.height == 0 or not bool((frame["__required"] > 0).any()):
+        return Split(frame, frame.clear())
+    fields = canonical.TABLES[table].field_names
+    missing = [pl.when((pl.col("__required") // (1 << i) % 2 == 1) & pl.col(f).is_null()).then(pl.lit(f))
+               for i, f in enumerate(fields)]
+    marked = frame.with_columns(pl.coalesce(missing).alias("__missing"))
+    passed, failed = _split(marked, marked["__missing"].is_null())
+    if failed.height == 0:
+        return Split(passed.drop("__missing"), failed.drop("__missing"))
+    failed = _fail(failed, "missing_required", "", pl.concat_str([
+        pl.col("__missing"), pl.lit(" is required but blank, and no earlier message gave it")]))
+    return Split(passed.drop("__missing"), failed.with_columns(pl.col("__missing").alias("__field")).drop("__missing"))
+
+
+@dataclass(frozen=True)
+class Merges:
+    """The source's own patient merges (HL7 A40) once applied in order.
+
+    ``accepted``: the merge rows that apply; ``failed``: rows that conflict with an earlier
+    merge (``merge_conflict``); ``survivors``: patient_key -> survivor_key for every prior
+    patient, chains followed (A into B, later B into C: A's survivor is C).
+    """
+
+    accepted: pl.DataFrame
+    failed: pl.DataFrame
+    survivors: pl.DataFrame
+
+
+SURVIVORS_SCHEMA: dict[str, pl.DataType] = {"patient_key": pl.String(), "survivor_key": pl.String()}
+
+
+def source_merges(frame: pl.DataFrame, order: list[pl.Expr]) -> Merges:
+    """Apply merge rows (patient_key = survivor, prior_patient_key = prior) in ``order``.
+
+    A merge is refused (``merge_conflict``) when it merges a patient into itself, when its
+    prior was already merged into another patient, or when its survivor was already merged
+    into its prior (a cycle): the first merge in message order stands. Merges are few (one
+    message in fifty in a busy feed), so they are applied one by one in Python: each
+    depends on the ones before it.
+    """
+    rows = frame.with_row_index("__m").sort(order, nulls_last=False, maintain_order=True)
+    parent: dict[str, tuple[str, str, int]] = {}  # prior -> (survivor, file, row) of its merge
+
+    def find(key: str) -> str:
+        seen = 0
+        while key in parent and seen <= len(parent):
+            key, seen = parent[key][0], seen + 1
+        return key
+
+    refused: dict[int, str] = {}
+    for m, survivor, prior, file, row in rows.select("__m", "patient_key", "prior_patient_key", "source_file",
+                                                      "source_row").iter_rows():
+        if survivor == prior:
+            refused[m] = "merges a patient into itself"
+        elif prior in parent:
+            into, f, r = parent[prior]
+            refused[m] = f"prior patient {prior} was already merged into {into} by {f} row {r}"
+        elif find(survivor) == prior:
+            refused[m] = f"survivor {survivor} was already merged into {prior}: the merge would make a cycle"
+        else:
+            parent[prior] = (survivor, file, row)
+    marks = pl.DataFrame({"__m": list(refused), "__why": list(refused.values())},
+                         schema={"__m": pl.UInt32, "__why": pl.String})
+    marked = frame.with_row_index("__m").join(marks, on="__m", how="left", maintain_order="left")
+    ok = marked["__why"].is_null()
+    accepted = marked.filter(ok).drop("__m", "__why")
+    failed = _fail(marked.filter(~ok), "merge_conflict", "prior_patient_key", pl.col("__why")).drop("__m", "__why")
+    survivors = pl.DataFrame({"patient_key": list(parent), "survivor_key": [find(k) for k in parent]},
+                             schema=SURVIVORS_SCHEMA).sort("patient_key")
+    return Merges(accepted, failed, survivors)
+
+
+def resolve_patients(frame: pl.DataFrame, survivors: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with each merged patient_key replaced by its survivor's (the source's own
+    merges re-point every row sent under a prior id, before or after the merge)."""
+    if survivors.height == 0 or frame.height == 0:
+        return frame
+    return frame.join(survivors, on="patient_key", how="left", maintain_order="left").with_columns(
+        pl.coalesce("survivor_key", "patient_key").alias("patient_key")).drop("survivor_key")

@@ -196,7 +196,9 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     )
     missing = [pl.lit(None, dtype=f.dtype).alias(f.name) for f in table.fields
                if f.name not in mapped and f.name not in _derived_names(spec.name, mapped)]
-    output = (*table.field_names, "source_file", "source_row", "__reason", "__field")
+    touched = sum(1 << table.field_names.index(n) for n in {*mapped, *_derived_names(spec.name, mapped)})
+    verdict.append(pl.lit(touched, dtype=pl.UInt64).alias("__touched"))
+    output = (*table.field_names, "source_file", "source_row", "__reason", "__field", "__touched")
     return CompiledTable(spec.name, (tuple(clean_exprs), tuple(typed_exprs), tuple(derived + missing + verdict)),
                          output, detail)
 

@@ -369,6 +369,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         "tables": dict(ingested.heights),
         "identity": identity.counts() | {"merged_by_source": ingested.merges.height,
                                          "superseded_rows": ingested.superseded.height},
+        "updates": ingested.update_counts(),
         "cohorts": {
             "referrals": _counts(cohorts, "cohort", canonical.COHORTS),
             "patients": _counts(patients, "patient_cohort", canonical.COHORTS),

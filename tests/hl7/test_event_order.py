@@ -1,0 +1,126 @@
+"""HL7 event semantics that hold in every order: merges before checks, a bad update never
+erases, conflicting merges refused (issue #11, items 1 and 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from tests.hl7.feed import adt, booking, dispositions, merge, quarantined, referral, run, write_feed
+
+ANN = dict(nhs="9434765919", family="Smith", given="Ann", dob="1950-01-02", sex="F", postcode="OX1 1AA")
+BOB = dict(nhs="9990001375", family="Jones", given="Bob", dob="1960-03-04", sex="M", postcode="LS1 1AA")
+
+
+def _canonical(run_dir: Path, table: str) -> pl.DataFrame:
+    return pl.read_parquet(run_dir / "canonical" / f"{table}.parquet")
+
+
+def test_a_referral_under_a_merged_patient_keeps_its_survivors_bookings(tmp_path: Path) -> None:
+    """Regression: the referral was sent under P2, later merged (A40) into P1; P1's SIU
+    bookings for it were quarantined as patient_mismatch because the check ran before the
+    merges. A booking sent under the prior id after the merge is re-pointed too."""
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        adt("A04", "m2", "20221001091000", "P2", **BOB),
+        referral("m3", "20221001093000", "R1", "P2", "2022-09-01", "physio"),
+        merge("m4", "20221002090000", "P1", "P2"),
+        booking("S12", "m5", "20221003090000", "C1", "R1", "P1", "2022-10-20 09:00", "Booked"),
+        booking("S12", "m6", "20221001100000", "C2", "R1", "P2", "2022-10-21 09:00", "Booked"),  # before the A40
+        booking("S12", "m7", "20221004100000", "C3", "R1", "P2", "2022-10-22 09:00", "Booked"),  # after it
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    assert quarantined(out) == {}
+    contacts = _canonical(out, "contacts").sort("contact_key")
+    assert contacts.select("contact_key", "patient_key").rows() == [("C1", "P1"), ("C2", "P1"), ("C3", "P1")]
+    assert _canonical(out, "referrals")["patient_key"].to_list() == ["P1"]
+    disp = dispositions(out)
+    assert [disp[("feed.hl7", r)] for r in (5, 6, 7)] == ["migrated"] * 3
+    assert disp[("feed.hl7", 2)] == disp[("feed.hl7", 4)] == "merged"
+
+
+def test_a_merge_chain_resolves_in_message_time_order(tmp_path: Path) -> None:
+    """P3 into P2, then P2 into P1 (sent in the other order in the file): P3's referral is P1's."""
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        merge("m9", "20221003090000", "P1", "P2"),
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        adt("A04", "m2", "20221001090000", "P2", **BOB),
+        adt("A04", "m3", "20221001090000", "P3", nhs="9990002746", family="Carter", given="Ben", dob="2001-01-01",
+            sex="M", postcode="WF1 1AB"),
+        referral("m4", "20221001093000", "R3", "P3", "2022-09-01", "physio"),
+        merge("m5", "20221002090000", "P2", "P3"),
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    assert _canonical(out, "referrals").select("referral_key", "patient_key").rows() == [("R3", "P1")]
+    summary = pl.read_parquet(out / "patients.parquet").select("patient_key", "survivor_key").sort("patient_key")
+    assert summary.rows() == [("P1", "P1"), ("P2", "P1"), ("P3", "P1")]
+
+
+def test_conflicting_merges_are_refused_and_the_first_stands(tmp_path: Path) -> None:
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        adt("A04", "m2", "20221001090000", "P2", **BOB),
+        adt("A04", "m3", "20221001090000", "P3", nhs="9990002746", family="Carter", given="Ben", dob="2001-01-01",
+            sex="M", postcode="WF1 1AB"),
+        merge("m4", "20221002090000", "P1", "P2"),
+        merge("m5", "20221003090000", "P3", "P2"),  # P2 merged a second time, elsewhere
+        merge("m6", "20221004090000", "P2", "P1"),  # a cycle: P2 was merged into P1
+        merge("m7", "20221005090000", "P3", "P3"),  # into itself
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    q = pl.read_parquet(out / "quarantine.parquet").sort("source_row")
+    assert q.select("source_row", "reason_code").rows() == [(5, "merge_conflict"), (6, "merge_conflict"),
+                                                           (7, "merge_conflict")]
+    assert "prior patient P2 was already merged into P1 by feed.hl7 row 4" in q["message"][0]
+    assert "cycle" in q["message"][1]
+    survivors = dict(pl.read_parquet(out / "patients.parquet").select("patient_key", "survivor_key").iter_rows())
+    assert survivors == {"P1": "P1", "P2": "P1", "P3": "P3"}
+
+
+def test_a_bad_update_never_erases_the_good_record(tmp_path: Path) -> None:
+    """Regression: the latest S14 of a booking names an unknown referral. It is quarantined
+    with its reason; the S12 before it stands (it was marked merged into the bad update,
+    and the appointment disappeared from the canonical tables)."""
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        adt("A04", "m2", "20221001090000", "P2", **BOB),
+        referral("m3", "20221001093000", "R1", "P1", "2022-09-01", "physio"),
+        booking("S12", "m4", "20221002090000", "C1", "R1", "P1", "2022-10-20 09:00", "Booked"),
+        booking("S14", "m5", "20221003090000", "C1", "R9", "P1", "2022-10-21 09:00", "Booked"),   # unknown referral
+        booking("S12", "m6", "20221002090000", "C2", "R1", "P1", "2022-10-20 10:00", "Booked"),
+        booking("S14", "m7", "20221003090000", "C2", "R1", "P1", "2022-10-22 10:00", "Booked"),   # applies
+        booking("S14", "m8", "20221004090000", "C2", "R1", "P2", "2022-10-23 10:00", "Booked"),   # wrong patient
+        adt("A08", "m9", "20221005090000", "P1", **{**ANN, "sex": "X"}),                          # unmapped sex
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    assert quarantined(out) == {("feed.hl7", 5): "unknown_referral", ("feed.hl7", 8): "patient_mismatch",
+                                ("feed.hl7", 9): "unmapped_code"}
+    contacts = _canonical(out, "contacts").sort("contact_key")
+    assert contacts.select("contact_key", "source_row", pl.col("contact_datetime").dt.day()).rows() == [
+        ("C1", 4, 20), ("C2", 7, 22)]
+    disp = dispositions(out)
+    assert (disp[("feed.hl7", 4)], disp[("feed.hl7", 6)], disp[("feed.hl7", 7)]) == ("migrated", "merged", "migrated")
+    q = pl.read_parquet(out / "quarantine.parquet").sort("source_row")
+    assert q["message"][0].endswith("update rejected, the state from feed.hl7 row 4 is kept")
+    assert q["message"][1].endswith("update rejected, the state from feed.hl7 row 7 is kept")
+    assert q["message"][2].endswith("update rejected, the state from feed.hl7 row 1 is kept")
+    report = json.loads((out / "reports" / "reconciliation.json").read_text())
+    assert report["updates"]["rejected_previous_kept"] == {"patients": 1, "referrals": 0, "contacts": 2, "codes": 0}
+
+
+def test_a_rejected_update_in_the_middle_leaves_later_updates_applying_to_the_earlier_state(tmp_path: Path) -> None:
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        referral("m2", "20221001093000", "R1", "P1", "2022-09-01", "physio"),
+        booking("S12", "m3", "20221002090000", "C1", "R1", "P1", "2022-10-20 09:00", "Booked"),
+        booking("S14", "m4", "20221003090000", "C1", "R9", "P1", "2022-10-21 09:00", "Booked"),
+        booking("S26", "m5", "20221004090000", "C1", "R1", "P1", "2022-10-20 09:00", "Noshow"),
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    assert quarantined(out) == {("feed.hl7", 4): "unknown_referral"}
+    c1 = _canonical(out, "contacts")
+    assert c1.select("source_row", pl.col("attendance").cast(pl.String), "referral_key").rows() == [
+        (5, "did_not_attend", "R1")]
+    assert dispositions(out)[("feed.hl7", 3)] == "merged"

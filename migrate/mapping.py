@@ -28,6 +28,9 @@ from migrate.profile import FieldSpec, Profile, TableSpec
 
 BOOKKEEPING = ("__reason", "__field", "__message", "__raw")
 _DERIVED_KEYS = {"patients": {"patient_key": "source_patient_id"}, "referrals": {"referral_key": "source_referral_id"}}
+# HL7's explicit null, in any source: the field is deleted (an update clears it), where an
+# empty value is "not sent" (an update under ``updates: merge`` keeps the current value).
+EXPLICIT_NULL = '""'
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,28 @@ def _source(spec: FieldSpec, source_schema: Mapping[str, pl.DataType]) -> pl.Exp
         if spec.split.rest:
             return parts.list.slice(spec.split.index).list.join(spec.split.sep)
         return parts.list.get(spec.split.index, null_on_oob=True)
-    cleaned = [col(c).str.strip_chars().replace("", None) for c in spec.columns]
+    cleaned = [_blank_to_null(col(c).str.strip_chars()) for c in spec.columns]
     return pl.concat_str(cleaned, separator=spec.sep, ignore_nulls=True).replace("", None)
+
+
+def _blank_to_null(expr: pl.Expr) -> pl.Expr:
+    return pl.when(expr.is_in(["", EXPLICIT_NULL])).then(None).otherwise(expr)
+
+
+def _cleared(spec: FieldSpec, source_schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """True where a source column of the field holds the explicit null ``""``."""
+    if spec.constant is not None or not spec.source_columns:
+        return pl.lit(False)
+    texts = [_src(c).cast(pl.String).str.strip_chars() == EXPLICIT_NULL for c in spec.source_columns
+             if source_schema.get(c, pl.String()) == pl.String()]
+    return pl.any_horizontal(texts).fill_null(False) if texts else pl.lit(False)
 
 
 def _clean(spec: FieldSpec, expr: pl.Expr, null_values: tuple[str, ...]) -> pl.Expr:
     """Trim, remove characters, and turn the profile's null markers into null."""
     if spec.trim:
         expr = expr.str.strip_chars()
+    expr = pl.when(expr.str.strip_chars() == EXPLICIT_NULL).then(None).otherwise(expr)
     if spec.remove:
         expr = expr.str.replace_all(f"[{re.escape(spec.remove)}]", "")
     if null_values:
@@ -166,6 +183,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     """Compile ``spec`` for a source frame with ``source_schema`` (columns must be present)."""
     table = canonical.TABLES[spec.name]
     mapped = {f.name: f for f in spec.fields}
+    merge = spec.updates == "merge" and table.key is not None
+    keys = _key_fields(spec.name)
     clean_exprs: list[pl.Expr] = []
     typed_exprs: list[pl.Expr] = []
     problem_exprs: list[pl.Expr] = []
@@ -174,9 +193,11 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         field = table.field(fspec.name)
         v = pl.col(f"__v_{fspec.name}")
         clean_exprs.append(_clean(fspec, _source(fspec, source_schema), profile.null_values).alias(f"__v_{fspec.name}"))
+        if merge:
+            clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
         src_dtype = source_schema.get(fspec.source_columns[0]) if fspec.source_columns else None
         value, err = _typed(fspec, field, v, src_dtype)
-        if fspec.required:
+        if fspec.required and not (merge and fspec.name not in keys):
             err = pl.when(v.is_null()).then(pl.lit("missing_required")).otherwise(err)
         typed_exprs += [value.cast(field.dtype).alias(fspec.name), err.alias(f"__e_{fspec.name}")]
         problem_exprs.append(_problem_text(fspec, field, v))
@@ -196,11 +217,39 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     )
     missing = [pl.lit(None, dtype=f.dtype).alias(f.name) for f in table.fields
                if f.name not in mapped and f.name not in _derived_names(spec.name, mapped)]
-    touched = sum(1 << table.field_names.index(n) for n in {*mapped, *_derived_names(spec.name, mapped)})
-    verdict.append(pl.lit(touched, dtype=pl.UInt64).alias("__touched"))
-    output = (*table.field_names, "source_file", "source_row", "__reason", "__field", "__touched")
+    verdict += _update_bits(spec, table, merge, keys)
+    output = (*table.field_names, "source_file", "source_row", "__reason", "__field", "__touched", "__required")
     return CompiledTable(spec.name, (tuple(clean_exprs), tuple(typed_exprs), tuple(derived + missing + verdict)),
                          output, detail)
+
+
+def _key_fields(table: str) -> set[str]:
+    """The fields that identify a row: never deferred, always touched."""
+    key = canonical.TABLES[table].key
+    return set() if key is None else {key, *_DERIVED_KEYS.get(table, {}).values()}
+
+
+def _update_bits(spec: TableSpec, table: canonical.Table, merge: bool, keys: set[str]) -> list[pl.Expr]:
+    """``__touched`` (the fields the row changes when it applies as an update) and
+    ``__required`` (required fields checked on the state after it, not on the row), one
+    bit per field in canonical order (``migrate.updates``).
+
+    ``updates: replace``: every field the profile maps is touched (a blank one clears), and
+    required fields are checked here, on the row. ``updates: merge``: a field is touched
+    when its source sent a value or the explicit null ``""``; a blank field keeps the
+    current value, so a required one is checked on the state.
+    """
+    bit = {n: 1 << i for i, n in enumerate(table.field_names)}
+    derived = _derived_names(spec.name, {f.name: f for f in spec.fields})
+    if not merge:
+        mapped = sum(bit[n] for n in {*(f.name for f in spec.fields), *derived})
+        return [pl.lit(mapped, dtype=pl.UInt64).alias("__touched"), pl.lit(0, dtype=pl.UInt64).alias("__required")]
+    always = sum(bit[n] for n in derived)
+    touched = [(pl.col(f"__v_{f.name}").is_not_null() | pl.col(f"__k_{f.name}")).cast(pl.UInt64) * bit[f.name]
+               for f in spec.fields]
+    deferred = sum(bit[f.name] for f in spec.fields if f.required and f.name not in keys)
+    return [(pl.sum_horizontal(touched) + always).cast(pl.UInt64).alias("__touched"),
+            pl.lit(deferred, dtype=pl.UInt64).alias("__required")]
 
 
 def _derived_names(table: str, mapped: Mapping[str, FieldSpec]) -> set[str]:

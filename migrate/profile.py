@@ -28,7 +28,8 @@ ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": 
 FIELD_OPTIONS = {"column", "columns", "sep", "constant", "split", "remove", "trim", "case", "map", "map_only",
                  "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values"}
 TABLE_OPTIONS = {"files", "fields", "encoding", "delimiter", "quote_char", "on_encoding_error", "format", "events",
-                 "on_duplicate"}
+                 "on_duplicate", "updates"}
+UPDATES = ("merge", "replace")
 FORMATS = ("auto", "delimited", "parquet", "hl7v2")
 DEFAULT_OPTIONS = {"encoding", "delimiter", "quote_char", "on_encoding_error", "date_formats", "datetime_formats",
                    "null_values", "true_values", "false_values"}
@@ -107,6 +108,9 @@ class TableSpec:
     format: str = "auto"  # auto (by file suffix), delimited, parquet or hl7v2
     events: tuple[str, ...] = ()  # hl7v2: the message events (e.g. A04, A08) this table takes
     on_duplicate: str = "quarantine"  # a repeated key: quarantine it, or let the latest row win
+    # how a row updates an earlier row of its key: merge (a blank field keeps its value, the
+    # explicit null "" clears it) or replace (every mapped field takes the row's value)
+    updates: str = "replace"
 
     @property
     def source_columns(self) -> tuple[str, ...]:
@@ -344,8 +348,14 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
         on_dup = str(tdoc.get("on_duplicate", "latest" if fmt == "hl7v2" else "quarantine"))
         if on_dup not in ("quarantine", "latest"):
             problems.add(f"{where}.on_duplicate", "expected 'quarantine' or 'latest'")
+        updates = str(tdoc.get("updates", "merge" if fmt == "hl7v2" else "replace"))
+        if updates not in UPDATES:
+            problems.add(f"{where}.updates", "expected 'merge' (a blank field keeps its value, \"\" clears it) or "
+                                             "'replace' (every mapped field takes the row's value)")
+        elif "updates" in tdoc and canonical.TABLES[tname].key is None:
+            problems.add(f"{where}.updates", f"{tname} rows have no key, so a row never updates another: remove it")
         tables[tname] = TableSpec(tname, files, tuple(specs), enc, delimiter, None if quote is None else str(quote),
-                                  str(on_enc), fmt, events, on_dup)
+                                  str(on_enc), fmt, events, on_dup, updates)
     if problems.items:
         raise ProfileError(f"mapping profile {path} has {len(problems.items)} problem(s)", problems.items)
     nulls = _str_list(defaults.get("null_values", [""]), "defaults.null_values", problems)

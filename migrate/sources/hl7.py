@@ -177,13 +177,15 @@ def path_expr(fields: pl.Expr, path: Hl7Path) -> pl.Expr:
         value = _narrow(_selected(field, sel), path.component, path.subcomponent)
     else:
         value = _narrow(_nth(field, "~", 1), path.component, path.subcomponent)
-    return value
+    # A field sent as "" deletes the whole field: every component and repetition of it.
+    return pl.when(field == HL7_NULL).then(pl.lit(HL7_NULL)).otherwise(value)
 
 
 def finish_expr(value: pl.Expr) -> pl.Expr:
-    """Blank (empty or ``""``) to null, escapes decoded. Apply it to a materialised column:
-    eager polars does not share the repeated sub-expression."""
-    return pl.when(_blank(value)).then(None).otherwise(decode_expr(value))
+    """Empty (not sent) to null, escapes decoded; the explicit null ``""`` stays ``""``.
+    Apply it to a materialised column: eager polars does not share the repeated
+    sub-expression."""
+    return pl.when(value.is_null() | (value == "")).then(None).otherwise(decode_expr(value))
 
 
 # --- one chunk ----------------------------------------------------------------------------------

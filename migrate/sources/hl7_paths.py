@@ -21,9 +21,11 @@ segment name. Selector values are compared with the component as written (before
 decoding); identifier types and authorities never contain escapes.
 
 A value is then escape-decoded with the message's own encoding characters (``\\F\\ \\S\\
-\\T\\ \\R\\ \\E\\``; other escapes such as ``\\.br\\`` or ``\\X..\\`` are left as written), and
-an empty value or HL7's explicit null ``""`` becomes null: the mapping treats both as blank
-(ADT updates carry the patient's full current state, so a cleared field is simply blank).
+\\T\\ \\R\\ \\E\\``; other escapes such as ``\\.br\\`` or ``\\X..\\`` are left as written). An
+empty value (field, component or segment not sent) becomes null; HL7's explicit null ``""``
+stays ``""``, and a field sent as ``""`` gives ``""`` for every path into it (its
+components and repetitions are deleted with it). In an update the two differ: not sent
+keeps the current value, ``""`` deletes it (``migrate.updates``).
 """
 
 from __future__ import annotations
@@ -173,7 +175,8 @@ def extract(segments: list[list[str]], path: Hl7Path, enc: Encoding = STANDARD) 
     """The value of ``path`` in one message (the reference, per-message implementation).
 
     ``segments`` are the message's segment lines split on the field separator, in order,
-    with MSH as written (its item 1 is MSH-2). Returns the decoded value, or None when blank.
+    with MSH as written (its item 1 is MSH-2). Returns the decoded value, ``""`` when it is
+    HL7's explicit null, or None when it was not sent.
     """
     seen = 0
     fields: list[str] | None = None
@@ -193,6 +196,8 @@ def extract(segments: list[list[str]], path: Hl7Path, enc: Encoding = STANDARD) 
     raw = fields[index]
     if path.segment == "MSH" and path.field == 2:
         return None if is_blank(raw) else raw
+    if raw == HL7_NULL:
+        return HL7_NULL  # the whole field deleted: every component and repetition with it
     reps = raw.split(enc.repetition)
     sel = path.selector
     value: str | None
@@ -205,7 +210,6 @@ def extract(segments: list[list[str]], path: Hl7Path, enc: Encoding = STANDARD) 
         value = None if chosen is None else _narrow(chosen, path, enc)
     else:
         value = _narrow(reps[0], path, enc)
-    if is_blank(value):
+    if value is None or value == "":
         return None
-    assert value is not None
     return decode_escapes(value, enc)

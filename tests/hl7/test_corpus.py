@@ -165,9 +165,10 @@ def test_corpus_values(tmp_path: Path) -> None:
     assert one["sent_at"] == datetime(2023, 1, 5, 9, 30)
     two = _row(tmp_path / "2", "adt_v24.hl7", "ADT0002", paths)
     assert (two["PID-5.1"], two["PID-5.2"], two["PID-11.1"]) == ("O'NEILL&BROWN", "ANNE~MARIE", "Unit 4^5 Mill Lane")
-    assert (two["PID-13.1"], two["PID-8"], two["PID-3[type=MR].1"]) == (None, None, "P0000002")  # "" and empty
+    # "" (the explicit null: delete) stays "", empty (not sent: keep) is null
+    assert (two["PID-13.1"], two["PID-8"], two["PID-3[type=MR].1"]) == ('""', None, "P0000002")
     four = _row(tmp_path / "4", "adt_v24.hl7", "ADT0004", paths)
-    assert (four["PID-11.1"], four["PD1-3.3"], four["PID-13.1"]) == (None, None, None)
+    assert (four["PID-11.1"], four["PD1-3.3"], four["PID-13.1"]) == ('""', '""', '""')  # a field "" deletes its parts
     s14 = _row(tmp_path / "5", "siu_v251_cr.hl7", "SIU0002", paths)
     assert (s14["AIL-3.1"], s14["AIL[2]-3.1"], s14["SCH-11.4"]) == ("OPD1", "OPD2", "202302101030")
     assert _row(tmp_path / "6", "siu_v251_cr.hl7", "SIU0004", paths)["AIP-3.2"] == "PATEL"

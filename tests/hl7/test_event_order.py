@@ -4,6 +4,7 @@ erases, conflicting merges refused (issue #11, items 1 and 2)."""
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +13,7 @@ from tests.hl7.feed import adt, booking, dispositions, merge, quarantined, refer
 
 ANN = dict(nhs="9434765919", family="Smith", given="Ann", dob="1950-01-02", sex="F", postcode="OX1 1AA")
 BOB = dict(nhs="9990001375", family="Jones", given="Bob", dob="1960-03-04", sex="M", postcode="LS1 1AA")
+ANN_DOB, BOB_DOB = date(1950, 1, 2), date(1960, 3, 4)
 
 
 def _canonical(run_dir: Path, table: str) -> pl.DataFrame:
@@ -124,3 +126,45 @@ def test_a_rejected_update_in_the_middle_leaves_later_updates_applying_to_the_ea
     assert c1.select("source_row", pl.col("attendance").cast(pl.String), "referral_key").rows() == [
         (5, "did_not_attend", "R1")]
     assert dispositions(out)[("feed.hl7", 3)] == "merged"
+
+
+def test_an_update_that_leaves_out_a_segment_or_field_keeps_it_and_the_explicit_null_deletes(
+        tmp_path: Path) -> None:
+    """Regression: an A08 without PD1 and with an empty PID-13 blanked the GP practice and
+    the phone. Not sent keeps the current value; "" deletes it."""
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN, practice="K84001", phone="01865 000001"),
+        adt("A04", "m2", "20221001090000", "P2", **BOB, practice="B82005", phone="0113 496 0001"),
+        adt("A08", "m3", "20221002090000", "P1", nhs="9434765919", practice=None, phone=None),
+        adt("A08", "m4", "20221002090000", "P2", nhs="9990001375", practice='""', phone='""', postcode='""'),
+        referral("m5", "20221001093000", "R1", "P1", "2022-09-01", "physio"),
+        booking("S12", "m6", "20221002090000", "C1", "R1", "P1", "2022-10-20 09:00", "Booked"),
+        # an S14 that sends only the new time: the referral, patient and status stand
+        booking("S14", "m7", "20221003090000", "C1", None, None, "2022-10-27 09:00", None, kind=None),
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    assert quarantined(out) == {}
+    patients = _canonical(out, "patients").sort("patient_key")
+    assert patients.select("patient_key", "gp_ods_code", "phone", "postcode", "family_name", "birth_date",
+                           "source_row").rows() == [
+        ("P1", "K84001", "01865 000001", "OX1 1AA", "Smith", ANN_DOB, 3),
+        ("P2", None, None, None, "Jones", BOB_DOB, 4)]
+    contact = _canonical(out, "contacts").row(0, named=True)
+    assert (contact["referral_key"], contact["patient_key"], str(contact["attendance"]), contact["source_row"],
+            contact["contact_datetime"].day) == ("R1", "P1", "booked", 7, 27)
+
+
+def test_an_explicit_null_in_a_required_field_is_refused_and_the_record_stands(tmp_path: Path) -> None:
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        adt("A08", "m2", "20221002090000", "P1", nhs="9434765919", dob='""', family="Smythe"),
+        adt("A04", "m3", "20221001090000", "P3"),  # a first message without its birth date
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    q = pl.read_parquet(out / "quarantine.parquet").sort("source_row")
+    assert q.select("source_row", "reason_code", "field").rows() == [(2, "missing_required", "birth_date"),
+                                                                    (3, "missing_required", "birth_date")]
+    assert q["message"][0] == ("feed.hl7 row 2: birth_date is required but blank, and no earlier message gave it; "
+                               "update rejected, the state from feed.hl7 row 1 is kept")
+    assert _canonical(out, "patients").select("family_name", "birth_date", "source_row").rows() == [
+        ("Smith", ANN_DOB, 1)]

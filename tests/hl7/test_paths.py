@@ -65,7 +65,8 @@ def test_selectors_lists_occurrences_escapes_and_blanks() -> None:
     assert get("PID-3.4.1") == "NHS" and get("PID-3.4.2") is None
     assert get("PID-5.1") == "O&NEIL" and get("PID-5.2") == "ANNE~MARIE"
     assert get("PID-11.1") == "Flat 2^3 Mill Lane"
-    assert get("PID-13") is None  # "" is HL7's explicit null: blank, as empty is
+    assert get("PID-13") == '""' and get("PID-13.1") == '""'  # HL7's explicit null: kept, unlike empty
+    assert get("PID-9") is None  # empty: not sent
     assert get("PID-9") is None and get("PID-99") is None
     assert get("PID-32") == "NSTS01"
     assert (get("AIL-3.1"), get("AIL[2]-3.1"), get("AIL[3]-3.1")) == ("OPD1", "OPD2", None)
@@ -85,7 +86,7 @@ def test_escapes_decode_left_to_right() -> None:
 
 
 def test_polars_paths_equal_extract_on_literal_rows() -> None:
-    lines = [PID, "PID|1||^^^NHS^NH~~x^^^RXX^MR", "PID", "PID|||\"\"||\"\"^\"\""]
+    lines = [PID, "PID|1||^^^NHS^NH~~x^^^RXX^MR", "PID", "PID|||\"\"||\"\"^\"\"", "PID|1||a^^^\"\"^MR~\"\"||x^\"\""]
     paths = ["PID-3", "PID-3[type=NH].1", "PID-3[type=MR].1", "PID-3[authority=NHS].4.2", "PID-3[*]", "PID-3[*].1",
              "PID-5", "PID-5.1", "PID-5.2", "PID-7", "PID-11.1", "PID-13", "PID-32", "PID-3.4.1"]
     frame = pl.DataFrame({"f": [line.split("|") for line in lines]})

@@ -21,10 +21,10 @@ Invariant kept: for every file, rows_read == canonical rows + superseded rows + 
 from __future__ import annotations
 
 import csv as pycsv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -36,6 +36,9 @@ from migrate.outputs import write_parquet
 from migrate.profile import Profile, TableSpec
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.sources import InputFile, discover, read_columns, read_file
+
+if TYPE_CHECKING:
+    from migrate.sources.hl7 import Hl7Read
 
 # A table's key defaults to its source id when the profile does not map it.
 _KEY_SOURCES = {"patient_key": "source_patient_id", "referral_key": "source_referral_id"}
@@ -76,6 +79,7 @@ class Ingested:
     merges: pl.DataFrame = field(default_factory=lambda: canonical.empty("merges"))
     # per table: updates rejected whose key kept the state of an earlier row
     kept_previous: dict[str, int] = field(default_factory=dict)
+    repeated_deliveries: int = 0  # HL7 messages delivered again (same sender, control id and text)
 
     def update_counts(self) -> dict[str, Any]:
         """For the run summary: rows superseded by a later row of their key, and updates
@@ -85,6 +89,7 @@ class Ingested:
         return {
             "superseded": {t: superseded.get(t, 0) for t in canonical.TABLE_ORDER},
             "rejected_previous_kept": {t: self.kept_previous.get(t, 0) for t in canonical.TABLE_ORDER},
+            "repeated_deliveries": self.repeated_deliveries,
         }
 
 
@@ -149,6 +154,8 @@ class _Mapped:
     quarantine: list[pl.DataFrame] = field(default_factory=list)
     failed_keys: dict[str, list[pl.Series]] = field(default_factory=dict)
     invalid: dict[str, list[pl.DataFrame]] = field(default_factory=dict)  # rows that failed mapping, per table
+    superseded: list[pl.DataFrame] = field(default_factory=list)  # rows replaced (disposition merged)
+    repeated_deliveries: int = 0
     stats: list[FileStats] = field(default_factory=list)
     sources: _Sources = field(default_factory=_Sources)
 
@@ -201,16 +208,47 @@ def _read_delimited(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) ->
     return result.rows_read
 
 
-def _read_hl7(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) -> int:
+def _read_hl7(mapped: _Mapped, f: InputFile, work_dir: Path) -> Hl7Read:
+    """Read one HL7 file: its invalid messages quarantined, its valid ones to route later
+    (a control id is compared across every HL7 file before any message applies)."""
     from migrate.sources.hl7 import read_hl7
 
-    specs = {t: f.spec(t) for t in f.tables}
-    paths = sorted({c for spec in specs.values() for c in spec.source_columns})
+    paths = sorted({c for t in f.tables for c in f.spec(t).source_columns})
     result = read_hl7(f.path, f.name, paths, work_dir)
     mapped.quarantine.append(_rejected_rows(result.rejected, f.label))
-    messages = result.messages
+    return result
+
+
+def _deliveries(mapped: _Mapped, reads: dict[str, tuple[InputFile, Hl7Read]]) -> pl.DataFrame:
+    """Re-delivered messages (``merged``, in ``mapped.superseded``) and messages reusing a
+    control id (quarantined): the rows of both, not to be routed."""
+    from migrate.sources.hl7_delivery import HEADER_COLUMNS, repeated_deliveries
+
+    headers = pl.concat([r.messages.select(HEADER_COLUMNS).collect() for _, r in reads.values()])
+    again, conflicting = repeated_deliveries(headers)
+    labels = pl.DataFrame({"source_file": list(reads), "table": [f.label for f, _ in reads.values()]})
+    mapped.superseded.append(again.join(labels, on="source_file", how="left").select(
+        "source_file", "source_row", "table", pl.lit(None, dtype=pl.String).alias("patient_key")))
+    mapped.repeated_deliveries += again.height
+    sender = pl.concat_str([pl.col("sending_app").fill_null(""), pl.col("sending_facility").fill_null("")],
+                           separator="/")
+    mapped.quarantine.append(conflicting.join(labels, on="source_file", how="left").select(
+        "source_file", "source_row", "table", pl.lit("duplicate_control_id").alias("reason_code"),
+        pl.lit(None, dtype=pl.String).alias("field"),
+        pl.format("{} message {}: control id {} from {} was already used by {} message {} for a different message "
+                  "(that one applies; this one is held for review)", "source_file", "source_row", "control_id",
+                  sender, "first_file", "first_row").alias("message"),
+        pl.struct(pl.col("sending_app").alias("MSH-3"), pl.col("sending_facility").alias("MSH-4"),
+                  pl.concat_str(["message_type", "event"], separator="^").alias("MSH-9"),
+                  pl.col("control_id").alias("MSH-10")).struct.json_encode().alias("raw")))
+    return pl.concat([again.select("source_file", "source_row"), conflicting.select("source_file", "source_row")])
+
+
+def _route_hl7(mapped: _Mapped, f: InputFile, rank: int, messages: pl.LazyFrame) -> None:
+    """Map each valid message of ``f`` into the tables that take its event."""
     routed: list[str] = []
-    for table, spec in specs.items():
+    for table in f.tables:
+        spec = f.spec(table)
         routed += spec.events
         subset = messages.filter(pl.col("event").is_in(list(spec.events)))
         order = pl.struct(pl.lit(rank).alias("rank"), pl.col("sent_at").alias("at"))
@@ -224,7 +262,6 @@ def _read_hl7(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) -> int:
         pl.concat_str([pl.col("message_type"), pl.col("event")], separator="^").alias("raw"),
     ).collect()
     mapped.quarantine.append(unhandled)
-    return result.rows_read
 
 
 def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header: tuple[str, ...]) -> pl.Series:
@@ -318,23 +355,31 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     progress.start("ingest", total=len(files))
     mapped = _Mapped()
     ranks = {p.name: i for i, p in enumerate(profile_list)}
-    readers: dict[str, Callable[[_Mapped, InputFile, int, Path], int]] = {"hl7v2": _read_hl7}
 
-    def read(f: InputFile) -> None:
-        rows = readers.get(f.kind, _read_delimited)(mapped, f, ranks.get(f.profile.name, 0), work_dir)
+    def count(f: InputFile, rows: int) -> None:
         mapped.stats.append(FileStats(f.name, f.label, f.path.stat().st_size, sha256_file(f.path), rows))
         progress.advance("ingest", 1, f"{f.name}: {rows:,} rows")
 
-    # HL7 files feed several tables: read them first. A delimited or Parquet file is read
-    # when its table's turn comes, so only one large table is in memory at a time.
-    for f in files:
-        if f.kind == "hl7v2":
-            read(f)
+    def read(f: InputFile) -> None:
+        count(f, _read_delimited(mapped, f, ranks.get(f.profile.name, 0), work_dir))
+
+    # HL7 files feed several tables: read them first, then compare control ids across them,
+    # then route their messages. A delimited or Parquet file is read when its table's turn
+    # comes, so only one large table is in memory at a time.
+    reads = {f.name: (f, _read_hl7(mapped, f, work_dir)) for f in files if f.kind == "hl7v2"}
+    for f, r in reads.values():
+        count(f, r.rows_read)
+    if reads:
+        held = _deliveries(mapped, reads).lazy()
+        for f, r in reads.values():
+            messages = r.messages.join(held.filter(pl.col("source_file") == f.name).select("source_row"),
+                                       on="source_row", how="anti")
+            _route_hl7(mapped, f, ranks.get(f.profile.name, 0), messages)
 
     tables: dict[str, pl.LazyFrame] = {}
     heights: dict[str, int] = {}
     parents = _Parents()
-    superseded: list[pl.DataFrame] = []
+    superseded = mapped.superseded
     kept_previous: dict[str, int] = {}
     merges = canonical.empty("merges")
     for table in _INGEST_ORDER:
@@ -398,4 +443,5 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
          else pl.DataFrame(schema=canonical.QUARANTINE_SCHEMA))
     q = q.cast(canonical.QUARANTINE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
     replaced_rows = pl.concat([pl.DataFrame(schema=_SUPERSEDED), *superseded], how="vertical")
-    return Ingested(tables, q, tuple(mapped.stats), heights, replaced_rows, merges, kept_previous)
+    return Ingested(tables, q, tuple(mapped.stats), heights, replaced_rows, merges, kept_previous,
+                    mapped.repeated_deliveries)

@@ -65,6 +65,9 @@ STANDARD_MSH = "MSH|^~\\&|"
 MESSAGE_COLUMNS: dict[str, pl.DataType] = {
     "source_file": pl.String(), "source_row": pl.Int64(), "control_id": pl.String(), "message_type": pl.String(),
     "event": pl.String(), "version": pl.String(), "sent_at": pl.Datetime("us"),
+    # MSH-3 and MSH-4 as written, and a hash of the message's text: a control id is unique
+    # per sending application and facility, and a repeat with the same text is a re-delivery
+    "sending_app": pl.String(), "sending_facility": pl.String(), "content_hash": pl.UInt64(),
 }
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(), "source_row": pl.Int64(), "reason_code": pl.String(), "message": pl.String(),
@@ -225,11 +228,18 @@ def _heads(segs: pl.DataFrame) -> pl.DataFrame:
         .alias("version"),
         fields.list.get(9, null_on_oob=True).alias("control_raw"),
         fields.list.get(6, null_on_oob=True).str.split("^").list.first().alias("msh7"),
+        _written(fields.list.get(2, null_on_oob=True)).alias("sending_app"),
+        _written(fields.list.get(3, null_on_oob=True)).alias("sending_facility"),
     )
     bad_line = (segs.filter((pl.col("pos") > 1) & ~pl.col("line").str.contains(_SEGMENT_LINE))
                 .group_by("msg").agg(pl.col("pos").min().alias("bad_line")))
     names = segs.group_by("msg").agg(pl.col("seg").str.join(",").alias("names"))  # rows are in line order
     return heads.join(bad_line, on="msg", how="left").join(names, on="msg", how="left")
+
+
+def _written(value: pl.Expr) -> pl.Expr:
+    """A header field as written, blank (empty or ``""``) as null."""
+    return pl.when(_blank(value)).then(None).otherwise(value)
 
 
 def _resolve(heads: pl.DataFrame) -> pl.DataFrame:
@@ -351,6 +361,7 @@ def _slow(messages: list[tuple[int, list[str]]], paths: list[Hl7Path]
         row: dict[str, object] = {
             "source_row": msg, "control_id": control, "message_type": msh.message_type, "event": msh.event,
             "version": msh.version, "sent_at": ts_to_datetime(msh.field(7).split(msh.encoding.component)[0]),
+            "sending_app": msh.field(3) or None, "sending_facility": msh.field(4) or None,
         }
         for p in paths:
             row[p.text] = extract(segments, p, msh.encoding)
@@ -376,7 +387,8 @@ def _chunk(text: str, offset: int, paths: list[Hl7Path], source_file: str
         .alias("control_id"),
     )
     good = fast.filter(pl.col("reason_code").is_null()).select(
-        "msg", "control_id", "message_type", "event", "version", ts_expr(pl.col("msh7")).alias("sent_at"))
+        "msg", "control_id", "message_type", "event", "version", ts_expr(pl.col("msh7")).alias("sent_at"),
+        "sending_app", "sending_facility")
     good = _extract(segs, good, paths)
     bad = fast.filter(pl.col("reason_code").is_not_null()).select("msg", "reason_code", "reason", "control_id")
     rejected: list[Rejected] = []
@@ -395,7 +407,9 @@ def _chunk(text: str, offset: int, paths: list[Hl7Path], source_file: str
             extra = pl.DataFrame(slow_valid, schema={"source_row": pl.Int64, **{
                 k: v for k, v in _schema(paths).items() if k not in ("source_file", "source_row")}})
             good = pl.concat([good, extra.rename({"source_row": "msg"})], how="diagonal_relaxed")
-    out = good.sort("msg").select(
+    hashes = (segs.join(good.select("msg"), on="msg", how="semi").group_by("msg")
+              .agg(pl.col("line").str.join("\r").hash().alias("content_hash")))
+    out = good.drop("content_hash", strict=False).join(hashes, on="msg", how="left").sort("msg").select(
         pl.lit(source_file, dtype=pl.String).alias("source_file"), pl.col("msg").cast(pl.Int64).alias("source_row"),
         *[pl.col(c).cast(t) for c, t in MESSAGE_COLUMNS.items() if c not in ("source_file", "source_row")],
         *[pl.col(p.text).cast(pl.String) for p in paths])

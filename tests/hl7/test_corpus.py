@@ -144,8 +144,11 @@ def test_schema_of_messages(tmp_path: Path) -> None:
     result = read_hl7(CORPUS / "adt_v24.hl7", "adt_v24.hl7", ["PID-5.1", "PID-3[type=NH].1"], tmp_path)
     assert result.messages.collect_schema() == pl.Schema({
         "source_file": pl.String, "source_row": pl.Int64, "control_id": pl.String, "message_type": pl.String,
-        "event": pl.String, "version": pl.String, "sent_at": pl.Datetime("us"), "PID-5.1": pl.String,
+        "event": pl.String, "version": pl.String, "sent_at": pl.Datetime("us"), "sending_app": pl.String,
+        "sending_facility": pl.String, "content_hash": pl.UInt64, "PID-5.1": pl.String,
         "PID-3[type=NH].1": pl.String})
+    first = result.messages.collect().row(0, named=True)
+    assert (first["sending_app"], first["sending_facility"]) == ("PAS", "RXX")
     assert result.rejected.schema == pl.Schema({"source_file": pl.String, "source_row": pl.Int64,
                                                 "reason_code": pl.String, "message": pl.String, "raw": pl.String})
 

@@ -168,3 +168,36 @@ def test_an_explicit_null_in_a_required_field_is_refused_and_the_record_stands(t
                                "update rejected, the state from feed.hl7 row 1 is kept")
     assert _canonical(out, "patients").select("family_name", "birth_date", "source_row").rows() == [
         ("Smith", ANN_DOB, 1)]
+
+
+def test_a_message_delivered_again_applies_once_and_a_reused_control_id_is_held(tmp_path: Path) -> None:
+    """Regression: a message whose MSH-10 repeats an earlier one's was applied a second time.
+    The same text again (in the same file or another) is a re-delivery: merged. Other text
+    under the same control id from the same sender: quarantined as duplicate_control_id.
+    The same control id from another sending facility is another message."""
+    a04 = adt("A04", "m1", "20221001090000", "P1", **ANN)
+    booked = booking("S12", "s1", "20221002090000", "C1", "R1", "P1", "2022-10-20 09:00", "Booked")
+    write_feed(tmp_path / "in" / "a.hl7", [
+        a04,
+        referral("r1", "20221001093000", "R1", "P1", "2022-09-01", "physio"),
+        booked,
+        a04,                                                                                  # again: merged
+        booking("S15", "s1", "20221003090000", "C1", "R1", "P1", "2022-10-20 09:00", "Cancelled"),  # reused id
+    ])
+    write_feed(tmp_path / "in" / "b.hl7", [
+        booked,                                                                               # again, elsewhere
+        adt("A04", "m1", "20221001090000", "P2", **BOB).replace("|PAS|RXX|", "|PAS|RYY|"),  # another facility
+    ])
+    out = run(tmp_path / "in", tmp_path / "run")
+    assert quarantined(out) == {("a.hl7", 5): "duplicate_control_id"}
+    q = pl.read_parquet(out / "quarantine.parquet").row(0, named=True)
+    assert q["message"].startswith("a.hl7 message 5: control id s1 from PAS/RXX was already used by a.hl7 message 3")
+    assert json.loads(q["raw"]) == {"MSH-3": "PAS", "MSH-4": "RXX", "MSH-9": "SIU^S15", "MSH-10": "s1"}
+    disp = dispositions(out)
+    assert (disp[("a.hl7", 4)], disp[("b.hl7", 1)], disp[("b.hl7", 2)]) == ("merged", "merged", "migrated")
+    assert _canonical(out, "contacts").select("source_file", "source_row", pl.col("attendance").cast(pl.String)
+                                              ).rows() == [("a.hl7", 3, "booked")]
+    assert sorted(_canonical(out, "patients")["patient_key"].to_list()) == ["P1", "P2"]
+    report = json.loads((out / "reports" / "reconciliation.json").read_text())
+    assert report["updates"]["repeated_deliveries"] == 2
+    assert report["invariant"]["holds"]

@@ -1,7 +1,9 @@
 """Care records: Encounter, Appointment, Condition and Consent.
 
-Contacts of referrals in an open cohort (backlog, transition, pifu, pifu_expired) become
-an Encounter when attended (status finished) or an Appointment otherwise: booked →
+Contacts of referrals in an open cohort (backlog, transition, pifu, pifu_expired), and
+contacts the profile allows without a referral (the patient's own: no basedOn, no
+episodeOfCare), become an Encounter when attended (status finished) or an Appointment
+otherwise: booked →
 booked, did not attend → noshow, cancelled → cancelled with its reason. Contacts of
 closed, rejected or out-of-scope referrals, and e-RS dummy slots, become nothing (the
 ``not_emitted`` rows say why). Appointment needs an end with its start (FHIR app-2) and
@@ -37,6 +39,7 @@ from migrate.fhir.inputs import (
 from migrate.fhir.options import CODE_SYSTEMS, OPEN_COHORTS, SNOMED
 from migrate.fhir.template import (
     Check,
+    Node,
     Template,
     array,
     concept,
@@ -85,7 +88,8 @@ def contacts(inputs: Inputs, ctx: Context) -> Part:
     dummies = list(opts.codes.dummy_slot_names)
     frame = _blocked(inputs.contacts, inputs, ctx).with_columns(
         pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummies).fill_null(False).alias("dummy"),
-        pl.col("cohort").is_in(list(OPEN_COHORTS)).fill_null(False).alias("open"),
+        (pl.col("cohort").is_in(list(OPEN_COHORTS)).fill_null(False) | pl.col("referral_key").is_null())
+        .alias("open"),
     )
     withheld = frame.filter(pl.col("withhold"))
     rest = frame.filter(~pl.col("withhold"))
@@ -108,6 +112,11 @@ def contacts(inputs: Inputs, ctx: Context) -> Part:
     )
 
 
+def _linked(resource_type: str, id_column: str) -> Node:
+    """A reference to the contact's referral's resource; absent for a contact without one."""
+    return when(pl.col(id_column).is_not_null(), reference(resource_type, pl.col(id_column)))
+
+
 def _encounter(ctx: Context) -> Template:
     opts = ctx.options
     klass = pl.col("modality").cast(pl.String).replace_strict(ENCOUNTER_CLASS, default="AMB", return_dtype=pl.String)
@@ -125,8 +134,8 @@ def _encounter(ctx: Context) -> Template:
             when(pl.col("procedure").is_not_null(), obj(("text", text(pl.col("procedure"))))),
         )),
         ("subject", reference("Patient", pl.col("patient_id"))),
-        ("episodeOfCare", array(reference("EpisodeOfCare", pl.col("episode_id")))),
-        ("basedOn", array(reference("ServiceRequest", pl.col("request_id")))),
+        ("episodeOfCare", array(_linked("EpisodeOfCare", "episode_id"))),
+        ("basedOn", array(_linked("ServiceRequest", "request_id"))),
         ("period", obj(("start", datetime_local(pl.col("contact_datetime"), opts.timezone)))),
         ("location", array(when(pl.col("site").is_not_null(), obj(
             ("location", obj(("display", text(pl.col("site"))))))))),
@@ -151,7 +160,7 @@ def _appointment(ctx: Context) -> Template:
         ("description", text(pl.when(what != "").then(what))),
         ("start", datetime_local(pl.col("contact_datetime"), opts.timezone, "instant")),
         ("end", datetime_local(end, opts.timezone, "instant")),
-        ("basedOn", array(reference("ServiceRequest", pl.col("request_id")))),
+        ("basedOn", array(_linked("ServiceRequest", "request_id"))),
         ("participant", array(
             obj(("actor", reference("Patient", pl.col("patient_id"))),
                 ("status", safe(pl.when(attendance == "cancelled_by_patient").then(pl.lit("declined"))

@@ -135,13 +135,22 @@ def gather(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions
     )
     referrals = with_ids(referrals, ns, "referral", "referral_key", "request_id")
     referrals = with_ids(referrals, ns, "episode", "referral_key", "episode_id")
-    contacts = (
-        tables["contacts"].drop("patient_key", strict=False)
+    linked = (
+        tables["contacts"].filter(pl.col("referral_key").is_not_null()).drop("patient_key", strict=False)
         .join(referrals.lazy().select("referral_key", "survivor_key", "patient_key", "bundle_no", "patient_id",
                                       "request_id", "episode_id", "cohort", pl.col("status").alias("referral_status")),
               on="referral_key", how="inner")
-        .collect(engine="streaming")
     )
+    # A contact the profile allows without a referral belongs to its patient alone: it
+    # becomes an Encounter or Appointment without basedOn or episodeOfCare.
+    parentless = (
+        tables["contacts"].filter(pl.col("referral_key").is_null()).join(keys, on="patient_key", how="inner")
+        .with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in ("request_id", "episode_id", "cohort"))
+        .with_columns(pl.lit(None, dtype=referrals.schema["status"]).alias("referral_status"))
+    )
+    if "patient_key" in tables["contacts"].collect_schema().names():
+        linked = pl.concat([linked, parentless.select(linked.collect_schema().names())])
+    contacts = linked.collect(engine="streaming")
     codes = tables["codes"].join(keys, on="patient_key", how="inner").collect(engine="streaming")
     flagged = (
         exceptions.filter(pl.col("flag_code").is_in(list(ctx.options.flag_codes)))
@@ -296,22 +305,31 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     by_referral = (tables["referrals"].select("referral_key", "patient_key")
                    .join(by_patient.lazy(), on="patient_key").select("referral_key", "batch")
                    .collect(engine="streaming"))
-    frames: dict[str, tuple[pl.LazyFrame, pl.DataFrame, str]] = {
-        "patients": (tables["patients"], by_patient, "patient_key"),
-        "referrals": (tables["referrals"], by_patient, "patient_key"),
-        "contacts": (tables["contacts"], by_referral, "referral_key"),
-        "codes": (tables["codes"], by_patient, "patient_key"),
-        "cohorts": (cohorts, by_referral, "referral_key"),
-        "exceptions": (exceptions, by_patient, "patient_key"),
-        "sharing": (sharing, by_patient, "patient_key"),
+    def batched(frame: pl.LazyFrame, keys: pl.DataFrame, on: str) -> pl.LazyFrame:
+        return frame.join(keys.lazy(), on=on, how="inner")
+
+    contacts = tables["contacts"]
+    by_their_referral = batched(contacts.filter(pl.col("referral_key").is_not_null()), by_referral, "referral_key")
+    if "patient_key" in contacts.collect_schema().names():
+        # a contact without a referral goes with its own patient
+        parentless = batched(contacts.filter(pl.col("referral_key").is_null()), by_patient, "patient_key")
+        by_their_referral = pl.concat([by_their_referral, parentless])
+    frames: dict[str, tuple[pl.LazyFrame, pl.LazyFrame]] = {
+        "patients": (tables["patients"], batched(tables["patients"], by_patient, "patient_key")),
+        "referrals": (tables["referrals"], batched(tables["referrals"], by_patient, "patient_key")),
+        "contacts": (contacts, by_their_referral),
+        "codes": (tables["codes"], batched(tables["codes"], by_patient, "patient_key")),
+        "cohorts": (cohorts, batched(cohorts, by_referral, "referral_key")),
+        "exceptions": (exceptions, batched(exceptions, by_patient, "patient_key")),
+        "sharing": (sharing, batched(sharing, by_patient, "patient_key")),
     }
     if derived_priority is not None:
-        frames["derived_priority"] = (derived_priority, by_referral, "referral_key")
+        frames["derived_priority"] = (derived_priority, batched(derived_priority, by_referral, "referral_key"))
     schemas = {}
     problems = []
-    for name, (frame, keys, on) in frames.items():
+    for name, (frame, placed) in frames.items():
         schemas[name] = frame.collect_schema()
-        frame.join(keys.lazy(), on=on, how="inner").sink_parquet(
+        placed.sink_parquet(
             pl.PartitionBy(root / name, key="batch", include_key=False), mkdir=True)
         if name in ("patients", "referrals", "contacts", "codes"):
             read = frame.select(pl.len()).collect().item()

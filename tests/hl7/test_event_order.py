@@ -201,3 +201,38 @@ def test_a_message_delivered_again_applies_once_and_a_reused_control_id_is_held(
     report = json.loads((out / "reports" / "reconciliation.json").read_text())
     assert report["updates"]["repeated_deliveries"] == 2
     assert report["invariant"]["holds"]
+
+
+def test_a_booking_the_profile_allows_without_a_referral_becomes_fhir_for_its_patient(tmp_path: Path) -> None:
+    """Regression: a booking without SCH-26, allowed by the profile, was migrated but became
+    no FHIR resource (invariant 2 failed). It is the patient's Appointment or Encounter,
+    without basedOn; a booking with neither referral nor patient is quarantined."""
+    from migrate.resources import mappings_dir
+
+    profile = (mappings_dir() / "hl7v2.yaml").read_text().replace(
+        'referral_key: {column: "SCH-26.1", required: true}', 'referral_key: "SCH-26.1"')
+    assert 'referral_key: "SCH-26.1"' in profile
+    (tmp_path / "lenient.yaml").write_text(profile)
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20221001090000", "P1", **ANN),
+        referral("m2", "20221001093000", "R1", "P1", "2022-09-01", "physio"),
+        booking("S12", "m3", "20221002090000", "C1", "R1", "P1", "2022-10-20 09:00", "Booked"),
+        booking("S12", "m4", "20221002090000", "C2", None, "P1", "2022-10-21 09:00", "Booked"),
+        booking("S12", "m5", "20221002090000", "C3", None, "P1", "2022-09-21 09:00", "Complete"),
+        booking("S12", "m6", "20221002090000", "C4", None, None, "2022-10-21 09:00", "Booked"),
+    ])
+    out = run(feed.parent, tmp_path / "run", tmp_path / "lenient.yaml")
+    assert quarantined(out) == {("feed.hl7", 6): "missing_required"}
+    lineage = pl.read_parquet(out / "lineage.parquet").filter((pl.col("table") == "contacts") & (pl.col("source_row") < 6))
+    assert lineage.select("source_row", pl.col("disposition").cast(pl.String), "fhir_type").sort("source_row").rows(
+        ) == [(3, "migrated", "Appointment"), (4, "migrated", "Appointment"), (5, "migrated", "Encounter")]
+    resources = {}
+    for kind in ("Appointment", "Encounter"):
+        for line in (out / "fhir" / "ndjson" / f"{kind}.ndjson").read_text().splitlines():
+            r = json.loads(line)
+            resources[r["identifier"][0]["value"]] = r
+    assert "basedOn" in resources["C1"] and "basedOn" not in resources["C2"]
+    assert "episodeOfCare" not in resources["C3"] and resources["C3"]["subject"]["reference"].startswith("Patient/")
+    assert resources["C2"]["participant"][0]["actor"]["reference"] == resources["C3"]["subject"]["reference"]
+    report = json.loads((out / "reports" / "reconciliation.json").read_text())
+    assert report["invariants"]["holds"] and report["invariant_fhir"]["migrated_rows_without_resource"] == 0

@@ -7,6 +7,12 @@ users' scripts and audit panels read them from the run directory.
 Every canonical row also carries ``source_file`` (path relative to the input folder) and
 ``source_row`` (1-based data row in that file, or message index for HL7) so it can be
 traced back to exactly one source record.
+
+Date-times (``contacts.contact_datetime``) are wall-clock times in ``LOCAL_TIMEZONE``
+(Europe/London), without a zone attached, as the outgoing provider's clinics keep them: a
+source value with a UTC offset (``%z`` in a profile's format, e.g. HL7
+``202406181400+0000``) is converted to that local time on the way in. The FHIR writer adds
+the offset back (``migrate.fhir.template.datetime_local``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ DISPOSITIONS = ("migrated", "merged", "already_at_target", "withheld", "out_of_s
 SEVERITIES = ("critical", "high", "medium", "low")
 
 SOURCE_COLUMNS: dict[str, pl.DataType] = {"source_file": pl.String(), "source_row": pl.Int64()}
+LOCAL_TIMEZONE = "Europe/London"  # the zone of every canonical date-time (module docstring)
 
 
 @dataclass(frozen=True)

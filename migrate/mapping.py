@@ -117,10 +117,12 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         value = _src(spec.source_columns[0]).cast(field.dtype)
         return value, pl.lit(None, dtype=pl.String)
     if kind == "date":
-        value = pl.coalesce([v.str.to_date(f, strict=False) for f in spec.formats])
+        value = pl.coalesce([_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False)
+                             for f in spec.formats])
         reason = "unparseable_date"
     elif kind == "datetime":
-        value = pl.coalesce([v.str.to_datetime(f, strict=False, time_unit="us") for f in spec.formats])
+        value = pl.coalesce([_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us")
+                             for f in spec.formats])
         reason = "unparseable_date"
     elif kind == "boolean":
         tv = [t.upper() for t in spec.true_values]
@@ -159,6 +161,16 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
     if invalid_ok:
         return value, pl.lit(None, dtype=pl.String)
     return value, pl.when(present & value.is_null()).then(pl.lit(reason)).otherwise(None)
+
+
+def _offset(fmt: str) -> bool:
+    return "%z" in fmt or "%:z" in fmt
+
+
+def _local(v: pl.Expr, fmt: str) -> pl.Expr:
+    """A value with a UTC offset as the canonical local wall-clock time (``LOCAL_TIMEZONE``)."""
+    return (v.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
+            .dt.convert_time_zone(canonical.LOCAL_TIMEZONE).dt.replace_time_zone(None))
 
 
 def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr) -> pl.Expr:

@@ -13,7 +13,7 @@ import codecs
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,8 @@ class Profile:
 def _is_valid_format(fmt: str, kind: str) -> bool:
     if "%" not in fmt:
         return False
-    sample = datetime(2021, 11, 23, 14, 5, 9)
+    # aware, so a format with %z (a UTC offset, e.g. +0100) round-trips too
+    sample = datetime(2021, 11, 23, 14, 5, 9, tzinfo=timezone(timedelta(hours=1)))
     try:
         text = sample.strftime(fmt)
         back = datetime.strptime(text, fmt)

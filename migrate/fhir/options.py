@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from migrate import __version__
+from migrate.canonical import LOCAL_TIMEZONE
 from migrate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class FhirOptions:
     sharing_policy: SharingPolicy = "withhold-clinical"
     identifier_base: str = "https://fhir.handover.example"
     recorded: datetime | None = None
-    timezone: str = "Europe/London"  # contact times in the extract are local wall-clock times
+    timezone: str = LOCAL_TIMEZONE  # canonical contact times are local wall-clock times (migrate.canonical)
     appointment_minutes: int = 30  # slot length is not in the extract; Appointment needs an end
     flag_codes: tuple[str, ...] = DEFAULT_FLAG_CODES
     referral_sources: tuple[tuple[str, str, str], ...] = DEFAULT_REFERRAL_SOURCES

@@ -39,13 +39,15 @@ import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import ModuleType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from migrate.canonical import LOCAL_TIMEZONE
 from migrate.sources.hl7_paths import HL7_NULL, Encoding
 
 __all__ = [
@@ -431,7 +433,9 @@ def valid_expr(value: pl.Expr, datatype: str) -> pl.Expr:
 
 
 def ts_to_datetime(value: str | None) -> datetime | None:
-    """An HL7 TS (already valid) as a naive datetime; an offset converts it to UTC."""
+    """An HL7 TS (already valid) as an instant: a naive datetime in UTC. A value with an
+    offset is converted with it; one without is a wall-clock time in ``LOCAL_TIMEZONE``
+    (an hour the clocks skip is read as UTC; an hour they repeat, as its first occurrence)."""
     if value is None or value == "" or value == HL7_NULL:
         return None
     m = re.match(r"^([0-9]{4,14})(?:\.([0-9]+))?(?:([+-])([0-9]{2})([0-9]{2}))?$", value)
@@ -444,12 +448,15 @@ def ts_to_datetime(value: str | None) -> datetime | None:
         at += timedelta(microseconds=int(m.group(2)[:6].ljust(6, "0")))
     if m.group(3):
         offset = timedelta(hours=int(m.group(4)), minutes=int(m.group(5)))
-        at = at - offset if m.group(3) == "+" else at + offset
-    return at
+        return at - offset if m.group(3) == "+" else at + offset
+    local = at.replace(tzinfo=ZoneInfo(LOCAL_TIMEZONE))
+    if local.astimezone(UTC).astimezone(local.tzinfo).replace(tzinfo=None) != at:
+        return at  # a wall-clock time that does not exist locally (clocks went forward)
+    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def ts_expr(value: pl.Expr) -> pl.Expr:
-    """The vectorised ``ts_to_datetime`` (Datetime us; null where blank or invalid)."""
+    """The vectorised ``ts_to_datetime`` (Datetime us, UTC; null where blank or invalid)."""
     parts = value.str.extract_groups(r"^([0-9]{4,14})(?:\.([0-9]+))?(?:([+-])([0-9]{2})([0-9]{2}))?$")
     digits = parts.struct.field("1")
     n = digits.str.len_bytes()
@@ -460,7 +467,11 @@ def ts_expr(value: pl.Expr) -> pl.Expr:
     minutes = (parts.struct.field("4").cast(pl.Int64, strict=False) * 60
                + parts.struct.field("5").cast(pl.Int64, strict=False)).fill_null(0)
     sign = pl.when(parts.struct.field("3") == "-").then(-1).otherwise(1)
-    return at + pl.duration(microseconds=micros) - pl.duration(minutes=sign * minutes)
+    at = at + pl.duration(microseconds=micros)
+    local = (at.dt.replace_time_zone(LOCAL_TIMEZONE, ambiguous="earliest", non_existent="null")
+             .dt.convert_time_zone("UTC").dt.replace_time_zone(None))
+    return (pl.when(parts.struct.field("3").is_not_null()).then(at - pl.duration(minutes=sign * minutes))
+            .otherwise(pl.coalesce(local, at)))
 
 
 def _check_values(er7: str, check: Check, enc: Encoding) -> str:

@@ -236,3 +236,41 @@ def test_a_booking_the_profile_allows_without_a_referral_becomes_fhir_for_its_pa
     assert resources["C2"]["participant"][0]["actor"]["reference"] == resources["C3"]["subject"]["reference"]
     report = json.loads((out / "reports" / "reconciliation.json").read_text())
     assert report["invariants"]["holds"] and report["invariant_fhir"]["migrated_rows_without_resource"] == 0
+
+
+def test_times_with_a_utc_offset_become_europe_london_local_time(tmp_path: Path) -> None:
+    """Regression: SIU times with a UTC offset (202403181400+0000) could not be parsed (the
+    profile's formats rejected %z). They are converted to Europe/London wall-clock time, the
+    zone of every canonical date-time; MSH-7 orders messages as instants (a time without an
+    offset is local), so an update stamped 09:30 BST comes before one stamped 09:00 UTC."""
+    feed = write_feed(tmp_path / "in" / "feed.hl7", [
+        adt("A04", "m1", "20230601090000", "P1", **ANN),
+        referral("m2", "20230601093000", "R1", "P1", "2023-05-01", "physio"),
+        booking("S12", "m3", "20230602090000", "C1", "R1", "P1", "202403181400+0000", "Booked"),   # GMT
+        booking("S12", "m4", "20230602090000", "C2", "R1", "P1", "202406181400+0000", "Booked"),   # BST
+        booking("S12", "m5", "20230602090000", "C3", "R1", "P1", "202406181530+0130", "Booked"),
+        booking("S12", "m6", "20230602090000", "C4", "R1", "P1", "202406181400", "Booked"),        # local
+        booking("S14", "m7", "20230618090000+0000", "C4", None, None, "202406181600", None, kind=None),
+        booking("S14", "m8", "20230618093000", "C4", None, None, "202406181500", None, kind=None),  # 08:30 UTC
+    ])
+    out = run(feed.parent, tmp_path / "run")
+    assert quarantined(out) == {}
+    contacts = _canonical(out, "contacts").sort("contact_key")
+    assert [t.isoformat() for t in contacts["contact_datetime"]] == [
+        "2024-03-18T14:00:00", "2024-06-18T15:00:00", "2024-06-18T15:00:00", "2024-06-18T16:00:00"]
+    assert contacts["source_row"].to_list() == [3, 4, 5, 7]
+    starts = sorted(json.loads(line)["start"] for line in
+                    (out / "fhir" / "ndjson" / "Appointment.ndjson").read_text().splitlines())
+    assert starts == ["2024-03-18T14:00:00Z", "2024-06-18T15:00:00+01:00", "2024-06-18T15:00:00+01:00",
+                      "2024-06-18T16:00:00+01:00"]
+
+
+def test_a_profile_datetime_format_may_carry_an_offset(tmp_path: Path) -> None:
+    from migrate.profile import load_profile
+
+    path = tmp_path / "p.yaml"
+    path.write_text("profile: p\nformat_version: 1\ntables:\n  contacts:\n    files: c.csv\n    fields:\n"
+                    "      contact_key: id\n      referral_key: ref\n"
+                    "      contact_datetime: {column: at, formats: ['%Y-%m-%dT%H:%M:%S%z', '%Y-%m-%d %H:%M']}\n")
+    spec = load_profile(path).tables["contacts"]
+    assert spec.fields[2].formats == ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M")

@@ -73,9 +73,9 @@ def _blank_to_null(expr: pl.Expr) -> pl.Expr:
 
 def _cleared(spec: FieldSpec, source_schema: Mapping[str, pl.DataType]) -> pl.Expr:
     """True where a source column of the field holds the explicit null ``""``."""
-    if spec.constant is not None or not spec.source_columns:
+    if spec.constant is not None or not spec.base_columns:
         return pl.lit(False)
-    texts = [_src(c).cast(pl.String).str.strip_chars() == EXPLICIT_NULL for c in spec.source_columns
+    texts = [_src(c).cast(pl.String).str.strip_chars() == EXPLICIT_NULL for c in spec.base_columns
              if source_schema.get(c, pl.String()) == pl.String()]
     return pl.any_horizontal(texts).fill_null(False) if texts else pl.lit(False)
 
@@ -114,7 +114,7 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
     present = v.is_not_null()
     invalid_ok = spec.on_invalid == "null"
     if kind in ("date", "datetime") and source_dtype is not None and source_dtype.is_temporal():
-        value = _src(spec.source_columns[0]).cast(field.dtype)
+        value = _src(spec.base_columns[0]).cast(field.dtype)
         return value, pl.lit(None, dtype=pl.String)
     if kind == "date":
         value = pl.coalesce([_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False)
@@ -173,14 +173,49 @@ def _local(v: pl.Expr, fmt: str) -> pl.Expr:
             .dt.convert_time_zone(canonical.LOCAL_TIMEZONE).dt.replace_time_zone(None))
 
 
-def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr) -> pl.Expr:
+def _refine_source(spec: FieldSpec, source_schema: Mapping[str, pl.DataType], null_values: tuple[str, ...]) -> pl.Expr:
+    """The refine column's value, trimmed, with blanks and null markers as null."""
+    assert spec.refine is not None
+    column = spec.refine.column
+    text = _src(column) if source_schema.get(column, pl.String()) == pl.String() else _src(column).cast(pl.String)
+    text = _blank_to_null(text.str.strip_chars())
+    return pl.when(text.is_in(list(null_values))).then(None).otherwise(text) if null_values else text
+
+
+def _refined(spec: FieldSpec, field: canonical.Field, value: pl.Expr, source_schema: Mapping[str, pl.DataType],
+             null_values: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr] | None:
+    """(value, refine failed) for a field with ``refine``: where the value is one of
+    ``refine.when`` and the refine column is not blank, the column's mapped value."""
+    if spec.refine is None:
+        return None
+    second = _refine_source(spec, source_schema, null_values)
+    applies = value.cast(pl.String).is_in(list(spec.refine.when)).fill_null(False) & second.is_not_null()
+    mapped = _lookup(dict(spec.refine.map), second)
+    refined = pl.when(applies).then(mapped.cast(field.dtype)).otherwise(value)
+    return refined, applies & mapped.is_null()
+
+
+def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_schema: Mapping[str, pl.DataType],
+                  null_values: tuple[str, ...]) -> pl.Expr:
     """Words for the field's problem, keyed on its reason column."""
     e = pl.col(f"__e_{spec.name}")
     shown = pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")]) if not field.pii else pl.lit("")
     fmts = ", ".join(spec.formats)
     allowed = ", ".join(field.enum_values or ())
+    refine: pl.Expr = pl.lit(False)
+    refine_text: pl.Expr = pl.lit(None, dtype=pl.String)
+    if spec.refine is not None:
+        second = _refine_source(spec, source_schema, null_values)
+        base = _typed(spec, field, v, None)[0].cast(pl.String)
+        refine = (base.is_in(list(spec.refine.when)).fill_null(False) & second.is_not_null()
+                  & _lookup(dict(spec.refine.map), second).is_null())
+        refine_text = pl.concat_str([
+            pl.lit(f"{spec.name}: column {spec.refine.column} (which refines {', '.join(spec.refine.when)}) has no "
+                   "mapping (value '"), second,
+            pl.lit(f"'); canonical values: {allowed}")])
     return (
         pl.when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
+        .when((e == "unmapped_code") & refine).then(refine_text)
         .when(e == "unparseable_date").then(pl.concat_str([pl.lit(f"{spec.label} matches none of the formats {fmts}"), shown]))
         .when(e == "unmapped_code").then(pl.concat_str([pl.lit(f"{spec.label} has no mapping"), shown,
                                                        pl.lit(f"; canonical values: {allowed}" if allowed else "")]))
@@ -207,12 +242,16 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         clean_exprs.append(_clean(fspec, _source(fspec, source_schema), profile.null_values).alias(f"__v_{fspec.name}"))
         if merge:
             clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
-        src_dtype = source_schema.get(fspec.source_columns[0]) if fspec.source_columns else None
+        src_dtype = source_schema.get(fspec.base_columns[0]) if fspec.base_columns else None
         value, err = _typed(fspec, field, v, src_dtype)
+        refined = _refined(fspec, field, value, source_schema, profile.null_values)
+        if refined is not None:
+            value, failed = refined
+            err = pl.when(err.is_null() & failed).then(pl.lit("unmapped_code")).otherwise(err)
         if fspec.required and not (merge and fspec.name not in keys):
             err = pl.when(v.is_null()).then(pl.lit("missing_required")).otherwise(err)
         typed_exprs += [value.cast(field.dtype).alias(fspec.name), err.alias(f"__e_{fspec.name}")]
-        problem_exprs.append(_problem_text(fspec, field, v))
+        problem_exprs.append(_problem_text(fspec, field, v, source_schema, profile.null_values))
         reasons.append(fspec.name)
     # A table's key, where the profile does not map it, is the source id (required by the profile).
     derived = [pl.col(source).alias(key) for key, source in _DERIVED_KEYS.get(spec.name, {}).items() if key not in mapped]

@@ -26,7 +26,8 @@ FORMAT_VERSION = 1
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252", "windows-1252": "cp1252",
              "latin-1": "latin-1", "iso-8859-1": "latin-1"}
 FIELD_OPTIONS = {"column", "columns", "sep", "constant", "split", "remove", "trim", "case", "map", "map_only",
-                 "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values"}
+                 "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values", "refine"}
+REFINE_OPTIONS = {"column", "when", "map"}
 TABLE_OPTIONS = {"files", "fields", "encoding", "delimiter", "quote_char", "on_encoding_error", "format", "events",
                  "on_duplicate", "updates"}
 UPDATES = ("merge", "replace")
@@ -56,6 +57,18 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Refine:
+    """A second column that decides between coded values: where the field's value is one of
+    ``when`` and ``column`` is not blank, ``column`` mapped by ``map`` is the value (a value
+    ``map`` has no entry for is ``unmapped_code``). E.g. HL7 SCH-25 says an appointment was
+    cancelled and SCH-6 (event reason) by whom."""
+
+    column: str
+    when: tuple[str, ...]
+    map: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class FieldSpec:
     """How one canonical field is taken from the source row."""
 
@@ -77,15 +90,21 @@ class FieldSpec:
     separator: str = ";"
     true_values: tuple[str, ...] = ()
     false_values: tuple[str, ...] = ()
+    refine: Refine | None = None
 
     @property
-    def source_columns(self) -> tuple[str, ...]:
-        """The source columns this field reads."""
+    def base_columns(self) -> tuple[str, ...]:
+        """The source columns the field's value is read from (``refine`` aside)."""
         if self.column:
             return (self.column,)
         if self.split:
             return (self.split.column,)
         return self.columns
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """Every source column this field reads."""
+        return self.base_columns + ((self.refine.column,) if self.refine else ())
 
     @property
     def label(self) -> str:
@@ -238,6 +257,8 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
                 for k, v in pairs:
                     if v not in allowed:
                         problems.add(f"{where}.map.{k}", f"'{v}' is not a {name} value; use one of {', '.join(allowed)}")
+    if "refine" in raw:
+        kwargs["refine"] = _refine(raw["refine"], f"{where}.refine", cfield, problems)
     if kind in ("date", "datetime"):
         fmts = _str_list(raw["formats"], f"{where}.formats", problems) if "formats" in raw else ()
         if not fmts:
@@ -262,6 +283,29 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         return FieldSpec(**kwargs)
     except TypeError:  # an earlier problem left a kwarg of the wrong shape
         return None
+
+
+def _refine(raw: Any, where: str, cfield: canonical.Field, problems: _Problems) -> Refine | None:
+    allowed = cfield.enum_values
+    if allowed is None:
+        problems.add(where, f"{cfield.name} is not a coded field: refine decides between coded values")
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("column"), str) or not isinstance(raw.get("map"), dict):
+        problems.add(where, "expected {column: SourceColumn, when: [canonical values], map: {source: canonical}}")
+        return None
+    for key in sorted(set(raw) - REFINE_OPTIONS):
+        problems.add(f"{where}.{key}", f"unknown option; use one of {', '.join(sorted(REFINE_OPTIONS))}")
+    when = _str_list(raw.get("when", []), f"{where}.when", problems)
+    if not when:
+        problems.add(f"{where}.when", "name the canonical value(s) the second column refines")
+    pairs = tuple((str(k), str(v)) for k, v in raw["map"].items())
+    for value in when:
+        if value not in allowed:
+            problems.add(f"{where}.when", f"'{value}' is not a {cfield.name} value; use one of {', '.join(allowed)}")
+    for k, v in pairs:
+        if v not in allowed:
+            problems.add(f"{where}.map.{k}", f"'{v}' is not a {cfield.name} value; use one of {', '.join(allowed)}")
+    return Refine(raw["column"], when, pairs)
 
 
 def _encoding(value: Any, where: str, problems: _Problems) -> str:

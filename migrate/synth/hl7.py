@@ -12,6 +12,13 @@ messages or more), spread over the four reasons:
 * ``hl7_structure``: the PID segment repeated at the end of the message;
 * ``hl7_datatype``: MSH-7 on 30 February.
 
+What a live feed does besides: an A08/A31 in ``PARTIAL_RATE`` leaves out PD1 and the
+phone (not sent: the values stand) and one in ``DELETE_RATE`` sends the phone as ``""``
+(deleted); SCH-7 carries HL7 table 0276 codes as well as local NEW/FU/PROC; an S15 says in
+SCH-6 when the patient cancelled; a fifth of appointment times carry their UTC offset; and
+``REDELIVERY_RATE`` of the messages are sent again, byte for byte, a little later in the
+file (same MSH-10: a re-delivery, disposition merged).
+
 People are the generic-csv ``patients.csv`` of ``migrate.synth.synthesise`` when given
 (its patient ids as PID-3 type MR with the sending facility as assigning authority, NHS
 numbers as type NH, names, birth dates, sex, address, phone, GP practice), so a CSV and an
@@ -32,7 +39,7 @@ import polars as pl
 
 from migrate.synth.people import unique_nhs_numbers
 
-__all__ = ["EVENTS", "PLANTED_KINDS", "PLANTED_RATE", "synthesise_hl7"]
+__all__ = ["EVENTS", "PLANTED_KINDS", "PLANTED_RATE", "REDELIVERY_RATE", "synthesise_hl7"]
 
 FACILITY = "RXX"
 FEED = "feed.hl7"
@@ -55,6 +62,14 @@ _GIVEN = ("Alice", "Ben", "Clare", "David", "Emma", "Frank", "Grace", "Harry", "
           "Ollie", "Paul", "Rose", "Sam", "Tia", "Uma", "Vic")
 _SITES = ("Leeds MSK Hub", "Pudsey Clinic", "Wharfedale Outpatients", "Seacroft Physio")
 _STATUS = ("Booked", "Complete", "Noshow")
+# SCH-7: local codes and HL7 table 0276
+_REASONS = ("NEW^New patient", "FU^Follow up", "ROUTINE^Routine", "FOLLOWUP^Follow up", "CHECKUP^Check up",
+            "WALKIN^Walk in", "EMERGENCY^Emergency", "PROC^Procedure")
+PARTIAL_RATE = 0.3
+DELETE_RATE = 0.05
+OFFSET_RATE = 0.2
+PATIENT_CANCEL_RATE = 0.5
+REDELIVERY_RATE = 0.005
 
 
 def _esc(col: str) -> pl.Expr:
@@ -158,6 +173,8 @@ def _plan(rng: np.random.Generator, messages: int, people: int) -> pl.DataFrame:
         "planted": planted.astype(str), "variant": rng.integers(0, 2, size=messages),
         "priority": rng.choice(np.array(["R", "S", "3"]), size=messages, p=[0.8, 0.15, 0.05]),
         "status": rng.integers(0, len(_STATUS), size=messages), "site": rng.integers(0, len(_SITES), size=messages),
+        "reason": rng.integers(0, len(_REASONS), size=messages), "update": rng.random(messages),
+        "offset": rng.random(messages) < OFFSET_RATE, "by_patient": rng.random(messages) < PATIENT_CANCEL_RATE,
     })
 
 
@@ -189,8 +206,21 @@ def _render(plan: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
         13: _esc("phone"), 32: pl.format("NSTS{}", pl.col("nsts").fill_null("01")),
     })
     evn = pl.format("EVN|{}|{}", ev, ts)
-    adt = pl.concat_str([msh, evn, pid, pl.format("PD1|||Practice^^{}", _esc("practice")), pl.lit("PV1|1|N")],
-                        separator="\r")
+    # An update that leaves PD1 and the phone out (they stand), or deletes the phone ("").
+    is_update = ev.is_in(["A08", "A31"])
+    partial = is_update & (pl.col("update") < PARTIAL_RATE)
+    deleted = is_update & (pl.col("update") >= PARTIAL_RATE) & (pl.col("update") < PARTIAL_RATE + DELETE_RATE)
+    phone = pl.when(partial).then(pl.lit("")).when(deleted).then(pl.lit('""')).otherwise(_esc("phone"))
+    pid_adt = _segment("PID", {
+        1: "1", 3: pl.format("{}{}^^^{}^MR", ids, _esc("patient_id"), pl.lit(FACILITY)),
+        5: pl.format("{}^{}", _esc("family"), _esc("given")), 7: pl.col("dob").fill_null(""),
+        8: pl.col("sex").fill_null("U"),
+        11: pl.format("{}^{}^{}^^{}", _esc("addr1"), _esc("addr2"), _esc("addr3"), _esc("postcode")),
+        13: phone, 32: pl.format("NSTS{}", pl.col("nsts").fill_null("01")),
+    })
+    pd1 = pl.when(partial).then(pl.lit(None, dtype=pl.String)).otherwise(pl.format("PD1|||Practice^^{}",
+                                                                                   _esc("practice")))
+    adt = pl.concat_str([msh, evn, pid_adt, pd1, pl.lit("PV1|1|N")], separator="\r", ignore_nulls=True)
     merge = pl.concat_str([msh, evn, pid, pl.format("MRG|{}^^^{}^MR", pl.col("prior_id"), pl.lit(FACILITY))],
                           separator="\r")
     received = (pl.col("sent") - pl.duration(days=3)).dt.strftime("%Y%m%d")
@@ -201,14 +231,19 @@ def _render(plan: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
         10: "GP^GP referral", 11: pl.format("{}", (pl.col("referral") * 7919 % 10**12).cast(pl.String).str.zfill(12)),
     })
     ref = pl.concat_str([msh, rf1, pl.lit("PRD|RP|PATEL^ANIL^^^DR|||||G1234567^GMC"), pid], separator="\r")
-    start = pl.col("start").dt.strftime("%Y%m%d%H%M")
-    end = (pl.col("start") + pl.duration(minutes=30)).dt.strftime("%Y%m%d%H%M")
+    # a fifth of the times carry their UTC offset (the same local time: +0000 in winter, +0100 in summer)
+    zone = pl.when(pl.col("offset")).then(
+        pl.col("start").dt.replace_time_zone("Europe/London", ambiguous="earliest", non_existent="null")
+        .dt.strftime("%z").fill_null("")).otherwise(pl.lit(""))
+    start = pl.col("start").dt.strftime("%Y%m%d%H%M") + zone
+    end = (pl.col("start") + pl.duration(minutes=30)).dt.strftime("%Y%m%d%H%M") + zone
     fstatus = (pl.when(ev == "S12").then(pl.lit("Booked")).when(ev == "S15").then(pl.lit("Cancelled"))
                .when(ev == "S26").then(pl.lit("Noshow"))
                .otherwise(pl.col("status").replace_strict(dict(enumerate(_STATUS)), return_dtype=pl.String)))
     sch = _segment("SCH", {
         1: pl.format("B{}^PAS", cid.str.slice(1)), 2: pl.format("{}^PAS", cid),
-        7: pl.when(pl.col("variant") == 0).then(pl.lit("NEW^New patient")).otherwise(pl.lit("FU^Follow up")),
+        6: pl.when((ev == "S15") & pl.col("by_patient")).then(pl.lit("PAT^Patient request")).otherwise(pl.lit("")),
+        7: pl.col("reason").replace_strict(dict(enumerate(_REASONS)), return_dtype=pl.String),
         9: "30", 10: "min", 11: pl.format("^^^{}^{}", start, end), 25: fstatus, 26: pl.format("{}^PAS", rid),
     })
     site = pl.col("site").replace_strict(dict(enumerate(_SITES)), return_dtype=pl.String)
@@ -235,32 +270,55 @@ def _plant(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(framed.alias("text"))
 
 
+def _redeliveries(rng: np.random.Generator, plan: pl.DataFrame, copies: int) -> pl.DataFrame:
+    """The file's order: ``row`` (the plan's message) per line, with ``copies`` messages sent
+    again a few lines after themselves (within their chunk, never a planted one)."""
+    rows = plan["row"].to_numpy()
+    order = pl.DataFrame({"row": rows, "anchor": rows, "copy": np.zeros(rows.size, dtype=np.int64)})
+    good = rows[(plan["planted"] == "").to_numpy()]
+    if copies == 0 or good.size == 0:
+        return order.select("row")
+    src = np.sort(rng.choice(good, size=min(copies, good.size), replace=False))
+    chunk_end = np.minimum(((src - 1) // CHUNK + 1) * CHUNK, rows.size)
+    after = np.minimum(src + rng.integers(0, 20, size=src.size), chunk_end)
+    again = pl.DataFrame({"row": src, "anchor": after, "copy": np.arange(1, src.size + 1)})
+    return pl.concat([order, again]).sort("anchor", "copy").select("row")
+
+
 def synthesise_hl7(out: Path, messages: int = 10_000, seed: int = 1, patients_csv: Path | None = None
                    ) -> dict[str, Any]:
     """Write ``out/feed.hl7`` and ``out/truth/hl7_quarantine.csv``; return a summary
-    (messages, events, planted per reason, MLLP-framed count). Deterministic in its arguments."""
+    (messages, events, planted per reason, MLLP-framed count, re-delivered copies).
+    Deterministic in its arguments. ``messages`` counts every message in the file, the
+    re-delivered copies included."""
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     people = _people(rng, max(10, messages // 8), patients_csv)
     if people.height == 0:
         raise ValueError(f"{patients_csv}: no usable patients")
-    plan = _plan(rng, messages, people.height)
+    copies = round(REDELIVERY_RATE * messages) if messages >= 200 else 0
+    plan = _plan(rng, messages - copies, people.height)
+    order = _redeliveries(rng, plan, copies).with_row_index("line", offset=1)
     stamp = "20230101080000"
+    mllp = 0
     with (out / FEED).open("wb") as fh:
         fh.write(f"FHS|^~\\&|PAS|{FACILITY}|HANDOVER|RYY|{stamp}\rBHS|^~\\&|PAS|{FACILITY}|HANDOVER|RYY|{stamp}\r"
                  .encode())
-        for lo in range(0, messages, CHUNK):
+        for lo in range(0, plan.height, CHUNK):
             rendered = _plant(_render(plan.slice(lo, CHUNK), people))
-            fh.write(rendered.select(pl.col("text").str.join("")).item().encode("utf-8"))
-        fh.write(f"BTS|{messages}\rFTS|1\r".encode())
-    truth = plan.filter(pl.col("planted") != "").select(
-        pl.lit(FEED).alias("source_file"), pl.col("row").cast(pl.Int64).alias("source_row"),
-        pl.col("planted").alias("reason_code"))
+            lines = order.filter(pl.col("row").is_between(lo + 1, lo + CHUNK)).join(
+                rendered.select("row", "mllp", "text"), on="row", how="left", maintain_order="left")
+            mllp += int(lines["mllp"].sum())
+            fh.write(lines.select(pl.col("text").str.join("")).item().encode("utf-8"))
+        fh.write(f"BTS|{order.height}\rFTS|1\r".encode())
+    truth = plan.filter(pl.col("planted") != "").join(order, on="row").select(
+        pl.lit(FEED).alias("source_file"), pl.col("line").cast(pl.Int64).alias("source_row"),
+        pl.col("planted").alias("reason_code")).sort("source_row")
     truth.write_csv(out / "truth" / "hl7_quarantine.csv")
     return {
-        "out": str(out), "messages": messages, "seed": seed, "people": people.height,
+        "out": str(out), "messages": order.height, "seed": seed, "people": people.height,
         "events": dict(sorted(plan.group_by("event").len().iter_rows())),
         "planted": dict(sorted(truth.group_by("reason_code").len().iter_rows())),
-        "planted_rate": PLANTED_RATE, "mllp_framed": int(plan["mllp"].sum()),
+        "planted_rate": PLANTED_RATE, "mllp_framed": mllp, "redelivered": order.height - plan.height,
     }

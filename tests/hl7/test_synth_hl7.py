@@ -67,3 +67,37 @@ def test_people_come_from_the_csv_extract(tmp_path: Path) -> None:
     assert (same["PID-3[type=NH].1"] == same["nhs_number"]).all()
     assert (known["PID-5.1"] == known["family_name"]).all()
     assert (known["PID-7"] == known["birth_date"].str.replace_all("-", "")).all()
+
+
+def test_the_feed_exercises_updates_redeliveries_and_hl7_vocabulary(feed: tuple[Path, dict[str, object]],
+                                                                      tmp_path: Path) -> None:
+    """Ingest of the synthetic feed: each re-delivered copy applies once (merged), nothing
+    but the planted messages fails HL7 validation, partial A08s keep the practice, S15s
+    with SCH-6 PAT are the patient's cancellations, HL7 table 0276 codes map."""
+    from migrate.ingest import ingest
+    from migrate.profile import load_profile
+
+    out, summary = feed
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "feed.hl7").write_bytes((out / "feed.hl7").read_bytes())
+    result = ingest(inp, load_profile("hl7v2"), tmp_path / "work")
+    assert summary["redelivered"] == result.repeated_deliveries > 0
+    q = result.quarantine
+    truth = pl.read_csv(out / "truth" / "hl7_quarantine.csv", schema_overrides={"source_row": pl.Int64})
+    assert q.filter(pl.col("reason_code").str.starts_with("hl7_")).select(
+        "source_file", "source_row", "reason_code").sort("source_row").equals(truth)
+    assert "duplicate_control_id" not in set(q["reason_code"])
+    contacts = result.tables["contacts"].collect()
+    attendance = set(contacts["attendance"].cast(pl.String))
+    assert {"cancelled_by_patient", "cancelled_by_provider", "booked", "attended"} <= attendance
+    assert set(contacts["contact_type"].cast(pl.String)) == {"initial", "follow_up", "procedure"}
+    # a partial A08 (no PD1) never blanks the practice: every patient one of whose applied
+    # messages named a practice has one
+    sent = read_hl7(inp / "feed.hl7", "feed.hl7", ["PID-3[type=MR].1", "PD1-3.3"], tmp_path / "w2").messages
+    named = (sent.collect().join(q.select("source_row"), on="source_row", how="anti")
+             .filter(pl.col("PD1-3.3").is_not_null())["PID-3[type=MR].1"].unique())
+    patients = result.tables["patients"].collect()
+    practices = patients.filter(pl.col("patient_key").is_in(named.implode()))["gp_ods_code"]
+    assert practices.len() > 0 and practices.null_count() == 0
+    assert patients["gp_ods_code"].null_count() < patients.height // 10

@@ -1,9 +1,14 @@
-"""The HL7 v2 reader's speed and memory on synthetic feeds, beside bare hl7apy.
+"""The HL7 v2 reader's and the whole HL7 intake's speed and memory on synthetic feeds,
+beside bare hl7apy.
 
 Not a test: nothing asserts a number. For each size a feed is generated once into
-.bench/hl7-<n>/ (``migrate.synth.hl7.synthesise_hl7``) and read by ``read_hl7`` in a fresh
-subprocess with the ~30 paths a typical profile maps, so peak RSS is the reader's own; the
-same run times hl7apy's ``parse_message`` on the first ``--sample`` messages of the feed.
+.bench/hl7-<n>/ (``migrate.synth.hl7.synthesise_hl7``; delete the folder after the
+synthesiser changes) and read by ``read_hl7`` in a fresh subprocess with the ~30 paths a
+typical profile maps, so peak RSS is the reader's own; then ``ingest`` runs the whole
+intake with the shipped hl7v2 profile (read, control ids, mapping, each key's messages in
+MSH-7 order with merges resolved and every state checked, canonical tables written), also
+in its own subprocess; the same run times hl7apy's ``parse_message`` on the first
+``--sample`` messages of the feed.
 Results go to .bench/hl7-results.json; benchmarks/hl7.md records them with machine and date.
 
     .venv/bin/python benchmarks/hl7_bench.py                      # 100k and 1M messages
@@ -73,6 +78,34 @@ def run_read(feed: str, workers: str) -> dict[str, object]:
             "peak_anon_mb": round(anon.peak_kb / 1024), "load_before": load_before, "load_after": _load()}
 
 
+def run_ingest(feed: str) -> dict[str, object]:
+    """The whole HL7 intake: read and judge, compare control ids, route and map, apply each
+    key's messages in MSH-7 order with the source's merges resolved and every state checked,
+    write the canonical tables (``migrate.ingest.ingest`` with the shipped hl7v2 profile)."""
+    sys.path.insert(0, str(HERE))
+    from stage import AnonPeak  # type: ignore[import-not-found]
+
+    from migrate.ingest import ingest
+    from migrate.profile import load_profile
+
+    folder = Path(feed).parent
+    load_before = _load()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with AnonPeak() as anon:
+        result = ingest(folder, load_profile("hl7v2"), folder / "ingest-work", canonical_dir=folder / "canonical")
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    rows = sum(f.rows_read for f in result.files)
+    updates = result.update_counts()
+    return {"messages": rows, "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+            "per_second": round(rows / wall), "per_cpu_second": round(rows / cpu),
+            "canonical_rows": result.heights, "quarantined": result.quarantine.height,
+            "superseded": int(sum(updates["superseded"].values())),
+            "rejected_previous_kept": int(sum(updates["rejected_previous_kept"].values())),
+            "repeated_deliveries": updates["repeated_deliveries"], "merges": result.merges.height,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_anon_mb": round(anon.peak_kb / 1024), "load_before": load_before, "load_after": _load()}
+
+
 def run_hl7apy(feed: str, sample: str) -> dict[str, object]:
     from hl7apy.parser import parse_message
 
@@ -120,7 +153,12 @@ def main() -> None:
               f"peak RSS {read['peak_rss_mb']} MB, anon {read['peak_anon_mb']} MB, "
               f"load {read['load_before']}->{read['load_after']}; hl7apy parse_message "
               f"{bare['per_second']:,} msg/s ({bare['per_cpu_second']:,} per CPU s)", flush=True)
-        results.append({"messages": n, "synth": synth, "read_hl7": read, "hl7apy": bare})
+        whole = _child("ingest", str(feed))
+        print(f"ingest   {n:>9,}: {whole['per_second']:>7,} msg/s ({whole['seconds']} s wall, "
+              f"{whole['cpu_seconds']} s CPU, {whole['per_cpu_second']:,} msg per CPU s), "
+              f"peak RSS {whole['peak_rss_mb']} MB, anon {whole['peak_anon_mb']} MB, "
+              f"load {whole['load_before']}->{whole['load_after']}", flush=True)
+        results.append({"messages": n, "synth": synth, "read_hl7": read, "hl7apy": bare, "ingest": whole})
     record = {"date": datetime.now(UTC).date().isoformat(), "machine": machine, "paths": len(PATHS),
               "results": results}
     (WORK / "hl7-results.json").write_text(json.dumps(record, indent=2))
@@ -128,8 +166,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("synth", "read", "hl7apy"):
-        stage = {"synth": run_synth, "read": run_read, "hl7apy": run_hl7apy}[sys.argv[1]]
+    if len(sys.argv) > 1 and sys.argv[1] in ("synth", "read", "hl7apy", "ingest"):
+        stage = {"synth": run_synth, "read": run_read, "hl7apy": run_hl7apy, "ingest": run_ingest}[sys.argv[1]]
         print(json.dumps(stage(*sys.argv[2:])))
     else:
         main()

@@ -126,6 +126,14 @@ def _delta(change: str) -> dict[str, list[dict[str, str]]]:
     return out
 
 
+def _others_kept(world: dict[str, Any], table: str, field: str) -> dict[str, Any]:
+    """The record updated in ``field``, after asserting every other field kept its value."""
+    record = _record(world, table, field)
+    others = {g.name: record[g.name] for g in _fields(table) if g.name != field}
+    assert others == {g.name: _base_value(table, g) for g in _fields(table) if g.name != field}, field
+    return record
+
+
 def _quarantined(world: dict[str, Any]) -> dict[tuple[str, str], str]:
     q = world["quarantine"].filter(pl.col("source_file").str.starts_with("delta_"))
     return {(t, f): r for t, f, r in q.select("table", "field", "reason_code").iter_rows()}
@@ -147,9 +155,7 @@ def test_merge_the_explicit_null_clears_one_field_and_keeps_the_rest(tmp_path: P
     world = _world(tmp_path, _delta("clear"), "merge")
     refused = _quarantined(world)
     for f in _fields(table):
-        record = _record(world, table, f.name)
-        others = {g.name: record[g.name] for g in _fields(table) if g.name != f.name}
-        assert others == {g.name: _base_value(table, g) for g in _fields(table) if g.name != f.name}, f.name
+        record = _others_kept(world, table, f.name)
         if f.name in REQUIRED[table]:
             # a required field cannot be cleared: the update is refused and the record stands
             assert refused[(table, f.name)] == "missing_required"
@@ -167,9 +173,7 @@ def test_merge_a_value_replaces_one_field_and_keeps_the_rest(tmp_path: Path, tab
     world = _world(tmp_path, _delta("set"), "merge")
     refused = _quarantined(world)
     for f in _fields(table):
-        record = _record(world, table, f.name)
-        others = {g.name: record[g.name] for g in _fields(table) if g.name != f.name}
-        assert others == {g.name: _base_value(table, g) for g in _fields(table) if g.name != f.name}, f.name
+        record = _others_kept(world, table, f.name)
         if table == "contacts" and f.name == "patient_key":
             # PB is not the patient of the contact's referral (PA's): refused, the record stands
             assert refused[(table, f.name)] == "patient_mismatch"

@@ -193,17 +193,22 @@ def _by_message(per_row: dict[tuple[str, int], str], at: dict[tuple[str, int], i
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _feeds(data: st.DataObject, root: Path) -> tuple[History, dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    """A history written twice: ``root/ref`` one file in MSH-7 order, ``root/mix`` drawn
+    across files; with (file, message) -> history index for each."""
+    h = data.draw(histories())
+    n = len(h.messages)
+    ref_at = _write(root / "ref", h, [("feed.hl7", list(range(n)))])
+    return h, ref_at, _write(root / "mix", h, data.draw(layouts(n)))
+
+
 @PROPERTY
 @given(data=st.data())
 def test_any_interleaving_gives_the_same_canonical_tables(data: st.DataObject) -> None:
-    h = data.draw(histories())
-    n = len(h.messages)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ref_at = _write(root / "ref", h, [("feed.hl7", list(range(n)))])
+        h, ref_at, at = _feeds(data, root)
         want, ref_q = _ingested(root / "ref", root / "w1")
-        layout = data.draw(layouts(n))
-        at = _write(root / "mix", h, layout)
         got, q = _ingested(root / "mix", root / "w2")
     assert got == want
     # no valid message is lost: only the malformed ones are quarantined, in both
@@ -230,13 +235,10 @@ def _dispositions(run_dir: Path) -> dict[tuple[str, int], str]:
 @settings(PROPERTY, max_examples=4)
 @given(data=st.data())
 def test_any_interleaving_gives_the_same_fhir_and_both_invariants_hold(data: st.DataObject) -> None:
-    h = data.draw(histories())
-    n = len(h.messages)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ref_at = _write(root / "ref", h, [("feed.hl7", list(range(n)))])
+        h, ref_at, at = _feeds(data, root)
         ref = run(root / "ref", root / "run1")  # asserts both invariants and FHIR validity
-        at = _write(root / "mix", h, data.draw(layouts(n)))
         mix = run(root / "mix", root / "run2")
         assert _fhir(mix) == _fhir(ref)
         disposition = _dispositions(mix)

@@ -80,12 +80,16 @@ def _cleared(spec: FieldSpec, source_schema: Mapping[str, pl.DataType]) -> pl.Ex
     return pl.any_horizontal(texts).fill_null(False) if texts else pl.lit(False)
 
 
-def _clean(spec: FieldSpec, expr: pl.Expr, null_values: tuple[str, ...]) -> pl.Expr:
-    """Trim, remove characters, and turn the profile's null markers into null."""
+def _clean(spec: FieldSpec, expr: pl.Expr, null_values: tuple[str, ...], remove: bool = True) -> pl.Expr:
+    """Trim, remove characters, and turn the profile's null markers into null.
+
+    A list field is cleaned twice: as a whole without ``remove`` (which might delete the
+    separator), then element by element with it (``_elements``).
+    """
     if spec.trim:
         expr = expr.str.strip_chars()
     expr = pl.when(expr.str.strip_chars() == EXPLICIT_NULL).then(None).otherwise(expr)
-    if spec.remove:
+    if spec.remove and remove:
         expr = expr.str.replace_all(f"[{re.escape(spec.remove)}]", "")
     if null_values:
         expr = pl.when(expr.is_in(list(null_values))).then(None).otherwise(expr)
@@ -108,7 +112,48 @@ def _lookup(values: Mapping[str, str], v: pl.Expr) -> pl.Expr:
     return v.str.to_uppercase().replace_strict(upper, default=None, return_dtype=pl.String)
 
 
-def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl.DataType | None) -> tuple[pl.Expr, pl.Expr]:
+def _text(spec: FieldSpec, v: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(value, unmapped, mismatched) of one text value: a text field's value or one element
+    of a list field. Case, then the value map (matched on the value before case), then the
+    pattern (on the result). ``unmapped``: ``map_only`` and no entry; ``mismatched``: the
+    pattern does not match. Both are false where nothing can fail."""
+    value = _cased(spec, v)
+    unmapped = mismatched = pl.lit(False)
+    if spec.map:
+        mapped = _lookup(dict(spec.map), v)
+        if spec.map_only:
+            unmapped = mapped.is_null()
+        value = pl.coalesce([mapped, value])
+    if spec.pattern:
+        mismatched = ~value.str.contains(spec.pattern)
+    return value, unmapped, mismatched
+
+
+def _elements(spec: FieldSpec, v: pl.Expr, null_values: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr]:
+    """(list value, error reason or null) of a list field: ``v`` split on the separator and
+    every element cleaned (trim, remove, null markers; blanks dropped) and then treated as
+    a text value (``_text``). An element that fails quarantines the row, or is dropped
+    under ``on_invalid: null``."""
+    e = pl.element()
+    c = _clean(spec, e, null_values)
+    cleaned = v.str.split(spec.separator).list.eval(c.filter(c.is_not_null() & (c != "")))
+    value, unmapped, mismatched = _text(spec, e)
+    checks = spec.map_only or spec.pattern is not None
+    if not checks:
+        out = cleaned.list.eval(value) if spec.case or spec.map else cleaned
+        return out.fill_null(pl.lit([], dtype=pl.List(pl.String))), pl.lit(None, dtype=pl.String)
+    if spec.on_invalid == "null":
+        out = cleaned.list.eval(pl.when(unmapped | mismatched).then(None).otherwise(value).drop_nulls())
+        return out.fill_null(pl.lit([], dtype=pl.List(pl.String))), pl.lit(None, dtype=pl.String)
+    any_unmapped = cleaned.list.eval(unmapped).list.any()
+    any_mismatched = cleaned.list.eval(mismatched).list.any()
+    err = (pl.when(any_unmapped).then(pl.lit("unmapped_code"))
+           .when(any_mismatched).then(pl.lit("invalid_value")).otherwise(None))
+    return cleaned.list.eval(value).fill_null(pl.lit([], dtype=pl.List(pl.String))), err
+
+
+def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl.DataType | None,
+           null_values: tuple[str, ...] = ()) -> tuple[pl.Expr, pl.Expr]:
     """(typed value, error reason or null) for a cleaned string value ``v``."""
     kind = field.kind
     present = v.is_not_null()
@@ -131,9 +176,7 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         value = pl.when(up.is_in(tv)).then(True).when(up.is_in(fv)).then(False).otherwise(None)
         reason = "invalid_value"
     elif kind == "list":
-        parts = v.str.split(spec.separator).list.eval(pl.element().str.strip_chars())
-        value = parts.list.eval(pl.element().filter(pl.element() != "")).fill_null(pl.lit([], dtype=pl.List(pl.String)))
-        return value, pl.lit(None, dtype=pl.String)
+        return _elements(spec, v, null_values)
     elif kind == "enum":
         text = _cased(spec, v)
         if spec.map:
@@ -142,21 +185,13 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         value = text.cast(field.dtype, strict=False)
         reason = "unmapped_code"
     else:
-        value = _cased(spec, v)
-        reason = "invalid_value"
-        failed = pl.lit(False)
-        if spec.map:
-            mapped = _lookup(dict(spec.map), v)
-            if spec.map_only:
-                failed = mapped.is_null()
-                reason = "unmapped_code"
-            value = pl.coalesce([mapped, value])
-        if spec.pattern:
-            failed = failed | ~value.str.contains(spec.pattern)
+        value, unmapped, mismatched = _text(spec, v)
+        failed = unmapped | mismatched
         if invalid_ok:
             value = pl.when(present & failed).then(None).otherwise(value)
             return value, pl.lit(None, dtype=pl.String)
-        err = pl.when(present & failed).then(pl.lit(reason)).otherwise(None)
+        err = (pl.when(present & unmapped).then(pl.lit("unmapped_code"))
+               .when(present & mismatched).then(pl.lit("invalid_value")).otherwise(None))
         return value, err
     if invalid_ok:
         return value, pl.lit(None, dtype=pl.String)
@@ -202,6 +237,9 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
     shown = pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")]) if not field.pii else pl.lit("")
     fmts = ", ".join(spec.formats)
     allowed = ", ".join(field.enum_values or ())
+    unmapped = f"{spec.label} has {'an element with ' if field.kind == 'list' else ''}no mapping"
+    invalid = (f"{spec.label} has an element not matching {spec.pattern}" if field.kind == "list"
+               else f"{spec.label} is not a valid {field.kind}" + (f" matching {spec.pattern}" if spec.pattern else ""))
     refine: pl.Expr = pl.lit(False)
     refine_text: pl.Expr = pl.lit(None, dtype=pl.String)
     if spec.refine is not None:
@@ -217,11 +255,9 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
         pl.when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
         .when((e == "unmapped_code") & refine).then(refine_text)
         .when(e == "unparseable_date").then(pl.concat_str([pl.lit(f"{spec.label} matches none of the formats {fmts}"), shown]))
-        .when(e == "unmapped_code").then(pl.concat_str([pl.lit(f"{spec.label} has no mapping"), shown,
+        .when(e == "unmapped_code").then(pl.concat_str([pl.lit(unmapped), shown,
                                                        pl.lit(f"; canonical values: {allowed}" if allowed else "")]))
-        .when(e == "invalid_value").then(pl.concat_str([pl.lit(f"{spec.label} is not a valid {field.kind}"
-                                                               + (f" matching {spec.pattern}" if spec.pattern else "")),
-                                                       shown]))
+        .when(e == "invalid_value").then(pl.concat_str([pl.lit(invalid), shown]))
         .otherwise(None)
     )
 
@@ -239,11 +275,12 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     for fspec in spec.fields:
         field = table.field(fspec.name)
         v = pl.col(f"__v_{fspec.name}")
-        clean_exprs.append(_clean(fspec, _source(fspec, source_schema), profile.null_values).alias(f"__v_{fspec.name}"))
+        whole = _clean(fspec, _source(fspec, source_schema), profile.null_values, remove=field.kind != "list")
+        clean_exprs.append(whole.alias(f"__v_{fspec.name}"))
         if merge:
             clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
         src_dtype = source_schema.get(fspec.base_columns[0]) if fspec.base_columns else None
-        value, err = _typed(fspec, field, v, src_dtype)
+        value, err = _typed(fspec, field, v, src_dtype, profile.null_values)
         refined = _refined(fspec, field, value, source_schema, profile.null_values)
         if refined is not None:
             value, failed = refined

@@ -36,6 +36,36 @@ DEFAULT_OPTIONS = {"encoding", "delimiter", "quote_char", "on_encoding_error", "
                    "null_values", "true_values", "false_values"}
 TOP_LEVEL = {"profile", "format_version", "description", "source_system", "defaults", "tables"}
 CASES = {"upper", "lower", "title"}
+KINDS = ("string", "date", "datetime", "boolean", "list", "enum")
+_ALL = frozenset(KINDS)
+_TEXT = frozenset({"string", "enum", "list"})  # kinds whose values are text after cleaning
+# Where each field option can mean something (docs/mapping-profiles.md). Anywhere else it
+# is a profile error: an option that silently did nothing once hid red flags (issue #10).
+# For a list field, trim, remove, case, map, map_only and pattern apply to each element.
+OPTION_KINDS: dict[str, frozenset[str]] = {
+    "column": _ALL, "columns": _ALL, "sep": _ALL, "constant": _ALL, "split": _ALL,
+    "trim": _ALL, "remove": _ALL, "required": _ALL,
+    "case": _TEXT, "map": _TEXT, "map_only": _TEXT,
+    "pattern": frozenset({"string", "list"}),
+    "formats": frozenset({"date", "datetime"}),
+    "separator": frozenset({"list"}),
+    "true_values": frozenset({"boolean"}), "false_values": frozenset({"boolean"}),
+    # Any kind, but a text or list value can fail only with pattern or map_only (checked apart).
+    "on_invalid": _ALL,
+    # refine: coded fields only, checked (with its own keys) by _refine.
+}
+_KIND_WORDS = {"string": "text", "date": "date", "datetime": "date-time", "boolean": "true/false", "list": "list",
+               "enum": "coded"}
+_HINTS = {
+    "case": "dates and true/false values are matched without regard to case",
+    "map": "use true_values/false_values for true/false fields, formats for dates",
+    "map_only": "use true_values/false_values for true/false fields, formats for dates",
+    "pattern": "coded values must be canonical values; dates must match formats; true/false values their lists",
+    "formats": "formats read dates and date-times",
+    "separator": "separator splits list fields such as red_flags",
+    "true_values": "true_values and false_values read true/false fields",
+    "false_values": "true_values and false_values read true/false fields",
+}
 # Fields a table cannot be built without: without them a row cannot be keyed or linked.
 NEEDED_FIELDS = {
     "patients": ("source_patient_id",),
@@ -259,6 +289,7 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
                         problems.add(f"{where}.map.{k}", f"'{v}' is not a {name} value; use one of {', '.join(allowed)}")
     if "refine" in raw:
         kwargs["refine"] = _refine(raw["refine"], f"{where}.refine", cfield, problems)
+    _kind_problems(where, name, kind, raw, problems)
     if kind in ("date", "datetime"):
         fmts = _str_list(raw["formats"], f"{where}.formats", problems) if "formats" in raw else ()
         if not fmts:
@@ -272,8 +303,6 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         if not fmts:
             problems.add(where, f"no {kind} formats: set formats here or defaults.{kind}_formats")
         kwargs["formats"] = fmts
-    elif "formats" in raw:
-        problems.add(f"{where}.formats", f"{name} is not a date or date-time field")
     if kind == "boolean":
         tv = raw.get("true_values", defaults.get("true_values", ["Y", "true", "1"]))
         fv = raw.get("false_values", defaults.get("false_values", ["N", "false", "0"]))
@@ -306,6 +335,29 @@ def _refine(raw: Any, where: str, cfield: canonical.Field, problems: _Problems) 
         if v not in allowed:
             problems.add(f"{where}.map.{k}", f"'{v}' is not a {cfield.name} value; use one of {', '.join(allowed)}")
     return Refine(raw["column"], when, pairs)
+
+
+def _kind_problems(where: str, name: str, kind: str, raw: dict[str, Any], problems: _Problems) -> None:
+    """Every option of field ``name`` must be able to take effect on a field of its ``kind``.
+
+    See ``OPTION_KINDS``; besides the kind, ``sep`` needs ``columns``, ``map_only`` needs
+    ``map``, and ``on_invalid`` on a text or list field needs something that can fail
+    (``pattern`` or ``map_only``).
+    """
+    for option in sorted(set(raw) & set(OPTION_KINDS)):
+        allowed = OPTION_KINDS[option]
+        if kind not in allowed:
+            kinds = ", ".join(_KIND_WORDS[k] for k in KINDS if k in allowed)
+            hint = _HINTS.get(option)
+            problems.add(f"{where}.{option}", f"does not apply to {name}, a {_KIND_WORDS[kind]} field; "
+                                              f"{option} applies to {kinds} fields" + (f" ({hint})" if hint else ""))
+    if "sep" in raw and "columns" not in raw:
+        problems.add(f"{where}.sep", "sep joins the columns of columns: [A, B]; this field reads no columns:")
+    if "map_only" in raw and "map" not in raw and kind in OPTION_KINDS["map_only"]:
+        problems.add(f"{where}.map_only", "map_only needs a map: of source value: canonical value")
+    if "on_invalid" in raw and kind in ("string", "list") and not ({"pattern", "map_only"} & set(raw)):
+        problems.add(f"{where}.on_invalid", f"nothing can fail in {name} (a {_KIND_WORDS[kind]} field) without "
+                                            "pattern: or map_only: true; remove on_invalid or add one of them")
 
 
 def _encoding(value: Any, where: str, problems: _Problems) -> str:

@@ -21,6 +21,7 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError, ProfileError
+from migrate.yamltext import read_yaml
 
 FORMAT_VERSION = 1
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252", "windows-1252": "cp1252",
@@ -487,35 +488,12 @@ def _check_hl7_paths(table: str, specs: list[FieldSpec], problems: _Problems) ->
                 problems.add(f"tables.{table}.fields.{spec.name}", f"'{column}' is not an HL7 path: {exc}")
 
 
-class _TextLoader(yaml.SafeLoader):
-    """YAML where every scalar is text except true/false.
-
-    Profiles are full of codes: YAML 1.1 would read ``01`` as 1, ``on``/``no`` as booleans
-    and ``1.10`` as a float, silently changing what a source value maps to.
-    """
-
-
-_TextLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers
-            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
-                           "tag:yaml.org,2002:timestamp")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_TextLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                  list("tTfF"))
-
-
-def read_yaml(data: bytes) -> Any:
-    """Parse profile or rule-pack YAML with codes kept as text (see ``_TextLoader``)."""
-    return yaml.load(data, Loader=_TextLoader)  # noqa: S506 - a SafeLoader subclass
-
-
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load and validate a profile by path or shipped name; ``ProfileError`` lists every problem."""
     path = resolve_profile_path(str(name_or_path))
     data = path.read_bytes()
     try:
         doc = read_yaml(data)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"mapping profile {path} is not valid YAML", [str(exc)]) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"mapping profile {path} is not valid YAML", [" ".join(str(exc).split())]) from None
     return parse_profile(doc, path, hashlib.sha256(data).hexdigest())

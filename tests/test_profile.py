@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from migrate.errors import ConfigError, ProfileError
-from migrate.profile import load_profile, parse_profile, read_yaml
+from migrate.profile import load_profile, parse_profile
+from migrate.yamltext import read_yaml
 
 GOOD = {
     "profile": "t", "format_version": 1,

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from migrate import resources
 from migrate.errors import ConfigError
+from migrate.yamltext import load_yaml, number, whole_number
 
 IDENTITY_FILE = "identity.yaml"
 
@@ -102,13 +101,7 @@ def load_identity_settings(path: Path | None = None) -> IdentitySettings:
     Raises ConfigError (exit 2) listing every problem, each as ``<file>: <path>: <what>``.
     """
     path = default_path() if path is None else Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"identity rules {path}: cannot be read ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"identity rules {path}: not valid YAML", [f"{path}: {exc}"]) from exc
-    return settings_from_dict(raw, str(path))
+    return settings_from_dict(load_yaml(path, "identity rules"), str(path))
 
 
 def settings_from_dict(raw: Any, source: str = "<identity settings>") -> IdentitySettings:
@@ -210,28 +203,30 @@ class _Checker:
             self.problem(self.join(where, key), "lists an entry twice")
         return values
 
+    # The file is read as text (migrate.yamltext): numbers are converted here.
     def integer(self, node: dict[str, Any], key: str, where: str, minimum: int) -> int | None:
-        value = node.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self.problem(self.join(where, key), f"must be a whole number of at least {minimum}; found {value!r}")
+        value = whole_number(node.get(key))
+        if value is None or value < minimum:
+            self.problem(self.join(where, key),
+                         f"must be a whole number of at least {minimum}; found {node.get(key)!r}")
             return None
         return value
 
     def weight(self, node: dict[str, Any], key: str, where: str) -> float | None:
-        value = node.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > MAX_WEIGHT:
+        value = number(node.get(key))
+        if value is None or abs(value) > MAX_WEIGHT:
             self.problem(self.join(where, key),
                          f"must be a match weight (log2 Bayes factor) from -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}; "
-                         f"found {value!r}")
+                         f"found {node.get(key)!r}")
             return None
         return float(value)
 
     def fraction(self, node: dict[str, Any], key: str, where: str, nullable: bool = False) -> float | None:
-        value = node.get(key)
-        if value is None and nullable:
+        if node.get(key) is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            self.problem(self.join(where, key), f"must be a number from 0 to 1; found {value!r}")
+        value = number(node.get(key))
+        if value is None or not 0 <= value <= 1:
+            self.problem(self.join(where, key), f"must be a number from 0 to 1; found {node.get(key)!r}")
             return None
         return float(value)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
 from migrate import canonical
 from migrate.errors import ConfigError
+from migrate.yamltext import load_yaml, whole_number
 from migrate.reports.rundata import RunFolder
 
 FORMAT_VERSION = 1
@@ -75,22 +75,18 @@ def _list_rank(name: str) -> int:
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    found = whole_number(value)  # the file is read as text (migrate.yamltext)
+    return found is not None and found >= 0
 
 
 def load_declared(path: Path) -> Declaration:
     """Read and validate a declared YAML file; ConfigError listing every problem at once."""
-    try:
-        doc: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"declared file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not readable as YAML ({exc.__class__.__name__})") from None
+    doc: Any = load_yaml(path, "declared file")
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping with 'lists' (see docs/reports.md)")
     problems = [f"{path}: unknown key '{k}' (use {', '.join(sorted(_TOP_KEYS))})" for k in doc if k not in _TOP_KEYS]
-    if doc.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        problems.append(f"{path}: format_version {doc.get('format_version')!r} is not supported (use 1)")
+    if whole_number(doc.get("format_version", FORMAT_VERSION)) != FORMAT_VERSION:
+        problems.append(f"{path}: format_version {doc.get('format_version')} is not supported (use 1)")
     id_type = doc.get("id_type", "source_patient_id")
     if id_type not in ID_TYPES:
         problems.append(f"{path}: id_type '{id_type}' is not one of {', '.join(ID_TYPES)}")
@@ -126,11 +122,11 @@ def load_declared(path: Path) -> Declaration:
             except (OSError, UnicodeDecodeError):
                 problems.append(f"{where}.ids_file: cannot read {ids_path}")
         if _count(spec.get("count")):
-            lists.append(DeclaredList(str(name), int(spec["count"]), tuple(ids) if ids is not None else None))
+            lists.append(DeclaredList(str(name), whole_number(spec["count"]) or 0, tuple(ids) if ids is not None else None))
     if problems:
         raise ConfigError(f"{path}: the declared file has {len(problems)} problem(s)", problems)
     return Declaration(str(doc.get("source") or path.name), str(id_type),
-                       tuple(sorted(lists, key=lambda d: _list_rank(d.name))), doc.get("patients"))
+                       tuple(sorted(lists, key=lambda d: _list_rank(d.name))), whole_number(doc.get("patients")))
 
 
 def _survivors(run: RunFolder) -> pl.LazyFrame:

@@ -29,6 +29,7 @@ from migrate.outputs import write_atomic
 from migrate.reports import xlsx
 from migrate.reports.rundata import RunFolder
 from migrate.resources import reports_dir
+from migrate.yamltext import read_yaml
 
 DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _DANGEROUS = r"^[=+\-@\t\r]"
@@ -55,7 +56,7 @@ def load_layout(path: Path | None = None) -> Layout:
     """Read the worklist layout (default: the shipped ``reports/exceptions.yaml``)."""
     path = path or reports_dir() / "exceptions.yaml"
     try:
-        doc: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc: Any = read_yaml(path.read_bytes())
         families = {str(name): (str(f["sheet"]), tuple(str(c) for c in f.get("flags") or ()))
                     for name, f in doc["families"].items()}
         columns = tuple(xlsx.Column(str(c["name"]), str(c["header"]), float(c["width"])) for c in doc["columns"])

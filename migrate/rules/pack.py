@@ -32,6 +32,7 @@ from migrate.features import CODED_CODELISTS, FLAT_CODELISTS
 from migrate.rules.build import compile_rules
 from migrate.rules.compile import suggest
 from migrate.rules.model import Codelist, RulePack, Threshold
+from migrate.yamltext import number, read_yaml
 
 TOP_LEVEL = {"name", "version", "description", "extends", "thresholds", "codelists", "cohort_precedence",
              "rules", "disable"}
@@ -91,7 +92,7 @@ def _read_chain(top: Path, problems: list[str]) -> list[tuple[Path, dict[str, An
             problems.append(f"{current}: cannot read the rule pack ({exc.strerror}); check the path")
             break
         try:
-            doc = yaml.safe_load(raw.decode("utf-8-sig"))
+            doc = read_yaml(raw)
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             problems.append(f"{current}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax")
             break
@@ -168,10 +169,11 @@ def _merge_rules(rules: list[tuple[Any, str]], doc: dict[str, Any], src: str, pr
 def _thresholds(raw: dict[str, tuple[Any, str]], problems: list[str]) -> dict[str, Threshold]:
     out: dict[str, Threshold] = {}
     for name, (value, src) in sorted(raw.items()):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        found = number(value)  # the pack is read as text (migrate.yamltext)
+        if found is None:
             problems.append(f"{src}: thresholds.{name}: {value!r} is not a number; write a number such as 84")
-            value = 0  # kept, so the rules using it are not also reported as unknown placeholders
-        out[name] = Threshold(name, value, src)
+            found = 0  # kept, so the rules using it are not also reported as unknown placeholders
+        out[name] = Threshold(name, found, src)
     return out
 
 

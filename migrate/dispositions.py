@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 
 import polars as pl
 
+from migrate.matching import code_label
+
 INACTIVE_COHORTS = ("closed", "rejected", "pifu_expired")
 SHARING_POLICIES = ("withhold-clinical", "include")
 
@@ -49,7 +51,8 @@ def decide(
     """One row per canonical row with its disposition (see the module docstring).
 
     ``blocked_patients``, ``merged_patients`` and ``at_target_patients`` each have a
-    ``patient_key`` column; ``sharing_codes`` are the dissent and consent codes.
+    ``patient_key`` column; ``sharing_codes`` are the dissent and consent codes as
+    ``system:code`` labels in matching form (``migrate.matching.code_label``).
     """
     withhold = policy == "withhold-clinical"
     empty = pl.LazyFrame(schema={"patient_key": pl.String})
@@ -82,7 +85,7 @@ def decide(
         _pick([(pl.col("_ref_inactive").fill_null(False), "out_of_scope"),
                (pl.col("_blocked") & pl.lit(withhold), "withheld")]).alias("disposition")))
     codes = mark(tables["codes"])
-    is_sharing = pl.col("code").is_in(list(sharing_codes))
+    is_sharing = code_label(pl.col("code_system"), pl.col("code")).is_in(list(sharing_codes))
     parts.append(codes.select(
         "source_file", "source_row", pl.lit("codes").alias("table"), "patient_key",
         _pick([(pl.col("_inactive"), "out_of_scope"),

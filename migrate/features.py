@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from migrate import canonical
+from migrate.matching import code_label, in_codelist, list_keys, text_key, text_keys
 
 if TYPE_CHECKING:
     from migrate.rules.model import RulePack
@@ -44,6 +45,7 @@ class Feature:
 _I, _B, _D, _S = pl.Int64(), pl.Boolean(), pl.Date(), pl.String()
 _SLOTS = ("dummy_slot_names",)
 _SHARING = ("sharing_dissent_codes", "sharing_consent_codes")
+_RED_FLAG_LISTS = ("red_flag_codes", "not_red_flag_codes")
 
 REFERRAL_FEATURES: dict[str, Feature] = {
     "cutover_date": Feature(_D, "the cut-over date T of this batch"),
@@ -65,6 +67,11 @@ REFERRAL_FEATURES: dict[str, Feature] = {
                                       "is after T"),
     "has_red_flag_code": Feature(_B, "one of the referral's red_flags is in the pack's red_flag_codes codelist",
                                  ("red_flag_codes",)),
+    "unrecognised_red_flags": Feature(pl.List(_S), "the referral's red_flags values (as the extract wrote them) "
+                                                   "that neither red_flag_codes nor not_red_flag_codes lists",
+                                      _RED_FLAG_LISTS),
+    "has_unrecognised_red_flag": Feature(_B, "at least one red_flags value is in no codelist "
+                                             "(red_flag_codes, not_red_flag_codes)", _RED_FLAG_LISTS),
     "out_of_scope_phrase": Feature(_S, "the first out-of-scope phrase (codelist out_of_scope_reason_phrases) "
                                        "found in the referral reason text, matched as whole words, any case",
                                    ("out_of_scope_reason_phrases",)),
@@ -91,8 +98,17 @@ SHARING_CODELISTS: dict[str, str] = {
     "opt_out_codes": "opt_out",
 }
 # Codelists the feature code reads by name; the pack must define them (validated).
-FLAT_CODELISTS = ("dummy_slot_names", "red_flag_codes", "out_of_scope_reason_phrases")
+FLAT_CODELISTS = ("dummy_slot_names", "red_flag_codes", "not_red_flag_codes", "out_of_scope_reason_phrases")
 CODED_CODELISTS = tuple(SHARING_CODELISTS)
+# Read when present; a pack without them behaves as if they were empty.
+OPTIONAL_CODELISTS = ("not_red_flag_codes",)
+# A value may sit in at most one of these (a red flag cannot also be "not a red flag").
+EXCLUSIVE_TEXT_CODELISTS = ("red_flag_codes", "not_red_flag_codes")
+# Referral columns holding vocabulary that rules compare with text codelists: the rules see
+# them (and each element of red_flags) in matching form, ``migrate.matching.text_key``,
+# so ``body_site IN {codelists.spinal_body_sites}`` matches 'Lumbar Spine' and 'LUMBAR-SPINE'.
+TEXT_COLUMNS = ("service_line", "referral_source", "closure_reason", "body_site")
+TEXT_LIST_COLUMNS = ("red_flags",)
 
 
 def referral_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
@@ -103,7 +119,8 @@ def referral_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutove
     t = pl.lit(cutover, dtype=pl.Date)
     contacts = _contact_summary(tables["contacts"], pack, cutover)
     ages = tables["patients"].select("patient_key", _age(cutover).alias("age_at_cutover"))
-    red_flag_codes = pl.Series(pack.codelist("red_flag_codes"), dtype=pl.String)
+    red_flag_codes = pl.Series(pack.keys("red_flag_codes"), dtype=pl.String)
+    known = pl.Series(pack.keys("red_flag_codes") + pack.keys("not_red_flag_codes"), dtype=pl.String)
     refs = tables["referrals"].select(canonical.REFERRALS.field_names)
     frame = (
         refs.join(contacts, on="referral_key", how="left")
@@ -125,12 +142,18 @@ def referral_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutove
             _days(pl.col("received_date"), t).alias("days_waiting"),
             _days(pl.col("received_date"), pl.col("first_attended_date")).alias("days_to_first_attendance"),
             _days(pl.col("post_op_date"), t).alias("days_since_post_op"),
-            pl.col("red_flags").list.eval(pl.element().is_in(red_flag_codes.implode())).list.any()
+            list_keys(pl.col("red_flags")).list.eval(pl.element().is_in(red_flag_codes.implode())).list.any()
             .fill_null(False).alias("has_red_flag_code"),
+            # Fail safe: a value no codelist knows is shown as written, for a clinician to judge.
+            pl.col("red_flags").list.eval(pl.element().filter(~text_key(pl.element()).is_in(known.implode())))
+            .fill_null(pl.lit([], dtype=pl.List(pl.String))).alias("unrecognised_red_flags"),
             _first_phrase(pack.codelist("out_of_scope_reason_phrases")).alias("out_of_scope_phrase"),
         )
+        .with_columns(pl.col("unrecognised_red_flags").list.len().gt(0).alias("has_unrecognised_red_flag"))
     )
-    return frame.select(*canonical.REFERRALS.field_names, *REFERRAL_FEATURES)
+    vocabulary = [text_key(pl.col(c)).alias(c) for c in TEXT_COLUMNS] + [
+        list_keys(pl.col(c)).alias(c) for c in TEXT_LIST_COLUMNS]
+    return frame.with_columns(vocabulary).select(*canonical.REFERRALS.field_names, *REFERRAL_FEATURES)
 
 
 def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> pl.LazyFrame:
@@ -140,8 +163,7 @@ def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> p
     counts as on or before T); a booking on T itself counts as booked care, because it had
     not happened when the extract was taken — the choice that keeps a patient in active care.
     """
-    dummy = pl.Series([s.strip().casefold() for s in pack.codelist("dummy_slot_names")], dtype=pl.String)
-    is_dummy = pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummy.implode()).fill_null(False)
+    is_dummy = in_codelist(pl.col("slot_name"), pack.keys("dummy_slot_names"))
     day = pl.col("contact_datetime").dt.date()
     start_of_t = datetime.combine(cutover, time())
     attended = (pl.col("attendance") == "attended") & (day <= cutover) & ~is_dummy
@@ -226,25 +248,17 @@ def patient_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover
 
 
 def _sharing_entries(codes: pl.LazyFrame, pack: RulePack) -> pl.LazyFrame:
-    """Codes rows that are sharing or opt-out entries: patient_key, sharing_kind, label, recorded_date."""
-    systems, values, kinds = [], [], []
-    for codelist, kind in SHARING_CODELISTS.items():
-        for system, codes_of_system in pack.coded(codelist).items():
-            for code in codes_of_system:
-                systems.append(system)
-                values.append(code)
-                kinds.append(kind)
-    lookup = pl.LazyFrame(
-        {"code_system": systems, "code": values, "sharing_kind": kinds},
-        schema={"code_system": pl.String, "code": pl.String, "sharing_kind": pl.String},
-    )
-    # Joined as strings: the codes table's code_system may be an Enum or plain text.
+    """Codes rows that are sharing or opt-out entries: patient_key, sharing_kind, label, recorded_date.
+
+    ``label`` is the entry's ``system:code`` in matching form (``migrate.matching.code_label``).
+    """
+    labels = [(label, kind) for codelist, kind in SHARING_CODELISTS.items() for label in pack.keys(codelist)]
+    lookup = pl.LazyFrame({"label": [lb for lb, _ in labels], "sharing_kind": [k for _, k in labels]},
+                          schema={"label": pl.String, "sharing_kind": pl.String})
     return (
-        codes.select("patient_key", pl.col("code_system").cast(pl.String), pl.col("code").str.strip_chars(),
-                     "recorded_date")
-        .join(lookup, on=["code_system", "code"], how="inner")
-        .select("patient_key", "sharing_kind", (pl.col("code_system") + ":" + pl.col("code")).alias("label"),
-                "recorded_date")
+        codes.select("patient_key", code_label(pl.col("code_system"), pl.col("code")).alias("label"), "recorded_date")
+        .join(lookup, on="label", how="inner")
+        .select("patient_key", "sharing_kind", "label", "recorded_date")
     )
 
 
@@ -263,12 +277,16 @@ def _age(cutover: date) -> pl.Expr:
 
 
 def _first_phrase(phrases: tuple[str, ...]) -> pl.Expr:
-    """The first of ``phrases`` found in reason_text as whole words, lower-cased; null if none.
+    """The first of ``phrases`` found in reason_text as whole words, as the pack writes it
+    (lower-cased); null if none.
 
-    One regex built once from the escaped phrases, so a phrase is matched literally and
-    'lump' does not match 'lumpectomy'.
+    Text and phrases are compared in matching form (``migrate.matching``), so 'Lumps-and-
+    bumps' finds 'lumps and bumps'. One regex built once from the escaped keys; a key must
+    sit between ``_`` (word breaks) or the ends, so 'lump' does not match 'lumpectomy'.
     """
-    if not phrases:
+    keyed = {k: p.strip().lower() for p, k in zip(phrases, text_keys(phrases), strict=True) if k}
+    if not keyed:
         return pl.lit(None, dtype=pl.String)
-    alternatives = "|".join(re.escape(p.strip().lower()) for p in sorted(phrases, key=len, reverse=True))
-    return pl.col("reason_text").str.to_lowercase().str.extract(rf"\b({alternatives})\b", 1)
+    alternatives = "|".join(re.escape(k) for k in sorted(keyed, key=len, reverse=True))
+    found = text_key(pl.col("reason_text")).str.extract(rf"(?:^|_)({alternatives})(?:_|$)", 1)
+    return found.replace_strict(keyed, default=None, return_dtype=pl.String)

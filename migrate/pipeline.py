@@ -321,7 +321,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
 
     pack = config.rules
     blocked = exceptions.filter(pl.col("flag_code") == "SHARING_BLOCK").select("patient_key").lazy()
-    sharing_codes = pack.codelist("sharing_dissent_codes") + pack.codelist("sharing_consent_codes")
+    sharing_codes = pack.keys("sharing_dissent_codes") + pack.keys("sharing_consent_codes")
     at_target = identity.at_target.filter(pl.col("match_method") == "nhs_number").select("patient_key").lazy()
     dispositions = decide({"patients": tables["patients"], **{t: people[t] for t in ("referrals", "contacts", "codes")}},
                           cohorts.lazy(), patient_cohorts.lazy(), blocked, sharing_codes, config.sharing_policy,

@@ -36,14 +36,14 @@ class _TextLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str | bool | int | float) or key is None:
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
                         "while reading a mapping", node.start_mark,
                         f"the key '{key}' appears twice (first {seen[key].start_mark}); keep one", key_node.start_mark)
                 seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call, no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 _TextLoader.yaml_implicit_resolvers = {

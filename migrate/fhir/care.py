@@ -57,6 +57,7 @@ from migrate.fhir.template import (
     when,
     with_checks,
 )
+from migrate.matching import in_codelist
 
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ENCOUNTER_CLASS = {"face_to_face": "AMB", "telephone": "VR", "video": "VR"}
@@ -85,9 +86,8 @@ def _blocked(frame: pl.DataFrame, inputs: Inputs, ctx: Context) -> pl.DataFrame:
 def contacts(inputs: Inputs, ctx: Context) -> Part:
     """Encounters and Appointments of the contacts of open referrals."""
     opts = ctx.options
-    dummies = list(opts.codes.dummy_slot_names)
     frame = _blocked(inputs.contacts, inputs, ctx).with_columns(
-        pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummies).fill_null(False).alias("dummy"),
+        in_codelist(pl.col("slot_name"), opts.codes.dummy_slot_names).alias("dummy"),
         (pl.col("cohort").is_in(list(OPEN_COHORTS)).fill_null(False) | pl.col("referral_key").is_null())
         .alias("open"),
     )

@@ -28,6 +28,7 @@ from migrate.errors import ConfigError, HandoverError
 from migrate.fhir.ids import namespace, with_ids
 from migrate.fhir.options import PRIORITY_RANK, FhirOptions, SharingCodes
 from migrate.fhir.template import Template
+from migrate.matching import code_label
 
 # Order of resource types inside a patient's part of a bundle (and of NDJSON files).
 RESOURCE_ORDER: tuple[str, ...] = ("Organization", "Patient", "Consent", "Condition", "ServiceRequest",
@@ -215,7 +216,7 @@ def sharing_from_codes(tables: Mapping[str, pl.LazyFrame], cutover: date,
 
 def labelled_codes(codes: pl.DataFrame, sharing_codes: SharingCodes) -> pl.DataFrame:
     """``codes`` with ``label`` (system:code) and ``kind``: dissent, consent, opt_out or clinical."""
-    label = pl.col("code_system").cast(pl.String) + ":" + pl.col("code").str.strip_chars()
+    label = code_label(pl.col("code_system"), pl.col("code"))
     kind = (pl.when(label.is_in(list(sharing_codes.dissent))).then(pl.lit("dissent"))
             .when(label.is_in(list(sharing_codes.consent))).then(pl.lit("consent"))
             .when(label.is_in(list(sharing_codes.opt_out))).then(pl.lit("opt_out"))

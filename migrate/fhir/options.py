@@ -106,10 +106,11 @@ class SharingCodes:
     @classmethod
     def from_pack(cls, pack: RulePack) -> SharingCodes:
         """Read the codelists from a rule pack."""
+        # Labels and slot names in matching form (migrate.matching), as the rules engine reads them.
         def labels(name: str) -> frozenset[str]:
-            return frozenset(f"{system}:{code}" for system, codes in pack.coded(name).items() for code in codes)
-        dummies = frozenset(s.strip().casefold() for s in pack.codelist("dummy_slot_names"))
-        return cls(labels("sharing_dissent_codes"), labels("sharing_consent_codes"), labels("opt_out_codes"), dummies)
+            return frozenset(pack.keys(name))
+        return cls(labels("sharing_dissent_codes"), labels("sharing_consent_codes"), labels("opt_out_codes"),
+                   labels("dummy_slot_names"))
 
     @classmethod
     def default(cls) -> SharingCodes:

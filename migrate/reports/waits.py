@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from migrate.matching import in_codelist
 from migrate.reports.rundata import RunFolder
 from migrate.reports.worklist import OPEN_COHORTS
 from migrate.rules import load_pack
@@ -36,7 +37,7 @@ DEFINITION = {
 
 def dummy_slot_names() -> tuple[str, ...]:
     """e-RS dummy slot names from the shipped rule pack (the run folder does not hold the pack)."""
-    return tuple(s.strip().casefold() for s in load_pack(None).codelist("dummy_slot_names"))
+    return load_pack(None).keys("dummy_slot_names")
 
 
 def _summary(days: pl.Expr) -> list[pl.Expr]:
@@ -52,7 +53,7 @@ def waits(run: RunFolder, dummy_slots: tuple[str, ...] | None = None) -> dict[st
     first_seen = (
         run.canonical("contacts")
         .filter((pl.col("attendance").cast(pl.String) == "attended") & (day <= cutover)
-                & ~pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(dummy).fill_null(False))
+                & ~in_codelist(pl.col("slot_name"), dummy))
         .group_by("referral_key").agg(day.min().alias("first_seen"))
     )
     open_refs = (

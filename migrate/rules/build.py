@@ -22,7 +22,7 @@ import polars as pl
 
 from migrate import canonical
 from migrate.cohorts import PATIENT_ROLLUPS, REQUIRED_DERIVED, any_column
-from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES
+from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES, TEXT_COLUMNS
 from migrate.rules.compile import (
     Scope,
     check_expr,
@@ -90,7 +90,8 @@ def _base_scope(level: Level) -> Scope:
     features = REFERRAL_FEATURES if level == "referral" else {**PATIENT_FEATURES, **PATIENT_ROLLUPS}
     columns = {f.name: f.dtype for f in table.fields} | {name: f.dtype for name, f in features.items()}
     values = {name: tuple(dtype.categories.to_list()) for name, dtype in columns.items() if isinstance(dtype, pl.Enum)}
-    return Scope(level, columns, {f.name for f in table.fields if f.pii}, values)
+    text = frozenset(TEXT_COLUMNS) if level == "referral" else frozenset()
+    return Scope(level, columns, {f.name for f in table.fields if f.pii}, values, text=text)
 
 
 def _structure(raw: Any, src: str, index: int, thresholds: Mapping[str, Threshold],
@@ -189,7 +190,7 @@ def _cases(raw: Any, thresholds: Mapping[str, Threshold], codelists: Mapping[str
 
 def _sql(text: str, thresholds: Mapping[str, Threshold], codelists: Mapping[str, Codelist], draft: _Draft,
          uses: list[str], found: list[str], prefix: str = "") -> str:
-    sql, used, errors = render_placeholders(" ".join(text.split()), thresholds, codelists)
+    sql, used, errors = render_placeholders(" ".join(text.split()), thresholds, codelists, frozenset(TEXT_COLUMNS))
     uses += used
     found += [prefix + e for e in errors]
     parsed = parse_sql(sql)

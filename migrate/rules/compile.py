@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from migrate.matching import text_keys
 from migrate.rules.model import Codelist, Threshold
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -32,6 +33,8 @@ _QUOTED = r"'((?:[^']|'')*)'"
 _COMPARE = re.compile(_IDENT + r"\s*(?:=|<>|!=)\s*" + _QUOTED)
 _IN_LIST = re.compile(_IDENT + r"\s+(?:NOT\s+)?IN\s*\(([^)]*)\)", re.IGNORECASE)
 _LITERAL = re.compile(_QUOTED)
+# The column a placeholder is the list of: "body_site NOT IN {codelists.x}".
+_IN_BEFORE = re.compile(_IDENT + r"\s+(?:NOT\s+)?IN\s*$", re.IGNORECASE)
 BLANK = "blank"
 
 
@@ -49,6 +52,7 @@ class Scope:
     sensitive: set[str] = field(default_factory=set)
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     derived_by: dict[str, str] = field(default_factory=dict)
+    text: frozenset[str] = frozenset()  # vocabulary columns, read in matching form (migrate.matching)
 
     def add(self, name: str, dtype: pl.DataType, rule_id: str, reads: tuple[str, ...]) -> None:
         """Record column ``name`` derived by ``rule_id`` from columns ``reads``."""
@@ -60,9 +64,16 @@ class Scope:
 
 
 def render_placeholders(
-    text: str, thresholds: Mapping[str, Threshold], codelists: Mapping[str, Codelist]
+    text: str, thresholds: Mapping[str, Threshold], codelists: Mapping[str, Codelist],
+    text_columns: frozenset[str] = frozenset(),
 ) -> tuple[str, tuple[str, ...], list[str]]:
-    """Substitute pack values into ``text``; returns (sql, placeholders used, problems)."""
+    """Substitute pack values into ``text``; returns (sql, placeholders used, problems).
+
+    A flat codelist placed after ``<column> [NOT] IN`` where the column is one of
+    ``text_columns`` (vocabulary the rules read in matching form) becomes the list of its
+    matching keys (``Codelist.keys``), so 'Lumbar Spine' in the pack matches 'LUMBAR-SPINE'
+    in the extract; anywhere else, the values as written.
+    """
     used: list[str] = []
     problems: list[str] = []
 
@@ -83,7 +94,9 @@ def render_placeholders(
                 problems.append(f"unknown placeholder {{{ref}}}: no codelist '{parts[1]}'"
                                 f"{_suggest(parts[1], codelists)}; define it under codelists:")
                 return "('')"
-            values = codelist.values
+            column = _IN_BEFORE.search(text[:match.start()])
+            as_keys = column is not None and column.group(1) in text_columns and codelist.by_system is None
+            values = codelist.keys if as_keys else codelist.values
             if len(parts) == 3:
                 if codelist.by_system is None or parts[2] not in codelist.by_system:
                     systems = ", ".join(codelist.by_system or {}) or "none: it is a flat list"
@@ -145,11 +158,19 @@ def check_expr(expr: pl.Expr, scope: Scope, later: Mapping[str, str]) -> tuple[p
 
 
 def literal_problems(sql: str, scope: Scope) -> list[str]:
-    """Quoted literals compared with an enumerated column that can never match it."""
+    """Quoted literals compared with an enumerated column, or with a vocabulary column in a
+    form other than its matching key, that can never match it."""
     problems: list[str] = []
     pairs = [(m.group(1), [m.group(2)]) for m in _COMPARE.finditer(sql)]
     pairs += [(m.group(1), _LITERAL.findall(m.group(2))) for m in _IN_LIST.finditer(sql)]
     for column, literals in pairs:
+        if column in scope.text:
+            values = [literal.replace("''", "'") for literal in literals]
+            for value, key in zip(values, text_keys(values), strict=True):
+                if value != key:
+                    problems.append(f"{column} is compared in matching form (lower case, '_' for spaces and "
+                                    f"punctuation), so '{value}' never matches; write '{key}'")
+            continue
         allowed = scope.values.get(column)
         if allowed is None:
             continue

@@ -28,12 +28,18 @@ LEVELS: tuple[Level, ...] = ("referral", "patient")
 
 @dataclass(frozen=True)
 class Codelist:
-    """A named list of codes or phrases; ``by_system`` is set for per-code-system lists."""
+    """A named list of codes or phrases; ``by_system`` is set for per-code-system lists.
+
+    ``keys`` are what source values are matched against (``migrate.matching``): for a flat
+    (text) list the key of each value, for a per-system (clinical) list each code's
+    ``system:code`` label.
+    """
 
     name: str
     values: tuple[str, ...]
     by_system: Mapping[str, tuple[str, ...]] | None = None
     source: str = ""
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,10 @@ class RulePack:
     def codelist(self, name: str) -> tuple[str, ...]:
         """Every value of codelist ``name`` (all code systems together)."""
         return self.codelists[name].values
+
+    def keys(self, name: str) -> tuple[str, ...]:
+        """The matching keys of codelist ``name`` (``Codelist.keys``); empty if the pack has none."""
+        return self.codelists[name].keys if name in self.codelists else ()
 
     def coded(self, name: str) -> Mapping[str, tuple[str, ...]]:
         """Codelist ``name`` per code system (a flat list has none)."""

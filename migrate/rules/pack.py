@@ -28,7 +28,8 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError
-from migrate.features import CODED_CODELISTS, FLAT_CODELISTS
+from migrate.features import CODED_CODELISTS, EXCLUSIVE_TEXT_CODELISTS, FLAT_CODELISTS, OPTIONAL_CODELISTS
+from migrate.matching import code_labels, text_keys
 from migrate.rules.build import compile_rules
 from migrate.rules.compile import suggest
 from migrate.rules.model import Codelist, RulePack, Threshold
@@ -182,9 +183,16 @@ def _codelists(raw: dict[str, tuple[Any, str]], problems: list[str]) -> dict[str
     for name, (value, src) in sorted(raw.items()):
         where = f"{src}: codelists.{name}"
         if isinstance(value, list):
-            out[name] = Codelist(name, _codes(value, where, problems), None, src)
+            values = _codes(value, where, problems)
+            keys = text_keys(values)
+            for v, key in zip(values, keys, strict=True):
+                if not key:
+                    problems.append(f"{where}: {v!r} has no letter or digit, so no source value can match it; "
+                                    "remove it")
+            out[name] = Codelist(name, values, None, src, tuple(dict.fromkeys(k for k in keys if k)))
         elif isinstance(value, dict):
             by_system: dict[str, tuple[str, ...]] = {}
+            labels: list[str] = []
             for system, codes in value.items():
                 if system not in canonical.CODE_SYSTEM:
                     problems.append(f"{where}: unknown code system '{system}'; use one of "
@@ -193,13 +201,14 @@ def _codelists(raw: dict[str, tuple[Any, str]], problems: list[str]) -> dict[str
                     problems.append(f"{where}.{system}: must be a list of codes")
                 else:
                     by_system[system] = _codes(codes, f"{where}.{system}", problems)
+                    labels += code_labels(system, by_system[system])
             flat = tuple(dict.fromkeys(c for codes in by_system.values() for c in codes))
-            out[name] = Codelist(name, flat, by_system, src)
+            out[name] = Codelist(name, flat, by_system, src, tuple(dict.fromkeys(labels)))
         else:
             problems.append(f"{where}: must be a list of values, or a mapping of code system to a list of codes")
             out[name] = Codelist(name, ("?",), None, src)  # kept, as for thresholds
     for name in FLAT_CODELISTS + CODED_CODELISTS:
-        if name not in out and name not in raw:
+        if name not in out and name not in raw and name not in OPTIONAL_CODELISTS:
             problems.append(f"codelists: missing codelist '{name}' (handover's features read it); "
                             "add it, even as an empty list")
     for name in CODED_CODELISTS:
@@ -223,15 +232,16 @@ def _codes(values: list[Any], where: str, problems: list[str]) -> tuple[str, ...
 
 
 def _overlaps(codelists: dict[str, Codelist], problems: list[str]) -> None:
-    """A code cannot both block and lift a block, or be both a block and an opt-out."""
-    kinds = [name for name in CODED_CODELISTS if name in codelists]
-    for i, first in enumerate(kinds):
-        for second in kinds[i + 1:]:
-            for system, codes in (codelists[first].by_system or {}).items():
-                both = sorted(set(codes) & set((codelists[second].by_system or {}).get(system, ())))
+    """A code cannot both block and lift a block, or be both a block and an opt-out; a value
+    cannot be both a red flag and not one. Compared as matched (``migrate.matching``)."""
+    for group in (CODED_CODELISTS, EXCLUSIVE_TEXT_CODELISTS):
+        kinds = [name for name in group if name in codelists]
+        for i, first in enumerate(kinds):
+            for second in kinds[i + 1:]:
+                both = sorted(set(codelists[first].keys) & set(codelists[second].keys))
                 if both:
                     problems.append(f"{codelists[second].source}: codelists {first} and {second} both list "
-                                    f"{system} {', '.join(both)}; keep each code in one list")
+                                    f"{', '.join(both)}; keep each in one list")
 
 
 def _precedence(raw: tuple[Any, str], top: str, problems: list[str]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -460,22 +461,49 @@ def demo(patients: int, out_dir: Path, quiet: bool, as_json: bool) -> None:
                  target_index=extract / "target-index.csv"), quiet, as_json)
 
 
+VOCABULARY_ROWS = 25  # values shown per field in check's table (red flags: all); --json has every value
+
+
+def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[str, ...], console: Console) -> None:
+    """check's vocabulary table: each value a rule reads, its rows, the codelist it matched."""
+    table = Table(title="Vocabulary: values the rules read, and the codelist each matched", title_justify="left")
+    for col in ("field", "value", "rows", "codelist"):
+        table.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
+    for name, values in vocabulary.items():
+        shown = values if name == "red_flags" else values[:VOCABULARY_ROWS]
+        for v in shown:
+            matched = escape(v["codelist"]) if v["codelist"] else "[bold yellow]none[/]"
+            table.add_row(name, escape(str(v["value"])), f"{v['rows']:,}", matched)
+        if len(values) > len(shown):
+            rest = values[len(shown):]
+            none = sum(1 for v in rest if v["codelist"] is None)
+            table.add_row(name, f"… {len(rest):,} more values ({none:,} matched no codelist): see --json", "", "")
+    console.print(table)
+    for hint in hints:
+        console.print(f"[cyan]hint:[/] {escape(hint)}", highlight=False)
+
+
 @main.command()
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
 @click.option("--mapping", "-m", "mapping", required=True, multiple=True,
               help="Mapping profile: a YAML path or a shipped name; repeat for several layouts.")
+@click.option("--rules", type=click.Path(path_type=Path), default=None,
+              help="A site's rule pack, whose codelists the vocabulary is matched against (default: the shipped "
+                   "pack). Edit the pack and check again to watch unknown values disappear.")
 @output_options
 @_guard
-def check(input_dir: Path, mapping: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: bool, as_json: bool) -> None:
     """Dry-run a mapping profile against an extract and list every problem; writes nothing.
 
-    Exit 2 when files lack columns the profile reads; row-level problems (which a run
-    would quarantine) are listed with counts and examples and exit 0.
+    Exit 2 when files lack columns the profile reads (or the profile or rule pack is
+    broken); row-level problems (which a run would quarantine) are listed with counts and
+    examples, and the vocabulary with the codelist each value matched, and exit 0.
     """
     from migrate.check import check_extract
     from migrate.profile import load_profile
 
-    report = check_extract(input_dir, [load_profile(m) for m in mapping])
+    profiles = [load_profile(m) for m in mapping]
+    report = check_extract(input_dir, profiles, _pack(rules))
     if as_json:
         click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -488,6 +516,7 @@ def check(input_dir: Path, mapping: tuple[str, ...], quiet: bool, as_json: bool)
             examples = ", ".join(f"'{v}'" for v in p["example_values"]) or "rows " + ", ".join(map(str, p["example_rows"]))
             table.add_row(p["source_file"], p["field"] or "(record)", p["reason_code"], f"{p['rows']:,}", examples)
         out.print(table)
+        render_vocabulary(report.vocabulary, report.hints, out)
     if not report.fits:
         sys.exit(2)
 

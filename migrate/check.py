@@ -4,6 +4,12 @@ Lists every problem at once — files missing columns, values that do not parse,
 no mapping, broken references — with counts and examples, and writes nothing. Examples
 quote values only for fields that are not patient-identifying; for the others they give
 row numbers.
+
+It also lists the vocabulary (``migrate.vocabulary``): every value a rule reads as
+vocabulary, with its rows and the codelist of the rule pack (the default, or a site's
+``--rules``) it matched, or none; and hints where a slot name that matched no codelist
+looks like a placeholder rather than a clinic. A site edits its pack, runs ``check``
+again and watches unknown values disappear.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,9 @@ from migrate import canonical
 from migrate.ingest import ingest
 from migrate.mapping import missing_columns
 from migrate.profile import Profile
+from migrate.rules import RulePack, load_pack
 from migrate.sources import discover, read_columns
+from migrate.vocabulary import looks_like_placeholder, vocabulary
 
 _VALUE = r"\(value '(.*?)'\)"
 
@@ -33,6 +41,8 @@ class CheckReport:
     layout: tuple[str, ...]
     rows_read: int
     problems: tuple[dict[str, Any], ...]
+    vocabulary: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    hints: tuple[str, ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -40,7 +50,8 @@ class CheckReport:
         return not self.layout
 
     def asdict(self) -> dict[str, Any]:
-        return {"layout_problems": list(self.layout), "rows_read": self.rows_read, "row_problems": list(self.problems)}
+        return {"layout_problems": list(self.layout), "rows_read": self.rows_read, "row_problems": list(self.problems),
+                "vocabulary": self.vocabulary, "hints": list(self.hints)}
 
 
 def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
@@ -59,8 +70,17 @@ def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
     return grouped.to_dicts()
 
 
-def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile]) -> CheckReport:
-    """Check ``input_dir`` against one or more profiles without writing a run."""
+def _hints(vocab: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+    """Slot names no codelist knows that read like placeholders (a hint, never a decision)."""
+    return tuple(
+        f"slot name '{v['value']}' ({v['rows']:,} contacts) looks like a placeholder, not a clinic: if these are "
+        "not real appointments, add it to dummy_slot_names in the site's rule pack"
+        for v in vocab.get("slot_name", []) if v["codelist"] is None and looks_like_placeholder(str(v["value"])))
+
+
+def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: RulePack | None = None) -> CheckReport:
+    """Check ``input_dir`` against one or more profiles without writing a run; the
+    vocabulary is matched against ``pack`` (default: the shipped rule pack)."""
     files = discover(input_dir, profiles)
     layout: list[str] = []
     unfit: set[str] = set()
@@ -70,11 +90,13 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile]) -> Che
         if absent:
             unfit.add(f.table)
             layout.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}")
+    pack = pack if pack is not None else load_pack(None)
     work = Path(tempfile.mkdtemp(prefix="handover-check-"))
     try:
         tables = [t for t in canonical.TABLES if t not in unfit]
         ingested = ingest(input_dir, profiles, work, only_tables=tables, files=files)
+        vocab = vocabulary(ingested.tables, pack)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = sum(f.rows_read for f in ingested.files)
-    return CheckReport(tuple(layout), rows, tuple(_summarise(ingested.quarantine)))
+    return CheckReport(tuple(layout), rows, tuple(_summarise(ingested.quarantine)), vocab, _hints(vocab))

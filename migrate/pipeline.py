@@ -35,6 +35,7 @@ from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, invariant, quarantine_summary
 from migrate.rules import RulePack, evaluate, load_pack
 from migrate.sources import discover
+from migrate.vocabulary import vocabulary
 
 PATIENTS_SCHEMA: dict[str, pl.DataType] = {
     "patient_key": pl.String(), "nhs_number": pl.String(), "patient_cohort": pl.Enum(canonical.COHORTS),
@@ -378,6 +379,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
             "by_severity": _counts(exceptions, "severity", canonical.SEVERITIES),
             "by_code": _counts(exceptions, "flag_code", ()),
         },
+        "vocabulary": vocabulary(tables, pack),
     }
     written.append(write_json(summary, out / "reports" / "reconciliation.json"))
     manifest = {

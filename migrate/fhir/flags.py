@@ -1,8 +1,8 @@
 """Flag resources: the exceptions a receiving clinician must see in the patient's record.
 
 One Flag (UK Core Flag) per exception whose code is in ``options.flag_codes`` (by default
-UNDER_PRIORITISED, SHARING_BLOCK, SHARING_BLOCK_ACTIVE_CARE, POST_OP_NOT_PRIORITISED,
-AWAITING_INJECTION, URGENT_WAIT_BREACH). ``code`` carries the flag code (handover's flag
+UNDER_PRIORITISED, UNRECOGNISED_RED_FLAG, SHARING_BLOCK, SHARING_BLOCK_ACTIVE_CARE,
+POST_OP_NOT_PRIORITISED, AWAITING_INJECTION, URGENT_WAIT_BREACH). ``code`` carries the flag code (handover's flag
 code system) and, as text, the code, severity, rule id, evidence and recommended action,
 so the reason travels with the flag. A referral-level flag points at its ServiceRequest
 with the core ``flag-detail`` extension (Flag has no element for it). Flags are

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from migrate import canonical
+from migrate.errors import ConfigError
 from migrate.flags import EXCEPTIONS_SCHEMA, SORT_KEYS, combine_exceptions, exception_rows
 from migrate.rules import load_pack
 
@@ -38,6 +39,13 @@ CASES += [
     case("UNDER_PRIORITISED", False, [{"red_flags": ["cauda_equina"], "assigned_priority": "two_week_wait"}]),
     case("UNDER_PRIORITISED", False, [{"red_flags": ["cauda_equina"], **CLOSED}]),
     case("UNDER_PRIORITISED", False, [{"red_flags": ["knee_swelling"]}]),
+    # A value no codelist knows is never taken as "no red flag" (issue #10).
+    case("UNRECOGNISED_RED_FLAG", True, [{"red_flags": ["CES"]}]),
+    case("UNRECOGNISED_RED_FLAG", True, [{"red_flags": ["night_pain", "knee_swelling"], "assigned_priority": "urgent"}]),
+    case("UNRECOGNISED_RED_FLAG", True, [{"red_flags": ["??"]}], SEEN),
+    case("UNRECOGNISED_RED_FLAG", False, [{"red_flags": ["Night Pain", "CAUDA-EQUINA"]}]),
+    case("UNRECOGNISED_RED_FLAG", False, [{"red_flags": []}]),
+    case("UNRECOGNISED_RED_FLAG", False, [{"red_flags": ["CES"], **CLOSED}]),
     case("OVER_PRIORITISED", True, [{"assigned_priority": "urgent"}]),
     case("OVER_PRIORITISED", True, [{"assigned_priority": "two_week_wait", "post_op_date": date(2022, 1, 1)}]),
     case("OVER_PRIORITISED", False, [{"assigned_priority": "urgent", "red_flags": ["fever"]}]),
@@ -195,3 +203,31 @@ def test_exceptions_are_in_key_order_and_other_stages_can_be_appended(rc: Module
 def test_severity_uses_the_canonical_enum(rc: ModuleType) -> None:
     ex = rc.run(rc.tables([rc.referral(history_of_cancer=None)]))["exceptions"]
     assert ex.schema["severity"] == pl.Enum(canonical.SEVERITIES)
+
+
+def test_an_unrecognised_red_flag_shows_the_value_as_written_and_stops_once_a_site_lists_it(
+        rc: ModuleType, tmp_path: Path) -> None:
+    frames = rc.tables([rc.referral("R1", red_flags=["CES", "fever"]), rc.referral("R2", red_flags=["Knee swelling"])])
+    ex = rc.run(frames)["exceptions"].filter(pl.col("flag_code") == "UNRECOGNISED_RED_FLAG")
+    assert ex.select("subject_key", "severity", "evidence").rows() == [
+        ("R1", "critical", "unrecognised_red_flags = CES; assigned_priority = routine; cohort = backlog"),
+        ("R2", "critical", "unrecognised_red_flags = Knee swelling; assigned_priority = routine; cohort = backlog"),
+    ]
+    assert "red_flag_codes" in ex["action"][0] and "not_red_flag_codes" in ex["action"][0]
+    site = load_pack(rc.write_pack(tmp_path / "site.yaml", """extends: default
+name: site
+codelists:
+  red_flag_codes: [cauda_equina, fever, ces]
+  not_red_flag_codes: [knee_swelling]
+"""))
+    results = rc.run(frames, site)
+    assert {f for f in rc.flags(results) if f[1] in ("UNRECOGNISED_RED_FLAG", "UNDER_PRIORITISED")} == {
+        ("R1", "UNDER_PRIORITISED")}
+
+
+def test_a_value_cannot_be_both_a_red_flag_and_not_one(rc: ModuleType, tmp_path: Path) -> None:
+    path = rc.write_pack(tmp_path / "site.yaml", "extends: default\nname: site\ncodelists:\n"
+                         "  not_red_flag_codes: [Night Pain]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_pack(path)
+    assert any("red_flag_codes and not_red_flag_codes both list night_pain" in p for p in caught.value.problems)

@@ -42,7 +42,7 @@ def test_default_pack_loads_from_the_shipped_rules_folder() -> None:
 def test_default_pack_raises_every_non_identity_flag_of_domain_section_3() -> None:
     flags = {r.flag for r in load_pack(None).flag_rules()}
     assert flags == {
-        "SHARING_BLOCK", "SHARING_BLOCK_ACTIVE_CARE", "UNDER_PRIORITISED", "OVER_PRIORITISED",
+        "SHARING_BLOCK", "SHARING_BLOCK_ACTIVE_CARE", "UNDER_PRIORITISED", "UNRECOGNISED_RED_FLAG", "OVER_PRIORITISED",
         "CANCER_HISTORY_NOT_RECORDED", "POST_OP_NOT_PRIORITISED", "URGENT_WAIT_BREACH", "AWAITING_INJECTION",
         "OUT_OF_SCOPE", "PIFU_EXPIRED", "WRONG_TRANSFER_LIST", "ON_TWO_LISTS",
     }

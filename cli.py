@@ -195,12 +195,12 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
-         declared: Path | None = None) -> Any:
+         declared: Path | None = None, target_mapping: str | None = None) -> Any:
     from migrate.pipeline import RunConfig, run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
-                            previous=previous, declared=declared)
+                            previous=previous, declared=declared, target_mapping_profile=target_mapping)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -221,8 +221,13 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @click.option("--sharing-policy", type=click.Choice(["withhold-clinical", "include"]), default="withhold-clinical",
               show_default=True, help="What to emit for patients with an active sharing block.")
 @click.option("--target-index", type=click.Path(path_type=Path), default=None,
-              help="CSV or Parquet of the new provider's existing patients (local_id, nhs_number, demographics): "
-                   "matches are updated, not created again.")
+              help="CSV or Parquet of the new provider's existing patients: matches are updated, not created again. "
+                   "Read by the target_index table of --target-mapping (or of a --mapping profile); without one, "
+                   "its columns must be named local_id, nhs_number, family_name, given_names, birth_date, sex, "
+                   "postcode.")
+@click.option("--target-mapping", default=None,
+              help="Mapping profile (path or shipped name) whose target_index table maps the target index's own "
+                   "columns, formats and codes.")
 @click.option("--fhir/--no-fhir", "emit_fhir", default=True, show_default=True,
               help="Write the FHIR R4 (UK Core) bundles and NDJSON.")
 @click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
@@ -234,11 +239,11 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        target_index: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None, previous: Path | None,
-        quiet: bool, as_json: bool) -> None:
+        target_index: Path | None, target_mapping: str | None, emit_fhir: bool, bundle_size: int,
+        declared: Path | None, previous: Path | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared), quiet, as_json)
+                 bundle_size, previous, declared, target_mapping), quiet, as_json)
 
 
 @main.command()

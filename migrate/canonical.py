@@ -187,7 +187,25 @@ MERGES = Table(
     parents=(("patient_key", "patients", "patient_key"), ("prior_patient_key", "patients", "patient_key")),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES, MERGES)}
+# The new provider's existing patients (``--target-index``), as a profile's ``target_index``
+# table maps them: not part of the extract and not an output table; identity matches the
+# extract's patients against it (migrate/target_index.py). Repeated ids are allowed.
+TARGET_INDEX = Table(
+    "target_index",
+    (
+        Field("local_id", S),
+        Field("nhs_number", S, pii=True),
+        Field("family_name", S, pii=True),
+        Field("given_names", S, pii=True),
+        Field("birth_date", D, pii=True),
+        Field("sex", pl.Enum(SEX)),
+        Field("postcode", S, pii=True),
+    ),
+    key=None,
+)
+TARGET_TABLE = TARGET_INDEX.name
+
+TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES, MERGES, TARGET_INDEX)}
 # Order in which tables are mapped: parents before children.
 TABLE_ORDER: tuple[str, ...] = ("patients", "referrals", "contacts", "codes")
 

@@ -35,6 +35,7 @@ from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, invariant, quarantine_summary
 from migrate.rules import RulePack, evaluate, load_pack
 from migrate.sources import discover
+from migrate.target_index import read_target_index, target_mapping
 from migrate.vocabulary import vocabulary
 
 PATIENTS_SCHEMA: dict[str, pl.DataType] = {
@@ -53,14 +54,6 @@ def _identity_path(pack_path: Path | None) -> Path:
     if pack_path is not None and (pack_path.parent / "identity.yaml").is_file():
         return pack_path.parent / "identity.yaml"
     return default_path()
-
-
-def read_target_index(path: Path) -> pl.LazyFrame:
-    """The new provider's existing patients (CSV or Parquet), every column as text."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pl.scan_parquet(path)
-        return frame.select(pl.all().cast(pl.String))
-    return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
 
 
 def merge_map(identity: IdentityResult, source_merges: pl.DataFrame) -> pl.DataFrame:
@@ -170,12 +163,14 @@ class RunConfig:
     bundle_size: int = 500
     previous: Path | None = None
     declared: Path | None = None
+    target_mapping: Profile | None = None  # reads the target index (None: canonical column names)
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
-             previous: Path | None = None, declared: Path | None = None) -> RunConfig:
+             previous: Path | None = None, declared: Path | None = None,
+             target_mapping_profile: str | Path | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -191,6 +186,7 @@ class RunConfig:
         pack = load_pack(pack_path)
         identity_path = _identity_path(pack_path)
         settings = load_identity_settings(identity_path)
+        target_profile = target_mapping(target_mapping_profile, profiles, target_index)
         if target_index is not None and not Path(target_index).is_file():
             raise InputError(f"target index not found: {target_index}")
         if bundle_size < 1:
@@ -206,7 +202,7 @@ class RunConfig:
                    sharing_policy=sharing_policy, target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
                    previous=None if previous is None else Path(previous),
-                   declared=None if declared is None else Path(declared))
+                   declared=None if declared is None else Path(declared), target_mapping=target_profile)
 
     @property
     def mappings(self) -> list[dict[str, str]]:
@@ -216,8 +212,9 @@ class RunConfig:
     def identity(self, input_hashes: list[str]) -> str:
         """The deterministic run id of this configuration over these inputs."""
         target = sha256_file(self.target_index) if self.target_index else ""
+        own = [self.target_mapping.sha256] if self.target_mapping and self.target_mapping not in self.profiles else []
         return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.identity_sha256,
-                       self.cutover.isoformat(), self.sharing_policy, target, *sorted(input_hashes)])
+                       self.cutover.isoformat(), self.sharing_policy, target, *own, *sorted(input_hashes)])
 
 
 @dataclass
@@ -305,8 +302,9 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
 
     tables = ingested.tables
     progress.start("identity", total=None)
-    target = read_target_index(config.target_index) if config.target_index else None
-    identity = resolve_identity(tables["patients"], tables["referrals"], config.identity_settings, target)
+    target = read_target_index(config.target_index, config.target_mapping) if config.target_index else None
+    identity = resolve_identity(tables["patients"], tables["referrals"], config.identity_settings,
+                                None if target is None else target.frame.lazy())
     merges = merge_map(identity, ingested.merges)
     progress.finish("identity")
 
@@ -357,6 +355,8 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     parquet(patients, "patients.parquet")
     parquet(exceptions, "exceptions.parquet")
     parquet(identity.duplicates, "duplicates.parquet")
+    if target is not None:
+        parquet(target.quarantine, "target-quarantine.parquet")
 
     summary: dict[str, Any] = {
         "run_id": rid,
@@ -380,6 +380,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
             "by_code": _counts(exceptions, "flag_code", ()),
         },
         "vocabulary": vocabulary(tables, pack),
+        "target_index": None if target is None else target.summary(),
     }
     written.append(write_json(summary, out / "reports" / "reconciliation.json"))
     manifest = {
@@ -393,7 +394,8 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
                   "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
         "options": {"sharing_policy": config.sharing_policy,
                     "target_index": None if config.target_index is None else {
-                        "path": config.target_index.name, "sha256": sha256_file(config.target_index)}},
+                        "path": config.target_index.name, "sha256": sha256_file(config.target_index),
+                        "mapping": None if config.target_mapping is None else config.target_mapping.name}},
         "identity_rules": {"sha256": config.identity_sha256},
         "inputs": [
             {"path": f.name, "table": f.table, "bytes": f.bytes, "sha256": f.sha256, "rows": f.rows_read}

@@ -74,6 +74,7 @@ NEEDED_FIELDS = {
     "contacts": ("contact_key", "referral_key"),
     "codes": ("patient_key", "code_system", "code"),
     "merges": ("patient_key", "prior_patient_key"),
+    "target_index": ("local_id", "nhs_number"),
 }
 
 
@@ -361,6 +362,19 @@ def _kind_problems(where: str, name: str, kind: str, raw: dict[str, Any], proble
                                             "pattern: or map_only: true; remove on_invalid or add one of them")
 
 
+def _target_table_problems(where: str, tdoc: dict[str, Any], problems: _Problems) -> None:
+    """The ``target_index`` table describes the file given by ``--target-index``: it has no
+    files of its own in the extract, no repeated-key policy (an index may list a patient
+    twice) and is not HL7 (so ``events`` is rejected as for any table that is not)."""
+    for key, why in (("files", "the target index is the file given by --target-index, not a file of the extract"),
+                     ("on_duplicate", "an index may list a patient twice; every record is matched")):
+        if key in tdoc:
+            problems.add(f"{where}.{key}", f"does not apply to the target index: {why}; remove it")
+    if str(tdoc.get("format", "auto")) == "hl7v2":
+        problems.add(f"{where}.format", "the target index is a delimited or Parquet file: use auto, delimited "
+                                        "or parquet")
+
+
 def _encoding(value: Any, where: str, problems: _Problems) -> str:
     text = str(value).lower()
     if text not in ENCODINGS:
@@ -409,7 +423,9 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
         for key in sorted(set(tdoc) - TABLE_OPTIONS):
             problems.add(f"{where}.{key}", f"unknown option; use one of {', '.join(sorted(TABLE_OPTIONS))}")
         files = _str_list(tdoc.get("files", []), f"{where}.files", problems)
-        if not files:
+        if tname == canonical.TARGET_TABLE:
+            _target_table_problems(where, tdoc, problems)
+        elif not files:
             problems.add(f"{where}.files", "name the file(s) that feed this table, e.g. ['referrals*.csv']")
         fields_doc = tdoc.get("fields")
         specs: list[FieldSpec] = []

@@ -469,15 +469,19 @@ def demo(patients: int, out_dir: Path, quiet: bool, as_json: bool) -> None:
 VOCABULARY_ROWS = 25  # values shown per field in check's table (red flags: all); --json has every value
 
 
-def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[str, ...], console: Console) -> None:
-    """check's vocabulary table: each value a rule reads, its rows, the codelist it matched."""
+def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[str, ...], console: Console,
+                      codelists: dict[str, tuple[str, ...]] | None = None) -> None:
+    """check's vocabulary table: each value a rule reads, its rows, the codelist it matched
+    ("none"), or that no codelist of the pack reads the field at all."""
     table = Table(title="Vocabulary: values the rules read, and the codelist each matched", title_justify="left")
     for col in ("field", "value", "rows", "codelist"):
         table.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
     for name, values in vocabulary.items():
         shown = values if name == "red_flags" else values[:VOCABULARY_ROWS]
+        unbound = codelists is not None and not codelists.get(name)
         for v in shown:
-            matched = escape(v["codelist"]) if v["codelist"] else "[bold yellow]none[/]"
+            matched = (escape(v["codelist"]) if v["codelist"] else
+                       "[dim]no codelist reads this field[/]" if unbound else "[bold yellow]none[/]")
             table.add_row(name, escape(str(v["value"])), f"{v['rows']:,}", matched)
         if len(values) > len(shown):
             rest = values[len(shown):]
@@ -521,7 +525,7 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
             examples = ", ".join(f"'{v}'" for v in p["example_values"]) or "rows " + ", ".join(map(str, p["example_rows"]))
             table.add_row(p["source_file"], p["field"] or "(record)", p["reason_code"], f"{p['rows']:,}", examples)
         out.print(table)
-        render_vocabulary(report.vocabulary, report.hints, out)
+        render_vocabulary(report.vocabulary, report.hints, out, report.codelists)
     if not report.fits:
         sys.exit(2)
 

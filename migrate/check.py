@@ -29,7 +29,7 @@ from migrate.mapping import missing_columns
 from migrate.profile import Profile
 from migrate.rules import RulePack, load_pack
 from migrate.sources import discover, read_columns
-from migrate.vocabulary import looks_like_placeholder, vocabulary
+from migrate.vocabulary import bindings, looks_like_placeholder, vocabulary
 
 _VALUE = r"\(value '(.*?)'\)"
 
@@ -43,6 +43,7 @@ class CheckReport:
     problems: tuple[dict[str, Any], ...]
     vocabulary: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     hints: tuple[str, ...] = ()
+    codelists: dict[str, tuple[str, ...]] = field(default_factory=dict)  # what each vocabulary field is matched against
 
     @property
     def fits(self) -> bool:
@@ -51,7 +52,8 @@ class CheckReport:
 
     def asdict(self) -> dict[str, Any]:
         return {"layout_problems": list(self.layout), "rows_read": self.rows_read, "row_problems": list(self.problems),
-                "vocabulary": self.vocabulary, "hints": list(self.hints)}
+                "vocabulary": self.vocabulary, "vocabulary_codelists": {k: list(v) for k, v in self.codelists.items()},
+                "hints": list(self.hints)}
 
 
 def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
@@ -99,4 +101,5 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = sum(f.rows_read for f in ingested.files)
-    return CheckReport(tuple(layout), rows, tuple(_summarise(ingested.quarantine)), vocab, _hints(vocab))
+    return CheckReport(tuple(layout), rows, tuple(_summarise(ingested.quarantine)), vocab, _hints(vocab),
+                       bindings(pack))

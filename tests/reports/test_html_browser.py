@@ -57,6 +57,10 @@ def test_the_page_opens_offline_with_the_expected_figures(browser: object, synth
                 f"{summary['declared_vs_found']['totals']['found_patients']:,}"]
     for figure in expected:
         assert figure in dom, figure
+    vocabulary = dom[dom.index('id="vocabulary"'):dom.index('id="waits"')]
+    for value in summary["vocabulary"]["red_flags"]:  # every red-flag value, with its codelist or none
+        assert f"<code>{value['value']}</code>" in vocabulary, value
+    assert summary["vocabulary"]["red_flags"] and "red_flag_codes" in vocabulary
     assert "<script" not in dom
 
 

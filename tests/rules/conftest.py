@@ -101,3 +101,14 @@ def flags(results: dict[str, pl.DataFrame]) -> set[tuple[str, str]]:
 def write_pack(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def site_pack_problems(folder: Path, body: str) -> list[str]:
+    """The problems (exit 2) of a site pack that extends the default with ``body``."""
+    from migrate.errors import ConfigError
+
+    path = write_pack(folder / "site.yaml", "extends: default\nname: site\n" + body)
+    with pytest.raises(ConfigError) as caught:
+        load_pack(path)
+    assert caught.value.exit_code == 2
+    return caught.value.problems

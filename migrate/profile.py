@@ -362,6 +362,26 @@ def _kind_problems(where: str, name: str, kind: str, raw: dict[str, Any], proble
                                             "pattern: or map_only: true; remove on_invalid or add one of them")
 
 
+# Table options that only a delimited text file can use.
+DELIMITED_OPTIONS = ("encoding", "delimiter", "quote_char", "on_encoding_error")
+_FORMAT_WHY = {"parquet": "a Parquet file carries its own types and encoding",
+               "hl7v2": "an HL7 file declares its delimiters in MSH and is read as UTF-8 (Windows-1252 fallback)"}
+
+
+def _format_problems(where: str, tdoc: dict[str, Any], fmt: str, files: tuple[str, ...], problems: _Problems) -> None:
+    """Delimited-text options written on a table whose files are not delimited text do
+    nothing: reject them. ``format: auto`` counts as Parquet when every file pattern ends
+    in .parquet or .pq. (Set in ``defaults:``, they apply only where they can.)"""
+    kind = fmt
+    if fmt == "auto" and files and all(f.lower().endswith((".parquet", ".pq")) for f in files):
+        kind = "parquet"
+    if kind not in _FORMAT_WHY:
+        return
+    for key in DELIMITED_OPTIONS:
+        if key in tdoc:
+            problems.add(f"{where}.{key}", f"does not apply to a {kind} table: {_FORMAT_WHY[kind]}; remove it")
+
+
 def _target_table_problems(where: str, tdoc: dict[str, Any], problems: _Problems) -> None:
     """The ``target_index`` table describes the file given by ``--target-index``: it has no
     files of its own in the extract, no repeated-key policy (an index may list a patient
@@ -459,6 +479,7 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
             problems.add(f"{where}.events", "events apply only to format: hl7v2")
         if fmt == "hl7v2":
             _check_hl7_paths(tname, specs, problems)
+        _format_problems(where, tdoc, fmt, files, problems)
         on_dup = str(tdoc.get("on_duplicate", "latest" if fmt == "hl7v2" else "quarantine"))
         if on_dup not in ("quarantine", "latest"):
             problems.add(f"{where}.on_duplicate", "expected 'quarantine' or 'latest'")

@@ -213,3 +213,24 @@ def test_every_misplaced_option_is_reported_at_once() -> None:
     assert paths == ["tables.patients.fields.birth_date.case", "tables.patients.fields.birth_date.separator",
                      "tables.patients.fields.family_name.formats", "tables.patients.fields.sex.true_values"]
     assert "applies to list fields" in "\n".join(exc.value.problems)
+
+
+@pytest.mark.parametrize(("table", "written"), [
+    ({"format": "parquet", "files": "p.csv"}, "parquet"),
+    ({"files": ["p*.parquet", "q.PQ"]}, "parquet"),
+    ({"format": "hl7v2", "files": "*.hl7", "events": ["A04"]}, "hl7v2"),
+])
+@pytest.mark.parametrize("option", ["encoding", "delimiter", "quote_char", "on_encoding_error"])
+def test_delimited_text_options_on_a_table_of_another_format_are_profile_errors(
+        table: dict[str, Any], written: str, option: str) -> None:
+    value = {"encoding": "cp1252", "delimiter": ";", "quote_char": "'", "on_encoding_error": "replace"}[option]
+    fields = {"source_patient_id": "PID-3.1" if written == "hl7v2" else "id"}
+    doc = {"profile": "t", "format_version": 1,
+           "tables": {"patients": {**table, option: value, "fields": fields}}}
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(doc, Path("t.yaml"))
+    assert [p for p in exc.value.problems if p.startswith(f"t.yaml: tables.patients.{option}: does not apply to "
+                                                          f"a {written} table")]
+    # In defaults they apply where they can, and nowhere else: no error.
+    parse_profile({**doc, "defaults": {option: value},
+                   "tables": {"patients": {**table, "fields": fields}}}, Path("t.yaml"))

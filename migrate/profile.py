@@ -37,6 +37,7 @@ DEFAULT_OPTIONS = {"encoding", "delimiter", "quote_char", "on_encoding_error", "
                    "null_values", "true_values", "false_values"}
 TOP_LEVEL = {"profile", "format_version", "description", "source_system", "defaults", "tables"}
 CASES = {"upper", "lower", "title"}
+SPLIT_KEYS = {"column", "sep", "index", "rest"}
 KINDS = ("string", "date", "datetime", "boolean", "list", "enum")
 _ALL = frozenset(KINDS)
 _TEXT = frozenset({"string", "enum", "list"})  # kinds whose values are text after cleaning
@@ -251,9 +252,12 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         kwargs["columns"] = _str_list(raw["columns"], f"{where}.columns", problems)
     if "split" in raw:
         s = raw["split"]
+        unknown = sorted(str(k) for k in set(s) - SPLIT_KEYS) if isinstance(s, dict) else []
         if not (isinstance(s, dict) and isinstance(s.get("column"), str) and isinstance(s.get("sep"), str)
-                and str(s.get("index", 0)).lstrip("-").isdigit()):
-            problems.add(f"{where}.split", "expected {column: Name, sep: ' ', index: 0, rest: false}")
+                and str(s.get("index", 0)).lstrip("-").isdigit() and isinstance(s.get("rest", False), bool)
+                and not unknown):
+            problems.add(f"{where}.split", "expected {column: Name, sep: ' ', index: 0, rest: false}"
+                         + (f"; unknown key(s) {', '.join(unknown)}" if unknown else ""))
         else:
             kwargs["split"] = Split(s["column"], s["sep"], int(s.get("index", 0)), s.get("rest", False) is True)
     for key in ("required", "trim", "map_only"):

@@ -234,3 +234,13 @@ def test_delimited_text_options_on_a_table_of_another_format_are_profile_errors(
     # In defaults they apply where they can, and nowhere else: no error.
     parse_profile({**doc, "defaults": {option: value},
                    "tables": {"patients": {**table, "fields": fields}}}, Path("t.yaml"))
+
+
+@pytest.mark.parametrize("split", [{"column": "n", "sep": ",", "index": 1, "rst": True},
+                                   {"column": "n", "sep": ",", "index": 1, "rest": "yes"}])
+def test_a_split_with_an_unknown_key_or_a_rest_that_is_not_true_or_false_is_rejected(split: dict[str, Any]) -> None:
+    doc = {"profile": "t", "format_version": 1, "tables": {"patients": {"files": "p.csv", "fields": {
+        "source_patient_id": "id", "given_names": {"split": split}}}}}
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(doc, Path("t.yaml"))
+    assert exc.value.problems[0].startswith("t.yaml: tables.patients.fields.given_names.split: expected")

@@ -126,7 +126,7 @@ def _uses(pack: RulePack, rule: Rule) -> list[str]:
             per_system = "; ".join(f"{system}: {', '.join(codes)}" for system, codes in codelist.by_system.items())
             lines.append(f"{ref} = {per_system}")
         else:
-            lines.append(f"{ref} = {', '.join(codelist.values)}")
+            lines.append(f"{ref} = {', '.join(codelist.values) or '(empty)'}")
     return lines
 
 

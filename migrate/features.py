@@ -18,7 +18,6 @@ conditions against before any data is read; a test keeps them equal to what is c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -27,7 +26,15 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from migrate import canonical
-from migrate.matching import code_label, in_codelist, list_keys, text_key, text_keys
+from migrate.matching import (
+    code_label,
+    in_codelist,
+    keys_of,
+    list_keys,
+    phrase_pattern,
+    text_keys,
+    unmatched_elements,
+)
 
 if TYPE_CHECKING:
     from migrate.rules.model import RulePack
@@ -120,7 +127,7 @@ def referral_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutove
     contacts = _contact_summary(tables["contacts"], pack, cutover)
     ages = tables["patients"].select("patient_key", _age(cutover).alias("age_at_cutover"))
     red_flag_codes = pl.Series(pack.keys("red_flag_codes"), dtype=pl.String)
-    known = pl.Series(pack.keys("red_flag_codes") + pack.keys("not_red_flag_codes"), dtype=pl.String)
+    known = pack.keys("red_flag_codes") + pack.keys("not_red_flag_codes")
     refs = tables["referrals"].select(canonical.REFERRALS.field_names)
     frame = (
         refs.join(contacts, on="referral_key", how="left")
@@ -145,13 +152,12 @@ def referral_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutove
             list_keys(pl.col("red_flags")).list.eval(pl.element().is_in(red_flag_codes.implode())).list.any()
             .fill_null(False).alias("has_red_flag_code"),
             # Fail safe: a value no codelist knows is shown as written, for a clinician to judge.
-            pl.col("red_flags").list.eval(pl.element().filter(~text_key(pl.element()).is_in(known.implode())))
-            .fill_null(pl.lit([], dtype=pl.List(pl.String))).alias("unrecognised_red_flags"),
+            unmatched_elements(pl.col("red_flags"), known).alias("unrecognised_red_flags"),
             _first_phrase(pack.codelist("out_of_scope_reason_phrases")).alias("out_of_scope_phrase"),
         )
         .with_columns(pl.col("unrecognised_red_flags").list.len().gt(0).alias("has_unrecognised_red_flag"))
     )
-    vocabulary = [text_key(pl.col(c)).alias(c) for c in TEXT_COLUMNS] + [
+    vocabulary = [keys_of(pl.col(c)).alias(c) for c in TEXT_COLUMNS] + [
         list_keys(pl.col(c)).alias(c) for c in TEXT_LIST_COLUMNS]
     return frame.with_columns(vocabulary).select(*canonical.REFERRALS.field_names, *REFERRAL_FEATURES)
 
@@ -281,12 +287,11 @@ def _first_phrase(phrases: tuple[str, ...]) -> pl.Expr:
     (lower-cased); null if none.
 
     Text and phrases are compared in matching form (``migrate.matching``), so 'Lumps-and-
-    bumps' finds 'lumps and bumps'. One regex built once from the escaped keys; a key must
-    sit between ``_`` (word breaks) or the ends, so 'lump' does not match 'lumpectomy'.
+    bumps' finds 'lumps and bumps'; a phrase must stand as whole words, so 'lump' does not
+    match 'lumpectomy'. One regex, built once (``matching.phrase_pattern``).
     """
     keyed = {k: p.strip().lower() for p, k in zip(phrases, text_keys(phrases), strict=True) if k}
     if not keyed:
         return pl.lit(None, dtype=pl.String)
-    alternatives = "|".join(re.escape(k) for k in sorted(keyed, key=len, reverse=True))
-    found = text_key(pl.col("reason_text")).str.extract(rf"(?:^|_)({alternatives})(?:_|$)", 1)
-    return found.replace_strict(keyed, default=None, return_dtype=pl.String)
+    found = pl.col("reason_text").str.to_lowercase().str.extract(phrase_pattern(keyed), 1)
+    return keys_of(found).replace_strict(keyed, default=None, return_dtype=pl.String)

@@ -70,24 +70,27 @@ def bindings(pack: RulePack) -> dict[str, tuple[str, ...]]:
 
 
 def _values(frame: pl.LazyFrame, field: str, column: str) -> pl.LazyFrame:
-    """Distinct values of ``column`` with their rows and matching key: value, rows, key."""
+    """Distinct values of ``column`` with their rows and matching key: value, rows, key.
+
+    Grouped first, so the key is computed once per distinct value."""
     names = frame.collect_schema().names()
+    empty = pl.LazyFrame(schema={"value": pl.String, "rows": pl.Int64, "key": pl.String})
     if field == "code":
         if "code" not in names or "code_system" not in names:
-            return pl.LazyFrame(schema={"value": pl.String, "rows": pl.Int64, "key": pl.String})
+            return empty
         system = pl.col("code_system").cast(pl.String)
-        values = frame.select(pl.concat_str([system, pl.lit(":"), pl.col("code")]).alias("value"),
-                              code_label(pl.col("code_system"), pl.col("code")).alias("key"))
-    elif column not in names:
-        return pl.LazyFrame(schema={"value": pl.String, "rows": pl.Int64, "key": pl.String})
-    elif isinstance(frame.collect_schema()[column], pl.List):
-        values = frame.select(pl.col(column).list.unique().alias("value")).explode("value")
-        values = values.with_columns(text_key(pl.col("value")).alias("key"))
-    else:
-        values = frame.select(pl.col(column).cast(pl.String).alias("value"))
-        values = values.with_columns(text_key(pl.col("value")).alias("key"))
-    return (values.filter(pl.col("value").is_not_null())
-            .group_by("value").agg(pl.len().cast(pl.Int64).alias("rows"), pl.col("key").first()))
+        return (frame.select(system.alias("system"), "code").filter(pl.col("code").is_not_null())
+                .group_by("system", "code").agg(pl.len().cast(pl.Int64).alias("rows"))
+                .select(pl.concat_str([pl.col("system"), pl.lit(":"), pl.col("code")]).alias("value"), "rows",
+                        code_label(pl.col("system"), pl.col("code")).alias("key")))
+    if column not in names:
+        return empty
+    values = frame.select(pl.col(column).alias("value"))
+    if isinstance(frame.collect_schema()[column], pl.List):
+        values = values.select(pl.col("value").list.unique()).explode("value")
+    return (values.select(pl.col("value").cast(pl.String)).filter(pl.col("value").is_not_null())
+            .group_by("value").agg(pl.len().cast(pl.Int64).alias("rows"))
+            .with_columns(text_key(pl.col("value")).alias("key")))
 
 
 def vocabulary(tables: Mapping[str, pl.LazyFrame], pack: RulePack) -> dict[str, list[dict[str, Any]]]:

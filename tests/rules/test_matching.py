@@ -22,7 +22,16 @@ from migrate.errors import ConfigError
 from migrate.fhir.inputs import labelled_codes
 from migrate.fhir.options import SharingCodes
 from migrate.features import referral_features
-from migrate.matching import code_labels, in_codelist, text_key, text_keys
+from migrate.matching import (
+    code_labels,
+    in_codelist,
+    keys_of,
+    list_keys,
+    phrase_pattern,
+    text_key,
+    text_keys,
+    unmatched_elements,
+)
 from migrate.reports.waits import dummy_slot_names
 from migrate.rules import load_pack
 
@@ -55,6 +64,36 @@ def test_the_key_is_idempotent_and_python_agrees_with_the_expression(value: str)
     frame = pl.DataFrame({"v": [value]}, schema={"v": pl.String})
     assert frame.select(text_key(pl.col("v"))).item() == key
     assert not key.startswith("_") and not key.endswith("_") and "__" not in key
+
+
+_VALUES = st.text(alphabet=string.ascii_letters + " -_.é!", max_size=10)
+
+
+@given(st.lists(st.one_of(st.none(), st.lists(_VALUES, max_size=4)), max_size=12), st.lists(_VALUES, max_size=4))
+def test_keys_computed_per_distinct_value_equal_the_definition_row_by_row(
+        lists: list[list[str] | None], known: list[str]) -> None:
+    frame = pl.DataFrame({"v": lists}, schema={"v": pl.List(pl.String)})
+    out = frame.select(list_keys(pl.col("v")).alias("keys"), unmatched_elements(pl.col("v"), text_keys(known))
+                       .alias("unknown"), keys_of(pl.col("v").list.first()).alias("first"))
+    for row, keys, unknown, first in zip(lists, out["keys"].to_list(), out["unknown"].to_list(),
+                                         out["first"].to_list(), strict=True):
+        expected = list(text_keys(row)) if row is not None else None
+        assert keys == expected
+        assert unknown == [v for v, k in zip(row or [], expected or [], strict=True) if k not in text_keys(known)]
+        assert first == (expected[0] if expected else None)
+
+
+@given(st.text(alphabet=string.ascii_letters + " -_.,!é", max_size=40),
+       st.lists(st.text(alphabet=string.ascii_letters + " -", min_size=1, max_size=12), min_size=1, max_size=3))
+def test_a_phrase_is_found_exactly_when_its_key_stands_as_whole_words_in_the_texts_key(text: str,
+                                                                                        phrases: list[str]) -> None:
+    keys = [k for k in text_keys(phrases) if k]
+    if not keys:
+        return
+    found = pl.select(pl.lit(text.lower()).str.extract(phrase_pattern(keys), 1)).item()
+    (text_as_key,) = text_keys([text])
+    expected = any(f"_{k}_" in f"_{text_as_key}_" for k in keys)
+    assert (found is not None) == expected
 
 
 def test_read_codes_match_with_or_without_padding_dots_but_never_across_systems_or_case() -> None:

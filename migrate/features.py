@@ -256,14 +256,18 @@ def patient_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover
 def _sharing_entries(codes: pl.LazyFrame, pack: RulePack) -> pl.LazyFrame:
     """Codes rows that are sharing or opt-out entries: patient_key, sharing_kind, label, recorded_date.
 
-    ``label`` is the entry's ``system:code`` in matching form (``migrate.matching.code_label``).
+    Matched on ``system:code`` in matching form (``migrate.matching.code_label``: Read codes
+    without padding dots); ``label`` is the entry as the extract wrote it (``read2:9Nd1.``),
+    for evidence and the FHIR Consent.
     """
     labels = [(label, kind) for codelist, kind in SHARING_CODELISTS.items() for label in pack.keys(codelist)]
-    lookup = pl.LazyFrame({"label": [lb for lb, _ in labels], "sharing_kind": [k for _, k in labels]},
-                          schema={"label": pl.String, "sharing_kind": pl.String})
+    lookup = pl.LazyFrame({"_key": [lb for lb, _ in labels], "sharing_kind": [k for _, k in labels]},
+                          schema={"_key": pl.String, "sharing_kind": pl.String})
     return (
-        codes.select("patient_key", code_label(pl.col("code_system"), pl.col("code")).alias("label"), "recorded_date")
-        .join(lookup, on="label", how="inner")
+        codes.select("patient_key", code_label(pl.col("code_system"), pl.col("code")).alias("_key"),
+                     (pl.col("code_system").cast(pl.String) + ":" + pl.col("code").str.strip_chars()).alias("label"),
+                     "recorded_date")
+        .join(lookup, on="_key", how="inner")
         .select("patient_key", "sharing_kind", "label", "recorded_date")
     )
 

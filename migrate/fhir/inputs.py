@@ -216,10 +216,12 @@ def sharing_from_codes(tables: Mapping[str, pl.LazyFrame], cutover: date,
 
 def labelled_codes(codes: pl.DataFrame, sharing_codes: SharingCodes) -> pl.DataFrame:
     """``codes`` with ``label`` (system:code) and ``kind``: dissent, consent, opt_out or clinical."""
-    label = code_label(pl.col("code_system"), pl.col("code"))
-    kind = (pl.when(label.is_in(list(sharing_codes.dissent))).then(pl.lit("dissent"))
-            .when(label.is_in(list(sharing_codes.consent))).then(pl.lit("consent"))
-            .when(label.is_in(list(sharing_codes.opt_out))).then(pl.lit("opt_out"))
+    # Classified in matching form (Read codes without padding dots); labelled as written.
+    key = code_label(pl.col("code_system"), pl.col("code"))
+    label = pl.col("code_system").cast(pl.String) + ":" + pl.col("code").str.strip_chars()
+    kind = (pl.when(key.is_in(list(sharing_codes.dissent))).then(pl.lit("dissent"))
+            .when(key.is_in(list(sharing_codes.consent))).then(pl.lit("consent"))
+            .when(key.is_in(list(sharing_codes.opt_out))).then(pl.lit("opt_out"))
             .otherwise(pl.lit("clinical")))
     return codes.with_columns(label.alias("label"), kind.alias("kind"))
 

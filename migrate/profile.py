@@ -21,6 +21,7 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError, ProfileError
+from migrate.profile_options import format_problems, option_problems, target_table_problems
 from migrate.yamltext import read_yaml
 
 FORMAT_VERSION = 1
@@ -38,36 +39,6 @@ DEFAULT_OPTIONS = {"encoding", "delimiter", "quote_char", "on_encoding_error", "
 TOP_LEVEL = {"profile", "format_version", "description", "source_system", "defaults", "tables"}
 CASES = {"upper", "lower", "title"}
 SPLIT_KEYS = {"column", "sep", "index", "rest"}
-KINDS = ("string", "date", "datetime", "boolean", "list", "enum")
-_ALL = frozenset(KINDS)
-_TEXT = frozenset({"string", "enum", "list"})  # kinds whose values are text after cleaning
-# Where each field option can mean something (docs/mapping-profiles.md). Anywhere else it
-# is a profile error: an option that silently did nothing once hid red flags (issue #10).
-# For a list field, trim, remove, case, map, map_only and pattern apply to each element.
-OPTION_KINDS: dict[str, frozenset[str]] = {
-    "column": _ALL, "columns": _ALL, "sep": _ALL, "constant": _ALL, "split": _ALL,
-    "trim": _ALL, "remove": _ALL, "required": _ALL,
-    "case": _TEXT, "map": _TEXT, "map_only": _TEXT,
-    "pattern": frozenset({"string", "list"}),
-    "formats": frozenset({"date", "datetime"}),
-    "separator": frozenset({"list"}),
-    "true_values": frozenset({"boolean"}), "false_values": frozenset({"boolean"}),
-    # Any kind, but a text or list value can fail only with pattern or map_only (checked apart).
-    "on_invalid": _ALL,
-    # refine: coded fields only, checked (with its own keys) by _refine.
-}
-_KIND_WORDS = {"string": "text", "date": "date", "datetime": "date-time", "boolean": "true/false", "list": "list",
-               "enum": "coded"}
-_HINTS = {
-    "case": "dates and true/false values are matched without regard to case",
-    "map": "use true_values/false_values for true/false fields, formats for dates",
-    "map_only": "use true_values/false_values for true/false fields, formats for dates",
-    "pattern": "coded values must be canonical values; dates must match formats; true/false values their lists",
-    "formats": "formats read dates and date-times",
-    "separator": "separator splits list fields such as red_flags",
-    "true_values": "true_values and false_values read true/false fields",
-    "false_values": "true_values and false_values read true/false fields",
-}
 # Fields a table cannot be built without: without them a row cannot be keyed or linked.
 NEEDED_FIELDS = {
     "patients": ("source_patient_id",),
@@ -295,7 +266,7 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
                         problems.add(f"{where}.map.{k}", f"'{v}' is not a {name} value; use one of {', '.join(allowed)}")
     if "refine" in raw:
         kwargs["refine"] = _refine(raw["refine"], f"{where}.refine", cfield, problems)
-    _kind_problems(where, name, kind, raw, problems)
+    option_problems(where, name, kind, raw, problems.add)
     if kind in ("date", "datetime"):
         fmts = _str_list(raw["formats"], f"{where}.formats", problems) if "formats" in raw else ()
         if not fmts:
@@ -341,62 +312,6 @@ def _refine(raw: Any, where: str, cfield: canonical.Field, problems: _Problems) 
         if v not in allowed:
             problems.add(f"{where}.map.{k}", f"'{v}' is not a {cfield.name} value; use one of {', '.join(allowed)}")
     return Refine(raw["column"], when, pairs)
-
-
-def _kind_problems(where: str, name: str, kind: str, raw: dict[str, Any], problems: _Problems) -> None:
-    """Every option of field ``name`` must be able to take effect on a field of its ``kind``.
-
-    See ``OPTION_KINDS``; besides the kind, ``sep`` needs ``columns``, ``map_only`` needs
-    ``map``, and ``on_invalid`` on a text or list field needs something that can fail
-    (``pattern`` or ``map_only``).
-    """
-    for option in sorted(set(raw) & set(OPTION_KINDS)):
-        allowed = OPTION_KINDS[option]
-        if kind not in allowed:
-            kinds = ", ".join(_KIND_WORDS[k] for k in KINDS if k in allowed)
-            hint = _HINTS.get(option)
-            problems.add(f"{where}.{option}", f"does not apply to {name}, a {_KIND_WORDS[kind]} field; "
-                                              f"{option} applies to {kinds} fields" + (f" ({hint})" if hint else ""))
-    if "sep" in raw and "columns" not in raw:
-        problems.add(f"{where}.sep", "sep joins the columns of columns: [A, B]; this field reads no columns:")
-    if "map_only" in raw and "map" not in raw and kind in OPTION_KINDS["map_only"]:
-        problems.add(f"{where}.map_only", "map_only needs a map: of source value: canonical value")
-    if "on_invalid" in raw and kind in ("string", "list") and not ({"pattern", "map_only"} & set(raw)):
-        problems.add(f"{where}.on_invalid", f"nothing can fail in {name} (a {_KIND_WORDS[kind]} field) without "
-                                            "pattern: or map_only: true; remove on_invalid or add one of them")
-
-
-# Table options that only a delimited text file can use.
-DELIMITED_OPTIONS = ("encoding", "delimiter", "quote_char", "on_encoding_error")
-_FORMAT_WHY = {"parquet": "a Parquet file carries its own types and encoding",
-               "hl7v2": "an HL7 file declares its delimiters in MSH and is read as UTF-8 (Windows-1252 fallback)"}
-
-
-def _format_problems(where: str, tdoc: dict[str, Any], fmt: str, files: tuple[str, ...], problems: _Problems) -> None:
-    """Delimited-text options written on a table whose files are not delimited text do
-    nothing: reject them. ``format: auto`` counts as Parquet when every file pattern ends
-    in .parquet or .pq. (Set in ``defaults:``, they apply only where they can.)"""
-    kind = fmt
-    if fmt == "auto" and files and all(f.lower().endswith((".parquet", ".pq")) for f in files):
-        kind = "parquet"
-    if kind not in _FORMAT_WHY:
-        return
-    for key in DELIMITED_OPTIONS:
-        if key in tdoc:
-            problems.add(f"{where}.{key}", f"does not apply to a {kind} table: {_FORMAT_WHY[kind]}; remove it")
-
-
-def _target_table_problems(where: str, tdoc: dict[str, Any], problems: _Problems) -> None:
-    """The ``target_index`` table describes the file given by ``--target-index``: it has no
-    files of its own in the extract, no repeated-key policy (an index may list a patient
-    twice) and is not HL7 (so ``events`` is rejected as for any table that is not)."""
-    for key, why in (("files", "the target index is the file given by --target-index, not a file of the extract"),
-                     ("on_duplicate", "an index may list a patient twice; every record is matched")):
-        if key in tdoc:
-            problems.add(f"{where}.{key}", f"does not apply to the target index: {why}; remove it")
-    if str(tdoc.get("format", "auto")) == "hl7v2":
-        problems.add(f"{where}.format", "the target index is a delimited or Parquet file: use auto, delimited "
-                                        "or parquet")
 
 
 def _encoding(value: Any, where: str, problems: _Problems) -> str:
@@ -448,7 +363,7 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
             problems.add(f"{where}.{key}", f"unknown option; use one of {', '.join(sorted(TABLE_OPTIONS))}")
         files = _str_list(tdoc.get("files", []), f"{where}.files", problems)
         if tname == canonical.TARGET_TABLE:
-            _target_table_problems(where, tdoc, problems)
+            target_table_problems(where, tdoc, problems.add)
         elif not files:
             problems.add(f"{where}.files", "name the file(s) that feed this table, e.g. ['referrals*.csv']")
         fields_doc = tdoc.get("fields")
@@ -483,7 +398,7 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
             problems.add(f"{where}.events", "events apply only to format: hl7v2")
         if fmt == "hl7v2":
             _check_hl7_paths(tname, specs, problems)
-        _format_problems(where, tdoc, fmt, files, problems)
+        format_problems(where, tdoc, fmt, files, problems.add)
         on_dup = str(tdoc.get("on_duplicate", "latest" if fmt == "hl7v2" else "quarantine"))
         if on_dup not in ("quarantine", "latest"):
             problems.add(f"{where}.on_duplicate", "expected 'quarantine' or 'latest'")

@@ -19,7 +19,8 @@ import pytest
 
 from migrate.errors import ProfileError
 from migrate.mapping import apply_mapping, compile_table
-from migrate.profile import FIELD_OPTIONS, KINDS, parse_profile
+from migrate.profile import FIELD_OPTIONS, parse_profile
+from migrate.profile_options import KINDS
 
 # A canonical field of each kind: (table, field).
 FIELDS = {

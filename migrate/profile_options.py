@@ -1,0 +1,108 @@
+"""Which mapping-profile options can take effect where: checked before any data is read.
+
+An option written where it cannot mean anything is a profile error, never a no-op (issue
+#10: ``case: lower`` on a list field once did nothing and hid red flags). Each function
+reports through ``add(path, problem)``, the profile's problem collector, so every problem
+is listed at once with its YAML path (``migrate.profile`` calls them).
+
+- ``option_problems``: a field option against the field's kind (``OPTION_KINDS``) and the
+  options it needs beside it;
+- ``format_problems``: delimited-text table options on a Parquet or HL7 table;
+- ``target_table_problems``: what the ``target_index`` table cannot have.
+
+docs/mapping-profiles.md documents the same table; tests/test_profile_options.py holds
+every option against every kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Add = Callable[[str, str], None]
+
+KINDS = ("string", "date", "datetime", "boolean", "list", "enum")
+_ALL = frozenset(KINDS)
+_TEXT = frozenset({"string", "enum", "list"})  # kinds whose values are text after cleaning
+# Where each field option can mean something (docs/mapping-profiles.md). Anywhere else it
+# is a profile error: an option that silently did nothing once hid red flags (issue #10).
+# For a list field, trim, remove, case, map, map_only and pattern apply to each element.
+OPTION_KINDS: dict[str, frozenset[str]] = {
+    "column": _ALL, "columns": _ALL, "sep": _ALL, "constant": _ALL, "split": _ALL,
+    "trim": _ALL, "remove": _ALL, "required": _ALL,
+    "case": _TEXT, "map": _TEXT, "map_only": _TEXT,
+    "pattern": frozenset({"string", "list"}),
+    "formats": frozenset({"date", "datetime"}),
+    "separator": frozenset({"list"}),
+    "true_values": frozenset({"boolean"}), "false_values": frozenset({"boolean"}),
+    # Any kind, but a text or list value can fail only with pattern or map_only (checked apart).
+    "on_invalid": _ALL,
+    # refine: coded fields only, checked (with its own keys) by migrate.profile._refine.
+}
+_KIND_WORDS = {"string": "text", "date": "date", "datetime": "date-time", "boolean": "true/false", "list": "list",
+               "enum": "coded"}
+_HINTS = {
+    "case": "dates and true/false values are matched without regard to case",
+    "map": "use true_values/false_values for true/false fields, formats for dates",
+    "map_only": "use true_values/false_values for true/false fields, formats for dates",
+    "pattern": "coded values must be canonical values; dates must match formats; true/false values their lists",
+    "formats": "formats read dates and date-times",
+    "separator": "separator splits list fields such as red_flags",
+    "true_values": "true_values and false_values read true/false fields",
+    "false_values": "true_values and false_values read true/false fields",
+}
+
+
+def option_problems(where: str, name: str, kind: str, raw: dict[str, Any], add: Add) -> None:
+    """Every option of field ``name`` must be able to take effect on a field of its ``kind``.
+
+    See ``OPTION_KINDS``; besides the kind, ``sep`` needs ``columns``, ``map_only`` needs
+    ``map``, and ``on_invalid`` on a text or list field needs something that can fail
+    (``pattern`` or ``map_only``).
+    """
+    for option in sorted(set(raw) & set(OPTION_KINDS)):
+        allowed = OPTION_KINDS[option]
+        if kind not in allowed:
+            kinds = ", ".join(_KIND_WORDS[k] for k in KINDS if k in allowed)
+            hint = _HINTS.get(option)
+            add(f"{where}.{option}", f"does not apply to {name}, a {_KIND_WORDS[kind]} field; "
+                                     f"{option} applies to {kinds} fields" + (f" ({hint})" if hint else ""))
+    if "sep" in raw and "columns" not in raw:
+        add(f"{where}.sep", "sep joins the columns of columns: [A, B]; this field reads no columns:")
+    if "map_only" in raw and "map" not in raw and kind in OPTION_KINDS["map_only"]:
+        add(f"{where}.map_only", "map_only needs a map: of source value: canonical value")
+    if "on_invalid" in raw and kind in ("string", "list") and not ({"pattern", "map_only"} & set(raw)):
+        add(f"{where}.on_invalid", f"nothing can fail in {name} (a {_KIND_WORDS[kind]} field) without "
+                                   "pattern: or map_only: true; remove on_invalid or add one of them")
+
+
+# Table options that only a delimited text file can use.
+DELIMITED_OPTIONS = ("encoding", "delimiter", "quote_char", "on_encoding_error")
+_FORMAT_WHY = {"parquet": "a Parquet file carries its own types and encoding",
+               "hl7v2": "an HL7 file declares its delimiters in MSH and is read as UTF-8 (Windows-1252 fallback)"}
+
+
+def format_problems(where: str, tdoc: dict[str, Any], fmt: str, files: tuple[str, ...], add: Add) -> None:
+    """Delimited-text options written on a table whose files are not delimited text do
+    nothing: reject them. ``format: auto`` counts as Parquet when every file pattern ends
+    in .parquet or .pq. (Set in ``defaults:``, they apply only where they can.)"""
+    kind = fmt
+    if fmt == "auto" and files and all(f.lower().endswith((".parquet", ".pq")) for f in files):
+        kind = "parquet"
+    if kind not in _FORMAT_WHY:
+        return
+    for key in DELIMITED_OPTIONS:
+        if key in tdoc:
+            add(f"{where}.{key}", f"does not apply to a {kind} table: {_FORMAT_WHY[kind]}; remove it")
+
+
+def target_table_problems(where: str, tdoc: dict[str, Any], add: Add) -> None:
+    """The ``target_index`` table describes the file given by ``--target-index``: it has no
+    files of its own in the extract, no repeated-key policy (an index may list a patient
+    twice) and is not HL7 (so ``events`` is rejected as for any table that is not)."""
+    for key, why in (("files", "the target index is the file given by --target-index, not a file of the extract"),
+                     ("on_duplicate", "an index may list a patient twice; every record is matched")):
+        if key in tdoc:
+            add(f"{where}.{key}", f"does not apply to the target index: {why}; remove it")
+    if str(tdoc.get("format", "auto")) == "hl7v2":
+        add(f"{where}.format", "the target index is a delimited or Parquet file: use auto, delimited or parquet")

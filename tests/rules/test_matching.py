@@ -15,7 +15,7 @@ from types import ModuleType
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import ConfigError
@@ -50,6 +50,7 @@ _WORDS = st.lists(st.text(alphabet=string.ascii_letters + string.digits, min_siz
 _GAPS = st.text(alphabet=" -_/.,;:!?()'\t", min_size=1, max_size=3)
 
 
+@settings(deadline=None)  # results, not speed: the machine is shared
 @given(_WORDS, st.lists(_GAPS, min_size=5, max_size=5), st.lists(_GAPS, min_size=5, max_size=5))
 def test_case_and_separators_never_change_the_key(words: list[str], gaps_a: list[str], gaps_b: list[str]) -> None:
     a = gaps_a[0] + "".join(w + g for w, g in zip(words, gaps_a[1:] + gaps_a[:1], strict=False))
@@ -57,6 +58,7 @@ def test_case_and_separators_never_change_the_key(words: list[str], gaps_a: list
     assert text_keys([a]) == text_keys([b]) == ("_".join(words).lower(),)
 
 
+@settings(deadline=None)  # results, not speed: the machine is shared
 @given(st.text(max_size=30))
 def test_the_key_is_idempotent_and_python_agrees_with_the_expression(value: str) -> None:
     (key,) = text_keys([value])
@@ -69,6 +71,7 @@ def test_the_key_is_idempotent_and_python_agrees_with_the_expression(value: str)
 _VALUES = st.text(alphabet=string.ascii_letters + " -_.é!", max_size=10)
 
 
+@settings(deadline=None)  # results, not speed: the machine is shared
 @given(st.lists(st.one_of(st.none(), st.lists(_VALUES, max_size=4)), max_size=12), st.lists(_VALUES, max_size=4))
 def test_keys_computed_per_distinct_value_equal_the_definition_row_by_row(
         lists: list[list[str] | None], known: list[str]) -> None:
@@ -83,6 +86,7 @@ def test_keys_computed_per_distinct_value_equal_the_definition_row_by_row(
         assert first == (expected[0] if expected else None)
 
 
+@settings(deadline=None)  # results, not speed: the machine is shared
 @given(st.text(alphabet=string.ascii_letters + " -_.,!é", max_size=40),
        st.lists(st.text(alphabet=string.ascii_letters + " -", min_size=1, max_size=12), min_size=1, max_size=3))
 def test_a_phrase_is_found_exactly_when_its_key_stands_as_whole_words_in_the_texts_key(text: str,

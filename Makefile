@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-all typecheck clean
+.PHONY: demo test bench bench-all typecheck docs clean
 
 # The real FHIR server the load tests start (Medplum's FHIR router, from the npm registry).
 FHIR_SERVER := tests/fhir_server
@@ -43,6 +43,10 @@ bench-all: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/hl7_bench.py --sizes 100000,1000000
 	$(BIN)/python benchmarks/roundtrip_bench.py roundtrip --patients 1000000
 	$(BIN)/python benchmarks/roundtrip_bench.py load --patients 2000
+
+# The Documented Data Extract of each shipped profile (docs/dde/); tests/test_dde.py keeps them current.
+docs: $(STAMP)
+	for m in mappings/*.yaml; do $(BIN)/handover describe -q -m $$(basename $$m .yaml) --out docs/dde; done
 
 clean:
 	rm -rf $(VENV) demo-out bench-out .pytest_cache .mypy_cache

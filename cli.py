@@ -557,6 +557,27 @@ def dedupe(input_file: Path, mapping: str, out_dir: Path, rules: Path | None, qu
         out.print(f"Written: {out_dir / 'duplicates.parquet'}")
 
 
+@main.command()
+@click.option("--mapping", "-m", "mapping", required=True, multiple=True,
+              help="Mapping profile: a YAML path or a shipped name; repeat for an extract in several layouts.")
+@click.option("--rules", type=click.Path(path_type=Path), default=None,
+              help="A site's rule pack: a YAML file, or a folder with default.yaml (default: the shipped pack).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the Documented Data Extract into (<profiles>.md and .html).")
+@output_options
+@_guard
+def describe(mapping: tuple[str, ...], rules: Path | None, out_dir: Path, quiet: bool, as_json: bool) -> None:
+    """Write the Documented Data Extract: files, columns, codes, logical model, rules and codelists."""
+    from migrate.dde import write_dde
+    from migrate.profile import load_profile
+
+    files = write_dde([load_profile(m) for m in mapping], _pack(rules), out_dir)
+    if as_json:
+        click.echo(json.dumps({"files": [str(f) for f in files]}, indent=2))
+    elif not quiet:
+        out.print(f"Documented Data Extract: {', '.join(str(f) for f in files)}", highlight=False)
+
+
 @main.group()
 def rules() -> None:
     """Read the rule pack: what each rule checks, in words a clinical lead can read."""

@@ -175,3 +175,20 @@ def _column_meaning(pack: RulePack, level: Level, name: str) -> tuple[str, str]:
         return "derived", producer.title
     table = canonical.REFERRALS if level == "referral" else canonical.PATIENTS
     return "canonical", f"canonical {table.name} column"
+
+
+# --- public views for other documents (the Documented Data Extract, ``migrate.dde``) --------
+
+def explain_rule(pack: RulePack, rule: Rule) -> str:
+    """The ``rules explain`` text of one rule (without looking it up by code)."""
+    return _explain_rule(pack, rule)
+
+
+def rule_reads(pack: RulePack, rule: Rule) -> list[tuple[Level, str]]:
+    """(level, column) the rule reads, directly or through the derived rules it depends on."""
+    return _all_reads(pack, rule)
+
+
+def producer(pack: RulePack, level: Level, name: str) -> Rule | None:
+    """The derived rule that makes column ``name`` at ``level`` (None: canonical or feature)."""
+    return _producer(pack, level, name)

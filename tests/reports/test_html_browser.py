@@ -92,3 +92,18 @@ def test_a_failing_run_opens_with_the_red_banner(browser: object, worked_run: Pa
     pixels = imread(shot)
     top = pixels[5:40, 100:900, :3].reshape(-1, 3).mean(axis=0)  # the banner's band, off the text
     assert top[0] > 0.6 and top[1] < 0.2 and top[2] < 0.2, top  # red (#c00000)
+
+
+def test_the_documented_data_extract_opens_offline(browser: object, tmp_path: Path) -> None:
+    from migrate.dde import write_dde
+    from migrate.profile import load_profile
+    from migrate.rules import load_pack
+
+    pack = load_pack(None)
+    _, page = write_dde([load_profile("generic-csv"), load_profile("hl7v2")], pack, tmp_path / "dde")
+    dom, console = browser(page, "--dump-dom")  # type: ignore[operator]
+    assert console == []
+    assert "<script" not in dom
+    for rule in pack.rules:
+        assert f'id="rule-{rule.id}"' in dom
+    assert "PID-3[type=MR].1" in dom and "attendance_code" in dom

@@ -612,6 +612,34 @@ def rules_list(pack_path: Path | None, as_json: bool) -> None:
     out.print(table)
 
 
+@rules.command("hazards")
+@click.option("--rules", "pack_path", type=click.Path(path_type=Path), default=None, help="A site's rule pack.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@_guard
+def rules_hazards(pack_path: Path | None, as_json: bool) -> None:
+    """The clinical-safety hazard log of the pack; exit 2 naming every flag or rule no hazard covers."""
+    from migrate.errors import ConfigError
+    from migrate.hazards import coverage, hazards_path, load_hazards, run_view
+    from migrate.pipeline import resolve_rules_path
+
+    path = resolve_rules_path(pack_path)
+    log = load_hazards(hazards_path(path))
+    gaps = coverage(log, _pack(pack_path))
+    view = run_view(log, {}, gaps)
+    if as_json:
+        click.echo(json.dumps(view, indent=2, default=str))
+    else:
+        table = Table(title=f"{log.name} v{log.version} ({log.path.name})", title_justify="left")
+        for col in ("hazard", "severity", "risk", "covers", "title"):
+            table.add_column(col, overflow="fold")
+        for h in view["hazards"]:
+            covers = ", ".join(h["flags"] + h["dispositions"] + h["behaviours"])
+            table.add_row(h["hazard"], h["severity"], f"{h['rating']} → {h['residual_rating']}", covers, h["title"])
+        out.print(table)
+    if gaps:
+        raise ConfigError(f"the hazard log {log.path} does not cover the pack", gaps)
+
+
 @rules.command("explain")
 @click.argument("code")
 @click.option("--rules", "pack_path", type=click.Path(path_type=Path), default=None, help="A site's rule pack.")

@@ -25,6 +25,7 @@ from migrate import __version__, canonical
 from migrate.dispositions import SHARING_POLICIES, decide
 from migrate.errors import ConfigError, InputError
 from migrate.flags import combine_exceptions
+from migrate.hazards import hazards_path, load_hazards
 from migrate.identity import IdentityResult, IdentitySettings, load_identity_settings, resolve_identity
 from migrate.manifest import sha256_file
 from migrate.ingest import Ingested, check_layout, ingest
@@ -33,6 +34,7 @@ from migrate.outputs import write_json, write_parquet
 from migrate.profile import Profile, load_profile
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, invariant, quarantine_summary
+from migrate.reports.hazard_log import keep_with_run
 from migrate.rules import RulePack, evaluate, load_pack
 from migrate.sources import discover
 from migrate.target_index import read_target_index, target_mapping
@@ -187,6 +189,7 @@ class RunConfig:
         identity_path = _identity_path(pack_path)
         settings = load_identity_settings(identity_path)
         target_profile = target_mapping(target_mapping_profile, profiles, target_index)
+        load_hazards(hazards_path(pack_path))  # exit 2 on a broken hazard log, before any data is read
         if target_index is not None and not Path(target_index).is_file():
             raise InputError(f"target index not found: {target_index}")
         if bundle_size < 1:
@@ -357,6 +360,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     parquet(identity.duplicates, "duplicates.parquet")
     if target is not None:
         parquet(target.quarantine, "target-quarantine.parquet")
+    written.append(keep_with_run(config.rules_path, out))  # the hazard log the audit pack shows
 
     summary: dict[str, Any] = {
         "run_id": rid,

@@ -1,5 +1,5 @@
 """The one YAML reader for everything handover reads: mapping profiles, rule packs,
-identity settings, declared files and report layouts.
+identity settings, declared files, report layouts and the hazard log.
 
 Configuration is full of codes, and YAML 1.1 (what PyYAML implements) silently turns
 some of them into something else: ``0123`` into the octal number 83, ``1:30`` into the

@@ -7,6 +7,7 @@ patients, exceptions, FHIR NDJSON when present) and writes, under ``reports/``:
   control totals, the FHIR invariant, declared vs found, waits and the delta (docs/reports.md);
 - ``reconciliation.html``: the same, one self-contained page for an audit panel;
 - ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads;
+- ``hazard-log.html``: the clinical-safety hazard log with this run's figures;
 - ``declared.json``: the declaration used, when a declared file was given, so a re-render
   (``handover report RUN``) compares against the same figures.
 
@@ -24,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from migrate.outputs import write_json, write_text
-from migrate.reports import html
+from migrate.reports import hazard_log, html
 from migrate.reports.chain import manifest_sha256, seal_outputs
 from migrate.reports.charts import waits_svg
 from migrate.reports.declared import (
@@ -49,7 +50,7 @@ from migrate.reports.worklist import (
 
 REPORT_FORMAT_VERSION = 1
 REPORT_FILES = ("reports/reconciliation.json", "reports/reconciliation.html", "reports/exceptions.xlsx",
-                "reports/exceptions.csv")
+                "reports/exceptions.csv", "reports/hazard-log.html")
 _RUN_KEYS = ("run_id", "cutover_date", "mapping", "rules")
 
 
@@ -139,16 +140,19 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     checks = fidelity_sections(run)  # round trip and target, as stored in reports/
     summary |= checks
     summary["invariants"] = with_checks(summary["invariants"], checks)
+    summary["hazard_log"] = hazard_log.section(run, summary)
     return ReportModel(summary, build_worklist(run, layout), layout)
 
 
 def render(model: ReportModel, folder: Path) -> list[Path]:
-    """Write reconciliation.json, reconciliation.html, exceptions.xlsx and exceptions.csv into ``folder``."""
+    """Write reconciliation.json, reconciliation.html, exceptions.xlsx, exceptions.csv and hazard-log.html
+    into ``folder``."""
     page = html.render_html(model.summary, {"waits": waits_svg(model.summary["waits"])})
     return [
         write_json(model.summary, folder / "reconciliation.json"),
         write_text(page, folder / "reconciliation.html"),
         *write_worklists(model.worklist, folder, model.layout),
+        write_text(hazard_log.render_page(model.summary), folder / hazard_log.PAGE),
     ]
 
 

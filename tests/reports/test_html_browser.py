@@ -107,3 +107,15 @@ def test_the_documented_data_extract_opens_offline(browser: object, tmp_path: Pa
     for rule in pack.rules:
         assert f'id="rule-{rule.id}"' in dom
     assert "PID-3[type=MR].1" in dom and "attendance_code" in dom
+
+
+def test_the_hazard_log_opens_offline(browser: object, worked_run: Path, rh: ModuleType, tmp_path: Path) -> None:
+    from migrate.hazards import load_hazards
+
+    run = rh.copy_run(worked_run, tmp_path / "run")
+    write_reports(run)
+    dom, console = browser(run / "reports" / "hazard-log.html", "--dump-dom")  # type: ignore[operator]
+    assert console == []
+    assert "<script" not in dom and 'id="unassessed"' not in dom
+    for hazard in load_hazards().hazards:
+        assert f'id="{hazard.id}"' in dom and hazard.title in dom

@@ -92,11 +92,13 @@ def leaks(data: bytes, exact: list[str], names: set[str]) -> set[str]:
 
 
 def test_the_pack_holds_the_same_reports(pack: dict[str, Any]) -> None:
-    assert sorted(f.name for f in pack["files"]) == ["exceptions.csv", "exceptions.xlsx", "pseudonymisation.json",
-                                                      "reconciliation.html", "reconciliation.json"]
+    assert sorted(f.name for f in pack["files"]) == ["exceptions.csv", "exceptions.xlsx", "hazard-log.html",
+                                                      "pseudonymisation.json", "reconciliation.html",
+                                                      "reconciliation.json"]
     plain = json.loads((pack["run"] / "reports" / "reconciliation.json").read_text())
     pseudo = json.loads((pack["out"] / "reconciliation.json").read_text())
     assert pseudo["invariant"] == plain["invariant"] and pseudo["cohorts"] == plain["cohorts"]
+    assert pseudo["hazard_log"] == plain["hazard_log"]  # the hazard log names no one: unchanged
     assert pseudo["delta"]["available"] and pseudo["delta"]["patients"]["new"]["count"] == 3
 
 

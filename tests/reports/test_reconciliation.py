@@ -18,8 +18,8 @@ from migrate.reports.invariants import NOT_APPLICABLE
 PIPELINE_KEYS = ("run_id", "cutover_date", "mapping", "rules", "sharing_policy", "invariant", "quarantine", "tables",
                  "cohorts", "flags", "fhir_invariant")
 ADDED_KEYS = ("control_totals", "invariant_fhir", "invariants", "declared_vs_found", "waits", "delta", "run",
-              "inputs", "outputs", "report_files", "report_format_version")
-REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv")
+              "inputs", "outputs", "report_files", "report_format_version", "hazard_log")
+REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv", "hazard-log.html")
 
 
 class _FirstElement(HTMLParser):

@@ -578,6 +578,40 @@ def describe(mapping: tuple[str, ...], rules: Path | None, out_dir: Path, quiet:
         out.print(f"Documented Data Extract: {', '.join(str(f) for f in files)}", highlight=False)
 
 
+@main.command("explain")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("patient")
+@click.option("--json", "as_json", is_flag=True, help="Print the story as JSON on stdout.")
+@click.option("--html", "html_page", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the story as one self-contained HTML page (outside the run folder).")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="The audit pack's pseudonymisation key: PATIENT may then be a token, and every identifier "
+                   "in the output is tokenised (so it may go into the pseudonymised pack).")
+@_guard
+def explain_patient(run_dir: Path, patient: str, as_json: bool, html_page: Path | None, key_file: Path | None) -> None:
+    """One patient's story from the run folder: rows, quarantine, identity, cohorts, flags, decisions, FHIR.
+
+    PATIENT is a local patient id, a patient key or an NHS number (a token with --key-file).
+    """
+    from migrate.reports import load_key
+    from migrate.reports.story import patient_story
+    from migrate.reports.story_view import check_destination, story_renderables, write_story_html
+
+    key = load_key(key_file) if key_file is not None else None
+    if html_page is not None:
+        check_destination(html_page, run_dir, tokenised=key is not None)
+    story = patient_story(run_dir, patient, key)
+    if html_page is not None:
+        write_story_html(story, html_page)
+    if as_json:
+        click.echo(json.dumps(story, indent=2, sort_keys=True, default=str))
+        return
+    for renderable in story_renderables(story):
+        out.print(renderable)
+    if html_page is not None:
+        out.print(f"Written: {html_page}", highlight=False)
+
+
 @main.group()
 def rules() -> None:
     """Read the rule pack: what each rule checks, in words a clinical lead can read."""

@@ -119,3 +119,15 @@ def test_the_hazard_log_opens_offline(browser: object, worked_run: Path, rh: Mod
     assert "<script" not in dom and 'id="unassessed"' not in dom
     for hazard in load_hazards().hazards:
         assert f'id="{hazard.id}"' in dom and hazard.title in dom
+
+
+def test_a_patients_story_opens_offline(browser: object, worked_run: Path, tmp_path: Path) -> None:
+    from migrate.reports.story import patient_story
+    from migrate.reports.story_view import write_story_html
+
+    page = write_story_html(patient_story(worked_run, "P28"), tmp_path / "p28.html")
+    dom, console = browser(page, "--dump-dom")  # type: ignore[operator]
+    assert console == []
+    assert "<script" not in dom
+    for text in ("P28</code> merged into <code>P01", "R01", "R28", "DUPLICATE_NHS_NUMBER", "No decisions recorded"):
+        assert text in dom, text

@@ -27,7 +27,7 @@ import polars as pl
 from migrate.outputs import write_json, write_text
 from migrate.reports import hazard_log, html
 from migrate.reports.chain import manifest_sha256, seal_outputs
-from migrate.reports.charts import waits_svg
+from migrate.reports.charts import flow_svg, waits_svg
 from migrate.reports.declared import (
     Declaration,
     declared_vs_found,
@@ -36,6 +36,7 @@ from migrate.reports.declared import (
 )
 from migrate.reports.diff import diff_runs
 from migrate.reports.fidelity import sections as fidelity_sections
+from migrate.reports.flow import layout as flow_layout
 from migrate.reports.fidelity import with_checks
 from migrate.reports.invariants import fhir_output, pipeline_shape, verdict
 from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json
@@ -147,7 +148,8 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
 def render(model: ReportModel, folder: Path) -> list[Path]:
     """Write reconciliation.json, reconciliation.html, exceptions.xlsx, exceptions.csv and hazard-log.html
     into ``folder``."""
-    page = html.render_html(model.summary, {"waits": waits_svg(model.summary["waits"])})
+    page = html.render_html(model.summary, {"waits": waits_svg(model.summary["waits"]),
+                                            "flow": flow_svg(flow_layout(model.summary))})
     return [
         write_json(model.summary, folder / "reconciliation.json"),
         write_text(page, folder / "reconciliation.html"),

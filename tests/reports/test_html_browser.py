@@ -46,7 +46,7 @@ def test_the_page_opens_offline_with_the_expected_figures(browser: object, synth
     summary = write_reports(run).summary
     dom, console = browser(run / "reports" / "reconciliation.html", "--dump-dom")  # type: ignore[operator]
     assert console == []
-    assert dom.count("<svg") == 1  # the waits chart, inline
+    assert dom.count("<svg") == 2  # the flow picture and the waits chart, inline
     for line in summary["waits"]["service_lines"]:
         assert line["service_line"] in dom
     inv = summary["invariant"]
@@ -131,3 +131,24 @@ def test_a_patients_story_opens_offline(browser: object, worked_run: Path, tmp_p
     assert "<script" not in dom
     for text in ("P28</code> merged into <code>P01", "R01", "R28", "DUPLICATE_NHS_NUMBER", "No decisions recorded"):
         assert text in dom, text
+
+
+def test_the_page_opens_with_the_flow_matching_the_invariant_table(browser: object, synth_run: Path, rh: ModuleType,
+                                                                   tmp_path: Path) -> None:
+    run = rh.copy_run(synth_run, tmp_path / "run")
+    summary = write_reports(run).summary
+    dom, console = browser(run / "reports" / "reconciliation.html", "--dump-dom")  # type: ignore[operator]
+    assert console == []
+    main = dom.split("<main>", 1)[1]
+    # the title, then the picture, before any table
+    assert main.index('<figure id="flow"') < main.index("<table") and main.index("</h1>") < main.index("<figure")
+    picture = main[main.index('<figure id="flow"'):main.index("</figure>")]
+    inv = summary["invariant"]
+    for f in inv["files"]:
+        assert f">{f['file']}: {f['rows_read']:,} read<" in picture, f["file"]
+    for d, n in inv["dispositions"].items():
+        assert (f">{d.replace('_', ' ')}: {n:,}<" in picture) == bool(n), d
+    for kind, n in summary["control_totals"]["fhir"]["resources"].items():
+        assert f">{kind}: {n:,}<" in picture
+    assert f">{inv['rows_read']:,} source rows read<" in picture
+    assert f">{summary['control_totals']['fhir']['total']:,} FHIR resources<" in picture

@@ -75,7 +75,7 @@ def _profile(profile: Profile, by_field: FieldRules,
     return {
         "name": profile.name, "sha256": profile.sha256, "source_system": profile.source_system,
         "description": profile.description, "null_values": list(profile.null_values),
-        "files": [_file(spec, by_field, evidence) for name in (*canonical.TABLE_ORDER, "merges")
+        "files": [_file(spec, by_field, evidence) for name in canonical.TABLES
                   if (spec := profile.tables.get(name)) is not None],
     }
 
@@ -92,6 +92,8 @@ def _file(spec: TableSpec, by_field: FieldRules,
         "format": "CSV or Parquet by file suffix" if spec.format == "auto" else spec.format,
         "layout": _layout(spec),
         "events": list(spec.events), "on_duplicate": spec.on_duplicate,
+        "updates": ("a blank field keeps the earlier value, the explicit null \"\" clears it" if spec.updates == "merge"
+                    else "every mapped field takes the later row's value"),
         "columns": [_column(spec.name, f, by_field, evidence) for f in spec.fields],
         "key": table.key, "key_from": default_key[1] if default_key and default_key[0] not in mapped else None,
         "filled": [{"field": f, "from": how} for (t, f), how in FILLED.items() if t == spec.name and f not in mapped],
@@ -160,6 +162,9 @@ def _column(table: str, spec: FieldSpec, by_field: FieldRules,
         "source": _source(spec), "source_columns": list(spec.source_columns), "field": spec.name,
         "type": field.kind, "pii": field.pii, "format": _format(spec, field),
         "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.map],
+        "refine": None if spec.refine is None else {
+            "column": spec.refine.column, "when": list(spec.refine.when),
+            "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.refine.map]},
         "map_only": spec.map_only, "allowed": list(field.enum_values or ()),
         "required": spec.required, "invalid": invalid,
         "rules": list(by_field.get((table, spec.name), ((), ()))[0]),
@@ -171,7 +176,7 @@ def _column(table: str, spec: FieldSpec, by_field: FieldRules,
 def _logical_model(profiles: Sequence[Profile], by_field: FieldRules
                    ) -> dict[str, Any]:
     """The canonical tables the profiles fill: fields, keys and references."""
-    mapped = [name for name in (*canonical.TABLE_ORDER, "merges") if any(name in p.tables for p in profiles)]
+    mapped = [name for name in canonical.TABLES if any(name in p.tables for p in profiles)]
     tables = []
     for name in mapped:
         table = canonical.TABLES[name]

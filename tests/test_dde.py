@@ -23,7 +23,7 @@ from migrate.rules import load_pack
 REPO = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).parent / "cases"
 SHIPPED = sorted(p.stem for p in mappings_dir().glob("*.yaml"))
-LAYOUTS = [*SHIPPED, str(CASES / "worked-example" / "mapping.yaml"), str(CASES / "second-layout" / "mapping.yaml")]
+LAYOUTS = [*SHIPPED, *(str(CASES / case / "mapping.yaml") for case in ("worked-example", "second-layout", "new-provider"))]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -54,6 +54,8 @@ def test_every_column_the_profile_reads_is_described_with_its_codes(layout: str)
                 assert f"<code>{code}</code> → {meaning}" in page
             for source in field.source_columns:
                 assert source in text
+        if spec.name == canonical.TARGET_TABLE:
+            assert entry["files"] == list(spec.files)
         mapped = {f.name for f in spec.fields} | {"patient_key", "referral_key"}
         if spec.name == "contacts" and "patient_key" not in {f.name for f in spec.fields}:
             assert entry["filled"] == [{"field": "patient_key", "from": "its referral's patient"}]

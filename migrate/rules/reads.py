@@ -40,6 +40,8 @@ FEATURE_READS: dict[Level, dict[str, tuple[str, ...]]] = {
         "days_to_first_attendance": ("referrals.received_date", *_CONTACTS_COUNTED),
         "days_since_post_op": ("referrals.post_op_date",),
         "has_red_flag_code": ("referrals.red_flags",),
+        "unrecognised_red_flags": ("referrals.red_flags",),
+        "has_unrecognised_red_flag": ("referrals.red_flags",),
         "out_of_scope_phrase": ("referrals.reason_text",),
         "age_at_cutover": ("referrals.patient_key", "patients.birth_date"),
     },

@@ -58,12 +58,15 @@ def _changed(tables: dict[str, pl.DataFrame], baseline: dict[str, pl.DataFrame],
 
 
 def _moved(column: str, dtype: pl.DataType) -> list[pl.Expr]:
-    """Every value changed (dates moved 400 days later, truth values negated), where the type allows."""
+    """Every value changed (dates moved 400 days later, truth values negated, an unknown value added
+    to a list), where the type allows."""
     col = pl.col(column)
     if dtype.is_temporal():
         return [col.dt.offset_by("400d")]
     if dtype == pl.Boolean:
         return [~col]
+    if dtype == pl.List(pl.String):  # a value no codelist lists, beside the ones there
+        return [col.list.concat(pl.lit(["zz-not-in-any-codelist"]))]
     return []
 
 

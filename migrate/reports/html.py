@@ -4,8 +4,8 @@ Rendered with Jinja2 from ``reports/reconciliation.html.j2`` (shipped data, so a
 restyle it). The page has no scripts, external fonts, stylesheets or images: CSS is
 inline, charts are inline SVG, and a Content-Security-Policy meta tag forbids loading
 anything else, so it opens offline and a stray external reference shows up as a console
-error in the browser test. Autoescaping is on; only the SVG charts (made here, from
-numbers) are marked safe.
+error in the browser test. NHS numbers are shown 3-3-4 (``display``). Autoescaping is
+on; only the SVG charts (made here, from numbers) are marked safe.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from migrate.reports import display
 from migrate.resources import reports_dir
 
 TEMPLATE = "reconciliation.html.j2"
@@ -60,7 +61,8 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(reports_dir()), autoescape=True, undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
-    env.filters |= {"n": number, "signed": signed, "short": short, "sentence": sentence}
+    env.filters |= {"n": number, "signed": signed, "short": short, "sentence": sentence,
+                    "nhs": display.nhs_number, "nhs_text": display.nhs_numbers_in_text}
     env.globals["cap"] = LIST_CAP
     return env
 

@@ -48,6 +48,7 @@ from migrate.reports.worklist import (
     load_layout,
     write_worklists,
 )
+from migrate.reports.worklist_summary import RunInfo
 
 REPORT_FORMAT_VERSION = 1
 REPORT_FILES = ("reports/reconciliation.json", "reports/reconciliation.html", "reports/exceptions.xlsx",
@@ -62,6 +63,7 @@ class ReportModel:
     summary: dict[str, Any]
     worklist: pl.DataFrame
     layout: Layout
+    info: RunInfo
 
 
 @dataclass
@@ -142,7 +144,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     summary |= checks
     summary["invariants"] = with_checks(summary["invariants"], checks)
     summary["hazard_log"] = hazard_log.section(run, summary)
-    return ReportModel(summary, build_worklist(run, layout), layout)
+    return ReportModel(summary, build_worklist(run, layout), layout, RunInfo.of(run))
 
 
 def render(model: ReportModel, folder: Path) -> list[Path]:
@@ -153,7 +155,7 @@ def render(model: ReportModel, folder: Path) -> list[Path]:
     return [
         write_json(model.summary, folder / "reconciliation.json"),
         write_text(page, folder / "reconciliation.html"),
-        *write_worklists(model.worklist, folder, model.layout),
+        *write_worklists(model.worklist, folder, model.layout, model.info),
         write_text(hazard_log.render_page(model.summary), folder / hazard_log.PAGE),
     ]
 

@@ -1,11 +1,15 @@
-"""Exception worklists for clinical leads: ``exceptions.xlsx`` (a sheet per flag family) and
-``exceptions.csv`` (the same rows, flat).
+"""Exception worklists for clinical leads: ``exceptions.xlsx`` (a Summary sheet, then a sheet
+per flag family) and ``exceptions.csv`` (the same rows, flat); per service line on request.
 
 Rows come from ``exceptions.parquet`` joined to the patient's NHS number and local id, the
 referral's service line and cohort, and the days waiting at the cut-over. No free text
 from the record (the referral's ``reason_text``) is ever included: the evidence column is
 the rule's own text. Ordered by family, severity (critical first), then days waiting
 (longest first), so the patient who most needs a call is at the top of each sheet.
+
+The XLSX is for people: NHS numbers 3-3-4 and dates dd/mm/yyyy (``display``), printed one
+page wide with the run on every page (``xlsx``). The CSV is for scripts too: raw values,
+ISO dates. Both keep the reviewer's columns (``REVIEW_COLUMNS``) for decisions.
 
 Formula injection: a cell beginning with ``=``, ``+``, ``-``, ``@``, tab or carriage return
 would run as a formula when the CSV is opened in a spreadsheet. Every such CSV cell is
@@ -26,8 +30,9 @@ import yaml
 from migrate import canonical
 from migrate.errors import ConfigError
 from migrate.outputs import write_atomic
-from migrate.reports import xlsx
+from migrate.reports import display, xlsx
 from migrate.reports.rundata import RunFolder
+from migrate.reports.worklist_summary import RunInfo, Scope, summary_sheet
 from migrate.resources import reports_dir
 from migrate.yamltext import read_yaml
 
@@ -36,60 +41,136 @@ _DANGEROUS = r"^[=+\-@\t\r]"
 # Cohorts of a referral still open at the cut-over: its wait is counted.
 OPEN_COHORTS = ("backlog", "transition", "pifu", "pifu_expired")
 REVIEW_COLUMNS = ("reviewer", "decision", "date", "note")
+# Every column a layout may show, as build_worklist makes them.
+WORKLIST_COLUMNS = ("severity", "flag_code", "days_waiting", "nhs_number", "local_patient_id", "patient_key",
+                    "referral", "service_line", "cohort", "evidence", "action", "rule_id", "subject_key",
+                    *REVIEW_COLUMNS)
 OTHER_FAMILY = "other"
+SPLIT_COLUMNS = ("service_line",)  # what `handover report --split-by` accepts (split.py)
+# Frame columns starting with "_" are internal (which worklists a row belongs to): never written.
+SERVICE_LINES = "_service_lines"
 _SHEET_ROWS = 1_048_575  # Excel's row limit less the header
 
 
 @dataclass(frozen=True)
-class Layout:
-    """The worklist layout of ``reports/exceptions.yaml``: families and columns."""
+class Family:
+    """A worklist family: its sheet title, flag codes, and the Summary's line on it."""
 
-    families: dict[str, tuple[str, tuple[str, ...]]]  # family -> (sheet title, flag codes)
+    sheet: str
+    flags: tuple[str, ...]
+    means: str
+    ask: str
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How a reviewer records a decision: what each review column takes, the suggested
+    decision values with their meaning, and where the filled-in workbook goes next."""
+
+    columns: dict[str, str]
+    values: tuple[tuple[str, str], ...]
+    next: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The worklist layout of ``reports/exceptions.yaml``: families, columns, decisions."""
+
+    families: dict[str, Family]
     columns: tuple[xlsx.Column, ...]
+    decisions: Decisions
 
     def family_of(self) -> dict[str, str]:
         """Flag code -> family name."""
-        return {code: name for name, (_, codes) in self.families.items() for code in codes}
+        return {code: name for name, f in self.families.items() for code in f.flags}
+
+
+def _layout_problems(columns: tuple[xlsx.Column, ...], decisions: Decisions) -> list[str]:
+    names = [c.name for c in columns]
+    problems = [f"columns: '{c.name}' is not a worklist column (one of {', '.join(WORKLIST_COLUMNS)})"
+                for c in columns if c.name not in WORKLIST_COLUMNS]
+    problems += [f"columns.{c.name}: format '{c.format}' is not one of {', '.join(xlsx.FORMATS)}"
+                 for c in columns if c.format not in xlsx.FORMATS]
+    problems += [f"columns: '{n}' appears more than once" for n in sorted({n for n in names if names.count(n) > 1})]
+    # Decisions are read back from these columns: a layout without them would lose them.
+    problems += [f"columns: the reviewer's column '{n}' is missing" for n in REVIEW_COLUMNS if n not in names]
+    problems += [f"decisions.columns: '{n}' is not a reviewer's column ({', '.join(REVIEW_COLUMNS)})"
+                 for n in decisions.columns if n not in REVIEW_COLUMNS]
+    problems += [f"decisions.columns: '{n}' is not explained" for n in REVIEW_COLUMNS if n not in decisions.columns]
+    problems += [f"decisions.values: '{v}' must be non-empty text without commas" for v, _ in decisions.values
+                 if not v.strip() or "," in v]
+    if not decisions.values:
+        problems.append("decisions.values: at least one decision value is needed")
+    return problems
+
+
+_KEYS = {"families": {"sheet", "flags", "means", "ask"}, "columns": {"name", "header", "width", "format"},
+         "decisions.values": {"value", "meaning"}}
+
+
+def _unknown_keys(doc: Any) -> list[str]:
+    """Keys the layout does not know (a typo, or YAML read a comma as a new key): never ignored."""
+    entries = [(f"families.{name}", "families", f) for name, f in doc["families"].items()]
+    entries += [(f"columns[{i}]", "columns", c) for i, c in enumerate(doc["columns"])]
+    entries += [(f"decisions.values[{i}]", "decisions.values", v) for i, v in enumerate(doc["decisions"]["values"])]
+    top = [f"'{k}' is not a layout key" for k in doc if k not in {"format_version", "families", "columns", "decisions"}]
+    return top + [f"{where}: unknown key '{k}' (expected {', '.join(sorted(_KEYS[kind]))})"
+                  for where, kind, entry in entries for k in entry if k not in _KEYS[kind]]
 
 
 def load_layout(path: Path | None = None) -> Layout:
-    """Read the worklist layout (default: the shipped ``reports/exceptions.yaml``)."""
+    """Read the worklist layout (default: the shipped ``reports/exceptions.yaml``).
+
+    ConfigError (exit 2) listing every problem: an unknown column or format, a reviewer's
+    column missing or unexplained, a decision value the drop-down list cannot hold.
+    """
     path = path or reports_dir() / "exceptions.yaml"
     try:
         doc: Any = read_yaml(path.read_bytes())
-        families = {str(name): (str(f["sheet"]), tuple(str(c) for c in f.get("flags") or ()))
+        families = {str(name): Family(str(f["sheet"]), tuple(str(c) for c in f.get("flags") or ()),
+                                      str(f.get("means") or ""), str(f.get("ask") or ""))
                     for name, f in doc["families"].items()}
-        columns = tuple(xlsx.Column(str(c["name"]), str(c["header"]), float(c["width"])) for c in doc["columns"])
+        columns = tuple(xlsx.Column(str(c["name"]), str(c["header"]), float(c["width"]), str(c.get("format", "text")))
+                        for c in doc["columns"])
+        d = doc["decisions"]
+        decisions = Decisions({str(k): str(v) for k, v in d["columns"].items()},
+                              tuple((str(v["value"]), str(v["meaning"])) for v in d["values"]), str(d["next"]))
     except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: not a valid worklist layout ({exc.__class__.__name__}: {exc})") from None
-    families.setdefault(OTHER_FAMILY, ("Other", ()))
-    return Layout(families, columns)
+    problems = _unknown_keys(doc) + _layout_problems(columns, decisions)
+    if problems:
+        raise ConfigError(f"{path}: not a valid worklist layout:\n" + "\n".join(f"  - {p}" for p in problems))
+    families.setdefault(OTHER_FAMILY, Family("Other", (), "Flags no family above lists.", "Act as recommended."))
+    return Layout(families, columns, decisions)
 
 
 def _waits(run: RunFolder) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Per open referral and per patient (their longest-waiting open referral): days waiting at T."""
+    """Per referral (days waiting at T when open) and per patient (their longest-waiting open
+    referral's wait and service line, and the service lines of all their open referrals)."""
     cutover = pl.lit(run.cutover, dtype=pl.Date)
     refs = (
         run.canonical("referrals").select("referral_key", "source_referral_id", "received_date", "service_line")
-        .join(run.scan("cohorts.parquet").select("referral_key", pl.col("cohort").cast(pl.String)),
+        .join(run.scan("cohorts.parquet").select("referral_key", "patient_key", pl.col("cohort").cast(pl.String)),
               on="referral_key", how="left")
     )
     days = (cutover - pl.col("received_date")).dt.total_days()
     # A referral received after the cut-over is not yet waiting at it: null, not negative.
     refs = refs.with_columns(
         pl.when(pl.col("cohort").is_in(OPEN_COHORTS) & (days >= 0)).then(days).alias("days_waiting"))
-    by_patient = (
-        refs.join(run.scan("cohorts.parquet").select("referral_key", "patient_key"), on="referral_key")
-        .filter(pl.col("days_waiting").is_not_null())
+    open_refs = refs.filter(pl.col("cohort").is_in(OPEN_COHORTS) & pl.col("patient_key").is_not_null())
+    longest = (
+        open_refs.filter(pl.col("days_waiting").is_not_null())
         .sort("days_waiting", "referral_key", descending=[True, False])
         .group_by("patient_key", maintain_order=True).first()
         .select("patient_key", "days_waiting", "service_line")
     )
-    return refs, by_patient
+    lines = open_refs.group_by("patient_key").agg(pl.col("service_line").unique().sort().alias(SERVICE_LINES))
+    return refs.drop("patient_key"), longest.join(lines, on="patient_key", how="full", coalesce=True)
 
 
 def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
-    """One row per exception with the layout's columns plus ``family``, in review order."""
+    """One row per exception with ``family``, the layout's columns and ``_service_lines`` (the
+    service lines whose worklist the row belongs to), in review order."""
     refs, by_patient = _waits(run)
     patients = run.canonical("patients").select(
         "patient_key", pl.col("source_patient_id").alias("local_patient_id"),
@@ -103,7 +184,8 @@ def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
     is_ref = pl.col("subject_type") == "referral"
     frame = (
         exc.join(refs.rename({"referral_key": "subject_key"}), on="subject_key", how="left")
-        .join(by_patient.rename({"days_waiting": "_p_days", "service_line": "_p_line"}), on="patient_key", how="left")
+        .join(by_patient.rename({"days_waiting": "_p_days", "service_line": "_p_line", SERVICE_LINES: "_p_lines"}),
+              on="patient_key", how="left")
         .join(patients, on="patient_key", how="left")
         .join(cohorts, on="patient_key", how="left")
         .with_columns(
@@ -114,12 +196,17 @@ def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
             pl.col("severity").cast(pl.String),
             *(pl.lit(None, dtype=pl.String).alias(c) for c in REVIEW_COLUMNS),
         )
-        .with_columns(pl.col("family").replace_strict(
-            {name: i for i, name in enumerate(layout.families)}, return_dtype=pl.Int64).alias("_family"))
+        .with_columns(
+            # A referral's row goes to its service line; a patient's (a sharing block, an
+            # identity problem) to every service line where the patient has an open referral.
+            pl.when(is_ref | pl.col("_p_lines").is_null()).then(pl.concat_list(pl.col("service_line")))
+            .otherwise(pl.col("_p_lines")).alias(SERVICE_LINES),
+            pl.col("family").replace_strict(
+                {name: i for i, name in enumerate(layout.families)}, return_dtype=pl.Int64).alias("_family"))
         .sort(["_family", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key", "rule_id"],
               descending=[False, False, True, False, False, False, False], nulls_last=True)
     )
-    return frame.select("family", *(c.name for c in layout.columns)).collect(engine="streaming")
+    return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES).collect(engine="streaming")
 
 
 def neutralise(column: str) -> pl.Expr:
@@ -129,40 +216,55 @@ def neutralise(column: str) -> pl.Expr:
 
 
 def write_csv(frame: pl.DataFrame, path: Path) -> Path:
-    """``frame`` as UTF-8 CSV (with a BOM, which Excel needs to read UTF-8), every cell neutralised."""
-    safe = frame.select(neutralise(c) for c in frame.columns)
+    """``frame`` as UTF-8 CSV (with a BOM, which Excel needs to read UTF-8), every cell
+    neutralised, values raw (ten-digit NHS numbers, ISO dates); internal columns left out."""
+    safe = frame.select(neutralise(c) for c in frame.columns if not c.startswith("_"))
     return write_atomic(path, lambda tmp: safe.write_csv(tmp, include_bom=True))
 
 
 def family_counts(frame: pl.DataFrame, layout: Layout) -> pl.DataFrame:
     """Per family: its sheet, the number of flags and the count per severity."""
     rows: list[dict[str, Any]] = []
-    for name, (sheet, _) in layout.families.items():
+    for name, fam in layout.families.items():
         part = frame.filter(pl.col("family") == name)
         counts = dict(part.group_by("severity").len().iter_rows())
-        rows.append({"family": name, "sheet": sheet, "flags": part.height,
+        rows.append({"family": name, "sheet": fam.sheet, "flags": part.height,
                      **{s: int(counts.get(s, 0)) for s in canonical.SEVERITIES}})
     return pl.DataFrame(rows, schema={"family": pl.String, "sheet": pl.String, "flags": pl.Int64,
                                       **{s: pl.Int64 for s in canonical.SEVERITIES}})
 
 
-def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout) -> Path:
-    """The workbook: a summary sheet, then one sheet per family (empty families included,
-    so a reviewer sees that nothing was raised rather than a missing tab)."""
-    summary = family_counts(frame, layout)
-    sheets = [xlsx.Sheet("Summary", summary, tuple(
-        xlsx.Column(c, c.replace("_", " ").capitalize(), 18 if c == "sheet" else 11) for c in summary.columns))]
+def for_people(frame: pl.DataFrame) -> pl.DataFrame:
+    """The worklist as the XLSX shows it: NHS numbers 3-3-4, dates in the rule's text dd/mm/yyyy."""
+    return frame.with_columns(
+        *([display.nhs_number_expr("nhs_number")] if "nhs_number" in frame.columns else []),
+        *(display.dates_in_text_expr(c) for c in ("evidence", "action") if c in frame.columns))
+
+
+def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout, info: RunInfo, scope: Scope | None = None) -> Path:
+    """The workbook: a Summary sheet, then one sheet per family (empty families included, so
+    a reviewer sees that nothing was raised rather than a missing tab). ``scope`` says which
+    part of the run's exceptions the workbook holds (None: all of them)."""
+    counts = family_counts(frame, layout)
+    shown = for_people(frame)
     columns = layout.columns
-    for name, (title, _) in layout.families.items():
-        rows = frame.filter(pl.col("family") == name).select(c.name for c in columns)
+    review = layout.decisions
+    choices = (xlsx.Validation("decision", tuple(v for v, _ in review.values),
+                               "; ".join(f"{v}: {m}" for v, m in review.values)),)
+    sheets = [summary_sheet(counts, layout, info, scope)]
+    for name, fam in layout.families.items():
+        rows = shown.filter(pl.col("family") == name).select(c.name for c in columns)
         # Excel holds about a million rows a sheet; a larger family continues on "<title> (2)".
         for part, start in enumerate(range(0, max(rows.height, 1), _SHEET_ROWS)):
             suffix = f" ({part + 1})" if part else ""
-            sheets.append(xlsx.Sheet(f"{title}{suffix}", rows.slice(start, _SHEET_ROWS), columns,
-                                     emphasis={"severity": {"critical": xlsx.STYLE_ALERT}}))
-    return write_atomic(path, lambda tmp: xlsx.write_workbook(tmp, sheets))
+            sheets.append(xlsx.Sheet(f"{fam.sheet}{suffix}", rows.slice(start, _SHEET_ROWS), columns,
+                                     emphasis={"severity": {"critical": xlsx.STYLE_ALERT}}, validations=choices))
+    return write_atomic(path, lambda tmp: xlsx.write_workbook(tmp, sheets, info.page(scope)))
 
 
-def write_worklists(frame: pl.DataFrame, folder: Path, layout: Layout) -> list[Path]:
+def write_worklists(frame: pl.DataFrame, folder: Path, layout: Layout, info: RunInfo,
+                    scope: Scope | None = None) -> list[Path]:
     """Write ``exceptions.xlsx`` and ``exceptions.csv`` into ``folder``."""
-    return [write_xlsx(frame, folder / "exceptions.xlsx", layout), write_csv(frame, folder / "exceptions.csv")]
+    return [write_xlsx(frame, folder / "exceptions.xlsx", layout, info, scope),
+            write_csv(frame, folder / "exceptions.csv")]
+

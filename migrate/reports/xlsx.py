@@ -3,9 +3,15 @@
 Why not xlsxwriter: measured here, it writes 400,000 worklist rows (a 1M-patient run's
 exceptions) in about 26 s, a Python call per cell. This module builds each row's XML with
 polars string expressions, a column at a time, and streams it into the zip: a few
-seconds for the same rows. It supports only what worklists need: inline strings and
-integers, a bold header row, frozen under the header, an autofilter, column widths, a
-red emphasis style and Excel's ``quotePrefix`` for formula-like text.
+seconds for the same rows. It supports only what worklists need: inline strings,
+integers and dates, a bold header row, frozen under the header, an autofilter, column
+widths, wrapped text, a red emphasis style, Excel's ``quotePrefix`` for formula-like text,
+drop-down lists of suggested values, and a print layout (below).
+
+Every sheet prints as a clinical document: A4 landscape, scaled to one page wide (as many
+pages tall as the rows need), the header row repeated on every page, gridlines, the sheet
+name and the caller's header text (the run) at the top of each page and "Page N of M" at
+the foot. Columns are widened to fit their header's longest word; header text wraps.
 
 Every string is written as an inline string (``t="inlineStr"``), which a spreadsheet never
 evaluates as a formula. Zip entries carry a fixed timestamp and no document properties
@@ -14,18 +20,29 @@ are written, so the same frames give a byte-identical file.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-STYLE_NORMAL, STYLE_HEADER, STYLE_QUOTED, STYLE_ALERT = 0, 1, 2, 3
+from migrate.reports import textfit
+
+(STYLE_NORMAL, STYLE_HEADER, STYLE_QUOTED, STYLE_ALERT, STYLE_WRAP, STYLE_WRAP_QUOTED, STYLE_DATE,
+ STYLE_BOLD) = range(8)
+FORMATS = ("text", "wrap", "date")
+DATE_FORMAT = "dd/mm/yyyy"  # how people in the UK read dates; the CSV and JSON keep ISO
 _FORMULA_LIKE = r"^[=+\-@\t\r]"
 _ILLEGAL_XML = r"[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+_EXCEL_DAY_ZERO = date(1899, 12, 30)  # serial 0 in the 1900 date system (Excel's leap-year bug included)
 _CHUNK_ROWS = 20_000
+_MAX_ROWS = 1_048_576
+_HEADER_FOOTER_CHARS = 255  # Excel refuses longer header/footer strings
+_FILTER_BUTTON = 2  # characters the autofilter's drop-down button covers at a header's right
 _NS = ('xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
 _HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -34,16 +51,34 @@ _INVALID_SHEET_CHARS = str.maketrans({c: " " for c in "[]:*?/\\"})
 
 @dataclass(frozen=True)
 class Column:
-    """A worksheet column: the frame column it shows, its header and width in characters."""
+    """A worksheet column: the frame column it shows, its header and width in characters.
+
+    ``format``: ``text`` (one line), ``wrap`` (long text wraps, the row grows taller) or
+    ``date`` (``pl.Date`` values written as real dates; shown, and typed, as dd/mm/yyyy).
+    """
 
     name: str
     header: str
     width: float
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Suggested values for a column: a drop-down list in every row below the header.
+
+    Other values are allowed after a warning (a reviewer's judgement is never refused).
+    ``prompt`` is shown when a cell of the column is selected.
+    """
+
+    column: str
+    values: tuple[str, ...]
+    prompt: str
 
 
 @dataclass(frozen=True)
 class Sheet:
-    """One worksheet: a frame (string and integer columns) shown through ``columns``.
+    """One worksheet: a frame (string, integer and date columns) shown through ``columns``.
 
     ``emphasis`` maps a column to values drawn in a given style (e.g. critical in red).
     """
@@ -52,6 +87,17 @@ class Sheet:
     frame: pl.DataFrame
     columns: tuple[Column, ...]
     emphasis: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    autofilter: bool = True
+    validations: tuple[Validation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """Text printed on every page of every sheet, besides the sheet name and page number:
+    ``header`` at the top right (e.g. the run and cut-over), ``footer`` at the bottom left."""
+
+    header: str = ""
+    footer: str = ""
 
 
 def letter(index: int) -> str:
@@ -62,6 +108,15 @@ def letter(index: int) -> str:
         index, rem = divmod(index - 1, 26)
         out = chr(65 + rem) + out
     return out
+
+
+def fitted_width(column: Column) -> float:
+    """The column's width, widened so its header's longest word fits beside the filter button.
+
+    Headers wrap between words; a bold word is about 1.2 digit-widths a character.
+    """
+    longest = max((len(word) for word in column.header.split()), default=0)
+    return max(column.width, math.ceil(longest * 1.2) + _FILTER_BUTTON)
 
 
 def escape(text: pl.Expr) -> pl.Expr:
@@ -84,33 +139,95 @@ def _cell(frame: pl.DataFrame, col: Column, index: int, emphasis: Mapping[str, i
     """
     ref = pl.lit(f'<c r="{letter(index)}') + pl.col("_r") + pl.lit('"')
     value = pl.col(col.name)
-    if frame.schema[col.name].is_integer():
+    dtype = frame.schema[col.name]
+    if dtype.is_integer():
         return ref + pl.lit("><v>") + value.cast(pl.String) + pl.lit("</v></c>")
+    if dtype == pl.Date():
+        serial = (value - pl.lit(_EXCEL_DAY_ZERO)).dt.total_days().cast(pl.String)
+        return ref + pl.lit(f' s="{STYLE_DATE}"><v>') + serial + pl.lit("</v></c>")
     text = value.cast(pl.String)
     column = frame.get_column(col.name).cast(pl.String)
+    wrap = col.format == "wrap"
     # The first matching style wins: formula-like text is always quote-prefixed.
-    choices = [(text.str.contains(_FORMULA_LIKE), STYLE_QUOTED)] if column.str.contains(_FORMULA_LIKE).any() else []
+    quoted = STYLE_WRAP_QUOTED if wrap else STYLE_QUOTED
+    choices = [(text.str.contains(_FORMULA_LIKE), quoted)] if column.str.contains(_FORMULA_LIKE).any() else []
     choices += [(text == v, s) for v, s in emphasis.items()]
-    style: pl.Expr = pl.lit("")
+    style: pl.Expr = pl.lit(f' s="{STYLE_WRAP}"' if wrap else "")
     for cond, style_id in reversed(choices):
         style = pl.when(cond).then(pl.lit(f' s="{style_id}"')).otherwise(style)
     body = escape(text) if column.str.contains(r"[&<>\r\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]").any() else text
     return ref + style + pl.lit(' t="inlineStr"><is><t xml:space="preserve">') + body + pl.lit("</t></is></c>")
 
 
-def _sheet_xml(sheet: Sheet, selected: bool) -> list[str]:
+def _col_xml(index: int, column: Column) -> str:
+    # A column's style applies to the cells a reviewer adds: typed dates show dd/mm/yyyy, notes wrap.
+    style = {"wrap": STYLE_WRAP, "date": STYLE_DATE}.get(column.format, STYLE_NORMAL)
+    return (f'<col min="{index + 1}" max="{index + 1}" width="{fitted_width(column):g}" customWidth="1"'
+            + (f' style="{style}"' if style else "") + "/>")
+
+
+def _validations_xml(sheet: Sheet) -> list[str]:
+    where = {c.name: letter(i) for i, c in enumerate(sheet.columns)}
+    items = [
+        (f'<dataValidation type="list" errorStyle="warning" allowBlank="1" showInputMessage="1" '
+         f'showErrorMessage="1" errorTitle="Not a listed value" error="{_escape_py(v.prompt[:225])}" '
+         f'prompt="{_escape_py(v.prompt[:255])}" sqref="{where[v.column]}2:{where[v.column]}{_MAX_ROWS}">'
+         f'<formula1>"{_escape_py(",".join(v.values))}"</formula1></dataValidation>')
+        for v in sheet.validations if v.column in where
+    ]
+    return [f'<dataValidations count="{len(items)}">', *items, "</dataValidations>"] if items else []
+
+
+def _header_footer(left: str, text: str, right: str) -> str:
+    """Excel header/footer content: codes ``left`` and ``right`` around plain ``text``
+    (``&`` doubled: it starts Excel's codes), cut to Excel's length limit, XML-escaped."""
+    room = _HEADER_FOOTER_CHARS - len(left) - len(right)
+    if len(text) + text.count("&") > room:
+        text = text[: room - 1 - text.count("&")] + "…"
+    return _escape_py(left + text.replace("&", "&&") + right)
+
+
+def _print_xml(page: Page) -> list[str]:
+    return [
+        '<printOptions gridLines="1"/>',
+        '<pageMargins left="0.3" right="0.3" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>',
+        # paperSize 9 is A4; fitToHeight 0: as many pages tall as the rows need.
+        '<pageSetup paperSize="9" orientation="landscape" fitToWidth="1" fitToHeight="0"/>',
+        # &A the sheet name, &P the page, &N the number of pages.
+        (f"<headerFooter><oddHeader>{_header_footer('&L&A&R', page.header, '')}</oddHeader>"
+         f"<oddFooter>{_header_footer('&L', page.footer, '&RPage &P of &N')}</oddFooter></headerFooter>"),
+    ]
+
+
+def _height(lines: int) -> str:
+    return f' ht="{lines * textfit.LINE_PT:g}" customHeight="1"' if lines > 1 else ""
+
+
+def _row_heights(frame: pl.DataFrame, columns: tuple[Column, ...]) -> pl.Series:
+    """Each row's height attributes: tall enough for its longest wrapped text (textfit)."""
+    wrapped = [textfit.wrapped_lines(frame.get_column(c.name), fitted_width(c)) for c in columns
+               if c.format == "wrap" and frame.get_column(c.name).null_count() < frame.height]
+    if not wrapped:
+        return pl.repeat("", frame.height, dtype=pl.String, eager=True)
+    lines = pl.max_horizontal(pl.col(str(i)) for i in range(len(wrapped)))
+    return pl.DataFrame({str(i): w for i, w in enumerate(wrapped)}).select(
+        pl.when(lines > 1).then(pl.lit(' ht="') + (lines * textfit.LINE_PT).cast(pl.Int64).cast(pl.String)
+                                + pl.lit('" customHeight="1"')).otherwise(pl.lit(""))).to_series()
+
+
+def _sheet_xml(sheet: Sheet, selected: bool, page: Page) -> list[str]:
     """The worksheet document, in pieces (row XML is built a chunk of rows at a time)."""
     cols = sheet.columns
     last = f"{letter(len(cols) - 1)}{sheet.frame.height + 1}"
+    header_lines = max(int(textfit.wrapped_lines(pl.Series([c.header]), fitted_width(c), bold=True)[0]) for c in cols)
     tab = ' tabSelected="1"' if selected else ""
     head = [
-        _HEAD, f"<worksheet {_NS}>", f'<dimension ref="A1:{last}"/>',
+        _HEAD, f"<worksheet {_NS}>", '<sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>', f'<dimension ref="A1:{last}"/>',
         (f'<sheetViews><sheetView{tab} workbookViewId="0">'
          '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
          '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'),
-        '<sheetFormatPr defaultRowHeight="15"/><cols>',
-        *(f'<col min="{i + 1}" max="{i + 1}" width="{c.width:g}" customWidth="1"/>' for i, c in enumerate(cols)),
-        '</cols><sheetData><row r="1">',
+        '<sheetFormatPr defaultRowHeight="15"/><cols>', *(_col_xml(i, c) for i, c in enumerate(cols)),
+        f'</cols><sheetData><row r="1"{_height(header_lines)}>',
         *(f'<c r="{letter(i)}1" s="{STYLE_HEADER}" t="inlineStr"><is><t>{_escape_py(c.header)}</t></is></c>'
           for i, c in enumerate(cols)),
         "</row>",
@@ -118,31 +235,44 @@ def _sheet_xml(sheet: Sheet, selected: bool) -> list[str]:
     # A column with no value at all (the reviewer's) writes no cells.
     used = [(i, c) for i, c in enumerate(cols) if sheet.frame.get_column(c.name).null_count() < sheet.frame.height]
     cells = [_cell(sheet.frame, c, i, sheet.emphasis.get(c.name, {})) for i, c in used]
-    row_xml = pl.concat_str([pl.lit('<row r="') + pl.col("_r") + pl.lit('">'), *cells, pl.lit("</row>")],
-                            ignore_nulls=True)  # a null value is a missing cell
+    row_xml = pl.concat_str([pl.lit('<row r="') + pl.col("_r") + pl.lit('"') + pl.col("_ht") + pl.lit(">"), *cells,
+                             pl.lit("</row>")], ignore_nulls=True)  # a null value is a missing cell
     body = [
-        chunk.with_columns(pl.int_range(offset + 2, offset + 2 + pl.len(), dtype=pl.Int64).cast(pl.String).alias("_r"))
+        chunk.with_columns(pl.int_range(offset + 2, offset + 2 + pl.len(), dtype=pl.Int64).cast(pl.String).alias("_r"),
+                           _row_heights(chunk, cols).alias("_ht"))
         .select(row_xml).to_series().str.join("").item()
         for offset, chunk in ((o, sheet.frame.slice(o, _CHUNK_ROWS)) for o in range(0, sheet.frame.height, _CHUNK_ROWS))
     ]
-    tail = ["</sheetData>", f'<autoFilter ref="A1:{last}"/>',
-            '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>']
+    tail = ["</sheetData>", *([f'<autoFilter ref="A1:{last}"/>'] if sheet.autofilter else []),
+            *_validations_xml(sheet), *_print_xml(page), "</worksheet>"]
     return head + body + tail
 
 
+_TOP = '<alignment vertical="top"/></xf>'  # tall wrapped rows read from the top, like a form
 _STYLES = (
     _HEAD + '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    f'<numFmts count="1"><numFmt numFmtId="164" formatCode="{DATE_FORMAT}"/></numFmts>'
     '<fonts count="3"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
     '<font><b/><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
     '<font><b/><sz val="11"/><color rgb="FFC00000"/><name val="Calibri"/><family val="2"/></font></fonts>'
     '<fills count="3"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill>'
     '<fill><patternFill patternType="solid"><fgColor rgb="FFD9E1F2"/><bgColor indexed="64"/></patternFill></fill>'
     '</fills><borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
-    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="4"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
-    '<xf numFmtId="0" fontId="1" fillId="2" borderId="0" xfId="0" applyFont="1" applyFill="1"/>'
-    '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" quotePrefix="1"/>'
-    '<xf numFmtId="0" fontId="2" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
+    # The Normal style (cellStyleXfs) is what a cell without a style shows in LibreOffice: top-aligned too.
+    f'<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0">{_TOP}</cellStyleXfs>'
+    '<cellXfs count="8">'
+    f'<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" applyAlignment="1">{_TOP}'
+    '<xf numFmtId="0" fontId="1" fillId="2" borderId="0" xfId="0" applyFont="1" applyFill="1" applyAlignment="1">'
+    '<alignment vertical="top" wrapText="1"/></xf>'
+    f'<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" quotePrefix="1" applyAlignment="1">{_TOP}'
+    f'<xf numFmtId="0" fontId="2" fillId="0" borderId="0" xfId="0" applyFont="1" applyAlignment="1">{_TOP}'
+    '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" applyAlignment="1">'
+    '<alignment vertical="top" wrapText="1"/></xf>'
+    '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" quotePrefix="1" applyAlignment="1">'
+    '<alignment vertical="top" wrapText="1"/></xf>'
+    f'<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" applyAlignment="1">{_TOP}'
+    f'<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1" applyAlignment="1">{_TOP}'
+    '</cellXfs>'
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>'
 )
 
@@ -160,19 +290,28 @@ def sheet_titles(sheets: list[Sheet]) -> list[str]:
     return titles
 
 
-def write_workbook(path: Path, sheets: list[Sheet]) -> None:
-    """Write ``sheets`` as an XLSX workbook at ``path`` (overwriting it)."""
+def _defined_names(titles: list[str], sheets: list[Sheet]) -> list[str]:
+    names: list[str] = []
+    for i, (t, s) in enumerate(zip(titles, sheets, strict=True)):
+        quoted = "'" + _escape_py(t.replace("'", "''")) + "'"
+        if s.autofilter:
+            # Excel keeps the autofilter range in this hidden name; without it some versions drop the filter.
+            names.append(f'<definedName name="_xlnm._FilterDatabase" localSheetId="{i}" hidden="1">'
+                         f"{quoted}!$A$1:${letter(len(s.columns) - 1)}${s.frame.height + 1}</definedName>")
+        # The header row is printed at the top of every page.
+        names.append(f'<definedName name="_xlnm.Print_Titles" localSheetId="{i}">{quoted}!$1:$1</definedName>')
+    return names
+
+
+def write_workbook(path: Path, sheets: list[Sheet], page: Page | None = None) -> None:
+    """Write ``sheets`` as an XLSX workbook at ``path`` (overwriting it), ``page`` on every printed page."""
+    page = page or Page()
     titles = sheet_titles(sheets)
     n = len(sheets)
     workbook = [
         _HEAD, f"<workbook {_NS}><bookViews><workbookView/></bookViews><sheets>",
         *(f'<sheet name="{_escape_py(t)}" sheetId="{i + 1}" r:id="rId{i + 1}"/>' for i, t in enumerate(titles)),
-        "</sheets><definedNames>",
-        # Excel keeps the autofilter range in this hidden name; without it some versions drop the filter.
-        *(f'<definedName name="_xlnm._FilterDatabase" localSheetId="{i}" hidden="1">'
-          f"'{_escape_py(t.replace(chr(39), chr(39) * 2))}'!$A$1:${letter(len(s.columns) - 1)}${s.frame.height + 1}"
-          "</definedName>" for i, (t, s) in enumerate(zip(titles, sheets, strict=True))),
-        "</definedNames></workbook>",
+        "</sheets><definedNames>", *_defined_names(titles, sheets), "</definedNames></workbook>",
     ]
     rels = [
         _HEAD, '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">',
@@ -214,4 +353,4 @@ def write_workbook(path: Path, sheets: list[Sheet]) -> None:
         put("xl/_rels/workbook.xml.rels", rels)
         put("xl/styles.xml", _STYLES)
         for i, sheet in enumerate(sheets):
-            put(f"xl/worksheets/sheet{i + 1}.xml", _sheet_xml(sheet, selected=i == 0))
+            put(f"xl/worksheets/sheet{i + 1}.xml", _sheet_xml(sheet, selected=i == 0, page=page))

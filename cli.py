@@ -255,14 +255,19 @@ def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path,
 @click.option("--key-file", type=click.Path(path_type=Path), default=None, help="HMAC key for --pseudonymise.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the pseudonymised pack (outside the run folder).")
+@click.option("--split-by", default=None, metavar="COLUMN",
+              help="Also write the worklists per value of COLUMN (service_line), each team only its patients, "
+                   "in reports/by-service-line/<name>/.")
 @output_options
 @_guard
 def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudonymise: bool, key_file: Path | None,
-           out_dir: Path | None, quiet: bool, as_json: bool) -> None:
+           out_dir: Path | None, split_by: str | None, quiet: bool, as_json: bool) -> None:
     """Re-render a run's reports (reconciliation JSON/HTML, exception worklists)."""
     from migrate import reports
     from migrate.errors import ConfigError
 
+    if pseudonymise and split_by is not None:
+        raise ConfigError("--split-by applies to the run's own worklists, not to the pseudonymised pack")
     if pseudonymise:
         key = reports.load_key(key_file)  # refuses without a key file: never invents one
         if out_dir is None:
@@ -273,7 +278,7 @@ def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudony
         elif not quiet:
             out.print(f"Pseudonymised audit pack: {len(files)} files in {out_dir}")
         return
-    result = reports.write_reports(run_dir, previous, declared)
+    result = reports.write_reports(run_dir, previous, declared, split_by)
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:

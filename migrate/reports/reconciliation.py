@@ -6,7 +6,8 @@ patients, exceptions, FHIR NDJSON when present) and writes, under ``reports/``:
 - ``reconciliation.json``: every key the pipeline writes, recomputed from the files, plus
   control totals, the FHIR invariant, declared vs found, waits and the delta (docs/reports.md);
 - ``reconciliation.html``: the same, one self-contained page for an audit panel;
-- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads;
+- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads, and with
+  ``split_by`` the same per service line in ``by-service-line/<name>/``;
 - ``hazard-log.html``: the clinical-safety hazard log with this run's figures;
 - ``declared.json``: the declaration used, when a declared file was given, so a re-render
   (``handover report RUN``) compares against the same figures.
@@ -24,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from migrate.errors import ConfigError
 from migrate.outputs import write_json, write_text
 from migrate.reports import hazard_log, html
 from migrate.reports.chain import manifest_sha256, seal_outputs
@@ -42,7 +44,9 @@ from migrate.reports.invariants import fhir_output, pipeline_shape, verdict
 from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json
 from migrate.reports.totals import control_totals, pipeline_keys
 from migrate.reports.waits import waits
+from migrate.reports.split import write_split
 from migrate.reports.worklist import (
+    SPLIT_COLUMNS,
     Layout,
     build_worklist,
     load_layout,
@@ -147,27 +151,39 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     return ReportModel(summary, build_worklist(run, layout), layout, RunInfo.of(run))
 
 
-def render(model: ReportModel, folder: Path) -> list[Path]:
+def split_folder(by: str) -> str:
+    """The folder, under ``reports/``, of the worklists split by column ``by``."""
+    return "by-" + by.replace("_", "-")
+
+
+def render(model: ReportModel, folder: Path, split_by: str | None = None) -> list[Path]:
     """Write reconciliation.json, reconciliation.html, exceptions.xlsx, exceptions.csv and hazard-log.html
-    into ``folder``."""
+    into ``folder``, and with ``split_by`` the worklists per value in ``folder/by-…/<name>/``."""
     page = html.render_html(model.summary, {"waits": waits_svg(model.summary["waits"]),
                                             "flow": flow_svg(flow_layout(model.summary))})
+    split = (write_split(model.worklist, folder / split_folder(split_by), model.layout, model.info, split_by)
+             if split_by is not None else [])
     return [
         write_json(model.summary, folder / "reconciliation.json"),
         write_text(page, folder / "reconciliation.html"),
         *write_worklists(model.worklist, folder, model.layout, model.info),
         write_text(hazard_log.render_page(model.summary), folder / hazard_log.PAGE),
+        *split,
     ]
 
 
-def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | None = None) -> ReportResult:
+def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | None = None,
+                  split_by: str | None = None) -> ReportResult:
     """Compute the reconciliation of ``run_dir`` and write every report (module docstring).
 
     ``previous`` defaults to the run the manifest chains to; ``declared`` is a declared
     YAML file (docs/reports.md), else the declaration kept by an earlier render, else the
-    extract's own list labels. Call after ``manifest.json`` is written: the report files
-    are then recorded in it. ``holds`` is False when either invariant fails.
+    extract's own list labels; ``split_by`` (one of SPLIT_COLUMNS) adds a worklist per
+    value, each team's own. Call after ``manifest.json`` is written: the report files are
+    then recorded in it. ``holds`` is False when either invariant fails.
     """
+    if split_by is not None and split_by not in SPLIT_COLUMNS:  # before any data is read
+        raise ConfigError(f"--split-by {split_by}: the worklists can be split by {', '.join(SPLIT_COLUMNS)}")
     run = RunFolder.open(run_dir)
     declaration = load_declared(declared) if declared is not None else None
     extra: list[Path] = []
@@ -176,6 +192,6 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
     elif run.has(DECLARED_COPY):
         extra.append(run_dir / DECLARED_COPY)
     model = build(run, previous, declaration)
-    files = render(model, run_dir / "reports") + extra
+    files = render(model, run_dir / "reports", split_by) + extra
     seal_outputs(run_dir, files)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

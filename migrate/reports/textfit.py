@@ -40,6 +40,16 @@ def text_px(text: str) -> float:
     return float(sum(_SPACE_PX if ch == " " else _WIDTHS.get(ch, _OTHER_PX) for ch in text))
 
 
+def _words_px(words: pl.Series) -> pl.Series:
+    """``text_px`` of each word (no spaces), a character per row rather than a Python call per word."""
+    chars = pl.DataFrame({"word": words}).with_row_index("i").with_columns(pl.col("word").str.split("")).explode("word")
+    px = chars.with_columns(pl.col("word").replace_strict(
+        list(_WIDTHS), list(_WIDTHS.values()), default=_OTHER_PX, return_dtype=pl.Float64).alias("px"))
+    sums = px.group_by("i").agg(pl.col("px").sum())
+    return (pl.DataFrame({"i": pl.int_range(words.len(), eager=True, dtype=pl.UInt32)})
+            .join(sums, on="i", how="left").sort("i").get_column("px").fill_null(0.0))
+
+
 def room_px(width_chars: float) -> float:
     """Pixels a line of text has in a column ``width_chars`` wide (Excel's width unit)."""
     return width_chars * CHAR_PX - _CELL_PADDING_PX
@@ -49,14 +59,23 @@ def wrapped_lines(texts: pl.Series, width_chars: float, bold: bool = False) -> p
     """Lines each text takes wrapped in a column ``width_chars`` wide: 0 for null, else at
     least 1; a line break in the text starts a new line; a word wider than the column takes
     the lines its width needs (the spreadsheet breaks it between letters)."""
+    texts = texts.cast(pl.String)
+    distinct = texts.drop_nulls().unique()
+    if distinct.len() < texts.len() // 2:  # few values (flag codes, actions): measure each once
+        counts = _wrapped_lines(distinct, width_chars, bold)
+        return texts.replace_strict(distinct, counts, default=0, return_dtype=pl.Int64).alias("lines")
+    return _wrapped_lines(texts, width_chars, bold)
+
+
+def _wrapped_lines(texts: pl.Series, width_chars: float, bold: bool) -> pl.Series:
     room = room_px(width_chars) / (_BOLD if bold else 1.0)
-    segments = (pl.DataFrame({"text": texts.cast(pl.String)}).with_row_index("row")
+    segments = (pl.DataFrame({"text": texts}).with_row_index("row")
                 .filter(pl.col("text").is_not_null())
                 .with_columns(pl.col("text").str.split("\n")).explode("text").with_row_index("segment"))
     words = segments.select("segment", pl.col("text").str.split(" ")).explode("text")
-    distinct = words.get_column("text").unique()
+    vocabulary = words.get_column("text").unique()
     widths = words.get_column("text").replace_strict(
-        distinct, [text_px(w) for w in distinct.to_list()], return_dtype=pl.Float64).to_numpy()
+        vocabulary, _words_px(vocabulary), return_dtype=pl.Float64).to_numpy()
     owner = words.get_column("segment").to_numpy()
     ends = np.searchsorted(owner, np.arange(segments.height), side="right")  # words are in segment order
     cumulative = np.cumsum(widths + _SPACE_PX)  # the width of words[:i+1], a space after each
@@ -78,4 +97,4 @@ def wrapped_lines(texts: pl.Series, width_chars: float, bold: bool = False) -> p
     per_segment = segments.select("row").with_columns(pl.Series("lines", np.maximum(lines, 1)))
     counts = per_segment.group_by("row").agg(pl.col("lines").sum())
     return (pl.DataFrame({"row": pl.int_range(texts.len(), eager=True, dtype=pl.UInt32)})
-            .join(counts, on="row", how="left").sort("row").get_column("lines").fill_null(0))
+            .join(counts, on="row", how="left").sort("row").get_column("lines").fill_null(0).cast(pl.Int64))

@@ -20,6 +20,7 @@ are written, so the same frames give a byte-identical file.
 
 from __future__ import annotations
 
+import functools
 import math
 import zipfile
 from collections.abc import Mapping
@@ -199,12 +200,20 @@ def _print_xml(page: Page) -> list[str]:
     ]
 
 
+@functools.lru_cache(maxsize=256)
+def _header_lines(header: str, width: float) -> int:
+    """Lines a (bold) header takes in its column: every sheet has the same headers."""
+    return int(textfit.wrapped_lines(pl.Series([header]), width, bold=True)[0])
+
+
+# Heights are not marked custom (customHeight): LibreOffice uses them as they are, and Excel
+# may still fit a row to its text, e.g. when a reviewer types a long note.
 def _height(lines: int) -> str:
-    return f' ht="{lines * textfit.LINE_PT:g}" customHeight="1"' if lines > 1 else ""
+    return f' ht="{lines * textfit.LINE_PT:g}"' if lines > 1 else ""
 
 
 def _row_heights(frame: pl.DataFrame, columns: tuple[Column, ...]) -> pl.Series:
-    """Each row's height attributes: tall enough for its longest wrapped text (textfit)."""
+    """Each row's height attribute: tall enough for its longest wrapped text (textfit)."""
     wrapped = [textfit.wrapped_lines(frame.get_column(c.name), fitted_width(c)) for c in columns
                if c.format == "wrap" and frame.get_column(c.name).null_count() < frame.height]
     if not wrapped:
@@ -212,14 +221,14 @@ def _row_heights(frame: pl.DataFrame, columns: tuple[Column, ...]) -> pl.Series:
     lines = pl.max_horizontal(pl.col(str(i)) for i in range(len(wrapped)))
     return pl.DataFrame({str(i): w for i, w in enumerate(wrapped)}).select(
         pl.when(lines > 1).then(pl.lit(' ht="') + (lines * textfit.LINE_PT).cast(pl.Int64).cast(pl.String)
-                                + pl.lit('" customHeight="1"')).otherwise(pl.lit(""))).to_series()
+                                + pl.lit('"')).otherwise(pl.lit(""))).to_series()
 
 
 def _sheet_xml(sheet: Sheet, selected: bool, page: Page) -> list[str]:
     """The worksheet document, in pieces (row XML is built a chunk of rows at a time)."""
     cols = sheet.columns
     last = f"{letter(len(cols) - 1)}{sheet.frame.height + 1}"
-    header_lines = max(int(textfit.wrapped_lines(pl.Series([c.header]), fitted_width(c), bold=True)[0]) for c in cols)
+    header_lines = max(_header_lines(c.header, fitted_width(c)) for c in cols)
     tab = ' tabSelected="1"' if selected else ""
     head = [
         _HEAD, f"<worksheet {_NS}>", '<sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>', f'<dimension ref="A1:{last}"/>',
@@ -237,11 +246,11 @@ def _sheet_xml(sheet: Sheet, selected: bool, page: Page) -> list[str]:
     cells = [_cell(sheet.frame, c, i, sheet.emphasis.get(c.name, {})) for i, c in used]
     row_xml = pl.concat_str([pl.lit('<row r="') + pl.col("_r") + pl.lit('"') + pl.col("_ht") + pl.lit(">"), *cells,
                              pl.lit("</row>")], ignore_nulls=True)  # a null value is a missing cell
+    frame = sheet.frame.with_columns(_row_heights(sheet.frame, cols).alias("_ht"))
     body = [
-        chunk.with_columns(pl.int_range(offset + 2, offset + 2 + pl.len(), dtype=pl.Int64).cast(pl.String).alias("_r"),
-                           _row_heights(chunk, cols).alias("_ht"))
+        chunk.with_columns(pl.int_range(offset + 2, offset + 2 + pl.len(), dtype=pl.Int64).cast(pl.String).alias("_r"))
         .select(row_xml).to_series().str.join("").item()
-        for offset, chunk in ((o, sheet.frame.slice(o, _CHUNK_ROWS)) for o in range(0, sheet.frame.height, _CHUNK_ROWS))
+        for offset, chunk in ((o, frame.slice(o, _CHUNK_ROWS)) for o in range(0, frame.height, _CHUNK_ROWS))
     ]
     tail = ["</sheetData>", *([f'<autoFilter ref="A1:{last}"/>'] if sheet.autofilter else []),
             *_validations_xml(sheet), *_print_xml(page), "</worksheet>"]

@@ -8,7 +8,9 @@
 
 Modules, one per concept: ``rundata`` (the run folder), ``totals`` (control totals),
 ``invariants`` (FHIR traceability), ``declared`` (declared vs found), ``waits``,
-``worklist`` and ``xlsx`` (exception worklists), ``charts`` and ``html`` (the page),
+``worklist``, ``worklist_summary``, ``split`` (per service line), ``xlsx`` and ``textfit``
+(row heights) (exception worklists), ``display`` (NHS numbers 3-3-4, dates dd/mm/yyyy for
+people), ``charts`` and ``html`` (the page),
 ``chain`` (manifest chaining, verify), ``diff`` (delta between runs), ``pseudonymise``,
 ``terminal`` (rich summary) and ``reconciliation`` (``write_reports``, which chains them).
 Every reader takes the run folder; nothing here opens the input extract.

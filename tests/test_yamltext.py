@@ -116,8 +116,9 @@ def test_report_layout_codes_stay_text_and_widths_are_numbers(tmp_path: Path) ->
     path = tmp_path / "exceptions.yaml"
     path.write_text(text, encoding="utf-8")
     layout = load_layout(path)
-    assert layout.families["scope"] == ("yes", ("OUT_OF_SCOPE", *RISKY))
-    assert layout.columns[0].width == 10.0
+    scope = layout.families["scope"]
+    assert (scope.sheet, scope.flags) == ("yes", ("OUT_OF_SCOPE", *RISKY))
+    assert layout.columns[0].width == 9.0
 
 
 @pytest.mark.parametrize("kind", ["profile", "pack", "identity", "declared"])

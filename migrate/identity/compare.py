@@ -1,0 +1,233 @@
+"""Comparison levels of candidate pairs: for each declared comparison, the first level whose
+test holds (``rules/identity.yaml`` comparisons), as a small integer per pair.
+
+``compare(pairs, left, right, settings)`` takes pairs (``i`` into ``left``, ``j`` into
+``right``, both ``prepare``d) and returns, in pair order, ``l_<comparison>`` (Int8 level
+index, null when the field is missing on either record), ``nhs_differ`` (both numbers
+valid and different) and ``twin`` (see ``TWIN``). String similarities are computed by
+``rapidfuzz.process.cpdist`` once per *distinct* pair of values, looked up through integer
+ids, never in a Python loop per pair; pairs are compared in chunks so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
+
+from migrate.identity.prepare import ID_OF
+from migrate.identity.settings import Comparison, IdentitySettings, Level
+
+CHUNK = 1_000_000  # pairs compared at a time: bounds memory whatever the pair count
+# Twins — same surname, birth date and address (or, when either address is missing, the
+# same postcode), different given name or sex — are never paired (docs/domain.md). "Different
+# given name": both present and the first names neither equal, nor nicknames, nor an initial
+# of one another, nor one a part of the other, nor closer than this Jaro-Winkler similarity
+# (a typo, not another name).
+TWIN_SAME_NAME = 0.92
+_GATHERED = ("nhs", "bd", "sex", "pc_dist", "addr_nums")
+
+
+def vocabulary(records: pl.DataFrame) -> dict[str, pl.Series]:
+    """For each compared string column, its value by id (position = id)."""
+    out = {}
+    for col, id_col in ID_OF.items():
+        ids = records.select(id_col, col).drop_nulls(id_col).unique(id_col)
+        top = ids.get_column(id_col).max()
+        size = top + 1 if isinstance(top, int) else 0
+        vocab = pl.Series(col, [None] * size, dtype=pl.String)
+        out[col] = vocab.scatter(ids.get_column(id_col), ids.get_column(col)) if ids.height else vocab
+    return out
+
+
+def _by_distinct_pair(ids_a: pl.Series, ids_b: pl.Series, vocab_a: pl.Series, vocab_b: pl.Series,
+                      compute: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    """``compute`` over the distinct (a, b) value pairs only, spread back to every row.
+
+    ``ids_*`` index ``vocab_*``; ``compute`` gets a frame of strings ``x``, ``y`` and returns
+    it with result columns added. Rows where either id (or value) is null get nulls.
+    """
+    shift = 1 << 32
+    key = ids_a.cast(pl.UInt64) * shift + ids_b.cast(pl.UInt64)
+    distinct = key.drop_nulls().unique()
+    values = pl.DataFrame({
+        "x": vocab_a.gather((distinct // shift).cast(pl.UInt32)),
+        "y": vocab_b.gather((distinct % shift).cast(pl.UInt32)),
+        "k": distinct,
+    }).drop_nulls(["x", "y"])
+    results = compute(values.select("x", "y")).drop("x", "y").with_columns(values.get_column("k"))
+    return key.alias("k").to_frame().join(results, on="k", how="left", maintain_order="left").drop("k")
+
+
+def _cpdist(values: pl.DataFrame, scorer: Callable[..., Any]) -> np.ndarray:
+    if values.height == 0:
+        return np.zeros(0)
+    return np.asarray(process.cpdist(values.get_column("x").to_list(), values.get_column("y").to_list(),
+                                     scorer=scorer, workers=-1, dtype=np.float64), dtype=np.float64)
+
+
+def _part(x: pl.Expr, y: pl.Expr) -> pl.Expr:
+    """One name is a whole word of the other (``smith`` in ``smith jones``), not equal."""
+    return (x != y) & (x.str.split(" ").list.contains(y) | y.str.split(" ").list.contains(x))
+
+
+def _names(values: pl.DataFrame) -> pl.DataFrame:
+    x, y = pl.col("x"), pl.col("y")
+    return values.with_columns(pl.Series("jw", _cpdist(values, JaroWinkler.normalized_similarity)),
+                               _part(x, y).alias("part"))
+
+
+def _first_names(nicknames: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    def compute(values: pl.DataFrame) -> pl.DataFrame:
+        x, y = pl.col("x"), pl.col("y")
+        hits = values.join(nicknames, on="x").join(nicknames.rename({"x": "y"}), on=["y", "g"], how="semi")
+        nick = hits.select("x", "y").unique().with_columns(pl.lit(True).alias("nick"))
+        initial = (x != y) & (((x.str.len_chars() == 1) & (y.str.slice(0, 1) == x))
+                              | ((y.str.len_chars() == 1) & (x.str.slice(0, 1) == y)))
+        return values.join(nick, on=["x", "y"], how="left", maintain_order="left").with_columns(
+            pl.col("nick").fill_null(False), initial.alias("initial"),
+            pl.Series("jw", _cpdist(values, JaroWinkler.normalized_similarity)))
+    return compute
+
+
+def _scored(scorer: Callable[..., Any], name: str, scale: float = 1.0) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    return lambda values: values.with_columns(pl.Series(name, _cpdist(values, scorer) * scale))
+
+
+def _addresses(values: pl.DataFrame) -> pl.DataFrame:
+    return values.with_columns(pl.Series("ts", _cpdist(values, fuzz.token_set_ratio) / 100.0),
+                               (pl.col("x") == pl.col("y")).alias("eq"))
+
+
+def _level_expr(comparison: Comparison, missing: pl.Expr, test: Callable[[Level], pl.Expr]) -> pl.Expr:
+    """The index of the first level whose test holds; null when ``missing``."""
+    expr: Any = pl.when(missing).then(None)
+    for n, level in enumerate(comparison.levels[:-1]):
+        expr = expr.when(test(level)).then(pl.lit(n, dtype=pl.Int8))
+    result: pl.Expr = expr.otherwise(pl.lit(len(comparison.levels) - 1, dtype=pl.Int8)).cast(pl.Int8)
+    return result
+
+
+def _tests(settings: IdentitySettings) -> dict[str, Callable[[Level], pl.Expr]]:
+    """Comparison -> (level -> boolean expression over the chunk's similarity columns).
+    Name tests read the crossed names where the pair's names are reversed."""
+    s = pl.col
+    rev = s("reversed")
+
+    def family(lv: Level) -> pl.Expr:
+        jw = pl.when(rev).then(s("jw_cross_fam")).otherwise(s("jw_fam"))
+        return {"exact": jw == 1, "jaro_winkler": jw >= (lv.threshold or 0),
+                "part_of": ~rev & s("part_fam")}[lv.test]
+
+    def given(lv: Level) -> pl.Expr:
+        best = pl.when(rev).then(s("jw_cross_giv")).otherwise(pl.max_horizontal("jw_giv1", "jw_giv"))
+        return {"exact": pl.when(rev).then(s("jw_cross_giv") == 1).otherwise(s("jw_giv") == 1),
+                "first_name": ~rev & (s("jw_giv1") == 1), "nickname": ~rev & s("nick_giv1"),
+                "jaro_winkler": best >= (lv.threshold or 0), "part_of": ~rev & s("part_giv"),
+                "initial": ~rev & s("initial_giv1")}[lv.test]
+
+    def birth(lv: Level) -> pl.Expr:
+        a, b = s("bd_a"), s("bd_b")
+        swapped = ((a.dt.year() == b.dt.year()) & (a.dt.month() == b.dt.day()) & (a.dt.day() == b.dt.month())
+                   & (a != b))
+        return {"exact": a == b, "day_month_swapped": swapped, "one_digit": s("dl_bd") <= 1,
+                "within_days": (a - b).dt.total_days().abs() <= (lv.threshold or 0)}[lv.test]
+
+    def postcode(lv: Level) -> pl.Expr:
+        return {"exact": s("dl_pc") == 0, "one_edit": s("dl_pc") <= 1,
+                "district": s("pc_dist_a") == s("pc_dist_b")}[lv.test]
+
+    def address(lv: Level) -> pl.Expr:
+        numbers = s("addr_nums_a").eq_missing(s("addr_nums_b"))
+        return {"exact": s("eq_addr"), "similar": numbers & (s("ts_addr") >= (lv.threshold or 0))}[lv.test]
+
+    return {
+        "family_name": family, "given_names": given, "birth_date": birth,
+        "sex": lambda lv: s("sex_a") == s("sex_b"), "postcode": postcode, "address": address,
+        "phone": lambda lv: {"exact": s("dl_phone") == 0, "one_edit": s("dl_phone") <= 1}[lv.test],
+        "names_reversed": lambda lv: rev,
+    }
+
+
+_MISSING: dict[str, tuple[str, ...]] = {
+    "family_name": ("jw_fam",), "given_names": ("jw_giv",), "birth_date": ("bd_a", "bd_b"),
+    "sex": ("sex_a", "sex_b"), "postcode": ("dl_pc",), "address": ("eq_addr",), "phone": ("dl_phone",),
+    "names_reversed": ("jw_cross_fam", "jw_cross_giv", "jw_fam", "jw_giv1"),
+}
+
+
+def _reversed(settings: IdentitySettings) -> pl.Expr:
+    """Given and family names swapped between the records: each crossed pair at least the
+    ``reversed`` level's similarity, and closer than the names as written."""
+    cmp = settings.comparison("names_reversed")
+    level = cmp.level("reversed") if cmp else None
+    if level is None:
+        return pl.lit(False)
+    s = pl.col
+    crossed = pl.min_horizontal("jw_cross_fam", "jw_cross_giv")
+    straight = (s("jw_fam") + s("jw_giv1")) / 2
+    return ((crossed >= (level.threshold or 0)) & (crossed > straight)).fill_null(False)
+
+
+def _twin() -> pl.Expr:
+    s = pl.col
+    same_place = pl.when(s("eq_addr").is_not_null()).then(s("eq_addr")).otherwise(s("dl_pc") == 0)
+    other_name = ~(s("jw_giv1").fill_null(1.0) >= TWIN_SAME_NAME) & ~s("nick_giv1").fill_null(True) & ~s(
+        "initial_giv1").fill_null(True) & ~s("part_giv").fill_null(True) & ~(s("jw_giv").fill_null(1.0)
+                                                                              >= TWIN_SAME_NAME)
+    other_sex = (s("sex_a") != s("sex_b")).fill_null(False)
+    return (~s("reversed") & (s("jw_fam") == 1) & (s("bd_a") == s("bd_b")) & same_place
+            & (other_name | other_sex)).fill_null(False)
+
+
+def compare(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings,
+            vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]] | None = None) -> pl.DataFrame:
+    """Levels of every pair (module docstring), in ``pairs`` order. ``vocab``: the
+    ``vocabulary`` of ``left`` and ``right`` when already built."""
+    vocab = vocab or (vocabulary(left), vocabulary(right))
+    nicknames = pl.DataFrame([(name, g) for g, group in enumerate(settings.nicknames) for name in group],
+                             schema={"x": pl.String(), "g": pl.Int64()}, orient="row")
+    out = [_compare_chunk(pairs.slice(start, CHUNK), left, right, settings, vocab, nicknames)
+           for start in range(0, max(pairs.height, 1), CHUNK)]
+    return pl.concat(out)
+
+
+def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings,
+                   vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]], nicknames: pl.DataFrame
+                   ) -> pl.DataFrame:
+    i, j = pairs.get_column("i"), pairs.get_column("j")
+
+    def by_pair(col_a: str, col_b: str, compute: Callable[[pl.DataFrame], pl.DataFrame], suffix: str
+                ) -> pl.DataFrame:
+        found = _by_distinct_pair(left.get_column(ID_OF[col_a]).gather(i), right.get_column(ID_OF[col_b]).gather(j),
+                                  vocab[0][col_a], vocab[1][col_b], compute)
+        return found.rename({c: f"{c}_{suffix}" for c in found.columns})
+
+    dl = _scored(DamerauLevenshtein.distance, "dl")
+    jw = _scored(JaroWinkler.normalized_similarity, "jw")
+    frame = pl.concat([
+        pl.DataFrame([*[left.get_column(c).gather(i).alias(f"{c}_a") for c in _GATHERED],
+                      *[right.get_column(c).gather(j).alias(f"{c}_b") for c in _GATHERED]]),
+        by_pair("fam", "fam", _names, "fam"), by_pair("giv", "giv", _names, "giv"),
+        by_pair("giv1", "giv1", _first_names(nicknames), "giv1"),
+        by_pair("fam", "giv1", jw, "cross_fam"), by_pair("giv1", "fam", jw, "cross_giv"),
+        by_pair("pc", "pc", dl, "pc"), by_pair("phone", "phone", dl, "phone"), by_pair("bd_text", "bd_text", dl, "bd"),
+        by_pair("addr", "addr", _addresses, "addr"),
+    ], how="horizontal")
+    frame = frame.with_columns(_reversed(settings).alias("reversed"))
+    tests = _tests(settings)
+    levels = [
+        _level_expr(c, pl.any_horizontal([pl.col(m).is_null() for m in _MISSING[c.name]]), tests[c.name])
+        .alias(f"l_{c.name}") for c in settings.comparisons]
+    return frame.select(
+        *levels,
+        (pl.col("nhs_a") != pl.col("nhs_b")).fill_null(False).alias("nhs_differ"),
+        _twin().alias("twin"),
+    )
+
+
+__all__ = ["CHUNK", "TWIN_SAME_NAME", "compare", "vocabulary"]

@@ -37,6 +37,7 @@ PART_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "postcode_district": (("pc_dist",), ("pc_dist",)),
     "phone": (("phone",), ("phone",)),
     "address_number": (("addr_num",), ("addr_num",)),
+    "street": (("street",), ("street",)),
     "names_reversed": (("giv1", "fam"), ("fam", "giv1")),
 }
 # Blocking part -> the comparisons whose levels it decides or correlates with: EM on a
@@ -48,7 +49,7 @@ PART_COVERS: dict[str, tuple[str, ...]] = {
     "given_name": ("given_names",), "given_initial": ("given_names",), "given_prefix": ("given_names",),
     "given_phonetic": ("given_names",),
     "postcode": ("postcode", "address"), "postcode_district": ("postcode", "address"),
-    "phone": ("phone",), "address_number": ("address",),
+    "phone": ("phone",), "address_number": ("address",), "street": ("address",),
     "names_reversed": ("family_name", "given_names", "names_reversed"),
 }
 PAIR_SCHEMA: dict[str, pl.DataType] = {"i": pl.UInt32(), "j": pl.UInt32(), "rules": pl.UInt64()}

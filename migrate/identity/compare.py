@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, process
-from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
 from migrate.identity.prepare import ID_OF
 from migrate.identity.settings import Comparison, IdentitySettings, Level
@@ -26,10 +26,11 @@ CHUNK = 1_000_000  # pairs compared at a time: bounds memory whatever the pair c
 # Twins — same surname, birth date and address (or, when either address is missing, the
 # same postcode), different given name or sex — are never paired (docs/domain.md). "Different
 # given name": both present and the first names neither equal, nor nicknames, nor an initial
-# of one another, nor one a part of the other, nor closer than this Jaro-Winkler similarity
-# (a typo, not another name).
+# of one another, nor one cut short or with two letters swapped, nor one a part of the
+# other, nor closer than this Jaro-Winkler similarity (a typo, not another name). A letter
+# changed is another name (Anna and Anne may be twins).
 TWIN_SAME_NAME = 0.92
-_GATHERED = ("nhs", "bd", "sex", "pc_dist", "addr_nums")
+_GATHERED = ("nhs", "bd", "sex", "pc_dist")
 
 
 def vocabulary(records: pl.DataFrame) -> dict[str, pl.Series]:
@@ -48,19 +49,27 @@ def _by_distinct_pair(ids_a: pl.Series, ids_b: pl.Series, vocab_a: pl.Series, vo
                       compute: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
     """``compute`` over the distinct (a, b) value pairs only, spread back to every row.
 
-    ``ids_*`` index ``vocab_*``; ``compute`` gets a frame of strings ``x``, ``y`` and returns
-    it with result columns added. Rows where either id (or value) is null get nulls.
+    ``ids_*`` index ``vocab_*``; ``compute`` gets a frame of strings ``x``, ``y`` (neither
+    null) and returns it with result columns added. Rows where either id (or value) is null
+    get nulls. Rows are mapped to their distinct pair with numpy's ``unique`` inverse, not
+    a join: one sort of a u64 column.
     """
-    shift = 1 << 32
-    key = ids_a.cast(pl.UInt64) * shift + ids_b.cast(pl.UInt64)
-    distinct = key.drop_nulls().unique()
-    values = pl.DataFrame({
-        "x": vocab_a.gather((distinct // shift).cast(pl.UInt32)),
-        "y": vocab_b.gather((distinct % shift).cast(pl.UInt32)),
-        "k": distinct,
-    }).drop_nulls(["x", "y"])
-    results = compute(values.select("x", "y")).drop("x", "y").with_columns(values.get_column("k"))
-    return key.alias("k").to_frame().join(results, on="k", how="left", maintain_order="left").drop("k")
+    shift = np.uint64(1 << 32)
+    present = (ids_a.is_not_null() & ids_b.is_not_null()).to_numpy()
+    a = ids_a.fill_null(0).cast(pl.UInt64).to_numpy()[present]
+    b = ids_b.fill_null(0).cast(pl.UInt64).to_numpy()[present]
+    distinct, inverse = np.unique(a * shift + b, return_inverse=True)
+    values = pl.DataFrame({"x": vocab_a.gather(pl.Series(distinct // shift, dtype=pl.UInt32)),
+                           "y": vocab_b.gather(pl.Series(distinct % shift, dtype=pl.UInt32))})
+    usable = values.select(pl.col("x").is_not_null() & pl.col("y").is_not_null()).to_series().to_numpy()
+    results = compute(values.filter(pl.Series(usable))).drop("x", "y")
+    # row -> distinct pair -> usable distinct pair (or null) -> result
+    slot = np.full(distinct.size, -1, dtype=np.int64)
+    slot[usable] = np.arange(int(usable.sum()))
+    row = np.full(ids_a.len(), -1, dtype=np.int64)
+    row[present] = slot[inverse.reshape(-1)]
+    index = pl.Series("index", row).replace(-1, None).cast(pl.UInt32)
+    return results.select(pl.all().gather(index))
 
 
 def _cpdist(values: pl.DataFrame, scorer: Callable[..., Any]) -> np.ndarray:
@@ -88,8 +97,12 @@ def _first_names(nicknames: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFra
         nick = hits.select("x", "y").unique().with_columns(pl.lit(True).alias("nick"))
         initial = (x != y) & (((x.str.len_chars() == 1) & (y.str.slice(0, 1) == x))
                               | ((y.str.len_chars() == 1) & (x.str.slice(0, 1) == y)))
+        # typing slips, not another name: cut short ("gu" for "gus"), two letters swapped
+        cut = (x != y) & (pl.min_horizontal(x.str.len_chars(), y.str.len_chars()) >= 2) & (
+            x.str.starts_with(y) | y.str.starts_with(x))
+        swapped = (_cpdist(values, DamerauLevenshtein.distance) == 1) & (_cpdist(values, Levenshtein.distance) == 2)
         return values.join(nick, on=["x", "y"], how="left", maintain_order="left").with_columns(
-            pl.col("nick").fill_null(False), initial.alias("initial"),
+            pl.col("nick").fill_null(False), initial.alias("initial"), (cut | pl.Series(swapped)).alias("slip"),
             pl.Series("jw", _cpdist(values, JaroWinkler.normalized_similarity)))
     return compute
 
@@ -113,22 +126,17 @@ def _level_expr(comparison: Comparison, missing: pl.Expr, test: Callable[[Level]
 
 
 def _tests(settings: IdentitySettings) -> dict[str, Callable[[Level], pl.Expr]]:
-    """Comparison -> (level -> boolean expression over the chunk's similarity columns).
-    Name tests read the crossed names where the pair's names are reversed."""
+    """Comparison -> (level -> boolean expression over the chunk's similarity columns)."""
     s = pl.col
-    rev = s("reversed")
 
     def family(lv: Level) -> pl.Expr:
-        jw = pl.when(rev).then(s("jw_cross_fam")).otherwise(s("jw_fam"))
-        return {"exact": jw == 1, "jaro_winkler": jw >= (lv.threshold or 0),
-                "part_of": ~rev & s("part_fam")}[lv.test]
+        return {"exact": s("jw_fam") == 1, "jaro_winkler": s("jw_fam") >= (lv.threshold or 0),
+                "part_of": s("part_fam")}[lv.test]
 
     def given(lv: Level) -> pl.Expr:
-        best = pl.when(rev).then(s("jw_cross_giv")).otherwise(pl.max_horizontal("jw_giv1", "jw_giv"))
-        return {"exact": pl.when(rev).then(s("jw_cross_giv") == 1).otherwise(s("jw_giv") == 1),
-                "first_name": ~rev & (s("jw_giv1") == 1), "nickname": ~rev & s("nick_giv1"),
-                "jaro_winkler": best >= (lv.threshold or 0), "part_of": ~rev & s("part_giv"),
-                "initial": ~rev & s("initial_giv1")}[lv.test]
+        return {"exact": s("jw_giv") == 1, "first_name": s("jw_giv1") == 1, "nickname": s("nick_giv1"),
+                "jaro_winkler": pl.max_horizontal("jw_giv1", "jw_giv") >= (lv.threshold or 0),
+                "part_of": s("part_giv"), "initial": s("initial_giv1")}[lv.test]
 
     def birth(lv: Level) -> pl.Expr:
         a, b = s("bd_a"), s("bd_b")
@@ -142,20 +150,21 @@ def _tests(settings: IdentitySettings) -> dict[str, Callable[[Level], pl.Expr]]:
                 "district": s("pc_dist_a") == s("pc_dist_b")}[lv.test]
 
     def address(lv: Level) -> pl.Expr:
-        numbers = s("addr_nums_a").eq_missing(s("addr_nums_b"))
-        return {"exact": s("eq_addr"), "similar": numbers & (s("ts_addr") >= (lv.threshold or 0))}[lv.test]
+        # compared only where the house numbers agree (null otherwise: not equal, not similar)
+        return {"exact": s("eq_addr").fill_null(False),
+                "similar": (s("ts_addr") >= (lv.threshold or 0)).fill_null(False)}[lv.test]
 
     return {
         "family_name": family, "given_names": given, "birth_date": birth,
         "sex": lambda lv: s("sex_a") == s("sex_b"), "postcode": postcode, "address": address,
         "phone": lambda lv: {"exact": s("dl_phone") == 0, "one_edit": s("dl_phone") <= 1}[lv.test],
-        "names_reversed": lambda lv: rev,
+        "names_reversed": lambda lv: s("reversed"),
     }
 
 
 _MISSING: dict[str, tuple[str, ...]] = {
     "family_name": ("jw_fam",), "given_names": ("jw_giv",), "birth_date": ("bd_a", "bd_b"),
-    "sex": ("sex_a", "sex_b"), "postcode": ("dl_pc",), "address": ("eq_addr",), "phone": ("dl_phone",),
+    "sex": ("sex_a", "sex_b"), "postcode": ("dl_pc",), "address": ("addr_a",), "phone": ("dl_phone",),
     "names_reversed": ("jw_cross_fam", "jw_cross_giv", "jw_fam", "jw_giv1"),
 }
 
@@ -175,10 +184,10 @@ def _reversed(settings: IdentitySettings) -> pl.Expr:
 
 def _twin() -> pl.Expr:
     s = pl.col
-    same_place = pl.when(s("eq_addr").is_not_null()).then(s("eq_addr")).otherwise(s("dl_pc") == 0)
-    other_name = ~(s("jw_giv1").fill_null(1.0) >= TWIN_SAME_NAME) & ~s("nick_giv1").fill_null(True) & ~s(
-        "initial_giv1").fill_null(True) & ~s("part_giv").fill_null(True) & ~(s("jw_giv").fill_null(1.0)
-                                                                              >= TWIN_SAME_NAME)
+    same_place = pl.when(s("addr_a").is_not_null()).then(s("eq_addr").fill_null(False)).otherwise(s("dl_pc") == 0)
+    same_name = ((s("jw_giv1") >= TWIN_SAME_NAME) | (s("jw_giv") >= TWIN_SAME_NAME) | s("nick_giv1")
+                 | s("initial_giv1") | s("slip_giv1") | s("part_giv"))
+    other_name = ~same_name.fill_null(True)
     other_sex = (s("sex_a") != s("sex_b")).fill_null(False)
     return (~s("reversed") & (s("jw_fam") == 1) & (s("bd_a") == s("bd_b")) & same_place
             & (other_name | other_sex)).fill_null(False)
@@ -216,15 +225,29 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
         by_pair("giv1", "giv1", _first_names(nicknames), "giv1"),
         by_pair("fam", "giv1", jw, "cross_fam"), by_pair("giv1", "fam", jw, "cross_giv"),
         by_pair("pc", "pc", dl, "pc"), by_pair("phone", "phone", dl, "phone"), by_pair("bd_text", "bd_text", dl, "bd"),
-        by_pair("addr", "addr", _addresses, "addr"),
     ], how="horizontal")
+    # Addresses are compared (costly token-set similarity) only where their house numbers
+    # agree; ``addr_a`` is true where both records have an address (null: missing on either).
+    ids = pl.DataFrame({
+        "a": left.get_column("addr_id").gather(i), "b": right.get_column("addr_id").gather(j),
+        "same": left.get_column("addr_nums").gather(i).eq_missing(right.get_column("addr_nums").gather(j)),
+    }).select(pl.when("same").then("a").alias("a"), "b",
+              pl.when(pl.col("a").is_not_null() & pl.col("b").is_not_null()).then(True).alias("addr_a"))
+    found = _by_distinct_pair(ids.get_column("a"), ids.get_column("b"), vocab[0]["addr"], vocab[1]["addr"],
+                              _addresses)
+    frame = pl.concat([frame, found.rename({"ts": "ts_addr", "eq": "eq_addr"}), ids.select("addr_a")],
+                      how="horizontal")
     frame = frame.with_columns(_reversed(settings).alias("reversed"))
     tests = _tests(settings)
+    # Names given the wrong way round are judged once, by names_reversed (whose weight is
+    # that of the crossed names agreeing): the two name comparisons then add nothing.
+    crossed = {"family_name", "given_names"}
     levels = [
-        _level_expr(c, pl.any_horizontal([pl.col(m).is_null() for m in _MISSING[c.name]]), tests[c.name])
+        _level_expr(c, pl.any_horizontal([pl.col(m).is_null() for m in _MISSING[c.name]])
+                    | (pl.col("reversed") if c.name in crossed else pl.lit(False)), tests[c.name])
         .alias(f"l_{c.name}") for c in settings.comparisons]
     return frame.select(
-        *levels,
+        *levels, "reversed",
         (pl.col("nhs_a") != pl.col("nhs_b")).fill_null(False).alias("nhs_differ"),
         _twin().alias("twin"),
     )

@@ -216,7 +216,9 @@ def _estimate_m(levels: pl.DataFrame, u: dict[str, np.ndarray], settings: Identi
         m, expected, iterations, converged = _em(
             patterns, counts, [np.asarray([lv.m for lv in c.levels]) for c in est], [u[c.name] for c in est], settings)
         runs.append(run | {"iterations": iterations, "converged": converged, "expected_matches": round(expected, 2)})
-        for c, mc in zip(est, m):
+        for n, (c, mc) in enumerate(zip(est, m)):
+            if not (patterns[:, n] >= 0).any():
+                continue  # no pair of the rule has this field on both records: nothing learned
             sums[c.name] = sums.get(c.name, 0) + expected * mc
             weight[c.name] = weight.get(c.name, 0.0) + expected
             by[c.name].append(rule_name(rule))

@@ -8,7 +8,8 @@
   (first three letters of the first given name);
 - ``pc`` (postcode without spaces, upper case) and ``pc_dist`` (outward code);
 - ``phone`` (digits only), ``addr`` (lower case, punctuation as spaces), ``addr_num``
-  (the first number in the address) and ``addr_nums`` (all its numbers, in order);
+  (the first number in the address), ``addr_nums`` (all its numbers, in order) and
+  ``street`` (the first word after the first number);
 - ``bd`` (birth date), ``bd_key`` / ``bd_swap`` (the date and its day/month swap as
   integers), ``by`` (year), ``bd_text`` (YYYYMMDD);
 - an integer id per distinct source value (``fam_id``, ``giv_id``, ``pc_id``, ``phone_id``,
@@ -102,6 +103,7 @@ def _addresses(distinct: pl.DataFrame) -> pl.DataFrame:
     return distinct.with_columns(
         addr.alias("addr"),
         numbers.list.first().alias("addr_num"),
+        addr.str.extract(r"\d+[a-z]?\s+([a-z]{2,})").alias("street"),
         numbers.list.join(" ").alias("addr_nums"),
     )
 

@@ -73,6 +73,9 @@ def explanations(settings: IdentitySettings, model: Model) -> tuple[pl.Expr, pl.
         missing = MISSING_WORDS.get(c.name, f"{FIELD_WORDS[c.name]} missing")
         if c.name == "names_reversed":  # said only when it happened
             texts.append(pl.when(level == 0).then(said))
+        elif c.name in ("family_name", "given_names"):  # reversed names: judged by names_reversed
+            texts.append(pl.when(pl.col("reversed")).then(None).when(level.is_null()).then(pl.lit(missing))
+                         .otherwise(said))
         else:
             texts.append(pl.when(level.is_null()).then(pl.lit(missing)).otherwise(said))
     structs.append(pl.struct(
@@ -104,7 +107,7 @@ def score_levels(levels: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, 
         left.get_column("nhs").gather(i).alias("nhs_a"), right.get_column("nhs").gather(j).alias("nhs_b"),
     )
     contributions, evidence = explanations(settings, model)
-    return frame.select("key_a", "key_b", "nhs_a", "nhs_b", "twin", pl.col("match_weight").round(4), "score",
+    return frame.select("key_a", "key_b", "nhs_a", "nhs_b", "twin", "reversed", pl.col("match_weight").round(4), "score",
                         contributions, evidence)
 
 

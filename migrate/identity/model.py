@@ -82,6 +82,7 @@ class Model:
     duplicates_per_record: float
     comparisons: tuple[LearnedComparison, ...]
     nhs_number_disagree: float
+    household: tuple[tuple[str, ...], ...] = ()
     term_frequencies: dict[str, tuple[str, pl.DataFrame]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -96,7 +97,7 @@ class Model:
     def with_prior(self, prior: float) -> Model:
         """The same parameters with another prior (linking to a target index)."""
         return Model(self.records, _round(prior), self.duplicates_per_record, self.comparisons,
-                     self.nhs_number_disagree, self.term_frequencies, self.report)
+                     self.nhs_number_disagree, self.household, self.term_frequencies, self.report)
 
     def asdict(self) -> dict[str, Any]:
         """The learned parameters as written to ``identity-model.json`` (no patient values)."""
@@ -106,6 +107,7 @@ class Model:
             "prior_weight": round(self.prior_weight, 4),
             "duplicates_per_record": self.duplicates_per_record,
             "nhs_number_disagree": self.nhs_number_disagree,
+            "counted_once": [list(g) for g in self.household],
             "comparisons": {
                 c.name: {
                     "term_frequency": c.term_frequency,
@@ -245,11 +247,31 @@ def match_weights(levels: pl.DataFrame, tf_u: dict[str, pl.Series], model: Model
             w = pl.when(level == 0).then((c.m[0] / tf_u[c.name].clip(_TINY, 1.0)).log(2)).otherwise(w)
         cols.append(w.fill_null(0.0).alias(f"w_{c.name}"))
     frame = levels.with_columns(tf_u.values()).with_columns(cols) if tf_u else levels.with_columns(cols)
+    frame = frame.with_columns(_counted_once(model))
     frame = frame.with_columns(
         pl.when(pl.col("nhs_differ")).then(model.nhs_number_disagree).otherwise(0.0).alias("w_nhs_number"))
     names = [f"w_{c.name}" for c in model.comparisons] + ["w_nhs_number"]
     return frame.with_columns(pl.sum_horizontal([pl.lit(model.prior_weight), *names]).alias("match_weight")).drop(
         [s.name for s in tf_u.values()])
+
+
+def _counted_once(model: Model) -> list[pl.Expr]:
+    """Within each group of ``household`` comparisons, only the strongest agreement counts
+    (the others' positive weights become 0); disagreements all count. One household shares
+    an address, a postcode and a phone: their agreements are one piece of evidence, not three."""
+    out: list[pl.Expr] = []
+    names = {c.name for c in model.comparisons}
+    for group in model.household:
+        members = [f"w_{g}" for g in group if g in names]
+        if len(members) < 2:
+            continue
+        best = pl.max_horizontal([pl.col(m).clip(lower_bound=0.0) for m in members])
+        taken: pl.Expr = pl.lit(False)
+        for m in members:
+            keep = (pl.col(m) > 0) & (pl.col(m) == best) & ~taken
+            out.append(pl.when((pl.col(m) > 0) & ~keep).then(0.0).otherwise(pl.col(m)).alias(m))
+            taken = taken | keep
+    return out
 
 
 def tf_columns(model: Model, records: pl.DataFrame, idx: pl.Series) -> dict[str, pl.Series]:
@@ -286,7 +308,7 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
         tuple(float(x) for x in u[c.name]), by[c.name], c.term_frequency) for c in settings.comparisons)
     tfs = {c.name: _term_frequencies(records, c, float(u[c.name][0]), ms.tf_strength)
            for c in settings.comparisons if c.term_frequency}
-    draft = Model(n, 0.5, ms.duplicates_per_record, comparisons, ms.nhs_number_disagree, tfs)
+    draft = Model(n, 0.5, ms.duplicates_per_record, comparisons, ms.nhs_number_disagree, ms.counted_once, tfs)
     d = _duplicates_per_record(draft, records, levels, settings)
     prior = min(2 * d / max(n - 1, 1), 0.5)
     report = {
@@ -295,7 +317,7 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
         "u_sampling": {"pairs": sample.height, "all_pairs": full, "seed": ms.seed},
         "em": runs,
     }
-    return Model(n, _round(prior), _round(d), comparisons, ms.nhs_number_disagree, tfs, report)
+    return Model(n, _round(prior), _round(d), comparisons, ms.nhs_number_disagree, ms.counted_once, tfs, report)
 
 
 def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataFrame,

@@ -42,7 +42,7 @@ def _words(settings: IdentitySettings, name: str) -> list[str]:
     for lv in cmp.levels:
         text = TEST_WORDS[lv.test].format(t=f"{lv.threshold:g}" if lv.threshold is not None else "")
         if name == "family_name" and lv.test == "part_of":
-            text = "part of a double-barrelled surname"
+            text = "part of a hyphenated surname"
         if name == "sex" and lv.test == "exact":
             text = "agrees"
         out.append(text if lv.test == "reversed" else f"{FIELD_WORDS[name]} {text}")

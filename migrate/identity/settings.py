@@ -44,7 +44,7 @@ MAX_WEIGHT = 60.0  # match weights are log2 Bayes factors: beyond this a typo, n
 TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds",
              "nicknames")
 MODEL_KEYS = ("u_pairs", "seed", "em_max_iterations", "em_tolerance", "strength", "duplicates_per_record",
-              "nhs_number_disagree")
+              "nhs_number_disagree", "counted_once")
 STRENGTH_KEYS = ("m", "u", "term_frequency", "prior")
 
 
@@ -95,6 +95,7 @@ class ModelSettings:
     prior_strength: float
     duplicates_per_record: float
     nhs_number_disagree: float
+    counted_once: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -406,6 +407,17 @@ def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
     nhs_disagree = c.weight(node, "nhs_number_disagree", "model")
     if nhs_disagree is not None and nhs_disagree > 0:
         c.problem("model.nhs_number_disagree", f"must be 0 or negative; found {nhs_disagree}")
+    groups = node.get("counted_once", [])
+    counted: list[tuple[str, ...]] = []
+    if not isinstance(groups, list) or not all(isinstance(g, list) and len(g) >= 2 for g in groups):
+        c.problem("model.counted_once", f"must be a list of groups of at least two comparisons; found {groups!r}")
+    else:
+        for n, group in enumerate(groups):
+            unknown = [g for g in group if g not in COMPARISON_TESTS]
+            if unknown:
+                c.problem(f"model.counted_once[{n}]", f"unknown comparison {unknown[0]!r}; expected one of "
+                          f"{', '.join(COMPARISON_TESTS)}")
+            counted.append(tuple(str(g) for g in group))
     if None in (u_pairs, seed, iterations, tolerance, nhs_disagree) or len(values) < len(STRENGTH_KEYS) or not (
             isinstance(rate, (int, float)) and 0 < rate < 1):
         return None
@@ -414,7 +426,7 @@ def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
     return ModelSettings(u_pairs=u_pairs, seed=seed, em_max_iterations=iterations, em_tolerance=tolerance,
                          m_strength=values["m"], u_strength=values["u"], tf_strength=values["term_frequency"],
                          prior_strength=values["prior"], duplicates_per_record=float(rate),
-                         nhs_number_disagree=nhs_disagree)
+                         nhs_number_disagree=nhs_disagree, counted_once=tuple(counted))
 
 
 def _nicknames(c: _Checker, value: Any) -> tuple[tuple[str, ...], ...]:

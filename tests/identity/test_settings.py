@@ -25,10 +25,14 @@ def test_shipped_settings(settings: IdentitySettings) -> None:
     assert "nsts01" in settings.verified_statuses and "01" in settings.verified_statuses
     assert settings.survivor_order == ("nhs_number_verified", "most_complete", "earliest_record")
     assert 0 < settings.review_threshold < settings.probable_threshold < 1
-    assert ("birth_date", "family_phonetic") in settings.blocking_keys
+    assert ("birth_date", "family_phonetic") in settings.blocking_rules
     assert any("bill" in group and "william" in group for group in settings.nicknames)
-    assert {f.name for f in settings.fields} == {"family_name", "given_names", "birth_date", "sex", "postcode",
-                                                 "phone", "address"}
+    assert {c.name for c in settings.comparisons} == {"family_name", "given_names", "birth_date", "sex", "postcode",
+                                                      "phone", "address", "names_reversed"}
+    for c in settings.comparisons:
+        assert c.levels[-1].test == "else"
+        assert abs(sum(lv.m for lv in c.levels) - 1) < 1e-3 and abs(sum(lv.u for lv in c.levels) - 1) < 1e-3
+    assert {c.name for c in settings.comparisons if c.term_frequency} >= {"family_name", "given_names", "postcode"}
 
 
 def test_none_means_the_shipped_file() -> None:
@@ -40,8 +44,8 @@ def test_every_problem_listed_at_once_with_file_and_path(tmp_path: Path) -> None
     doc["nhs_number"]["valid_prefix_ranges"][0] = [10, 311]          # unquoted: YAML numbers
     doc["nhs_number"]["valid_prefix_ranges"][1] = ["399", "320"]     # reversed
     doc["survivorship"]["survivor"] = ["earliest_recrod"]            # typo
-    doc["blocking"]["keys"].append(["birth_date", "postcode_area"])  # unknown part
-    doc["comparison"]["sex"]["agree"] = -10                          # below disagree
+    doc["blocking"]["rules"].append(["birth_date", "postcode_area"])  # unknown part
+    doc["comparisons"]["sex"]["levels"][0]["m"] = 0.5                 # m no longer adds up to 1
     doc["thresholds"]["review"] = 0.99                               # above probable
     doc["tresholds"] = {}                                            # unknown top-level key
     path = write(tmp_path, doc)
@@ -52,7 +56,8 @@ def test_every_problem_listed_at_once_with_file_and_path(tmp_path: Path) -> None
     text = err.render()
     assert all(p.startswith(f"{path}: ") for p in err.problems), err.problems
     for where in ("nhs_number.valid_prefix_ranges[0]", "nhs_number.valid_prefix_ranges[1]", "survivorship.survivor",
-                  "blocking.keys[", "comparison.sex", "thresholds.review", "tresholds"):
+                  "blocking.rules[", "comparisons.sex.levels: the m values must add up to 1", "thresholds.review",
+                  "tresholds"):
         assert where in text, where
     assert "did you mean 'earliest_record'" in text and "did you mean 'thresholds'" in text
     assert len(err.problems) == 7
@@ -62,7 +67,7 @@ def test_missing_sections_are_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_identity_settings(write(tmp_path, {"name": "identity"}))
     text = caught.value.render()
-    for section in ("nhs_number", "survivorship", "blocking", "comparison", "thresholds"):
+    for section in ("nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds"):
         assert f"{section}: missing section" in text
 
 

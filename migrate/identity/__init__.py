@@ -34,7 +34,7 @@ from migrate.identity import nhs_number
 from migrate.identity.blocking import candidate_pairs
 from migrate.identity.compare import compare, vocabulary
 from migrate.identity.exact import resolve_exact, survivor_demographics
-from migrate.identity.model import Model, estimate
+from migrate.identity.model import MODEL_FILE, Model, estimate
 from migrate.identity.prepare import prepare
 from migrate.identity.probable import CONTRIBUTION, classify, score_levels, score_pairs
 from migrate.identity.settings import IdentitySettings, load_identity_settings
@@ -60,7 +60,6 @@ DUPLICATES_SCHEMA: dict[str, pl.DataType] = {"patient_key_a": pl.String(), "pati
                                              "score": pl.Float64(), "match_type": pl.String(),
                                              "match_weight": pl.Float64(), "evidence": pl.String(),
                                              "contributions": pl.List(CONTRIBUTION)}
-MODEL_FILE = "identity-model.json"  # the learned parameters, in the run folder beside duplicates.parquet
 MERGES_SCHEMA: dict[str, pl.DataType] = {"patient_key": pl.String(), "survivor_key": pl.String()}
 MATCH_TYPES = ("exact_nhs_number", "conflict", "probable", "possible")
 # flag code -> (severity, action). ALREADY_AT_TARGET by demographics is raised "medium" with

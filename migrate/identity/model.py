@@ -46,6 +46,7 @@ from migrate.identity.settings import Comparison, IdentitySettings
 # Comparison -> the prepared column its exact level compares (term frequencies are of it).
 TF_VALUE = {"family_name": "fam", "given_names": "giv", "postcode": "pc", "address": "addr", "phone": "phone"}
 PRIOR_ITERATIONS = 50
+MODEL_FILE = "identity-model.json"  # the learned parameters, in the run folder beside duplicates.parquet
 _TINY = 1e-12
 
 
@@ -98,6 +99,12 @@ class Model:
         """The same parameters with another prior (linking to a target index)."""
         return Model(self.records, _round(prior), self.duplicates_per_record, self.comparisons,
                      self.nhs_number_disagree, self.household, self.term_frequencies, self.report)
+
+    def summary(self) -> dict[str, Any]:
+        """For the manifest: the file holding the parameters, the prior and every level's
+        weight (same extract and rules, same weights)."""
+        return {"file": MODEL_FILE, "records": self.records, "prior": self.prior,
+                "weights": {c.name: dict(zip(c.labels, (round(w, 4) for w in c.weights()))) for c in self.comparisons}}
 
     def asdict(self) -> dict[str, Any]:
         """The learned parameters as written to ``identity-model.json`` (no patient values)."""
@@ -343,4 +350,4 @@ def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataF
     return d
 
 
-__all__ = ["Model", "LearnedComparison", "estimate", "match_weights", "tf_columns"]
+__all__ = ["MODEL_FILE", "Model", "LearnedComparison", "estimate", "match_weights", "tf_columns"]

@@ -50,8 +50,9 @@ def _words(settings: IdentitySettings, name: str) -> list[str]:
 
 
 def _signed(col: str) -> pl.Expr:
+    # concat_str, not pl.format inside when/then: polars 2.1 panics on that over broadcast columns
     w = pl.col(col).round(1)
-    return pl.when(w >= 0).then(pl.format("+{}", w.cast(pl.String))).otherwise(w.cast(pl.String))
+    return pl.concat_str([pl.when(w >= 0).then(pl.lit("+")).otherwise(pl.lit("")), w.cast(pl.String)])
 
 
 def explanations(settings: IdentitySettings, model: Model) -> tuple[pl.Expr, pl.Expr]:

@@ -34,9 +34,9 @@ from migrate.identity import nhs_number
 from migrate.identity.blocking import candidate_pairs
 from migrate.identity.compare import compare, vocabulary
 from migrate.identity.exact import resolve_exact, survivor_demographics
-from migrate.identity.model import MODEL_FILE, Model, estimate
+from migrate.identity.model import MODEL_FILE, Model, em_sample, estimate
 from migrate.identity.prepare import prepare
-from migrate.identity.probable import CONTRIBUTION, classify, score_levels, score_pairs
+from migrate.identity.probable import CONTRIBUTION, classify, reachable, score_levels, score_pairs
 from migrate.identity.settings import IdentitySettings, load_identity_settings
 from migrate.identity.target import AT_TARGET_SCHEMA, match_target
 from migrate.outputs import write_json
@@ -163,8 +163,9 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     records = prepare(frame, "patient_key", "nhs")
     pairs, blocking = candidate_pairs(records, None, settings)
     vocab = vocabulary(records)
-    levels = pl.concat([pairs, compare(pairs, records, records, settings, (vocab, vocab))], how="horizontal")
-    model = estimate(records, levels, blocking, settings)
+    sample, _ = em_sample(pairs, records, settings)
+    trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
+    model = estimate(records, trained, blocking, settings, candidates=pairs.height)
     # The exact and conflicting pairs are scored too, so a reviewer sees how alike they are.
     position = records.select("key", "idx")
     ids = exact.pairs.join(position.rename({"key": "key_a", "idx": "i"}), on="key_a").join(
@@ -176,10 +177,13 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     # Probable pairs: among survivors, never two records whose valid numbers agree (decided above).
     alive = survivors.select(pl.col("patient_key") == pl.col("survivor_key")).to_series()
     nhs = records.get_column("nhs")
-    i, j = levels.get_column("i"), levels.get_column("j")
+    i, j = pairs.get_column("i"), pairs.get_column("j")
     same = (nhs.gather(i) == nhs.gather(j)).fill_null(False)
-    candidates = levels.filter(alive.gather(i) & alive.gather(j) & ~same)
-    scored = score_levels(candidates, records, records, model, settings, min_score=settings.review_threshold)
+    candidates = reachable(pairs.filter(alive.gather(i) & alive.gather(j) & ~same), records, records, model,
+                           settings, settings.review_threshold, (vocab, vocab))
+    levels = pl.concat([candidates, compare(candidates, records, records, settings, (vocab, vocab))],
+                       how="horizontal")
+    scored = score_levels(levels, records, records, model, settings, min_score=settings.review_threshold)
     probable = classify(scored, settings)
     model.report["twins_not_paired"] = scored.filter(pl.col("twin")).height
     return survivors, decided, probable, records, model

@@ -194,37 +194,75 @@ def _twin() -> pl.Expr:
 
 
 def compare(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings,
-            vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]] | None = None) -> pl.DataFrame:
+            vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]] | None = None, cheap: bool = False
+            ) -> pl.DataFrame:
     """Levels of every pair (module docstring), in ``pairs`` order. ``vocab``: the
-    ``vocabulary`` of ``left`` and ``right`` when already built."""
+    ``vocabulary`` of ``left`` and ``right`` when already built. ``cheap``: only the
+    ``CHEAP`` comparisons' levels and ``nhs_differ`` (no string similarities)."""
     vocab = vocab or (vocabulary(left), vocabulary(right))
     nicknames = pl.DataFrame([(name, g) for g, group in enumerate(settings.nicknames) for name in group],
                              schema={"x": pl.String(), "g": pl.Int64()}, orient="row")
-    out = [_compare_chunk(pairs.slice(start, CHUNK), left, right, settings, vocab, nicknames)
+    out = [_compare_chunk(pairs.slice(start, CHUNK), left, right, settings, vocab, nicknames, cheap)
            for start in range(0, max(pairs.height, 1), CHUNK)]
     return pl.concat(out)
 
 
+def _date_edits() -> pl.Expr:
+    """0 for equal birth dates, 1 when their YYYYMMDD digits differ in one place or by two
+    adjacent digits swapped (Damerau-Levenshtein 1), 2 otherwise; null when either is
+    missing. Integer arithmetic, no string distance."""
+    def digits(col: str) -> list[pl.Expr]:
+        d = pl.col(col)
+        n = d.dt.year().cast(pl.Int64) * 10_000 + d.dt.month().cast(pl.Int64) * 100 + d.dt.day().cast(pl.Int64)
+        return [(n // 10 ** (7 - k)) % 10 for k in range(8)]
+    a, b = digits("bd_a"), digits("bd_b")
+    differ = [x != y for x, y in zip(a, b)]
+    count = pl.sum_horizontal([d.cast(pl.Int8) for d in differ])
+    swap = pl.any_horizontal([differ[k] & differ[k + 1] & (a[k] == b[k + 1]) & (a[k + 1] == b[k]) for k in range(7)])
+    return (pl.when(count == 0).then(0).when((count == 1) | ((count == 2) & swap)).then(1).otherwise(2)
+            .cast(pl.Int8))
+
+
+CHEAP = ("birth_date", "sex", "postcode", "phone")  # compared without costly string similarities
+
+
 def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings,
-                   vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]], nicknames: pl.DataFrame
-                   ) -> pl.DataFrame:
+                   vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]], nicknames: pl.DataFrame,
+                   cheap: bool = False) -> pl.DataFrame:
     i, j = pairs.get_column("i"), pairs.get_column("j")
 
-    def by_pair(col_a: str, col_b: str, compute: Callable[[pl.DataFrame], pl.DataFrame], suffix: str
-                ) -> pl.DataFrame:
-        found = _by_distinct_pair(left.get_column(ID_OF[col_a]).gather(i), right.get_column(ID_OF[col_b]).gather(j),
-                                  vocab[0][col_a], vocab[1][col_b], compute)
+    def by_pair(col_a: str, col_b: str, compute: Callable[[pl.DataFrame], pl.DataFrame], suffix: str,
+                when: pl.Series | None = None) -> pl.DataFrame:
+        ids_a = left.get_column(ID_OF[col_a]).gather(i)
+        if when is not None:
+            ids_a = ids_a.zip_with(when, pl.Series([None] * ids_a.len(), dtype=ids_a.dtype))
+        found = _by_distinct_pair(ids_a, right.get_column(ID_OF[col_b]).gather(j), vocab[0][col_a], vocab[1][col_b],
+                                  compute)
         return found.rename({c: f"{c}_{suffix}" for c in found.columns})
 
     dl = _scored(DamerauLevenshtein.distance, "dl")
-    jw = _scored(JaroWinkler.normalized_similarity, "jw")
     frame = pl.concat([
         pl.DataFrame([*[left.get_column(c).gather(i).alias(f"{c}_a") for c in _GATHERED],
                       *[right.get_column(c).gather(j).alias(f"{c}_b") for c in _GATHERED]]),
+        by_pair("pc", "pc", dl, "pc"), by_pair("phone", "phone", dl, "phone"),
+    ], how="horizontal").with_columns(_date_edits().alias("dl_bd"))
+    tests = _tests(settings)
+    nhs_differ = (pl.col("nhs_a") != pl.col("nhs_b")).fill_null(False).alias("nhs_differ")
+    if cheap:
+        return frame.select(*[_level_expr(c, pl.any_horizontal([pl.col(m).is_null() for m in _MISSING[c.name]]),
+                                          tests[c.name]).alias(f"l_{c.name}")
+                              for c in settings.comparisons if c.name in CHEAP], nhs_differ)
+    jw = _scored(JaroWinkler.normalized_similarity, "jw")
+    # Crossed names are compared only where a crossed initial agrees (names given the wrong
+    # way round keep their initials); elsewhere they count as not reversed.
+    init = (left.get_column("giv_init").gather(i) == right.get_column("fam_init").gather(j)) | (
+        left.get_column("fam_init").gather(i) == right.get_column("giv_init").gather(j))
+    init = init.fill_null(False)
+    frame = pl.concat([
+        frame,
         by_pair("fam", "fam", _names, "fam"), by_pair("giv", "giv", _names, "giv"),
         by_pair("giv1", "giv1", _first_names(nicknames), "giv1"),
-        by_pair("fam", "giv1", jw, "cross_fam"), by_pair("giv1", "fam", jw, "cross_giv"),
-        by_pair("pc", "pc", dl, "pc"), by_pair("phone", "phone", dl, "phone"), by_pair("bd_text", "bd_text", dl, "bd"),
+        by_pair("fam", "giv1", jw, "cross_fam", init), by_pair("giv1", "fam", jw, "cross_giv", init),
     ], how="horizontal")
     # Addresses are compared (costly token-set similarity) only where their house numbers
     # agree; ``addr_a`` is true where both records have an address (null: missing on either).
@@ -238,7 +276,6 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
     frame = pl.concat([frame, found.rename({"ts": "ts_addr", "eq": "eq_addr"}), ids.select("addr_a")],
                       how="horizontal")
     frame = frame.with_columns(_reversed(settings).alias("reversed"))
-    tests = _tests(settings)
     # Names given the wrong way round are judged once, by names_reversed (whose weight is
     # that of the crossed names agreeing): the two name comparisons then add nothing.
     crossed = {"family_name", "given_names"}
@@ -246,11 +283,7 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
         _level_expr(c, pl.any_horizontal([pl.col(m).is_null() for m in _MISSING[c.name]])
                     | (pl.col("reversed") if c.name in crossed else pl.lit(False)), tests[c.name])
         .alias(f"l_{c.name}") for c in settings.comparisons]
-    return frame.select(
-        *levels, "reversed",
-        (pl.col("nhs_a") != pl.col("nhs_b")).fill_null(False).alias("nhs_differ"),
-        _twin().alias("twin"),
-    )
+    return frame.select(*levels, "reversed", nhs_differ, _twin().alias("twin"))
 
 
-__all__ = ["CHUNK", "TWIN_SAME_NAME", "compare", "vocabulary"]
+__all__ = ["CHEAP", "CHUNK", "TWIN_SAME_NAME", "compare", "vocabulary"]

@@ -295,12 +295,30 @@ def tf_columns(model: Model, records: pl.DataFrame, idx: pl.Series) -> dict[str,
     return out
 
 
+def em_sample(pairs: pl.DataFrame, records: pl.DataFrame, settings: IdentitySettings) -> tuple[pl.DataFrame, float]:
+    """The candidate pairs EM trains on and the share of all they are: every pair, or when
+    there are more than ``model.em_pairs`` a uniform sample chosen by a hash of the two
+    records' keys (the same pairs whatever the row order)."""
+    limit = settings.model.em_pairs
+    if pairs.height <= limit:
+        return pairs, 1.0
+    keys = records.get_column("key")
+    a, b = keys.gather(pairs.get_column("i")), keys.gather(pairs.get_column("j"))
+    joined = pl.DataFrame({"x": pl.min_horizontal(a, b), "y": pl.max_horizontal(a, b)}).select(
+        pl.concat_str(["x", "y"], separator="\x1f").hash(seed=settings.model.seed))
+    share = limit / pairs.height
+    keep = joined.to_series() < int(share * 2**64)
+    return pairs.filter(keep), share
+
+
 def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleReport],
-             settings: IdentitySettings) -> Model:
+             settings: IdentitySettings, candidates: int | None = None) -> Model:
     """Estimate the model from prepared ``records`` and the ``compare`` levels of their
-    candidate pairs (with ``i``, ``j`` and the ``rules`` bit mask)."""
+    candidate pairs (with ``i``, ``j`` and the ``rules`` bit mask) — all of them, or the
+    uniform sample ``em_sample`` drew from ``candidates`` pairs."""
     ms = settings.model
     n = records.height
+    share = 1.0 if not candidates else levels.height / candidates
     sample, full = _random_pairs(records, settings) if n >= 2 else (pl.DataFrame(
         schema={"i": pl.UInt32, "j": pl.UInt32}), True)
     vocab = vocabulary(records)
@@ -316,10 +334,11 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
     tfs = {c.name: _term_frequencies(records, c, float(u[c.name][0]), ms.tf_strength)
            for c in settings.comparisons if c.term_frequency}
     draft = Model(n, 0.5, ms.duplicates_per_record, comparisons, ms.nhs_number_disagree, ms.counted_once, tfs)
-    d = _duplicates_per_record(draft, records, levels, settings)
+    d = _duplicates_per_record(draft, records, levels, settings, share)
     prior = min(2 * d / max(n - 1, 1), 0.5)
     report = {
-        "candidate_pairs": levels.height,
+        "candidate_pairs": candidates or levels.height,
+        "em_pairs": levels.height,
         "blocking": {"max_block_size": settings.max_block_size, "rules": [r.asdict() for r in blocking]},
         "u_sampling": {"pairs": sample.height, "all_pairs": full, "seed": ms.seed},
         "em": runs,
@@ -328,8 +347,9 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
 
 
 def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataFrame,
-                           settings: IdentitySettings) -> float:
-    """d: the expected matches among the candidate pairs per record (fixed point)."""
+                           settings: IdentitySettings, share: float) -> float:
+    """d: the expected matches among the candidate pairs per record (fixed point); ``levels``
+    are ``share`` of the candidate pairs, drawn uniformly."""
     ms = settings.model
     n = records.height
     if n < 2 or levels.height == 0:
@@ -342,7 +362,7 @@ def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataF
     for _ in range(PRIOR_ITERATIONS):
         prior = min(2 * d / (n - 1), 0.5)
         logit = math.log2(prior / (1 - prior)) + log_bf[eligible]
-        expected = float((1.0 / (1.0 + np.exp2(-np.clip(logit, -1000, 1000)))).sum())
+        expected = float((1.0 / (1.0 + np.exp2(-np.clip(logit, -1000, 1000)))).sum()) / share
         new = (expected + ms.prior_strength * ms.duplicates_per_record) / (n + ms.prior_strength)
         if abs(new - d) <= 1e-9 * max(d, 1e-12):
             return new
@@ -350,4 +370,4 @@ def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataF
     return d
 
 
-__all__ = ["MODEL_FILE", "Model", "LearnedComparison", "estimate", "match_weights", "tf_columns"]
+__all__ = ["MODEL_FILE", "Model", "em_sample", "LearnedComparison", "estimate", "match_weights", "tf_columns"]

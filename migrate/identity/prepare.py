@@ -11,9 +11,9 @@
   (the first number in the address), ``addr_nums`` (all its numbers, in order) and
   ``street`` (the first word after the first number);
 - ``bd`` (birth date), ``bd_key`` / ``bd_swap`` (the date and its day/month swap as
-  integers), ``by`` (year), ``bd_text`` (YYYYMMDD);
+  integers) and ``by`` (year);
 - an integer id per distinct source value (``fam_id``, ``giv_id``, ``pc_id``, ``phone_id``,
-  ``addr_id``, ``bd_id``) so string similarities are computed once per distinct pair.
+  ``addr_id``) so string similarities are computed once per distinct pair.
 
 Normalising is done once per distinct value, never per row.
 """
@@ -29,8 +29,7 @@ _SOUNDEX = {**dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"), **di
             "l": "4", **dict.fromkeys("mn", "5"), "r": "6"}
 # String column -> its id column (the position of the source value among the distinct
 # source values; two ids may stand for one cleaned value).
-ID_OF = {"fam": "fam_id", "giv": "giv_id", "giv1": "giv_id", "addr": "addr_id", "pc": "pc_id", "phone": "phone_id",
-         "bd_text": "bd_id"}
+ID_OF = {"fam": "fam_id", "giv": "giv_id", "giv1": "giv_id", "addr": "addr_id", "pc": "pc_id", "phone": "phone_id"}
 
 
 def _clean_name(col: str) -> pl.Expr:
@@ -115,7 +114,6 @@ def _birth_dates(distinct: pl.DataFrame) -> pl.DataFrame:
         pl.when((day <= 12) & (day != month)).then(pl.date(pl.col("bd").dt.year(), day, month).cast(pl.Int32))
         .alias("bd_swap"),
         pl.col("bd").dt.year().alias("by"),
-        pl.col("bd").dt.strftime("%Y%m%d").alias("bd_text"),
     )
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from migrate.identity.compare import compare
+import math
+
+from migrate.identity.compare import CHEAP, compare
 from migrate.identity.model import Model, match_weights, tf_columns
 from migrate.identity.settings import IdentitySettings
 
@@ -119,6 +121,33 @@ def score_pairs(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, mo
     return score_levels(levels, left, right, model, settings, min_score)
 
 
+def reachable(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, model: Model,
+              settings: IdentitySettings, min_score: float,
+              vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]] | None = None) -> pl.DataFrame:
+    """The ``pairs`` that could score ``min_score`` or more: the weights of the cheap
+    comparisons (birth date, sex, postcode, phone, NHS numbers) plus the most each costly
+    one (names, address) could add — the others cannot, whatever their names, and are not
+    compared further."""
+    if min_score <= 0 or pairs.height == 0:
+        return pairs
+    cheap = compare(pairs, left, right, settings, vocab, cheap=True)
+    costly = [c for c in model.comparisons if c.name not in CHEAP]
+    frame = cheap.with_columns(pairs.get_column("i"), pairs.get_column("j"),
+                               *[pl.lit(None, dtype=pl.Int8).alias(f"l_{c.name}") for c in costly])
+    tf_u = tf_columns(model, left, pairs.get_column("i"))
+    weights = match_weights(frame, tf_u, model)
+    bounds: list[pl.Expr] = []
+    for c in costly:
+        best = max(0.0, *c.weights())
+        if c.name in tf_u:
+            bounds.append(pl.max_horizontal(pl.lit(best), (c.m[0] / tf_u[c.name].clip(1e-12, 1.0)).log(2))
+                          .fill_null(best))
+        else:
+            bounds.append(pl.lit(best))
+    bound = weights.select(pl.sum_horizontal([pl.col("match_weight"), *bounds])).to_series()
+    return pairs.filter(bound >= math.log2(min_score / (1 - min_score)))
+
+
 def classify(scored: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
     """Probable (score >= probable threshold) and possible (>= review) pairs of ``scored``,
     twins left out; ``key_a`` < ``key_b``, sorted by keys."""
@@ -137,4 +166,4 @@ def ordered(scored: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-__all__ = ["CONTRIBUTION", "classify", "explanations", "ordered", "score_levels", "score_pairs"]
+__all__ = ["CONTRIBUTION", "classify", "reachable", "explanations", "ordered", "score_levels", "score_pairs"]

@@ -40,10 +40,11 @@ COMPARISON_TESTS: dict[str, tuple[str, ...]] = {
 # Tests taking a threshold: test -> (key, is a fraction 0-1 (else a whole number of days)).
 THRESHOLD: dict[str, tuple[str, bool]] = {"jaro_winkler": ("at_least", True), "similar": ("at_least", True),
                                           "reversed": ("at_least", True), "within_days": ("at_most", False)}
+MAX_RULES = 64
 MAX_WEIGHT = 60.0  # match weights are log2 Bayes factors: beyond this a typo, not a choice
 TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds",
              "nicknames")
-MODEL_KEYS = ("u_pairs", "seed", "em_max_iterations", "em_tolerance", "strength", "duplicates_per_record",
+MODEL_KEYS = ("u_pairs", "em_pairs", "seed", "em_max_iterations", "em_tolerance", "strength", "duplicates_per_record",
               "nhs_number_disagree", "counted_once")
 STRENGTH_KEYS = ("m", "u", "term_frequency", "prior")
 
@@ -86,6 +87,7 @@ class ModelSettings:
     """How the model's parameters are estimated (``rules/identity.yaml`` model)."""
 
     u_pairs: int
+    em_pairs: int
     seed: int
     em_max_iterations: int
     em_tolerance: float
@@ -301,6 +303,9 @@ def _blocking_rules(c: _Checker, block: dict[str, Any]) -> tuple[tuple[str, ...]
         if tuple(rule) in rules:
             c.problem(at, "repeats an earlier rule")
         rules.append(tuple(rule))
+    if len(rules) > MAX_RULES:
+        c.problem("blocking.rules", f"at most {MAX_RULES} rules (each pair records its rules in one 64-bit mask); "
+                  f"found {len(rules)}")
     return tuple(rules)
 
 
@@ -386,6 +391,7 @@ def _comparisons(c: _Checker, node: dict[str, Any]) -> tuple[Comparison, ...]:
 def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
     c.unknown_keys(node, MODEL_KEYS, "model")
     u_pairs = c.integer(node, "u_pairs", "model", minimum=1000)
+    em_pairs = c.integer(node, "em_pairs", "model", minimum=1000)
     seed = c.integer(node, "seed", "model", minimum=0)
     iterations = c.integer(node, "em_max_iterations", "model", minimum=1)
     tolerance = c.fraction(node, "em_tolerance", "model")
@@ -418,12 +424,12 @@ def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
                 c.problem(f"model.counted_once[{n}]", f"unknown comparison {unknown[0]!r}; expected one of "
                           f"{', '.join(COMPARISON_TESTS)}")
             counted.append(tuple(str(g) for g in group))
-    if None in (u_pairs, seed, iterations, tolerance, nhs_disagree) or len(values) < len(STRENGTH_KEYS) or not (
+    if None in (u_pairs, em_pairs, seed, iterations, tolerance, nhs_disagree) or len(values) < len(STRENGTH_KEYS) or not (
             isinstance(rate, (int, float)) and 0 < rate < 1):
         return None
-    assert u_pairs is not None and seed is not None and iterations is not None and tolerance is not None
+    assert u_pairs is not None and em_pairs is not None and seed is not None and iterations is not None and tolerance is not None
     assert nhs_disagree is not None
-    return ModelSettings(u_pairs=u_pairs, seed=seed, em_max_iterations=iterations, em_tolerance=tolerance,
+    return ModelSettings(u_pairs=u_pairs, em_pairs=em_pairs, seed=seed, em_max_iterations=iterations, em_tolerance=tolerance,
                          m_strength=values["m"], u_strength=values["u"], tf_strength=values["term_frequency"],
                          prior_strength=values["prior"], duplicates_per_record=float(rate),
                          nhs_number_disagree=nhs_disagree, counted_once=tuple(counted))

@@ -16,7 +16,7 @@ from migrate.identity import nhs_number
 from migrate.identity.blocking import candidate_pairs
 from migrate.identity.model import Model
 from migrate.identity.prepare import prepare
-from migrate.identity.probable import score_pairs
+from migrate.identity.probable import reachable, score_pairs
 from migrate.identity.settings import IdentitySettings
 
 REQUIRED = ("local_id", "nhs_number")
@@ -105,6 +105,7 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
     ])
     numbered = patients.filter(pl.col("nhs").is_not_null()).height
     linking = model.with_prior(target_prior(model, settings, by_number.height, numbered, target.height))
+    pairs = reachable(pairs, left, right, linking, settings, settings.review_threshold)
     scored = score_pairs(pairs, left, right, linking, settings, min_score=settings.review_threshold).filter(
         ~pl.col("twin"))
     by_demographics = (

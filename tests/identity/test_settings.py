@@ -78,3 +78,26 @@ def test_unreadable_or_not_yaml(tmp_path: Path) -> None:
     bad.write_text("nhs_number: [unclosed", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_identity_settings(bad)
+
+
+def test_every_comparison_and_model_problem_listed_at_once(tmp_path: Path) -> None:
+    doc = yaml.safe_load(yaml.safe_dump(SHIPPED))
+    fam = doc["comparisons"]["family_name"]["levels"]
+    fam[1] = {"test": "jaro_winkler", "m": 0.07, "u": 0.003}              # threshold missing
+    fam.insert(2, {"test": "soundex", "m": 0.01, "u": 0.01})             # unknown test
+    doc["comparisons"]["birth_date"]["term_frequency"] = True            # no exact level first? it has one
+    doc["comparisons"]["phone"]["levels"].reverse()                      # else not last
+    doc["comparisons"]["sex"]["term_frequency"] = "yes"                  # not a boolean
+    doc["comparisons"]["shoe_size"] = {"levels": []}                     # unknown comparison
+    doc["model"]["strength"]["m"] = 0                                    # must be above 0
+    doc["model"]["counted_once"] = [["address", "postcode", "fax"]]      # unknown comparison
+    doc["model"]["nhs_number_disagree"] = 3                              # must be 0 or negative
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError) as caught:
+        load_identity_settings(path)
+    text = caught.value.render()
+    for where in ("comparisons.family_name.levels[1].at_least", "comparisons.family_name.levels[2].test",
+                  "comparisons.phone.levels: the last level", "comparisons.sex.term_frequency",
+                  "comparisons.shoe_size", "model.strength.m", "model.counted_once[0]", "model.nhs_number_disagree"):
+        assert where in text, where
+    assert "comparisons.birth_date" not in text

@@ -163,9 +163,9 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     records = prepare(frame, "patient_key", "nhs")
     pairs, blocking = candidate_pairs(records, None, settings)
     vocab = vocabulary(records)
-    sample, _ = em_sample(pairs, records, settings)
+    sample, shares = em_sample(pairs, records, settings)
     trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
-    model = estimate(records, trained, blocking, settings, candidates=pairs.height)
+    model = estimate(records, trained, blocking, settings, candidates=pairs.height, q_rule=shares)
     # The exact and conflicting pairs are scored too, so a reviewer sees how alike they are.
     position = records.select("key", "idx")
     ids = exact.pairs.join(position.rename({"key": "key_a", "idx": "i"}), on="key_a").join(

@@ -205,8 +205,9 @@ def _em(patterns: np.ndarray, counts: np.ndarray, m0: list[np.ndarray], u: list[
     return m, expected, settings.model.em_max_iterations, False
 
 
-def _estimate_m(levels: pl.DataFrame, u: dict[str, np.ndarray], settings: IdentitySettings
-                ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]], list[dict[str, Any]]]:
+def _estimate_m(levels: pl.DataFrame, u: dict[str, np.ndarray], settings: IdentitySettings,
+                q_rule: tuple[float, ...]) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]],
+                                                    list[dict[str, Any]]]:
     sums: dict[str, np.ndarray] = {}
     weight: dict[str, float] = {}
     by: dict[str, list[str]] = {c.name: [] for c in settings.comparisons}
@@ -214,7 +215,10 @@ def _estimate_m(levels: pl.DataFrame, u: dict[str, np.ndarray], settings: Identi
     for r, rule in enumerate(settings.blocking_rules):
         est = [c for c in settings.comparisons if c.name not in covered(rule)]
         mine = levels.filter((pl.col("rules") & pl.lit(1 << r, dtype=pl.UInt64)) != 0)
-        run: dict[str, Any] = {"rule": rule_name(rule), "pairs": mine.height, "estimated": [c.name for c in est]}
+        if "h" in mine.columns:  # the rule's own uniform sample among the drawn pairs
+            mine = mine.filter(pl.col("h") < q_rule[r])
+        run: dict[str, Any] = {"rule": rule_name(rule), "pairs": mine.height, "share": round(q_rule[r], 6),
+                               "estimated": [c.name for c in est]}
         if mine.height == 0 or not est:
             runs.append(run | {"iterations": 0, "converged": False, "expected_matches": 0.0})
             continue
@@ -295,30 +299,46 @@ def tf_columns(model: Model, records: pl.DataFrame, idx: pl.Series) -> dict[str,
     return out
 
 
-def em_sample(pairs: pl.DataFrame, records: pl.DataFrame, settings: IdentitySettings) -> tuple[pl.DataFrame, float]:
-    """The candidate pairs EM trains on and the share of all they are: every pair, or when
-    there are more than ``model.em_pairs`` a uniform sample chosen by a hash of the two
-    records' keys (the same pairs whatever the row order)."""
-    limit = settings.model.em_pairs
-    if pairs.height <= limit:
-        return pairs, 1.0
+def em_sample(pairs: pl.DataFrame, records: pl.DataFrame, settings: IdentitySettings
+              ) -> tuple[pl.DataFrame, tuple[float, ...]]:
+    """The candidate pairs EM trains on, with ``q``, the chance each had of being drawn, and
+    each rule's q_r.
+
+    Each blocking rule keeps at most its share of ``model.em_pairs`` (the total over the
+    rules that produced pairs, split evenly): rule r keeps the pairs whose hash of the two
+    records' keys falls below q_r = min(1, share / its pairs) — so the same pairs whatever
+    the row order, each rule's kept pairs a uniform sample of its own, and a pair kept
+    with chance q = the largest q_r of its rules (what the prior's count is divided by).
+    ``h`` is the pair's hash as a fraction in [0, 1).
+    """
+    bits = [1 << r for r in range(len(settings.blocking_rules))]
+    counts = [pairs.filter((pl.col("rules") & pl.lit(b, dtype=pl.UInt64)) != 0).height for b in bits]
+    used = max(1, sum(1 for n in counts if n))
+    share = settings.model.em_pairs / used
+    q_rule = [min(1.0, share / n) if n else 1.0 for n in counts]
+    if all(q == 1.0 for q in q_rule):
+        return pairs.with_columns(pl.lit(1.0).alias("q"), pl.lit(0.0).alias("h")), tuple(q_rule)
     keys = records.get_column("key")
     a, b = keys.gather(pairs.get_column("i")), keys.gather(pairs.get_column("j"))
-    joined = pl.DataFrame({"x": pl.min_horizontal(a, b), "y": pl.max_horizontal(a, b)}).select(
-        pl.concat_str(["x", "y"], separator="\x1f").hash(seed=settings.model.seed))
-    share = limit / pairs.height
-    keep = joined.to_series() < int(share * 2**64)
-    return pairs.filter(keep), share
+    h = pl.DataFrame({"a": a, "b": b}).select(
+        (pl.concat_str([pl.min_horizontal("a", "b"), pl.max_horizontal("a", "b")], separator="\x1f")
+         .hash(seed=settings.model.seed) // 2**11).cast(pl.Float64) / 2.0**53).to_series()
+    q = pl.max_horizontal([pl.when((pl.col("rules") & pl.lit(bit, dtype=pl.UInt64)) != 0).then(pl.lit(qr))
+                           .otherwise(pl.lit(0.0)) for bit, qr in zip(bits, q_rule)])
+    drawn = pairs.with_columns(h.alias("h")).with_columns(q.alias("q"))
+    return drawn.filter(pl.col("h") < pl.col("q")), tuple(q_rule)
 
 
 def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleReport],
-             settings: IdentitySettings, candidates: int | None = None) -> Model:
+             settings: IdentitySettings, candidates: int | None = None,
+             q_rule: tuple[float, ...] | None = None) -> Model:
     """Estimate the model from prepared ``records`` and the ``compare`` levels of their
-    candidate pairs (with ``i``, ``j`` and the ``rules`` bit mask) — all of them, or the
-    uniform sample ``em_sample`` drew from ``candidates`` pairs."""
+    candidate pairs (with ``i``, ``j`` and the ``rules`` bit mask) — all of them, or those
+    ``em_sample`` drew (with ``h`` and ``q``; ``q_rule`` each rule's share) from
+    ``candidates`` pairs."""
     ms = settings.model
     n = records.height
-    share = 1.0 if not candidates else levels.height / candidates
+    q_rule = q_rule or tuple(1.0 for _ in settings.blocking_rules)
     sample, full = _random_pairs(records, settings) if n >= 2 else (pl.DataFrame(
         schema={"i": pl.UInt32, "j": pl.UInt32}), True)
     vocab = vocabulary(records)
@@ -327,14 +347,14 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
     for c in settings.comparisons:
         counts = _level_counts(random_levels, c) if random_levels is not None else np.zeros(len(c.levels))
         u[c.name] = np.asarray([_round(x) for x in _smoothed(counts, tuple(lv.u for lv in c.levels), ms.u_strength)])
-    m, by, runs = _estimate_m(levels, u, settings)
+    m, by, runs = _estimate_m(levels, u, settings, q_rule)
     comparisons = tuple(LearnedComparison(
         c.name, tuple(lv.label for lv in c.levels), tuple(_round(max(x, _TINY)) for x in m[c.name]),
         tuple(float(x) for x in u[c.name]), by[c.name], c.term_frequency) for c in settings.comparisons)
     tfs = {c.name: _term_frequencies(records, c, float(u[c.name][0]), ms.tf_strength)
            for c in settings.comparisons if c.term_frequency}
     draft = Model(n, 0.5, ms.duplicates_per_record, comparisons, ms.nhs_number_disagree, ms.counted_once, tfs)
-    d = _duplicates_per_record(draft, records, levels, settings, share)
+    d = _duplicates_per_record(draft, records, levels, settings)
     prior = min(2 * d / max(n - 1, 1), 0.5)
     report = {
         "candidate_pairs": candidates or levels.height,
@@ -347,9 +367,9 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
 
 
 def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataFrame,
-                           settings: IdentitySettings, share: float) -> float:
-    """d: the expected matches among the candidate pairs per record (fixed point); ``levels``
-    are ``share`` of the candidate pairs, drawn uniformly."""
+                           settings: IdentitySettings) -> float:
+    """d: the expected matches among the candidate pairs per record (fixed point); a drawn
+    pair counts 1 / q (Horvitz-Thompson: ``levels`` may be ``em_sample``'s draw)."""
     ms = settings.model
     n = records.height
     if n < 2 or levels.height == 0:
@@ -358,11 +378,12 @@ def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataF
     # Bayes factors without the prior (the draft's prior is 0.5: log-odds 0).
     log_bf = weights.get_column("match_weight").to_numpy()
     eligible = ~levels.get_column("twin").to_numpy()
+    inverse = 1.0 / (levels.get_column("q").to_numpy()[eligible] if "q" in levels.columns else np.ones(eligible.sum()))
     d = ms.duplicates_per_record
     for _ in range(PRIOR_ITERATIONS):
         prior = min(2 * d / (n - 1), 0.5)
         logit = math.log2(prior / (1 - prior)) + log_bf[eligible]
-        expected = float((1.0 / (1.0 + np.exp2(-np.clip(logit, -1000, 1000)))).sum()) / share
+        expected = float((inverse / (1.0 + np.exp2(-np.clip(logit, -1000, 1000)))).sum())
         new = (expected + ms.prior_strength * ms.duplicates_per_record) / (n + ms.prior_strength)
         if abs(new - d) <= 1e-9 * max(d, 1e-12):
             return new

@@ -172,6 +172,27 @@ def test_twins_are_kept_apart_from_a_target_record_too(settings: IdentitySetting
     assert result.at_target.height == 0
 
 
+def test_em_on_a_sample_of_the_pairs_learns_the_same_model(settings: IdentitySettings) -> None:
+    """Above model.em_pairs candidate pairs, EM trains on a key-hash sample: the same pairs
+    whatever the row order, and estimates close to those from every pair."""
+    import dataclasses
+
+    frame = population(3_000, 150, seed=8)
+    full_pairs, full = dedupe(frame.lazy(), settings)
+    small = dataclasses.replace(settings, model=dataclasses.replace(settings.model, em_pairs=1_000))
+    pairs, sampled = dedupe(frame.lazy(), small)
+    again = dedupe(frame.sample(fraction=1.0, shuffle=True, seed=3).lazy(), small)
+    assert again[1].asdict() == sampled.asdict() and again[0].equals(pairs)
+    assert full.report["em_pairs"] == full.report["candidate_pairs"] > 2_000
+    assert 0 < sampled.report["em_pairs"] <= 1_000
+    assert abs(sampled.duplicates_per_record - full.duplicates_per_record) < 0.25 * full.duplicates_per_record
+    for name in ("family_name", "given_names", "birth_date"):
+        a, b = full.comparison(name).m, sampled.comparison(name).m
+        assert max(abs(x - y) for x, y in zip(a, b)) < 0.1, name
+    probable = {r[:2] for r in full_pairs.filter(pl.col("match_type") == "probable").iter_rows()}
+    assert len(probable ^ {r[:2] for r in pairs.filter(pl.col("match_type") == "probable").iter_rows()}) <= 3
+
+
 def test_empty_extract(settings: IdentitySettings) -> None:
     pairs, model = dedupe(pl.DataFrame(schema=canonical.PATIENTS.schema).lazy(), settings)
     assert pairs.height == 0 and model.records == 0

@@ -34,7 +34,7 @@ from migrate.identity import nhs_number
 from migrate.identity.blocking import candidate_pairs
 from migrate.identity.compare import compare, vocabulary
 from migrate.identity.exact import resolve_exact, survivor_demographics
-from migrate.identity.model import MODEL_FILE, Model, em_sample, estimate
+from migrate.identity.model import MODEL_FILE, Model, em_sample, estimate, with_term_frequencies
 from migrate.identity.prepare import prepare
 from migrate.identity.probable import CONTRIBUTION, classify, reachable, score_levels, score_pairs
 from migrate.identity.settings import IdentitySettings, load_identity_settings
@@ -166,6 +166,7 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     sample, shares = em_sample(pairs, records, settings)
     trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
     model = estimate(records, trained, blocking, settings, candidates=pairs.height, q_rule=shares)
+    records = with_term_frequencies(model, records)
     # The exact and conflicting pairs are scored too, so a reviewer sees how alike they are.
     position = records.select("key", "idx")
     ids = exact.pairs.join(position.rename({"key": "key_a", "idx": "i"}), on="key_a").join(

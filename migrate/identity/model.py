@@ -285,18 +285,26 @@ def _counted_once(model: Model) -> list[pl.Expr]:
     return out
 
 
-def tf_columns(model: Model, records: pl.DataFrame, idx: pl.Series) -> dict[str, pl.Series]:
-    """Per comparison with term frequencies: the u of ``records``' value at positions ``idx``
-    (the extract's share of that value; the comparison's exact u for a value not in it)."""
-    out = {}
+def with_term_frequencies(model: Model, records: pl.DataFrame) -> pl.DataFrame:
+    """``records`` with ``tfu_<comparison>``: the u of each record's value (its share of the
+    extract; the comparison's exact u for a value not in it), looked up once per record."""
+    cols = []
     for c in model.comparisons:
-        if not c.term_frequency or c.name not in model.term_frequencies:
-            continue
-        column, table = model.term_frequencies[c.name]
-        values = records.get_column(column).gather(idx).alias("value").to_frame()
-        u = values.join(table, on="value", how="left", maintain_order="left").get_column("u")
-        out[c.name] = u.fill_null(c.u[0]).alias(f"tfu_{c.name}")
-    return out
+        if c.term_frequency and c.name in model.term_frequencies:
+            column, table = model.term_frequencies[c.name]
+            u = records.select(pl.col(column).alias("value")).join(table, on="value", how="left",
+                                                                    maintain_order="left").get_column("u")
+            cols.append(u.fill_null(c.u[0]).alias(f"tfu_{c.name}"))
+    return records.with_columns(cols)
+
+
+def tf_columns(model: Model, records: pl.DataFrame, idx: pl.Series) -> dict[str, pl.Series]:
+    """Per comparison with term frequencies: the u of ``records``' value at positions
+    ``idx`` (``with_term_frequencies``; looked up here when ``records`` lacks it)."""
+    names = [c.name for c in model.comparisons if c.term_frequency and c.name in model.term_frequencies]
+    if any(f"tfu_{n}" not in records.columns for n in names):
+        records = with_term_frequencies(model, records)
+    return {n: records.get_column(f"tfu_{n}").gather(idx) for n in names}
 
 
 def em_sample(pairs: pl.DataFrame, records: pl.DataFrame, settings: IdentitySettings
@@ -391,4 +399,4 @@ def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataF
     return d
 
 
-__all__ = ["MODEL_FILE", "Model", "em_sample", "LearnedComparison", "estimate", "match_weights", "tf_columns"]
+__all__ = ["MODEL_FILE", "Model", "em_sample", "with_term_frequencies", "LearnedComparison", "estimate", "match_weights", "tf_columns"]

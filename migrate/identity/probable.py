@@ -14,9 +14,9 @@ reads ("surname similar (jaro-winkler >= 0.92) +6.1"), never a value of a field.
 
 from __future__ import annotations
 
-import polars as pl
-
 import math
+
+import polars as pl
 
 from migrate.identity.compare import CHEAP, compare
 from migrate.identity.model import Model, match_weights, tf_columns

@@ -14,6 +14,7 @@ from typing import Any
 
 from migrate import resources
 from migrate.errors import ConfigError
+from migrate.identity.checker import Checker
 from migrate.yamltext import load_yaml, number, whole_number
 
 IDENTITY_FILE = "identity.yaml"
@@ -41,7 +42,6 @@ COMPARISON_TESTS: dict[str, tuple[str, ...]] = {
 THRESHOLD: dict[str, tuple[str, bool]] = {"jaro_winkler": ("at_least", True), "similar": ("at_least", True),
                                           "reversed": ("at_least", True), "within_days": ("at_most", False)}
 MAX_RULES = 64
-MAX_WEIGHT = 60.0  # match weights are log2 Bayes factors: beyond this a typo, not a choice
 TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds",
              "nicknames")
 MODEL_KEYS = ("u_pairs", "em_pairs", "seed", "em_max_iterations", "em_tolerance", "strength", "duplicates_per_record",
@@ -139,7 +139,7 @@ def load_identity_settings(path: Path | None = None) -> IdentitySettings:
 
 def settings_from_dict(raw: Any, source: str = "<identity settings>") -> IdentitySettings:
     """Validate a parsed identity document; ConfigError lists every problem at once."""
-    c = _Checker(source)
+    c = Checker(source, "identity rules")
     if not isinstance(raw, dict):
         raise ConfigError(f"identity rules {source}: 1 problem", [f"{source}: the document must be a mapping"])
     c.unknown_keys(raw, TOP_LEVEL, "")
@@ -174,91 +174,7 @@ def settings_from_dict(raw: Any, source: str = "<identity settings>") -> Identit
     )
 
 
-class _Checker:
-    """Collects problems as ``<file>: <path>: <what>``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def problem(self, where: str, what: str) -> None:
-        self.problems.append(f"{self.source}: {where}: {what}" if where else f"{self.source}: {what}")
-
-    def raise_if_any(self) -> None:
-        if self.problems:
-            n = len(self.problems)
-            raise ConfigError(f"identity rules {self.source}: {n} problem{'s' if n > 1 else ''}", self.problems)
-
-    @staticmethod
-    def join(parent: str, key: str) -> str:
-        return f"{parent}.{key}" if parent else key
-
-    def unknown_keys(self, node: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        for key in node:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(allowed)}"
-                self.problem(self.join(where, str(key)), f"unknown key{hint}")
-
-    def mapping(self, node: dict[str, Any], key: str) -> dict[str, Any]:
-        value = node.get(key)
-        if not isinstance(value, dict):
-            self.problem(key, "missing section" if value is None else "must be a mapping")
-            return {}
-        return value
-
-    def strings(self, node: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-        value = node.get(key)
-        path = self.join(where, key)
-        if not isinstance(value, list) or not value:
-            self.problem(path, "must be a non-empty list")
-            return ()
-        bad = [v for v in value if not isinstance(v, str) or not v.strip()]
-        if bad:
-            self.problem(path, f"every entry must be text (quote numbers such as \"01\"); found {bad[0]!r}")
-            return ()
-        return tuple(value)
-
-    def choices(self, node: dict[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        values = self.strings(node, key, where)
-        for v in values:
-            if v not in allowed:
-                close = difflib.get_close_matches(v, allowed, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(allowed)}"
-                self.problem(self.join(where, key), f"unknown '{v}'; {hint}")
-        if len(set(values)) < len(values):
-            self.problem(self.join(where, key), "lists an entry twice")
-        return values
-
-    # The file is read as text (migrate.yamltext): numbers are converted here.
-    def integer(self, node: dict[str, Any], key: str, where: str, minimum: int) -> int | None:
-        value = whole_number(node.get(key))
-        if value is None or value < minimum:
-            self.problem(self.join(where, key),
-                         f"must be a whole number of at least {minimum}; found {node.get(key)!r}")
-            return None
-        return value
-
-    def weight(self, node: dict[str, Any], key: str, where: str) -> float | None:
-        value = number(node.get(key))
-        if value is None or abs(value) > MAX_WEIGHT:
-            self.problem(self.join(where, key),
-                         f"must be a match weight (log2 Bayes factor) from -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}; "
-                         f"found {node.get(key)!r}")
-            return None
-        return float(value)
-
-    def fraction(self, node: dict[str, Any], key: str, where: str, nullable: bool = False) -> float | None:
-        if node.get(key) is None and nullable:
-            return None
-        value = number(node.get(key))
-        if value is None or not 0 <= value <= 1:
-            self.problem(self.join(where, key), f"must be a number from 0 to 1; found {node.get(key)!r}")
-            return None
-        return float(value)
-
-
-def _prefix_ranges(c: _Checker, nhs: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+def _prefix_ranges(c: Checker, nhs: dict[str, Any]) -> tuple[tuple[int, int], ...]:
     c.unknown_keys(nhs, ("valid_prefix_ranges", "verified_statuses"), "nhs_number")
     value = nhs.get("valid_prefix_ranges")
     where = "nhs_number.valid_prefix_ranges"
@@ -282,7 +198,7 @@ def _prefix_ranges(c: _Checker, nhs: dict[str, Any]) -> tuple[tuple[int, int], .
     return tuple(out)
 
 
-def _blocking_rules(c: _Checker, block: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+def _blocking_rules(c: Checker, block: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
     value = block.get("rules")
     if not isinstance(value, list) or not value:
         c.problem("blocking.rules", "must be a non-empty list of rules, each a list of parts")
@@ -309,15 +225,15 @@ def _blocking_rules(c: _Checker, block: dict[str, Any]) -> tuple[tuple[str, ...]
     return tuple(rules)
 
 
-def _probability(c: _Checker, spec: dict[str, Any], key: str, where: str) -> float | None:
-    value = spec.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        c.problem(f"{where}.{key}", f"must be a probability above 0 and at most 1; found {value!r}")
+def _probability(c: Checker, spec: dict[str, Any], key: str, where: str) -> float | None:
+    value = number(spec.get(key))
+    if value is None or not 0 < value <= 1:
+        c.problem(f"{where}.{key}", f"must be a probability above 0 and at most 1; found {spec.get(key)!r}")
         return None
     return float(value)
 
 
-def _level(c: _Checker, name: str, spec: Any, where: str) -> Level | None:
+def _level(c: Checker, name: str, spec: Any, where: str) -> Level | None:
     if not isinstance(spec, dict):
         c.problem(where, f"must be a mapping such as {{test: exact, m: 0.9, u: 0.01}}; found {spec!r}")
         return None
@@ -336,10 +252,10 @@ def _level(c: _Checker, name: str, spec: Any, where: str) -> Level | None:
             threshold = c.fraction(spec, key, where)
             if threshold is not None and threshold == 0:
                 c.problem(f"{where}.{key}", "must be above 0")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        elif (days := whole_number(value)) is None or days < 1:
             c.problem(f"{where}.{key}", f"must be a whole number of days of at least 1; found {value!r}")
         else:
-            threshold = float(value)
+            threshold = float(days)
     c.unknown_keys(spec, keys, where)
     m, u = _probability(c, spec, "m", where), _probability(c, spec, "u", where)
     if threshold is None and test in THRESHOLD or m is None or u is None:
@@ -347,7 +263,7 @@ def _level(c: _Checker, name: str, spec: Any, where: str) -> Level | None:
     return Level(str(test), threshold, m, u)
 
 
-def _comparisons(c: _Checker, node: dict[str, Any]) -> tuple[Comparison, ...]:
+def _comparisons(c: Checker, node: dict[str, Any]) -> tuple[Comparison, ...]:
     c.unknown_keys(node, tuple(COMPARISON_TESTS), "comparisons")
     out: list[Comparison] = []
     for name in COMPARISON_TESTS:
@@ -388,7 +304,7 @@ def _comparisons(c: _Checker, node: dict[str, Any]) -> tuple[Comparison, ...]:
     return tuple(out)
 
 
-def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
+def _model(c: Checker, node: dict[str, Any]) -> ModelSettings | None:
     c.unknown_keys(node, MODEL_KEYS, "model")
     u_pairs = c.integer(node, "u_pairs", "model", minimum=1000)
     em_pairs = c.integer(node, "em_pairs", "model", minimum=1000)
@@ -402,14 +318,16 @@ def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
     else:
         c.unknown_keys(strength, STRENGTH_KEYS, "model.strength")
         for key in STRENGTH_KEYS:
-            v = strength.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                c.problem(f"model.strength.{key}", f"must be a number above 0 (pairs or records); found {v!r}")
+            v = number(strength.get(key))
+            if v is None or v <= 0:
+                c.problem(f"model.strength.{key}",
+                          f"must be a number above 0 (pairs or records); found {strength.get(key)!r}")
             else:
                 values[key] = float(v)
-    rate = node.get("duplicates_per_record")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-        c.problem("model.duplicates_per_record", f"must be a number above 0 and below 1; found {rate!r}")
+    rate = number(node.get("duplicates_per_record"))
+    if rate is None or not 0 < rate < 1:
+        c.problem("model.duplicates_per_record",
+                  f"must be a number above 0 and below 1; found {node.get('duplicates_per_record')!r}")
     nhs_disagree = c.weight(node, "nhs_number_disagree", "model")
     if nhs_disagree is not None and nhs_disagree > 0:
         c.problem("model.nhs_number_disagree", f"must be 0 or negative; found {nhs_disagree}")
@@ -424,18 +342,18 @@ def _model(c: _Checker, node: dict[str, Any]) -> ModelSettings | None:
                 c.problem(f"model.counted_once[{n}]", f"unknown comparison {unknown[0]!r}; expected one of "
                           f"{', '.join(COMPARISON_TESTS)}")
             counted.append(tuple(str(g) for g in group))
-    if None in (u_pairs, em_pairs, seed, iterations, tolerance, nhs_disagree) or len(values) < len(STRENGTH_KEYS) or not (
-            isinstance(rate, (int, float)) and 0 < rate < 1):
+    if None in (u_pairs, em_pairs, seed, iterations, tolerance, nhs_disagree) or len(values) < len(STRENGTH_KEYS) or (
+            rate is None or not 0 < rate < 1):
         return None
     assert u_pairs is not None and em_pairs is not None and seed is not None and iterations is not None and tolerance is not None
     assert nhs_disagree is not None
     return ModelSettings(u_pairs=u_pairs, em_pairs=em_pairs, seed=seed, em_max_iterations=iterations, em_tolerance=tolerance,
                          m_strength=values["m"], u_strength=values["u"], tf_strength=values["term_frequency"],
-                         prior_strength=values["prior"], duplicates_per_record=float(rate),
+                         prior_strength=values["prior"], duplicates_per_record=float(rate or 0.0),
                          nhs_number_disagree=nhs_disagree, counted_once=tuple(counted))
 
 
-def _nicknames(c: _Checker, value: Any) -> tuple[tuple[str, ...], ...]:
+def _nicknames(c: Checker, value: Any) -> tuple[tuple[str, ...], ...]:
     if value is None:
         return ()
     if not isinstance(value, list):

@@ -10,8 +10,11 @@ import yaml
 from migrate.errors import ConfigError
 from migrate.identity import IdentitySettings, load_identity_settings
 from migrate.identity.settings import default_path
+from migrate.yamltext import read_yaml
 
-SHIPPED = yaml.safe_load(default_path().read_text(encoding="utf-8"))
+# Read as handover reads it (every scalar text), so dumping it back keeps 0.00005 as written
+# rather than PyYAML's 5.0e-05 (which handover, rightly, does not take for a number).
+SHIPPED = read_yaml(default_path().read_bytes())
 
 
 def write(tmp_path: Path, doc: object) -> Path:

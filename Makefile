@@ -39,6 +39,8 @@ bench-all: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/identity_febrl.py febrl --repeat 3
+	$(BIN)/python benchmarks/identity_febrl.py febrl --dataset 3
+	$(BIN)/python benchmarks/identity_febrl.py scale --patients 1000000 --splink
 	$(BIN)/python benchmarks/fhir_bench.py --patients 1000000
 	$(BIN)/python benchmarks/hl7_bench.py --sizes 100000,1000000
 	$(BIN)/python benchmarks/roundtrip_bench.py roundtrip --patients 1000000

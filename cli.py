@@ -559,7 +559,7 @@ def dedupe(input_file: Path, mapping: str, out_dir: Path, rules: Path | None, qu
         for kind, n in summary["pairs"].items():
             table.add_row(kind, f"{n:,}")
         out.print(table)
-        out.print(f"Written: {out_dir / 'duplicates.parquet'}")
+        out.print(f"Written: {out_dir / 'duplicates.parquet'}, {out_dir / 'identity-model.json'}")
 
 
 @main.command()

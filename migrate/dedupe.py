@@ -1,8 +1,10 @@
 """``handover dedupe``: identity alone on one patient file, before a batch.
 
 Reads the file through the patients table of a mapping profile (quarantining what cannot
-be mapped, as a run would) and writes ``duplicates.parquet``: exact NHS-number duplicates,
-conflicts, probable and possible matches. Nothing is merged.
+be mapped, as a run would) and writes ``duplicates.parquet`` (exact NHS-number duplicates,
+conflicts, probable and possible matches, each with its match weight and the contribution
+of every comparison) and ``identity-model.json`` (the parameters estimated from the file).
+Nothing is merged.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 
 from migrate.errors import ConfigError, InputError
-from migrate.identity import MATCH_TYPES, dedupe, load_identity_settings
+from migrate.identity import MATCH_TYPES, dedupe, load_identity_settings, write_model
 from migrate.ingest import ingest
 from migrate.outputs import write_parquet
 from migrate.profile import load_profile
@@ -40,10 +42,11 @@ def dedupe_file(input_file: Path, mapping: str | Path, out_dir: Path, rules: Pat
         folder.mkdir()
         (folder / input_file.name).symlink_to(input_file.resolve())
         ingested = ingest(folder, single, work / "tmp")
-        pairs = dedupe(ingested.tables["patients"], settings)
+        pairs, model = dedupe(ingested.tables["patients"], settings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_parquet(pairs, out_dir / "duplicates.parquet")
+    write_model(model, out_dir)
     counts = dict(pairs.group_by("match_type").len().iter_rows())
     return {
         "patients": ingested.heights["patients"],

@@ -26,7 +26,7 @@ from migrate.dispositions import SHARING_POLICIES, decide
 from migrate.errors import ConfigError, InputError
 from migrate.flags import combine_exceptions
 from migrate.hazards import hazards_path, load_hazards
-from migrate.identity import IdentityResult, IdentitySettings, load_identity_settings, resolve_identity
+from migrate.identity import IdentityResult, IdentitySettings, load_identity_settings, resolve_identity, write_model
 from migrate.manifest import sha256_file
 from migrate.ingest import Ingested, check_layout, ingest
 from migrate.manifest import describe_outputs, run_id
@@ -361,6 +361,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     if target is not None:
         parquet(target.quarantine, "target-quarantine.parquet")
     written.append(keep_with_run(config.rules_path, out))  # the hazard log the audit pack shows
+    written.append(write_model(identity.model, out))  # the weights identity learned from this extract
 
     summary: dict[str, Any] = {
         "run_id": rid,
@@ -401,6 +402,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
                         "path": config.target_index.name, "sha256": sha256_file(config.target_index),
                         "mapping": None if config.target_mapping is None else config.target_mapping.name}},
         "identity_rules": {"sha256": config.identity_sha256},
+        "identity_model": identity.model.summary(),
         "inputs": [
             {"path": f.name, "table": f.table, "bytes": f.bytes, "sha256": f.sha256, "rows": f.rows_read}
             for f in sorted(ingested.files, key=lambda f: f.name)

@@ -173,6 +173,8 @@ def test_dedupe_one_patient_file(tmp_path: Path) -> None:
     pairs = pl.read_parquet(tmp_path / "dd" / "duplicates.parquet")
     assert ("P01", "P28", "exact_nhs_number") in set(pairs.select("patient_key_a", "patient_key_b", "match_type").rows())
     assert summary["pairs"]["exact_nhs_number"] == 1
+    model = json.loads((tmp_path / "dd" / "identity-model.json").read_text())
+    assert model["records"] == 28 and "blocking" in model and "em" in model
 
 
 def test_missing_target_index_exits_3(tmp_path: Path) -> None:

@@ -68,7 +68,13 @@ def test_manifest_records_inputs_and_outputs(tmp_path: Path) -> None:
     assert {i["path"]: i["rows"] for i in manifest["inputs"]} == {
         "codes.csv": 6, "contacts.csv": 16, "patients.csv": 28, "referrals.csv": 29}
     paths = {o["path"] for o in manifest["outputs"]}
-    assert {"canonical/patients.parquet", "quarantine.parquet", "lineage.parquet", "reports/reconciliation.json"} <= paths
+    assert {"canonical/patients.parquet", "quarantine.parquet", "lineage.parquet", "reports/reconciliation.json",
+            "duplicates.parquet", "identity-model.json"} <= paths
+    # the weights identity learned from this extract, in the manifest and in full beside it
+    model = json.loads((run / "identity-model.json").read_text())
+    assert manifest["identity_model"]["file"] == "identity-model.json"
+    assert manifest["identity_model"]["prior"] == model["prior"] and model["records"] == 28
+    assert set(manifest["identity_model"]["weights"]) == set(model["comparisons"])
     assert not list(run.rglob(".*tmp*")), "no temporary files left behind"
     assert not (run / ".work").exists()
 

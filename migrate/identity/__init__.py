@@ -4,8 +4,9 @@ The stage between the canonical tables and the rules (docs/architecture.md). Pur
 functions of polars frames; the only file read is the settings (``rules/identity.yaml``).
 
     resolve_identity(patients, referrals, settings, target_index=None) -> IdentityResult
-    dedupe(patients, settings) -> duplicates frame
+    dedupe(patients, settings) -> (duplicates frame, Model)
     load_identity_settings(path=None) -> IdentitySettings
+    write_model(model, folder) -> identity-model.json (the learned parameters of the run)
 
 Decisions (docs/domain.md sections 3 and 6):
 - NHS number invalid (not 10 digits, Modulus 11, range) -> NHS_NUMBER_INVALID (high); absent
@@ -13,8 +14,9 @@ Decisions (docs/domain.md sections 3 and 6):
 - One valid number on several source ids with the same birth date and sex -> merged into a
   survivor (disposition ``merged`` for the others), DUPLICATE_NHS_NUMBER (high). Same number,
   different birth date or sex -> NHS_NUMBER_CONFLICT (high), not merged.
-- Demographic near-matches without NHS number agreement -> PROBABLE_DUPLICATE (medium),
-  never merged; weaker ones listed as ``possible`` without a flag.
+- Demographic near-matches without NHS number agreement, scored by a Fellegi-Sunter model
+  estimated from the extract (``model``) -> PROBABLE_DUPLICATE (medium), never merged;
+  weaker ones listed as ``possible`` without a flag. Twins are never paired.
 - Found in the target index -> ALREADY_AT_TARGET: low by NHS number, medium (for review)
   by demographics.
 Evidence never shows a name, birth date or NHS number.
@@ -23,15 +25,21 @@ Evidence never shows a name, birth date or NHS number.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from migrate.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
+from migrate.identity.blocking import candidate_pairs
+from migrate.identity.compare import compare, vocabulary
 from migrate.identity.exact import resolve_exact, survivor_demographics
-from migrate.identity.probable import find_probable, prepare, score_pairs
+from migrate.identity.model import MODEL_FILE, Model, em_sample, estimate, with_term_frequencies
+from migrate.identity.prepare import prepare
+from migrate.identity.probable import CONTRIBUTION, classify, score_levels, score_pairs
 from migrate.identity.settings import IdentitySettings, load_identity_settings
 from migrate.identity.target import AT_TARGET_SCHEMA, match_target
+from migrate.outputs import write_json
 
 __all__ = [
     "AT_TARGET_SCHEMA",
@@ -40,13 +48,18 @@ __all__ = [
     "MERGES_SCHEMA",
     "IdentityResult",
     "IdentitySettings",
+    "MODEL_FILE",
+    "Model",
     "dedupe",
     "load_identity_settings",
     "resolve_identity",
+    "write_model",
 ]
 
 DUPLICATES_SCHEMA: dict[str, pl.DataType] = {"patient_key_a": pl.String(), "patient_key_b": pl.String(),
-                                             "score": pl.Float64(), "match_type": pl.String()}
+                                             "score": pl.Float64(), "match_type": pl.String(),
+                                             "match_weight": pl.Float64(), "evidence": pl.String(),
+                                             "contributions": pl.List(CONTRIBUTION)}
 MERGES_SCHEMA: dict[str, pl.DataType] = {"patient_key": pl.String(), "survivor_key": pl.String()}
 MATCH_TYPES = ("exact_nhs_number", "conflict", "probable", "possible")
 # flag code -> (severity, action). ALREADY_AT_TARGET by demographics is raised "medium" with
@@ -83,6 +96,7 @@ class IdentityResult:
     duplicates: pl.DataFrame
     exceptions: pl.DataFrame
     at_target: pl.DataFrame
+    model: Model
 
     def counts(self) -> dict[str, int]:
         """Headline numbers for the reconciliation summary."""
@@ -91,6 +105,8 @@ class IdentityResult:
             "patients": self.patients.height,
             "merged": self.merges.height,
             "at_target": self.at_target.height,
+            "candidate_pairs": int(self.model.report.get("candidate_pairs", 0)),
+            "twins_not_paired": int(self.model.report.get("twins_not_paired", 0)),
             **{f"duplicates_{t}": self.duplicates.filter(pl.col("match_type") == t).height for t in MATCH_TYPES},
             **{f"flag_{code.lower()}": int(flags.get(code, 0)) for code in FLAGS},
         }
@@ -132,36 +148,64 @@ def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings:
 
 def _pair_rows(pairs: pl.DataFrame) -> pl.DataFrame:
     return pairs.select(pl.col("key_a").alias("patient_key_a"), pl.col("key_b").alias("patient_key_b"), "score",
-                        "match_type")
+                        "match_type", "match_weight", "evidence", "contributions")
 
 
 def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
-                ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(survivor map, exact/conflict pairs with scores, probable/possible pairs, prepared records)."""
+                ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, Model]:
+    """(survivor map, exact/conflict pairs with scores, probable/possible pairs, prepared
+    records, the model estimated on every record)."""
     exact = resolve_exact(frame.select("patient_key", "nhs", "birth_date", "sex", "source_file", "source_row",
                                        "verified", "completeness", "first_referral", "last_referral"), settings)
     survivors = frame.select("patient_key").join(exact.survivors, on="patient_key", how="left",
                                                  maintain_order="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     records = prepare(frame, "patient_key", "nhs")
+    pairs, blocking = candidate_pairs(records, None, settings)
+    vocab = vocabulary(records)
+    sample, shares = em_sample(pairs, records, settings)
+    trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
+    model = estimate(records, trained, blocking, settings, candidates=pairs.height, q_rule=shares)
+    records = with_term_frequencies(model, records)
+    # The exact and conflicting pairs are scored too, so a reviewer sees how alike they are.
     position = records.select("key", "idx")
     ids = exact.pairs.join(position.rename({"key": "key_a", "idx": "i"}), on="key_a").join(
         position.rename({"key": "key_b", "idx": "j"}), on="key_b")
-    scores = score_pairs(ids.select("i", "j"), records, records, settings).select("key_a", "key_b", "score")
-    decided = exact.pairs.join(scores, on=["key_a", "key_b"], how="left")
-    alive = records.join(survivors.filter(pl.col("patient_key") == pl.col("survivor_key")).select(
-        pl.col("patient_key").alias("key")), on="key", how="semi").drop("idx").with_row_index("idx")
-    probable = find_probable(alive, settings)
-    return survivors, decided, probable, records
+    scores = score_pairs(ids.select("i", "j"), records, records, model, settings).select(
+        "key_a", "key_b", "score", "match_weight", "contributions", pl.col("evidence").alias("scored"))
+    decided = exact.pairs.join(scores, on=["key_a", "key_b"], how="left").with_columns(
+        pl.format("{}; {}", "evidence", "scored").alias("evidence")).drop("scored")
+    # Probable pairs: among survivors, never two records whose valid numbers agree (decided above).
+    alive = survivors.select(pl.col("patient_key") == pl.col("survivor_key")).to_series()
+    nhs = records.get_column("nhs")
+    i, j = pairs.get_column("i"), pairs.get_column("j")
+    same = (nhs.gather(i) == nhs.gather(j)).fill_null(False)
+    # (No ``reachable`` pruning here: within blocks the names mostly agree, so the bound
+    # keeps ~90% of the pairs and costs as much as it saves; measured at 1M patients.)
+    candidates = pairs.filter(alive.gather(i) & alive.gather(j) & ~same)
+    levels = pl.concat([candidates, compare(candidates, records, records, settings, (vocab, vocab))],
+                       how="horizontal")
+    scored = score_levels(levels, records, records, model, settings, min_score=settings.review_threshold)
+    probable = classify(scored, settings)
+    model.report["twins_not_paired"] = scored.filter(pl.col("twin")).height
+    return survivors, decided, probable, records, model
 
 
-def dedupe(patients: pl.LazyFrame, settings: IdentitySettings) -> pl.DataFrame:
-    """Duplicate pairs among canonical ``patients`` (``DUPLICATES_SCHEMA``, sorted):
-    exact_nhs_number and conflict pairs by NHS number, probable and possible by score."""
+def dedupe(patients: pl.LazyFrame, settings: IdentitySettings) -> tuple[pl.DataFrame, Model]:
+    """Duplicate pairs among canonical ``patients`` (``DUPLICATES_SCHEMA``, sorted) —
+    exact_nhs_number and conflict pairs by NHS number, probable and possible by score —
+    and the model estimated on them."""
     frame = _annotated(patients.collect(), None, settings)
-    _, decided, probable, _ = _duplicates(frame, settings)
-    return pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
+    _, decided, probable, _, model = _duplicates(frame, settings)
+    pairs = pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
         DUPLICATES_SCHEMA).sort("patient_key_a", "patient_key_b")  # type: ignore[arg-type]
+    return pairs, model
+
+
+def write_model(model: Model, folder: Path) -> Path:
+    """The run's learned parameters as ``folder/identity-model.json`` (the hook the batch and
+    ``handover dedupe`` call; the manifest lists it with its sha256)."""
+    return write_json(model.asdict(), folder / MODEL_FILE)
 
 
 def _exceptions(frame: pl.DataFrame, decided: pl.DataFrame, probable: pl.DataFrame,
@@ -189,7 +233,7 @@ def _exceptions(frame: pl.DataFrame, decided: pl.DataFrame, probable: pl.DataFra
         rows(decided.filter(pl.col("match_type") == "exact_nhs_number"), "DUPLICATE_NHS_NUMBER", pair, key,
              pl.col("evidence")),
         rows(decided.filter(pl.col("match_type") == "conflict"), "NHS_NUMBER_CONFLICT", pair, key,
-             pl.format("{}; demographic score {}", "evidence", pl.col("score").round(2).cast(pl.String))),
+             pl.col("evidence")),
         rows(probable.filter(pl.col("match_type") == "probable"), "PROBABLE_DUPLICATE", pair, pl.col("key_a"),
              pl.col("evidence")),
         rows(target.filter(by_number), "ALREADY_AT_TARGET", key, key, pl.col("evidence")),
@@ -211,14 +255,14 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     is not itself merged; nothing but exact NHS-number duplicates is merged.
     """
     frame = _annotated(patients.collect(), referrals, settings)
-    survivors, decided, probable, records = _duplicates(frame, settings)
+    survivors, decided, probable, records, model = _duplicates(frame, settings)
     frame = frame.join(survivors, on="patient_key", how="left", maintain_order="left")
     merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
     frame = survivor_demographics(frame, survivors.join(merges.select("survivor_key").unique(), on="survivor_key",
                                                         how="semi"), settings)
     alive = frame.filter(pl.col("patient_key") == pl.col("survivor_key"))
     if target_index is not None:
-        at_target = match_target(alive, target_index, settings, records)
+        at_target = match_target(alive, target_index, settings, model, records)
     else:
         at_target = pl.DataFrame(schema=AT_TARGET_SCHEMA)
     frame = frame.join(at_target.select(pl.col("patient_key").alias("survivor_key"), "at_target_id"),
@@ -235,4 +279,5 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
         duplicates=duplicates,
         exceptions=exceptions,
         at_target=at_target.select("patient_key", "at_target_id", "match_method", "score"),
+        model=model,
     )

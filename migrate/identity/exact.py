@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from migrate.identity.probable import KNOWN_SEX
+from migrate.identity.prepare import KNOWN_SEX
 from migrate.identity.settings import IdentitySettings
 
 # Criterion -> (sort column, descending) over the columns ``resolve_exact`` expects.

@@ -14,6 +14,7 @@ from typing import Any
 
 from migrate import resources
 from migrate.errors import ConfigError
+from migrate.identity.checker import Checker
 from migrate.yamltext import load_yaml, number, whole_number
 
 IDENTITY_FILE = "identity.yaml"
@@ -23,42 +24,80 @@ SURVIVOR_CRITERIA = ("nhs_number_verified", "most_complete", "earliest_record", 
 RECENCY_CRITERIA = ("earliest_record", "latest_record", "earliest_referral", "latest_referral")
 DEMOGRAPHIC_FIELDS = ("family_name", "given_names", "birth_date", "sex", "address", "postcode", "gp_ods_code",
                       "phone")
-BLOCKING_PARTS = ("birth_date", "birth_date_swapped", "birth_year", "family_name", "family_initial",
-                  "family_phonetic", "given_name", "given_initial", "given_phonetic", "postcode",
-                  "postcode_district", "phone", "names_reversed")
-# Compared fields and the similarity parameters each takes besides agree/disagree (all 0-1).
-FIELD_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "family_name": ("floor", "transposition", "hyphenated_part"),
-    "given_names": ("floor", "transposition", "nickname"),
-    "birth_date": ("day_month_swapped", "one_edit"),
-    "sex": (),
-    "postcode": ("one_edit", "same_district"),
-    "phone": ("one_edit",),
-    "address": ("floor",),
+BLOCKING_PARTS = ("nhs_number", "birth_date", "birth_date_swapped", "birth_year", "family_name", "family_initial",
+                  "family_phonetic", "given_name", "given_initial", "given_prefix", "given_phonetic", "postcode",
+                  "postcode_district", "phone", "address_number", "street", "names_reversed")
+# Comparison -> the tests its levels may use (``rules/identity.yaml`` comparisons lists them).
+COMPARISON_TESTS: dict[str, tuple[str, ...]] = {
+    "family_name": ("exact", "jaro_winkler", "part_of", "else"),
+    "given_names": ("exact", "first_name", "nickname", "jaro_winkler", "part_of", "initial", "else"),
+    "birth_date": ("exact", "day_month_swapped", "one_digit", "within_days", "else"),
+    "sex": ("exact", "else"),
+    "postcode": ("exact", "one_edit", "district", "else"),
+    "address": ("exact", "similar", "else"),
+    "phone": ("exact", "one_edit", "else"),
+    "names_reversed": ("reversed", "else"),
 }
-MAX_WEIGHT = 60.0  # match weights are log2 Bayes factors: beyond this a typo, not a choice
-TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparison", "thresholds", "nicknames")
+# Tests taking a threshold: test -> (key, is a fraction 0-1 (else a whole number of days)).
+THRESHOLD: dict[str, tuple[str, bool]] = {"jaro_winkler": ("at_least", True), "similar": ("at_least", True),
+                                          "reversed": ("at_least", True), "within_days": ("at_most", False)}
+MAX_RULES = 64
+TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds",
+             "nicknames")
+MODEL_KEYS = ("u_pairs", "em_pairs", "seed", "em_max_iterations", "em_tolerance", "strength", "duplicates_per_record",
+              "nhs_number_disagree", "counted_once")
+STRENGTH_KEYS = ("m", "u", "term_frequency", "prior")
 
 
 @dataclass(frozen=True)
-class FieldComparison:
-    """How one field is compared: the match weight (log2 Bayes factor) it adds at similarity
-    1 (``agree``) and at or below ``floor`` (``disagree``), linear between; nothing when
-    missing on either record; and its method's similarity parameters."""
+class Level:
+    """One level of a comparison: its test (with ``threshold`` for the tests that take one)
+    and the starting m and u probabilities (``rules/identity.yaml`` comparisons)."""
 
-    name: str
-    agree: float
-    disagree: float
-    parameters: tuple[tuple[str, float], ...] = ()
-
-    def param(self, name: str) -> float:
-        """A similarity parameter (0-1); KeyError if the field's method has none of that name."""
-        return dict(self.parameters)[name]
+    test: str
+    threshold: float | None
+    m: float
+    u: float
 
     @property
-    def floor(self) -> float:
-        """Similarity at or below which the field counts as disagreeing (0 unless set)."""
-        return dict(self.parameters).get("floor", 0.0)
+    def label(self) -> str:
+        """Stable name of the level, e.g. ``exact``, ``jaro_winkler>=0.92``, ``within_days<=366``."""
+        if self.threshold is None:
+            return self.test
+        key, fraction = THRESHOLD[self.test]
+        return f"{self.test}{'>=' if key == 'at_least' else '<='}{self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How one field of two records is compared: ordered levels, the first whose test holds
+    wins (the last is ``else``); ``term_frequency`` adjusts the exact level by the value's share."""
+
+    name: str
+    term_frequency: bool
+    levels: tuple[Level, ...]
+
+    def level(self, test: str) -> Level | None:
+        """The first level with ``test`` (None when the comparison has none)."""
+        return next((lv for lv in self.levels if lv.test == test), None)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How the model's parameters are estimated (``rules/identity.yaml`` model)."""
+
+    u_pairs: int
+    em_pairs: int
+    seed: int
+    em_max_iterations: int
+    em_tolerance: float
+    m_strength: float
+    u_strength: float
+    tf_strength: float
+    prior_strength: float
+    duplicates_per_record: float
+    nhs_number_disagree: float
+    counted_once: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,23 +110,17 @@ class IdentitySettings:
     survivor_order: tuple[str, ...]
     recency_order: tuple[str, ...]
     survivorship_fields: tuple[str, ...]
-    blocking_keys: tuple[tuple[str, ...], ...]
+    blocking_rules: tuple[tuple[str, ...], ...]
     max_block_size: int
-    fields: tuple[FieldComparison, ...]
-    prior: float
-    prior_records: int
-    nhs_number_disagree: float
-    names_reversed: float
+    comparisons: tuple[Comparison, ...]
+    model: ModelSettings
     probable_threshold: float
     review_threshold: float
     nicknames: tuple[tuple[str, ...], ...]  # lower case
 
-    def field(self, name: str) -> FieldComparison:
-        """The comparison settings of ``name``."""
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+    def comparison(self, name: str) -> Comparison | None:
+        """The comparison of ``name`` (None when the pack leaves it out)."""
+        return next((c for c in self.comparisons if c.name == name), None)
 
 
 def default_path() -> Path:
@@ -106,7 +139,7 @@ def load_identity_settings(path: Path | None = None) -> IdentitySettings:
 
 def settings_from_dict(raw: Any, source: str = "<identity settings>") -> IdentitySettings:
     """Validate a parsed identity document; ConfigError lists every problem at once."""
-    c = _Checker(source)
+    c = Checker(source, "identity rules")
     if not isinstance(raw, dict):
         raise ConfigError(f"identity rules {source}: 1 problem", [f"{source}: the document must be a mapping"])
     c.unknown_keys(raw, TOP_LEVEL, "")
@@ -119,15 +152,11 @@ def settings_from_dict(raw: Any, source: str = "<identity settings>") -> Identit
     fields = c.choices(surv, "fields", "survivorship", DEMOGRAPHIC_FIELDS)
     c.unknown_keys(surv, ("survivor", "recency", "fields"), "survivorship")
     block = c.mapping(raw, "blocking")
-    keys = _blocking_keys(c, block)
+    rules = _blocking_rules(c, block)
     max_block = c.integer(block, "max_block_size", "blocking", minimum=2)
-    c.unknown_keys(block, ("keys", "max_block_size"), "blocking")
-    cmp = c.mapping(raw, "comparison")
-    comparisons, prior, reversed_ = _comparisons(c, cmp)
-    prior_records = c.integer(cmp, "prior_records", "comparison", minimum=1)
-    nhs_disagree = c.weight(cmp, "nhs_number_disagree", "comparison")
-    if nhs_disagree is not None and nhs_disagree > 0:
-        c.problem("comparison.nhs_number_disagree", f"must be 0 or negative; found {nhs_disagree}")
+    c.unknown_keys(block, ("rules", "max_block_size"), "blocking")
+    comparisons = _comparisons(c, c.mapping(raw, "comparisons"))
+    model = _model(c, c.mapping(raw, "model"))
     thr = c.mapping(raw, "thresholds")
     probable = c.fraction(thr, "probable", "thresholds")
     review = c.fraction(thr, "review", "thresholds")
@@ -136,102 +165,16 @@ def settings_from_dict(raw: Any, source: str = "<identity settings>") -> Identit
         c.problem("thresholds.review", f"{review} is above thresholds.probable {probable}; review must be lower")
     nicknames = _nicknames(c, raw.get("nicknames"))
     c.raise_if_any()
-    assert probable is not None and review is not None and reversed_ is not None and max_block is not None
-    assert prior is not None and prior_records is not None and nhs_disagree is not None
+    assert probable is not None and review is not None and max_block is not None and model is not None
     return IdentitySettings(
         source=source, prefix_ranges=ranges, verified_statuses=verified, survivor_order=survivor,
-        recency_order=recency, survivorship_fields=fields, blocking_keys=keys, max_block_size=max_block,
-        fields=comparisons, prior=prior, prior_records=prior_records, nhs_number_disagree=nhs_disagree,
-        names_reversed=reversed_, probable_threshold=probable, review_threshold=review,
+        recency_order=recency, survivorship_fields=fields, blocking_rules=rules, max_block_size=max_block,
+        comparisons=comparisons, model=model, probable_threshold=probable, review_threshold=review,
         nicknames=nicknames,
     )
 
 
-class _Checker:
-    """Collects problems as ``<file>: <path>: <what>``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def problem(self, where: str, what: str) -> None:
-        self.problems.append(f"{self.source}: {where}: {what}" if where else f"{self.source}: {what}")
-
-    def raise_if_any(self) -> None:
-        if self.problems:
-            n = len(self.problems)
-            raise ConfigError(f"identity rules {self.source}: {n} problem{'s' if n > 1 else ''}", self.problems)
-
-    @staticmethod
-    def join(parent: str, key: str) -> str:
-        return f"{parent}.{key}" if parent else key
-
-    def unknown_keys(self, node: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        for key in node:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(allowed)}"
-                self.problem(self.join(where, str(key)), f"unknown key{hint}")
-
-    def mapping(self, node: dict[str, Any], key: str) -> dict[str, Any]:
-        value = node.get(key)
-        if not isinstance(value, dict):
-            self.problem(key, "missing section" if value is None else "must be a mapping")
-            return {}
-        return value
-
-    def strings(self, node: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-        value = node.get(key)
-        path = self.join(where, key)
-        if not isinstance(value, list) or not value:
-            self.problem(path, "must be a non-empty list")
-            return ()
-        bad = [v for v in value if not isinstance(v, str) or not v.strip()]
-        if bad:
-            self.problem(path, f"every entry must be text (quote numbers such as \"01\"); found {bad[0]!r}")
-            return ()
-        return tuple(value)
-
-    def choices(self, node: dict[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        values = self.strings(node, key, where)
-        for v in values:
-            if v not in allowed:
-                close = difflib.get_close_matches(v, allowed, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(allowed)}"
-                self.problem(self.join(where, key), f"unknown '{v}'; {hint}")
-        if len(set(values)) < len(values):
-            self.problem(self.join(where, key), "lists an entry twice")
-        return values
-
-    # The file is read as text (migrate.yamltext): numbers are converted here.
-    def integer(self, node: dict[str, Any], key: str, where: str, minimum: int) -> int | None:
-        value = whole_number(node.get(key))
-        if value is None or value < minimum:
-            self.problem(self.join(where, key),
-                         f"must be a whole number of at least {minimum}; found {node.get(key)!r}")
-            return None
-        return value
-
-    def weight(self, node: dict[str, Any], key: str, where: str) -> float | None:
-        value = number(node.get(key))
-        if value is None or abs(value) > MAX_WEIGHT:
-            self.problem(self.join(where, key),
-                         f"must be a match weight (log2 Bayes factor) from -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}; "
-                         f"found {node.get(key)!r}")
-            return None
-        return float(value)
-
-    def fraction(self, node: dict[str, Any], key: str, where: str, nullable: bool = False) -> float | None:
-        if node.get(key) is None and nullable:
-            return None
-        value = number(node.get(key))
-        if value is None or not 0 <= value <= 1:
-            self.problem(self.join(where, key), f"must be a number from 0 to 1; found {node.get(key)!r}")
-            return None
-        return float(value)
-
-
-def _prefix_ranges(c: _Checker, nhs: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+def _prefix_ranges(c: Checker, nhs: dict[str, Any]) -> tuple[tuple[int, int], ...]:
     c.unknown_keys(nhs, ("valid_prefix_ranges", "verified_statuses"), "nhs_number")
     value = nhs.get("valid_prefix_ranges")
     where = "nhs_number.valid_prefix_ranges"
@@ -255,56 +198,162 @@ def _prefix_ranges(c: _Checker, nhs: dict[str, Any]) -> tuple[tuple[int, int], .
     return tuple(out)
 
 
-def _blocking_keys(c: _Checker, block: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
-    value = block.get("keys")
+def _blocking_rules(c: Checker, block: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    value = block.get("rules")
     if not isinstance(value, list) or not value:
-        c.problem("blocking.keys", "must be a non-empty list of keys, each a list of parts")
+        c.problem("blocking.rules", "must be a non-empty list of rules, each a list of parts")
         return ()
-    keys: list[tuple[str, ...]] = []
-    for i, key in enumerate(value):
-        at = f"blocking.keys[{i}]"
-        if not isinstance(key, list) or not key or not all(isinstance(p, str) for p in key):
-            c.problem(at, f"must be a non-empty list of parts; found {key!r}")
+    rules: list[tuple[str, ...]] = []
+    for i, rule in enumerate(value):
+        at = f"blocking.rules[{i}]"
+        if not isinstance(rule, list) or not rule or not all(isinstance(p, str) for p in rule):
+            c.problem(at, f"must be a non-empty list of parts; found {rule!r}")
             continue
-        for part in key:
+        for part in rule:
             if part not in BLOCKING_PARTS:
                 close = difflib.get_close_matches(part, BLOCKING_PARTS, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(BLOCKING_PARTS)}"
                 c.problem(at, f"unknown part '{part}'; {hint}")
-        if len(set(key)) < len(key):
+        if len(set(rule)) < len(rule):
             c.problem(at, "lists a part twice")
-        keys.append(tuple(key))
-    return tuple(keys)
+        if tuple(rule) in rules:
+            c.problem(at, "repeats an earlier rule")
+        rules.append(tuple(rule))
+    if len(rules) > MAX_RULES:
+        c.problem("blocking.rules", f"at most {MAX_RULES} rules (each pair records its rules in one 64-bit mask); "
+                  f"found {len(rules)}")
+    return tuple(rules)
 
 
-def _comparisons(c: _Checker, node: dict[str, Any]
-                 ) -> tuple[tuple[FieldComparison, ...], float | None, float | None]:
-    c.unknown_keys(node, (*FIELD_PARAMETERS, "prior", "prior_records", "nhs_number_disagree", "names_reversed"),
-                   "comparison")
-    fields: list[FieldComparison] = []
-    for name, params in FIELD_PARAMETERS.items():
-        where = f"comparison.{name}"
-        spec = node.get(name)
-        if not isinstance(spec, dict):
-            c.problem(where, "missing; give at least {agree: ..., disagree: ...}" if spec is None else
-                      "must be a mapping such as {agree: 4, disagree: -1}")
+def _probability(c: Checker, spec: dict[str, Any], key: str, where: str) -> float | None:
+    value = number(spec.get(key))
+    if value is None or not 0 < value <= 1:
+        c.problem(f"{where}.{key}", f"must be a probability above 0 and at most 1; found {spec.get(key)!r}")
+        return None
+    return float(value)
+
+
+def _level(c: Checker, name: str, spec: Any, where: str) -> Level | None:
+    if not isinstance(spec, dict):
+        c.problem(where, f"must be a mapping such as {{test: exact, m: 0.9, u: 0.01}}; found {spec!r}")
+        return None
+    test = spec.get("test")
+    allowed = COMPARISON_TESTS[name]
+    if test not in allowed:
+        c.problem(f"{where}.test", f"unknown test {test!r} for {name}; expected one of {', '.join(allowed)}")
+        return None
+    threshold: float | None = None
+    keys: tuple[str, ...] = ("test", "m", "u")
+    if test in THRESHOLD:
+        key, fraction = THRESHOLD[test]
+        keys = (*keys, key)
+        value = spec.get(key)
+        if fraction:
+            threshold = c.fraction(spec, key, where)
+            if threshold is not None and threshold == 0:
+                c.problem(f"{where}.{key}", "must be above 0")
+        elif (days := whole_number(value)) is None or days < 1:
+            c.problem(f"{where}.{key}", f"must be a whole number of days of at least 1; found {value!r}")
+        else:
+            threshold = float(days)
+    c.unknown_keys(spec, keys, where)
+    m, u = _probability(c, spec, "m", where), _probability(c, spec, "u", where)
+    if threshold is None and test in THRESHOLD or m is None or u is None:
+        return None
+    return Level(str(test), threshold, m, u)
+
+
+def _comparisons(c: Checker, node: dict[str, Any]) -> tuple[Comparison, ...]:
+    c.unknown_keys(node, tuple(COMPARISON_TESTS), "comparisons")
+    out: list[Comparison] = []
+    for name in COMPARISON_TESTS:
+        if name not in node:
             continue
-        c.unknown_keys(spec, ("agree", "disagree", *params), where)
-        agree = c.weight(spec, "agree", where)
-        disagree = c.weight(spec, "disagree", where)
-        if agree is not None and disagree is not None and agree < disagree:
-            c.problem(where, f"agree {agree} is below disagree {disagree}; agreement must weigh more")
-        values = tuple((p, c.fraction(spec, p, where)) for p in params)
-        if "floor" in params and values[0][1] == 1:
-            c.problem(f"{where}.floor", "must be below 1")
-        if agree is not None and disagree is not None and all(v is not None for _, v in values):
-            fields.append(FieldComparison(name, agree, disagree, tuple((p, float(v or 0.0)) for p, v in values)))
-    prior = c.weight(node, "prior", "comparison")
-    reversed_ = c.fraction(node, "names_reversed", "comparison")
-    return tuple(fields), prior, reversed_
+        where = f"comparisons.{name}"
+        spec = node[name]
+        if not isinstance(spec, dict):
+            c.problem(where, "must be a mapping with levels (and optionally term_frequency)")
+            continue
+        c.unknown_keys(spec, ("levels", "term_frequency"), where)
+        tf = spec.get("term_frequency", False)
+        if not isinstance(tf, bool):
+            c.problem(f"{where}.term_frequency", f"must be true or false; found {tf!r}")
+        raw_levels = spec.get("levels")
+        if not isinstance(raw_levels, list) or len(raw_levels) < 2:
+            c.problem(f"{where}.levels", "must list at least two levels, the last {test: else, ...}")
+            continue
+        levels = [_level(c, name, lv, f"{where}.levels[{i}]") for i, lv in enumerate(raw_levels)]
+        found = [lv for lv in levels if lv is not None]
+        if len(found) < len(levels):
+            continue
+        if found[-1].test != "else" or any(lv.test == "else" for lv in found[:-1]):
+            c.problem(f"{where}.levels", "the last level, and only the last, must be {test: else, ...}")
+        if len({lv.label for lv in found}) < len(found):
+            c.problem(f"{where}.levels", "lists a level twice")
+        for prob in ("m", "u"):
+            total = sum(getattr(lv, prob) for lv in found)
+            if abs(total - 1) > 0.001:
+                c.problem(f"{where}.levels", f"the {prob} values must add up to 1; they add up to {total:.4g}")
+        if tf is True and found[0].test != "exact":
+            c.problem(f"{where}.term_frequency", "needs an exact level first (it adjusts that level)")
+        out.append(Comparison(name, tf is True, tuple(found)))
+    if not out and node:
+        c.problem("comparisons", "no usable comparison")
+    elif not node:
+        c.problem("comparisons", "must list at least one comparison")
+    return tuple(out)
 
 
-def _nicknames(c: _Checker, value: Any) -> tuple[tuple[str, ...], ...]:
+def _model(c: Checker, node: dict[str, Any]) -> ModelSettings | None:
+    c.unknown_keys(node, MODEL_KEYS, "model")
+    u_pairs = c.integer(node, "u_pairs", "model", minimum=1000)
+    em_pairs = c.integer(node, "em_pairs", "model", minimum=1000)
+    seed = c.integer(node, "seed", "model", minimum=0)
+    iterations = c.integer(node, "em_max_iterations", "model", minimum=1)
+    tolerance = c.fraction(node, "em_tolerance", "model")
+    strength = node.get("strength")
+    values: dict[str, float] = {}
+    if not isinstance(strength, dict):
+        c.problem("model.strength", "must be a mapping {m: ..., u: ..., term_frequency: ..., prior: ...}")
+    else:
+        c.unknown_keys(strength, STRENGTH_KEYS, "model.strength")
+        for key in STRENGTH_KEYS:
+            v = number(strength.get(key))
+            if v is None or v <= 0:
+                c.problem(f"model.strength.{key}",
+                          f"must be a number above 0 (pairs or records); found {strength.get(key)!r}")
+            else:
+                values[key] = float(v)
+    rate = number(node.get("duplicates_per_record"))
+    if rate is None or not 0 < rate < 1:
+        c.problem("model.duplicates_per_record",
+                  f"must be a number above 0 and below 1; found {node.get('duplicates_per_record')!r}")
+    nhs_disagree = c.weight(node, "nhs_number_disagree", "model")
+    if nhs_disagree is not None and nhs_disagree > 0:
+        c.problem("model.nhs_number_disagree", f"must be 0 or negative; found {nhs_disagree}")
+    groups = node.get("counted_once", [])
+    counted: list[tuple[str, ...]] = []
+    if not isinstance(groups, list) or not all(isinstance(g, list) and len(g) >= 2 for g in groups):
+        c.problem("model.counted_once", f"must be a list of groups of at least two comparisons; found {groups!r}")
+    else:
+        for n, group in enumerate(groups):
+            unknown = [g for g in group if g not in COMPARISON_TESTS]
+            if unknown:
+                c.problem(f"model.counted_once[{n}]", f"unknown comparison {unknown[0]!r}; expected one of "
+                          f"{', '.join(COMPARISON_TESTS)}")
+            counted.append(tuple(str(g) for g in group))
+    if None in (u_pairs, em_pairs, seed, iterations, tolerance, nhs_disagree) or len(values) < len(STRENGTH_KEYS) or (
+            rate is None or not 0 < rate < 1):
+        return None
+    assert u_pairs is not None and em_pairs is not None and seed is not None and iterations is not None and tolerance is not None
+    assert nhs_disagree is not None
+    return ModelSettings(u_pairs=u_pairs, em_pairs=em_pairs, seed=seed, em_max_iterations=iterations, em_tolerance=tolerance,
+                         m_strength=values["m"], u_strength=values["u"], tf_strength=values["term_frequency"],
+                         prior_strength=values["prior"], duplicates_per_record=float(rate or 0.0),
+                         nhs_number_disagree=nhs_disagree, counted_once=tuple(counted))
+
+
+def _nicknames(c: Checker, value: Any) -> tuple[tuple[str, ...], ...]:
     if value is None:
         return ()
     if not isinstance(value, list):

@@ -13,7 +13,10 @@ import polars as pl
 
 from migrate.errors import InputError
 from migrate.identity import nhs_number
-from migrate.identity.probable import PAIR_SCHEMA, candidate_pairs, prepare, score_pairs
+from migrate.identity.blocking import candidate_pairs
+from migrate.identity.model import Model
+from migrate.identity.prepare import prepare
+from migrate.identity.probable import reachable, score_pairs
 from migrate.identity.settings import IdentitySettings
 
 REQUIRED = ("local_id", "nhs_number")
@@ -55,14 +58,26 @@ def normalise_index(target_index: pl.LazyFrame | pl.DataFrame, settings: Identit
         pl.when(nhs_number.is_valid(settings)).then(pl.col("nhs_number")).alias("nhs"))
 
 
+def target_prior(model: Model, settings: IdentitySettings, matched: int, numbered: int, index_size: int) -> float:
+    """The prior for a (patient, target record) pair: the share of the extract's patients
+    the target holds — measured on those with a valid number (``matched`` of ``numbered``),
+    smoothed towards ``model.duplicates_per_record`` weighing ``strength.prior`` patients —
+    spread over the index's records."""
+    ms = settings.model
+    share = (matched + ms.prior_strength * ms.duplicates_per_record) / (numbered + ms.prior_strength)
+    return min(share / max(index_size, 1), 0.5)
+
+
 def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFrame,
-                 settings: IdentitySettings, prepared: pl.DataFrame | None = None) -> pl.DataFrame:
+                 settings: IdentitySettings, model: Model, prepared: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per patient found in the target index (``AT_TARGET_SCHEMA``).
 
     ``patients``: the surviving patients with ``patient_key``, ``nhs`` (valid number or
-    null) and their demographics; ``prepared``, when given, is ``probable.prepare`` of a frame
-    holding (at least) those patients, keyed by patient_key. By NHS number first (the lowest local id when the index
-    repeats a number); the rest by demographics, best score per patient (then lowest id).
+    null) and their demographics; ``model``: the extract's estimated model (its prior is
+    replaced by ``target_prior``); ``prepared``, when given, is ``prepare`` of a frame
+    holding (at least) those patients, keyed by patient_key. By NHS number first (the lowest
+    local id when the index repeats a number); the rest by demographics, best score per
+    patient (then lowest id). Twins are never matched.
     """
     target = normalise_index(target_index, settings)
     by_number = (
@@ -88,7 +103,11 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
         _pairs_between(no_left, right, settings),
         _pairs_between(wanted.filter(pl.col("nhs").is_not_null()), no_right, settings),
     ])
-    scored = score_pairs(pairs, left, right, settings, min_score=settings.review_threshold)
+    numbered = patients.filter(pl.col("nhs").is_not_null()).height
+    linking = model.with_prior(target_prior(model, settings, by_number.height, numbered, target.height))
+    pairs = reachable(pairs, left, right, linking, settings, settings.review_threshold)
+    scored = score_pairs(pairs, left, right, linking, settings, min_score=settings.review_threshold).filter(
+        ~pl.col("twin"))
     by_demographics = (
         scored.sort(["key_a", "score", "key_b"], descending=[False, True, False])
         .group_by("key_a", maintain_order=True).first()
@@ -106,5 +125,5 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
 def _pairs_between(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
     """Candidate pairs between two subsets (``i``/``j`` are the ``idx`` of the full frames)."""
     if left.height == 0 or right.height == 0:
-        return pl.DataFrame(schema=PAIR_SCHEMA)
-    return candidate_pairs(left, right, settings)
+        return pl.DataFrame(schema={"i": pl.UInt32(), "j": pl.UInt32()})
+    return candidate_pairs(left, right, settings)[0].select("i", "j")

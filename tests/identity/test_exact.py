@@ -75,11 +75,11 @@ def test_conflicting_birth_date_or_sex_is_not_merged(settings: IdentitySettings)
                  {"key": "P4", "nhs": "9912003888", **PERSON, "given_names": "Carl", "sex": "male"}),
         referrals(), settings)
     assert result.merges.height == 0
-    # P1 and P3 share everything but the given name and hold different valid numbers (twins?):
-    # at most a "possible" pair, never flagged.
+    # P1 and P3 share surname, birth date and address but not the given name: twins, never paired.
     assert flags(result) == {("P1+P2", "NHS_NUMBER_CONFLICT"), ("P3+P4", "NHS_NUMBER_CONFLICT")}
     assert set(result.duplicates.select("patient_key_a", "patient_key_b", "match_type").iter_rows()) == {
-        ("P1", "P2", "conflict"), ("P3", "P4", "conflict"), ("P1", "P3", "possible")}
+        ("P1", "P2", "conflict"), ("P3", "P4", "conflict")}
+    assert result.counts()["twins_not_paired"] >= 1
     conflict = result.exceptions.filter(pl.col("subject_key") == "P1+P2").row(0, named=True)
     assert conflict["severity"] == "high" and "not merged" in conflict["action"]
     assert "birth date differs" in conflict["evidence"] and "sex agrees" in conflict["evidence"]

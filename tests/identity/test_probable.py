@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from migrate import canonical
-from migrate.identity import IdentitySettings, dedupe, resolve_identity
-from migrate.identity.probable import candidate_pairs, prepare, soundex
+from migrate.identity import DUPLICATES_SCHEMA, IdentitySettings, dedupe, resolve_identity
+from migrate.identity.blocking import candidate_pairs
+from migrate.identity.prepare import prepare, soundex
 
 from .conftest import PERSON, patients, referrals
 
@@ -21,7 +22,7 @@ ORIGINAL: dict[str, Any] = {"key": "P1", "nhs": "9434765919", **PERSON}
 def pair(settings: IdentitySettings, **changes: Any) -> pl.DataFrame:
     """dedupe() of the original and a copy without NHS number carrying ``changes``."""
     copy = {**ORIGINAL, "key": "P2", "nhs": None, **changes}
-    return dedupe(patients(ORIGINAL, copy), settings)
+    return dedupe(patients(ORIGINAL, copy), settings)[0]
 
 
 @pytest.mark.parametrize(("case", "changes", "evidence"), [
@@ -47,7 +48,7 @@ def test_literal_near_matches_are_probable(settings: IdentitySettings, case: str
 
 def test_nickname_from_the_list(settings: IdentitySettings) -> None:
     william = {**ORIGINAL, "given_names": "William", "sex": "male"}
-    found = dedupe(patients(william, {**william, "key": "P2", "nhs": None, "given_names": "Bill"}), settings)
+    found = dedupe(patients(william, {**william, "key": "P2", "nhs": None, "given_names": "Bill"}), settings)[0]
     assert found.get_column("match_type").to_list() == ["probable"]
     result = resolve_identity(patients(william, {**william, "key": "P2", "nhs": None, "given_names": "Bill"}),
                               referrals(), settings)
@@ -97,7 +98,7 @@ def test_blocking_keeps_candidate_pairs_far_below_n_squared(settings: IdentitySe
         "birth_date": [date(1950, 1, 1) + timedelta(days=rng.randrange(1826)) for _ in range(n)],
         "postcode": [f"OX{rng.randrange(20)} {rng.randrange(10)}AB" for _ in range(n)],
     })
-    pairs = candidate_pairs(prepare(rows, "patient_key", None), None, settings)
+    pairs, _ = candidate_pairs(prepare(rows, "patient_key", None), None, settings)
     assert 0 < pairs.height < 0.01 * n * (n - 1) / 2
     assert pairs.filter(pl.col("i") >= pl.col("j")).height == 0
 
@@ -110,7 +111,6 @@ def test_soundex(name: str, code: str) -> None:
 
 def test_dedupe_schema_and_order(settings: IdentitySettings) -> None:
     found = pair(settings, born="1941-11-02")
-    assert found.schema == {"patient_key_a": pl.String, "patient_key_b": pl.String, "score": pl.Float64,
-                            "match_type": pl.String}
-    empty = dedupe(pl.DataFrame(schema=canonical.PATIENTS.schema).lazy(), settings)
+    assert found.schema == DUPLICATES_SCHEMA
+    empty = dedupe(pl.DataFrame(schema=canonical.PATIENTS.schema).lazy(), settings)[0]
     assert empty.height == 0 and empty.schema == found.schema

@@ -93,66 +93,17 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
         raise click.BadParameter(f"'{value}' is not a date in YYYY-MM-DD form") from None
 
 
-def render_summary(summary: dict[str, Any], console: Console) -> None:
-    """The terminal summary of a run: the invariant per file, then quarantine reasons."""
-    inv = summary["invariant"]
-    colour = "green" if inv["holds"] else "bold red"
-    verdict = "holds" if inv["holds"] else "BROKEN"
-    console.print(f"[{colour}]Invariant {verdict}[/]: {inv['rows_read']:,} source rows read, "
-                  f"each with exactly one disposition" + ("" if inv["holds"] else " — NOT so; see below"))
-    roundtrip = summary.get("roundtrip")
-    if roundtrip and roundtrip.get("holds") is not None:
-        ok = roundtrip["holds"]
-        console.print(f"[{'green' if ok else 'bold red'}]Round trip {'holds' if ok else 'FAILS'}[/]: "
-                      f"{roundtrip['fields_compared']:,} FHIR fields compared with the source, "
-                      f"{roundtrip['mismatches']:,} differ" + ("" if ok else
-                                                             f" ({', '.join(roundtrip['mismatched_fields'])})"))
-    table = Table(title="Rows read = Σ dispositions, per input file", title_justify="left")
-    for col in ("file", "read", "migrated", "merged", "at\ntarget", "withheld", "out of\nscope", "quaran-\ntined",
-                "ok"):
-        table.add_column(col, justify="left" if col == "file" else "right", no_wrap=True)
-    for f in inv["files"]:
-        d = f["dispositions"]
-        table.add_row(f["file"], f"{f['rows_read']:,}", f"{d['migrated']:,}", f"{d['merged']:,}",
-                      f"{d['already_at_target']:,}", f"{d['withheld']:,}", f"{d['out_of_scope']:,}",
-                      f"{d['quarantined']:,}", "[green]✓[/]" if f["holds"] else "[red]✗[/]")
-    console.print(table)
-    if summary.get("cohorts"):
-        c = Table(title="Cohorts at the cut-over", title_justify="left")
-        for col in ("cohort", "patients", "referrals"):
-            c.add_column(col, justify="left" if col == "cohort" else "right")
-        for name, n in summary["cohorts"]["patients"].items():
-            c.add_row(name, f"{n:,}", f"{summary['cohorts']['referrals'].get(name, 0):,}")
-        f = Table(title="Exceptions for clinical review", title_justify="left")
-        f.add_column("severity")
-        f.add_column("flags", justify="right")
-        for name, n in summary["flags"]["by_severity"].items():
-            f.add_row(name, f"{n:,}")
-        console.print(c)
-        console.print(f)
-    if summary.get("quarantine"):
-        q = Table(title="Quarantined rows by reason", title_justify="left")
-        for col in ("file", "reason", "rows"):
-            q.add_column(col, justify="right" if col == "rows" else "left")
-        for row in summary["quarantine"]:
-            q.add_row(row["file"], row["reason_code"], f"{row['rows']:,}")
-        console.print(q)
-
-
 def _finish(result: Any, quiet: bool, as_json: bool) -> None:
+    """Print a run's summary (the one the reports wrote) and fail with exit 1 if it failed."""
+    from migrate.reports import summary_renderables
+
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True, default=str))
     elif not quiet:
-        render_summary(result.summary, out)
+        for renderable in summary_renderables(result.summary):
+            out.print(renderable)
         out.print(f"Run folder: {result.run_dir}")
-    if not result.ok:
-        roundtrip = result.summary.get("roundtrip") or {}
-        if roundtrip.get("holds") is False:
-            err.print(f"[bold red]error:[/] round trip failed: {roundtrip['mismatches']:,} fields differ from the "
-                      f"source, in {', '.join(roundtrip['mismatched_fields'])} (reports/roundtrip.json)",
-                      markup=True, highlight=False)
-        err.print("[bold red]error:[/] reconciliation failed: rows read ≠ Σ dispositions (see the table)")
-        sys.exit(1)
+    result.raise_on_failure()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -195,8 +146,9 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
-         declared: Path | None = None, target_mapping: str | None = None) -> Any:
-    from migrate.pipeline import RunConfig, run_batch
+         declared: Path | None = None) -> Any:
+    from migrate.config import RunConfig
+    from migrate.pipeline import run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
@@ -366,7 +318,7 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 @_guard
 def fhir(run_dir: Path, bundle_size: int, as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables (replaces RUN/fhir/)."""
-    from migrate.pipeline import reemit_fhir
+    from migrate.fhir.stage import reemit_fhir
 
     summary = reemit_fhir(run_dir, bundle_size)
     if as_json:
@@ -623,7 +575,7 @@ def rules() -> None:
 
 
 def _pack(path: Path | None) -> Any:
-    from migrate.pipeline import resolve_rules_path
+    from migrate.config import resolve_rules_path
     from migrate.rules import load_pack
 
     return load_pack(resolve_rules_path(path))

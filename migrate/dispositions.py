@@ -21,13 +21,15 @@ Pure: frames in, one frame out (source_file, source_row, table, patient_key, dis
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import polars as pl
 
-from migrate.matching import code_label
+from migrate.rules.model import RulePack
 
 INACTIVE_COHORTS = ("closed", "rejected", "pifu_expired")
-SHARING_POLICIES = ("withhold-clinical", "include")
+SharingPolicy = Literal["withhold-clinical", "include"]
+SHARING_POLICIES: tuple[SharingPolicy, ...] = ("withhold-clinical", "include")
 
 
 def _pick(choices: list[tuple[pl.Expr, str]]) -> pl.Expr:
@@ -91,3 +93,32 @@ def decide(
         _pick([(pl.col("_inactive"), "out_of_scope"),
                (pl.col("_blocked") & ~is_sharing & pl.lit(withhold), "withheld")]).alias("disposition")))
     return pl.concat(parts, how="vertical")
+
+
+def decide_batch(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], cohorts: pl.DataFrame,
+                 patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, pack: RulePack, policy: str,
+                 merges: pl.DataFrame, at_target: pl.LazyFrame) -> pl.DataFrame:
+    """``decide`` for a batch: every canonical patients row (``patients``, merged ones too),
+    the survivors' referrals, contacts and codes (``people``), the rules stage's cohorts and
+    exceptions, the run's merge map and the patients held at the target by NHS number."""
+    blocked = exceptions.filter(pl.col("flag_code") == "SHARING_BLOCK").select("patient_key").lazy()
+    sharing_codes = pack.codelist("sharing_dissent_codes") + pack.codelist("sharing_consent_codes")
+    tables = {"patients": patients, **{t: people[t] for t in ("referrals", "contacts", "codes")}}
+    return decide(tables, cohorts.lazy(), patient_cohorts.lazy(), blocked, sharing_codes, policy,
+                  merged_patients=merges.lazy(), at_target_patients=at_target).collect()
+
+
+def set_aside(dispositions: pl.DataFrame, rows: pl.DataFrame, disposition: str) -> pl.DataFrame:
+    """``dispositions`` with the migrated rows among ``rows`` (source_file, source_row) changed."""
+    if rows.height == 0:
+        return dispositions
+    marked = rows.select("source_file", "source_row", pl.lit(True).alias("_hit")).unique()
+    return dispositions.join(marked, on=["source_file", "source_row"], how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("_hit") & (pl.col("disposition") == "migrated")).then(pl.lit(disposition))
+        .otherwise(pl.col("disposition")).alias("disposition")).drop("_hit")
+
+
+def not_emitted_out_of_scope(dispositions: pl.DataFrame, not_emitted: pl.DataFrame) -> pl.DataFrame:
+    """Rows FHIR leaves out by design (contacts of closed referrals, e-RS dummy slots) are
+    out of scope: they were never part of the care handed over."""
+    return set_aside(dispositions, not_emitted, "out_of_scope")

@@ -31,7 +31,8 @@ def test_run_succeeds_and_prints_the_invariant(tmp_path: Path) -> None:
     code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
                           "--out", str(tmp_path / "run"))
     assert code == 0
-    assert "Invariant holds: 79 source rows read" in out
+    assert "Invariant 1 holds: 79 source rows read" in out
+    assert "Invariant 2 holds" in out
     assert (tmp_path / "run" / "manifest.json").is_file()
 
 
@@ -101,9 +102,14 @@ def test_broken_invariant_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     code, out, err = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
                             "--out", str(tmp_path / "run"))
     assert code == 1
-    assert "Invariant BROKEN" in out and "reconciliation failed" in err
+    assert "Invariant 1 BROKEN" in out and "reconciliation failed" in err
+    # The message names the invariant, the file and the first row it lost.
+    assert "Invariant 1 (rows read = Σ dispositions) fails for codes.csv" in err
+    assert "row 1 without a disposition" in err
+    assert "Traceback" not in err
     report = json.loads((tmp_path / "run" / "reports" / "reconciliation.json").read_text())
     assert report["invariant"]["holds"] is False
+    assert report["invariant"]["examples"]["rows_without_disposition"] == [{"file": "codes.csv", "row": 1}]
 
 
 def test_check_lists_problems_without_writing(tmp_path: Path) -> None:
@@ -201,7 +207,8 @@ def test_no_fhir_skips_the_output(tmp_path: Path) -> None:
     code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
                           "--out", str(tmp_path / "run"), "--no-fhir", "--json")
     assert code == 0 and not (tmp_path / "run" / "fhir").exists()
-    assert json.loads(out)["fhir_invariant"]["applies"] is False
+    summary = json.loads(out)
+    assert summary["invariant_fhir"]["applicable"] is False and summary["fhir"] is None
 
 
 def test_synth_with_an_hl7_feed_runs_with_both_profiles(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ JSON as polars expressions), the resource families ``patient`` (Patient, Organiz
 Condition, Consent), ``flags`` (Flag) and ``provenance``, ``validate`` (value checks, R4B
 models per shape, references), ``resources`` (``build_resources``: all of it, no files)
 and ``bundle`` (``write_fhir``: bundles, NDJSON, lineage, streamed by patient batch).
+``stage`` feeds a run's frames to ``write_fhir`` (``emit``) and re-emits a finished run
+(``reemit_fhir``, for ``handover fhir RUN``).
 Models are ``fhir.resources.R4B`` (the closest to R4 it ships), never its R5 default.
 """
 

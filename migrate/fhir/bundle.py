@@ -53,6 +53,9 @@ from migrate.fhir.resources import (
 )
 from migrate.fhir.validate import ERROR_SCHEMA
 from migrate.progress import NULL_PROGRESS, Progress
+from migrate.summary import FhirStats
+
+ERROR_EXAMPLES = 5  # failing resources named in the summary
 
 
 @dataclass
@@ -78,8 +81,9 @@ class FhirResult:
     def ok(self) -> bool:
         return self.errors.height == 0
 
-    def asdict(self) -> dict[str, Any]:
-        """A JSON-ready summary (for the manifest and ``--json``)."""
+    def asdict(self) -> FhirStats:
+        """A JSON-ready summary (for the manifest and ``--json``), with the first errors."""
+        first = self.errors.sort("fhir_type", "fhir_id", "source_file", "source_row", nulls_last=True).head(ERROR_EXAMPLES)
         return {
             "bundles": self.bundles,
             "resources": dict(sorted(self.counts.items())),
@@ -89,6 +93,7 @@ class FhirResult:
             "error_patients": self.errors["patient_key"].drop_nulls().n_unique(),
             "model_validated": self.model_validated,
             "files": [p.relative_to(self.out_dir).as_posix() for p in self.files],
+            "error_examples": first.select("fhir_type", "fhir_id", "source_file", "source_row", "problem").to_dicts(),
         }
 
     def render(self) -> str:

@@ -1,6 +1,6 @@
 """Invariant 2: the FHIR output and the source rows trace to each other through lineage.
 
-Invariant 1 (rows read = Σ dispositions, per file) is ``migrate.reconcile.invariant``.
+Invariant 1 (rows read = Σ dispositions, per file) is ``migrate.reconcile.rows_invariant``.
 Invariant 2 closes the loop from the other end:
 
 - every source row whose disposition is ``migrated`` or ``already_at_target`` (an update
@@ -9,7 +9,7 @@ Invariant 2 closes the loop from the other end:
 - every resource in ``fhir/ndjson/<Type>.ndjson`` is named by at least one lineage row,
   except the types that are not made from one record (``UNTRACED_TYPES``: Organization,
   shared reference data, and the Provenance of each bundle, the audit trail itself), which
-  are counted apart — the same rule as ``migrate.pipeline.fhir_invariant``;
+  are counted apart;
 - every resource lineage names exists in the NDJSON output.
 
 Links are read from the run's ``lineage.parquet`` (the pipeline merges the FHIR writer's
@@ -30,7 +30,9 @@ from typing import Any
 import polars as pl
 
 from migrate.errors import InputError
+from migrate.reconcile import failure_lines
 from migrate.reports.rundata import RunFolder
+from migrate.summary import RowsInvariant, Verdict
 
 NOT_APPLICABLE = "not applicable: no FHIR output"
 UNTRACED_TYPES = ("Organization", "Provenance")  # reference data and the audit trail: no single source row
@@ -173,35 +175,24 @@ def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame]
             "lineage_resources_missing": missing}
 
 
-def verdict(invariant: dict[str, Any], fhir: dict[str, Any]) -> dict[str, Any]:
-    """Both invariants in one place: whether all hold, and a line per failure for the banner."""
-    failures: list[str] = []
-    if not invariant["holds"]:
-        for f in invariant["files"]:
-            if not f["holds"]:
-                gap = f["rows_read"] - f["total"]
-                failures.append(
-                    f"Invariant 1 fails for {f['file']}: {f['rows_read']:,} rows read, {f['total']:,} with a "
-                    f"disposition" + (f" ({gap:,} rows unaccounted for)" if gap > 0 else
-                                      f" ({-gap:,} more dispositions than rows)" if gap < 0 else "")
-                    + (f", {f['rows_with_several_dispositions']:,} rows with several dispositions"
-                       if f["rows_with_several_dispositions"] else ""))
-    if fhir.get("applicable") and not fhir.get("holds"):
-        failures.append("Invariant 2 " + str(fhir["status"]))
+def failure_line(fhir: dict[str, Any]) -> str | None:
+    """Invariant 2's failure as one sentence naming it, with its first examples; None when
+    it holds or does not apply."""
+    if not fhir.get("applicable") or fhir.get("holds"):
+        return None
+    examples = fhir.get("examples", {})
+    shown = [f"{e['file']} row {e['row']} has no resource" for e in examples.get("rows_without_resource", [])[:3]]
+    shown += [f"{e['type']} {e['id']} traces to no row" for e in examples.get("resources_without_source", [])[:3]]
+    shown += [f"{e['type']} {e['id']} is missing" for e in examples.get("lineage_resources_missing", [])[:3]]
+    return ("Invariant 2 (FHIR traceability) " + str(fhir["status"])
+            + (f"; first examples: {', '.join(shown)}" if shown else ""))
+
+
+def verdict(invariant: RowsInvariant, fhir: dict[str, Any]) -> Verdict:
+    """Both invariants in one place: whether all hold, and a sentence per failure naming
+    the invariant and its first examples (the HTML banner, the CLI's error)."""
+    failures = failure_lines(invariant)
+    line = failure_line(fhir)
+    if line is not None:
+        failures.append(line)
     return {"holds": not failures, "failures": failures}
-
-
-def pipeline_shape(fhir: dict[str, Any]) -> dict[str, Any]:
-    """Invariant 2 in the shape ``run_batch`` writes as ``fhir_invariant`` (recomputed, so a
-    re-render after the folder was edited never repeats the pipeline's earlier verdict)."""
-    if not fhir["applicable"]:
-        return {"holds": True, "applies": False, "note": NOT_APPLICABLE}
-    examples = fhir["examples"]
-    return {
-        "applies": True,
-        "holds": fhir["holds"],
-        "migrated_rows_without_resource": fhir["migrated_rows_without_resource"],
-        "examples_without_resource": [f"{e['file']} row {e['row']}" for e in examples["rows_without_resource"][:10]],
-        "resources_without_source_row": fhir["resources_without_source"],
-        "examples_without_source_row": sorted(e["id"] for e in examples["resources_without_source"])[:10],
-    }

@@ -22,13 +22,14 @@ import hmac
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
 from migrate.errors import ConfigError
 from migrate.outputs import write_json
 from migrate.reports.rundata import RunFolder
+from migrate.summary import RunSummary
 
 TOKEN_HEX = 16
 MIN_KEY_BYTES = 16
@@ -176,15 +177,15 @@ def _apply(data: Any, p: Pseudonymiser, texts: dict[str, str], key: str = "") ->
     return data
 
 
-def summary(data: dict[str, Any], p: Pseudonymiser) -> dict[str, Any]:
+def summary(data: RunSummary, p: Pseudonymiser) -> RunSummary:
     """The report summary with every id (keys ``id``, ``ids``, ``*_ids``) tokenised and the free
     text of TEXT_SECTIONS scrubbed; the rest (counts, codes, file names) is unchanged."""
     found: set[str] = set()
-    _texts(data, "", False, found)
+    _texts(dict(data), "", False, found)
     originals = sorted(found)
     scrubbed = p.texts(pl.Series(originals, dtype=pl.String)).to_list() if originals else []
-    result: dict[str, Any] = _apply(data, p, dict(zip(originals, scrubbed, strict=True)))
-    return result
+    # Only strings change (ids tokenised, texts scrubbed): the summary keeps its shape.
+    return cast(RunSummary, _apply(dict(data), p, dict(zip(originals, scrubbed, strict=True))))
 
 
 def worklist(frame: pl.DataFrame, p: Pseudonymiser) -> pl.DataFrame:

@@ -3,8 +3,9 @@
 Reads the run folder only (manifest, canonical tables, lineage, quarantine, cohorts,
 patients, exceptions, FHIR NDJSON when present) and writes, under ``reports/``:
 
-- ``reconciliation.json``: every key the pipeline writes, recomputed from the files, plus
-  control totals, the FHIR invariant, declared vs found, waits and the delta (docs/reports.md);
+- ``reconciliation.json``: the run summary (``migrate.summary.RunSummary``), every figure
+  computed from the files: both invariants, control totals, declared vs found, waits and
+  the delta (docs/reports.md). Written here and nowhere else;
 - ``reconciliation.html``: the same, one self-contained page for an audit panel;
 - ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads, and with
   ``split_by`` the same per service line in ``by-service-line/<name>/``;
@@ -27,7 +28,8 @@ import polars as pl
 
 from migrate.errors import ConfigError
 from migrate.outputs import write_json, write_text
-from migrate.reports import hazard_log, html
+from migrate.summary import FhirStats, RowsInvariant, RunSummary
+from migrate.reports import html
 from migrate.reports.chain import manifest_sha256, seal_outputs
 from migrate.reports.charts import flow_svg, waits_svg
 from migrate.reports.declared import (
@@ -37,12 +39,9 @@ from migrate.reports.declared import (
     load_declared,
 )
 from migrate.reports.diff import diff_runs
-from migrate.reports.fidelity import sections as fidelity_sections
-from migrate.reports.flow import layout as flow_layout
-from migrate.reports.fidelity import with_checks
-from migrate.reports.invariants import fhir_output, pipeline_shape, verdict
+from migrate.reports.invariants import fhir_output, verdict
 from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json
-from migrate.reports.totals import control_totals, pipeline_keys
+from migrate.reports.totals import control_totals, run_counts
 from migrate.reports.waits import waits
 from migrate.reports.split import write_split
 from migrate.reports.worklist import (
@@ -56,15 +55,14 @@ from migrate.reports.worklist_summary import RunInfo
 
 REPORT_FORMAT_VERSION = 1
 REPORT_FILES = ("reports/reconciliation.json", "reports/reconciliation.html", "reports/exceptions.xlsx",
-                "reports/exceptions.csv", "reports/hazard-log.html")
-_RUN_KEYS = ("run_id", "cutover_date", "mapping", "rules")
+                "reports/exceptions.csv")
 
 
 @dataclass
 class ReportModel:
     """Everything the report files show, before rendering (and before pseudonymisation)."""
 
-    summary: dict[str, Any]
+    summary: RunSummary
     worklist: pl.DataFrame
     layout: Layout
     info: RunInfo
@@ -76,7 +74,7 @@ class ReportResult:
     invariant holds, and the files written."""
 
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     holds: bool
     files: list[Path] = field(default_factory=list)
 
@@ -119,26 +117,45 @@ def stored_declaration(run: RunFolder) -> Declaration | None:
     return Declaration.from_dict(read_json(run.path / DECLARED_COPY)) if run.has(DECLARED_COPY) else None
 
 
-def build(run: RunFolder, previous: Path | None = None, declaration: Declaration | None = None) -> ReportModel:
-    """Compute every figure of the reports from ``run`` (nothing is written)."""
-    keys = pipeline_keys(run)
+def _stages(run: RunFolder) -> tuple[dict[str, int], FhirStats | None]:
+    """What the pipeline recorded that only it knew: identity's numbers, the FHIR writer's."""
+    stages = run.manifest.get("stages") or {}
+    return dict(stages.get("identity") or {}), stages.get("fhir")
+
+
+def build(run: RunFolder, previous: Path | None = None, declaration: Declaration | None = None,
+          invariant: RowsInvariant | None = None) -> ReportModel:
+    """Compute every figure of the reports from ``run`` (nothing is written).
+
+    ``invariant``: invariant 1 if the caller has just computed it over this folder.
+    """
+    counts = run_counts(run, invariant)
     layout = load_layout()
     fhir_counts, fhir_invariant = fhir_output(run)
     declaration = declaration or stored_declaration(run) or labels_declaration(run)
-    summary: dict[str, Any] = dict(run.existing_summary())  # keep every key the pipeline wrote
-    for key in _RUN_KEYS:
-        summary.setdefault(key, run.manifest.get(key))
-    summary.setdefault("sharing_policy", (run.manifest.get("options") or {}).get("sharing_policy"))
-    summary |= keys | {
+    identity, fhir = _stages(run)
+    m = run.manifest
+    summary: RunSummary = {
         "report_format_version": REPORT_FORMAT_VERSION,
+        "run_id": run.run_id,
+        "cutover_date": str(m.get("cutover_date")),
+        "mapping": m.get("mapping", []),
+        "rules": m.get("rules", {}),
+        "sharing_policy": str((m.get("options") or {}).get("sharing_policy")),
         "run": _run_block(run),
         "inputs": run.inputs(),
         # Report files are left out: their hashes change as they are (re)written.
-        "outputs": [e for e in run.manifest.get("outputs", []) if not str(e["path"]).startswith("reports/")],
-        "control_totals": control_totals(run, keys, layout.family_of(), fhir_counts),
+        "outputs": [e for e in m.get("outputs", []) if not str(e["path"]).startswith("reports/")],
+        "invariant": counts["invariant"],
         "invariant_fhir": fhir_invariant,
-        "fhir_invariant": pipeline_shape(fhir_invariant),  # the pipeline's key, recomputed
-        "invariants": verdict(keys["invariant"], fhir_invariant),
+        "invariants": verdict(counts["invariant"], fhir_invariant),
+        "quarantine": counts["quarantine"],
+        "tables": counts["tables"],
+        "cohorts": counts["cohorts"],
+        "flags": counts["flags"],
+        "identity": identity,
+        "fhir": fhir,
+        "control_totals": control_totals(run, counts, layout.family_of(), fhir_counts),
         "declared_vs_found": declared_vs_found(run, declaration),
         "waits": waits(run),
         "delta": _delta(run, previous),
@@ -173,14 +190,14 @@ def render(model: ReportModel, folder: Path, split_by: str | None = None) -> lis
 
 
 def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | None = None,
-                  split_by: str | None = None) -> ReportResult:
+                  invariant: RowsInvariant | None = None) -> ReportResult:
     """Compute the reconciliation of ``run_dir`` and write every report (module docstring).
 
     ``previous`` defaults to the run the manifest chains to; ``declared`` is a declared
     YAML file (docs/reports.md), else the declaration kept by an earlier render, else the
-    extract's own list labels; ``split_by`` (one of SPLIT_COLUMNS) adds a worklist per
-    value, each team's own. Call after ``manifest.json`` is written: the report files are
-    then recorded in it. ``holds`` is False when either invariant fails.
+    extract's own list labels. Call after ``manifest.json`` is written: the report files
+    are then recorded in it. ``holds`` is False when either invariant fails.
+    ``invariant``: invariant 1 when the caller (the pipeline) has just computed it here.
     """
     if split_by is not None and split_by not in SPLIT_COLUMNS:  # before any data is read
         raise ConfigError(f"--split-by {split_by}: the worklists can be split by {', '.join(SPLIT_COLUMNS)}")
@@ -191,7 +208,7 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
         extra.append(write_json(declaration.asdict(), run_dir / DECLARED_COPY))
     elif run.has(DECLARED_COPY):
         extra.append(run_dir / DECLARED_COPY)
-    model = build(run, previous, declaration)
-    files = render(model, run_dir / "reports", split_by) + extra
+    model = build(run, previous, declaration, invariant)
+    files = render(model, run_dir / "reports") + extra
     seal_outputs(run_dir, files)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

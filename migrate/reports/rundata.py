@@ -19,7 +19,6 @@ import polars as pl
 from migrate.errors import InputError
 
 MANIFEST = "manifest.json"
-RECONCILIATION = "reports/reconciliation.json"
 DECLARED_COPY = "reports/declared.json"
 CANONICAL_TABLES = ("patients", "referrals", "contacts", "codes")
 # Columns every canonical row carries for tracing; never part of a row's content.
@@ -83,11 +82,6 @@ class RunFolder:
         """``fhir/ndjson/*.ndjson`` files in name order (empty when the run has no FHIR output)."""
         folder = self.path / "fhir" / "ndjson"
         return sorted(folder.glob("*.ndjson")) if folder.is_dir() else []
-
-    def existing_summary(self) -> dict[str, Any]:
-        """``reports/reconciliation.json`` as the pipeline (or an earlier render) wrote it, or {}."""
-        path = self.path / RECONCILIATION
-        return read_json(path) if path.is_file() else {}
 
     def inputs(self) -> list[dict[str, Any]]:
         """The manifest's input files: path, table, bytes, sha256, rows (read)."""

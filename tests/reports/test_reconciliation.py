@@ -14,12 +14,12 @@ import pytest
 from migrate.reports import verify, write_reports
 from migrate.reports.invariants import NOT_APPLICABLE
 
-# Recomputed from the run folder: must equal what the pipeline wrote for an untouched run.
-PIPELINE_KEYS = ("run_id", "cutover_date", "mapping", "rules", "sharing_policy", "invariant", "quarantine", "tables",
-                 "cohorts", "flags", "fhir_invariant")
-ADDED_KEYS = ("control_totals", "invariant_fhir", "invariants", "declared_vs_found", "waits", "delta", "run",
-              "inputs", "outputs", "report_files", "report_format_version", "hazard_log")
-REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv", "hazard-log.html")
+# Every key of the run summary (migrate.summary.RunSummary), each computed from the folder.
+SUMMARY_KEYS = ("run_id", "cutover_date", "mapping", "rules", "sharing_policy", "invariant", "quarantine", "tables",
+                "cohorts", "flags", "identity", "fhir", "control_totals", "invariant_fhir", "invariants",
+                "declared_vs_found", "waits", "delta", "run", "inputs", "outputs", "report_files",
+                "report_format_version")
+REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv")
 
 
 class _FirstElement(HTMLParser):
@@ -57,18 +57,20 @@ def first_element(html: str) -> tuple[dict[str, str | None], str]:
     return parser.first, " ".join("".join(parser.text).split())
 
 
-def test_keeps_every_pipeline_key_recomputed_to_the_same_values(worked_run: Path, rh: ModuleType,
-                                                                  tmp_path: Path) -> None:
+def test_a_re_render_gives_the_summary_the_run_wrote(worked_run: Path, rh: ModuleType, tmp_path: Path) -> None:
+    """reconciliation.json is written once per command, by the reports, from the folder:
+    re-rendering an untouched run gives the same summary, key for key."""
+    from typing import get_type_hints
+
+    from migrate.summary import RunSummary
+
     run = rh.copy_run(worked_run, tmp_path / "run")
     before = json.loads((run / "reports" / "reconciliation.json").read_text())
     result = write_reports(run)
     after = json.loads((run / "reports" / "reconciliation.json").read_text())
-    assert set(before) <= set(after)  # every key the pipeline writes is kept
-    for key in PIPELINE_KEYS:
-        if key in before:
-            assert after[key] == before[key], key
-    for key in ADDED_KEYS:
-        assert key in after, key
+    assert after == before
+    assert set(after) == set(SUMMARY_KEYS) == set(get_type_hints(RunSummary))
+    assert after["identity"]["patients"] == 28 and after["identity"]["merged"] == 1  # recorded by the pipeline
     assert result.holds and result.ok
     assert [p.name for p in result.files] == list(REPORTS)
     if (run / "fhir" / "ndjson").is_dir():
@@ -152,9 +154,11 @@ def test_a_row_dropped_from_lineage_fails_and_the_page_opens_in_red(worked_run: 
     assert [f["file"] for f in bad] == ["referrals.csv"]
     assert bad[0]["rows_read"] - bad[0]["total"] == 1
     failures = result.summary["invariants"]["failures"]
-    assert failures[0] == "Invariant 1 fails for referrals.csv: 29 rows read, 28 with a disposition (1 rows unaccounted for)"
+    assert failures[0] == (
+        f"Invariant 1 (rows read = Σ dispositions) fails for referrals.csv: 29 rows read, 28 with a disposition; "
+        f"1 row unaccounted for; first examples: row {victim['source_row']} without a disposition")
     # With FHIR output, the dropped row's resources now trace to nothing either.
-    assert all(f.startswith("Invariant 2 fails: ") and f.endswith("FHIR resources that trace to no source row")
+    assert all(f.startswith("Invariant 2 (FHIR traceability) fails: ") and "traces to no row" in f
                for f in failures[1:])
     saved = json.loads((run / "reports" / "reconciliation.json").read_text())
     assert saved["invariants"]["holds"] is False
@@ -220,10 +224,11 @@ def test_fhir_invariant_names_untraced_resources_and_rows_without_one(worked_run
     assert {(e["type"], e["id"]) for e in fhir["examples"]["resources_without_source"]} == {
         ("Patient", "orphan"), ("ServiceRequest", "referrals.csv-1"), ("Observation", ghost)}
     assert fhir["examples"]["lineage_resources_missing"] == [{"type": "Observation", "id": "ghost"}]
-    assert result.summary["fhir_invariant"]["holds"] is False  # the pipeline's key, recomputed
+    [line] = result.summary["invariants"]["failures"]
+    assert line.startswith("Invariant 2 (FHIR traceability) fails") and "referrals.csv row 1 has no resource" in line
     assert result.summary["invariant"]["holds"]  # invariant 1 is untouched
     first, text = first_element((run / "reports" / "reconciliation.html").read_text())
-    assert "fail" in (first.get("class") or "") and "Invariant 2 fails" in text
+    assert "fail" in (first.get("class") or "") and "Invariant 2 (FHIR traceability) fails" in text
 
 
 def test_worklist_orders_by_severity_then_longest_wait(synth_run: Path, rh: ModuleType, tmp_path: Path) -> None:
@@ -252,12 +257,12 @@ def test_a_missing_run_file_is_an_input_error(worked_run: Path, rh: ModuleType, 
 
 
 @pytest.mark.parametrize("damage", ["none", "drop", "repeat", "repeat_other_disposition", "unknown_file",
-                                    "text_dispositions"])
-def test_invariant_1_is_computed_as_reconcile_defines_it(worked_run: Path, rh: ModuleType, tmp_path: Path,
-                                                         damage: str) -> None:
-    from migrate.reconcile import invariant
+                                    "text_dispositions", "row_beyond_read"])
+def test_invariant_1_names_what_an_edited_lineage_breaks(worked_run: Path, rh: ModuleType, tmp_path: Path,
+                                                        damage: str) -> None:
+    from migrate.reconcile import rows_invariant
     from migrate.reports.rundata import RunFolder
-    from migrate.reports.totals import file_counts, rows_invariant
+    from migrate.reports.totals import file_counts
 
     run = rh.copy_run(worked_run, tmp_path / "run")
     lineage = pl.read_parquet(run / "lineage.parquet")
@@ -269,18 +274,35 @@ def test_invariant_1_is_computed_as_reconcile_defines_it(worked_run: Path, rh: M
         "repeat_other_disposition": pl.concat([lineage, one.with_columns(pl.lit("withheld").cast(
             lineage.schema["disposition"]).alias("disposition"))]),
         "unknown_file": pl.concat([lineage, one.with_columns(pl.lit("stray.csv").alias("source_file"))]),
-        # Not the pipeline's Enum: computed the reference way, same answer.
         "text_dispositions": pl.concat([lineage.with_columns(pl.col("disposition").cast(pl.String)),
                                         one.with_columns(pl.lit("lost").alias("disposition"))]),
+        # contacts.csv row 1 renumbered past the rows read: the total still matches, a row is still lost
+        "row_beyond_read": lineage.with_columns(pl.when((pl.col("source_file") == "contacts.csv")
+                                                        & (pl.col("source_row") == 1)).then(999)
+                                                .otherwise(pl.col("source_row")).alias("source_row")),
     }[damage]
     rh.rewrite(run / "lineage.parquet", changed)
-    folder = RunFolder.open(run)
-    expected = invariant(changed, file_counts(folder))
-    assert rows_invariant(folder) == expected
+    result = rows_invariant(pl.scan_parquet(run / "lineage.parquet"), file_counts(RunFolder.open(run)))
     # A source row may appear once per FHIR resource it became: a repeat with the same
     # disposition is allowed; a second disposition, a lost row or a stray file is not.
-    assert expected["holds"] is (damage in ("none", "repeat"))
-    assert expected["holds"] is rows_invariant(folder)["holds"]
+    assert result["holds"] is (damage in ("none", "repeat"))
+    examples = result["examples"]
+    expected = {
+        "none": {}, "repeat": {},
+        "drop": {"rows_without_disposition": [{"file": "codes.csv", "row": 1}]},
+        "repeat_other_disposition": {"rows_with_several_dispositions": [
+            {"file": "contacts.csv", "row": r, "dispositions": sorted(["withheld", d])}
+            for r, d in one.select("source_row", pl.col("disposition").cast(pl.String)).unique().sort("source_row").rows()
+            if d != "withheld"]},
+        "unknown_file": {"rows_not_read": [{"file": "stray.csv", "row": r} for r in sorted(set(one["source_row"]))]},
+        "text_dispositions": {"rows_with_unknown_disposition": [
+            {"file": "contacts.csv", "row": r, "dispositions": ["lost"]} for r in sorted(set(one["source_row"]))]},
+        "row_beyond_read": {"rows_without_disposition": [{"file": "contacts.csv", "row": 1}],
+                            "rows_not_read": [{"file": "contacts.csv", "row": 999}]},
+    }[damage]
+    got = {k: [e | ({"dispositions": sorted(e["dispositions"])} if "dispositions" in e else {}) for e in v]
+           for k, v in examples.items() if v}
+    assert got == expected
 
 
 @pytest.mark.parametrize("style", ["compact", "spaced", "reordered", "blank_lines"])

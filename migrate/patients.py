@@ -1,0 +1,43 @@
+"""``patients.parquet``: each source patient's outcome in one row.
+
+Cohort (a merged patient shows its survivor's), disposition, survivor, identity's
+verdicts on the NHS number, the target-index match, and every flag raised for them.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from migrate import canonical
+from migrate.identity import IdentityResult
+
+PATIENTS_SCHEMA: dict[str, pl.DataType] = {
+    "patient_key": pl.String(), "nhs_number": pl.String(), "patient_cohort": pl.Enum(canonical.COHORTS),
+    "disposition": pl.Enum(canonical.DISPOSITIONS), "flag_codes": pl.List(pl.String()),
+    # beyond the contract's key columns: who a merged patient became, and identity's verdicts
+    "survivor_key": pl.String(), "nhs_number_valid": pl.Boolean(), "nhs_number_verification": pl.String(),
+    "at_target_id": pl.String(),
+}
+
+
+def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
+                    exceptions: pl.DataFrame, dispositions: pl.DataFrame) -> pl.DataFrame:
+    """One row per source patient (``PATIENTS_SCHEMA``), sorted by ``patient_key``.
+
+    ``merges``: patient_key -> survivor_key; ``patient_cohorts`` per survivor;
+    ``dispositions``: the canonical rows' dispositions (the patients rows are read).
+    """
+    flags = exceptions.group_by("patient_key").agg(pl.col("flag_code").unique().sort().alias("flag_codes"))
+    disp = dispositions.filter(pl.col("table") == "patients").select("patient_key", "disposition")
+    ident = identity.patients.select("patient_key", "nhs_number", "nhs_number_valid", "nhs_number_verification",
+                                     "at_target_id").join(merges, on="patient_key", how="left")
+    return (
+        ident.with_columns(pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
+        .join(patient_cohorts.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left")
+        .join(disp, on="patient_key", how="left")
+        .join(flags, on="patient_key", how="left")
+        .with_columns(pl.col("flag_codes").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+        .select(list(PATIENTS_SCHEMA))
+        .cast(PATIENTS_SCHEMA)  # type: ignore[arg-type]
+        .sort("patient_key")
+    )

@@ -1,0 +1,200 @@
+"""The run summary: one typed model of what a run did, rendered everywhere.
+
+``reports/reconciliation.json`` holds a ``RunSummary``; the terminal summary
+(``reports.terminal``), ``--json`` and the HTML page render that same object. It is
+computed once per command from the run folder (``reports.reconciliation.build``) and
+written once, by ``write_reports``: the pipeline records what only it knows (identity's
+headline numbers, the FHIR writer's statistics) in the manifest's ``stages``, never in a
+second copy of the summary.
+
+The parts whose shape belongs to one report module (control totals, declared vs found,
+waits, delta) are typed as plain JSON objects here and documented in docs/reports.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class FileInvariant(TypedDict):
+    """Invariant 1 for one input file (or for a file lineage names that nobody read)."""
+
+    file: str
+    table: str | None
+    rows_read: int
+    dispositions: dict[str, int]  # distinct source rows per disposition
+    total: int  # Σ dispositions
+    rows_with_several_dispositions: int
+    rows_without_disposition: int  # rows 1..rows_read that lineage does not name
+    rows_not_read: int  # rows lineage names that the reader never read (outside 1..rows_read)
+    rows_with_unknown_disposition: int  # lineage rows whose disposition is not one of DISPOSITIONS
+    holds: bool
+
+
+class RowExample(TypedDict, total=False):
+    file: str
+    row: int | None
+    dispositions: list[str]
+
+
+# The first failing rows of each kind (``reconcile.EXAMPLES`` at most), by file then row:
+# rows_without_disposition, rows_with_several_dispositions, rows_not_read,
+# rows_with_unknown_disposition.
+RowsExamples = dict[str, list[RowExample]]
+
+
+class RowsInvariant(TypedDict):
+    """Invariant 1: for every input file, rows read = Σ rows per disposition, each row once."""
+
+    holds: bool
+    files: list[FileInvariant]
+    rows_read: int
+    dispositions: dict[str, int]
+    examples: RowsExamples
+
+
+class Verdict(TypedDict):
+    """Both invariants together: whether all hold, and one sentence per failure."""
+
+    holds: bool
+    failures: list[str]
+
+
+class Profile(TypedDict):
+    name: str
+    sha256: str
+    source_system: str
+
+
+class PackRef(TypedDict):
+    name: str
+    version: str
+    sha256: str
+
+
+class QuarantineCount(TypedDict):
+    file: str
+    table: str
+    reason_code: str
+    rows: int
+
+
+class Cohorts(TypedDict):
+    referrals: dict[str, int]
+    patients: dict[str, int]
+
+
+class Flags(TypedDict):
+    by_severity: dict[str, int]
+    by_code: dict[str, int]
+
+
+class FhirStats(TypedDict):
+    """What the FHIR writer reports (``FhirResult.asdict``)."""
+
+    bundles: int
+    resources: dict[str, int]
+    resources_total: int
+    sharing_policy: str
+    errors: int
+    error_patients: int
+    model_validated: int
+    files: list[str]
+    error_examples: list[dict[str, Any]]
+
+
+class Stages(TypedDict):
+    """Facts only the pipeline knows, recorded in the manifest for every later reader."""
+
+    identity: dict[str, int]
+    fhir: FhirStats | None
+
+
+class RunSummary(TypedDict):
+    """Everything ``reconciliation.json`` holds (docs/reports.md lists each key)."""
+
+    report_format_version: int
+    run_id: str
+    cutover_date: str
+    mapping: list[Profile]
+    rules: PackRef
+    sharing_policy: str
+    run: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    invariant: RowsInvariant
+    invariant_fhir: dict[str, Any]
+    invariants: Verdict
+    quarantine: list[QuarantineCount]
+    tables: dict[str, int]
+    cohorts: Cohorts
+    flags: Flags
+    identity: dict[str, int]
+    fhir: FhirStats | None
+    control_totals: dict[str, Any]
+    declared_vs_found: dict[str, Any]
+    waits: dict[str, Any]
+    delta: dict[str, Any]
+    report_files: list[str]
+
+
+class FileRecord(TypedDict):
+    path: str
+    sha256: str
+
+
+class RulesRecord(TypedDict):
+    name: str
+    version: str
+    sha256: str
+    files: list[FileRecord]
+
+
+class TargetIndexRecord(TypedDict):
+    path: str
+    sha256: str
+
+
+class RunOptions(TypedDict):
+    sharing_policy: str
+    target_index: TargetIndexRecord | None
+
+
+class InputRecord(TypedDict):
+    path: str
+    table: str
+    bytes: int
+    sha256: str
+    rows: int
+
+
+class Counts(TypedDict):
+    rows_read: int
+    dispositions: dict[str, int]
+    quarantined: int
+
+
+class PreviousRun(TypedDict):
+    path: str
+    run_id: str | None
+
+
+class Manifest(TypedDict):
+    """``manifest.json`` (docs/architecture.md, "Run directory"). ``outputs`` entries are
+    ``{path, bytes, sha256[, rows]}``; ``previous_run`` is present for a delta batch."""
+
+    run_id: str
+    tool: dict[str, str]
+    started: str
+    finished: str
+    cutover_date: str
+    mapping: list[Profile]
+    rules: RulesRecord
+    options: RunOptions
+    identity_rules: dict[str, str]
+    inputs: list[InputRecord]
+    outputs: list[dict[str, Any]]
+    counts: Counts
+    stages: Stages
+    previous_manifest_sha256: str | None
+    previous_run: NotRequired[PreviousRun]

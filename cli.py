@@ -236,9 +236,7 @@ def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudony
     elif not quiet:
         for renderable in reports.summary_renderables(result.summary):
             out.print(renderable)
-    if not result.ok:
-        err.print("[bold red]error:[/] reconciliation failed (see the report)")
-        sys.exit(1)
+    result.raise_on_failure()
 
 
 @main.command()
@@ -280,8 +278,7 @@ def verify(run_dir: Path, previous: Path | None, as_json: bool, fields: bool) ->
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     else:
         out.print(result)
-    if not result.ok:
-        sys.exit(1)
+    result.raise_on_failure()
 
 
 def _verify_fields(run_dir: Path, as_json: bool) -> None:
@@ -320,14 +317,14 @@ def fhir(run_dir: Path, bundle_size: int, as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables (replaces RUN/fhir/)."""
     from migrate.fhir.stage import reemit_fhir
 
-    summary = reemit_fhir(run_dir, bundle_size)
+    result = reemit_fhir(run_dir, bundle_size)
+    stats = result.asdict()
     if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
     else:
-        out.print(f"{summary['resources_total']:,} resources in {summary['bundles']:,} bundles "
-                  f"({summary['errors']} validation errors) written to {run_dir / 'fhir'}")
-    if summary["errors"]:
-        sys.exit(1)
+        out.print(f"{stats['resources_total']:,} resources in {stats['bundles']:,} bundles "
+                  f"({stats['errors']} validation errors) written to {run_dir / 'fhir'}")
+    result.raise_on_failure()
 
 
 @main.command()
@@ -461,9 +458,8 @@ def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[
 def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: bool, as_json: bool) -> None:
     """Dry-run a mapping profile against an extract and list every problem; writes nothing.
 
-    Exit 2 when files lack columns the profile reads (or the profile or rule pack is
-    broken); row-level problems (which a run would quarantine) are listed with counts and
-    examples, and the vocabulary with the codelist each value matched, and exit 0.
+    Exit 2 naming every file that lacks columns the profile reads; row-level problems
+    (which a run would quarantine) are listed with counts and examples and exit 0.
     """
     from migrate.check import check_extract
     from migrate.profile import load_profile
@@ -473,8 +469,6 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
     if as_json:
         click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
-        for line in report.layout:
-            err.print(f"[bold red]layout:[/] {line}", highlight=False)
         table = Table(title=f"{report.rows_read:,} rows read; problems a run would quarantine", title_justify="left")
         for col in ("file", "field", "reason", "rows", "examples"):
             table.add_column(col, justify="right" if col == "rows" else "left")
@@ -482,9 +476,7 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
             examples = ", ".join(f"'{v}'" for v in p["example_values"]) or "rows " + ", ".join(map(str, p["example_rows"]))
             table.add_row(p["source_file"], p["field"] or "(record)", p["reason_code"], f"{p['rows']:,}", examples)
         out.print(table)
-        render_vocabulary(report.vocabulary, report.hints, out, report.codelists)
-    if not report.fits:
-        sys.exit(2)
+    report.raise_on_failure()
 
 
 @main.command()

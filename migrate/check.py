@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from migrate import canonical
+from migrate.errors import ProfileError
 from migrate.ingest import ingest
 from migrate.mapping import missing_columns
 from migrate.profile import Profile
@@ -49,6 +50,12 @@ class CheckReport:
     def fits(self) -> bool:
         """True when every file has the columns the profile reads."""
         return not self.layout
+
+    def raise_on_failure(self) -> None:
+        """``ProfileError`` (exit 2) listing every file that lacks columns the profile reads."""
+        if self.layout:
+            raise ProfileError("the extract does not fit the mapping profile: files lack columns it reads",
+                               list(self.layout))
 
     def asdict(self) -> dict[str, Any]:
         return {"layout_problems": list(self.layout), "rows_read": self.rows_read, "row_problems": list(self.problems),

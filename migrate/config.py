@@ -87,8 +87,10 @@ class RunConfig:
             raise InputError(f"target index not found: {target_index}")
         if bundle_size < 1:
             raise ConfigError(f"bundle size must be at least 1 patient (got {bundle_size})")
-        if previous is not None and not (Path(previous) / "manifest.json").is_file():
-            raise InputError(f"previous run not found (no manifest.json): {previous}")
+        if previous is not None:
+            from migrate.reports.rundata import RunFolder
+
+            RunFolder.open(Path(previous), check_tables=False)  # exit 3 unless it is a run folder
         if declared is not None:
             from migrate.reports import load_declared
 

@@ -27,6 +27,7 @@ import polars as pl
 from migrate.config import RunConfig
 from migrate.dispositions import decide_batch, not_emitted_out_of_scope
 from migrate.errors import ReconciliationError
+from migrate.fhir.bundle import validation_failure
 from migrate.fhir.stage import emit, options_for
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
@@ -55,12 +56,9 @@ class RunResult:
         """One sentence per failure: each broken invariant (naming it, with its first
         examples), and FHIR resources that failed validation."""
         lines = list(self.summary["invariants"]["failures"])
-        fhir = self.summary.get("fhir")
-        if fhir and fhir["errors"]:
-            shown = "; ".join(f"{e['fhir_type']} {e['fhir_id']} ({e['problem']})" for e in fhir["error_examples"][:3])
-            lines.append(f"FHIR validation failed: {fhir['errors']:,} error rows for {fhir['error_patients']:,} "
-                         f"patients whose resources were not written" + (f"; first: {shown}" if shown else ""))
-        return lines
+        fhir = self.summary["fhir"]
+        line = None if fhir is None else validation_failure(fhir)
+        return lines if line is None else [*lines, line]
 
     @property
     def ok(self) -> bool:

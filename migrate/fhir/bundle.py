@@ -40,6 +40,7 @@ from typing import IO, Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from migrate.errors import ReconciliationError
 from migrate.fhir.ids import fhir_id
 from migrate.fhir.inputs import Context, gather, stage
 from migrate.fhir.options import FhirOptions, profile
@@ -56,6 +57,15 @@ from migrate.progress import NULL_PROGRESS, Progress
 from migrate.summary import FhirStats
 
 ERROR_EXAMPLES = 5  # failing resources named in the summary
+
+
+def validation_failure(stats: FhirStats) -> str | None:
+    """One sentence when resources failed validation, naming the first; None when none did."""
+    if not stats["errors"]:
+        return None
+    shown = "; ".join(f"{e['fhir_type']} {e['fhir_id']} ({e['problem']})" for e in stats["error_examples"][:3])
+    return (f"FHIR validation failed: {stats['errors']:,} error rows for {stats['error_patients']:,} patients "
+            f"whose resources were not written" + (f"; first: {shown}" if shown else ""))
 
 
 @dataclass
@@ -80,6 +90,12 @@ class FhirResult:
     @property
     def ok(self) -> bool:
         return self.errors.height == 0
+
+    def raise_on_failure(self) -> None:
+        """``ReconciliationError`` (exit 1) when resources failed validation (not written)."""
+        line = validation_failure(self.asdict())
+        if line is not None:
+            raise ReconciliationError(f"FHIR output of {self.out_dir} is incomplete", [line])
 
     def asdict(self) -> FhirStats:
         """A JSON-ready summary (for the manifest and ``--json``), with the first errors."""

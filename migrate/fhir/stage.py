@@ -15,7 +15,6 @@ so both give the same bytes:
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from datetime import date
@@ -25,7 +24,6 @@ from typing import Any
 import polars as pl
 
 from migrate import canonical
-from migrate.errors import InputError
 from migrate.fhir.bundle import FhirResult, write_fhir
 from migrate.fhir.inputs import sharing_from_features
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
@@ -78,16 +76,20 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
                       derived_priority=derived_priority(exceptions).lazy())
 
 
-def reemit_fhir(run_dir: Path, bundle_size: int = 500) -> dict[str, Any]:
+def reemit_fhir(run_dir: Path, bundle_size: int = 500) -> FhirResult:
     """``handover fhir RUN``: write the FHIR output again from a finished run's own tables
     (canonical tables, cohorts, patients, exceptions) and options (manifest), replacing
     ``fhir/``. Returns the FHIR summary; the run's lineage is not rewritten."""
+    from migrate.reports.rundata import RunFolder, reading
+
+    run = RunFolder.open(run_dir)
+    with reading(run_dir):
+        return _reemit(run_dir, run.manifest, bundle_size)
+
+
+def _reemit(run_dir: Path, manifest: dict[str, Any], bundle_size: int) -> FhirResult:
     from migrate.rules import load_pack
 
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(f"not a run folder (no manifest.json): {run_dir}")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     tables = {t: pl.scan_parquet(run_dir / "canonical" / f"{t}.parquet") for t in canonical.TABLE_ORDER}
     summary = pl.read_parquet(run_dir / "patients.parquet")
     merges = summary.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
@@ -105,4 +107,4 @@ def reemit_fhir(run_dir: Path, bundle_size: int = 500) -> dict[str, Any]:
     result = emit(patients, merges, tables, pl.read_parquet(run_dir / "cohorts.parquet"),
                   pl.read_parquet(run_dir / "patients.parquet").select("patient_key", "patient_cohort"),
                   exceptions, pack, options, run_dir)
-    return dict(result.asdict())
+    return result

@@ -26,10 +26,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, ReconciliationError
 from migrate.manifest import describe_outputs, sha256_file
 from migrate.outputs import write_json
-from migrate.reports.rundata import MANIFEST, read_json
+from migrate.reports.rundata import MANIFEST, RunFolder, read_json
 
 
 def manifest_sha256(run_dir: Path) -> str:
@@ -98,6 +98,12 @@ class VerifyResult:
     def ok(self) -> bool:
         return not self.failures
 
+    def raise_on_failure(self) -> None:
+        """``ReconciliationError`` (exit 1) naming every failure; nothing when the run is intact."""
+        if self.failures:
+            raise ReconciliationError(f"verification failed for {self.run_dir}: {len(self.failures)} failure(s)",
+                                      [str(f) for f in self.failures])
+
     def asdict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
         return asdict(self) | {"ok": self.ok}
@@ -152,16 +158,15 @@ def verify(run_dir: Path, previous: Path | None = None) -> VerifyResult:
     """Re-hash every output in ``run_dir/manifest.json`` and check the chain to the previous run.
 
     Failures name the file: changed (hash differs), missing, extra (not in the manifest),
-    chain (previous run missing or its manifest altered), manifest (unreadable). The
-    previous run is ``previous`` when given, else ``previous_run.path`` of the manifest.
+    chain (previous run missing or its manifest altered). The previous run is
+    ``previous`` when given, else ``previous_run.path`` of the manifest. A folder that is
+    not a run (no folder, no manifest, a manifest that is not one) is an InputError (exit
+    3): there is nothing to verify against.
     """
     started = time.perf_counter()
     result = VerifyResult(run_dir=str(run_dir))
-    try:
-        manifest = read_json(run_dir / MANIFEST)
-    except Exception as exc:  # noqa: BLE001 - any unreadable manifest is a verification failure
-        result.failures.append(Failure("manifest", MANIFEST, str(exc)))
-        return result
+    # Not a run folder at all (no folder, no manifest, not a manifest): exit 3, not a verdict.
+    manifest = RunFolder.open(run_dir, check_tables=False).manifest
     listed = {str(e["path"]): e for e in manifest.get("outputs", [])}
     present = _walk(run_dir)
     for rel in sorted(set(listed) - present):

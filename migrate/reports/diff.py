@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate import canonical
-from migrate.reports.rundata import CANONICAL_TABLES, TRACE_COLUMNS, RunFolder
+from migrate.reports.rundata import CANONICAL_TABLES, TRACE_COLUMNS, RunFolder, reading
 
 SHOWN_IDS = 5  # ids named per line in the terminal rendering
 
@@ -139,6 +139,11 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
     """The delta from ``run_a`` to ``run_b`` (see the module docstring)."""
     a, b = RunFolder.open(run_a), RunFolder.open(run_b)
+    with reading(run_a), reading(run_b):
+        return _diff(a, b, run_a, run_b)
+
+
+def _diff(a: RunFolder, b: RunFolder, run_a: Path, run_b: Path) -> RunDiff:
     # Streaming: rows are hashed a batch at a time, never all of contacts in memory at once.
     ha, hb = pl.collect_all([patient_hashes(a), patient_hashes(b)], engine="streaming")
     keys_a, keys_b = set(ha["patient_key"].to_list()), set(hb["patient_key"].to_list())

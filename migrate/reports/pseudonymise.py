@@ -28,7 +28,7 @@ import polars as pl
 
 from migrate.errors import ConfigError
 from migrate.outputs import write_json
-from migrate.reports.rundata import RunFolder
+from migrate.reports.rundata import RunFolder, reading
 from migrate.summary import RunSummary
 
 TOKEN_HEX = 16
@@ -215,7 +215,8 @@ def pseudonymise(run_dir: Path, key: bytes, out_dir: Path) -> list[Path]:
         raise ConfigError(f"{out_dir}: write the pseudonymised pack outside the run folder {run_dir} "
                           "(files added to a run fail handover verify)")
     run = RunFolder.open(run_dir)
-    model = build(run)
+    with reading(run_dir):
+        model = build(run)
     p = Pseudonymiser(key, run_identifiers(run))
     model.summary = summary(model.summary, p)
     model.worklist = worklist(model.worklist, p)

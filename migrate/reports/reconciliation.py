@@ -26,7 +26,7 @@ from typing import Any
 
 import polars as pl
 
-from migrate.errors import ConfigError
+from migrate.errors import ReconciliationError
 from migrate.outputs import write_json, write_text
 from migrate.summary import FhirStats, RowsInvariant, RunSummary
 from migrate.reports import html
@@ -40,7 +40,7 @@ from migrate.reports.declared import (
 )
 from migrate.reports.diff import diff_runs
 from migrate.reports.invariants import fhir_output, verdict
-from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json
+from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json, reading
 from migrate.reports.totals import control_totals, run_counts
 from migrate.reports.waits import waits
 from migrate.reports.split import write_split
@@ -81,6 +81,14 @@ class ReportResult:
     @property
     def ok(self) -> bool:
         return self.holds
+
+    def raise_on_failure(self) -> None:
+        """``ReconciliationError`` (exit 1) with a sentence per failing invariant, naming it
+        and its first examples; nothing when both hold."""
+        if not self.holds:
+            raise ReconciliationError(f"reconciliation failed for run {self.summary['run_id']} "
+                                      f"(see {self.run_dir / 'reports' / 'reconciliation.html'})",
+                                      list(self.summary["invariants"]["failures"]))
 
     def asdict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -202,13 +210,16 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
     if split_by is not None and split_by not in SPLIT_COLUMNS:  # before any data is read
         raise ConfigError(f"--split-by {split_by}: the worklists can be split by {', '.join(SPLIT_COLUMNS)}")
     run = RunFolder.open(run_dir)
+    if previous is not None:
+        RunFolder.open(previous, check_tables=False)  # a run given by name must be one (exit 3)
     declaration = load_declared(declared) if declared is not None else None
-    extra: list[Path] = []
-    if declaration is not None:
-        extra.append(write_json(declaration.asdict(), run_dir / DECLARED_COPY))
-    elif run.has(DECLARED_COPY):
-        extra.append(run_dir / DECLARED_COPY)
-    model = build(run, previous, declaration, invariant)
-    files = render(model, run_dir / "reports") + extra
-    seal_outputs(run_dir, files)
+    with reading(run_dir):
+        extra: list[Path] = []
+        if declaration is not None:
+            extra.append(write_json(declaration.asdict(), run_dir / DECLARED_COPY))
+        elif run.has(DECLARED_COPY):
+            extra.append(run_dir / DECLARED_COPY)
+        model = build(run, previous, declaration, invariant)
+        files = render(model, run_dir / "reports") + extra
+        seal_outputs(run_dir, files)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

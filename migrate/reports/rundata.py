@@ -9,14 +9,18 @@ the folder's layout (docs/architecture.md, "Run directory").
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from migrate.errors import InputError
+from migrate.errors import HandoverError, InputError
 
 MANIFEST = "manifest.json"
 DECLARED_COPY = "reports/declared.json"
@@ -38,6 +42,56 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+# What every reader of a run relies on in the manifest: key -> (type, what it is).
+_MANIFEST_KEYS: dict[str, tuple[type, str]] = {
+    "run_id": (str, "the run id"), "cutover_date": (str, "the cut-over date (YYYY-MM-DD)"),
+    "mapping": (list, "the mapping profiles"), "rules": (dict, "the rule pack"), "options": (dict, "the options"),
+    "inputs": (list, "the input files"), "outputs": (list, "the output files"),
+}
+
+
+def check_manifest(data: dict[str, Any], where: Path) -> None:
+    """InputError (exit 3), every problem in one line, unless ``data`` has the keys and
+    types the readers of a run rely on (run id, cut-over, profiles, pack, options, inputs
+    with path, table, rows and sha256, outputs with path and sha256)."""
+    problems = []
+    for key, (kind, what) in _MANIFEST_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            problems.append(f"{key} ({what}) is {'missing' if key not in data else 'not a ' + kind.__name__}")
+    try:
+        if isinstance(data.get("cutover_date"), str):
+            date.fromisoformat(data["cutover_date"])
+    except ValueError:
+        problems.append("cutover_date is not a date")
+    fields = {"inputs": (("path", str), ("table", str), ("rows", int), ("sha256", str)),
+              "outputs": (("path", str), ("sha256", str))}
+    for key, wanted in fields.items():
+        entries = data.get(key)
+        if isinstance(entries, list) and not all(
+                isinstance(e, dict) and all(isinstance(e.get(f), t) for f, t in wanted) for e in entries):
+            problems.append(f"{key}: each entry needs {', '.join(f for f, _ in wanted)}")
+    if problems:
+        raise InputError(f"{where}: not a handover run manifest: {'; '.join(problems)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Errors met while reading the run folder ``path`` (a table polars or Arrow cannot
+    decode, a file that cannot be read) become one InputError (exit 3) naming the folder."""
+    try:
+        yield
+    except HandoverError:
+        raise
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError, UnicodeDecodeError,
+            json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: corrupt run folder ({_first_line(exc)})") from None
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A finished run: ``path`` and its parsed ``manifest.json``."""
@@ -46,11 +100,33 @@ class RunFolder:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: Path) -> RunFolder:
-        """Open ``path`` as a run folder; InputError (exit 3) when it has no manifest."""
+    def open(cls, path: Path, check_tables: bool = True) -> RunFolder:
+        """Open ``path`` as a run folder. InputError (exit 3), in one line, when it is not
+        one: no folder, no manifest, a manifest that is not JSON or lacks what readers rely
+        on, and (``check_tables``) a Parquet file it lists whose footer cannot be read (a
+        truncated or overwritten table; a missing one fails when a reader needs it). ``verify`` opens without the
+        table check: a changed table is its verification failure, not an unreadable run."""
+        if not path.is_dir():
+            raise InputError(f"{path}: run folder not found")
         if not (path / MANIFEST).is_file():
             raise InputError(f"{path}: not a run folder (no {MANIFEST})")
-        return cls(path, read_json(path / MANIFEST))
+        manifest = read_json(path / MANIFEST)
+        check_manifest(manifest, path / MANIFEST)
+        folder = cls(path, manifest)
+        if check_tables:
+            for entry in manifest["outputs"]:
+                rel = str(entry["path"])
+                if rel.endswith(".parquet") and folder.has(rel):  # a missing one: when a reader needs it
+                    folder.check_table(rel)
+        return folder
+
+    def check_table(self, rel: str) -> None:
+        """InputError unless the footer (schema, row groups) of Parquet file ``rel`` reads."""
+        try:
+            pq.read_metadata(self.path / rel)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{self.path}: corrupt run folder: {rel} is not readable Parquet "
+                             f"({_first_line(exc)})") from None
 
     @property
     def run_id(self) -> str:

@@ -309,12 +309,13 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Patients per FHIR transaction bundle.")
+@click.option("--bundle-size", type=click.IntRange(min=1), default=None,
+              help="Patients per FHIR transaction bundle (default: the run's own).")
 @click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
 @_guard
-def fhir(run_dir: Path, bundle_size: int, as_json: bool) -> None:
-    """Re-emit a finished run's FHIR output from its own tables (replaces RUN/fhir/)."""
+def fhir(run_dir: Path, bundle_size: int | None, as_json: bool) -> None:
+    """Re-emit a finished run's FHIR output from its own tables and the configuration frozen
+    in its config/ (replaces RUN/fhir/ and records it in the manifest)."""
     from migrate.fhir.stage import reemit_fhir
 
     result = reemit_fhir(run_dir, bundle_size)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate import __version__, summary
 from migrate.dispositions import SHARING_POLICIES, SharingPolicy
@@ -20,6 +21,9 @@ from migrate.identity import IdentitySettings, load_identity_settings
 from migrate.manifest import run_id, sha256_file
 from migrate.profile import Profile, load_profile
 from migrate.rules import RulePack, load_pack
+
+if TYPE_CHECKING:
+    from migrate.reports.declared import Declaration
 
 
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
@@ -53,6 +57,7 @@ class RunConfig:
     out_dir: Path
     rules: RulePack
     identity_settings: IdentitySettings
+    identity_path: Path
     identity_sha256: str
     sharing_policy: SharingPolicy = "withhold-clinical"
     target_index: Path | None = None
@@ -60,7 +65,7 @@ class RunConfig:
     emit_fhir: bool = True
     bundle_size: int = 500
     previous: Path | None = None
-    declared: Path | None = None
+    declaration: Declaration | None = None
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
@@ -91,16 +96,16 @@ class RunConfig:
             from migrate.reports.rundata import RunFolder
 
             RunFolder.open(Path(previous), check_tables=False)  # exit 3 unless it is a run folder
+        declaration = None
         if declared is not None:
             from migrate.reports import load_declared
 
-            load_declared(Path(declared))  # exit 2 on a bad declaration, before any data is read
+            declaration = load_declared(Path(declared))  # exit 2 on a bad declaration, before any data is read
         return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
-                   identity_settings=settings, identity_sha256=sha256_file(id_path),
+                   identity_settings=settings, identity_path=id_path, identity_sha256=sha256_file(id_path),
                    sharing_policy=policy, target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
-                   previous=None if previous is None else Path(previous),
-                   declared=None if declared is None else Path(declared))
+                   previous=None if previous is None else Path(previous), declaration=declaration)
 
     @property
     def mappings(self) -> list[summary.Profile]:

@@ -11,7 +11,8 @@ one only passes frames from one to the next, in this order:
     ─► lineage, patients, tables, invariant 1                 migrate.lineage, .patients, .runfolder, .reconcile
     ─► manifest, then the reports (reconciliation.json, once) migrate.runfolder, migrate.reports
 
-Configuration is validated before any data is read (``migrate.config.RunConfig.load``).
+Configuration is validated before any data is read (``migrate.config.RunConfig.load``)
+and frozen into the run folder's ``config/`` before the extract is opened (``migrate.frozen``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from migrate.dispositions import decide_batch, not_emitted_out_of_scope
 from migrate.errors import ReconciliationError
 from migrate.fhir.bundle import validation_failure
 from migrate.fhir.stage import emit, options_for
+from migrate.frozen import freeze
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
 from migrate.lineage import build_lineage
@@ -39,7 +41,7 @@ from migrate.reconcile import FileCount, rows_invariant
 from migrate.rules.stage import classify
 from migrate.runfolder import RunRecord, build_manifest, target_record, write_tables
 from migrate.sources import discover
-from migrate.summary import FhirStats, InputRecord, RunSummary
+from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
 
 __all__ = ["RunConfig", "RunResult", "run_batch"]
 
@@ -73,14 +75,17 @@ class RunResult:
                                       f"(see {self.run_dir / 'reports' / 'reconciliation.html'})", failures)
 
 
-def _ingest(config: RunConfig, progress: Progress) -> Ingested:
+def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConfig]:
     files = discover(config.input_dir, config.profiles)
     check_layout(files)  # exit 2 before anything is written
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    frozen = freeze(out, config.profiles, config.rules, config.identity_path, config.identity_sha256,
+                    config.declaration)
     work = out / ".work"
     try:
-        return ingest(config.input_dir, config.profiles, work, progress, files=files, canonical_dir=out / "canonical")
+        return ingest(config.input_dir, config.profiles, work, progress, files=files,
+                      canonical_dir=out / "canonical"), frozen
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -91,7 +96,8 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
         run_id=rid, cutover=config.cutover.isoformat(), mapping=config.mappings,
         rules={"name": pack.name, "version": pack.version, "sha256": pack.sha256,
                "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
-        options={"sharing_policy": config.sharing_policy, "target_index": target_record(config.target_index)},
+        options={"sharing_policy": config.sharing_policy, "target_index": target_record(config.target_index),
+                 "emit_fhir": config.emit_fhir, "bundle_size": config.bundle_size},
         identity_sha256=config.identity_sha256)
 
 
@@ -102,7 +108,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
 
     started = datetime.now(UTC)
     out = config.out_dir
-    ingested = _ingest(config, progress)
+    ingested, frozen = _ingest(config, progress)
     tables = ingested.tables
 
     progress.start("identity", total=None)
@@ -145,13 +151,13 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     manifest: dict[str, Any] = dict(build_manifest(
         out, _record(config, rid), started, datetime.now(UTC), inputs, written.rows, invariant,
         ingested.quarantine.height, {"identity": identified.counts(ingested.merges.height, ingested.superseded.height),
-                                     "fhir": stats}))
+                                     "fhir": stats}, frozen))
     if config.previous is not None:
         manifest = record_previous(manifest, config.previous, out)
     write_json(manifest, out / "manifest.json")
     progress.finish("write")
 
     progress.start("reports", total=None)
-    report = write_reports(out, config.previous, config.declared, invariant=invariant)
+    report = write_reports(out, config.previous, invariant=invariant)  # the declaration is in config/
     progress.finish("reports")
     return RunResult(out, report.summary, written.paths + report.files)

@@ -4,8 +4,9 @@ The canonical tables are written by ingest as each becomes final; ``write_tables
 writes the rest (quarantine, lineage, cohorts, patients, exceptions, duplicates) and
 remembers every path and row count for the manifest. ``build_manifest`` records what
 went in, what came out, the invariant's counts and what only the pipeline knows
-(``stages``: identity's headline numbers, the FHIR writer's statistics), so every later
-command reads those facts from the folder instead of recomputing them differently.
+(``stages``: identity's headline numbers, the FHIR writer's statistics) and the frozen
+configuration (``config``, see ``migrate.frozen``), so every later command reads those
+facts from the folder instead of recomputing them differently.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import polars as pl
 from migrate import __version__
 from migrate.manifest import describe_outputs, sha256_file
 from migrate.outputs import write_parquet
-from migrate.summary import InputRecord, Manifest, Profile, RowsInvariant, RulesRecord, RunOptions, Stages, TargetIndexRecord
+from migrate.summary import FrozenConfig, InputRecord, Manifest, Profile, RowsInvariant, RulesRecord, RunOptions, Stages, TargetIndexRecord
 
 
 @dataclass
@@ -76,7 +77,7 @@ def target_record(path: Path | None) -> TargetIndexRecord | None:
 
 def build_manifest(out: Path, record: RunRecord, started: datetime, finished: datetime,
                    inputs: Sequence[InputRecord], rows: Mapping[str, int], invariant: RowsInvariant,
-                   quarantined: int, stages: Stages) -> Manifest:
+                   quarantined: int, stages: Stages, config: FrozenConfig) -> Manifest:
     """The manifest of a finished batch (before reports are sealed into it)."""
     return {
         "run_id": record.run_id,
@@ -93,5 +94,6 @@ def build_manifest(out: Path, record: RunRecord, started: datetime, finished: da
         "counts": {"rows_read": invariant["rows_read"], "dispositions": invariant["dispositions"],
                    "quarantined": quarantined},
         "stages": stages,
+        "config": config,
         "previous_manifest_sha256": None,
     }

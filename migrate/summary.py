@@ -158,6 +158,8 @@ class TargetIndexRecord(TypedDict):
 class RunOptions(TypedDict):
     sharing_policy: str
     target_index: TargetIndexRecord | None
+    emit_fhir: bool
+    bundle_size: int
 
 
 class InputRecord(TypedDict):
@@ -172,6 +174,25 @@ class Counts(TypedDict):
     rows_read: int
     dispositions: dict[str, int]
     quarantined: int
+
+
+class FrozenFile(TypedDict):
+    path: str
+    sha256: str
+
+
+class FrozenMapping(FrozenFile):
+    name: str
+
+
+class FrozenConfig(TypedDict):
+    """The manifest's ``config`` block: every file of ``config/`` with its sha256
+    (``migrate.frozen``)."""
+
+    mappings: list[FrozenMapping]
+    rules: FrozenFile
+    identity: FrozenFile
+    declared: FrozenFile | None
 
 
 class PreviousRun(TypedDict):
@@ -196,5 +217,6 @@ class Manifest(TypedDict):
     outputs: list[dict[str, Any]]
     counts: Counts
     stages: Stages
+    config: FrozenConfig
     previous_manifest_sha256: str | None
     previous_run: NotRequired[PreviousRun]

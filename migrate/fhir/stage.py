@@ -23,12 +23,17 @@ from typing import Any
 
 import polars as pl
 
-from migrate import canonical
+from migrate import canonical, frozen
 from migrate.fhir.bundle import FhirResult, write_fhir
 from migrate.fhir.inputs import sharing_from_features
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
 from migrate.identity.merges import CHILD_TABLES, people
+from migrate.manifest import describe_outputs
+from migrate.outputs import write_json
+from migrate.reports.rundata import MANIFEST, RunFolder, read_json
 from migrate.rules.model import RulePack
+
+DEFAULT_BUNDLE_SIZE = 500  # patients per bundle when a run recorded none
 
 # Flags that raise a referral's priority in the FHIR output: the ServiceRequest carries the
 # raised priority, the assigned one in a note, and the rule's evidence as the reason.
@@ -76,35 +81,57 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
                       derived_priority=derived_priority(exceptions).lazy())
 
 
-def reemit_fhir(run_dir: Path, bundle_size: int = 500) -> FhirResult:
-    """``handover fhir RUN``: write the FHIR output again from a finished run's own tables
-    (canonical tables, cohorts, patients, exceptions) and options (manifest), replacing
-    ``fhir/``. Returns the FHIR summary; the run's lineage is not rewritten."""
-    from migrate.reports.rundata import RunFolder, reading
+def reemit_fhir(run_dir: Path, bundle_size: int | None = None) -> FhirResult:
+    """``handover fhir RUN``: write ``fhir/`` again from a finished run's own folder.
+
+    Everything comes from the run folder, never from the shipped defaults: the canonical
+    tables, cohorts, exceptions and merges (``patients.parquet``), the rule pack and
+    identity settings the run used (``config/``; survivorship is re-derived with them),
+    and its options (manifest; ``bundle_size`` defaults to the run's). The manifest is
+    updated to the files written (unchanged when they are byte-identical, as they are
+    with the run's own bundle size), so ``handover verify`` passes afterwards.
+    """
+    from migrate.reports.rundata import reading
 
     run = RunFolder.open(run_dir)
     with reading(run_dir):
-        return _reemit(run_dir, run.manifest, bundle_size)
+        size = bundle_size or int(run.manifest["options"].get("bundle_size") or DEFAULT_BUNDLE_SIZE)
+        result = _reemit(run, size)
+        _reseal(run, result, size)
+    return result
 
 
-def _reemit(run_dir: Path, manifest: dict[str, Any], bundle_size: int) -> FhirResult:
-    from migrate.rules import load_pack
+def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
+    from migrate.identity import resolve_identity
 
-    tables = {t: pl.scan_parquet(run_dir / "canonical" / f"{t}.parquet") for t in canonical.TABLE_ORDER}
-    summary = pl.read_parquet(run_dir / "patients.parquet")
-    merges = summary.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
-    patients = tables["patients"].collect().join(
-        summary.select("patient_key", "nhs_number_valid", "nhs_number_verification", "at_target_id"),
-        on="patient_key", how="left")
-    mappings = manifest["mapping"]
-    pack = load_pack(None)
-    options = options_for(mappings[0].get("source_system", mappings[0]["name"]), manifest["run_id"],
-                          date.fromisoformat(manifest["cutover_date"]),
+    manifest = run.manifest
+    pack = frozen.load_pack(run.path)
+    tables = {t: run.canonical(t) for t in canonical.TABLE_ORDER}
+    recorded = run.scan("patients.parquet").collect()
+    # Identity's survivorship (which record's demographics a survivor carries) is not in the
+    # folder: re-derived from the canonical rows with the run's own identity settings.
+    identity = resolve_identity(tables["patients"], tables["referrals"], frozen.load_identity(run.path))
+    patients = identity.patients.drop("at_target_id").join(
+        recorded.select("patient_key", "at_target_id"), on="patient_key", how="left")
+    merges = recorded.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
+    mapping = manifest["mapping"][0]
+    options = options_for(str(mapping.get("source_system", mapping["name"])), run.run_id, run.cutover,
                           [(i["path"], i["sha256"]) for i in manifest["inputs"]], bundle_size,
                           manifest["options"]["sharing_policy"], pack)
-    shutil.rmtree(run_dir / "fhir", ignore_errors=True)
-    exceptions = pl.read_parquet(run_dir / "exceptions.parquet")
-    result = emit(patients, merges, tables, pl.read_parquet(run_dir / "cohorts.parquet"),
-                  pl.read_parquet(run_dir / "patients.parquet").select("patient_key", "patient_cohort"),
-                  exceptions, pack, options, run_dir)
-    return result
+    shutil.rmtree(run.path / "fhir", ignore_errors=True)
+    return emit(patients, merges, tables, run.scan("cohorts.parquet").collect(),
+                recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(), pack,
+                options, run.path)
+
+
+def _reseal(run: RunFolder, result: FhirResult, bundle_size: int) -> None:
+    """Record the re-emitted ``fhir/`` files, statistics and bundle size in the manifest
+    (written only when something changed)."""
+    manifest = read_json(run.path / MANIFEST)
+    kept = [e for e in manifest["outputs"] if not str(e["path"]).startswith("fhir/")]
+    outputs = sorted(kept + describe_outputs(run.path, result.files, {}), key=lambda e: str(e["path"]))
+    stages = dict(manifest.get("stages") or {}) | {"fhir": result.asdict()}
+    options = dict(manifest["options"]) | {"bundle_size": bundle_size}
+    updated = manifest | {"outputs": outputs, "stages": stages, "options": options}
+    if updated != manifest:
+        write_json(updated, run.path / MANIFEST)

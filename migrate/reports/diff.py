@@ -7,7 +7,9 @@ row is hashed and each patient's hashes are combined per table as a multiset (su
 their low and high 32 bits, and the row count), so row order never matters and a million
 patients cost one group_by per table; sums of 32-bit halves cannot overflow 64 bits. Cohort moves compare
 each patient's (and each referral's) cohort; flags raised and cleared compare
-(flag_code, subject_key) pairs of ``exceptions.parquet``.
+(flag_code, subject_key) pairs of ``exceptions.parquet``. ``config`` names every part of
+the configuration the two runs did not share (read from each run's frozen ``config/`` and
+options), since a flag can move because the rules changed, not the extract.
 
 Both runs are hashed in one process, so polars' (version-specific) row hash is the same
 function on both sides.
@@ -24,7 +26,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from migrate import canonical
+from migrate import canonical, frozen
 from migrate.reports.rundata import CANONICAL_TABLES, TRACE_COLUMNS, RunFolder, reading
 
 SHOWN_IDS = 5  # ids named per line in the terminal rendering
@@ -85,11 +87,12 @@ class RunDiff:
     patients: dict[str, Any] = field(default_factory=dict)
     cohort_moves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     flags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    config: list[dict[str, Any]] = field(default_factory=list)
 
     def asdict(self) -> dict[str, Any]:
         """Plain data (sorted id lists) for reconciliation.json and ``--json``."""
         return {"run_a": self.run_a, "run_b": self.run_b, "patients": self.patients,
-                "cohort_moves": self.cohort_moves, "flags": self.flags}
+                "cohort_moves": self.cohort_moves, "flags": self.flags, "config": self.config}
 
     def __rich__(self) -> RenderableType:
         return Group(*diff_renderables(self.asdict()))
@@ -113,6 +116,10 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
     for name in ("new", "gone", "changed"):
         patients.add_row(name, f"{p[name]['count']:,}", _ids(p[name]["ids"]))
     out: list[RenderableType] = [head, patients]
+    if diff.get("config"):
+        changed = ", ".join(c["part"] for c in diff["config"])
+        out.append(Text(f"Configuration differs between the runs ({changed}): flags and cohorts may move "
+                        "because of it, not only because the extract changed", style="yellow"))
     for level in ("patients", "referrals"):
         moves = diff["cohort_moves"].get(level) or []
         if moves:
@@ -166,5 +173,28 @@ def _diff(a: RunFolder, b: RunFolder, run_a: Path, run_b: Path) -> RunDiff:
             "referrals": _moves(a.scan("cohorts.parquet"), b.scan("cohorts.parquet"), "referral_key", "cohort"),
         },
         flags=_flag_changes(a, b),
+        config=config_changes(a, b),
     )
     return diff
+
+
+def _config_parts(run: RunFolder) -> dict[str, str | None]:
+    """sha256 of each part of a run's configuration (frozen files and options), by part."""
+    block = frozen.manifest_config(run.manifest)
+    parts: dict[str, str | None] = {f"mapping {i}": m.get("sha256")
+                                    for i, m in enumerate(block.get("mappings") or [], start=1)}
+    for part in ("rules", "identity", "declared"):
+        entry = block.get(part)
+        parts[part] = entry.get("sha256") if isinstance(entry, dict) else None
+    options = run.manifest.get("options") or {}
+    parts["sharing_policy"] = options.get("sharing_policy")
+    parts["inactive_patients"] = options.get("inactive_patients")
+    return parts
+
+
+def config_changes(a: RunFolder, b: RunFolder) -> list[dict[str, Any]]:
+    """Each part of the configuration (frozen in ``config/``, or an option) that differs
+    between the runs: ``{part, run_a, run_b}`` (sha256 of the frozen file, or the option)."""
+    pa, pb = _config_parts(a), _config_parts(b)
+    return [{"part": part, "run_a": pa.get(part), "run_b": pb.get(part)}
+            for part in sorted(set(pa) | set(pb)) if pa.get(part) != pb.get(part)]

@@ -7,11 +7,9 @@ patients, exceptions, FHIR NDJSON when present) and writes, under ``reports/``:
   computed from the files: both invariants, control totals, declared vs found, waits and
   the delta (docs/reports.md). Written here and nowhere else;
 - ``reconciliation.html``: the same, one self-contained page for an audit panel;
-- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads, and with
-  ``split_by`` the same per service line in ``by-service-line/<name>/``;
-- ``hazard-log.html``: the clinical-safety hazard log with this run's figures;
-- ``declared.json``: the declaration used, when a declared file was given, so a re-render
-  (``handover report RUN``) compares against the same figures.
+- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads;
+and, when a declared file is given, keeps it as the run's ``config/declared.json`` (so a
+re-render, ``handover report RUN``, compares against the same figures).
 
 Then it records those files in the manifest's outputs, so ``handover verify`` covers them.
 Deterministic: the only times in any report are the manifest's started/finished, so the
@@ -26,7 +24,9 @@ from typing import Any
 
 import polars as pl
 
+from migrate import frozen
 from migrate.errors import ReconciliationError
+from migrate.manifest import sha256_file
 from migrate.outputs import write_json, write_text
 from migrate.summary import FhirStats, RowsInvariant, RunSummary
 from migrate.reports import html
@@ -40,10 +40,9 @@ from migrate.reports.declared import (
 )
 from migrate.reports.diff import diff_runs
 from migrate.reports.invariants import fhir_output, verdict
-from migrate.reports.rundata import DECLARED_COPY, RunFolder, read_json, reading
+from migrate.reports.rundata import MANIFEST, RunFolder, read_json, reading
 from migrate.reports.totals import control_totals, run_counts
-from migrate.reports.waits import waits
-from migrate.reports.split import write_split
+from migrate.reports.waits import dummy_slot_names, waits
 from migrate.reports.worklist import (
     SPLIT_COLUMNS,
     Layout,
@@ -121,8 +120,19 @@ def _run_block(run: RunFolder) -> dict[str, Any]:
 
 
 def stored_declaration(run: RunFolder) -> Declaration | None:
-    """The declaration kept with the run by an earlier ``write_reports``, if any."""
-    return Declaration.from_dict(read_json(run.path / DECLARED_COPY)) if run.has(DECLARED_COPY) else None
+    """The declaration kept with the run (``config/declared.json``), if any."""
+    return frozen.load_declaration(run.path)
+
+
+def _keep_declaration(run_dir: Path, declaration: Declaration) -> None:
+    """Keep a newly given declaration as the run's: written, recorded in the manifest's
+    config block and sealed in its outputs, before the summary (which lists them) is built."""
+    path = frozen.write_declaration(run_dir, declaration)
+    manifest = read_json(run_dir / MANIFEST)
+    config = frozen.manifest_config(manifest) | {"declared": {"path": frozen.DECLARED, "sha256": sha256_file(path)}}
+    if manifest.get("config") != config:
+        write_json(manifest | {"config": config}, run_dir / MANIFEST)
+    seal_outputs(run_dir, [path])
 
 
 def _stages(run: RunFolder) -> tuple[dict[str, int], FhirStats | None]:
@@ -138,6 +148,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     ``invariant``: invariant 1 if the caller has just computed it over this folder.
     """
     counts = run_counts(run, invariant)
+    pack = frozen.load_pack(run.path)  # the pack the run used, never the shipped one
     layout = load_layout()
     fhir_counts, fhir_invariant = fhir_output(run)
     declaration = declaration or stored_declaration(run) or labels_declaration(run)
@@ -165,7 +176,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         "fhir": fhir,
         "control_totals": control_totals(run, counts, layout.family_of(), fhir_counts),
         "declared_vs_found": declared_vs_found(run, declaration),
-        "waits": waits(run),
+        "waits": waits(run, dummy_slot_names(pack)),
         "delta": _delta(run, previous),
         "report_files": list(REPORT_FILES),
     }
@@ -214,12 +225,10 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
         RunFolder.open(previous, check_tables=False)  # a run given by name must be one (exit 3)
     declaration = load_declared(declared) if declared is not None else None
     with reading(run_dir):
-        extra: list[Path] = []
         if declaration is not None:
-            extra.append(write_json(declaration.asdict(), run_dir / DECLARED_COPY))
-        elif run.has(DECLARED_COPY):
-            extra.append(run_dir / DECLARED_COPY)
+            _keep_declaration(run_dir, declaration)
+            run = RunFolder.open(run_dir)
         model = build(run, previous, declaration, invariant)
-        files = render(model, run_dir / "reports") + extra
+        files = render(model, run_dir / "reports")
         seal_outputs(run_dir, files)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

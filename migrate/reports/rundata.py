@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from migrate.errors import HandoverError, InputError
 
 MANIFEST = "manifest.json"
-DECLARED_COPY = "reports/declared.json"
 CANONICAL_TABLES = ("patients", "referrals", "contacts", "codes")
 # Columns every canonical row carries for tracing; never part of a row's content.
 TRACE_COLUMNS = ("source_file", "source_row")

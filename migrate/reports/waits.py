@@ -22,7 +22,7 @@ import polars as pl
 from migrate.matching import in_codelist
 from migrate.reports.rundata import RunFolder
 from migrate.reports.worklist import OPEN_COHORTS
-from migrate.rules import load_pack
+from migrate.rules import RulePack
 
 QUANTILES = (("p5", 0.05), ("q1", 0.25), ("median", 0.5), ("q3", 0.75), ("p95", 0.95))
 MEASURES = ("seen", "waiting")
@@ -35,9 +35,9 @@ DEFINITION = {
 }
 
 
-def dummy_slot_names() -> tuple[str, ...]:
-    """e-RS dummy slot names from the shipped rule pack (the run folder does not hold the pack)."""
-    return load_pack(None).keys("dummy_slot_names")
+def dummy_slot_names(pack: RulePack) -> tuple[str, ...]:
+    """e-RS dummy slot names of ``pack`` (the run's own, from its ``config/rules.yaml``)."""
+    return tuple(s.strip().casefold() for s in pack.codelist("dummy_slot_names"))
 
 
 def _summary(days: pl.Expr) -> list[pl.Expr]:
@@ -45,10 +45,11 @@ def _summary(days: pl.Expr) -> list[pl.Expr]:
             days.max().alias("max")]
 
 
-def waits(run: RunFolder, dummy_slots: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Per service line, the ``seen`` and ``waiting`` summaries (see the module docstring)."""
+def waits(run: RunFolder, dummy_slots: tuple[str, ...]) -> dict[str, Any]:
+    """Per service line, the ``seen`` and ``waiting`` summaries (see the module docstring);
+    ``dummy_slots``: the run pack's e-RS dummy slot names (``dummy_slot_names``)."""
     cutover = run.cutover
-    dummy = list(dummy_slots if dummy_slots is not None else dummy_slot_names())
+    dummy = list(dummy_slots)
     day = pl.col("contact_datetime").dt.date()
     first_seen = (
         run.canonical("contacts")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -104,7 +104,8 @@ class RulePack:
     """A loaded, validated and compiled rule pack.
 
     ``files`` lists the pack file and every pack it extends (base first) with their sha256;
-    ``sha256`` digests them all, for the run manifest. ``columns`` maps each level to the
+    ``sha256`` digests them all, for the run manifest. ``document`` is the effective pack
+    as one YAML-ready mapping (``extends:`` resolved), what a run freezes into ``config/``. ``columns`` maps each level to the
     columns (canonical, feature, derived) rules of that level may read, with their types.
     """
 
@@ -119,6 +120,7 @@ class RulePack:
     cohort_precedence: tuple[str, ...]
     rules: tuple[Rule, ...]
     columns: Mapping[Level, Mapping[str, pl.DataType]]
+    document: Mapping[str, Any] = field(default_factory=dict)  # the effective pack (after extends:)
 
     def codelist(self, name: str) -> tuple[str, ...]:
         """Every value of codelist ``name`` (all code systems together)."""

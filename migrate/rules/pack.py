@@ -74,7 +74,20 @@ def load_pack(path: Path | None = None) -> RulePack:
         name=str(merged["name"]), version=str(merged.get("version") or ""),
         description=str(merged.get("description") or "").strip(), path=top, files=files, sha256=combined,
         thresholds=thresholds, codelists=codelists, cohort_precedence=precedence, rules=rules, columns=columns,
+        document=effective_document(merged),
     )
+
+
+def effective_document(merged: dict[str, Any]) -> dict[str, Any]:
+    """The pack after ``extends:`` and ``disable:``, as one self-contained YAML document:
+    loading it gives the same thresholds, codelists, precedence and rules (a run freezes it
+    into its folder so later commands use exactly the pack the run used)."""
+    doc: dict[str, Any] = {key: merged[key] for key in ("name", "version", "description") if key in merged}
+    doc["thresholds"] = {name: value for name, (value, _) in merged["thresholds"].items()}
+    doc["codelists"] = {name: value for name, (value, _) in merged["codelists"].items()}
+    doc["cohort_precedence"] = merged["cohort_precedence"][0]
+    doc["rules"] = [raw for raw, _ in merged["rules"]]
+    return doc
 
 
 def _read_chain(top: Path, problems: list[str]) -> list[tuple[Path, dict[str, Any], str]]:

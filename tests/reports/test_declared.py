@@ -98,8 +98,10 @@ def test_the_page_names_the_ids_and_the_declaration_is_kept_with_the_run(declare
     for ident in ("P9999999", c["quarantined"], c["moved"], c["not_declared"], *c["two_list"]):
         assert f"<code>{ident}</code>" in page
     assert "Transfer schedule v3 (test)" in page
-    kept = c["run"] / "reports" / "declared.json"
+    kept = c["run"] / "config" / "declared.json"  # with the rest of the run's configuration
     assert json.loads(kept.read_text())["lists"]["transition"]["ids"]
+    manifest = json.loads((c["run"] / "manifest.json").read_text())
+    assert manifest["config"]["declared"]["path"] == "config/declared.json"
     assert verify(c["run"]).ok  # declared.json is sealed like the reports
     before = (c["run"] / "reports" / "reconciliation.json").read_bytes()
     write_reports(c["run"])  # a re-render without --declared uses the kept declaration

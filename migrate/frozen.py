@@ -1,0 +1,137 @@
+"""The configuration a run used, frozen into its folder (``config/``) and read back from there.
+
+A run writes, before any data is read:
+
+    config/mapping-1.yaml, mapping-2.yaml …   each mapping profile, byte for byte, in --mapping order
+    config/rules.yaml                         the rule pack after ``extends:``: one self-contained document
+    config/identity.yaml                      the identity settings, byte for byte
+    config/declared.json                      the declaration (when one was given)
+
+and records each with its sha256 in the manifest's ``config`` block (they are also
+outputs, so ``handover verify`` covers them). ``handover fhir``, ``report`` and ``diff``
+read the configuration from there, never from the shipped defaults: a run made with a
+site's pack re-emits and re-renders with that pack. A run folder without ``config/`` is
+refused (exit 3) rather than silently read with the shipped files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from migrate.errors import ConfigError, HandoverError, InputError
+from migrate.manifest import sha256_file
+from migrate.outputs import write_atomic, write_text
+from migrate.summary import FrozenConfig, FrozenFile, FrozenMapping
+
+if TYPE_CHECKING:
+    from migrate.identity import IdentitySettings
+    from migrate.profile import Profile
+    from migrate.reports.declared import Declaration
+    from migrate.rules.model import RulePack
+
+CONFIG_DIR = "config"
+RULES = f"{CONFIG_DIR}/rules.yaml"
+IDENTITY = f"{CONFIG_DIR}/identity.yaml"
+DECLARED = f"{CONFIG_DIR}/declared.json"
+
+
+def mapping_path(position: int) -> str:
+    """Where the ``position``-th (1-based) mapping profile of a run is kept."""
+    return f"{CONFIG_DIR}/mapping-{position}.yaml"
+
+
+def _copy(source: Path, expected_sha256: str, target: Path, what: str) -> None:
+    """Copy ``source`` byte for byte, refusing if it changed since it was loaded."""
+    data = source.read_bytes()
+    write_atomic(target, lambda tmp: tmp.write_bytes(data))
+    if sha256_file(target) != expected_sha256:
+        raise ConfigError(f"{what} {source} changed while the run was starting; run again")
+
+
+def _record(out: Path, rel: str) -> FrozenFile:
+    return {"path": rel, "sha256": sha256_file(out / rel)}
+
+
+def freeze(out: Path, profiles: Sequence[Profile], pack: RulePack, identity_path: Path, identity_sha256: str,
+           declaration: Declaration | None) -> FrozenConfig:
+    """Write the run's configuration into ``out/config`` and return its manifest record."""
+    mappings: list[FrozenMapping] = []
+    for position, profile in enumerate(profiles, start=1):
+        rel = mapping_path(position)
+        _copy(profile.path, profile.sha256, out / rel, "mapping profile")
+        mappings.append({"path": rel, "sha256": sha256_file(out / rel), "name": profile.name})
+    header = (f"# The rule pack run used: {pack.name} {pack.version}, after extends:, frozen by handover.\n"
+              f"# Source files: {', '.join(f'{p.name} ({h[:12]})' for p, h in pack.files)}\n")
+    write_text(header + yaml.safe_dump(dict(pack.document), sort_keys=False, allow_unicode=True, width=100),
+               out / RULES)
+    _copy(identity_path, identity_sha256, out / IDENTITY, "identity settings")
+    declared = None
+    if declaration is not None:
+        write_declaration(out, declaration)
+        declared = _record(out, DECLARED)
+    return {"mappings": mappings, "rules": _record(out, RULES), "identity": _record(out, IDENTITY),
+            "declared": declared}
+
+
+def write_declaration(out: Path, declaration: Declaration) -> Path:
+    """Keep ``declaration`` as the run's ``config/declared.json``."""
+    text = json.dumps(declaration.asdict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return write_text(text, out / DECLARED)
+
+
+# --- reading a run's configuration back ------------------------------------------------
+
+
+def _frozen(run_dir: Path, rel: str) -> Path:
+    path = run_dir / rel
+    if not path.is_file():
+        raise InputError(f"{run_dir}: the run's configuration is not in its folder ({rel} missing); "
+                         "a run made before handover froze its configuration must be run again")
+    return path
+
+
+def _refused(run_dir: Path, rel: str, exc: HandoverError) -> InputError:
+    return InputError(f"{run_dir}: {rel} no longer loads ({exc}); the run folder was altered",
+                      exc.problems)
+
+
+def load_pack(run_dir: Path) -> RulePack:
+    """The rule pack the run used (``config/rules.yaml``)."""
+    from migrate.rules import load_pack as load
+
+    path = _frozen(run_dir, RULES)
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise _refused(run_dir, RULES, exc) from None
+
+
+def load_identity(run_dir: Path) -> IdentitySettings:
+    """The identity settings the run used (``config/identity.yaml``)."""
+    from migrate.identity import load_identity_settings
+
+    path = _frozen(run_dir, IDENTITY)
+    try:
+        return load_identity_settings(path)
+    except ConfigError as exc:
+        raise _refused(run_dir, IDENTITY, exc) from None
+
+
+def load_declaration(run_dir: Path) -> Declaration | None:
+    """The declaration kept with the run, or None when none was given."""
+    from migrate.reports.declared import Declaration
+    from migrate.reports.rundata import read_json
+
+    path = run_dir / DECLARED
+    return Declaration.from_dict(read_json(path)) if path.is_file() else None
+
+
+def manifest_config(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``config`` block (empty for a run made before configuration was frozen)."""
+    block = manifest.get("config")
+    return dict(block) if isinstance(block, dict) else {}

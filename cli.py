@@ -146,13 +146,13 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
-         declared: Path | None = None) -> Any:
+         declared: Path | None = None, inactive_patients: str = "exclude") -> Any:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
-                            previous=previous, declared=declared, target_mapping_profile=target_mapping)
+                            previous=previous, declared=declared, inactive_patients=inactive_patients)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -172,6 +172,9 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
               help="A site's rule pack: a YAML file, or a folder with default.yaml (default: the shipped pack).")
 @click.option("--sharing-policy", type=click.Choice(["withhold-clinical", "include"]), default="withhold-clinical",
               show_default=True, help="What to emit for patients with an active sharing block.")
+@click.option("--inactive-patients", type=click.Choice(["exclude", "include"]), default="exclude", show_default=True,
+              help="Patients with nothing active at the cut-over (every referral closed, rejected or PIFU expired): "
+                   "exclude = disposition out_of_scope, no FHIR; include = hand over their history too.")
 @click.option("--target-index", type=click.Path(path_type=Path), default=None,
               help="CSV or Parquet of the new provider's existing patients: matches are updated, not created again. "
                    "Read by the target_index table of --target-mapping (or of a --mapping profile); without one, "
@@ -191,11 +194,11 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        target_index: Path | None, target_mapping: str | None, emit_fhir: bool, bundle_size: int,
-        declared: Path | None, previous: Path | None, quiet: bool, as_json: bool) -> None:
+        inactive_patients: str, target_index: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
+        previous: Path | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared, target_mapping), quiet, as_json)
+                 bundle_size, previous, declared, inactive_patients), quiet, as_json)
 
 
 @main.command()

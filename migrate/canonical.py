@@ -251,6 +251,7 @@ LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "disposition": pl.Enum(DISPOSITIONS),
     "fhir_type": pl.String(),
     "fhir_id": pl.String(),
+    "reason": pl.String(),  # why the row has its disposition; null for migrated
 }
 
 

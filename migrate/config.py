@@ -14,9 +14,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate import __version__, summary
-from migrate.dispositions import SHARING_POLICIES, SharingPolicy
+from migrate import __version__, policies, summary
 from migrate.errors import ConfigError, InputError
+from migrate.policies import InactivePatients, Policy, SharingPolicy
 from migrate.identity import IdentitySettings, load_identity_settings
 from migrate.manifest import run_id, sha256_file
 from migrate.profile import Profile, load_profile
@@ -60,6 +60,7 @@ class RunConfig:
     identity_path: Path
     identity_sha256: str
     sharing_policy: SharingPolicy = "withhold-clinical"
+    inactive_patients: InactivePatients = "exclude"
     target_index: Path | None = None
     rules_path: Path | None = None
     emit_fhir: bool = True
@@ -71,15 +72,21 @@ class RunConfig:
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
-             previous: Path | None = None, declared: Path | None = None) -> RunConfig:
+             previous: Path | None = None, declared: Path | None = None,
+             inactive_patients: str = "exclude") -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
         in the order their rows apply: for a key found in several, the latest wins.
         """
-        policy = next((p for p in SHARING_POLICIES if p == sharing_policy), None)
+        policy = policies.sharing_policy(sharing_policy)
         if policy is None:
-            raise ConfigError(f"unknown sharing policy '{sharing_policy}': use one of {', '.join(SHARING_POLICIES)}")
+            raise ConfigError(f"unknown sharing policy '{sharing_policy}': use one of "
+                              f"{', '.join(policies.SHARING_POLICIES)}")
+        inactive = policies.inactive_patients(inactive_patients)
+        if inactive is None:
+            raise ConfigError(f"unknown inactive-patients policy '{inactive_patients}': use one of "
+                              f"{', '.join(policies.INACTIVE_PATIENTS)}")
         names = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
         profiles = tuple(load_profile(m) for m in names)
         if not any("patients" in p.tables for p in profiles):
@@ -103,9 +110,14 @@ class RunConfig:
             declaration = load_declared(Path(declared))  # exit 2 on a bad declaration, before any data is read
         return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_path=id_path, identity_sha256=sha256_file(id_path),
-                   sharing_policy=policy, target_index=None if target_index is None else Path(target_index),
+                   sharing_policy=policy, inactive_patients=inactive, target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
                    previous=None if previous is None else Path(previous), declaration=declaration)
+
+    @property
+    def policy(self) -> Policy:
+        """The choices that decide dispositions (never the output options)."""
+        return Policy(self.sharing_policy, self.inactive_patients)
 
     @property
     def mappings(self) -> list[summary.Profile]:
@@ -116,4 +128,5 @@ class RunConfig:
         """The deterministic run id of this configuration over these inputs."""
         target = sha256_file(self.target_index) if self.target_index else ""
         return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.identity_sha256,
-                       self.cutover.isoformat(), self.sharing_policy, target, *sorted(input_hashes)])
+                       self.cutover.isoformat(), self.sharing_policy, self.inactive_patients, target,
+                       *sorted(input_hashes)])

@@ -1,124 +1,137 @@
-"""Dispositions: what became of each canonical row, decided from cohorts and flags.
+"""Dispositions: what becomes of each canonical row, decided once, before any output.
 
-Every source row ends with exactly one disposition. Ingest decides ``quarantined``; this
-stage decides the rest for the rows that were mapped, in this order of precedence:
+Every source row ends with exactly one disposition. Ingest decides ``quarantined`` (and
+``merged`` for rows a later row with the same key replaced); this stage decides the rest,
+from identity, the rules stage's cohorts and sharing state, and the run's policies —
+never from output options: a run with ``--no-fhir`` gives the same dispositions as one
+with FHIR, and the FHIR output then carries exactly the rows whose disposition says they
+are handed over (``CARRIED``). A disposition says what happened:
 
-1. ``merged`` — a patient row that is a duplicate merged into a survivor (identity; its
-   referrals, contacts and codes are re-pointed to the survivor and migrate with it);
-2. ``already_at_target`` — a patient row the new provider already holds (identity; the
-   FHIR output updates that record, and the patient's referrals still migrate);
-3. ``out_of_scope`` — a referral whose cohort is closed, rejected or pifu_expired, the
-   contacts of such a referral, and a patient (with their coded entries) whose patient
-   cohort is one of those: nothing active to hand over;
-4. ``withheld`` — under the ``withhold-clinical`` sharing policy, the contacts and coded
-   history of a patient with an active sharing block (the sharing codes themselves stay:
-   they become the Consent that explains the block);
-5. ``migrated`` — everything else.
+1. ``merged`` — a patient row that is a duplicate merged into a survivor (its referrals,
+   contacts and codes are re-pointed to the survivor and share the survivor's fate);
+2. ``out_of_scope`` — every row of a patient with nothing active at the cut-over (the
+   survivor's patient cohort is closed, rejected or pifu_expired): no resource at all.
+   ``Policy.inactive_patients = "include"`` hands them over too (default ``exclude``);
+   and an e-RS dummy slot (a contact whose slot name is in the pack's
+   ``dummy_slot_names``), which is not a real appointment;
+3. ``already_at_target`` — a patient row the new provider already holds (by NHS number):
+   the FHIR output updates that record;
+4. ``withheld`` — under the ``withhold-clinical`` sharing policy, the contacts and clinical
+   coded entries of a patient whose latest sharing entry is a dissent (the sharing and
+   opt-out entries stay: they become the Consents that explain the block);
+5. ``migrated`` — everything else. For a patient in active care that includes their
+   history: closed and rejected referrals, past contacts, coded history — the receiving
+   clinicians need it, and it becomes FHIR (a completed or revoked ServiceRequest, its
+   Encounters and Appointments, Conditions).
 
-Pure: frames in, one frame out (source_file, source_row, table, patient_key, disposition).
+A patient with no referral in the batch (e.g. every referral quarantined) has no cohort:
+migrated, failing safe — the clinician sees the patient and the quarantine explains why.
+
+Pure: frames in, one frame out (``DISPOSITIONS_SCHEMA``: source_file, source_row, table,
+patient_key, disposition, reason).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Literal
+from collections.abc import Mapping
 
 import polars as pl
 
-from migrate.rules.model import RulePack
+from migrate.fhir.inputs import labelled_codes
+from migrate.fhir.options import SharingCodes
+from migrate.policies import Policy
 
 INACTIVE_COHORTS = ("closed", "rejected", "pifu_expired")
-SharingPolicy = Literal["withhold-clinical", "include"]
-SHARING_POLICIES: tuple[SharingPolicy, ...] = ("withhold-clinical", "include")
+CARRIED = ("migrated", "already_at_target")  # the dispositions that become FHIR resources
+WITHHELD = "sharing block: clinical record withheld (policy withhold-clinical)"
+DUMMY_SLOT = "e-RS dummy slot: not a real appointment"
+
+DISPOSITIONS_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(), "source_row": pl.Int64(), "table": pl.String(), "patient_key": pl.String(),
+    "disposition": pl.String(), "reason": pl.String(),
+}
 
 
-def _pick(choices: list[tuple[pl.Expr, str]]) -> pl.Expr:
-    """The first disposition whose condition holds, else migrated."""
-    expr: pl.Expr = pl.lit("migrated")
-    for cond, name in reversed(choices):
-        expr = pl.when(cond).then(pl.lit(name)).otherwise(expr)
-    return expr
+def _pick(choices: list[tuple[pl.Expr, str, pl.Expr]]) -> tuple[pl.Expr, pl.Expr]:
+    """(disposition, reason): the first choice whose condition holds, else migrated (no reason)."""
+    disposition: pl.Expr = pl.lit("migrated")
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    for cond, name, why in reversed(choices):
+        disposition = pl.when(cond).then(pl.lit(name)).otherwise(disposition)
+        reason = pl.when(cond).then(why).otherwise(reason)
+    return disposition.alias("disposition"), reason.alias("reason")
 
 
-def decide(
-    tables: Mapping[str, pl.LazyFrame],
-    cohorts: pl.LazyFrame,
-    patient_cohorts: pl.LazyFrame,
-    blocked_patients: pl.LazyFrame,
-    sharing_codes: Iterable[str],
-    policy: str = "withhold-clinical",
-    merged_patients: pl.LazyFrame | None = None,
-    at_target_patients: pl.LazyFrame | None = None,
-) -> pl.LazyFrame:
-    """One row per canonical row with its disposition (see the module docstring).
+def _flag(keys: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    return keys.select("patient_key").unique().with_columns(pl.lit(True).alias(name))
 
-    ``blocked_patients``, ``merged_patients`` and ``at_target_patients`` each have a
-    ``patient_key`` column; ``sharing_codes`` are the dissent and consent codes as
-    ``system:code`` labels in matching form (``migrate.matching.code_label``).
+
+def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_cohorts: pl.LazyFrame,
+           merges: pl.DataFrame, sharing: pl.LazyFrame, codes: SharingCodes, policy: Policy = Policy(),
+           at_target: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """One row per canonical row with its disposition and why (module docstring).
+
+    ``patients``: every canonical patients row (merged ones too); ``people``: the
+    survivors' ``referrals``, ``contacts`` and ``codes`` (re-pointed: ``patient_key`` is
+    the survivor's); ``patient_cohorts`` per survivor; ``merges``: patient_key ->
+    survivor_key; ``sharing``: patient_key, blocked per survivor; ``codes``: the pack's
+    sharing, opt-out and dummy-slot codelists; ``at_target``: patient_key of survivors the
+    target holds by NHS number.
     """
-    withhold = policy == "withhold-clinical"
-    empty = pl.LazyFrame(schema={"patient_key": pl.String})
-    patient_sets = {
-        "merged": merged_patients if merged_patients is not None else empty,
-        "at_target": at_target_patients if at_target_patients is not None else empty,
-        "blocked": blocked_patients,
-        "inactive": patient_cohorts.filter(pl.col("patient_cohort").cast(pl.String).is_in(INACTIVE_COHORTS)),
-    }
+    withhold = policy.sharing == "withhold-clinical"
+    exclude = policy.inactive_patients == "exclude"
+    cohort = pl.col("patient_cohort").cast(pl.String)
+    survivors = (patient_cohorts.select(pl.col("patient_key").cast(pl.String), cohort.alias("_cohort"))
+                 .join(_flag(sharing.filter(pl.col("blocked").fill_null(False)), "_blocked"), on="patient_key",
+                       how="full", coalesce=True)
+                 .join(_flag(at_target if at_target is not None else pl.LazyFrame(schema={"patient_key": pl.String}),
+                             "_at_target"), on="patient_key", how="full", coalesce=True)
+                 .with_columns(pl.col("_blocked", "_at_target").fill_null(False),
+                               (pl.col("_cohort").is_in(INACTIVE_COHORTS).fill_null(False) & exclude)
+                               .alias("_inactive")))
+    inactive_why = pl.format("nothing active at the cut-over (patient cohort {})", "_cohort")
 
-    def mark(frame: pl.LazyFrame) -> pl.LazyFrame:
-        for name, keys in patient_sets.items():
-            frame = frame.join(keys.select("patient_key").unique().with_columns(pl.lit(True).alias(f"_{name}")),
-                               on="patient_key", how="left", maintain_order="left")
-        return frame.with_columns(pl.col(f"_{n}").fill_null(False) for n in patient_sets)
+    def mark(frame: pl.LazyFrame, key: str = "patient_key") -> pl.LazyFrame:
+        marked = frame.join(survivors.rename({"patient_key": key}), on=key, how="left", maintain_order="left")
+        return marked.with_columns(pl.col("_blocked", "_at_target", "_inactive").fill_null(False))
 
-    inactive_refs = cohorts.filter(pl.col("cohort").cast(pl.String).is_in(INACTIVE_COHORTS)).select(
-        "referral_key", pl.lit(True).alias("_ref_inactive"))
-    parts = [mark(tables["patients"]).select(
-        "source_file", "source_row", pl.lit("patients").alias("table"), "patient_key",
-        _pick([(pl.col("_merged"), "merged"), (pl.col("_at_target"), "already_at_target"),
-               (pl.col("_inactive"), "out_of_scope")]).alias("disposition"))]
-    refs = mark(tables["referrals"]).join(inactive_refs, on="referral_key", how="left", maintain_order="left")
-    parts.append(refs.select(
-        "source_file", "source_row", pl.lit("referrals").alias("table"), "patient_key",
-        _pick([(pl.col("_ref_inactive").fill_null(False), "out_of_scope")]).alias("disposition")))
-    contacts = mark(tables["contacts"]).join(inactive_refs, on="referral_key", how="left", maintain_order="left")
-    parts.append(contacts.select(
-        "source_file", "source_row", pl.lit("contacts").alias("table"), "patient_key",
-        _pick([(pl.col("_ref_inactive").fill_null(False), "out_of_scope"),
-               (pl.col("_blocked") & pl.lit(withhold), "withheld")]).alias("disposition")))
-    codes = mark(tables["codes"])
-    is_sharing = code_label(pl.col("code_system"), pl.col("code")).is_in(list(sharing_codes))
-    parts.append(codes.select(
-        "source_file", "source_row", pl.lit("codes").alias("table"), "patient_key",
-        _pick([(pl.col("_inactive"), "out_of_scope"),
-               (pl.col("_blocked") & ~is_sharing & pl.lit(withhold), "withheld")]).alias("disposition")))
-    return pl.concat(parts, how="vertical")
-
-
-def decide_batch(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], cohorts: pl.DataFrame,
-                 patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, pack: RulePack, policy: str,
-                 merges: pl.DataFrame, at_target: pl.LazyFrame) -> pl.DataFrame:
-    """``decide`` for a batch: every canonical patients row (``patients``, merged ones too),
-    the survivors' referrals, contacts and codes (``people``), the rules stage's cohorts and
-    exceptions, the run's merge map and the patients held at the target by NHS number."""
-    blocked = exceptions.filter(pl.col("flag_code") == "SHARING_BLOCK").select("patient_key").lazy()
-    sharing_codes = pack.codelist("sharing_dissent_codes") + pack.codelist("sharing_consent_codes")
-    tables = {"patients": patients, **{t: people[t] for t in ("referrals", "contacts", "codes")}}
-    return decide(tables, cohorts.lazy(), patient_cohorts.lazy(), blocked, sharing_codes, policy,
-                  merged_patients=merges.lazy(), at_target_patients=at_target).collect()
+    rows = pl.col("source_file"), pl.col("source_row")
+    merged = merges.lazy().select("patient_key", "survivor_key")
+    patient_rows = mark(patients.select(*rows, "patient_key").join(merged, on="patient_key", how="left",
+                                                                   maintain_order="left")
+                        .with_columns(pl.coalesce("survivor_key", "patient_key").alias("_survivor")), "_survivor")
+    parts = [patient_rows.select(*rows, pl.lit("patients").alias("table"), "patient_key", *_pick([
+        (pl.col("survivor_key").is_not_null(), "merged", pl.format("merged into {}", "survivor_key")),
+        (pl.col("_inactive"), "out_of_scope", inactive_why),
+        (pl.col("_at_target"), "already_at_target", pl.lit("held at the target (NHS number): updated, not created")),
+    ]))]
+    parts.append(mark(people["referrals"]).select(*rows, pl.lit("referrals").alias("table"), "patient_key", *_pick([
+        (pl.col("_inactive"), "out_of_scope", inactive_why),
+    ])))
+    dummy = pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(list(codes.dummy_slot_names)).fill_null(False)
+    parts.append(mark(people["contacts"]).select(*rows, pl.lit("contacts").alias("table"), "patient_key", *_pick([
+        (pl.col("_inactive"), "out_of_scope", inactive_why),
+        (dummy, "out_of_scope", pl.lit(DUMMY_SLOT)),
+        (pl.col("_blocked") & withhold, "withheld", pl.lit(WITHHELD)),
+    ])))
+    coded = labelled_codes(people["codes"].collect(), codes).lazy()
+    parts.append(mark(coded).select(*rows, pl.lit("codes").alias("table"), "patient_key", *_pick([
+        (pl.col("_inactive"), "out_of_scope", inactive_why),
+        (pl.col("_blocked") & withhold & (pl.col("kind") == "clinical"), "withheld", pl.lit(WITHHELD)),
+    ])))
+    return pl.concat(parts, how="vertical").cast(DISPOSITIONS_SCHEMA)  # type: ignore[arg-type]
 
 
-def set_aside(dispositions: pl.DataFrame, rows: pl.DataFrame, disposition: str) -> pl.DataFrame:
-    """``dispositions`` with the migrated rows among ``rows`` (source_file, source_row) changed."""
-    if rows.height == 0:
-        return dispositions
-    marked = rows.select("source_file", "source_row", pl.lit(True).alias("_hit")).unique()
-    return dispositions.join(marked, on=["source_file", "source_row"], how="left", maintain_order="left").with_columns(
-        pl.when(pl.col("_hit") & (pl.col("disposition") == "migrated")).then(pl.lit(disposition))
-        .otherwise(pl.col("disposition")).alias("disposition")).drop("_hit")
-
-
-def not_emitted_out_of_scope(dispositions: pl.DataFrame, not_emitted: pl.DataFrame) -> pl.DataFrame:
-    """Rows FHIR leaves out by design (contacts of closed referrals, e-RS dummy slots) are
-    out of scope: they were never part of the care handed over."""
-    return set_aside(dispositions, not_emitted, "out_of_scope")
+def carried(patients: pl.LazyFrame, children: Mapping[str, pl.LazyFrame],
+            decided: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """The rows to hand over: ``patients`` (with ``survivor_key``) whose survivor is carried,
+    merged records included so their rows trace to the survivor's resources; and the
+    ``children`` rows (referrals, contacts, codes) whose own disposition is carried."""
+    keep = decided.filter(pl.col("disposition").is_in(CARRIED))
+    survivors = keep.filter(pl.col("table") == "patients").select(pl.col("patient_key").alias("_survivor")).unique()
+    out = {"patients": patients.with_columns(pl.coalesce("survivor_key", "patient_key").alias("_survivor"))
+           .join(survivors, on="_survivor", how="semi").drop("_survivor")}
+    for table, frame in children.items():
+        rows = keep.filter(pl.col("table") == table).select("source_file", "source_row")
+        out[table] = frame.join(rows, on=["source_file", "source_row"], how="semi")
+    return out

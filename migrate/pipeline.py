@@ -26,9 +26,10 @@ from typing import Any
 import polars as pl
 
 from migrate.config import RunConfig
-from migrate.dispositions import decide_batch, not_emitted_out_of_scope
+from migrate.dispositions import decide
 from migrate.errors import ReconciliationError
 from migrate.fhir.bundle import validation_failure
+from migrate.fhir.options import SharingCodes
 from migrate.fhir.stage import emit, options_for
 from migrate.frozen import freeze
 from migrate.identity.stage import identify
@@ -96,8 +97,9 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
         run_id=rid, cutover=config.cutover.isoformat(), mapping=config.mappings,
         rules={"name": pack.name, "version": pack.version, "sha256": pack.sha256,
                "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
-        options={"sharing_policy": config.sharing_policy, "target_index": target_record(config.target_index),
-                 "emit_fhir": config.emit_fhir, "bundle_size": config.bundle_size},
+        options={"sharing_policy": config.sharing_policy, "inactive_patients": config.inactive_patients,
+                 "target_index": target_record(config.target_index), "emit_fhir": config.emit_fhir,
+                 "bundle_size": config.bundle_size},
         identity_sha256=config.identity_sha256)
 
 
@@ -119,9 +121,9 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     rules = classify(identified.people, config.rules, config.cutover, identified.result.exceptions)
     progress.finish("rules")
 
-    dispositions = decide_batch(tables["patients"], identified.people, rules.cohorts, rules.patient_cohorts,
-                                rules.exceptions, config.rules, config.sharing_policy, identified.merges,
-                                identified.at_target_by_number())
+    decided = decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(), identified.merges,
+                     rules.sharing.lazy(), SharingCodes.from_pack(config.rules), config.policy,
+                     identified.at_target_by_number()).collect()
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
     if config.emit_fhir:
@@ -129,15 +131,14 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         options = options_for(config.profiles[0].source_system, rid, config.cutover,
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
-        fhir = emit(identified.result.patients, identified.merges, tables, rules.cohorts, rules.patient_cohorts,
-                    rules.exceptions, config.rules, options, out)
-        dispositions = not_emitted_out_of_scope(dispositions, fhir.not_emitted.collect())
+        fhir = emit(identified.result.patients, identified.merges, tables, decided.lazy(), rules.cohorts,
+                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), options, out)
         progress.finish("fhir")
 
     progress.start("write", total=None)
-    lineage = build_lineage(ingested, dispositions.lazy(), None if fhir is None else fhir.lineage).collect()
+    lineage = build_lineage(ingested, decided.lazy(), None if fhir is None else fhir.lineage).collect()
     patients = patient_summary(identified.result, identified.merges, rules.patient_cohorts, rules.exceptions,
-                               dispositions)
+                               decided)
     written = write_tables(out, ingested.heights, {
         "quarantine.parquet": ingested.quarantine, "lineage.parquet": lineage, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,

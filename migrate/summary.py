@@ -157,6 +157,7 @@ class TargetIndexRecord(TypedDict):
 
 class RunOptions(TypedDict):
     sharing_policy: str
+    inactive_patients: str
     target_index: TargetIndexRecord | None
     emit_fhir: bool
     bundle_size: int

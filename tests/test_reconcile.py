@@ -83,6 +83,7 @@ def test_the_pipelines_lineage_schema_is_accepted() -> None:
     lineage = pl.DataFrame({"source_file": ["a.csv", "a.csv", "a.csv"], "source_row": [1, 2, 2],
                             "table": ["patients"] * 3, "patient_key": ["P1", "P2", "P2"],
                             "disposition": ["migrated", "merged", "merged"], "fhir_type": [None, "Patient", "Flag"],
-                            "fhir_id": [None, "x", "y"]}).cast(LINEAGE_SCHEMA)  # type: ignore[arg-type]
+                            "fhir_id": [None, "x", "y"], "reason": [None, "merged into P1", "merged into P1"]}
+                           ).cast(LINEAGE_SCHEMA)  # type: ignore[arg-type]
     result = rows_invariant(lineage.lazy(), [FileCount("a.csv", "patients", 2)])
     assert result["holds"] and result["dispositions"]["merged"] == 1 and result["dispositions"]["migrated"] == 1

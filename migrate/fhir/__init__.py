@@ -2,7 +2,7 @@
 
     from migrate.fhir import FhirOptions, write_fhir, sharing_from_features
     result = write_fhir(tables, cohorts, patient_cohorts, exceptions, sharing, options, run_dir)
-    result.counts, result.lineage, result.withheld, result.errors
+    result.counts, result.lineage, result.errors
 
 Modules, in the order data flows: ``options`` (FhirOptions, systems, mappings stated once),
 ``ids`` (UUIDv5 ids), ``inputs`` (batches of patients and their rows), ``template`` (FHIR
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from migrate.fhir.bundle import FhirResult, write_fhir
 from migrate.fhir.ids import fhir_id, fhir_ids, namespace
-from migrate.fhir.inputs import sharing_from_codes, sharing_from_features
+from migrate.fhir.inputs import sharing_from_codes
+from migrate.rules.stage import sharing_from_features
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
 from migrate.fhir.resources import Built, build_resources
 from migrate.fhir.validate import model_problem

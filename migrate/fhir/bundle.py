@@ -19,8 +19,8 @@ built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
 - ``ndjson/<Type>.ndjson``: one resource per line, in patient order (survivor key) then
   id — the bundles' order, so each file is written in one pass; Organization.ndjson in
   the order of the bundles that first need them (then id), Provenance.ndjson by bundle.
-- ``lineage.parquet`` (source row → resource, LINEAGE_SCHEMA), ``withheld.parquet`` and
-  ``not-emitted.parquet`` (source rows without a resource, with why), in batch order.
+- ``lineage.parquet`` (source row → resource), in batch order. Rows that become no
+  resource never reach this stage: their dispositions (``migrate.dispositions``) say why.
 
 Everything goes into ``fhir.partial/`` first and is renamed to ``fhir/`` at the end, so a
 killed run never leaves a complete-looking half output. Same frames and options →
@@ -46,7 +46,6 @@ from migrate.fhir.inputs import Context, gather, stage
 from migrate.fhir.options import FhirOptions, profile
 from migrate.fhir.resources import (
     LINEAGE_OUT_SCHEMA,
-    SET_ASIDE_SCHEMA,
     Built,
     build_batch,
     organisation_refs,
@@ -72,8 +71,8 @@ def validation_failure(stats: FhirStats) -> str | None:
 class FhirResult:
     """What ``write_fhir`` wrote and how every source row it read was accounted for.
 
-    ``lineage``, ``withheld`` and ``not_emitted`` are scans of the Parquet files written
-    beside the bundles (they can be as long as the extract); ``errors`` is in memory.
+    ``lineage`` is a scan of the Parquet file written beside the bundles (it can be as long
+    as the extract); ``errors`` is in memory.
     """
 
     out_dir: Path
@@ -81,8 +80,6 @@ class FhirResult:
     bundles: int
     files: list[Path]
     lineage: pl.LazyFrame
-    withheld: pl.LazyFrame
-    not_emitted: pl.LazyFrame
     errors: pl.DataFrame
     model_validated: int = 0  # resources the R4B models validated (one per shape on the fast path)
     policy: str = ""
@@ -191,9 +188,9 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     Inputs: canonical ``tables`` (patients, referrals, contacts, codes), the rules stage's
     ``cohorts``, ``patient_cohorts`` and ``exceptions``, the ``sharing`` frame (patient_key,
     blocked, latest_code, latest_date; see ``sharing_from_features``) and optionally
-    ``derived_priority`` (referral_key, priority, reason). Invariant: every source row of
-    the patients read is in exactly one of lineage (one row per resource it became),
-    withheld, not-emitted or errors — nothing is dropped silently.
+    ``derived_priority`` (referral_key, priority, reason). Every row given is sent (the
+    rows to send are chosen by their dispositions, before this stage). Invariant: every
+    source row given is in lineage (one row per resource it became) or in errors.
     """
     del patient_cohorts  # each referral carries its own cohort
     p = prepare(tables, cohorts, exceptions, sharing, options, derived_priority)
@@ -230,8 +227,7 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
             progress.advance("fhir", last - first + 1, f"bundles {first:,}-{last:,}")
             del inputs, built
     finally:
-        writers.close({"lineage": LINEAGE_OUT_SCHEMA, "withheld": SET_ASIDE_SCHEMA,
-                       "not-emitted": SET_ASIDE_SCHEMA})
+        writers.close({"lineage": LINEAGE_OUT_SCHEMA})
     progress.finish("fhir")
     shutil.rmtree(partial / ".stage", ignore_errors=True)
     if final.exists():
@@ -241,8 +237,7 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     files = sorted(p for p in final.rglob("*") if p.is_file())
     return FhirResult(
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,
-        lineage=pl.scan_parquet(final / "lineage.parquet"), withheld=pl.scan_parquet(final / "withheld.parquet"),
-        not_emitted=pl.scan_parquet(final / "not-emitted.parquet"), errors=all_errors,
+        lineage=pl.scan_parquet(final / "lineage.parquet"), errors=all_errors,
         model_validated=shapes.validated, policy=options.sharing_policy,
     )
 
@@ -259,5 +254,3 @@ def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[st
             frame = frame.sort("bundle_no", "fhir_id")
         writers.lines(str(resource_type), frame["json"])
     writers.table("lineage", built.lineage, LINEAGE_OUT_SCHEMA)
-    writers.table("withheld", built.withheld, SET_ASIDE_SCHEMA)
-    writers.table("not-emitted", built.not_emitted, SET_ASIDE_SCHEMA)

@@ -1,14 +1,14 @@
 """Care records: Encounter, Appointment, Condition and Consent.
 
-Contacts of referrals in an open cohort (backlog, transition, pifu, pifu_expired), and
-contacts the profile allows without a referral (the patient's own: no basedOn, no
-episodeOfCare), become an Encounter when attended (status finished) or an Appointment
-otherwise: booked →
-booked, did not attend → noshow, cancelled → cancelled with its reason. Contacts of
-closed, rejected or out-of-scope referrals, and e-RS dummy slots, become nothing (the
-``not_emitted`` rows say why). Appointment needs an end with its start (FHIR app-2) and
-the extract has no slot length: the end is start + ``appointment_minutes`` (option).
-Contact times are local wall-clock times, written with their UTC offset.
+Every contact given becomes an Encounter when attended (status finished) or an
+Appointment otherwise: booked → booked, did not attend → noshow, cancelled → cancelled
+with its reason. The contacts of a closed or rejected referral are the patient's history
+and are sent too; only a referral in an open cohort has an EpisodeOfCare for its
+Encounters to name. Which rows are sent at all (not e-RS dummy slots, not a patient with
+nothing active, not withheld by the sharing policy) is decided once, by
+``migrate.dispositions``, before this stage. Appointment needs an end with its start (FHIR
+app-2) and the extract has no slot length: the end is start + ``appointment_minutes``
+(option). Contact times are local wall-clock times, written with their UTC offset.
 
 Coded entries (the ``codes`` table) are read with the rule pack's sharing codelists:
 dissent and consent entries make one sharing Consent per patient (``provision.type``
@@ -19,7 +19,8 @@ recordedDate). A personal history of cancer recorded on a referral is one Condit
 patient (SNOMED 266987004 by default, an option: verify locally).
 
 Sharing-block policy ``withhold-clinical``: a blocked patient's contacts and clinical
-coded entries (and the cancer-history Condition) are withheld, listed as ``withheld``.
+coded entries are withheld by their disposition and never reach this stage; the
+cancer-history Condition, made from a referral that is sent, is left out here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from migrate.fhir.inputs import (
     emit,
     labelled_codes,
     lineage,
-    set_aside,
 )
 from migrate.fhir.options import CODE_SYSTEMS, OPEN_COHORTS, SNOMED
 from migrate.fhir.template import (
@@ -66,7 +66,6 @@ APPOINTMENT_STATUS = {"booked": "booked", "did_not_attend": "noshow", "cancelled
                       "cancelled_by_provider": "cancelled"}
 CANCELLATION = {"cancelled_by_patient": "pat", "cancelled_by_provider": "prov"}
 CANCELLATION_DISPLAY = {"pat": "Patient", "prov": "Provider"}
-WITHHELD = "sharing block: clinical record withheld (policy withhold-clinical)"
 CONSENT_SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                              "code": "patient-privacy", "display": "Privacy Consent"}]}
 CONSENT_CATEGORY = [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}]
@@ -84,21 +83,9 @@ def _blocked(frame: pl.DataFrame, inputs: Inputs, ctx: Context) -> pl.DataFrame:
 
 
 def contacts(inputs: Inputs, ctx: Context) -> Part:
-    """Encounters and Appointments of the contacts of open referrals."""
-    opts = ctx.options
-    frame = _blocked(inputs.contacts, inputs, ctx).with_columns(
-        in_codelist(pl.col("slot_name"), opts.codes.dummy_slot_names).alias("dummy"),
-        (pl.col("cohort").is_in(list(OPEN_COHORTS)).fill_null(False) | pl.col("referral_key").is_null())
-        .alias("open"),
-    )
-    withheld = frame.filter(pl.col("withhold"))
-    rest = frame.filter(~pl.col("withhold"))
-    skipped = rest.filter(~pl.col("open") | pl.col("dummy"))
-    not_emitted = set_aside(skipped, "contacts", pl.when(pl.col("dummy") & pl.col("open"))
-                            .then(pl.lit("e-RS dummy slot: not a real appointment"))
-                            .otherwise(pl.concat_str([pl.lit("contact of a referral in cohort "),
-                                                      pl.col("cohort").fill_null("(none)")])))
-    kept = with_ids(rest.filter(pl.col("open") & ~pl.col("dummy")), ctx.ns, "contact", "contact_key", "contact_id")
+    """An Encounter (attended) or Appointment (otherwise) per contact."""
+    kept = with_ids(inputs.contacts.with_columns(pl.col("cohort").is_in(list(OPEN_COHORTS)).fill_null(False)
+                                                 .alias("open")), ctx.ns, "contact", "contact_key", "contact_id")
     attended = kept.filter(pl.col("attendance") == "attended")
     others = kept.filter(pl.col("attendance") != "attended")
     encounters = emit(attended, _encounter(ctx), "contact_id")
@@ -107,8 +94,6 @@ def contacts(inputs: Inputs, ctx: Context) -> Part:
         pl.concat([encounters, appointments]),
         pl.concat([lineage(attended, "contacts", "Encounter", "contact_id"),
                    lineage(others, "contacts", "Appointment", "contact_id")]),
-        set_aside(withheld, "contacts", WITHHELD),
-        not_emitted,
     )
 
 
@@ -134,8 +119,8 @@ def _encounter(ctx: Context) -> Template:
             when(pl.col("procedure").is_not_null(), obj(("text", text(pl.col("procedure"))))),
         )),
         ("subject", reference("Patient", pl.col("patient_id"))),
-        ("episodeOfCare", array(_linked("EpisodeOfCare", "episode_id"))),
-        ("basedOn", array(_linked("ServiceRequest", "request_id"))),
+        ("episodeOfCare", array(when(pl.col("open"), reference("EpisodeOfCare", pl.col("episode_id"))))),
+        ("basedOn", array(reference("ServiceRequest", pl.col("request_id")))),
         ("period", obj(("start", datetime_local(pl.col("contact_datetime"), opts.timezone)))),
         ("location", array(when(pl.col("site").is_not_null(), obj(
             ("location", obj(("display", text(pl.col("site"))))))))),
@@ -174,10 +159,7 @@ def _appointment(ctx: Context) -> Template:
 def conditions(inputs: Inputs, ctx: Context) -> Part:
     """Conditions: each clinical coded entry, and one cancer history per patient."""
     opts = ctx.options
-    codes = _blocked(labelled_codes(inputs.codes, opts.codes), inputs, ctx)
-    clinical = codes.filter(pl.col("kind") == "clinical")
-    withheld = clinical.filter(pl.col("withhold"))
-    entries = clinical.filter(~pl.col("withhold"))
+    entries = labelled_codes(inputs.codes, opts.codes).filter(pl.col("kind") == "clinical")
     # Identical entries of one source patient are one Condition (both rows in lineage).
     key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in
                          ("patient_key", "code_system", "code", "recorded_date", "value")], separator="|")
@@ -222,7 +204,6 @@ def conditions(inputs: Inputs, ctx: Context) -> Part:
         pl.concat([emit(unique, coded, "condition_id"), emit(cancer, history, "condition_id")]),
         pl.concat([lineage(entries, "codes", "Condition", "condition_id"),
                    lineage(cancer_rows, "referrals", "Condition", "condition_id")]),
-        set_aside(withheld, "codes", WITHHELD),
     )
 
 

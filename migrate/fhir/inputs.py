@@ -197,21 +197,15 @@ def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
-def sharing_from_features(patient_features: pl.LazyFrame) -> pl.LazyFrame:
-    """The ``sharing`` frame from the rules engine's ``patient_features``."""
-    return patient_features.select(
-        "patient_key", pl.col("sharing_blocked").alias("blocked"), pl.col("latest_sharing_code").alias("latest_code"),
-        pl.col("latest_sharing_date").alias("latest_date"))
-
-
 def sharing_from_codes(tables: Mapping[str, pl.LazyFrame], cutover: date,
                        pack_path: Path | None = None) -> pl.LazyFrame:
     """The ``sharing`` frame computed from ``patients`` and ``codes`` with a rule pack's
-    codelists (the default pack unless ``pack_path``), by the rules engine's own feature code."""
-    from migrate.features import patient_features
+    codelists (the default pack unless ``pack_path``), by the rules engine's own feature code
+    (``migrate.rules.stage.sharing_state``, what a run uses)."""
     from migrate.rules import load_pack
+    from migrate.rules.stage import sharing_state
 
-    return sharing_from_features(patient_features(tables, load_pack(pack_path), cutover))
+    return sharing_state(tables, load_pack(pack_path), cutover)
 
 
 def labelled_codes(codes: pl.DataFrame, sharing_codes: SharingCodes) -> pl.DataFrame:
@@ -229,19 +223,14 @@ def labelled_codes(codes: pl.DataFrame, sharing_codes: SharingCodes) -> pl.DataF
 # --- what each builder returns ----------------------------------------------------------------
 RESOURCE_COLUMNS = ("bundle_no", "patient_key", "fhir_type", "fhir_id", "json", "shape", "problems", "refs")
 LINEAGE_COLUMNS = ("source_file", "source_row", "table", "patient_key", "disposition", "fhir_type", "fhir_id")
-SET_ASIDE_COLUMNS = ("source_file", "source_row", "table", "patient_key", "reason")
 
 
 @dataclass(frozen=True)
 class Part:
-    """What one builder made: resources (``RESOURCE_COLUMNS``), lineage (``LINEAGE_COLUMNS``),
-    rows withheld by the sharing policy and rows that become no resource, with why
-    (``SET_ASIDE_COLUMNS``)."""
+    """What one builder made: resources (``RESOURCE_COLUMNS``) and lineage (``LINEAGE_COLUMNS``)."""
 
     resources: pl.DataFrame
     lineage: pl.DataFrame
-    withheld: pl.DataFrame | None = None
-    not_emitted: pl.DataFrame | None = None
 
 
 def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFrame:
@@ -266,13 +255,6 @@ def lineage(frame: pl.DataFrame, table: str | pl.Expr, fhir_type: str, id_column
     return frame.select("source_file", "source_row", source.alias("table"), "patient_key",
                         disp.alias("disposition"), pl.lit(fhir_type).alias("fhir_type"),
                         pl.col(id_column).alias("fhir_id"))
-
-
-def set_aside(frame: pl.DataFrame, table: str, reason: str | pl.Expr) -> pl.DataFrame:
-    """Source rows that become no resource, with why."""
-    why = pl.lit(reason) if isinstance(reason, str) else reason
-    return frame.select("source_file", "source_row", pl.lit(table).alias("table"), "patient_key",
-                        why.alias("reason"))
 
 
 # --- staging: each batch's rows in their own files ------------------------------------------------

@@ -25,13 +25,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from migrate import __version__
 from migrate.canonical import LOCAL_TIMEZONE
 from migrate.errors import ConfigError
+from migrate.policies import SHARING_POLICIES, SharingPolicy
 
 if TYPE_CHECKING:
     from migrate.rules.model import RulePack
 
-SharingPolicy = Literal["withhold-clinical", "include"]
 Validation = Literal["fast", "full"]
-SHARING_POLICIES: tuple[str, ...] = ("withhold-clinical", "include")
 
 # --- national systems (docs/domain.md section 7) -------------------------------------------
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"

@@ -1,7 +1,8 @@
 """Building the resources of a batch of patients, validated, in bundle order (no files).
 
 ``build_resources`` is the pure entry point: frames in, ``Built`` out (every resource's
-JSON text with its bundle number, lineage, withheld and not-emitted source rows, errors).
+JSON text with its bundle number, lineage, errors). Every row given is sent: which rows
+are (their dispositions) is decided before this stage, by ``migrate.dispositions``.
 ``migrate.fhir.bundle.write_fhir`` runs the same steps patient batch by patient batch and
 writes the files.
 
@@ -23,7 +24,6 @@ from migrate.fhir import care, flags, patient, referral
 from migrate.fhir.inputs import (
     LINEAGE_COLUMNS,
     RESOURCE_ORDER,
-    SET_ASIDE_COLUMNS,
     Context,
     Inputs,
     Part,
@@ -41,11 +41,8 @@ BUILDERS: tuple[Callable[[Inputs, Context], Part], ...] = (
 )
 OUTPUT_COLUMNS = ("bundle_no", "patient_key", "fhir_type", "fhir_id", "json")
 _RANK = {t: i for i, t in enumerate(RESOURCE_ORDER)}
-SET_ASIDE_SCHEMA: dict[str, pl.DataType] = {"source_file": pl.String(), "source_row": pl.Int64(),
-                                             "table": pl.String(), "patient_key": pl.String(),
-                                             "reason": pl.String()}
-# lineage rows as the run directory's lineage.parquet has them (docs/architecture.md)
-LINEAGE_OUT_SCHEMA: dict[str, pl.DataType] = dict(canonical.LINEAGE_SCHEMA)
+# The FHIR writer's lineage (fhir/lineage.parquet): source row -> resource.
+LINEAGE_OUT_SCHEMA: dict[str, pl.DataType] = {c: canonical.LINEAGE_SCHEMA[c] for c in LINEAGE_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -56,16 +53,11 @@ class Built:
       fhir_type, fhir_id, json — in bundle order;
     - ``lineage``: source_file, source_row, table, patient_key, disposition (migrated or
       merged), fhir_type, fhir_id — one row per (source row, resource);
-    - ``withheld``: source rows withheld by the sharing policy, with the reason;
-    - ``not_emitted``: source rows that become no resource by design, with the reason
-      (contacts of closed/rejected referrals, e-RS dummy slots);
     - ``errors``: failing resources and every source row held back with them (ERROR_SCHEMA).
     """
 
     resources: pl.DataFrame
     lineage: pl.DataFrame
-    withheld: pl.DataFrame
-    not_emitted: pl.DataFrame
     errors: pl.DataFrame
 
     def counts(self) -> dict[str, int]:
@@ -121,8 +113,6 @@ def build_batch(inputs: Inputs, organisations_: pl.DataFrame, known_organisation
     return Built(
         resources_out,
         checked.lineage.sort("source_file", "source_row", "fhir_type", "fhir_id"),
-        _concat([p.withheld for p in parts], SET_ASIDE_SCHEMA).sort("source_file", "source_row"),
-        _concat([p.not_emitted for p in parts], SET_ASIDE_SCHEMA).sort("source_file", "source_row"),
         _concat([checked.errors, provenance.errors], ERROR_SCHEMA),
     )
 
@@ -167,15 +157,13 @@ def build_resources(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, p
     inputs = gather(tables, cohorts, exceptions, sharing, derived_priority, plan, ctx)
     built = build_batch(inputs, orgs, organisation_refs(orgs), ctx, shapes)
     if org_errors.height:
-        built = Built(built.resources, built.lineage, built.withheld, built.not_emitted,
-                      pl.concat([org_errors, built.errors]))
+        built = Built(built.resources, built.lineage, pl.concat([org_errors, built.errors]))
     return built
 
 
 __all__ = [
     "BUILDERS",
     "LINEAGE_COLUMNS",
-    "SET_ASIDE_COLUMNS",
     "Built",
     "build_batch",
     "build_resources",

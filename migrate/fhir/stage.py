@@ -8,8 +8,9 @@ so both give the same bytes:
   run's merge map (identity's merges and the extract's own merge messages alike), so a
   merged record's rows hang off its survivor's Patient;
 - referrals, contacts and codes re-pointed to the survivors;
-- the sharing state of each survivor, from the rule pack's codelists by the rules
-  engine's own feature code;
+- of those, only the rows whose disposition is carried (``dispositions.carried``): the
+  dispositions are decided once, before and independently of this stage;
+- the sharing state of each survivor (the rules stage's, ``rules.stage.sharing_state``);
 - raised priorities (``derived_priority``) from the flags that raise one.
 """
 
@@ -25,7 +26,9 @@ import polars as pl
 
 from migrate import canonical, frozen
 from migrate.fhir.bundle import FhirResult, write_fhir
-from migrate.fhir.inputs import sharing_from_features
+from migrate.dispositions import carried
+from migrate.errors import InputError
+from migrate.policies import SharingPolicy, sharing_policy
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
 from migrate.identity.merges import CHILD_TABLES, people
 from migrate.manifest import describe_outputs
@@ -52,7 +55,7 @@ def derived_priority(exceptions: pl.DataFrame) -> pl.DataFrame:
 
 
 def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tuple[str, str]], bundle_size: int,
-                sharing_policy: Any, pack: RulePack) -> FhirOptions:
+                sharing_policy: SharingPolicy, pack: RulePack) -> FhirOptions:
     """The FHIR options of a run: its ids, inputs (name, sha256) and policy, and the
     sharing codelists of the pack the run used (never the shipped pack's)."""
     return FhirOptions(source_system=source_system, run_id=run_id, cutover=cutover,
@@ -60,23 +63,22 @@ def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tup
                        sharing_policy=sharing_policy, sharing_codes=SharingCodes.from_pack(pack))
 
 
-def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], cohorts: pl.DataFrame,
-         patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, pack: RulePack, options: FhirOptions,
-         out_dir: Path) -> FhirResult:
+def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
+         cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
+         options: FhirOptions, out_dir: Path) -> FhirResult:
     """Write ``out_dir/fhir`` for a run.
 
     ``patients``: identity's patients (canonical columns, survivors with their
     survivorship values, ``nhs_number_valid``, ``nhs_number_verification``,
     ``at_target_id``); ``merges``: the run's merge map (patient_key -> survivor_key);
-    ``tables``: canonical referrals, contacts and codes as read (re-pointed here).
+    ``tables``: canonical referrals, contacts and codes as read (re-pointed here);
+    ``decided``: every canonical row's disposition (``dispositions.decide``); ``sharing``:
+    the survivors' sharing state.
     """
-    from migrate.features import patient_features
-
     view = people(patients, tables, merges)
     survivors = patients.drop("survivor_key", strict=False).join(merges, on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
-    sharing = sharing_from_features(patient_features(view, pack, options.cutover))
-    frames = {"patients": survivors.lazy(), **{t: view[t] for t in CHILD_TABLES}}
+    frames = carried(survivors.lazy(), {t: view[t] for t in CHILD_TABLES}, decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options, out_dir,
                       derived_priority=derived_priority(exceptions).lazy())
 
@@ -85,9 +87,10 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None) -> FhirResult:
     """``handover fhir RUN``: write ``fhir/`` again from a finished run's own folder.
 
     Everything comes from the run folder, never from the shipped defaults: the canonical
-    tables, cohorts, exceptions and merges (``patients.parquet``), the rule pack and
-    identity settings the run used (``config/``; survivorship is re-derived with them),
-    and its options (manifest; ``bundle_size`` defaults to the run's). The manifest is
+    tables, cohorts, exceptions and merges (``patients.parquet``), the dispositions
+    (``lineage.parquet``: the rows to send), the rule pack and identity settings the run
+    used (``config/``; survivorship and sharing state are re-derived with them), and its
+    options (manifest; ``bundle_size`` defaults to the run's). The manifest is
     updated to the files written (unchanged when they are byte-identical, as they are
     with the run's own bundle size), so ``handover verify`` passes afterwards.
     """
@@ -103,6 +106,7 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None) -> FhirResult:
 
 def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     from migrate.identity import resolve_identity
+    from migrate.rules.stage import sharing_state
 
     manifest = run.manifest
     pack = frozen.load_pack(run.path)
@@ -114,14 +118,19 @@ def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     patients = identity.patients.drop("at_target_id").join(
         recorded.select("patient_key", "at_target_id"), on="patient_key", how="left")
     merges = recorded.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
+    decided = run.scan("lineage.parquet").select("source_file", "source_row", "table", "patient_key",
+                                                 pl.col("disposition").cast(pl.String)).unique()
+    sharing = sharing_state(people(patients, tables, merges), pack, run.cutover).collect()
+    policy = sharing_policy(manifest["options"].get("sharing_policy"))
+    if policy is None:
+        raise InputError(f"{run.path}: the manifest's sharing policy is not one handover knows")
     mapping = manifest["mapping"][0]
     options = options_for(str(mapping.get("source_system", mapping["name"])), run.run_id, run.cutover,
-                          [(i["path"], i["sha256"]) for i in manifest["inputs"]], bundle_size,
-                          manifest["options"]["sharing_policy"], pack)
+                          [(i["path"], i["sha256"]) for i in manifest["inputs"]], bundle_size, policy, pack)
     shutil.rmtree(run.path / "fhir", ignore_errors=True)
-    return emit(patients, merges, tables, run.scan("cohorts.parquet").collect(),
-                recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(), pack,
-                options, run.path)
+    return emit(patients, merges, tables, decided, run.scan("cohorts.parquet").collect(),
+                recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(),
+                sharing.lazy(), options, run.path)
 
 
 def _reseal(run: RunFolder, result: FhirResult, bundle_size: int) -> None:

@@ -15,6 +15,7 @@ from datetime import date
 
 import polars as pl
 
+from migrate.features import patient_features
 from migrate.flags import combine_exceptions
 from migrate.rules.engine import evaluate
 from migrate.rules.model import RulePack
@@ -23,17 +24,33 @@ from migrate.rules.model import RulePack
 @dataclass(frozen=True)
 class Classified:
     """The rules stage's outputs, collected: ``cohorts`` (per referral), ``patient_cohorts``
-    (per survivor) and ``exceptions`` (rules' and identity's flags)."""
+    (per survivor), ``exceptions`` (rules' and identity's flags) and ``sharing`` (per
+    survivor: blocked, latest_code, latest_date), which dispositions and FHIR both read."""
 
     cohorts: pl.DataFrame
     patient_cohorts: pl.DataFrame
     exceptions: pl.DataFrame
+    sharing: pl.DataFrame
+
+
+def sharing_state(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
+    """Each patient's sharing state from the pack's codelists, by the rules engine's own
+    feature code: patient_key, blocked (latest entry a dissent), latest_code, latest_date."""
+    return sharing_from_features(patient_features(people, pack, cutover))
+
+
+def sharing_from_features(features: pl.LazyFrame) -> pl.LazyFrame:
+    """The sharing columns of the rules engine's ``patient_features``."""
+    return features.select(
+        "patient_key", pl.col("sharing_blocked").alias("blocked"), pl.col("latest_sharing_code").alias("latest_code"),
+        pl.col("latest_sharing_date").alias("latest_date"))
 
 
 def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
              identity_exceptions: pl.DataFrame) -> Classified:
-    """Cohorts and exceptions of ``pack`` at ``cutover`` over ``people`` (survivors and
-    their referrals, contacts and codes), with identity's flags added."""
+    """Cohorts, exceptions and sharing state of ``pack`` at ``cutover`` over ``people``
+    (survivors and their referrals, contacts and codes), with identity's flags added."""
     results = evaluate(people, pack, cutover).collect()
     exceptions = combine_exceptions([results["exceptions"].lazy(), identity_exceptions.lazy()]).collect()
-    return Classified(results["cohorts"], results["patient_cohorts"], exceptions)
+    sharing = sharing_state(people, pack, cutover).collect()
+    return Classified(results["cohorts"], results["patient_cohorts"], exceptions, sharing)

@@ -18,7 +18,10 @@ from typing import Any
 import polars as pl
 import pytest
 
+from migrate.dispositions import carried, decide
+from migrate.policies import Policy
 from migrate.fhir import Built, FhirOptions, InputFile, build_resources
+from migrate.identity.merges import repoint
 from migrate.ingest import ingest
 from migrate.profile import load_profile
 
@@ -45,13 +48,34 @@ class Case:
     derived_priority: pl.LazyFrame | None
     options: FhirOptions
 
-    def args(self) -> tuple[Any, ...]:
-        return (self.tables, self.cohorts, self.patient_cohorts, self.exceptions, self.sharing, self.options)
+    def decided(self, options: FhirOptions | None = None, inactive_patients: str = "exclude") -> pl.DataFrame:
+        """Every row's disposition, decided as a run decides it (``migrate.dispositions``)."""
+        opts = options or self.options
+        patients = self.tables["patients"]
+        if "survivor_key" in patients.collect_schema().names():
+            merges = patients.filter(pl.col("survivor_key").is_not_null() & (pl.col("survivor_key") != pl.col(
+                "patient_key"))).select("patient_key", "survivor_key").collect()
+        else:
+            merges = pl.DataFrame(schema={"patient_key": pl.String, "survivor_key": pl.String})
+        people = {t: repoint(self.tables[t], merges) for t in ("referrals", "contacts", "codes")}
+        return decide(patients, people, self.patient_cohorts, merges, self.sharing, opts.codes,
+                      Policy(opts.sharing_policy, inactive_patients)).collect()
 
-    def build(self, **options: Any) -> Built:
+    def carried(self, options: FhirOptions | None = None, inactive_patients: str = "exclude") -> dict[str, pl.LazyFrame]:
+        """The tables as the FHIR stage receives them: only the rows their dispositions carry."""
+        patients = self.tables["patients"]
+        if "survivor_key" not in patients.collect_schema().names():
+            patients = patients.with_columns(pl.lit(None, dtype=pl.String).alias("survivor_key"))
+        children = {t: self.tables[t] for t in ("referrals", "contacts", "codes")}
+        return carried(patients, children, self.decided(options, inactive_patients).lazy())
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.carried(), self.cohorts, self.patient_cohorts, self.exceptions, self.sharing, self.options)
+
+    def build(self, inactive_patients: str = "exclude", **options: Any) -> Built:
         opts = replace(self.options, **options) if options else self.options
-        return build_resources(self.tables, self.cohorts, self.patient_cohorts, self.exceptions, self.sharing, opts,
-                               self.derived_priority)
+        return build_resources(self.carried(opts, inactive_patients), self.cohorts, self.patient_cohorts,
+                               self.exceptions, self.sharing, opts, self.derived_priority)
 
     def with_tables(self, **frames: pl.LazyFrame) -> Case:
         return replace(self, tables={**self.tables, **frames})
@@ -71,7 +95,9 @@ def golden_case(tmp_path_factory: pytest.TempPathFactory) -> Case:
     survivors = _csv("survivors.csv")
     tables["patients"] = tables["patients"].join(survivors, on="patient_key", how="left")
     cohorts = _csv("cohorts.csv").with_columns(pl.col("list_mismatch") == "true")
-    patient_cohorts = pl.LazyFrame({"patient_key": ["P01"], "patient_cohort": ["backlog"]})
+    # The worked example's expected patient cohorts: P04, P05, P06 and P18 have nothing active.
+    patient_cohorts = pl.read_csv(WORKED / "expected" / "patient_cohorts.csv").lazy().select(
+        pl.col("patient_id").alias("patient_key"), pl.col("cohort").alias("patient_cohort"))
     sharing = _csv("sharing.csv").with_columns(pl.col("blocked") == "true", pl.col("latest_date").str.to_date())
     options = FhirOptions(
         source_system=profile.source_system, run_id="golden-run", cutover=date(2022, 10, 1), bundle_size=10,

@@ -34,20 +34,34 @@ def test_attended_is_an_encounter_and_booked_an_appointment(fx: ModuleType) -> N
 
 
 @pytest.mark.parametrize("cohort", ["closed", "rejected"])
-def test_no_contacts_for_closed_or_rejected_referrals(fx: ModuleType, cohort: str) -> None:
-    case = fx.literal_case([fx.patient()], [fx.referral()], cohorts={"R1": cohort},
-                           contacts=[fx.contact("C1"), fx.contact("C2", when="2022-10-15 10:00", attendance="booked")])
+def test_contacts_of_a_closed_or_rejected_referral_are_history_sent(fx: ModuleType, cohort: str) -> None:
+    """A patient in active care (R1 in transition) keeps their history: R2's contacts are an
+    Encounter and an Appointment based on R2's ServiceRequest, with no EpisodeOfCare (R2 has none)."""
+    case = fx.literal_case([fx.patient()], [fx.referral("R1"), fx.referral("R2")],
+                           cohorts={"R1": "transition", "R2": cohort},
+                           contacts=[fx.contact("C1", "R2"), fx.contact("C2", "R2", when="2022-03-15 10:00",
+                                                                         attendance="cancelled_by_provider")])
     built = case.build()
-    assert built.resources.filter(pl.col("fhir_type").is_in(["Encounter", "Appointment"])).height == 0
-    assert built.not_emitted["reason"].to_list() == [f"contact of a referral in cohort {cohort}"] * 2
+    assert set(case.decided()["disposition"]) == {"migrated"}
+    [enc] = fx.resources_of(built, "Encounter")
+    [appointment] = fx.resources_of(built, "Appointment")
+    [r2] = fx.find(built, "ServiceRequest", lambda r: fx.local_id(r, "referral") == "R2")
+    assert r2["status"] == {"closed": "completed", "rejected": "revoked"}[cohort]
+    assert enc["basedOn"] == [{"reference": f"ServiceRequest/{r2['id']}"}] == appointment["basedOn"]
+    assert "episodeOfCare" not in enc
+    assert [e["id"] for e in fx.resources_of(built, "EpisodeOfCare")] != []  # R1's only
+    assert built.errors.height == 0  # every reference resolves
 
 
 def test_dummy_slot_is_not_an_appointment(fx: ModuleType) -> None:
+    from migrate.dispositions import DUMMY_SLOT
+
     case = fx.literal_case([fx.patient()], [fx.referral()],
                            contacts=[fx.contact("C1", slot_name=" Admin Appointment Only ")])
     built = case.build()
     assert fx.resources_of(built, "Encounter") == []
-    assert built.not_emitted["reason"].to_list() == ["e-RS dummy slot: not a real appointment"]
+    contact = case.decided().filter(pl.col("table") == "contacts")
+    assert contact.select("disposition", "reason").rows() == [("out_of_scope", DUMMY_SLOT)]
 
 
 def test_clinical_codes_are_conditions_and_duplicates_merge(fx: ModuleType) -> None:

@@ -12,23 +12,41 @@ def _source_rows(case: Any) -> pl.DataFrame:
     return pl.concat([frame.select("source_file", "source_row").collect() for frame in case.tables.values()])
 
 
-def _accounted(built: Any) -> pl.DataFrame:
+def _set_aside(case: Any) -> pl.DataFrame:
+    """Rows their dispositions keep out of the FHIR output (withheld, out of scope)."""
+    from migrate.dispositions import CARRIED
+
+    return case.decided().filter(~pl.col("disposition").is_in([*CARRIED, "merged"])).select(
+        "source_file", "source_row")
+
+
+def _accounted(case: Any, built: Any) -> pl.DataFrame:
     return pl.concat([
         built.lineage.select("source_file", "source_row"),
-        built.withheld.select("source_file", "source_row"),
-        built.not_emitted.select("source_file", "source_row"),
+        _set_aside(case),
         built.errors.select("source_file", "source_row").drop_nulls(),
     ]).unique()
 
 
 def test_every_source_row_is_accounted_for(golden_case: Any, golden_built: Any) -> None:
     rows = _source_rows(golden_case)
-    missing = rows.join(_accounted(golden_built), on=["source_file", "source_row"], how="anti")
+    missing = rows.join(_accounted(golden_case, golden_built), on=["source_file", "source_row"], how="anti")
     assert missing.height == 0, missing
-    # a row is either migrated (has resources) or set aside, never both
+    # a row is either sent (has resources) or set aside by its disposition, never both
     migrated = golden_built.lineage.select("source_file", "source_row").unique()
-    aside = pl.concat([golden_built.withheld, golden_built.not_emitted]).select("source_file", "source_row")
-    assert migrated.join(aside, on=["source_file", "source_row"], how="semi").height == 0
+    assert migrated.join(_set_aside(golden_case), on=["source_file", "source_row"], how="semi").height == 0
+    # P04, P05, P06, P18 (nothing active): 4 patient, 4 referral and 2 contact rows; R11's
+    # e-RS dummy slot; the contacts of the sharing-blocked P21 and P23.
+    assert _set_aside(golden_case).height == 13
+
+
+def test_patients_with_nothing_active_become_no_resource(golden_case: Any, golden_built: Any) -> None:
+    decided = golden_case.decided()
+    out = decided.filter(pl.col("disposition") == "out_of_scope")
+    assert sorted(set(out["patient_key"])) == ["P04", "P05", "P06", "P11", "P18"]  # P11: its dummy slot only
+    inactive = ["P04", "P05", "P06", "P18"]
+    assert golden_built.resources.filter(pl.col("patient_key").is_in(inactive)).height == 0
+    assert golden_built.lineage.filter(pl.col("patient_key").is_in(inactive)).height == 0
 
 
 def test_lineage_points_at_resources_and_resources_at_sources(golden_built: Any) -> None:
@@ -63,4 +81,4 @@ def test_failed_patient_rows_are_errors_not_lineage(fx: ModuleType) -> None:
     assert built.lineage.filter(pl.col("patient_key") == "P2").height == 0
     assert set(built.resources["patient_key"].drop_nulls()) == {"P1"}
     rows = _source_rows(case)
-    assert rows.join(_accounted(built), on=["source_file", "source_row"], how="anti").height == 0
+    assert rows.join(_accounted(case, built), on=["source_file", "source_row"], how="anti").height == 0

@@ -466,10 +466,9 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
     (which a run would quarantine) are listed with counts and examples and exit 0.
     """
     from migrate.check import check_extract
-    from migrate.profile import load_profile
+    from migrate.config import load_profiles
 
-    profiles = [load_profile(m) for m in mapping]
-    report = check_extract(input_dir, profiles, _pack(rules))
+    report = check_extract(input_dir, list(load_profiles(mapping)))
     if as_json:
         click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:

@@ -1,18 +1,20 @@
 """The configuration of one batch, validated before any data is read and then frozen.
 
 ``RunConfig.load`` checks the options and loads every configuration file (mapping
-profiles, rule pack, identity settings, declaration); a problem is a ``ConfigError``
-(exit 2) or, for a missing input, an ``InputError`` (exit 3), raised before the extract is
-opened.
+profiles, rule pack, identity settings, target-index columns, declaration, previous run)
+and reports **every** problem of every file at once: a ``ConfigError`` (exit 2) listing
+them all, or, when the only problems are missing inputs, an ``InputError`` (exit 3).
+Nothing is read from the extract before that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from migrate import __version__, policies, summary
 from migrate.errors import ConfigError, InputError
@@ -24,6 +26,71 @@ from migrate.rules import RulePack, load_pack
 
 if TYPE_CHECKING:
     from migrate.reports.declared import Declaration
+
+T = TypeVar("T")
+
+
+class Problems:
+    """Every configuration problem found while loading, reported together (Splink's
+    ErrorLogger, pandera's lazy validation): ``config`` ones exit 2, ``inputs`` ones (a
+    file or folder that is missing or unreadable) exit 3 when they are all there is."""
+
+    def __init__(self) -> None:
+        self.config: list[str] = []
+        self.inputs: list[str] = []
+
+    def attempt(self, load: Callable[[], T]) -> T | None:
+        """``load()``, or None with its problems recorded (each names its file)."""
+        try:
+            return load()
+        except InputError as exc:
+            self.inputs += exc.problems or [str(exc)]
+        except ConfigError as exc:
+            self.config += exc.problems or [str(exc)]
+        return None
+
+    def raise_any(self) -> None:
+        """ConfigError listing every problem (inputs' too), else InputError, else nothing."""
+        every = self.config + self.inputs
+        one = len(every) == 1  # one problem: one line
+        if self.config:
+            raise ConfigError(every[0]) if one else ConfigError(
+                f"{len(every)} configuration problem(s); nothing was read", every)
+        if self.inputs:
+            raise InputError(every[0]) if one else InputError(
+                f"{len(every)} input(s) missing or unreadable; nothing was read", every)
+
+
+def load_profiles(mapping: str | Path | Sequence[str | Path], found: Problems | None = None) -> tuple[Profile, ...]:
+    """Every profile of ``--mapping`` (one or several), with every problem of every one
+    reported together; one of them must map the patients table."""
+    problems = found if found is not None else Problems()
+    names = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
+    loaded = [problems.attempt(partial(load_profile, m)) for m in names]
+    profiles = tuple(p for p in loaded if p is not None)
+    if len(profiles) == len(names) and not any("patients" in p.tables for p in profiles):
+        problems.config.append("no mapping profile maps the patients table")
+    if found is None:
+        problems.raise_any()
+    return profiles
+
+
+def check_target_index(path: Path) -> None:
+    """The target index exists and has the columns identity matches on (its header only)."""
+    from migrate.identity.stage import read_target_index
+    from migrate.identity.target import REQUIRED
+
+    if not path.is_file():
+        raise InputError(f"target index not found: {path}")
+    try:
+        names = read_target_index(path).collect_schema().names()
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is an input problem, named
+        raise InputError(f"target index {path}: not readable ({type(exc).__name__})") from None
+    absent = [c for c in REQUIRED if c not in names]
+    if absent:
+        raise ConfigError(f"target index {path}: lacks column(s)",
+                          [f"target index {path}: missing column {c}; columns present: {', '.join(names)}"
+                           for c in absent])
 
 
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
@@ -79,38 +146,42 @@ class RunConfig:
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
         in the order their rows apply: for a key found in several, the latest wins.
         """
+        found = Problems()
         policy = policies.sharing_policy(sharing_policy)
         if policy is None:
-            raise ConfigError(f"unknown sharing policy '{sharing_policy}': use one of "
-                              f"{', '.join(policies.SHARING_POLICIES)}")
+            found.config.append(f"--sharing-policy: unknown policy '{sharing_policy}'; use one of "
+                                f"{', '.join(policies.SHARING_POLICIES)}")
         inactive = policies.inactive_patients(inactive_patients)
         if inactive is None:
-            raise ConfigError(f"unknown inactive-patients policy '{inactive_patients}': use one of "
-                              f"{', '.join(policies.INACTIVE_PATIENTS)}")
-        names = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
-        profiles = tuple(load_profile(m) for m in names)
-        if not any("patients" in p.tables for p in profiles):
-            raise ConfigError("no mapping profile maps the patients table")
-        pack_path = resolve_rules_path(rules)
-        pack = load_pack(pack_path)
-        id_path = identity_path(pack_path)
-        settings = load_identity_settings(id_path)
-        if target_index is not None and not Path(target_index).is_file():
-            raise InputError(f"target index not found: {target_index}")
+            found.config.append(f"--inactive-patients: unknown policy '{inactive_patients}'; use one of "
+                                f"{', '.join(policies.INACTIVE_PATIENTS)}")
         if bundle_size < 1:
-            raise ConfigError(f"bundle size must be at least 1 patient (got {bundle_size})")
+            found.config.append(f"--bundle-size: at least 1 patient (got {bundle_size})")
+        if not Path(input_dir).is_dir():
+            found.inputs.append(f"input folder not found: {input_dir}")
+        profiles = load_profiles(mapping, found)
+        pack_path = found.attempt(lambda: resolve_rules_path(rules))
+        pack = found.attempt(lambda: load_pack(pack_path))
+        id_path = identity_path(pack_path)
+        settings = found.attempt(lambda: load_identity_settings(id_path))
+        if target_index is not None:
+            found.attempt(lambda: check_target_index(Path(target_index)))
         if previous is not None:
             from migrate.reports.rundata import RunFolder
 
-            RunFolder.open(Path(previous), check_tables=False)  # exit 3 unless it is a run folder
+            found.attempt(lambda: RunFolder.open(Path(previous), check_tables=False))
         declaration = None
         if declared is not None:
             from migrate.reports import load_declared
 
-            declaration = load_declared(Path(declared))  # exit 2 on a bad declaration, before any data is read
+            declaration = found.attempt(lambda: load_declared(Path(declared)))
+        found.raise_any()
+        if policy is None or inactive is None or pack is None or settings is None:  # recorded above
+            raise ConfigError("configuration could not be loaded", found.config)
         return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_path=id_path, identity_sha256=sha256_file(id_path),
-                   sharing_policy=policy, inactive_patients=inactive, target_index=None if target_index is None else Path(target_index),
+                   sharing_policy=policy, inactive_patients=inactive,
+                   target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
                    previous=None if previous is None else Path(previous), declaration=declaration)
 

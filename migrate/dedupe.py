@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-
-from migrate.errors import ConfigError, InputError
-from migrate.identity import MATCH_TYPES, dedupe, load_identity_settings, write_model
+from migrate.config import Problems
+from migrate.errors import ConfigError
+from migrate.identity import MATCH_TYPES, dedupe, load_identity_settings
 from migrate.ingest import ingest
 from migrate.outputs import write_parquet
 from migrate.profile import load_profile
@@ -26,13 +27,17 @@ from migrate.profile import load_profile
 def dedupe_file(input_file: Path, mapping: str | Path, out_dir: Path, rules: Path | None = None) -> dict[str, Any]:
     """Duplicates among the patients of ``input_file``; writes ``out_dir/duplicates.parquet``
     and returns counts (patients read, quarantined, pairs per match type)."""
-    profile = load_profile(mapping)
-    if "patients" not in profile.tables:
-        raise ConfigError(f"mapping profile {profile.name} has no patients table")
+    found = Problems()  # every configuration problem at once, before the file is read
+    profile = found.attempt(partial(load_profile, mapping))
+    if profile is not None and "patients" not in profile.tables:
+        found.config.append(f"mapping profile {profile.name} has no patients table")
     identity_file = None if rules is None else (Path(rules) if Path(rules).is_file() else Path(rules) / "identity.yaml")
-    settings = load_identity_settings(identity_file)
+    settings = found.attempt(partial(load_identity_settings, identity_file))
     if not input_file.is_file():
-        raise InputError(f"input file not found: {input_file}")
+        found.inputs.append(f"input file not found: {input_file}")
+    found.raise_any()
+    if profile is None or settings is None:  # recorded above
+        raise ConfigError("configuration could not be loaded", found.config)
     # The file stands alone: a profile with only its patients table, reading just this file.
     spec = dataclasses.replace(profile.tables["patients"], files=(input_file.name,))
     single = dataclasses.replace(profile, tables={"patients": spec})

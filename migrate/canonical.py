@@ -209,39 +209,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, C
 # Order in which tables are mapped: parents before children.
 TABLE_ORDER: tuple[str, ...] = ("patients", "referrals", "contacts", "codes")
 
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "source_file": pl.String(),
-    "source_row": pl.Int64(),
-    "table": pl.String(),
-    "reason_code": pl.String(),
-    "field": pl.String(),
-    "message": pl.String(),
-    "raw": pl.String(),
-}
-
-# Why a source row was quarantined. Stable codes: reports and tests group by them.
-REASON_CODES: dict[str, str] = {
-    "wrong_field_count": "the record has more or fewer fields than the header",
-    "invalid_encoding": "the record contains bytes that are not valid in the file's declared encoding",
-    "missing_required": "a field the profile marks required is blank",
-    "unparseable_date": "a date or date-time matches none of the profile's formats",
-    "invalid_value": "a value is not of the field's type (boolean, number, pattern)",
-    "unmapped_code": "a coded value has no mapping to the canonical values",
-    "duplicate_key": "the primary key repeats an earlier row of the same table",
-    "unknown_patient": "the row refers to a patient that is not in the extract",
-    "unknown_referral": "the row refers to a referral that is not in the extract",
-    "parent_quarantined": "the row's patient or referral was itself quarantined",
-    "patient_mismatch": "the contact's patient differs from its referral's patient",
-    "hl7_malformed": "an HL7 v2 message with no usable MSH segment, or that cannot be split",
-    "hl7_unsupported": "an HL7 v2 version or message event that is not supported",
-    "hl7_structure": "an HL7 v2 message whose segments break its message structure (missing or misplaced)",
-    "hl7_datatype": "an HL7 v2 field whose value violates its datatype (e.g. a timestamp that is not one)",
-    "hl7_unhandled": "a valid HL7 v2 message of an event that no table of the profile takes",
-    "duplicate_control_id": "an HL7 v2 message whose control id (MSH-10) an earlier message from the same sending "
-                            "application and facility used, with different content",
-    "merge_conflict": "a patient merge (HL7 A40) that contradicts an earlier one: a patient into itself, a prior "
-                      "patient merged twice, or a cycle",
-}
+# The quarantine table's schema and reason codes: ``migrate.quarantine``.
 
 LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from migrate import canonical, integrity, updates
+from migrate import canonical, integrity, quarantine
 from migrate.errors import ProfileError
 from migrate.manifest import sha256_file
 from migrate.mapping import CompiledTable, apply_mapping, compile_table, explain_failures, missing_columns
@@ -110,20 +110,6 @@ def check_layout(files: list[InputFile], profiles: Profile | Sequence[Profile] |
         raise ProfileError(f"the extract does not fit mapping profile {names}", problems)
 
 
-def _quarantine_rows(frame: pl.DataFrame, table: str) -> pl.DataFrame:
-    return frame.select(
-        "source_file", "source_row", pl.lit(table).alias("table"), pl.col("__reason").alias("reason_code"),
-        pl.col("__field").alias("field"), pl.col("__message").alias("message"), pl.col("__raw").alias("raw"),
-    )
-
-
-def _rejected_rows(rejected: pl.DataFrame, table: str) -> pl.DataFrame:
-    return rejected.select(
-        "source_file", "source_row", pl.lit(table).alias("table"), "reason_code",
-        pl.lit(None, dtype=pl.String).alias("field"), "message", "raw",
-    )
-
-
 class _Sources:
     """The source scans of each table, to fetch raw records of rows that fail a later check."""
 
@@ -185,6 +171,7 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
         details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
                                    compiled).collect()
         failing = failing.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
+        mapped.quarantine.append(quarantine.from_mapping(failing, table))
         key = canonical.TABLES[table].key
         if key is not None:
             mapped.failed_keys.setdefault(table, []).append(failing[key])
@@ -197,7 +184,7 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
 
 def _read_delimited(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) -> int:
     result = read_file(f, work_dir)
-    mapped.quarantine.append(_rejected_rows(result.rejected, f.table))
+    mapped.quarantine.append(quarantine.from_reader(result.rejected, f.table))
     key = canonical.TABLES[f.table].key
     if key is not None:
         mapped.failed_keys.setdefault(f.table, []).append(
@@ -215,37 +202,8 @@ def _read_hl7(mapped: _Mapped, f: InputFile, work_dir: Path) -> Hl7Read:
 
     paths = sorted({c for t in f.tables for c in f.spec(t).source_columns})
     result = read_hl7(f.path, f.name, paths, work_dir)
-    mapped.quarantine.append(_rejected_rows(result.rejected, f.label))
-    return result
-
-
-def _deliveries(mapped: _Mapped, reads: dict[str, tuple[InputFile, Hl7Read]]) -> pl.DataFrame:
-    """Re-delivered messages (``merged``, in ``mapped.superseded``) and messages reusing a
-    control id (quarantined): the rows of both, not to be routed."""
-    from migrate.sources.hl7_delivery import HEADER_COLUMNS, repeated_deliveries
-
-    headers = pl.concat([r.messages.select(HEADER_COLUMNS).collect() for _, r in reads.values()])
-    again, conflicting = repeated_deliveries(headers)
-    labels = pl.DataFrame({"source_file": list(reads), "table": [f.label for f, _ in reads.values()]})
-    mapped.superseded.append(again.join(labels, on="source_file", how="left").select(
-        "source_file", "source_row", "table", pl.lit(None, dtype=pl.String).alias("patient_key")))
-    mapped.repeated_deliveries += again.height
-    sender = pl.concat_str([pl.col("sending_app").fill_null(""), pl.col("sending_facility").fill_null("")],
-                           separator="/")
-    mapped.quarantine.append(conflicting.join(labels, on="source_file", how="left").select(
-        "source_file", "source_row", "table", pl.lit("duplicate_control_id").alias("reason_code"),
-        pl.lit(None, dtype=pl.String).alias("field"),
-        pl.format("{} message {}: control id {} from {} was already used by {} message {} for a different message "
-                  "(that one applies; this one is held for review)", "source_file", "source_row", "control_id",
-                  sender, "first_file", "first_row").alias("message"),
-        pl.struct(pl.col("sending_app").alias("MSH-3"), pl.col("sending_facility").alias("MSH-4"),
-                  pl.concat_str(["message_type", "event"], separator="^").alias("MSH-9"),
-                  pl.col("control_id").alias("MSH-10")).struct.json_encode().alias("raw")))
-    return pl.concat([again.select("source_file", "source_row"), conflicting.select("source_file", "source_row")])
-
-
-def _route_hl7(mapped: _Mapped, f: InputFile, rank: int, messages: pl.LazyFrame) -> None:
-    """Map each valid message of ``f`` into the tables that take its event."""
+    mapped.quarantine.append(quarantine.from_reader(result.rejected, f.label))
+    messages = result.messages
     routed: list[str] = []
     for table in f.tables:
         spec = f.spec(table)
@@ -253,14 +211,7 @@ def _route_hl7(mapped: _Mapped, f: InputFile, rank: int, messages: pl.LazyFrame)
         subset = messages.filter(pl.col("event").is_in(list(spec.events)))
         order = pl.struct(pl.lit(rank).alias("rank"), pl.col("sent_at").alias("at"))
         _map_frame(mapped, table, spec, f.profile, subset, f.name, order)
-    unhandled = messages.filter(~pl.col("event").is_in(routed)).select(
-        "source_file", "source_row", pl.lit(f.label).alias("table"), pl.lit("hl7_unhandled").alias("reason_code"),
-        pl.lit(None, dtype=pl.String).alias("field"),
-        pl.format("{} message {}: {}^{} (control id {}) is not an event any table of profile {} takes",
-                  "source_file", "source_row", "message_type", "event", "control_id", pl.lit(f.profile.name))
-        .alias("message"),
-        pl.concat_str([pl.col("message_type"), pl.col("event")], separator="^").alias("raw"),
-    ).collect()
+    unhandled = quarantine.unhandled_events(messages, routed, f.label, f.profile.name)
     mapped.quarantine.append(unhandled)
 
 
@@ -412,7 +363,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
             failed.append(resolved.failed)
         checked = [f for f in failed if f.height]
         if checked:
-            mapped.quarantine.append(_quarantine_rows(mapped.sources.with_raw(
+            mapped.quarantine.append(quarantine.from_mapping(mapped.sources.with_raw(
                 table, pl.concat(checked, how="diagonal_relaxed")), table))
         if tdef.key is not None:
             parents.good[table] = good[tdef.key]
@@ -439,9 +390,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
                 tables[table] = pl.scan_parquet(write_parquet(empty, canonical_dir / f"{table}.parquet"))
             else:
                 tables[table] = empty.lazy()
-    q = (pl.concat(mapped.quarantine, how="vertical") if mapped.quarantine
-         else pl.DataFrame(schema=canonical.QUARANTINE_SCHEMA))
-    q = q.cast(canonical.QUARANTINE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
+    q = quarantine.table(mapped.quarantine)
     replaced_rows = pl.concat([pl.DataFrame(schema=_SUPERSEDED), *superseded], how="vertical")
     return Ingested(tables, q, tuple(mapped.stats), heights, replaced_rows, merges, kept_previous,
                     mapped.repeated_deliveries)

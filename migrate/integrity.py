@@ -1,8 +1,9 @@
 """Table-level checks after mapping: duplicate keys and references to parents.
 
 Pure functions of DataFrames. Each takes the mapped rows of one table and returns the rows
-that pass and the rows to quarantine (with ``__reason``, ``__field`` and ``__message``
-set), so the caller can keep the invariant: rows in = rows passed + rows quarantined.
+that pass and the rows to quarantine (marked by ``quarantine.mark``: ``__reason``,
+``__field`` and ``__message``), so the caller can keep the invariant: rows in = rows passed
++ rows quarantined.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from migrate import canonical
+from migrate import canonical, quarantine
 
 _UNKNOWN = {"patients": "unknown_patient", "referrals": "unknown_referral"}
 
@@ -22,13 +23,6 @@ class Split:
 
     passed: pl.DataFrame
     failed: pl.DataFrame
-
-
-def _fail(frame: pl.DataFrame, reason: str, field: str, message: pl.Expr) -> pl.DataFrame:
-    where = pl.concat_str([pl.col("source_file"), pl.lit(" row "), pl.col("source_row").cast(pl.String), pl.lit(": ")])
-    return frame.with_columns(
-        pl.lit(reason).alias("__reason"), pl.lit(field).alias("__field"), pl.concat_str([where, message]).alias("__message")
-    )
 
 
 def _split(frame: pl.DataFrame, ok: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -57,7 +51,7 @@ def duplicate_keys(frame: pl.DataFrame, table: str) -> Split:
         pl.lit(f"{key} "), pl.col(key), pl.lit(" repeats "), pl.col("__first_file"), pl.lit(" row "),
         pl.col("__first_row").cast(pl.String), pl.lit(" (the first row is kept)"),
     ])
-    failed = _fail(marked, "duplicate_key", key, message).drop("__first_file", "__first_row")
+    failed = quarantine.mark(marked, "duplicate_key", key, message).drop("__first_file", "__first_row")
     return Split(passed, failed)
 
 
@@ -76,9 +70,9 @@ def parent_references(frame: pl.DataFrame, column: str, parent: str, good: pl.Se
     value = pl.col(column)
     was_bad = value.is_in(bad.implode())
     noun = parent.rstrip("s")
-    quarantined = _fail(rest.filter(was_bad), "parent_quarantined", column,
+    quarantined = quarantine.mark(rest.filter(was_bad), "parent_quarantined", column,
                         pl.concat_str([pl.lit(f"{noun} "), value, pl.lit(f" was quarantined (see its own {parent} row)")]))
-    unknown = _fail(rest.filter(~was_bad), _UNKNOWN[parent], column,
+    unknown = quarantine.mark(rest.filter(~was_bad), _UNKNOWN[parent], column,
                     pl.concat_str([pl.lit(f"{noun} "), value, pl.lit(f" is not in the {parent} extract")]))
     return Split(passed, pl.concat([quarantined, unknown]))
 
@@ -101,7 +95,7 @@ def contact_patients(contacts: pl.DataFrame, owners: pl.DataFrame) -> Split:
         return Split(passed, mismatched)
     mismatched = mismatched.join(owners.rename({"patient_key": "__ref_patient"}), on="referral_key", how="left",
                                  maintain_order="left")
-    failed = _fail(mismatched, "patient_mismatch", "patient_key",
+    failed = quarantine.mark(mismatched, "patient_mismatch", "patient_key",
                    pl.concat_str([pl.lit("patient "), pl.col("patient_key"), pl.lit(" differs from referral "),
                                   pl.col("referral_key"), pl.lit("'s patient "), pl.col("__ref_patient")]))
     return Split(passed, failed.drop("__ref_patient"))

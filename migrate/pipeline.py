@@ -132,7 +132,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
         fhir = emit(identified.result.patients, identified.merges, tables, decided.lazy(), rules.cohorts,
-                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), options, out)
+                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out)
         progress.finish("fhir")
 
     progress.start("write", total=None)

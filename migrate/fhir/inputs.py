@@ -179,7 +179,7 @@ def _priorities(derived: pl.LazyFrame | None) -> pl.LazyFrame:
 def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
     """One sharing state per survivor: the latest entry over the merged records wins.
 
-    Ties and gaps lean towards blocking, as in ``migrate.features``: an undated dissent is
+    Ties and gaps lean towards blocking, as in ``migrate.rules.features``: an undated dissent is
     the latest entry, an undated consent the earliest, and a dissent wins a same-day tie.
     """
     blocked = pl.col("blocked").fill_null(False)

@@ -38,20 +38,18 @@ from migrate.rules.model import RulePack
 
 DEFAULT_BUNDLE_SIZE = 500  # patients per bundle when a run recorded none
 
-# Flags that raise a referral's priority in the FHIR output: the ServiceRequest carries the
-# raised priority, the assigned one in a note, and the rule's evidence as the reason.
-PRIORITY_RAISED_BY: dict[str, str] = {"UNDER_PRIORITISED": "urgent"}
-
-
-def derived_priority(exceptions: pl.DataFrame) -> pl.DataFrame:
-    """referral_key, priority, reason for each referral a flag raises (``PRIORITY_RAISED_BY``)."""
-    raised = exceptions.filter((pl.col("subject_type") == "referral")
-                               & pl.col("flag_code").is_in(list(PRIORITY_RAISED_BY)))
+def derived_priority(exceptions: pl.DataFrame, pack: RulePack) -> pl.DataFrame:
+    """referral_key, priority, reason for each referral raised by a flag rule with a
+    ``priority:`` outcome (the pack's rules, never a list in code): the ServiceRequest
+    carries the raised priority, the assigned one in a note, the rule's evidence as the
+    reason. Several raising one referral: the FHIR stage keeps the highest."""
+    raises = pack.raised_priorities()
+    raised = exceptions.filter((pl.col("subject_type") == "referral") & pl.col("rule_id").is_in(list(raises)))
     return raised.select(
         pl.col("subject_key").alias("referral_key"),
-        pl.col("flag_code").replace_strict(PRIORITY_RAISED_BY, return_dtype=pl.String).alias("priority"),
+        pl.col("rule_id").replace_strict(raises, return_dtype=pl.String).alias("priority"),
         pl.format("{} (rule {}): {}", "flag_code", "rule_id", "evidence").alias("reason"),
-    ).unique("referral_key", keep="first", maintain_order=True)
+    )
 
 
 def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tuple[str, str]], bundle_size: int,
@@ -65,7 +63,7 @@ def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tup
 
 def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
          cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
-         options: FhirOptions, out_dir: Path) -> FhirResult:
+         pack: RulePack, options: FhirOptions, out_dir: Path) -> FhirResult:
     """Write ``out_dir/fhir`` for a run.
 
     ``patients``: identity's patients (canonical columns, survivors with their
@@ -73,14 +71,14 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
     ``at_target_id``); ``merges``: the run's merge map (patient_key -> survivor_key);
     ``tables``: canonical referrals, contacts and codes as read (re-pointed here);
     ``decided``: every canonical row's disposition (``dispositions.decide``); ``sharing``:
-    the survivors' sharing state.
+    the survivors' sharing state; ``pack``: the run's rule pack (its ``priority:`` outcomes).
     """
     view = people(patients, tables, merges)
     survivors = patients.drop("survivor_key", strict=False).join(merges, on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     frames = carried(survivors.lazy(), {t: view[t] for t in CHILD_TABLES}, decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options, out_dir,
-                      derived_priority=derived_priority(exceptions).lazy())
+                      derived_priority=derived_priority(exceptions, pack).lazy())
 
 
 def reemit_fhir(run_dir: Path, bundle_size: int | None = None) -> FhirResult:
@@ -130,7 +128,7 @@ def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     shutil.rmtree(run.path / "fhir", ignore_errors=True)
     return emit(patients, merges, tables, decided, run.scan("cohorts.parquet").collect(),
                 recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(),
-                sharing.lazy(), options, run.path)
+                sharing.lazy(), pack, options, run.path)
 
 
 def _reseal(run: RunFolder, result: FhirResult, bundle_size: int) -> None:

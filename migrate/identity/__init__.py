@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from migrate.flags import EXCEPTIONS_SCHEMA
+from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
 from migrate.identity.blocking import candidate_pairs
 from migrate.identity.compare import compare, vocabulary

@@ -6,8 +6,10 @@
 
 Modules: ``model`` (the frozen pack objects), ``pack`` (read, merge, validate), ``build``
 (per-rule checks and compilation), ``compile`` (SQL, placeholders, evidence text),
-``engine`` (evaluation), ``explain`` (text for ``handover rules``). The stage functions
-live beside the other stages: ``migrate.features``, ``migrate.cohorts``, ``migrate.flags``.
+``engine`` (evaluation), ``explain`` (text for ``handover rules``); the stage functions
+``features`` (per-referral and per-patient features), ``cohorts`` (derived rules, cohorts,
+roll-ups) and ``flags`` (exceptions); ``stage`` (``classify``: the rules stage of a batch,
+and the sharing state dispositions and FHIR read).
 """
 
 from __future__ import annotations

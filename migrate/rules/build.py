@@ -21,8 +21,8 @@ from typing import Any, cast
 import polars as pl
 
 from migrate import canonical
-from migrate.cohorts import PATIENT_ROLLUPS, REQUIRED_DERIVED, any_column
-from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES, TEXT_COLUMNS
+from migrate.rules.cohorts import PATIENT_ROLLUPS, REQUIRED_DERIVED, any_column
+from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES
 from migrate.rules.compile import (
     Scope,
     check_expr,
@@ -36,7 +36,9 @@ from migrate.rules.compile import (
 from migrate.rules.model import LEVELS, Case, Codelist, Level, Rule, Threshold
 
 RULE_KEYS = ("id", "title", "description", "applies_to", "condition", "value", "cases", "derive", "flag",
-             "severity", "action", "evidence")
+             "severity", "action", "evidence", "priority")
+# What a flag rule's ``priority:`` may raise a referral to (canonical.PRIORITY above routine).
+RAISED_PRIORITIES = ("urgent", "two_week_wait")
 CASE_KEYS = ("value", "condition", "reason")
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 _FLAG = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -144,8 +146,12 @@ def _structure(raw: Any, src: str, index: int, thresholds: Mapping[str, Threshol
             sql = _sql(text, thresholds, codelists, draft, uses, found)
             draft.rule = replace(draft.rule, condition=" ".join(text.split()), sql=sql, value_form=forms[0] == "value")
     if flag is not None:
+        priority = raw.get("priority")
         draft.rule = replace(draft.rule, severity=raw.get("severity"), action=_text(raw.get("action")),
-                             evidence=tuple(str(e) for e in raw.get("evidence") or ()))
+                             evidence=tuple(str(e) for e in raw.get("evidence") or ()),
+                             priority=priority if isinstance(priority, str) else None)
+    elif "priority" in raw:
+        found.append("priority: is an outcome of a flag rule (the referral it flags is raised); remove it here")
     draft.rule = replace(draft.rule, uses=tuple(dict.fromkeys(uses)))
     problems += [f"{where}: {p}" for p in found]
     draft.ok = not found
@@ -164,6 +170,12 @@ def _flag_keys(raw: dict[str, Any], forms: list[str]) -> list[str]:
                      + f"; use one of {', '.join(canonical.SEVERITIES)}")
     if not _text(raw.get("action")):
         found.append("missing key 'action'; say what the reviewer should do")
+    if "priority" in raw:
+        if raw["priority"] not in RAISED_PRIORITIES:
+            found.append(f"priority {raw['priority']!r} is unknown; a flag raises a referral to one of "
+                         f"{', '.join(RAISED_PRIORITIES)}")
+        if raw.get("applies_to") != "referral":
+            found.append("priority: raises a referral's priority: give it on a rule with applies_to: referral")
     evidence = raw.get("evidence")
     if not isinstance(evidence, list) or not evidence or not all(isinstance(e, str) for e in evidence):
         found.append("missing key 'evidence'; list the columns a reviewer needs to see, e.g. [body_site, assigned_priority]")

@@ -19,7 +19,8 @@ from datetime import date
 
 import polars as pl
 
-from migrate import canonical, cohorts, features, flags
+from migrate import canonical
+from migrate.rules import cohorts, features, flags
 from migrate.rules.model import Level, RulePack
 
 REQUIRED_TABLES = ("patients", "referrals")

@@ -13,19 +13,20 @@ import difflib
 from typing import Any
 
 from migrate import canonical
-from migrate.cohorts import PATIENT_ROLLUPS
+from migrate.rules.cohorts import PATIENT_ROLLUPS
 from migrate.errors import ConfigError
-from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES, Feature
+from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES, Feature
 from migrate.rules.model import LEVELS, Level, Rule, RulePack
 
 _WHO = {"referral": "each referral", "patient": "each patient"}
 
 
 def list_rules(pack: RulePack) -> list[dict[str, Any]]:
-    """One row per rule in pack order: id, kind (flag/derived), flag, derive, severity, applies_to, title."""
+    """One row per rule in pack order: id, kind (flag/derived), flag, derive, severity, applies_to,
+    title, priority (what a flag rule raises the referral's priority to, or None)."""
     return [
         {"id": r.id, "kind": r.kind, "flag": r.flag, "derive": r.derive, "severity": r.severity,
-         "applies_to": r.applies_to, "title": r.title}
+         "applies_to": r.applies_to, "title": r.title, "priority": r.priority}
         for r in pack.rules
     ]
 
@@ -88,6 +89,9 @@ def _explain_rule(pack: RulePack, rule: Rule) -> str:
     if rule.flag:
         lines.append(f"  Evidence shown: {', '.join(rule.evidence)}")
         lines.append(f"  Action: {rule.action}")
+        if rule.priority:
+            lines.append(f"  Priority: raised to {rule.priority} in the FHIR output (ServiceRequest.priority; "
+                         "the assigned priority kept in a note, this rule and its evidence as the reason)")
     return "\n".join(lines)
 
 

@@ -10,7 +10,9 @@ A rule either *derives* a column (``derive``) or *raises a flag* (``flag``):
 - derived, cases form: the value of the first case whose condition holds, with a readable
   ``<column>_reason`` beside it (this is how ``cohort`` and ``cohort_reason`` are made);
 - flag: one exceptions row per subject where the condition holds, with severity, action
-  and evidence text built from the named columns.
+  and evidence text built from the named columns. A referral flag rule may also have a
+  ``priority:`` outcome (urgent or two_week_wait): where it raises its flag, the referral's
+  priority in the FHIR output is raised to that (the assigned one kept beside it).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Rule:
     action: str | None = None
     evidence: tuple[str, ...] = ()
     evidence_expr: pl.Expr | None = None
+    priority: str | None = None  # flag rules: the priority the referral is raised to
     description: str | None = None
     uses: tuple[str, ...] = ()  # placeholders used, e.g. "codelists.red_flag_codes"
     columns: tuple[str, ...] = ()  # columns the rule reads
@@ -137,6 +140,10 @@ class RulePack:
     def derived(self, level: Level) -> tuple[Rule, ...]:
         """Derived rules of ``level`` in evaluation (file) order."""
         return tuple(r for r in self.rules if r.kind == "derived" and r.applies_to == level)
+
+    def raised_priorities(self) -> dict[str, str]:
+        """rule id -> priority, for every flag rule with a ``priority:`` outcome."""
+        return {r.id: r.priority for r in self.rules if r.flag is not None and r.priority is not None}
 
     def flag_rules(self, level: Level | None = None) -> tuple[Rule, ...]:
         """Flag rules, of one level or all."""

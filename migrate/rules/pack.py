@@ -5,7 +5,7 @@
 ids, unknown severities, unknown placeholders, SQL that does not parse, unknown columns,
 type errors, evidence that would show patient-identifying data — each naming the file,
 the rule id and what to do. No data is read: columns are checked against the canonical
-schema plus the feature columns of ``migrate.features`` and ``migrate.cohorts``.
+schema plus the feature columns of ``migrate.rules.features`` and ``migrate.rules.cohorts``.
 
 A site pack can change a few things and inherit the rest::
 
@@ -28,8 +28,7 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError
-from migrate.features import CODED_CODELISTS, EXCLUSIVE_TEXT_CODELISTS, FLAT_CODELISTS, OPTIONAL_CODELISTS
-from migrate.matching import code_labels, text_keys
+from migrate.rules.features import CODED_CODELISTS, FLAT_CODELISTS
 from migrate.rules.build import compile_rules
 from migrate.rules.compile import suggest
 from migrate.rules.model import Codelist, RulePack, Threshold

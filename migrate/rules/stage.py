@@ -15,8 +15,8 @@ from datetime import date
 
 import polars as pl
 
-from migrate.features import patient_features
-from migrate.flags import combine_exceptions
+from migrate.rules.features import patient_features
+from migrate.rules.flags import combine_exceptions
 from migrate.rules.engine import evaluate
 from migrate.rules.model import RulePack
 

@@ -68,7 +68,7 @@ def test_golden_blocked_patients(fx: ModuleType, golden_case: Any, golden_built:
 
 
 def test_sharing_adapter_matches_the_rules_features(golden_case: Any) -> None:
-    from migrate.features import patient_features
+    from migrate.rules.features import patient_features
     from migrate.rules import load_pack
 
     cutover = date(2022, 10, 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from migrate.flags import EXCEPTIONS_SCHEMA
+from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import (
     DUPLICATES_SCHEMA,
     IdentityResult,

@@ -16,7 +16,7 @@ def test_list_rules_names_kind_severity_and_title() -> None:
     assert by_id["under-prioritised"] == {
         "id": "under-prioritised", "kind": "flag", "flag": "UNDER_PRIORITISED", "derive": None,
         "severity": "critical", "applies_to": "referral",
-        "title": "Open referral with red-flag indicators on a routine list",
+        "title": "Open referral with red-flag indicators on a routine list", "priority": "urgent",
     }
     assert by_id["cohort"]["kind"] == "derived" and by_id["cohort"]["severity"] is None
     assert [r["id"] for r in rows] == [r.id for r in load_pack(None).rules]

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from migrate import canonical
-from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES, patient_features, referral_features
+from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES, patient_features, referral_features
 
 
 def _referral(rc: ModuleType, referrals: list[dict[str, Any]], contacts: list[dict[str, Any]] = ()  # type: ignore[assignment]

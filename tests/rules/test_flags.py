@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from migrate import canonical
-from migrate.flags import EXCEPTIONS_SCHEMA, SORT_KEYS, combine_exceptions, exception_rows
+from migrate.rules.flags import EXCEPTIONS_SCHEMA, SORT_KEYS, combine_exceptions, exception_rows
 from migrate.rules import load_pack
 
 T = date(2022, 10, 1)

@@ -1,6 +1,6 @@
 """Cohorts: per referral (from the pack's ``cohort`` rule) and per patient (the most active).
 
-Inputs: the referral features frame (``migrate.features.referral_features``), the patient
+Inputs: the referral features frame (``migrate.rules.features.referral_features``), the patient
 features frame and the compiled pack. Outputs (LazyFrames, sorted by key):
 
 - ``cohorts_table``: referral_key, patient_key, cohort, cohort_reason, transfer_list,
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from migrate import canonical
-from migrate.features import Feature
+from migrate.rules.features import Feature
 
 if TYPE_CHECKING:
     from migrate.rules.model import Rule, RulePack

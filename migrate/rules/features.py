@@ -8,7 +8,7 @@ reason phrases, sharing codes) and the cut-over date T. Outputs are two LazyFram
   columns of ``REFERRAL_FEATURES``;
 - ``patient_features``: one row per patient — every canonical patient column plus the
   sharing columns of ``PATIENT_FEATURES`` (the referral-derived patient columns are added
-  by ``migrate.cohorts``).
+  by ``migrate.rules.cohorts``).
 
 Contacts are aggregated with one ``group_by`` and codes with one join and one ``group_by``;
 both are joined back on keys, so the cost is linear in the rows and no Python runs per

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -26,7 +26,15 @@ from migrate.errors import HandoverError
 from migrate.progress import NULL_PROGRESS
 from migrate.progress import Progress as EngineProgress
 
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from migrate.pipeline import RunResult
+    from migrate.rules import RulePack
+
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 SEED_CUTOVER = date(2022, 10, 1)
 
 out = Console(width=100)
@@ -39,7 +47,7 @@ class RichProgress(EngineProgress):
     def __init__(self) -> None:
         self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True)
-        self._tasks: dict[str, Any] = {}
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichProgress:
         self._bars.start()
@@ -65,16 +73,17 @@ def _progress(quiet: bool) -> RichProgress | None:
     return RichProgress() if not quiet and err.is_terminal else None
 
 
-def _guard(fn: F) -> F:
-    """Turn engine errors into their exit codes with a readable message on stderr."""
+def _guard(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn engine errors into their exit codes with a readable message on stderr: the one
+    place an exit code is chosen (from the error's class)."""
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except HandoverError as exc:
             err.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def output_options(fn: F) -> F:
@@ -93,7 +102,7 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
         raise click.BadParameter(f"'{value}' is not a date in YYYY-MM-DD form") from None
 
 
-def _finish(result: Any, quiet: bool, as_json: bool) -> None:
+def _finish(result: RunResult, quiet: bool, as_json: bool) -> None:
     """Print a run's summary (the one the reports wrote) and fail with exit 1 if it failed."""
     from migrate.reports import summary_renderables
 
@@ -146,7 +155,7 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
-         declared: Path | None = None, inactive_patients: str = "exclude") -> Any:
+         declared: Path | None = None, inactive_patients: str = "exclude") -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
@@ -569,7 +578,7 @@ def rules() -> None:
     """Read the rule pack: what each rule checks, in words a clinical lead can read."""
 
 
-def _pack(path: Path | None) -> Any:
+def _pack(path: Path | None) -> RulePack:
     from migrate.config import resolve_rules_path
     from migrate.rules import load_pack
 

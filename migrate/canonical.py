@@ -17,6 +17,7 @@ the offset back (``migrate.fhir.template.datetime_local``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -221,6 +222,11 @@ LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "fhir_id": pl.String(),
     "reason": pl.String(),  # why the row has its disposition; null for migrated
 }
+
+
+def typed(schema: Mapping[str, pl.DataType]) -> list[pl.Expr]:
+    """Select expressions giving a frame exactly ``schema``: its columns, in order, cast."""
+    return [pl.col(name).cast(dtype) for name, dtype in schema.items()]
 
 
 def empty(table: str) -> pl.DataFrame:

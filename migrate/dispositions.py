@@ -37,6 +37,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from migrate.canonical import typed
+
 from migrate.fhir.inputs import labelled_codes
 from migrate.fhir.options import SharingCodes
 from migrate.policies import Policy
@@ -119,7 +121,7 @@ def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_c
         (pl.col("_inactive"), "out_of_scope", inactive_why),
         (pl.col("_blocked") & withhold & (pl.col("kind") == "clinical"), "withheld", pl.lit(WITHHELD)),
     ])))
-    return pl.concat(parts, how="vertical").cast(DISPOSITIONS_SCHEMA)  # type: ignore[arg-type]
+    return pl.concat(parts, how="vertical").select(typed(DISPOSITIONS_SCHEMA))
 
 
 def carried(patients: pl.LazyFrame, children: Mapping[str, pl.LazyFrame],

@@ -43,5 +43,5 @@ def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame, fhir: pl.LazyF
     else:
         resources = fhir.select("source_file", "source_row", "fhir_type", "fhir_id")
         lineage = lineage.join(resources, on=["source_file", "source_row"], how="left")
-    return lineage.select(list(canonical.LINEAGE_SCHEMA)).cast(canonical.LINEAGE_SCHEMA).sort(  # type: ignore[arg-type]
+    return lineage.select(canonical.typed(canonical.LINEAGE_SCHEMA)).sort(
         "source_file", "source_row", "fhir_type", "fhir_id", nulls_last=False)

@@ -37,7 +37,6 @@ def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_coho
         .join(disp, on="patient_key", how="left")
         .join(flags, on="patient_key", how="left")
         .with_columns(pl.col("flag_codes").fill_null(pl.lit([], dtype=pl.List(pl.String))))
-        .select(list(PATIENTS_SCHEMA))
-        .cast(PATIENTS_SCHEMA)  # type: ignore[arg-type]
+        .select(canonical.typed(PATIENTS_SCHEMA))
         .sort("patient_key")
     )

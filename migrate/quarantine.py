@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from migrate.canonical import typed
+
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),
     "source_row": pl.Int64(),
@@ -95,4 +97,4 @@ def unhandled_events(messages: pl.LazyFrame, routed: list[str], table: str, prof
 def table(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """``quarantine.parquet``: every part, typed and in file and row order."""
     frame = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    return frame.cast(QUARANTINE_SCHEMA).sort("source_file", "source_row")  # type: ignore[arg-type]
+    return frame.select(typed(QUARANTINE_SCHEMA)).sort("source_file", "source_row")

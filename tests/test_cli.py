@@ -22,11 +22,6 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_every_command_has_help_text() -> None:
-    for name, command in cli.main.commands.items():
-        assert command.help, f"handover {name} has no help text"
-
-
 def test_run_succeeds_and_prints_the_invariant(tmp_path: Path) -> None:
     code, out, _ = invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01",
                           "--out", str(tmp_path / "run"))

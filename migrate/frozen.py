@@ -17,13 +17,13 @@ refused (exit 3) rather than silently read with the shipped files.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from migrate.errors import ConfigError, HandoverError, InputError
+from migrate.errors import ConfigError, InputError
 from migrate.manifest import sha256_file
 from migrate.outputs import write_atomic, write_text
 from migrate.summary import FrozenConfig, FrozenFile, FrozenMapping
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from migrate.reports.declared import Declaration
     from migrate.rules.model import RulePack
 
+T = TypeVar("T")
 CONFIG_DIR = "config"
 RULES = f"{CONFIG_DIR}/rules.yaml"
 IDENTITY = f"{CONFIG_DIR}/identity.yaml"
@@ -95,31 +96,30 @@ def _frozen(run_dir: Path, rel: str) -> Path:
     return path
 
 
-def _refused(run_dir: Path, rel: str, exc: HandoverError) -> InputError:
-    return InputError(f"{run_dir}: {rel} no longer loads ({exc}); the run folder was altered",
-                      exc.problems)
+def _load(run_dir: Path, rel: str, load: Callable[[Path], T]) -> T:
+    """``load`` of the run's frozen ``rel``; InputError (exit 3, one line) when it is missing
+    or no longer loads (the run folder was altered)."""
+    path = _frozen(run_dir, rel)
+    try:
+        return load(path)
+    except ConfigError as exc:
+        first = exc.problems[0] if exc.problems else str(exc)
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        raise InputError(f"{run_dir}: {rel} no longer loads, the run folder was altered: {first}{more}") from None
 
 
 def load_pack(run_dir: Path) -> RulePack:
     """The rule pack the run used (``config/rules.yaml``)."""
     from migrate.rules import load_pack as load
 
-    path = _frozen(run_dir, RULES)
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise _refused(run_dir, RULES, exc) from None
+    return _load(run_dir, RULES, load)
 
 
 def load_identity(run_dir: Path) -> IdentitySettings:
     """The identity settings the run used (``config/identity.yaml``)."""
     from migrate.identity import load_identity_settings
 
-    path = _frozen(run_dir, IDENTITY)
-    try:
-        return load_identity_settings(path)
-    except ConfigError as exc:
-        raise _refused(run_dir, IDENTITY, exc) from None
+    return _load(run_dir, IDENTITY, load_identity_settings)
 
 
 def load_declaration(run_dir: Path) -> Declaration | None:

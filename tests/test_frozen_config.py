@@ -132,6 +132,11 @@ def test_a_run_without_frozen_configuration_is_refused(site_run: Path, tmp_path:
     for command in ("fhir", "report"):
         code, _, err = invoke(command, str(copy))
         assert code == 3 and "config/rules.yaml" in err and len(err.strip().splitlines()) == 1, err
+    (copy / "config" / "rules.yaml").write_text("name: altered\nthresholds: {post_op_window_days: soon}\n")
+    for command in ("fhir", "report"):
+        code, _, err = invoke(command, str(copy))
+        assert code == 3 and "config/rules.yaml no longer loads" in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_re_emitting_a_run_with_merges_gives_the_same_bytes(tmp_path: Path) -> None:

@@ -16,11 +16,11 @@ Then rows read = Σ rows per disposition. A failure names the invariant, the fil
 first rows of each kind (``failure_lines``), so the message a user sees points at rows.
 
 How, for memory: each (file, row, disposition) triple is packed into one 64-bit integer
-(file index, row, disposition code), the integers sorted with numpy and counted from
-their neighbours; at a million patients (18 million lineage rows) this peaks at about
-0.75 GB against 2-3 GB for polars group_bys with one group per source row. Rows that
-cannot be packed (not read, unknown disposition) are the failures themselves and are
-counted apart with a filter.
+(file index, row, disposition code) in one streaming pass, the integers sorted with numpy
+and counted from their neighbours; at a million patients (16-18 million lineage rows)
+this peaks at about 0.6-0.75 GB against 2-3 GB for polars group_bys with one group per
+source row. Rows that cannot be packed (not read, unknown disposition) are the failures
+themselves: counted in that pass, and read again for their details only when there are some.
 """
 
 from __future__ import annotations
@@ -49,14 +49,21 @@ class FileCount:
     rows_read: int
 
 
-def _frame(lineage: pl.LazyFrame, limits: pl.DataFrame) -> pl.LazyFrame:
-    """Lineage as (source_file, source_row, disposition, _limit, _ok_row, _known)."""
+def _frame(lineage: pl.LazyFrame, names: list[str], limits: list[int]) -> pl.LazyFrame:
+    """Lineage as (source_file, source_row, disposition, _file, _ok_row, _known): ``_file``
+    the file's index in ``names``, whose rows read are ``limits`` (no join: a gather)."""
     frame = lineage.select(pl.col("source_file").cast(pl.String).fill_null(NO_FILE),
                            pl.col("source_row").cast(pl.Int64), pl.col("disposition").cast(pl.String))
-    row = pl.col("source_row")
-    return frame.join(limits.lazy(), on="source_file", how="left").with_columns(
-        (row.is_not_null() & (row >= 1) & (row <= pl.col("_limit").fill_null(0))).alias("_ok_row"),
+    row, index = pl.col("source_row"), pl.col("source_file").cast(pl.Enum(names)).to_physical().cast(pl.Int64)
+    limit = pl.lit(pl.Series("_limit", limits, dtype=pl.Int64)).gather(index)
+    return frame.with_columns(index.alias("_file")).with_columns(
+        (row.is_not_null() & (row >= 1) & (row <= limit)).alias("_ok_row"),
         pl.col("disposition").is_in(DISPOSITIONS).fill_null(False).alias("_known"))
+
+
+def _no_examples() -> RowsExamples:
+    return {"rows_without_disposition": [], "rows_with_several_dispositions": [], "rows_not_read": [],
+            "rows_with_unknown_disposition": []}
 
 
 def _problems(frame: pl.LazyFrame) -> tuple[dict[str, dict[str, int]], RowsExamples]:
@@ -68,8 +75,7 @@ def _problems(frame: pl.LazyFrame) -> tuple[dict[str, dict[str, int]], RowsExamp
     counts: dict[str, dict[str, int]] = {}
     for name, kind, n in bad.group_by("source_file", "kind").agg(pl.col("source_row").n_unique()).iter_rows():
         counts.setdefault(str(name), {})[str(kind)] = int(n)
-    examples: RowsExamples = {"rows_without_disposition": [], "rows_with_several_dispositions": [],
-                              "rows_not_read": [], "rows_with_unknown_disposition": []}
+    examples = _no_examples()
     for kind in ("rows_not_read", "rows_with_unknown_disposition"):
         first = bad.filter(pl.col("kind") == kind).sort("source_file", "source_row", "disposition", nulls_last=True)
         for name, row, disposition in first.head(EXAMPLES).select("source_file", "source_row", "disposition").rows():
@@ -80,20 +86,21 @@ def _problems(frame: pl.LazyFrame) -> tuple[dict[str, dict[str, int]], RowsExamp
     return counts, examples
 
 
-def _packed(frame: pl.LazyFrame, names: list[str]) -> np.ndarray:
-    """Sorted distinct packed triples (file index, row, disposition code) of the readable rows."""
-    packed = frame.filter(pl.col("_ok_row") & pl.col("_known")).select(
-        (pl.col("source_file").cast(pl.Enum(names)).to_physical().cast(pl.Int64) * (_ROWS * _CODES)
-         + pl.col("source_row") * _CODES
-         + pl.col("disposition").cast(pl.Enum(DISPOSITIONS)).to_physical().cast(pl.Int64)).alias("k")
-    ).collect(engine="streaming").to_series().to_numpy()
-    keys = np.sort(packed)
-    del packed
+def _packed(frame: pl.LazyFrame) -> tuple[np.ndarray, int]:
+    """(sorted distinct packed triples (file index, row, disposition code) of the readable
+    rows, how many lineage rows could not be packed), in one pass over lineage."""
+    ok = pl.col("_ok_row") & pl.col("_known")
+    key = (pl.col("_file") * (_ROWS * _CODES) + pl.col("source_row") * _CODES
+           + pl.col("disposition").cast(pl.Enum(DISPOSITIONS), strict=False).to_physical().cast(pl.Int64))
+    column = frame.select(pl.when(ok).then(key).alias("k")).collect(engine="streaming").to_series()
+    unpacked = column.null_count()
+    keys = np.sort(column.drop_nulls().to_numpy())
+    del column
     if len(keys) == 0:
-        return keys
+        return keys, unpacked
     distinct = np.ones(len(keys), dtype=bool)
     distinct[1:] = keys[1:] != keys[:-1]
-    return keys[distinct]
+    return keys[distinct], unpacked
 
 
 def rows_invariant(lineage: pl.LazyFrame, files: Iterable[FileCount]) -> RowsInvariant:
@@ -103,11 +110,10 @@ def rows_invariant(lineage: pl.LazyFrame, files: Iterable[FileCount]) -> RowsInv
     found = lineage.select(pl.col("source_file").cast(pl.String).fill_null(NO_FILE).unique()).collect(
         engine="streaming").to_series().to_list()
     names = sorted(set(read) | {str(n) for n in found})
-    limits = pl.DataFrame({"source_file": names, "_limit": [read[n].rows_read if n in read else 0 for n in names]},
-                          schema={"source_file": pl.String, "_limit": pl.Int64})
-    frame = _frame(lineage, limits)
-    problems, examples = _problems(frame)
-    triples = _packed(frame, names)
+    frame = _frame(lineage, names, [read[n].rows_read if n in read else 0 for n in names])
+    triples, unpacked = _packed(frame)
+    # Rows that could not be packed are failures; read again only when there are some.
+    problems, examples = _problems(frame) if unpacked else ({}, _no_examples())
 
     n_files = len(names)
     file_of = triples // (_ROWS * _CODES)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from migrate import __version__
-from migrate.errors import HandoverError
+from migrate.errors import HandoverError, ReconciliationError
 from migrate.progress import NULL_PROGRESS
 from migrate.progress import Progress as EngineProgress
 
@@ -155,13 +155,15 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
-         declared: Path | None = None, inactive_patients: str = "exclude") -> RunResult:
+         declared: Path | None = None, inactive_patients: str = "exclude",
+         target_mapping: str | None = None) -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
-                            previous=previous, declared=declared, inactive_patients=inactive_patients)
+                            previous=previous, declared=declared, inactive_patients=inactive_patients,
+                            target_mapping_profile=target_mapping)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -203,11 +205,11 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        inactive_patients: str, target_index: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
-        previous: Path | None, quiet: bool, as_json: bool) -> None:
+        inactive_patients: str, target_index: Path | None, target_mapping: str | None, emit_fhir: bool,
+        bundle_size: int, declared: Path | None, previous: Path | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared, inactive_patients), quiet, as_json)
+                 bundle_size, previous, declared, inactive_patients, target_mapping), quiet, as_json)
 
 
 @main.command()
@@ -310,13 +312,14 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
             table.add_row(f["field"], f["resource"], f"{f['compared']:,}", f"{f['mismatches']:,}", style=style)
         out.print(table)
     if result["holds"] is False:
+        lines = []
         for f in result["fields"]:
             if f["mismatches"]:
                 first = f["examples"][0] if f["examples"] else {}
                 where = f" (e.g. {first.get('file')} row {first.get('row')})" if first else ""
-                err.print(f"error: field {f['field']} ({f['resource']}.{f['element']}): {f['mismatches']:,} "
-                          f"records differ{where}", markup=False, highlight=False)
-        sys.exit(1)
+                lines.append(f"field {f['field']} ({f['resource']}.{f['element']}): {f['mismatches']:,} "
+                             f"records differ{where}")
+        raise ReconciliationError(f"round trip failed for {run_dir}: the FHIR differs from the source", lines)
 
 
 @main.command()
@@ -370,11 +373,9 @@ def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: in
                   f"sent, {result.resources_failed:,} failed; {summary['resources_per_second']:,} resources/s",
                   highlight=False)
     if not result.ok:
-        for f in result.failures[:10]:
-            err.print(f"error: {f['bundle']}: {f['error']} after {f['attempts']} attempt(s)", markup=False,
-                      highlight=False)
-        err.print("error: load incomplete; run the same command again to resume", markup=False)
-        sys.exit(1)
+        raise ReconciliationError("load incomplete; run the same command again to resume",
+                                  [f"{f['bundle']}: {f['error']} after {f['attempts']} attempt(s)"
+                                   for f in result.failures[:10]])
 
 
 @main.command("reconcile-target")
@@ -408,8 +409,7 @@ def reconcile_target(run_dir: Path, fhir_base: str | None, export_dir: Path | No
             for r in p["extra"]:
                 out.print(f"  {who}: extra {r['type']}/{r['id']}", highlight=False)
     if not result["holds"]:
-        err.print("error: the target does not hold what the run sent (reports/target.json)", markup=False)
-        sys.exit(1)
+        raise ReconciliationError("the target does not hold what the run sent (reports/target.json)")
 
 
 @main.command()
@@ -471,13 +471,19 @@ def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[
 def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: bool, as_json: bool) -> None:
     """Dry-run a mapping profile against an extract and list every problem; writes nothing.
 
-    Exit 2 naming every file that lacks columns the profile reads; row-level problems
-    (which a run would quarantine) are listed with counts and examples and exit 0.
+    Exit 2 naming every problem of the profiles and the rule pack, and every file that
+    lacks columns a profile reads; row-level problems (which a run would quarantine) are
+    listed with counts and examples, and the vocabulary with the codelist each value
+    matched, and exit 0.
     """
     from migrate.check import check_extract
-    from migrate.config import load_profiles
+    from migrate.config import Problems, load_profiles
 
-    report = check_extract(input_dir, list(load_profiles(mapping)))
+    found = Problems()  # every problem of every profile and of the pack, at once
+    profiles = load_profiles(mapping, found)
+    pack = found.attempt(lambda: _pack(rules))
+    found.raise_any()
+    report = check_extract(input_dir, list(profiles), pack)
     if as_json:
         click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -488,6 +494,7 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
             examples = ", ".join(f"'{v}'" for v in p["example_values"]) or "rows " + ", ".join(map(str, p["example_rows"]))
             table.add_row(p["source_file"], p["field"] or "(record)", p["reason_code"], f"{p['rows']:,}", examples)
         out.print(table)
+        render_vocabulary(report.vocabulary, report.hints, out, report.codelists)
     report.raise_on_failure()
 
 
@@ -615,7 +622,7 @@ def rules_hazards(pack_path: Path | None, as_json: bool) -> None:
     """The clinical-safety hazard log of the pack; exit 2 naming every flag or rule no hazard covers."""
     from migrate.errors import ConfigError
     from migrate.hazards import coverage, hazards_path, load_hazards, run_view
-    from migrate.pipeline import resolve_rules_path
+    from migrate.config import resolve_rules_path
 
     path = resolve_rules_path(pack_path)
     log = load_hazards(hazards_path(path))

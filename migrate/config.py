@@ -16,8 +16,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import polars as pl
+
 from migrate import __version__, policies, summary
-from migrate.errors import ConfigError, InputError
+from migrate.errors import ConfigError, HandoverError, InputError, ProfileError
 from migrate.policies import InactivePatients, Policy, SharingPolicy
 from migrate.identity import IdentitySettings, load_identity_settings
 from migrate.manifest import run_id, sha256_file
@@ -38,6 +40,7 @@ class Problems:
     def __init__(self) -> None:
         self.config: list[str] = []
         self.inputs: list[str] = []
+        self.errors: list[HandoverError] = []
 
     def attempt(self, load: Callable[[], T]) -> T | None:
         """``load()``, or None with its problems recorded (each names its file)."""
@@ -45,13 +48,18 @@ class Problems:
             return load()
         except InputError as exc:
             self.inputs += exc.problems or [str(exc)]
+            self.errors.append(exc)
         except ConfigError as exc:
             self.config += exc.problems or [str(exc)]
+            self.errors.append(exc)
         return None
 
     def raise_any(self) -> None:
-        """ConfigError listing every problem (inputs' too), else InputError, else nothing."""
+        """ConfigError listing every problem (inputs' too), else InputError, else nothing.
+        When one loader failed and nothing else, its own error is raised as it was."""
         every = self.config + self.inputs
+        if len(self.errors) == 1 and len(every) == len(self.errors[0].problems or [None]):
+            raise self.errors[0]
         one = len(every) == 1  # one problem: one line
         if self.config:
             raise ConfigError(every[0]) if one else ConfigError(
@@ -75,22 +83,32 @@ def load_profiles(mapping: str | Path | Sequence[str | Path], found: Problems | 
     return profiles
 
 
-def check_target_index(path: Path) -> None:
-    """The target index exists and has the columns identity matches on (its header only)."""
-    from migrate.identity.stage import read_target_index
+def check_target_index(path: Path, profile: Profile | None) -> None:
+    """The target index exists and its header has the columns it is read by (its header
+    only): the ``target_index`` table's columns of ``profile``, or without one the
+    canonical ``local_id`` and ``nhs_number`` identity matches on."""
     from migrate.identity.target import REQUIRED
+    from migrate.mapping import missing_columns
+    from migrate.sources import InputFile, read_columns
+    from migrate.target_index import TABLE
 
     if not path.is_file():
         raise InputError(f"target index not found: {path}")
     try:
-        names = read_target_index(path).collect_schema().names()
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is an input problem, named
+        if profile is not None:
+            names = list(read_columns(InputFile(path, path.name, profile, (TABLE,))) or ())
+            absent = missing_columns(profile.tables[TABLE], tuple(names))
+        else:
+            scan = pl.scan_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.scan_csv(
+                path, infer_schema=False, encoding="utf8-lossy")
+            names = scan.collect_schema().names()
+            absent = [c for c in REQUIRED if c not in names]
+    except (OSError, pl.exceptions.PolarsError) as exc:
         raise InputError(f"target index {path}: not readable ({type(exc).__name__})") from None
-    absent = [c for c in REQUIRED if c not in names]
-    if absent:
-        raise ConfigError(f"target index {path}: lacks column(s)",
-                          [f"target index {path}: missing column {c}; columns present: {', '.join(names)}"
-                           for c in absent])
+    if absent:  # the message the target-index reader gives (migrate.target_index)
+        raise ProfileError(f"the target index does not fit {'mapping profile ' + profile.name if profile else 'handover'}",
+                           [f"{path.name} ({TABLE}): missing column(s) {', '.join(absent)}; "
+                            f"columns present: {', '.join(names) or 'none'}"])
 
 
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
@@ -134,13 +152,15 @@ class RunConfig:
     bundle_size: int = 500
     previous: Path | None = None
     declaration: Declaration | None = None
+    target_mapping: Profile | None = None  # reads the target index (None: canonical column names)
+    hazards: Path | None = None  # the clinical-safety hazard log that goes with the pack (None: the shipped one)
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
              previous: Path | None = None, declared: Path | None = None,
-             inactive_patients: str = "exclude") -> RunConfig:
+             inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -164,12 +184,19 @@ class RunConfig:
         pack = found.attempt(lambda: load_pack(pack_path))
         id_path = identity_path(pack_path)
         settings = found.attempt(lambda: load_identity_settings(id_path))
-        if target_index is not None:
-            found.attempt(lambda: check_target_index(Path(target_index)))
+        from migrate.target_index import target_mapping
+
+        target_profile = found.attempt(lambda: target_mapping(target_mapping_profile, profiles, target_index))
+        if target_index is not None and (target_mapping_profile is None or target_profile is not None):
+            found.attempt(lambda: check_target_index(Path(target_index), target_profile))
         if previous is not None:
             from migrate.reports.rundata import RunFolder
 
             found.attempt(lambda: RunFolder.open(Path(previous), check_tables=False))
+        from migrate.hazards import hazards_path, load_hazards
+
+        hazards = hazards_path(pack_path)
+        found.attempt(lambda: load_hazards(hazards))  # a broken hazard log is a configuration problem too
         declaration = None
         if declared is not None:
             from migrate.reports import load_declared
@@ -183,7 +210,8 @@ class RunConfig:
                    sharing_policy=policy, inactive_patients=inactive,
                    target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
-                   previous=None if previous is None else Path(previous), declaration=declaration)
+                   previous=None if previous is None else Path(previous), declaration=declaration,
+                   target_mapping=target_profile, hazards=hazards)
 
     @property
     def policy(self) -> Policy:
@@ -198,6 +226,7 @@ class RunConfig:
     def run_id(self, input_hashes: list[str]) -> str:
         """The deterministic run id of this configuration over these inputs."""
         target = sha256_file(self.target_index) if self.target_index else ""
+        own = [self.target_mapping.sha256] if self.target_mapping and self.target_mapping not in self.profiles else []
         return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.identity_sha256,
-                       self.cutover.isoformat(), self.sharing_policy, self.inactive_patients, target,
+                       self.cutover.isoformat(), self.sharing_policy, self.inactive_patients, target, *own,
                        *sorted(input_hashes)])

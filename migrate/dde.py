@@ -26,11 +26,12 @@ from typing import Any
 import jinja2
 
 from migrate import canonical
-from migrate.cohorts import PATIENT_ROLLUPS
-from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES
+from migrate.rules.cohorts import PATIENT_ROLLUPS
+from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES
 from migrate.fhir.options import CODE_SYSTEMS
 from migrate.outputs import write_text
 from migrate.profile import FieldSpec, Profile, TableSpec
+from migrate.quarantine import REASON_CODES
 from migrate.reports import html
 from migrate.resources import reports_dir
 from migrate.rules.explain import explain_rule, producer, rule_reads
@@ -190,7 +191,7 @@ def _logical_model(profiles: Sequence[Profile], by_field: FieldRules
             "references": [{"column": column, "table": parent, "key": key} for column, parent, key in table.parents],
         })
     return {"tables": tables, "trace": list(canonical.SOURCE_COLUMNS),
-            "quarantine_reasons": [{"code": c, "meaning": m} for c, m in canonical.REASON_CODES.items()]}
+            "quarantine_reasons": [{"code": c, "meaning": m} for c, m in REASON_CODES.items()]}
 
 
 def _pack(pack: RulePack) -> dict[str, Any]:

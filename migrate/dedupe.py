@@ -18,7 +18,7 @@ from typing import Any
 
 from migrate.config import Problems
 from migrate.errors import ConfigError
-from migrate.identity import MATCH_TYPES, dedupe, load_identity_settings
+from migrate.identity import MATCH_TYPES, dedupe, load_identity_settings, write_model
 from migrate.ingest import ingest
 from migrate.outputs import write_parquet
 from migrate.profile import load_profile

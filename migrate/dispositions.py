@@ -41,6 +41,7 @@ from migrate.canonical import typed
 
 from migrate.fhir.inputs import labelled_codes
 from migrate.fhir.options import SharingCodes
+from migrate.matching import in_codelist
 from migrate.policies import Policy
 
 INACTIVE_COHORTS = ("closed", "rejected", "pifu_expired")
@@ -110,7 +111,7 @@ def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_c
     parts.append(mark(people["referrals"]).select(*rows, pl.lit("referrals").alias("table"), "patient_key", *_pick([
         (pl.col("_inactive"), "out_of_scope", inactive_why),
     ])))
-    dummy = pl.col("slot_name").str.strip_chars().str.to_lowercase().is_in(list(codes.dummy_slot_names)).fill_null(False)
+    dummy = in_codelist(pl.col("slot_name"), codes.dummy_slot_names).fill_null(False)
     parts.append(mark(people["contacts"]).select(*rows, pl.lit("contacts").alias("table"), "patient_key", *_pick([
         (pl.col("_inactive"), "out_of_scope", inactive_why),
         (dummy, "out_of_scope", pl.lit(DUMMY_SLOT)),

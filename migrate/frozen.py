@@ -6,6 +6,7 @@ A run writes, before any data is read:
     config/rules.yaml                         the rule pack after ``extends:``: one self-contained document
     config/identity.yaml                      the identity settings, byte for byte
     config/declared.json                      the declaration (when one was given)
+    config/hazards.yaml                       the clinical-safety hazard log, byte for byte
 
 and records each with its sha256 in the manifest's ``config`` block (they are also
 outputs, so ``handover verify`` covers them). ``handover fhir``, ``report`` and ``diff``
@@ -39,6 +40,7 @@ CONFIG_DIR = "config"
 RULES = f"{CONFIG_DIR}/rules.yaml"
 IDENTITY = f"{CONFIG_DIR}/identity.yaml"
 DECLARED = f"{CONFIG_DIR}/declared.json"
+HAZARDS = f"{CONFIG_DIR}/hazards.yaml"
 
 
 def mapping_path(position: int) -> str:
@@ -59,7 +61,7 @@ def _record(out: Path, rel: str) -> FrozenFile:
 
 
 def freeze(out: Path, profiles: Sequence[Profile], pack: RulePack, identity_path: Path, identity_sha256: str,
-           declaration: Declaration | None) -> FrozenConfig:
+           declaration: Declaration | None, hazards: Path) -> FrozenConfig:
     """Write the run's configuration into ``out/config`` and return its manifest record."""
     mappings: list[FrozenMapping] = []
     for position, profile in enumerate(profiles, start=1):
@@ -71,12 +73,14 @@ def freeze(out: Path, profiles: Sequence[Profile], pack: RulePack, identity_path
     write_text(header + yaml.safe_dump(dict(pack.document), sort_keys=False, allow_unicode=True, width=100),
                out / RULES)
     _copy(identity_path, identity_sha256, out / IDENTITY, "identity settings")
+    data = hazards.read_bytes()
+    write_atomic(out / HAZARDS, lambda tmp: tmp.write_bytes(data))
     declared = None
     if declaration is not None:
         write_declaration(out, declaration)
         declared = _record(out, DECLARED)
     return {"mappings": mappings, "rules": _record(out, RULES), "identity": _record(out, IDENTITY),
-            "declared": declared}
+            "declared": declared, "hazards": _record(out, HAZARDS)}
 
 
 def write_declaration(out: Path, declaration: Declaration) -> Path:

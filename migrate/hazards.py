@@ -24,6 +24,7 @@ from typing import Any
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError
+from migrate.quarantine import REASON_CODES
 from migrate.rules.model import RulePack
 from migrate.yamltext import load_yaml, whole_number
 
@@ -223,7 +224,7 @@ def required(pack: RulePack) -> dict[str, tuple[str, ...]]:
         "flags": tuple(flags),
         "rules": tuple(r.id for r in pack.rules),
         "dispositions": tuple(d for d in canonical.DISPOSITIONS if d != "migrated"),
-        "quarantine_reasons": tuple(canonical.REASON_CODES),
+        "quarantine_reasons": tuple(REASON_CODES),
         "behaviours": tuple(BEHAVIOURS),
     }
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from migrate import canonical, integrity, quarantine
+from migrate import canonical, integrity, quarantine, updates
 from migrate.errors import ProfileError
 from migrate.manifest import sha256_file
 from migrate.mapping import CompiledTable, apply_mapping, compile_table, explain_failures, missing_columns
@@ -171,14 +171,13 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
         details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
                                    compiled).collect()
         failing = failing.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
-        mapped.quarantine.append(quarantine.from_mapping(failing, table))
         key = canonical.TABLES[table].key
         if key is not None:
             mapped.failed_keys.setdefault(table, []).append(failing[key])
             # kept until its table is applied: a rejected update names the state that stands
             mapped.invalid.setdefault(table, []).append(failing)
         else:
-            mapped.quarantine.append(_quarantine_rows(failing, table))
+            mapped.quarantine.append(quarantine.from_mapping(failing, table))
     mapped.frames.setdefault(table, []).append((spec, frame))
 
 
@@ -203,7 +202,36 @@ def _read_hl7(mapped: _Mapped, f: InputFile, work_dir: Path) -> Hl7Read:
     paths = sorted({c for t in f.tables for c in f.spec(t).source_columns})
     result = read_hl7(f.path, f.name, paths, work_dir)
     mapped.quarantine.append(quarantine.from_reader(result.rejected, f.label))
-    messages = result.messages
+    return result
+
+
+def _deliveries(mapped: _Mapped, reads: dict[str, tuple[InputFile, Hl7Read]]) -> pl.DataFrame:
+    """Re-delivered messages (``merged``, in ``mapped.superseded``) and messages reusing a
+    control id (quarantined): the rows of both, not to be routed."""
+    from migrate.sources.hl7_delivery import HEADER_COLUMNS, repeated_deliveries
+
+    headers = pl.concat([r.messages.select(HEADER_COLUMNS).collect() for _, r in reads.values()])
+    again, conflicting = repeated_deliveries(headers)
+    labels = pl.DataFrame({"source_file": list(reads), "table": [f.label for f, _ in reads.values()]})
+    mapped.superseded.append(again.join(labels, on="source_file", how="left").select(
+        "source_file", "source_row", "table", pl.lit(None, dtype=pl.String).alias("patient_key")))
+    mapped.repeated_deliveries += again.height
+    sender = pl.concat_str([pl.col("sending_app").fill_null(""), pl.col("sending_facility").fill_null("")],
+                           separator="/")
+    mapped.quarantine.append(conflicting.join(labels, on="source_file", how="left").select(
+        "source_file", "source_row", "table", pl.lit("duplicate_control_id").alias("reason_code"),
+        pl.lit(None, dtype=pl.String).alias("field"),
+        pl.format("{} message {}: control id {} from {} was already used by {} message {} for a different message "
+                  "(that one applies; this one is held for review)", "source_file", "source_row", "control_id",
+                  sender, "first_file", "first_row").alias("message"),
+        pl.struct(pl.col("sending_app").alias("MSH-3"), pl.col("sending_facility").alias("MSH-4"),
+                  pl.concat_str(["message_type", "event"], separator="^").alias("MSH-9"),
+                  pl.col("control_id").alias("MSH-10")).struct.json_encode().alias("raw")))
+    return pl.concat([again.select("source_file", "source_row"), conflicting.select("source_file", "source_row")])
+
+
+def _route_hl7(mapped: _Mapped, f: InputFile, rank: int, messages: pl.LazyFrame) -> None:
+    """Map each valid message of ``f`` into the tables that take its event."""
     routed: list[str] = []
     for table in f.tables:
         spec = f.spec(table)
@@ -340,7 +368,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
         sources = mapped.frames.pop(table, None)
         if not sources:
             for rows in mapped.invalid.pop(table, []):
-                mapped.quarantine.append(_quarantine_rows(rows, table))
+                mapped.quarantine.append(quarantine.from_mapping(rows, table))
             continue
         tdef = canonical.TABLES[table]
         frame, failed = _within_sources(table, sources)
@@ -352,7 +380,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
         applied = updates.apply_rows(table, frame, _checks(table, parents),
                                      pl.concat(rejected, how="diagonal_relaxed") if rejected else None)
         if applied.invalid is not None:
-            mapped.quarantine.append(_quarantine_rows(applied.invalid, table))
+            mapped.quarantine.append(quarantine.from_mapping(applied.invalid, table))
         good = applied.kept
         failed += applied.failed
         superseded.append(applied.superseded)

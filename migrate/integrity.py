@@ -115,7 +115,7 @@ def patient_links(frame: pl.DataFrame, table: str) -> Split:
     passed, failed = _split(frame, ok)
     if failed.height == 0:
         return Split(passed, failed)
-    return Split(passed, _fail(failed, "missing_required", field, pl.lit(f"{field} is blank: {what}")))
+    return Split(passed, quarantine.mark(failed, "missing_required", field, pl.lit(f"{field} is blank: {what}")))
 
 
 def deferred_required(frame: pl.DataFrame, table: str) -> Split:
@@ -135,7 +135,7 @@ def deferred_required(frame: pl.DataFrame, table: str) -> Split:
     passed, failed = _split(marked, marked["__missing"].is_null())
     if failed.height == 0:
         return Split(passed.drop("__missing"), failed.drop("__missing"))
-    failed = _fail(failed, "missing_required", "", pl.concat_str([
+    failed = quarantine.mark(failed, "missing_required", "", pl.concat_str([
         pl.col("__missing"), pl.lit(" is required but blank, and no earlier message gave it")]))
     return Split(passed.drop("__missing"), failed.with_columns(pl.col("__missing").alias("__field")).drop("__missing"))
 
@@ -192,7 +192,7 @@ def source_merges(frame: pl.DataFrame, order: list[pl.Expr]) -> Merges:
     marked = frame.with_row_index("__m").join(marks, on="__m", how="left", maintain_order="left")
     ok = marked["__why"].is_null()
     accepted = marked.filter(ok).drop("__m", "__why")
-    failed = _fail(marked.filter(~ok), "merge_conflict", "prior_patient_key", pl.col("__why")).drop("__m", "__why")
+    failed = quarantine.mark(marked.filter(~ok), "merge_conflict", "prior_patient_key", pl.col("__why")).drop("__m", "__why")
     survivors = pl.DataFrame({"patient_key": list(parent), "survivor_key": [find(k) for k in parent]},
                              schema=SURVIVORS_SCHEMA).sort("patient_key")
     return Merges(accepted, failed, survivors)

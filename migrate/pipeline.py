@@ -9,7 +9,8 @@ one only passes frames from one to the next, in this order:
     ─► dispositions (what becomes of every row)               migrate.dispositions
     ─► FHIR output (optional)                                 migrate.fhir.stage
     ─► lineage, patients, tables, invariant 1                 migrate.lineage, .patients, .runfolder, .reconcile
-    ─► manifest, then the reports (reconciliation.json, once) migrate.runfolder, migrate.reports
+    ─► manifest, round trip (FHIR read back)                   migrate.runfolder, migrate.fhir.roundtrip
+    ─► the reports (reconciliation.json, written once)        migrate.reports
 
 Configuration is validated before any data is read (``migrate.config.RunConfig.load``)
 and frozen into the run folder's ``config/`` before the extract is opened (``migrate.frozen``).
@@ -30,8 +31,11 @@ from migrate.dispositions import decide
 from migrate.errors import ReconciliationError
 from migrate.fhir.bundle import validation_failure
 from migrate.fhir.options import SharingCodes
+from migrate.fhir.roundtrip import run_roundtrip
 from migrate.fhir.stage import emit, options_for
 from migrate.frozen import freeze
+from migrate.hazards import default_hazards_path
+from migrate.identity import write_model
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
 from migrate.lineage import build_lineage
@@ -42,6 +46,7 @@ from migrate.reconcile import FileCount, rows_invariant
 from migrate.rules.stage import classify
 from migrate.runfolder import RunRecord, build_manifest, target_record, write_tables
 from migrate.sources import discover
+from migrate.target_index import read_target_index
 from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
 
 __all__ = ["RunConfig", "RunResult", "run_batch"]
@@ -82,7 +87,7 @@ def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConf
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     frozen = freeze(out, config.profiles, config.rules, config.identity_path, config.identity_sha256,
-                    config.declaration)
+                    config.declaration, config.hazards or default_hazards_path())
     work = out / ".work"
     try:
         return ingest(config.input_dir, config.profiles, work, progress, files=files,
@@ -98,7 +103,8 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
         rules={"name": pack.name, "version": pack.version, "sha256": pack.sha256,
                "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
         options={"sharing_policy": config.sharing_policy, "inactive_patients": config.inactive_patients,
-                 "target_index": target_record(config.target_index), "emit_fhir": config.emit_fhir,
+                 "target_index": target_record(config.target_index, None if config.target_mapping is None
+                                               else config.target_mapping.name), "emit_fhir": config.emit_fhir,
                  "bundle_size": config.bundle_size},
         identity_sha256=config.identity_sha256)
 
@@ -114,7 +120,9 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     tables = ingested.tables
 
     progress.start("identity", total=None)
-    identified = identify(tables, ingested.merges, config.identity_settings, config.target_index)
+    target = read_target_index(config.target_index, config.target_mapping) if config.target_index else None
+    identified = identify(tables, ingested.merges, config.identity_settings,
+                          None if target is None else target.frame.lazy())
     progress.finish("identity")
 
     progress.start("rules", total=None)
@@ -142,8 +150,10 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     written = write_tables(out, ingested.heights, {
         "quarantine.parquet": ingested.quarantine, "lineage.parquet": lineage, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
-        "duplicates.parquet": identified.result.duplicates})
+        "duplicates.parquet": identified.result.duplicates,
+        **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     del lineage
+    written.paths.append(write_model(identified.result.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),
                                [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
     inputs: list[InputRecord] = [{"path": f.name, "table": f.table, "bytes": f.bytes, "sha256": f.sha256,
@@ -152,11 +162,15 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     manifest: dict[str, Any] = dict(build_manifest(
         out, _record(config, rid), started, datetime.now(UTC), inputs, written.rows, invariant,
         ingested.quarantine.height, {"identity": identified.counts(ingested.merges.height, ingested.superseded.height),
-                                     "fhir": stats}, frozen))
+                                     "updates": ingested.update_counts(), "fhir": stats,
+                                     "target_index": None if target is None else target.summary()}, frozen,
+        identified.result.model.summary()))
     if config.previous is not None:
         manifest = record_previous(manifest, config.previous, out)
     write_json(manifest, out / "manifest.json")
     progress.finish("write")
+    if fhir is not None:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
+        run_roundtrip(out, progress)
 
     progress.start("reports", total=None)
     report = write_reports(out, config.previous, invariant=invariant)  # the declaration is in config/

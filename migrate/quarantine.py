@@ -51,6 +51,10 @@ REASON_CODES: dict[str, str] = {
     "hl7_structure": "an HL7 v2 message whose segments break its message structure (missing or misplaced)",
     "hl7_datatype": "an HL7 v2 field whose value violates its datatype (e.g. a timestamp that is not one)",
     "hl7_unhandled": "a valid HL7 v2 message of an event that no table of the profile takes",
+    "duplicate_control_id": "an HL7 v2 message whose control id (MSH-10) an earlier message from the same sending "
+                            "application and facility used, with different content",
+    "merge_conflict": "a patient merge (HL7 A40) that contradicts an earlier one: a patient into itself, a prior "
+                      "patient merged twice, or a cycle",
 }
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -70,14 +71,14 @@ class RunRecord:
     identity_sha256: str
 
 
-def target_record(path: Path | None) -> TargetIndexRecord | None:
-    """Name and sha256 of the target index, or None."""
-    return None if path is None else {"path": path.name, "sha256": sha256_file(path)}
+def target_record(path: Path | None, mapping: str | None) -> TargetIndexRecord | None:
+    """Name and sha256 of the target index and the profile that read it, or None."""
+    return None if path is None else {"path": path.name, "sha256": sha256_file(path), "mapping": mapping}
 
 
 def build_manifest(out: Path, record: RunRecord, started: datetime, finished: datetime,
                    inputs: Sequence[InputRecord], rows: Mapping[str, int], invariant: RowsInvariant,
-                   quarantined: int, stages: Stages, config: FrozenConfig) -> Manifest:
+                   quarantined: int, stages: Stages, config: FrozenConfig, identity_model: dict[str, Any]) -> Manifest:
     """The manifest of a finished batch (before reports are sealed into it)."""
     return {
         "run_id": record.run_id,
@@ -89,6 +90,7 @@ def build_manifest(out: Path, record: RunRecord, started: datetime, finished: da
         "rules": record.rules,
         "options": record.options,
         "identity_rules": {"sha256": record.identity_sha256},
+        "identity_model": identity_model,
         "inputs": sorted(inputs, key=lambda i: i["path"]),
         "outputs": describe_outputs(out, run_files(out), dict(rows)),
         "counts": {"rows_read": invariant["rows_read"], "dispositions": invariant["dispositions"],

@@ -104,10 +104,14 @@ class FhirStats(TypedDict):
 
 
 class Stages(TypedDict):
-    """Facts only the pipeline knows, recorded in the manifest for every later reader."""
+    """Facts only the pipeline knows, recorded in the manifest for every later reader:
+    identity's headline numbers, the updates ingest applied (superseded rows, rejected
+    updates, re-deliveries), the FHIR writer's statistics and the target index as read."""
 
     identity: dict[str, int]
+    updates: dict[str, Any]
     fhir: FhirStats | None
+    target_index: dict[str, Any] | None
 
 
 class RunSummary(TypedDict):
@@ -130,12 +134,18 @@ class RunSummary(TypedDict):
     cohorts: Cohorts
     flags: Flags
     identity: dict[str, int]
+    updates: dict[str, Any]
     fhir: FhirStats | None
+    target_index: dict[str, Any] | None
+    vocabulary: dict[str, list[dict[str, Any]]]
     control_totals: dict[str, Any]
     declared_vs_found: dict[str, Any]
     waits: dict[str, Any]
     delta: dict[str, Any]
     report_files: list[str]
+    roundtrip: NotRequired[dict[str, Any]]  # reports/roundtrip.json's headline, when the run has one
+    hazard_log: NotRequired[dict[str, Any]]  # the run's hazard log with its figures (set last: it reads them)
+    target: NotRequired[dict[str, Any]]  # reports/target.json (handover reconcile-target), when present
 
 
 class FileRecord(TypedDict):
@@ -153,6 +163,7 @@ class RulesRecord(TypedDict):
 class TargetIndexRecord(TypedDict):
     path: str
     sha256: str
+    mapping: str | None  # the profile whose target_index table read it; None: canonical column names
 
 
 class RunOptions(TypedDict):
@@ -194,6 +205,7 @@ class FrozenConfig(TypedDict):
     rules: FrozenFile
     identity: FrozenFile
     declared: FrozenFile | None
+    hazards: FrozenFile
 
 
 class PreviousRun(TypedDict):
@@ -214,6 +226,7 @@ class Manifest(TypedDict):
     rules: RulesRecord
     options: RunOptions
     identity_rules: dict[str, str]
+    identity_model: dict[str, Any]  # the parameters identity estimated from the extract (identity-model.json)
     inputs: list[InputRecord]
     outputs: list[dict[str, Any]]
     counts: Counts

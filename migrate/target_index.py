@@ -13,7 +13,7 @@ Without a ``target_index`` table the file must already use those column names (t
 layout ``handover synth`` writes); every column is then read as text, as before.
 
 Output: ``TargetIndex`` — the usable rows (for ``migrate.identity.match_target``), the
-quarantined ones (``canonical.QUARANTINE_SCHEMA``, table ``target_index``, written to the
+quarantined ones (``quarantine.QUARANTINE_SCHEMA``, table ``target_index``, written to the
 run folder as ``target-quarantine.parquet``) and a summary for ``reconciliation.json``.
 Every row read is either usable or quarantined.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from migrate import canonical
+from migrate import canonical, quarantine
 from migrate.errors import ConfigError, ProfileError
 from migrate.mapping import apply_mapping, compile_table, explain_failures, missing_columns
 from migrate.profile import Profile, load_profile
@@ -91,15 +91,10 @@ def read_target_index(path: Path, profile: Profile | None = None) -> TargetIndex
         failing = mapped.filter(~ok)
         details = explain_failures(result.frame.join(failing.select("source_row").lazy(), on="source_row",
                                                      how="semi"), compiled).collect()
-        rejected = result.rejected.select("source_file", "source_row", pl.lit(TABLE).alias("table"), "reason_code",
-                                          pl.lit(None, dtype=pl.String).alias("field"), "message", "raw")
-    quarantined = failing.join(details, on=["source_file", "source_row"], how="left").select(
-        "source_file", "source_row", pl.lit(TABLE).alias("table"), pl.col("__reason").alias("reason_code"),
-        pl.col("__field").alias("field"), pl.col("__message").alias("message"), pl.col("__raw").alias("raw"))
-    quarantine = pl.concat([rejected, quarantined]).cast(canonical.QUARANTINE_SCHEMA).sort(  # type: ignore[arg-type]
-        "source_file", "source_row")
+        rejected = quarantine.from_reader(result.rejected, TABLE)
+    mapped_out = quarantine.from_mapping(failing.join(details, on=["source_file", "source_row"], how="left"), TABLE)
     frame = mapped.filter(ok).select(canonical.TARGET_INDEX.field_names)
-    return TargetIndex(path.name, profile.name, frame, quarantine, result.rows_read)
+    return TargetIndex(path.name, profile.name, frame, quarantine.table([rejected, mapped_out]), result.rows_read)
 
 
 def _by_column_names(path: Path) -> TargetIndex:
@@ -108,4 +103,4 @@ def _by_column_names(path: Path) -> TargetIndex:
         frame = pl.read_parquet(path).select(pl.all().cast(pl.String))
     else:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
-    return TargetIndex(path.name, None, frame, pl.DataFrame(schema=canonical.QUARANTINE_SCHEMA), frame.height)
+    return TargetIndex(path.name, None, frame, quarantine.table([]), frame.height)

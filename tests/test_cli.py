@@ -269,3 +269,28 @@ def test_exit_codes_come_only_from_the_exception_tree() -> None:
     exits = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
              and ast.unparse(node.func) in ("sys.exit", "exit", "ctx.exit", "SystemExit")]
     assert [ast.unparse(e) for e in exits] == ["sys.exit(exc.exit_code)"]
+
+
+def test_check_with_a_site_pack_shows_unknown_values_disappear(tmp_path: Path) -> None:
+    """Iterate on a site's configuration: check, edit the pack, check again (issue #10, item 6)."""
+    shutil.copytree(CASE / "input", tmp_path / "in")
+    refs = pl.read_csv(tmp_path / "in" / "referrals.csv", infer_schema=False)
+    refs.with_columns(pl.when(pl.col("referral_id") == "R01").then(pl.lit("CES;Night-Pain"))
+                      .otherwise(pl.col("red_flags")).alias("red_flags")).write_csv(tmp_path / "in" / "referrals.csv")
+
+    def red_flags(*extra: str) -> dict[str, str | None]:
+        code, out, _ = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--json", *extra)
+        assert code == 0
+        return {v["value"]: v["codelist"] for v in json.loads(out)["vocabulary"]["red_flags"]}
+
+    assert red_flags() == {"CES": None, "Night-Pain": "red_flag_codes", "cauda_equina": "red_flag_codes"}
+    code, out, _ = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING)
+    assert code == 0 and "Vocabulary" in out and "CES" in out and "none" in out
+    site = tmp_path / "site.yaml"
+    site.write_text("extends: default\nname: site\ncodelists:\n  red_flag_codes: [cauda_equina, night_pain, CES]\n")
+    assert red_flags("--rules", str(site)) == {"CES": "red_flag_codes", "Night-Pain": "red_flag_codes",
+                                               "cauda_equina": "red_flag_codes"}
+    site.write_text("extends: default\nname: site\ncodelists:\n  red_flag_codes: [cauda_equina]\n"
+                    "  not_red_flag_codes: [cauda equina]\n")
+    code, _, err = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--rules", str(site))
+    assert code == 2 and "both list cauda_equina" in err

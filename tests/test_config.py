@@ -61,7 +61,7 @@ def test_target_index_columns_are_checked_before_reading(bad: dict[str, Path], t
                           "--cutover", "2022-10-01", "--out", str(tmp_path / "run"), "--target-index",
                           str(bad["index"]))
     assert code == 2
-    assert "missing column local_id" in err and "missing column nhs_number" in err and "id, number" in err
+    assert "index.csv (target_index): missing column(s) local_id, nhs_number; columns present: id, number" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -20,8 +20,9 @@ from migrate.pipeline import RunConfig, run_batch
 from migrate.policies import Policy
 
 CASE = Path(__file__).parent / "cases" / "worked-example"
+# Labels and slot names in matching form (migrate.matching), as SharingCodes.from_pack gives them.
 CODES = SharingCodes(dissent=frozenset({"read2:93C1"}), consent=frozenset({"read2:9Nd7"}),
-                     opt_out=frozenset({"read2:9Nu0"}), dummy_slot_names=frozenset({"do not attend"}))
+                     opt_out=frozenset({"read2:9Nu0"}), dummy_slot_names=frozenset({"do_not_attend"}))
 
 
 def _frame(table: str, rows: list[dict[str, Any]]) -> pl.LazyFrame:

@@ -4,11 +4,13 @@ Every contact given becomes an Encounter when attended (status finished) or an
 Appointment otherwise: booked → booked, did not attend → noshow, cancelled → cancelled
 with its reason. The contacts of a closed or rejected referral are the patient's history
 and are sent too; only a referral in an open cohort has an EpisodeOfCare for its
-Encounters to name. Which rows are sent at all (not e-RS dummy slots, not a patient with
-nothing active, not withheld by the sharing policy) is decided once, by
-``migrate.dispositions``, before this stage. Appointment needs an end with its start (FHIR
-app-2) and the extract has no slot length: the end is start + ``appointment_minutes``
-(option). Contact times are local wall-clock times, written with their UTC offset.
+Encounters to name, and a contact the profile allows without a referral (the patient's
+own) has neither basedOn nor episodeOfCare. Which rows are sent at all (not e-RS dummy
+slots, not a patient with nothing active, not withheld by the sharing policy) is decided
+once, by ``migrate.dispositions``, before this stage. Appointment needs an end with its
+start (FHIR app-2) and the extract has no slot length: the end is start +
+``appointment_minutes`` (option). Contact times are local wall-clock times, written with
+their UTC offset.
 
 Coded entries (the ``codes`` table) are read with the rule pack's sharing codelists:
 dissent and consent entries make one sharing Consent per patient (``provision.type``
@@ -57,7 +59,6 @@ from migrate.fhir.template import (
     when,
     with_checks,
 )
-from migrate.matching import in_codelist
 
 V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ENCOUNTER_CLASS = {"face_to_face": "AMB", "telephone": "VR", "video": "VR"}
@@ -119,8 +120,9 @@ def _encounter(ctx: Context) -> Template:
             when(pl.col("procedure").is_not_null(), obj(("text", text(pl.col("procedure"))))),
         )),
         ("subject", reference("Patient", pl.col("patient_id"))),
-        ("episodeOfCare", array(when(pl.col("open"), reference("EpisodeOfCare", pl.col("episode_id"))))),
-        ("basedOn", array(reference("ServiceRequest", pl.col("request_id")))),
+        ("episodeOfCare", array(when(pl.col("open") & pl.col("episode_id").is_not_null(),
+                                     reference("EpisodeOfCare", pl.col("episode_id"))))),
+        ("basedOn", array(_linked("ServiceRequest", "request_id"))),
         ("period", obj(("start", datetime_local(pl.col("contact_datetime"), opts.timezone)))),
         ("location", array(when(pl.col("site").is_not_null(), obj(
             ("location", obj(("display", text(pl.col("site"))))))))),

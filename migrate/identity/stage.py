@@ -1,30 +1,22 @@
 """The identity stage of a batch: ``identify`` runs identity over the canonical tables.
 
-    identify(tables, source_merges, settings, target_index=None) -> Identified
+    identify(tables, source_merges, settings, target=None) -> Identified
 
 It resolves identity (``resolve_identity``), joins identity's merges with the extract's
 own merge messages (``merges.merge_map``) and gives the rules stage its view of the data:
-one patient per person (``merges.people``). The target index, when given, is the one file
-this stage reads.
+one patient per person (``merges.people``). The target index is read before, in its own
+layout (``migrate.target_index``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from migrate.identity import IdentityResult, IdentitySettings, resolve_identity
 from migrate.identity.merges import merge_map, people
-
-
-def read_target_index(path: Path) -> pl.LazyFrame:
-    """The new provider's existing patients (CSV or Parquet), every column as text."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pl.scan_parquet(path).select(pl.all().cast(pl.String))
-    return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
 
 
 @dataclass(frozen=True)
@@ -52,15 +44,14 @@ class Identified:
 
 
 def identify(tables: Mapping[str, pl.LazyFrame], source_merges: pl.DataFrame, settings: IdentitySettings,
-             target_index: Path | None = None) -> Identified:
+             target: pl.LazyFrame | None = None) -> Identified:
     """Identity over canonical ``tables`` (patients, referrals, contacts, codes).
 
     ``source_merges`` are the extract's merge messages (``canonical.MERGES``);
-    ``target_index`` the new provider's patient index, if any. Invariant: every canonical
+    ``target`` the new provider's patient index (canonical ``TARGET_INDEX`` columns), if any. Invariant: every canonical
     row of ``tables`` is in ``people`` exactly once (merged patients' rows re-pointed,
     merged patient rows left out of ``people["patients"]``).
     """
-    target = read_target_index(target_index) if target_index is not None else None
     result = resolve_identity(tables["patients"], tables["referrals"], settings, target)
     merges = merge_map(result.merges, source_merges)
     return Identified(result, merges, people(result.patients, tables, merges))

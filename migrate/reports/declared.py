@@ -54,7 +54,7 @@ class Declaration:
     from_labels: bool = False
 
     def asdict(self) -> dict[str, Any]:
-        """Plain data, as kept in the run folder (``reports/declared.json``)."""
+        """Plain data, as kept in the run folder (``config/declared.json``)."""
         return {"format_version": FORMAT_VERSION, "source": self.source, "id_type": self.id_type,
                 "patients": self.patients, "from_labels": self.from_labels,
                 "lists": {d.name: {"count": d.count, "ids": list(d.ids) if d.ids is not None else None}

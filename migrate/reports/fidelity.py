@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.reports.rundata import RunFolder, read_json
+from migrate.summary import Verdict
 
 ROUNDTRIP = "reports/roundtrip.json"
 TARGET = "reports/target.json"
@@ -50,7 +51,7 @@ def failures(extra: dict[str, Any]) -> list[str]:
     return lines
 
 
-def with_checks(verdict: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def with_checks(verdict: Verdict, extra: dict[str, Any]) -> Verdict:
     """``verdict`` (``holds``, ``failures``) with the fidelity checks' failures added."""
     more = failures(extra)
     return {"holds": bool(verdict["holds"]) and not more, "failures": [*verdict["failures"], *more]}

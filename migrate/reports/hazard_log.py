@@ -1,7 +1,7 @@
 """The hazard log in a run's audit pack: ``reports/hazard-log.html`` and reconciliation.json ``hazard_log``.
 
-The run keeps the hazard log it was made under as ``config/hazards.yaml`` (written by
-``handover run``), so a re-render shows the same log; a run made before the log was kept
+The run keeps the hazard log it was made under as ``config/hazards.yaml`` (frozen with the
+rest of its configuration by ``handover run``, ``migrate.frozen``), so a re-render shows the same log; a run made before the log was kept
 shows the shipped one and says so. The page lists each hazard with its risk before and
 after its controls, the controls with the tests that evidence them, and how often the
 hazard's causes were found in this run (flags raised, rows quarantined, withheld, merged).
@@ -10,26 +10,17 @@ No identifiers: the page is the same in the pseudonymised pack.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from migrate.hazards import default_hazards_path, hazards_path, load_hazards, run_view
+from migrate.frozen import HAZARDS
+from migrate.hazards import default_hazards_path, load_hazards, run_view
 from migrate.reports import html
 from migrate.reports.rundata import RunFolder
 
-STORED = "config/hazards.yaml"  # the run's copy of the hazard log it was made under
+STORED = HAZARDS  # the run's copy of the hazard log it was made under, frozen with its configuration
 TEMPLATE = "hazard-log.html.j2"
 PAGE = "hazard-log.html"
-
-
-def keep_with_run(pack_path: Path | None, out: Path) -> Path:
-    """Copy the hazard log that goes with ``pack_path`` into the run folder (``STORED``)."""
-    target = out / STORED
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(hazards_path(pack_path), target)
-    return target
 
 
 def section(run: RunFolder, summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,10 @@ patients, exceptions, FHIR NDJSON when present) and writes, under ``reports/``:
   computed from the files: both invariants, control totals, declared vs found, waits and
   the delta (docs/reports.md). Written here and nowhere else;
 - ``reconciliation.html``: the same, one self-contained page for an audit panel;
-- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads;
+- ``exceptions.xlsx`` / ``exceptions.csv``: worklists for clinical leads, and with
+  ``split_by`` the same per service line in ``by-service-line/<name>/``;
+- ``hazard-log.html``: the clinical-safety hazard log with this run's figures;
+
 and, when a declared file is given, keeps it as the run's ``config/declared.json`` (so a
 re-render, ``handover report RUN``, compares against the same figures).
 
@@ -25,11 +28,11 @@ from typing import Any
 import polars as pl
 
 from migrate import frozen
-from migrate.errors import ReconciliationError
+from migrate.errors import ConfigError, ReconciliationError
 from migrate.manifest import sha256_file
 from migrate.outputs import write_json, write_text
-from migrate.summary import FhirStats, RowsInvariant, RunSummary
-from migrate.reports import html
+from migrate.reports import hazard_log, html
+from migrate.summary import RowsInvariant, RunSummary
 from migrate.reports.chain import manifest_sha256, seal_outputs
 from migrate.reports.charts import flow_svg, waits_svg
 from migrate.reports.declared import (
@@ -39,10 +42,15 @@ from migrate.reports.declared import (
     load_declared,
 )
 from migrate.reports.diff import diff_runs
+from migrate.reports.fidelity import sections as fidelity_sections
+from migrate.reports.flow import layout as flow_layout
+from migrate.reports.fidelity import with_checks
 from migrate.reports.invariants import fhir_output, verdict
-from migrate.reports.rundata import MANIFEST, RunFolder, read_json, reading
+from migrate.reports.rundata import CANONICAL_TABLES, MANIFEST, RunFolder, read_json, reading
+from migrate.reports.split import write_split
 from migrate.reports.totals import control_totals, run_counts
 from migrate.reports.waits import dummy_slot_names, waits
+from migrate.vocabulary import vocabulary
 from migrate.reports.worklist import (
     SPLIT_COLUMNS,
     Layout,
@@ -54,7 +62,7 @@ from migrate.reports.worklist_summary import RunInfo
 
 REPORT_FORMAT_VERSION = 1
 REPORT_FILES = ("reports/reconciliation.json", "reports/reconciliation.html", "reports/exceptions.xlsx",
-                "reports/exceptions.csv")
+                "reports/exceptions.csv", "reports/hazard-log.html")
 
 
 @dataclass
@@ -135,10 +143,11 @@ def _keep_declaration(run_dir: Path, declaration: Declaration) -> None:
     seal_outputs(run_dir, [path])
 
 
-def _stages(run: RunFolder) -> tuple[dict[str, int], FhirStats | None]:
-    """What the pipeline recorded that only it knew: identity's numbers, the FHIR writer's."""
-    stages = run.manifest.get("stages") or {}
-    return dict(stages.get("identity") or {}), stages.get("fhir")
+def _stages(run: RunFolder) -> dict[str, Any]:
+    """What the pipeline recorded that only it knew (identity's numbers, the updates ingest
+    applied, the FHIR writer's statistics, the target index as read): the manifest's stages."""
+    stages = run.manifest.get("stages")
+    return dict(stages) if isinstance(stages, dict) else {}
 
 
 def build(run: RunFolder, previous: Path | None = None, declaration: Declaration | None = None,
@@ -152,7 +161,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     layout = load_layout()
     fhir_counts, fhir_invariant = fhir_output(run)
     declaration = declaration or stored_declaration(run) or labels_declaration(run)
-    identity, fhir = _stages(run)
+    stages = _stages(run)
     m = run.manifest
     summary: RunSummary = {
         "report_format_version": REPORT_FORMAT_VERSION,
@@ -172,8 +181,12 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         "tables": counts["tables"],
         "cohorts": counts["cohorts"],
         "flags": counts["flags"],
-        "identity": identity,
-        "fhir": fhir,
+        "identity": dict(stages.get("identity") or {}),
+        "updates": dict(stages.get("updates") or {}),
+        "fhir": stages.get("fhir"),
+        "target_index": stages.get("target_index"),
+        # Computed here, from the canonical tables and the run's own pack: a re-render matches.
+        "vocabulary": vocabulary({t: run.canonical(t) for t in CANONICAL_TABLES}, pack),
         "control_totals": control_totals(run, counts, layout.family_of(), fhir_counts),
         "declared_vs_found": declared_vs_found(run, declaration),
         "waits": waits(run, dummy_slot_names(pack)),
@@ -181,7 +194,10 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         "report_files": list(REPORT_FILES),
     }
     checks = fidelity_sections(run)  # round trip and target, as stored in reports/
-    summary |= checks
+    if "roundtrip" in checks:
+        summary["roundtrip"] = checks["roundtrip"]
+    if "target" in checks:
+        summary["target"] = checks["target"]
     summary["invariants"] = with_checks(summary["invariants"], checks)
     summary["hazard_log"] = hazard_log.section(run, summary)
     return ReportModel(summary, build_worklist(run, layout), layout, RunInfo.of(run))
@@ -209,13 +225,14 @@ def render(model: ReportModel, folder: Path, split_by: str | None = None) -> lis
 
 
 def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | None = None,
-                  invariant: RowsInvariant | None = None) -> ReportResult:
+                  split_by: str | None = None, *, invariant: RowsInvariant | None = None) -> ReportResult:
     """Compute the reconciliation of ``run_dir`` and write every report (module docstring).
 
     ``previous`` defaults to the run the manifest chains to; ``declared`` is a declared
     YAML file (docs/reports.md), else the declaration kept by an earlier render, else the
-    extract's own list labels. Call after ``manifest.json`` is written: the report files
-    are then recorded in it. ``holds`` is False when either invariant fails.
+    extract's own list labels; ``split_by`` (one of SPLIT_COLUMNS) adds a worklist per
+    value, each team's own. Call after ``manifest.json`` is written: the report files are
+    then recorded in it. ``holds`` is False when either invariant fails.
     ``invariant``: invariant 1 when the caller (the pipeline) has just computed it here.
     """
     if split_by is not None and split_by not in SPLIT_COLUMNS:  # before any data is read
@@ -229,6 +246,6 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
             _keep_declaration(run_dir, declaration)
             run = RunFolder.open(run_dir)
         model = build(run, previous, declaration, invariant)
-        files = render(model, run_dir / "reports")
+        files = render(model, run_dir / "reports", split_by)
         seal_outputs(run_dir, files)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

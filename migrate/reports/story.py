@@ -215,10 +215,13 @@ def _fhir(run: RunFolder, keys: list[str]) -> dict[str, Any]:
     emitted = run.scan("lineage.parquet").filter(pl.col("patient_key").is_in(keys) & pl.col("fhir_id").is_not_null())
     resources = emitted.select("fhir_type", "fhir_id").unique().sort("fhir_type", "fhir_id").collect()
     out: dict[str, Any] = {"emitted": _rows(resources)}
-    for name, rel in (("withheld", "fhir/withheld.parquet"), ("not_emitted", "fhir/not-emitted.parquet")):
-        out[name] = _rows(run.scan(rel).filter(pl.col("patient_key").is_in(keys)).select(
-            "source_file", "source_row", "table", "reason").sort("source_file", "source_row").collect()) \
-            if run.has(rel) else []
+    # Rows sent no resource, and why: their disposition and its reason, in lineage.parquet.
+    lineage = run.scan("lineage.parquet")
+    has_reason = "reason" in lineage.collect_schema().names()
+    for name, disposition in (("withheld", "withheld"), ("not_emitted", "out_of_scope")):
+        rows = lineage.filter(pl.col("patient_key").is_in(keys) & (pl.col("disposition").cast(pl.String) == disposition))
+        out[name] = _rows(rows.select("source_file", "source_row", "table", "reason").unique()
+                          .sort("source_file", "source_row").collect()) if has_reason else []
     out["present"] = bool(run.fhir_ndjson())
     return out
 
@@ -241,7 +244,7 @@ def _summary(story: dict[str, Any]) -> str:
         parts.append("flags " + ", ".join(sorted({f["flag_code"] for f in story["flags"]})))
     fhir = story["fhir"]
     parts.append(f"{len(fhir['emitted'])} FHIR resource(s) emitted, {len(fhir['withheld'])} row(s) withheld, "
-                 f"{len(fhir['not_emitted'])} left out by design")
+                 f"{len(fhir['not_emitted'])} out of scope")
     return "; ".join(parts)
 
 

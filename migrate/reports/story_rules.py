@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.errors import ConfigError
+from migrate.frozen import RULES
 from migrate.reports.rundata import RunFolder
 from migrate.rules import RulePack, load_pack
 from migrate.rules.explain import producer
 
-FROZEN_PACK = "config/rules.yaml"
+FROZEN_PACK = RULES  # config/rules.yaml, frozen by the run (migrate.frozen)
 
 
 @dataclass(frozen=True)

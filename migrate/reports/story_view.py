@@ -114,7 +114,7 @@ def story_renderables(story: Mapping[str, Any]) -> list[RenderableType]:
         emitted.add_row(r["fhir_type"], r["fhir_id"])
     out.append(emitted if fhir["emitted"] else Text("FHIR resources emitted: none"
                                                     + ("" if fhir["present"] else " (the run has no FHIR output)")))
-    for name, title in (("withheld", "Withheld from FHIR"), ("not_emitted", "Left out of FHIR by design")):
+    for name, title in (("withheld", "Withheld from FHIR"), ("not_emitted", "Out of scope: no FHIR resource")):
         if fhir[name]:
             t = _table(title, "file", "row", "table", "reason")
             for r in fhir[name]:

@@ -1,7 +1,8 @@
 """The terminal summary of a run's reconciliation, as rich renderables that fit 100 columns.
 
 ``summary_renderables(summary)`` takes the summary ``write_reports`` returns (the content
-of reconciliation.json) and gives, in order: the verdict on both invariants, the
+of reconciliation.json) and gives, in order: the verdict on both invariants (and the
+round trip when the run has one), the
 invariant per input file, cohorts, flags by severity, declared vs found and the report
 files. ``cli.py`` prints them; tests render them to a fixed-width console.
 """
@@ -48,6 +49,15 @@ def verdict(summary: Mapping[str, Any]) -> Text:
         text.append(": every migrated row has a FHIR resource and every resource a source row")
     else:
         text.append(f"Invariant 2 BROKEN: {fhir['status']}", style="bold red")
+    roundtrip = summary.get("roundtrip")
+    if roundtrip and roundtrip.get("holds") is not None:
+        if roundtrip["holds"]:
+            text.append("\nRound trip holds", style="green")
+        else:
+            text.append("\nRound trip FAILS", style="bold red")
+        text.append(f": {roundtrip['fields_compared']:,} FHIR fields compared with the source, "
+                    f"{roundtrip['mismatches']:,} differ"
+                    + ("" if roundtrip["holds"] else f" ({', '.join(roundtrip.get('mismatched_fields') or [])})"))
     return text
 
 

@@ -36,8 +36,9 @@ DEFINITION = {
 
 
 def dummy_slot_names(pack: RulePack) -> tuple[str, ...]:
-    """e-RS dummy slot names of ``pack`` (the run's own, from its ``config/rules.yaml``)."""
-    return tuple(s.strip().casefold() for s in pack.codelist("dummy_slot_names"))
+    """e-RS dummy slot names of ``pack`` in matching form (the run's own pack, from its
+    ``config/rules.yaml``)."""
+    return pack.keys("dummy_slot_names")
 
 
 def _summary(days: pl.Expr) -> list[pl.Expr]:

@@ -22,7 +22,7 @@ import polars as pl
 
 from migrate import canonical
 from migrate.rules.cohorts import PATIENT_ROLLUPS, REQUIRED_DERIVED, any_column
-from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES
+from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES, TEXT_COLUMNS
 from migrate.rules.compile import (
     Scope,
     check_expr,

@@ -28,7 +28,8 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError
-from migrate.rules.features import CODED_CODELISTS, FLAT_CODELISTS
+from migrate.matching import code_labels, text_keys
+from migrate.rules.features import CODED_CODELISTS, EXCLUSIVE_TEXT_CODELISTS, FLAT_CODELISTS, OPTIONAL_CODELISTS
 from migrate.rules.build import compile_rules
 from migrate.rules.compile import suggest
 from migrate.rules.model import Codelist, RulePack, Threshold

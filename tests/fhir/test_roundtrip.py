@@ -253,7 +253,8 @@ def test_any_text_round_trips(tmp_path_factory: pytest.TempPathFactory, values: 
     path = root / "input" / "patients.csv"
     with path.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    for row, (family, given_name, postcode) in zip(rows[1:4], values, strict=True):  # P02-P04
+    # P02, P03, P07: patients in active care (one with nothing active is sent no resource)
+    for row, (family, given_name, postcode) in zip([rows[1], rows[2], rows[6]], values, strict=True):
         row["family_name"], row["given_name"], row["postcode"] = family, given_name, postcode
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -264,4 +265,4 @@ def test_any_text_round_trips(tmp_path_factory: pytest.TempPathFactory, values: 
     assert roundtrip["holds"] is True, roundtrip
     assert result.summary["fhir"]["errors"] == 0  # every value reached the FHIR output
     fields = {f["field"]: f for f in json.loads((root / "run" / ROUNDTRIP).read_text(encoding="utf-8"))["fields"]}
-    assert fields["patients.family_name"]["compared"] >= 27
+    assert fields["patients.family_name"]["compared"] >= 23  # 27 people less the 4 with nothing active

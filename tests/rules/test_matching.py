@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from migrate.errors import ConfigError
 from migrate.fhir.inputs import labelled_codes
 from migrate.fhir.options import SharingCodes
-from migrate.features import referral_features
+from migrate.rules.features import referral_features
 from migrate.matching import (
     code_labels,
     in_codelist,
@@ -157,7 +157,7 @@ def test_dummy_slots_are_recognised_alike_by_rules_fhir_and_the_waits_report(rc:
     assert row["dummy_slot_contacts"] == 1 and not row["attended_before_cutover"]
     slots = pl.DataFrame({"slot_name": [slot]})
     assert slots.select(in_codelist(pl.col("slot_name"), SharingCodes.from_pack(rc.default_pack()).dummy_slot_names)).item()
-    assert slots.select(in_codelist(pl.col("slot_name"), dummy_slot_names())).item()
+    assert slots.select(in_codelist(pl.col("slot_name"), dummy_slot_names(rc.default_pack()))).item()
 
 
 @pytest.mark.parametrize(("text", "phrase"), [

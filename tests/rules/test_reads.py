@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 
 from migrate import canonical
-from migrate.cohorts import PATIENT_ROLLUPS
-from migrate.features import PATIENT_FEATURES, REFERRAL_FEATURES
+from migrate.rules.cohorts import PATIENT_ROLLUPS
+from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES
 from migrate.pipeline import RunConfig, run_batch
 from migrate.rules import evaluate, load_pack
 from migrate.rules.reads import FEATURE_READS, canonical_reads, feature_fields, rules_by_field

@@ -208,13 +208,60 @@ def _local(v: pl.Expr, fmt: str) -> pl.Expr:
             .dt.convert_time_zone(canonical.LOCAL_TIMEZONE).dt.replace_time_zone(None))
 
 
-def _refine_source(spec: FieldSpec, source_schema: Mapping[str, pl.DataType], null_values: tuple[str, ...]) -> pl.Expr:
-    """The refine column's value, trimmed, with blanks and null markers as null."""
-    assert spec.refine is not None
-    column = spec.refine.column
+def _other(column: str, source_schema: Mapping[str, pl.DataType], null_values: tuple[str, ...]) -> pl.Expr:
+    """A second column's value (``refine``, ``implied_by``), trimmed, with blanks, the explicit
+    null and null markers as null."""
     text = _src(column) if source_schema.get(column, pl.String()) == pl.String() else _src(column).cast(pl.String)
     text = _blank_to_null(text.str.strip_chars())
     return pl.when(text.is_in(list(null_values))).then(None).otherwise(text) if null_values else text
+
+
+def _refine_source(spec: FieldSpec, source_schema: Mapping[str, pl.DataType], null_values: tuple[str, ...]) -> pl.Expr:
+    """The refine column's value, trimmed, with blanks and null markers as null."""
+    assert spec.refine is not None
+    return _other(spec.refine.column, source_schema, null_values)
+
+
+def _implied(spec: FieldSpec, source_schema: Mapping[str, pl.DataType], null_values: tuple[str, ...]) -> pl.Expr:
+    """The raw value the ``implied_by`` column implies (null where its value is not in the map)."""
+    assert spec.implied_by is not None
+    return _lookup(dict(spec.implied_by.map), _other(spec.implied_by.column, source_schema, null_values))
+
+
+def _with_implied(spec: FieldSpec, whole: pl.Expr, source_schema: Mapping[str, pl.DataType],
+                  null_values: tuple[str, ...]) -> tuple[pl.Expr, list[pl.Expr]]:
+    """(the field's cleaned value with the implied value where its own column was not sent,
+    the stage-1 columns ``__o_`` (its own column sent a value) and ``__i_`` (the implied raw
+    value, whether used or not)). The explicit null ``""`` is sent: it clears, never implies."""
+    if spec.implied_by is None:
+        return whole, []
+    implied = _implied(spec, source_schema, null_values)
+    own = whole.is_not_null()
+    used = pl.when(own | _cleared(spec, source_schema)).then(whole).otherwise(implied)
+    return used, [own.alias(f"__o_{spec.name}"), implied.alias(f"__i_{spec.name}")]
+
+
+def _implied_check(spec: FieldSpec, field: canonical.Field, value: pl.Expr, err: pl.Expr,
+                   source_dtype: pl.DataType | None, source_schema: Mapping[str, pl.DataType],
+                   null_values: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(value, error reason, ``__iv_`` the implied value typed and refined) of a field with
+    ``implied_by``, given its typed and refined ``value`` and ``err``.
+
+    Where its own column sent a value that becomes something other than what the implied
+    value becomes, the row is quarantined (``conflicting_value``): neither is believed. A
+    temporal source (Parquet) is typed by its dtype, so where it was not sent the implied
+    value (text) is typed here, by ``formats``.
+    """
+    implied, implied_err = _typed(spec, field, pl.col(f"__i_{spec.name}"), None, null_values)
+    refined = _refined(spec, field, implied, source_schema, null_values)
+    implied = (refined[0] if refined is not None else implied).cast(field.dtype)
+    own = pl.col(f"__o_{spec.name}")
+    if source_dtype is not None and source_dtype.is_temporal():
+        value = pl.when(own).then(value).otherwise(implied)
+        err = pl.when(own).then(err).otherwise(implied_err)
+    conflict = own & value.is_not_null() & implied.is_not_null() & (value.cast(field.dtype) != implied)
+    err = pl.when(err.is_null() & conflict).then(pl.lit("conflicting_value")).otherwise(err)
+    return value, err, implied.alias(f"__iv_{spec.name}")
 
 
 def _refined(spec: FieldSpec, field: canonical.Field, value: pl.Expr, source_schema: Mapping[str, pl.DataType],
@@ -251,8 +298,11 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
             pl.lit(f"{spec.name}: column {spec.refine.column} (which refines {', '.join(spec.refine.when)}) has no "
                    "mapping (value '"), second,
             pl.lit(f"'); canonical values: {allowed}")])
+    conflict = (_conflict_text(spec, field, v, source_schema, null_values) if spec.implied_by is not None
+                else pl.lit(None, dtype=pl.String))
     return (
         pl.when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
+        .when(e == "conflicting_value").then(conflict)
         .when((e == "unmapped_code") & refine).then(refine_text)
         .when(e == "unparseable_date").then(pl.concat_str([pl.lit(f"{spec.label} matches none of the formats {fmts}"), shown]))
         .when(e == "unmapped_code").then(pl.concat_str([pl.lit(unmapped), shown,
@@ -260,6 +310,27 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
         .when(e == "invalid_value").then(pl.concat_str([pl.lit(invalid), shown]))
         .otherwise(None)
     )
+
+
+def _conflict_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_schema: Mapping[str, pl.DataType],
+                   null_values: tuple[str, ...]) -> pl.Expr:
+    """Words for ``conflicting_value``: what was sent, and what the other column implies
+    (values quoted only for a field that is not patient-identifying)."""
+    assert spec.implied_by is not None  # only fields with implied_by can conflict
+    own = ", ".join(spec.base_columns)
+    other = spec.implied_by.column
+
+    def text(column: str) -> pl.Expr:
+        return pl.col(column).list.join(";") if field.kind == "list" else pl.col(column).cast(pl.String)
+
+    if field.pii:
+        return pl.lit(f"{spec.name}: column {own} contradicts the value column {other} implies; "
+                      "the row is held rather than either believed")
+    return pl.concat_str([
+        pl.lit(f"{spec.name}: column {own} sends '"), v, pl.lit("' ("), text(spec.name),
+        pl.lit(f") but column {other} '"), _other(other, source_schema, null_values), pl.lit("' implies '"),
+        pl.col(f"__i_{spec.name}"), pl.lit("' ("), text(f"__iv_{spec.name}"),
+        pl.lit("); the row is held rather than either believed")])
 
 
 def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile) -> CompiledTable:
@@ -276,7 +347,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         field = table.field(fspec.name)
         v = pl.col(f"__v_{fspec.name}")
         whole = _clean(fspec, _source(fspec, source_schema), profile.null_values, remove=field.kind != "list")
-        clean_exprs.append(whole.alias(f"__v_{fspec.name}"))
+        whole, implied = _with_implied(fspec, whole, source_schema, profile.null_values)
+        clean_exprs += [whole.alias(f"__v_{fspec.name}"), *implied]
         if merge:
             clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
         src_dtype = source_schema.get(fspec.base_columns[0]) if fspec.base_columns else None
@@ -285,6 +357,10 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         if refined is not None:
             value, failed = refined
             err = pl.when(err.is_null() & failed).then(pl.lit("unmapped_code")).otherwise(err)
+        if fspec.implied_by is not None:
+            value, err, implied_value = _implied_check(fspec, field, value, err, src_dtype, source_schema,
+                                                       profile.null_values)
+            typed_exprs.append(implied_value)
         if fspec.required and not (merge and fspec.name not in keys):
             err = pl.when(v.is_null()).then(pl.lit("missing_required")).otherwise(err)
         typed_exprs += [value.cast(field.dtype).alias(fspec.name), err.alias(f"__e_{fspec.name}")]

@@ -21,14 +21,15 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError, ProfileError
-from migrate.profile_options import format_problems, option_problems, target_table_problems
+from migrate.profile_options import format_problems, implied_option, option_problems, target_table_problems
 from migrate.yamltext import read_yaml
 
 FORMAT_VERSION = 1
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252", "windows-1252": "cp1252",
              "latin-1": "latin-1", "iso-8859-1": "latin-1"}
 FIELD_OPTIONS = {"column", "columns", "sep", "constant", "split", "remove", "trim", "case", "map", "map_only",
-                 "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values", "refine"}
+                 "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values", "refine",
+                 "implied_by"}
 REFINE_OPTIONS = {"column", "when", "map"}
 TABLE_OPTIONS = {"files", "fields", "encoding", "delimiter", "quote_char", "on_encoding_error", "format", "events",
                  "on_duplicate", "updates"}
@@ -73,6 +74,18 @@ class Refine:
 
 
 @dataclass(frozen=True)
+class Implied:
+    """A value another column implies when the field's own column is not sent (blank, not
+    the explicit null ``""``): ``column``'s value, looked up in ``map`` (any case), is the
+    raw value the field then maps as if its own column had sent it. A sent value that maps
+    to something else contradicts it (``conflicting_value``). E.g. an HL7 S15 (MSH-9.2)
+    without SCH-25 is a cancellation."""
+
+    column: str
+    map: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class FieldSpec:
     """How one canonical field is taken from the source row."""
 
@@ -95,6 +108,7 @@ class FieldSpec:
     true_values: tuple[str, ...] = ()
     false_values: tuple[str, ...] = ()
     refine: Refine | None = None
+    implied_by: Implied | None = None
 
     @property
     def base_columns(self) -> tuple[str, ...]:
@@ -108,7 +122,8 @@ class FieldSpec:
     @property
     def source_columns(self) -> tuple[str, ...]:
         """Every source column this field reads."""
-        return self.base_columns + ((self.refine.column,) if self.refine else ())
+        return (self.base_columns + ((self.refine.column,) if self.refine else ())
+                + ((self.implied_by.column,) if self.implied_by else ()))
 
     @property
     def label(self) -> str:
@@ -266,6 +281,8 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
                         problems.add(f"{where}.map.{k}", f"'{v}' is not a {name} value; use one of {', '.join(allowed)}")
     if "refine" in raw:
         kwargs["refine"] = _refine(raw["refine"], f"{where}.refine", cfield, problems)
+    if "implied_by" in raw and (implied := implied_option(where, raw, cfield.enum_values, problems.add)):
+        kwargs["implied_by"] = Implied(*implied)
     option_problems(where, name, kind, raw, problems.add)
     if kind in ("date", "datetime"):
         fmts = _str_list(raw["formats"], f"{where}.formats", problems) if "formats" in raw else ()

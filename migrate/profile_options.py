@@ -7,6 +7,8 @@ is listed at once with its YAML path (``migrate.profile`` calls them).
 
 - ``option_problems``: a field option against the field's kind (``OPTION_KINDS``) and the
   options it needs beside it;
+- ``implied_option``: ``implied_by`` (its keys, its column, and on a coded field that every
+  value it implies maps to a canonical value);
 - ``format_problems``: delimited-text table options on a Parquet or HL7 table;
 - ``target_table_problems``: what the ``target_index`` table cannot have.
 
@@ -37,6 +39,9 @@ OPTION_KINDS: dict[str, frozenset[str]] = {
     "true_values": frozenset({"boolean"}), "false_values": frozenset({"boolean"}),
     # Any kind, but a text or list value can fail only with pattern or map_only (checked apart).
     "on_invalid": _ALL,
+    # implied_by: any kind (the implied value is then read as the column's would be), but not
+    # beside constant, which is always sent; its keys are checked by implied_option.
+    "implied_by": _ALL,
     # refine: coded fields only, checked (with its own keys) by migrate.profile._refine.
 }
 _KIND_WORDS = {"string": "text", "date": "date", "datetime": "date-time", "boolean": "true/false", "list": "list",
@@ -74,6 +79,49 @@ def option_problems(where: str, name: str, kind: str, raw: dict[str, Any], add: 
     if "on_invalid" in raw and kind in ("string", "list") and not ({"pattern", "map_only"} & set(raw)):
         add(f"{where}.on_invalid", f"nothing can fail in {name} (a {_KIND_WORDS[kind]} field) without "
                                    "pattern: or map_only: true; remove on_invalid or add one of them")
+    if "implied_by" in raw and "constant" in raw:
+        add(f"{where}.implied_by", "a constant is always sent, so nothing is ever implied: remove implied_by, "
+                                   "or read the field from a column")
+
+
+IMPLIED_KEYS = ("column", "map")
+
+
+def implied_option(where: str, raw: dict[str, Any], allowed: tuple[str, ...] | None, add: Add
+                   ) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """``implied_by: {column, map}`` of field options ``raw``: (column, (value of column,
+    implied raw value) pairs, values trimmed), or None when it cannot be used.
+
+    The column must be another than the field's own (its own column, when not sent, implies
+    nothing). On a coded field (``allowed``: its canonical values) each implied value must
+    become a canonical value through the field's own ``map`` (or be one, after ``case``,
+    unless ``map_only``), so a typo in the profile cannot quarantine every S15 at run time.
+    """
+    here = f"{where}.implied_by"
+    spec = raw["implied_by"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("column"), str) and spec["column"].strip()
+            and isinstance(spec.get("map"), dict) and spec["map"]):
+        add(here, "expected {column: OtherColumn, map: {value of OtherColumn: value this field then reads}}")
+        return None
+    for key in sorted(str(k) for k in set(spec) - set(IMPLIED_KEYS)):
+        add(f"{here}.{key}", f"unknown option; use one of {', '.join(IMPLIED_KEYS)}")
+    column = spec["column"]
+    split, columns = raw.get("split"), raw.get("columns")
+    own = [raw.get("column"), *(columns if isinstance(columns, list) else [columns]),
+           split.get("column") if isinstance(split, dict) else None]
+    if column in own:
+        add(f"{here}.column", f"{column} is the field's own column: not sent, it implies nothing; name another column")
+    pairs = tuple((str(k).strip(), str(v).strip()) for k, v in spec["map"].items())
+    if allowed is not None:
+        field_map = raw.get("map") if isinstance(raw.get("map"), dict) else {}
+        upper = {str(k).strip().upper(): str(v) for k, v in field_map.items()}
+        case = {"upper": str.upper, "lower": str.lower, "title": str.title}.get(str(raw.get("case")), str)
+        for k, v in pairs:
+            value = upper.get(v.upper(), None if raw.get("map_only") is True else case(v))
+            if value not in allowed:
+                add(f"{here}.map.{k}", f"'{v}' does not become a canonical value through the field's map; "
+                                       f"imply a code the map knows, or one of {', '.join(allowed)}")
+    return column, pairs
 
 
 # Table options that only a delimited text file can use.

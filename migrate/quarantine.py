@@ -40,6 +40,8 @@ REASON_CODES: dict[str, str] = {
     "missing_required": "a field the profile marks required is blank",
     "unparseable_date": "a date or date-time matches none of the profile's formats",
     "invalid_value": "a value is not of the field's type (boolean, number, pattern)",
+    "conflicting_value": "a field's value contradicts the value another column implies (implied_by), e.g. an HL7 "
+                         "S15 cancellation whose SCH-25 says Booked",
     "unmapped_code": "a coded value has no mapping to the canonical values",
     "duplicate_key": "the primary key repeats an earlier row of the same table",
     "unknown_patient": "the row refers to a patient that is not in the extract",

@@ -107,6 +107,10 @@ PROBES: dict[tuple[str, str], Probe] = {
     # refine: a second column decides between coded values
     ("refine", "enum"): ({"column": "x", "refine": {"column": "y", "when": ["closed"], "map": {"REJ": "rejected"}}},
                          {"x": "closed", "y": "REJ"}, ("rejected", None), {"column": "x"}),
+    # implied_by: where x is not sent, the value y implies is read as x's would be (any kind)
+    **{("implied_by", kind): ({"column": "x", "implied_by": {"column": "y", "map": {"E": raw}}}, {"x": "", "y": "e"},
+                              (value, None), {"column": "x"})
+       for kind, (raw, value) in {**_SOURCE_VALUES, "enum": ("closed", "closed")}.items()},
     ("true_values", "boolean"): ({"column": "x", "true_values": ["Ja"]}, {"x": "ja"}, (True, None), {"column": "x"}),
     ("false_values", "boolean"): ({"column": "x", "false_values": ["Nein"]}, {"x": "NEIN"}, (False, None),
                                   {"column": "x"}),
@@ -139,6 +143,7 @@ REJECTED_ALONE = {
     ("on_invalid", "list"): {"column": "x", "on_invalid": "null"},
     ("sep", "string"): {"column": "x", "sep": "-"},
     ("map_only", "string"): {"column": "x", "map_only": True},
+    ("implied_by", "string"): {"constant": "x", "implied_by": {"column": "y", "map": {"E": "knee"}}},
 }
 
 

@@ -113,8 +113,8 @@ def implied_option(where: str, raw: dict[str, Any], allowed: tuple[str, ...] | N
         add(f"{here}.column", f"{column} is the field's own column: not sent, it implies nothing; name another column")
     pairs = tuple((str(k).strip(), str(v).strip()) for k, v in spec["map"].items())
     if allowed is not None:
-        field_map = raw.get("map") if isinstance(raw.get("map"), dict) else {}
-        upper = {str(k).strip().upper(): str(v) for k, v in field_map.items()}
+        field_map = raw.get("map")
+        upper = {str(k).strip().upper(): str(v) for k, v in field_map.items()} if isinstance(field_map, dict) else {}
         case = {"upper": str.upper, "lower": str.lower, "title": str.title}.get(str(raw.get("case")), str)
         for k, v in pairs:
             value = upper.get(v.upper(), None if raw.get("map_only") is True else case(v))

@@ -15,7 +15,8 @@ messages or more), spread over the four reasons:
 What a live feed does besides: an A08/A31 in ``PARTIAL_RATE`` leaves out PD1 and the
 phone (not sent: the values stand) and one in ``DELETE_RATE`` sends the phone as ``""``
 (deleted); SCH-7 carries HL7 table 0276 codes as well as local NEW/FU/PROC; an S15 says in
-SCH-6 when the patient cancelled; a fifth of appointment times carry their UTC offset; and
+SCH-6 when the patient cancelled; an S15 or S26 in ``OMITTED_STATUS_RATE`` leaves SCH-25 out
+(the event says what happened: docs/hl7v2.md); a fifth of appointment times carry their UTC offset; and
 ``REDELIVERY_RATE`` of the messages are sent again, byte for byte, a little later in the
 file (same MSH-10: a re-delivery, disposition merged).
 
@@ -69,6 +70,7 @@ PARTIAL_RATE = 0.3
 DELETE_RATE = 0.05
 OFFSET_RATE = 0.2
 PATIENT_CANCEL_RATE = 0.5
+OMITTED_STATUS_RATE = 0.3  # of S15/S26: SCH-25 not sent
 REDELIVERY_RATE = 0.005
 
 
@@ -237,7 +239,9 @@ def _render(plan: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
         .dt.strftime("%z").fill_null("")).otherwise(pl.lit(""))
     start = pl.col("start").dt.strftime("%Y%m%d%H%M") + zone
     end = (pl.col("start") + pl.duration(minutes=30)).dt.strftime("%Y%m%d%H%M") + zone
-    fstatus = (pl.when(ev == "S12").then(pl.lit("Booked")).when(ev == "S15").then(pl.lit("Cancelled"))
+    # An S15/S26 may leave SCH-25 out (drawn from ``update``, which only ADT updates use otherwise)
+    fstatus = (pl.when(ev.is_in(["S15", "S26"]) & (pl.col("update") < OMITTED_STATUS_RATE)).then(pl.lit(""))
+               .when(ev == "S12").then(pl.lit("Booked")).when(ev == "S15").then(pl.lit("Cancelled"))
                .when(ev == "S26").then(pl.lit("Noshow"))
                .otherwise(pl.col("status").replace_strict(dict(enumerate(_STATUS)), return_dtype=pl.String)))
     sch = _segment("SCH", {

@@ -3,12 +3,15 @@
 Hypothesis draws patient histories — registrations (A04/A28), field-level updates (A08/A31:
 each field sent, left out or deleted with ""), merges (A40, chains included), referrals
 and their updates (I12/I14), bookings and their modifications, cancellations and no-shows
-(S12/S14/S15/S26), re-delivered messages and a few malformed ones — each message stamped
-with its own MSH-7. The reference applies the history from one file in MSH-7 order; the
+(S12/S14/S15/S26; an S15 or S26 sends SCH-25 or leaves it out, when the event says what
+happened), re-delivered messages and a few malformed ones — each message stamped with its
+own MSH-7. The reference applies the history from one file in MSH-7 order; the
 property is that any split of the messages across files, in any order within and across
 them, gives the same canonical tables and the same FHIR, that no valid message is lost
 (each ends migrated, merged or out of scope, only the malformed ones quarantined, and the
-same message gets the same disposition), and that both invariants hold.
+same message gets the same disposition), and that both invariants hold. Each appointment's
+attendance is the one its last booking message in MSH-7 order gave, an S15 or S26 without
+SCH-25 included.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[Healt
 
 @dataclass
 class History:
-    """Messages in MSH-7 order, and which of them are malformed."""
+    """Messages in MSH-7 order, which of them are malformed, and each appointment's attendance
+    after them all."""
 
     messages: list[str] = field(default_factory=list)
     malformed: set[int] = field(default_factory=set)
+    attendance: dict[str, str] = field(default_factory=dict)
     clock: int = 0
 
     def stamp(self) -> tuple[str, str]:
@@ -122,6 +127,7 @@ def histories(draw: st.DrawFn) -> History:
             c = f"C{len(contacts) + 1}"
             r = draw(st.sampled_from(sorted(referrals)))
             contacts[c] = r
+            h.attendance[c] = "booked"
             # sent under the referral's patient, or under any id of the same person
             same = [p for p in patients if root(p) == root(referrals[r])]
             h.messages.append(booking("S12", control, sent, c, r, draw(st.sampled_from([*same, None])),
@@ -131,13 +137,18 @@ def histories(draw: st.DrawFn) -> History:
             c = draw(st.sampled_from(sorted(contacts)))
             r = contacts[c]
             same = [p for p in patients if root(p) == root(referrals[r])]
+            # SCH-25 sent or left out: an S15 or S26 says what happened either way
             event, status = {"modify": ("S14", draw(st.sampled_from(["Booked", None]))),
-                             "cancel": ("S15", "Cancelled"), "noshow": ("S26", "Noshow")}[action]
+                             "cancel": ("S15", draw(st.sampled_from(["Cancelled", None]))),
+                             "noshow": ("S26", draw(st.sampled_from(["Noshow", None])))}[action]
+            reason = draw(st.sampled_from([None, "PAT"])) if action == "cancel" else None
             h.messages.append(booking(event, control, sent, c, draw(st.sampled_from([r, None])),
                                       draw(st.sampled_from([*same, None])),
                                       draw(st.sampled_from([None, "2022-11-02 10:30"])), status,
-                                      kind=draw(st.sampled_from([None, *REASONS])),
-                                      reason=draw(st.sampled_from([None, "PAT"])) if action == "cancel" else None))
+                                      kind=draw(st.sampled_from([None, *REASONS])), reason=reason))
+            if action != "modify" or status is not None:
+                h.attendance[c] = {"modify": "booked", "noshow": "did_not_attend",
+                                   "cancel": "cancelled_by_patient" if reason else "cancelled_by_provider"}[action]
         elif action == "again":  # a re-delivery: the very same message once more, later in the feed
             index = draw(st.integers(0, len(h.messages) - 1))
             h.messages.append(h.messages[index])
@@ -173,6 +184,7 @@ def _tables(tables: dict[str, pl.DataFrame]) -> dict[str, list[tuple[object, ...
     for name in ("patients", "referrals", "contacts"):
         frame = tables[name].drop("source_file", "source_row")
         out[name] = sorted(frame.select(pl.all().cast(pl.String)).rows(), key=str)
+    out["attendance"] = sorted(tables["contacts"].select("contact_key", pl.col("attendance").cast(pl.String)).rows())
     return out
 
 
@@ -211,6 +223,7 @@ def test_any_interleaving_gives_the_same_canonical_tables(data: st.DataObject) -
         want, ref_q = _ingested(root / "ref", root / "w1")
         got, q = _ingested(root / "mix", root / "w2")
     assert got == want
+    assert dict(want["attendance"]) == h.attendance  # type: ignore[arg-type]
     # no valid message is lost: only the malformed ones are quarantined, in both
     assert {ref_at[k] for k in ref_q} == h.malformed
     assert {at[k] for k in q} == h.malformed

@@ -73,7 +73,8 @@ def test_the_feed_exercises_updates_redeliveries_and_hl7_vocabulary(feed: tuple[
                                                                       tmp_path: Path) -> None:
     """Ingest of the synthetic feed: each re-delivered copy applies once (merged), nothing
     but the planted messages fails HL7 validation, partial A08s keep the practice, S15s
-    with SCH-6 PAT are the patient's cancellations, HL7 table 0276 codes map."""
+    with SCH-6 PAT are the patient's cancellations, an S15 or S26 without SCH-25 still
+    cancels or records the no-show, HL7 table 0276 codes map."""
     from migrate.ingest import ingest
     from migrate.profile import load_profile
 
@@ -92,6 +93,16 @@ def test_the_feed_exercises_updates_redeliveries_and_hl7_vocabulary(feed: tuple[
     attendance = set(contacts["attendance"].cast(pl.String))
     assert {"cancelled_by_patient", "cancelled_by_provider", "booked", "attended"} <= attendance
     assert set(contacts["contact_type"].cast(pl.String)) == {"initial", "follow_up", "procedure"}
+    # an appointment whose last message is an S15 is cancelled, an S26 a no-show, whether or
+    # not that message sent SCH-25 (some leave it out)
+    events = read_hl7(inp / "feed.hl7", "feed.hl7", ["SCH-25.1"], tmp_path / "w3").messages.collect()
+    last = contacts.join(events, on=["source_file", "source_row"]).select(
+        "event", pl.col("attendance").cast(pl.String), pl.col("SCH-25.1").is_null().alias("omitted"))
+    cancelled = last.filter(pl.col("event") == "S15")
+    no_show = last.filter(pl.col("event") == "S26")
+    assert cancelled["attendance"].is_in(["cancelled_by_patient", "cancelled_by_provider"]).all()
+    assert (no_show["attendance"] == "did_not_attend").all()
+    assert cancelled["omitted"].sum() > 0 and no_show["omitted"].sum() > 0 and (~cancelled["omitted"]).sum() > 0
     # a partial A08 (no PD1) never blanks the practice: every patient one of whose applied
     # messages named a practice has one
     sent = read_hl7(inp / "feed.hl7", "feed.hl7", ["PID-3[type=MR].1", "PD1-3.3"], tmp_path / "w2").messages

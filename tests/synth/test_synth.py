@@ -176,8 +176,8 @@ def test_quarantine_truth_is_exactly_the_malformed_rows(small: tuple[Path, Synth
              for r in truth_csv(out, "quarantine.csv")}
     assert truth == expected_quarantine(out)
     # every reason code of a delimited extract is planted (HL7 reasons, source merges and
-    # control ids come with the HL7 feed)
-    feed_only = ("merge_conflict", "duplicate_control_id")
+    # control ids come with the HL7 feed; conflicting_value with a profile's implied_by)
+    feed_only = ("merge_conflict", "duplicate_control_id", "conflicting_value")
     assert {r[3] for r in truth} == {c for c in REASON_CODES if not c.startswith("hl7_") and c not in feed_only}
     by_file = defaultdict(list)
     for f, n, _, reason in truth:

@@ -166,6 +166,9 @@ def _column(table: str, spec: FieldSpec, by_field: FieldRules,
         "refine": None if spec.refine is None else {
             "column": spec.refine.column, "when": list(spec.refine.when),
             "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.refine.map]},
+        "implied_by": None if spec.implied_by is None else {
+            "column": spec.implied_by.column, "own": ", ".join(spec.base_columns),
+            "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.implied_by.map]},
         "map_only": spec.map_only, "allowed": list(field.enum_values or ()),
         "required": spec.required, "invalid": invalid,
         "rules": list(by_field.get((table, spec.name), ((), ()))[0]),

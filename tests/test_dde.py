@@ -54,6 +54,10 @@ def test_every_column_the_profile_reads_is_described_with_its_codes(layout: str)
                 assert f"<code>{code}</code> → {meaning}" in page
             for source in field.source_columns:
                 assert source in text
+            if field.implied_by is not None:  # the value another column implies, each pair
+                assert column["implied_by"]["column"] == field.implied_by.column
+                for code, raw in field.implied_by.map:
+                    assert f"`{code}` → `{raw}`" in text and f"<code>{code}</code> → <code>{raw}</code>" in page
         if spec.name == canonical.TARGET_TABLE:
             assert entry["files"] == list(spec.files)
         mapped = {f.name for f in spec.fields} | {"patient_key", "referral_key"}

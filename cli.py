@@ -653,5 +653,45 @@ def rules_explain(code: str, pack_path: Path | None) -> None:
     click.echo(explain(_pack(pack_path), code))
 
 
+
+@main.group()
+def profile() -> None:
+    """Mapping profiles: draft a first one from an extract's files."""
+
+
+@profile.command("draft")
+@click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the drafted profile here (default: stdout).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists (a draft you edited is lost).")
+@click.option("--synonyms", type=click.Path(path_type=Path), default=None,
+              help="Column-name and code synonyms to draft with (default: the shipped mappings/draft/synonyms.yaml).")
+@output_options
+@_guard
+def profile_draft(input_dir: Path, out_file: Path | None, force: bool, synonyms: Path | None, quiet: bool,
+                  as_json: bool) -> None:
+    """Draft a mapping profile from the files alone: encoding, delimiter, which file feeds
+    which table, a field for each column with its confidence, date formats and map
+    skeletons; every uncertain choice is a CHECK comment saying why. Then run check."""
+    from migrate.draft import draft_profile, load_catalogue
+    from migrate.errors import ConfigError
+
+    if out_file is not None and out_file.exists() and not force:
+        raise ConfigError(f"{out_file} exists: give another --out, or --force to overwrite it")
+    draft = draft_profile(input_dir, load_catalogue(synonyms))
+    if out_file is not None:
+        out_file.write_text(draft.text, encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps({**draft.asdict(), **({} if out_file else {"profile": draft.text})}, indent=2))
+    elif out_file is None:
+        click.echo(draft.text, nl=False)
+    if not quiet and not as_json:
+        for table, name in draft.tables.items():
+            err.print(f"{table}: {name}", highlight=False)
+        for problem in draft.problems:
+            err.print(f"[yellow]to do:[/] {escape(problem)}", highlight=False)
+        err.print(f"{draft.checks} line(s) marked CHECK to review; then: handover check --input {input_dir} "
+                  f"--mapping {out_file or 'PROFILE.yaml'}", highlight=False)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

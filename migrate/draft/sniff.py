@@ -31,6 +31,7 @@ from migrate.sources.csv import CsvOptions, read_csv, read_header
 DELIMITERS = (",", ";", "|", "\t")
 HEAD_BYTES = 1 << 20  # the head of the file the dialect is judged on
 _CHUNK = 1 << 24
+FEW_BYTES = 20  # fewer non-UTF-8 bytes than this could be a UTF-8 file's stray bytes: the draft asks
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 
@@ -85,9 +86,13 @@ def detect_encoding(path: Path) -> EncodingGuess:
             f" ({multibyte:,} non-ASCII characters)" if multibyte else " (ASCII only: cp1252 would read it alike)"))
     if multibyte == 0 or (not bom and invalid > 10 * multibyte):
         name = "latin-1" if undefined else "cp1252"
-        return EncodingGuess(name, True, f"{invalid:,} bytes are not UTF-8 and "
+        few = invalid < FEW_BYTES
+        return EncodingGuess(name, not few, f"{invalid:,} {'byte is' if invalid == 1 else 'bytes are'} not UTF-8 and "
                              + ("no" if multibyte == 0 else f"only {multibyte:,}") + " UTF-8 multi-byte characters: "
-                             + ("Latin-1 (bytes Windows-1252 leaves undefined occur)" if undefined else "Windows-1252"))
+                             + ("Latin-1 (bytes Windows-1252 leaves undefined occur)" if undefined else "Windows-1252")
+                             + ("; so few could also be stray bytes in a UTF-8 file: if the provider says UTF-8, "
+                                "set encoding: utf-8 and the rows holding them are quarantined (invalid_encoding)"
+                                if few else ""))
     return EncodingGuess("utf-8", False, f"the file mixes encodings: {multibyte:,} UTF-8 characters beside {invalid:,} "
                          "bytes that are not UTF-8; rows holding those will be quarantined (invalid_encoding) — or "
                          "set on_encoding_error: replace to keep them with U+FFFD")

@@ -11,7 +11,8 @@ at most one field (an NHS number column also feeds ``nhs_number_raw``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from migrate import canonical
@@ -35,7 +36,7 @@ class Proposal:
     columns: tuple[str, ...]
     confidence: float
     reasons: list[str]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = dataclass_field(default_factory=dict)
 
     @property
     def mapped(self) -> bool:

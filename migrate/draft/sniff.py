@@ -140,12 +140,13 @@ def sniff_dialect(path: Path, encoding: str) -> DialectGuess:
         except pycsv.Error:
             sniffed = None
         order = ([sniffed] if sniffed else []) + [d for d in DELIMITERS if d != sniffed and d in first]
-        tried: list[tuple[tuple[int, int, int, int], str, str | None, int, int, int]] = []
+        tried: list[tuple[tuple[int, int, int, int, bool], str, str | None, int, int, int]] = []
         for rank, delimiter in enumerate(order or [","]):
             for quote in ('"', None):
                 fields, records, wrong = _misfits(head, CsvOptions(encoding, delimiter, quote, "replace"), work)
-                # fewest misfits, then most columns, then the sniffer's order, quoting before none
-                tried.append(((wrong, -fields, rank, quote is None), delimiter, quote, fields, records, wrong))
+                # fewest misfits, then most records (quotes joining lines wrongly read fewer), most
+                # columns, the sniffer's order, quoting before none
+                tried.append(((wrong, -records, -fields, rank, quote is None), delimiter, quote, fields, records, wrong))
         _, delimiter, quote, fields, records, wrong = min(tried, key=lambda t: t[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -63,7 +63,7 @@ def assign_tables(files: list[FileSurvey], catalogue: Catalogue) -> tuple[list[T
     tables = list(canonical.TABLE_ORDER)
     scores = {(t, f.name): table_score(t, assign(t, f, {}, catalogue)[0], f, catalogue) for t in tables for f in usable}
     slots: list[FileSurvey | None] = [*usable, *([None] * len(tables))]
-    best_total, assignment = -1.0, {}
+    best_total, assignment = -1.0, dict[str, FileSurvey]()
     for combo in permutations(range(len(slots)), len(tables)):  # in a fixed order: ties keep the first
         picked = {t: slots[i] for t, i in zip(tables, combo, strict=True)}
         chosen = {t: f for t, f in picked.items() if f is not None and scores[(t, f.name)] >= MIN_SCORE}
@@ -77,9 +77,9 @@ def assign_tables(files: list[FileSurvey], catalogue: Catalogue) -> tuple[list[T
     for t in tables:
         if t in assignment:
             f = assignment[t]
-            chosen, rest = assign(t, f, assignment, catalogue)
+            fields, rest = assign(t, f, assignment, catalogue)
             own = tuple(text for _, text in links if text.startswith(f.name + " "))
-            choices.append(TableChoice(t, f, scores[(t, f.name)], chosen, rest, own))
+            choices.append(TableChoice(t, f, scores[(t, f.name)], fields, rest, own))
     taken = {f.name for f in assignment.values()}
     leftovers = []
     for f in files:

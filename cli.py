@@ -494,6 +494,10 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
             examples = ", ".join(f"'{v}'" for v in p["example_values"]) or "rows " + ", ".join(map(str, p["example_rows"]))
             table.add_row(p["source_file"], p["field"] or "(record)", p["reason_code"], f"{p['rows']:,}", examples)
         out.print(table)
+        for p in report.problems:
+            if p.get("suggestion"):
+                out.print(f"[cyan]suggestion[/] ({escape(p['source_file'])}, {escape(p['field'] or 'record')}, "
+                          f"{p['reason_code']}): {escape(p['suggestion'])}", highlight=False, soft_wrap=True)
         render_vocabulary(report.vocabulary, report.hints, out, report.codelists)
     report.raise_on_failure()
 

@@ -1,7 +1,10 @@
 """``handover check``: a dry run of a mapping profile against an extract.
 
 Lists every problem at once — files missing columns, values that do not parse, codes with
-no mapping, broken references — with counts and examples, and writes nothing. Examples
+no mapping, broken references — with counts and examples, and writes nothing. Beside each
+problem it suggests the fix that would work (``migrate.suggest``): the format that parses
+the dates, the distinct unmapped codes with what they may mean, the closest columns to a
+missing one, the delimiter or encoding that reads a file. Examples
 quote values only for fields that are not patient-identifying; for the others they give
 row numbers.
 
@@ -24,12 +27,14 @@ from typing import Any
 import polars as pl
 
 from migrate import canonical
+from migrate.draft.catalogue import load_catalogue
 from migrate.errors import ProfileError
 from migrate.ingest import ingest
 from migrate.mapping import missing_columns
 from migrate.profile import Profile
 from migrate.rules import RulePack, load_pack
 from migrate.sources import discover, read_columns
+from migrate.suggest import layout_suggestions, suggest
 from migrate.vocabulary import bindings, looks_like_placeholder, vocabulary
 
 _VALUE = r"\(value '(.*?)'\)"
@@ -44,6 +49,7 @@ class CheckReport:
     problems: tuple[dict[str, Any], ...]
     vocabulary: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     hints: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()  # for layout problems: the closest columns, a dialect that reads the header
     codelists: dict[str, tuple[str, ...]] = field(default_factory=dict)  # what each vocabulary field is matched against
 
     @property
@@ -52,15 +58,16 @@ class CheckReport:
         return not self.layout
 
     def raise_on_failure(self) -> None:
-        """``ProfileError`` (exit 2) listing every file that lacks columns the profile reads."""
+        """``ProfileError`` (exit 2) listing every file that lacks columns the profile reads,
+        then the fix suggested for each (so ``--quiet`` and ``--json`` users see them too)."""
         if self.layout:
             raise ProfileError("the extract does not fit the mapping profile: files lack columns it reads",
-                               list(self.layout))
+                               list(self.layout) + [f"suggestion: {fix}" for fix in self.fixes])
 
     def asdict(self) -> dict[str, Any]:
         return {"layout_problems": list(self.layout), "rows_read": self.rows_read, "row_problems": list(self.problems),
                 "vocabulary": self.vocabulary, "vocabulary_codelists": {k: list(v) for k, v in self.codelists.items()},
-                "hints": list(self.hints)}
+                "hints": list(self.hints), "layout_suggestions": list(self.fixes)}
 
 
 def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
@@ -92,13 +99,16 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
     vocabulary is matched against ``pack`` (default: the shipped rule pack)."""
     files = discover(input_dir, profiles)
     layout: list[str] = []
+    fixes: list[str] = []
     unfit: set[str] = set()
+    catalogue = load_catalogue()
     for f in files:
         present = read_columns(f)
         absent = missing_columns(f.spec(), present) if present else []
-        if absent:
+        if absent and present is not None:
             unfit.add(f.table)
             layout.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}")
+            fixes += layout_suggestions(f, present, absent, catalogue)
     pack = pack if pack is not None else load_pack(None)
     work = Path(tempfile.mkdtemp(prefix="handover-check-"))
     try:
@@ -108,5 +118,6 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = sum(f.rows_read for f in ingested.files)
-    return CheckReport(tuple(layout), rows, tuple(_summarise(ingested.quarantine)), vocab, _hints(vocab),
-                       bindings(pack))
+    problems = _summarise(ingested.quarantine)
+    suggest(problems, ingested.quarantine, files, {f.name: f.rows_read for f in ingested.files}, catalogue)
+    return CheckReport(tuple(layout), rows, tuple(problems), vocab, _hints(vocab), tuple(fixes), bindings(pack))

@@ -453,3 +453,14 @@ def missing_columns(spec: TableSpec, present: tuple[str, ...]) -> list[str]:
     """Source columns the profile reads that the file does not have."""
     have = set(present)
     return [c for c in spec.source_columns if c not in have]
+
+
+def cleaned_values(frame: pl.LazyFrame, table: str, spec: FieldSpec, profile: Profile) -> pl.LazyFrame:
+    """``source_row`` and ``value``: field ``spec``'s source value after trim, remove and the
+    null markers — the text its formats, map or pattern then read (``handover check`` tries
+    other formats on it). The same expressions as ``compile_table``, not a copy."""
+    schema = frame.collect_schema()
+    names = [c for c in schema.names() if c not in PASSTHROUGH]
+    kind = canonical.TABLES[table].field(spec.name).kind
+    value = _clean(spec, _source(spec, {c: schema[c] for c in names}), profile.null_values, remove=kind != "list")
+    return frame.rename({c: f"__s_{c}" for c in names}).select("source_row", value.alias("value"))

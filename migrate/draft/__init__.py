@@ -87,8 +87,9 @@ def draft_profile(input_dir: Path, catalogue: Catalogue | None = None) -> Draft:
                 decide_options(c.table, p, c.survey, catalogue)
     formats = _default_formats(choices)
     name = input_dir.resolve().name or "extract"
+    required = {t: {f: spec.required for f, spec in fields.items()} for t, fields in catalogue.fields.items()}
     text = render(name, choices, leftovers, skipped, formats, boolean_words(
-        {c.table: (c.survey, c.chosen) for c in choices}, catalogue))
+        {c.table: (c.survey, c.chosen) for c in choices}, catalogue), required)
     problems: tuple[str, ...] = ()
     try:
         parse_profile(read_yaml(text), Path(f"{name}.yaml"))

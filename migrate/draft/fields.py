@@ -26,6 +26,7 @@ SURE = 0.85  # at or above this, the draft says no more than the confidence and 
 _SHAPED = {"nhs_number": "nhs", "nhs_number_raw": "nhs", "postcode": "postcode", "gp_ods_code": "ods", "phone": "phone"}
 _KEYS = {"patients": "source_patient_id", "referrals": "source_referral_id", "contacts": "contact_key"}
 _REFERS = {"patient_key": "patients", "referral_key": "referrals"}
+BY_VALUES = {"enum": 0.55, "date": 0.4, "datetime": 0.4, "boolean": 0.3}  # confidence from values alone
 
 
 @dataclass
@@ -95,12 +96,17 @@ def _fit(table: str, name: str, s: ColumnStats, survey: FileSurvey, context: dic
     return 0, ""
 
 
-def _confidence(match: NameMatch | None, fit: int, shaped: bool) -> float:
+def _confidence(match: NameMatch | None, fit: int, shaped: bool, kind: str) -> float:
     if match is not None and match.exact:
         return {1: 0.97, 0: 0.85, -1: 0.35}[fit]
     if match is not None:
         return {1: round(0.55 + match.score * 0.35, 2), 0: round(match.score * 0.7, 2), -1: 0.2}[fit]
-    return 0.55 if fit == 1 and shaped else 0.0
+    if fit != 1:
+        return 0.0
+    # By values alone: a specific shape (NHS numbers, a reference, coded values the catalogue
+    # knows) is proposed; dates and true/false words could be any such field, so they are
+    # only named in a comment as candidates.
+    return 0.55 if shaped else BY_VALUES.get(kind, 0.0)
 
 
 def _why(column: str, match: NameMatch | None, reason: str) -> str:
@@ -119,13 +125,16 @@ def candidates(table: str, survey: FileSurvey, context: dict[str, FileSurvey],
     found: list[Proposal] = []
     for name in catalogue.fields.get(table, {}):
         shaped = name in _SHAPED or (name in _REFERS and table != _REFERS[name]) or name == _KEYS.get(table)
+        kind = "name" if name == "full_name" else canonical.TABLES[table].field(name).kind
         for column in survey.columns:
             s = survey.stats[column]
             match = catalogue.match_name(table, name, column)
-            if match is None and not shaped:
+            if match is None and not shaped and kind not in BY_VALUES:
                 continue
             fit, reason = _fit(table, name, s, survey, context, catalogue)
-            conf = _confidence(match, fit, shaped)
+            if match is None and kind == "enum" and fit == 1 and not reason.startswith(("9", "100%")):
+                fit = 0  # by values alone only when nearly every value is a known code
+            conf = _confidence(match, fit, shaped, kind)
             if conf > 0:
                 found.append(Proposal(name, (column,), conf, [_why(column, match, reason)]))
     order = {c: i for i, c in enumerate(survey.columns)}

@@ -135,8 +135,8 @@ def boolean_words(tables: dict[str, tuple[FileSurvey, dict[str, Proposal]]],
     """The true and false words the drafted true/false fields use, as written (first seen case)."""
     seen: dict[str, str] = {}
     for table, (survey, chosen) in tables.items():
-        for p in chosen.values():
-            if p.mapped and p.field != "full_name" and canonical.TABLES[table].field(p.field).kind == "boolean":
+        for p in chosen.values():  # candidates too: once a person maps them, their words must read
+            if p.field != "full_name" and canonical.TABLES[table].field(p.field).kind == "boolean":
                 for value, _ in survey.stats[p.columns[0]].counts:
                     seen.setdefault(value.upper(), value)
     trues = {w.upper() for w in catalogue.true_words}

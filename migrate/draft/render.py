@@ -108,7 +108,9 @@ def _unmapped(choice: TableChoice, indent: int) -> list[str]:
     for column in choice.survey.columns:
         if column in used:
             continue
-        near = [p for p in [*choice.chosen.values(), *choice.rest] if p.columns[0] == column and not p.mapped]
+        mapped = {f for f, p in choice.chosen.items() if p.mapped}
+        near = [p for p in [*choice.chosen.values(), *choice.rest]
+                if p.columns[0] == column and not p.mapped and p.field not in mapped]
         s = choice.survey.stats[column]
         if near:
             p = max(near, key=lambda q: q.confidence)
@@ -151,7 +153,8 @@ def _file_lines(s: FileSurvey, defaults: dict[str, Any], indent: int) -> list[st
 
 
 def render(name: str, choices: list[TableChoice], leftovers: list[Leftover], skipped: list[str],
-           formats: dict[str, list[str]], booleans: tuple[list[str], list[str]]) -> str:
+           formats: dict[str, list[str]], booleans: tuple[list[str], list[str]],
+           catalogue_required: dict[str, dict[str, bool]]) -> str:
     """The YAML text of the drafted profile (module docstring)."""
     out = [f"# Drafted by `handover profile draft` from the files in {name}/. Lines marked CHECK need a person:",
            "# a choice the data could not settle, or rows a run would quarantine. Each field says its confidence",
@@ -192,15 +195,21 @@ def render(name: str, choices: list[TableChoice], leftovers: list[Leftover], ski
         out.append(f"    files: {flow([s.name])}")
         out += _file_lines(s, defaults, 4)
         out.append("    fields:")
+        required = {f for f, spec in catalogue_required.get(choice.table, {}).items() if spec}
         for field in [*canonical.TABLES[choice.table].field_names, "full_name"]:
             p = choice.chosen.get(field)
             if field == "full_name" and p is not None and p.mapped:
                 out += _split_lines(p, 6)
             elif p is not None and p.mapped:
                 out += _field_lines(p, 6)
-            elif field in NEEDED_FIELDS.get(choice.table, ()):
-                out += comment(f"CHECK: map {field}: no column found for it, and a {choice.table} row cannot be "
-                               "keyed or linked without it", 6)
+            elif field in NEEDED_FIELDS.get(choice.table, ()) or field in required:
+                why = ("a row cannot be keyed or linked without it" if field in NEEDED_FIELDS.get(choice.table, ())
+                       else "the rules read it")
+                maybe = sorted({q.columns[0] for q in [*choice.chosen.values(), *choice.rest]
+                                if q.field == field and not q.mapped})
+                out += comment(f"CHECK: map {field}: no column found for it by name, and {why}"
+                               + (f"; by their values, maybe {', '.join(repr(c) for c in maybe)}" if maybe else ""),
+                               6)
         out += _unmapped(choice, 6)
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"

@@ -657,7 +657,6 @@ def rules_explain(code: str, pack_path: Path | None) -> None:
     click.echo(explain(_pack(pack_path), code))
 
 
-
 @main.group()
 def profile() -> None:
     """Mapping profiles: draft a first one from an extract's files."""
@@ -696,6 +695,7 @@ def profile_draft(input_dir: Path, out_file: Path | None, force: bool, synonyms:
             err.print(f"[yellow]to do:[/] {escape(problem)}", highlight=False)
         err.print(f"{draft.checks} line(s) marked CHECK to review; then: handover check --input {input_dir} "
                   f"--mapping {out_file or 'PROFILE.yaml'}", highlight=False)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

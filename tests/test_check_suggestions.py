@@ -96,6 +96,9 @@ def test_a_missing_column_names_the_closest_columns(tmp_path: Path) -> None:
                             "'PatientName' (96% alike), ")
     assert birth == "PATIENT_EXTRACT.txt: instead of 'BirthDate', the closest columns: 'DOB' (a listed name for birth_date)"
     assert "suggestion:" in code.stderr and "'DOB' (a listed name for birth_date)" in code.stderr
+    quiet = CliRunner().invoke(cli.main, ["check", "--input", str(input_dir), "--mapping", str(profile), "--quiet"])
+    assert quiet.exit_code == 2  # the suggestions travel with the error, so --quiet still shows them
+    assert "suggestion: PATIENT_EXTRACT.txt: instead of 'BirthDate'" in quiet.stderr
 
 
 def test_a_header_matching_nothing_gets_the_sniffed_delimiter(tmp_path: Path) -> None:

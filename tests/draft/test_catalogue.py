@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+import cli
 from migrate.draft import draft_profile, load_catalogue
 from migrate.errors import ConfigError
 from migrate.resources import mappings_dir
@@ -52,3 +54,16 @@ def test_a_broken_synonyms_file_is_rejected_with_every_problem(tmp_path: Path, o
     with pytest.raises(ConfigError) as raised:
         load_catalogue(path)
     assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--input", "{tmp}/absent"], 3, "input folder not found"),
+    (["--input", "{tmp}/empty"], 3, "no extract files in"),
+    (["--input", "{tmp}/in", "--synonyms", "{tmp}/absent.yaml"], 2, "synonyms file"),
+])
+def test_the_draft_command_exits_with_the_class_of_its_problem(tmp_path: Path, args: list[str], code: int,
+                                                                message: str) -> None:
+    _extract(tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli.main, ["profile", "draft", *(a.format(tmp=tmp_path) for a in args)])
+    assert result.exit_code == code and message in result.stderr and result.stdout == ""

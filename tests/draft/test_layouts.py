@@ -15,8 +15,10 @@ tests/cases/worked-example and the new-provider layout of tests/test_new_provide
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import random
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -161,3 +163,19 @@ def test_a_batch_run_with_the_draft_holds_and_decides_as_the_hand_written_profil
         # FHIR ids are namespaced by the profile's source_system, which the draft names after the folder
         a, b = (pl.read_parquet(runs[n] / output).drop("fhir_id", strict=False) for n in ("hand", "draft"))
         assert a.height > 0 and a.equals(b), output
+
+
+def test_the_draft_json_names_the_tables_the_checks_and_the_files_not_drafted(tmp_path: Path) -> None:
+    input_dir = tmp_path / "extract"
+    shutil.copytree(CASES / "worked-example" / "input", input_dir)
+    (input_dir / "notes.csv").write_text("Colour,Weight\nred,3\nblue,4\n", encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["profile", "draft", "--input", str(input_dir), "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["tables"] == {t: f"{t}.csv" for t in ("patients", "referrals", "contacts", "codes")}
+    assert report["not_drafted"] == ["notes.csv"] and report["problems"] == []
+    assert report["checks"] == report["profile"].count("CHECK") > 0
+    assert "CHECK: not drafted: notes.csv" in report["profile"]
+    out = tmp_path / "draft.yaml"
+    written = CliRunner().invoke(cli.main, ["profile", "draft", "--input", str(input_dir), "--out", str(out), "--json"])
+    assert "profile" not in json.loads(written.stdout) and out.read_text(encoding="utf-8") == report["profile"]

@@ -30,14 +30,12 @@ from migrate import canonical
 from migrate.draft.catalogue import load_catalogue
 from migrate.errors import ProfileError
 from migrate.ingest import ingest
-from migrate.mapping import missing_columns
+from migrate.mapping import VALUE_IN_MESSAGE, missing_columns
 from migrate.profile import Profile
 from migrate.rules import RulePack, load_pack
 from migrate.sources import discover, read_columns
 from migrate.suggest import layout_suggestions, suggest
 from migrate.vocabulary import bindings, looks_like_placeholder, vocabulary
-
-_VALUE = r"\(value '(.*?)'\)"
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class CheckReport:
 
 def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
     grouped = (
-        quarantine.with_columns(pl.col("message").str.extract(_VALUE, 1).alias("value"))
+        quarantine.with_columns(pl.col("message").str.extract(VALUE_IN_MESSAGE, 1).alias("value"))
         .sort("source_file", "source_row")
         .group_by("source_file", "table", "field", "reason_code", maintain_order=True)
         .agg(

@@ -31,6 +31,9 @@ _DERIVED_KEYS = {"patients": {"patient_key": "source_patient_id"}, "referrals": 
 # HL7's explicit null, in any source: the field is deleted (an update clears it), where an
 # empty value is "not sent" (an update under ``updates: merge`` keeps the current value).
 EXPLICIT_NULL = '""'
+# How a problem's message quotes the offending value (fields that identify no one only):
+# ``handover check`` and its suggestions read the value back out with this pattern.
+VALUE_IN_MESSAGE = r"\(value '(.*?)'\)"
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,11 @@ from migrate import canonical
 from migrate.draft.catalogue import Catalogue, load_catalogue, name_key
 from migrate.draft.shapes import candidate_formats, format_shares
 from migrate.draft.sniff import detect_encoding, sniff_dialect
-from migrate.mapping import cleaned_values
+from migrate.mapping import VALUE_IN_MESSAGE, cleaned_values
 from migrate.matching import text_keys
 from migrate.profile import FieldSpec
 from migrate.sources import InputFile, read_file
 
-_VALUE = r"\(value '(.*?)'\)"
 MOST = 0.5  # a file-level fix is suggested when at least this share of its records fails
 LISTED = 20  # unmapped values listed per problem (the JSON has every one)
 
@@ -101,7 +100,7 @@ def _date_fix(f: InputFile, spec: FieldSpec, rows: pl.Series, catalogue: Catalog
 
 
 def _value_counts(messages: pl.Series) -> list[tuple[str, int]]:
-    values = messages.str.extract(_VALUE, 1).drop_nulls()
+    values = messages.str.extract(VALUE_IN_MESSAGE, 1).drop_nulls()
     counts = values.value_counts(sort=True)
     return sorted(((str(v), int(n)) for v, n in counts.iter_rows()), key=lambda vn: (-vn[1], vn[0]))
 

@@ -9,7 +9,7 @@ tests/cases/worked-example and the new-provider layout of tests/test_new_provide
   written by hand for that layout;
 - the draft never quotes a value of a field that identifies a person;
 - a whole batch run on the draft holds and decides every row as the run on the profile
-  written by hand (the small layouts: second-layout and worked-example).
+  written by hand.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_the_cli_writes_a_draft_that_check_passes_and_never_overwrites_one(
     assert stdout.exit_code == 0 and stdout.stdout == out.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("layout", ["second-layout", "worked-example"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_a_batch_run_with_the_draft_holds_and_decides_as_the_hand_written_profile(
         layouts: dict[str, tuple[Path, str]], layout: str, tmp_path: Path) -> None:
     """"Runs without edits": the whole batch (identity, rules, dispositions, FHIR, the

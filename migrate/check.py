@@ -25,7 +25,7 @@ import polars as pl
 
 from migrate import canonical
 from migrate.errors import ProfileError
-from migrate.ingest import ingest
+from migrate.ingest import ingest, repeated_columns
 from migrate.mapping import missing_columns
 from migrate.profile import Profile
 from migrate.rules import RulePack, load_pack
@@ -97,8 +97,11 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
         present = read_columns(f)
         absent = missing_columns(f.spec(), present) if present else []
         if absent:
-            unfit.add(f.table)
             layout.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}")
+        repeated = repeated_columns(f, present) if present else []
+        layout += repeated
+        if absent or repeated:
+            unfit.add(f.table)
     pack = pack if pack is not None else load_pack(None)
     work = Path(tempfile.mkdtemp(prefix="handover-check-"))
     try:

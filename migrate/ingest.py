@@ -105,9 +105,16 @@ def check_layout(files: list[InputFile], profiles: Profile | Sequence[Profile] |
         if absent:
             problems.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}; "
                             f"columns present: {', '.join(present)}")
+        problems += repeated_columns(f, present)
     if problems:
         names = ", ".join(sorted({f.profile.name for f in files}))
         raise ProfileError(f"the extract does not fit mapping profile {names}", problems)
+
+
+def repeated_columns(f: InputFile, present: tuple[str, ...]) -> list[str]:
+    """A column the profile reads that the header names more than once: which one is meant?"""
+    return [f"{f.name} ({f.table}): column {c} appears {present.count(c)} times in the header"
+            for c in f.spec().source_columns if present.count(c) > 1]
 
 
 class _Sources:
@@ -188,9 +195,14 @@ def _read_delimited(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) ->
     if key is not None:
         mapped.failed_keys.setdefault(f.table, []).append(
             _keys_of_rejected(result.rejected, f.spec(), key, result.columns))
-    if result.columns:
-        order = pl.struct(pl.lit(rank).alias("rank"), pl.lit(None, dtype=pl.Datetime("us")).alias("at"))
-        _map_frame(mapped, f.table, f.spec(), f.profile, result.frame, f.name, order)
+    frame = result.frame
+    if not result.columns:
+        # An empty file still feeds its table (with no rows): its children's references are
+        # checked against it, so they are quarantined as orphans, never waved through.
+        frame = pl.LazyFrame(schema={**{c: pl.String() for c in f.spec().source_columns},
+                                     "source_row": pl.Int64(), "source_file": pl.String()})
+    order = pl.struct(pl.lit(rank).alias("rank"), pl.lit(None, dtype=pl.Datetime("us")).alias("at"))
+    _map_frame(mapped, f.table, f.spec(), f.profile, frame, f.name, order)
     return result.rows_read
 
 

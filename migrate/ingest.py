@@ -265,8 +265,11 @@ def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header:
     index = header.index(source.column)
     values = []
     for raw in rejected["raw"].to_list():
-        parsed = next(pycsv.reader([raw.replace("\n", " ")], delimiter=spec.delimiter,
-                                   quotechar=spec.quote_char or '"'), [])
+        try:
+            parsed = next(pycsv.reader([raw.replace("\r", " ").replace("\n", " ")], delimiter=spec.delimiter,
+                                       quotechar=spec.quote_char or '"'), [])
+        except pycsv.Error:  # not even leniently splittable: its key is unknown
+            continue
         if len(parsed) > index and parsed[index].strip():
             values.append(parsed[index].strip())
     return pl.Series(key, values, dtype=pl.String)

@@ -189,6 +189,12 @@ class RunConfig:
         target_profile = found.attempt(lambda: target_mapping(target_mapping_profile, profiles, target_index))
         if target_index is not None and (target_mapping_profile is None or target_profile is not None):
             found.attempt(lambda: check_target_index(Path(target_index), target_profile))
+        if previous is not None and Path(previous).resolve() == Path(out_dir).resolve():
+            found.config.append(f"--previous {previous} is the --out folder: the run would replace the batch it "
+                                "chains to")
+        from migrate.runfolder import check_target
+
+        found.attempt(lambda: check_target(Path(out_dir)))
         if previous is not None:
             from migrate.reports.rundata import RunFolder
 

@@ -19,7 +19,7 @@ and frozen into the run folder's ``config/`` before the extract is opened (``mig
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from migrate.patients import patient_summary
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, rows_invariant
 from migrate.rules.stage import classify
-from migrate.runfolder import RunRecord, build_manifest, target_record, write_tables
+from migrate.runfolder import RunRecord, build_manifest, stage, target_record, write_tables
 from migrate.sources import discover
 from migrate.target_index import read_target_index
 from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
@@ -111,7 +111,18 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
 
 def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResult:
     """Run one batch into ``config.out_dir``; the summary says whether the invariants held
-    (``RunResult.raise_on_failure`` turns a failure into exit 1)."""
+    (``RunResult.raise_on_failure`` turns a failure into exit 1).
+
+    The folder is locked, written as a hidden sibling and renamed into place only when
+    complete, replacing a previous run whole (``migrate/runfolder.py``).
+    """
+    with stage(config.out_dir) as staging:
+        result = _run_batch(replace(config, out_dir=staging.path), progress)
+        staging.publish()
+    return RunResult(config.out_dir, result.summary, [staging.final(p) for p in result.outputs])
+
+
+def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
     from migrate.reports import record_previous, write_reports
 
     started = datetime.now(UTC)

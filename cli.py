@@ -156,14 +156,14 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
          declared: Path | None = None, inactive_patients: str = "exclude",
-         target_mapping: str | None = None) -> RunResult:
+         target_mapping: str | None = None, key_file: Path | None = None) -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
-                            target_mapping_profile=target_mapping)
+                            target_mapping_profile=target_mapping, key_file=key_file)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -202,14 +202,17 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
               help="YAML of what the outgoing provider said it sent (counts, optionally ids per list).")
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The previous batch's run folder: chains the manifests and reports the delta.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="Seal the manifest with an HMAC under this key (handover verify --key-file checks it).")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None, emit_fhir: bool,
-        bundle_size: int, declared: Path | None, previous: Path | None, quiet: bool, as_json: bool) -> None:
+        bundle_size: int, declared: Path | None, previous: Path | None, key_file: Path | None, quiet: bool,
+        as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared, inactive_patients, target_mapping), quiet, as_json)
+                 bundle_size, previous, declared, inactive_patients, target_mapping, key_file), quiet, as_json)
 
 
 @main.command()
@@ -218,7 +221,9 @@ def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path,
               help="Compare with this run (default: the run the manifest chains to).")
 @click.option("--declared", type=click.Path(path_type=Path), default=None, help="Declared counts YAML.")
 @click.option("--pseudonymise", is_flag=True, help="Write the audit pack with identifiers replaced by keyed hashes.")
-@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="HMAC key for --pseudonymise.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="HMAC key: the pseudonymisation key with --pseudonymise; otherwise the run's seal, re-computed "
+                   "over the re-rendered manifest (a sealed run is re-rendered only with its key).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the pseudonymised pack (outside the run folder).")
 @click.option("--split-by", default=None, metavar="COLUMN",
@@ -244,7 +249,8 @@ def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudony
         elif not quiet:
             out.print(f"Pseudonymised audit pack: {len(files)} files in {out_dir}")
         return
-    result = reports.write_reports(run_dir, previous, declared, split_by)
+    result = reports.write_reports(run_dir, previous, declared, split_by=split_by,
+                                   key=None if key_file is None else reports.load_key(key_file))
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -274,20 +280,25 @@ def diff(run_a: Path, run_b: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The previous run, to check the chain (default: the path the manifest records).")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="Check the manifest's HMAC seal with this key.")
+@click.option("--chain", "whole_chain", is_flag=True, help="Verify every earlier batch in full as well.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--fields", is_flag=True,
               help="Instead, read the FHIR back and compare every carried field with the source (the round trip); "
                    "exit 1 naming each field that differs.")
 @_guard
-def verify(run_dir: Path, previous: Path | None, as_json: bool, fields: bool) -> None:
-    """Re-hash every output against the manifest and check the chain; exit 1 naming what differs."""
+def verify(run_dir: Path, previous: Path | None, key_file: Path | None, whole_chain: bool, as_json: bool,
+           fields: bool) -> None:
+    """Check the manifest (shape, digest, seal), re-hash every output and check the chain; exit 1 naming what differs."""
     from migrate import reports
 
     if fields:
         _verify_fields(run_dir, as_json)
         return
 
-    result = reports.verify(run_dir, previous)
+    key = None if key_file is None else reports.load_key(key_file)
+    result = reports.verify(run_dir, previous, key=key, chain=whole_chain)
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     else:
@@ -326,14 +337,17 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--bundle-size", type=click.IntRange(min=1), default=None,
               help="Patients per FHIR transaction bundle (default: the run's own).")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="The run's seal key: a sealed run is re-emitted (and re-sealed) only with it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
 @_guard
-def fhir(run_dir: Path, bundle_size: int | None, as_json: bool) -> None:
+def fhir(run_dir: Path, bundle_size: int | None, key_file: Path | None, as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables and the configuration frozen
     in its config/ (replaces RUN/fhir/ and records it in the manifest)."""
     from migrate.fhir.stage import reemit_fhir
+    from migrate.reports import load_key
 
-    result = reemit_fhir(run_dir, bundle_size)
+    result = reemit_fhir(run_dir, bundle_size, None if key_file is None else load_key(key_file))
     stats = result.asdict()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))

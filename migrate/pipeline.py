@@ -39,6 +39,7 @@ from migrate.identity import write_model
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
 from migrate.lineage import build_lineage
+from migrate.manifest import with_digest
 from migrate.outputs import write_json
 from migrate.patients import patient_summary
 from migrate.progress import NULL_PROGRESS, Progress
@@ -178,12 +179,14 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
         identified.result.model.summary()))
     if config.previous is not None:
         manifest = record_previous(manifest, config.previous, out)
-    write_json(manifest, out / "manifest.json")
+    # Sealed (with the key) by write_reports, once every report is in: the round trip's report
+    # is recorded before that, without the key.
+    write_json(with_digest(manifest), out / "manifest.json")
     progress.finish("write")
     if fhir is not None:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
         run_roundtrip(out, progress)
 
     progress.start("reports", total=None)
-    report = write_reports(out, config.previous, invariant=invariant)  # the declaration is in config/
+    report = write_reports(out, config.previous, invariant=invariant, key=config.seal_key)  # declaration: config/
     progress.finish("reports")
     return RunResult(out, report.summary, written.paths + report.files)

@@ -295,3 +295,21 @@ def test_check_with_a_site_pack_shows_unknown_values_disappear(tmp_path: Path) -
                     "  not_red_flag_codes: [cauda equina]\n")
     code, _, err = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--rules", str(site))
     assert code == 2 and "both list cauda_equina" in err
+
+def test_a_sealed_chain_verified_end_to_end(tmp_path: Path) -> None:
+    """run --key-file seals; verify --key-file checks it; verify --chain re-verifies the batch before."""
+    key = tmp_path / "key"
+    key.write_text("a-secret-of-at-least-16-bytes\n")
+    base = ["--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01", "--quiet"]
+    first, second = tmp_path / "batches" / "b1", tmp_path / "batches" / "b2"
+    assert invoke("run", *base, "--out", str(first), "--key-file", str(key))[0] == 0
+    assert invoke("run", *base, "--out", str(second), "--previous", str(first), "--key-file", str(key))[0] == 0
+    code, out, _ = invoke("verify", str(second), "--key-file", str(key), "--chain", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["seal"] == "matches the key" and result["runs_checked"] == 2
+    code, _, err = invoke("report", str(second))
+    assert code == 2 and "sealed" in err
+    other = tmp_path / "other"
+    other.write_text("another-secret-of-16-bytes-or-more")
+    code, out, _ = invoke("verify", str(second), "--key-file", str(other))
+    assert code == 1 and "seal" in out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv as pycsv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,12 +152,13 @@ class _Mapped:
     repeated_deliveries: int = 0
     stats: list[FileStats] = field(default_factory=list)
     sources: _Sources = field(default_factory=_Sources)
+    cutover: date | None = None  # the reference for two-digit years (mapping.py)
 
 
 def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, source: pl.LazyFrame, name: str,
                order: pl.Expr) -> None:
     """Map one source frame into ``table``; failing rows to quarantine, good rows kept."""
-    compiled = compile_table(spec, source.collect_schema(), profile)
+    compiled = compile_table(spec, source.collect_schema(), profile, mapped.cutover)
     mapped.sources.add(table, name, source, compiled)
     source = source.with_columns(order.alias(_ORDER))
     # Mapped in batches: the expressions hold several copies of every string column while
@@ -329,7 +331,8 @@ def _checks(table: str, parents: _Parents) -> updates.Check:
 
 def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Path,
            progress: Progress = NULL_PROGRESS, only_tables: list[str] | None = None,
-           files: list[InputFile] | None = None, canonical_dir: Path | None = None) -> Ingested:
+           files: list[InputFile] | None = None, canonical_dir: Path | None = None,
+           cutover: date | None = None) -> Ingested:
     """Read, map and check every table of the extract in ``input_dir``.
 
     ``profiles``: one mapping profile, or several (e.g. a CSV extract and an HL7 feed), in
@@ -338,6 +341,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     not checked. ``files``, when given, were already discovered and their layout checked.
     With ``canonical_dir`` each table is written there as ``<table>.parquet`` as soon as it
     is final and returned as a scan of that file, so only one table is in memory at a time.
+    ``cutover`` places two-digit years (``mapping.py``; today when not given).
     """
     profile_list = [profiles] if isinstance(profiles, Profile) else list(profiles)
     if files is None:
@@ -347,7 +351,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     if only_tables is not None:
         files = [f for f in files if set(f.tables) & set(only_tables)]
     progress.start("ingest", total=len(files))
-    mapped = _Mapped()
+    mapped = _Mapped(cutover=cutover)
     ranks = {p.name: i for i, p in enumerate(profile_list)}
 
     def count(f: InputFile, rows: int) -> None:

@@ -12,7 +12,12 @@ only for fields that are not patient-identifying) and ``__raw`` (the source reco
 JSON, for quarantine).
 
 A value that fails to parse never becomes null silently: it is a quarantine reason unless
-the field says ``on_invalid: null``.
+the field says ``on_invalid: null``. A canonical field's own pattern (``nhs_number``: ten
+ASCII digits) applies whatever the profile says.
+
+Two-digit years (``%y``) are placed by the cut-over T (today when none is given, as in
+``handover check``): a birth date in the 100 years up to T — never after it — and any other
+date in the window from 80 years before T to 20 years after it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
@@ -27,6 +33,8 @@ from migrate import canonical
 from migrate.profile import FieldSpec, Profile, TableSpec
 
 BOOKKEEPING = ("__reason", "__field", "__message", "__raw")
+# Fields whose dates are in the past at the cut-over: a two-digit year is never placed after it.
+PAST_ONLY = frozenset({"birth_date"})
 _DERIVED_KEYS = {"patients": {"patient_key": "source_patient_id"}, "referrals": {"referral_key": "source_referral_id"}}
 # HL7's explicit null, in any source: the field is deleted (an update clears it), where an
 # empty value is "not sent" (an update under ``updates: merge`` keeps the current value).
@@ -152,8 +160,28 @@ def _elements(spec: FieldSpec, v: pl.Expr, null_values: tuple[str, ...]) -> tupl
     return cleaned.list.eval(value).fill_null(pl.lit([], dtype=pl.List(pl.String))), err
 
 
+def _years(day: date, years: int) -> date:
+    """``day`` moved by whole ``years`` (29 February becomes the 28th in a common year)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def _two_digit_years(parsed: pl.Expr, name: str, kind: str, cutover: date | None) -> pl.Expr:
+    """``parsed`` (read with a ``%y`` format) moved by a century into its field's window."""
+    ref = cutover or date.today()
+    lo, hi = (_years(ref, -100), ref) if name in PAST_ONLY else (_years(ref, -80), _years(ref, 20))
+    if kind == "datetime":  # compare date-times against the end of the window's days
+        lo_t, hi_t = (datetime.combine(d + timedelta(days=1), datetime.min.time()) for d in (lo, hi))
+        return (pl.when(parsed >= hi_t).then(parsed.dt.offset_by("-100y"))
+                .when(parsed < lo_t).then(parsed.dt.offset_by("100y")).otherwise(parsed))
+    return (pl.when(parsed > hi).then(parsed.dt.offset_by("-100y"))
+            .when(parsed <= lo).then(parsed.dt.offset_by("100y")).otherwise(parsed))
+
+
 def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl.DataType | None,
-           null_values: tuple[str, ...] = ()) -> tuple[pl.Expr, pl.Expr]:
+           null_values: tuple[str, ...] = (), cutover: date | None = None) -> tuple[pl.Expr, pl.Expr]:
     """(typed value, error reason or null) for a cleaned string value ``v``."""
     kind = field.kind
     present = v.is_not_null()
@@ -161,13 +189,17 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
     if kind in ("date", "datetime") and source_dtype is not None and source_dtype.is_temporal():
         value = _src(spec.base_columns[0]).cast(field.dtype)
         return value, pl.lit(None, dtype=pl.String)
+
+    def placed(parsed: pl.Expr, fmt: str) -> pl.Expr:
+        return _two_digit_years(parsed, spec.name, kind, cutover) if "%y" in fmt else parsed
+
     if kind == "date":
-        value = pl.coalesce([_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False)
+        value = pl.coalesce([placed(_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False), f)
                              for f in spec.formats])
         reason = "unparseable_date"
     elif kind == "datetime":
-        value = pl.coalesce([_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us")
-                             for f in spec.formats])
+        value = pl.coalesce([placed(_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us"),
+                                    f) for f in spec.formats])
         reason = "unparseable_date"
     elif kind == "boolean":
         tv = [t.upper() for t in spec.true_values]
@@ -186,6 +218,8 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         reason = "unmapped_code"
     else:
         value, unmapped, mismatched = _text(spec, v)
+        if field.pattern:
+            mismatched = mismatched | ~value.str.contains(field.pattern)
         failed = unmapped | mismatched
         if invalid_ok:
             value = pl.when(present & failed).then(None).otherwise(value)
@@ -286,7 +320,8 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
     allowed = ", ".join(field.enum_values or ())
     unmapped = f"{spec.label} has {'an element with ' if field.kind == 'list' else ''}no mapping"
     invalid = (f"{spec.label} has an element not matching {spec.pattern}" if field.kind == "list"
-               else f"{spec.label} is not a valid {field.kind}" + (f" matching {spec.pattern}" if spec.pattern else ""))
+               else f"{spec.label} is not a valid {field.kind}"
+               + (f" matching {spec.pattern or field.pattern}" if spec.pattern or field.pattern else ""))
     refine: pl.Expr = pl.lit(False)
     refine_text: pl.Expr = pl.lit(None, dtype=pl.String)
     if spec.refine is not None:
@@ -333,8 +368,10 @@ def _conflict_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_s
         pl.lit("); the row is held rather than either believed")])
 
 
-def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile) -> CompiledTable:
-    """Compile ``spec`` for a source frame with ``source_schema`` (columns must be present)."""
+def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile,
+                  cutover: date | None = None) -> CompiledTable:
+    """Compile ``spec`` for a source frame with ``source_schema`` (columns must be present);
+    ``cutover`` places two-digit years (module docstring)."""
     table = canonical.TABLES[spec.name]
     mapped = {f.name: f for f in spec.fields}
     merge = spec.updates == "merge" and table.key is not None
@@ -352,7 +389,7 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         if merge:
             clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
         src_dtype = source_schema.get(fspec.base_columns[0]) if fspec.base_columns else None
-        value, err = _typed(fspec, field, v, src_dtype, profile.null_values)
+        value, err = _typed(fspec, field, v, src_dtype, profile.null_values, cutover)
         refined = _refined(fspec, field, value, source_schema, profile.null_values)
         if refined is not None:
             value, failed = refined

@@ -92,7 +92,7 @@ def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConf
     work = out / ".work"
     try:
         return ingest(config.input_dir, config.profiles, work, progress, files=files,
-                      canonical_dir=out / "canonical"), frozen
+                      canonical_dir=out / "canonical", cutover=config.cutover), frozen
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

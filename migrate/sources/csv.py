@@ -201,7 +201,7 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     unsplittable = bad.filter(pl.col("reason_code").is_in(["malformed_record"]) | pl.col("unterminated"))["rec"]
     read_path = text_path
     if unsplittable.len():
-        read_path = without_records(text_path, separator, recs, unsplittable, work_dir / (path.name + ".clean"))
+        read_path = without_records(text_path, recs, unsplittable, work_dir / (path.name + ".clean"))
     if _count(read_path, header, opts) != recs.height:
         raise InputError(f"{source_file}: the records of this file could not be aligned with their fields "
                          "(a reader defect: please report it with the file's structure, not its content)")

@@ -104,8 +104,9 @@ def check_layout(files: list[InputFile], profiles: Profile | Sequence[Profile] |
             continue  # HL7 (addressed by path) or an empty file: nothing to check
         absent = missing_columns(f.spec(), present)
         if absent:
-            problems.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}; "
-                            f"columns present: {', '.join(present)}")
+            # The header is not quoted: a file without one would put a patient's record here.
+            problems.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}; its first line has "
+                            f"{len(present)} field(s) (is it the header the profile describes?)")
         problems += repeated_columns(f, present)
     if problems:
         names = ", ".join(sorted({f.profile.name for f in files}))

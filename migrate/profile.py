@@ -263,10 +263,9 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         else:
             kwargs["on_invalid"] = raw["on_invalid"]
     if "pattern" in kwargs:
-        try:
-            re.compile(kwargs["pattern"])
-        except re.error as exc:
-            problems.add(f"{where}.pattern", f"not a valid regular expression ({exc})")
+        why = regex_problem(kwargs["pattern"])
+        if why:
+            problems.add(f"{where}.pattern", why)
     if "map" in raw:
         m = raw["map"]
         if not isinstance(m, dict):
@@ -383,6 +382,10 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
             target_table_problems(where, tdoc, problems.add)
         elif not files:
             problems.add(f"{where}.files", "name the file(s) that feed this table, e.g. ['referrals*.csv']")
+        for i, pattern in enumerate(files):
+            why = glob_problem(pattern)
+            if why:
+                problems.add(f"{where}.files[{i}]", why)
         fields_doc = tdoc.get("fields")
         specs: list[FieldSpec] = []
         if not isinstance(fields_doc, dict) or not fields_doc:
@@ -396,11 +399,9 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
                 if needed not in fields_doc:
                     problems.add(f"{where}.fields", f"map '{needed}': a {tname} row cannot be keyed or linked without it")
         delimiter = str(tdoc.get("delimiter", defaults.get("delimiter", ",")))
-        if len(delimiter) != 1:
-            problems.add(f"{where}.delimiter", "expected a single character")
         quote = tdoc.get("quote_char", defaults.get("quote_char", '"'))
-        if quote is not None and len(str(quote)) != 1:
-            problems.add(f"{where}.quote_char", "expected a single character or null")
+        for key, why in dialect_problems(delimiter, None if quote is None else str(quote)):
+            problems.add(f"{where}.{key}", why)
         on_enc = tdoc.get("on_encoding_error", defaults.get("on_encoding_error", "quarantine"))
         if on_enc not in ("quarantine", "replace"):
             problems.add(f"{where}.on_encoding_error", "expected 'quarantine' or 'replace'")
@@ -432,6 +433,53 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
     nulls = _str_list(defaults.get("null_values", [""]), "defaults.null_values", problems)
     return Profile(name=str(name), path=path, sha256=digest, source_system=str(doc.get("source_system", name)),
                    description=str(doc.get("description", "")), tables=tables, null_values=nulls)
+
+
+# --- checks by the engine that runs the profile (polars), not by Python's look-alikes -----
+
+def regex_problem(pattern: str) -> str | None:
+    """Why polars (Rust's regex) cannot compile ``pattern``, or None. Python's ``re`` accepts
+    look-arounds and back-references that polars refuses at run time."""
+    import polars as pl
+
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(pattern)
+    except pl.exceptions.PolarsError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("error:")),
+                      "a regex parse error")
+        return f"not a regular expression polars can run ({reason.removeprefix('error:').strip()})"
+    return None
+
+
+def dialect_problems(delimiter: str, quote: str | None) -> list[tuple[str, str]]:
+    """(option, why) for a delimiter or quote character the reader cannot use: each must be
+    one single-byte (ASCII) character — polars reads bytes — other than CR and LF, and the
+    two must differ."""
+    found = []
+    for key, value in (("delimiter", delimiter), ("quote_char", quote)):
+        if value is None:
+            continue
+        if len(value) != 1 or ord(value) > 0x7F:
+            found.append((key, f"expected one single-byte (ASCII) character, got {value!r}"
+                               + (" (several bytes in UTF-8)" if len(value) == 1 else "")))
+        elif value in "\r\n":
+            found.append((key, "a line end cannot be a delimiter or quote character"))
+    if quote is not None and quote == delimiter:
+        found.append(("quote_char", "must differ from the delimiter"))
+    return found
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why a file pattern could read outside ``--input``: absolute, or climbing with ``..``."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not pattern.strip():
+        return "an empty file pattern"
+    if PurePosixPath(pattern).is_absolute() or PureWindowsPath(pattern).is_absolute() or pattern.startswith(("\\", "~")):
+        return "an absolute path: file patterns are relative to --input"
+    if ".." in re.split(r"[/\\]", pattern):
+        return "'..' climbs out of --input: file patterns must stay inside it"
+    return None
 
 
 def resolve_profile_path(name_or_path: str) -> Path:

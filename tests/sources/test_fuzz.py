@@ -154,7 +154,7 @@ def _norm(text: str) -> str:
 def _accounted(record: list[str], table: str, canonical: set[tuple[str, ...]], raws: list[str],
                quarantined: set[tuple[str, ...]]) -> bool:
     # A CR file's line breaks inside quoted fields are read as LF (docs/mapping-profiles.md).
-    if tuple(_eol(v) for v in record) in canonical or tuple(record) in quarantined:
+    if tuple(_eol(v) for v in record) in canonical or tuple(_eol(v) for v in record) in quarantined:
         return True
     # A quoted field open to the end of the file ends in the file's last line end, which the
     # raw text of a truncated record does not keep.
@@ -182,7 +182,8 @@ def _check_accounting(folder: Path, encoding: str, tmp: Path) -> None:
                 raws.append(_norm(raw))
                 continue
             if isinstance(values, dict):
-                quarantined.add(tuple("" if values.get(c) is None else values[c] for c in HEADERS[table]))
+                quarantined.add(tuple("" if values.get(c) is None else _eol(values[c]) for c in HEADERS[table]))
+                raw = "\n".join(str(v) for v in values.values() if v is not None)
             raws.append(_norm(raw))
         read = {f.name: f.rows_read for f in result.files}[f"{table}.csv"]
         assert frame.height + mine.height == read, f"{table}: rows read ≠ canonical + quarantined"

@@ -2,7 +2,10 @@
 
 Thin by design: no business logic here. Data (summaries, JSON) goes to stdout, messages
 and progress to stderr. Errors from the engine are caught once, in ``_guard``, and exit
-with the code their class carries (2 configuration, 3 input, 1 reconciliation).
+with the code their class carries (2 configuration, 3 input, 1 reconciliation); an I/O
+error (permission, missing file, disk full) is an input error: exit 3, one line naming
+the path. Text from files, paths and messages is printed literally: the consoles never
+read rich markup, so ``[/]`` in a path is just text; styles are set with ``Text``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from migrate import __version__
-from migrate.errors import HandoverError, ReconciliationError
+from migrate.errors import HandoverError, InputError, ReconciliationError
 from migrate.progress import NULL_PROGRESS
 from migrate.progress import Progress as EngineProgress
 
@@ -37,16 +40,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 SEED_CUTOVER = date(2022, 10, 1)
 
-out = Console(width=100)
-err = Console(stderr=True, width=100)
+out = Console(width=100, markup=False)
+err = Console(stderr=True, width=100, markup=False)
 
 
 class RichProgress(EngineProgress):
     """Engine progress drawn as rich bars on stderr (only when it is a terminal)."""
 
     def __init__(self) -> None:
-        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True)
+        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[note]}", markup=False),
+                              console=err, transient=True)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichProgress:
@@ -79,11 +83,19 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                raise InputError.from_os_error(exc) from None
         except HandoverError as exc:
-            err.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False, soft_wrap=True)
+            _error(exc.render())
             sys.exit(exc.exit_code)
     return wrapper
+
+
+def _error(message: str, label: str = "error:") -> None:
+    """One message on stderr, printed as it is (never read as markup)."""
+    err.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
 
 
 def output_options(fn: F) -> F:
@@ -461,16 +473,16 @@ def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[
         shown = values if name == "red_flags" else values[:VOCABULARY_ROWS]
         unbound = codelists is not None and not codelists.get(name)
         for v in shown:
-            matched = (escape(v["codelist"]) if v["codelist"] else
-                       "[dim]no codelist reads this field[/]" if unbound else "[bold yellow]none[/]")
-            table.add_row(name, escape(str(v["value"])), f"{v['rows']:,}", matched)
+            matched = (Text(v["codelist"]) if v["codelist"] else
+                       Text("no codelist reads this field", "dim") if unbound else Text("none", "bold yellow"))
+            table.add_row(name, Text(str(v["value"])), f"{v['rows']:,}", matched)
         if len(values) > len(shown):
             rest = values[len(shown):]
             none = sum(1 for v in rest if v["codelist"] is None)
             table.add_row(name, f"… {len(rest):,} more values ({none:,} matched no codelist): see --json", "", "")
     console.print(table)
     for hint in hints:
-        console.print(f"[cyan]hint:[/] {escape(hint)}", highlight=False)
+        console.print(Text.assemble(("hint:", "cyan"), " ", hint), highlight=False)
 
 
 @main.command()

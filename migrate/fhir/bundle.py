@@ -21,6 +21,9 @@ built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
   the order of the bundles that first need them (then id), Provenance.ndjson by bundle.
 - ``lineage.parquet`` (source row → resource), in batch order. Rows that become no
   resource never reach this stage: their dispositions (``migrate.dispositions``) say why.
+- ``errors.parquet``: every resource that failed validation (ERROR_SCHEMA: type, id,
+  patient, problem — locations and messages, never values — and its source row), in
+  source order; empty when all validated.
 
 Everything goes into ``fhir.partial/`` first and is renamed to ``fhir/`` at the end, so a
 killed run never leaves a complete-looking half output. Same frames and options →
@@ -52,6 +55,7 @@ from migrate.fhir.resources import (
     prepare,
 )
 from migrate.fhir.validate import ERROR_SCHEMA
+from migrate.outputs import write_parquet
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.summary import FhirStats
 
@@ -233,7 +237,10 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])
+    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors]).sort(
+        "source_file", "source_row", "fhir_type", "fhir_id", "problem", nulls_last=True)
+    # Written beside the output, so a failing run shows what failed long after the terminal is gone.
+    write_parquet(all_errors, final / "errors.parquet")
     files = sorted(p for p in final.rglob("*") if p.is_file())
     return FhirResult(
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,

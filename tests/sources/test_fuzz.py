@@ -134,13 +134,13 @@ def corrupt(data: bytes, ops: list[tuple[object, ...]], line_ends: str, cp1252: 
     return out
 
 
-def independent_records(path: Path, encoding: str) -> list[list[str]]:
-    """Data records as Python's csv module reads the file (blank records skipped)."""
+def independent_records(path: Path, encoding: str) -> tuple[list[str], list[list[str]]]:
+    """Header and data records as Python's csv module reads the file (blank records skipped)."""
     with path.open(encoding=encoding, errors="replace", newline="") as fh:
         text = fh.read().lstrip("\ufeff")
     lines = re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", text)  # CR, LF and CRLF, as a file iterates
     rows = [r for r in csv.reader(lines, delimiter=",", quotechar='"') if r]
-    return rows[1:]
+    return (rows[0], rows[1:]) if rows else ([], [])
 
 
 def _eol(text: str) -> str:
@@ -151,11 +151,14 @@ def _norm(text: str) -> str:
     return _eol(text).replace('"', "")
 
 
-def _accounted(record: list[str], table: str, canonical: set[tuple[str, ...]], raws: list[str],
+def _accounted(record: list[str], header: list[str], table: str, canonical: set[tuple[str, ...]], raws: list[str],
                quarantined: set[tuple[str, ...]]) -> bool:
-    # A CR file's line breaks inside quoted fields are read as LF (docs/mapping-profiles.md).
-    if tuple(_eol(v) for v in record) in canonical or tuple(_eol(v) for v in record) in quarantined:
-        return True
+    if len(record) == len(header) and all(c in header for c in HEADERS[table]):
+        # The profile's columns, by name (a corrupted header may move them); a CR file's line
+        # breaks inside quoted fields are read as LF (docs/mapping-profiles.md).
+        values = tuple(_eol(record[header.index(c)]) for c in HEADERS[table])
+        if values in canonical or values in quarantined:
+            return True
     # A quoted field open to the end of the file ends in the file's last line end, which the
     # raw text of a truncated record does not keep.
     fields = [_norm(v).rstrip("\n") for v in record if v]
@@ -187,8 +190,10 @@ def _check_accounting(folder: Path, encoding: str, tmp: Path) -> None:
             raws.append(_norm(raw))
         read = {f.name: f.rows_read for f in result.files}[f"{table}.csv"]
         assert frame.height + mine.height == read, f"{table}: rows read ≠ canonical + quarantined"
-        for record in independent_records(folder / f"{table}.csv", encoding):
-            assert _accounted(record, table, canonical, raws, quarantined), (
+        header, records = independent_records(folder / f"{table}.csv", encoding)
+        header = [h.strip() for h in header]
+        for record in records:
+            assert _accounted(record, header, table, canonical, raws, quarantined), (
                 f"{table}.csv: a record Python's csv module reads is neither canonical nor quarantined: {record!r}")
 
 

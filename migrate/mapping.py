@@ -312,10 +312,16 @@ def _refined(spec: FieldSpec, field: canonical.Field, value: pl.Expr, source_sch
 
 
 def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_schema: Mapping[str, pl.DataType],
-                  null_values: tuple[str, ...]) -> pl.Expr:
-    """Words for the field's problem, keyed on its reason column."""
+                  null_values: tuple[str, ...], quotable: bool = True, alone: pl.Expr | None = None) -> pl.Expr:
+    """Words for the field's problem, keyed on its reason column. The value is quoted only
+    when ``quotable`` (the field is not identifying and none of its source columns feeds an
+    identifying field) and the problem is the row's only one (``alone``): a row whose
+    columns are misaligned fails several fields, and a surname or birth date that slid into
+    a code column must not be quoted."""
     e = pl.col(f"__e_{spec.name}")
-    shown = pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")]) if not field.pii else pl.lit("")
+    alone = pl.lit(True) if alone is None else alone
+    shown = (pl.when(alone).then(pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")])).otherwise(pl.lit(""))
+             if quotable and not field.pii else pl.lit(""))
     fmts = ", ".join(spec.formats)
     allowed = ", ".join(field.enum_values or ())
     unmapped = f"{spec.label} has {'an element with ' if field.kind == 'list' else ''}no mapping"
@@ -329,12 +335,13 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
         base = _typed(spec, field, v, None)[0].cast(pl.String)
         refine = (base.is_in(list(spec.refine.when)).fill_null(False) & second.is_not_null()
                   & _lookup(dict(spec.refine.map), second).is_null())
+        second_shown = (pl.when(alone).then(pl.concat_str([pl.lit(" (value '"), second, pl.lit("')")]))
+                        .otherwise(pl.lit("")) if quotable and not field.pii else pl.lit(""))
         refine_text = pl.concat_str([
             pl.lit(f"{spec.name}: column {spec.refine.column} (which refines {', '.join(spec.refine.when)}) has no "
-                   "mapping (value '"), second,
-            pl.lit(f"'); canonical values: {allowed}")])
-    conflict = (_conflict_text(spec, field, v, source_schema, null_values) if spec.implied_by is not None
-                else pl.lit(None, dtype=pl.String))
+                   "mapping"), second_shown, pl.lit(f"; canonical values: {allowed}")])
+    conflict = (_conflict_text(spec, field, v, source_schema, null_values, quotable, alone)
+                if spec.implied_by is not None else pl.lit(None, dtype=pl.String))
     return (
         pl.when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
         .when(e == "conflicting_value").then(conflict)
@@ -348,9 +355,10 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
 
 
 def _conflict_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_schema: Mapping[str, pl.DataType],
-                   null_values: tuple[str, ...]) -> pl.Expr:
+                   null_values: tuple[str, ...], quotable: bool = True, alone: pl.Expr | None = None) -> pl.Expr:
     """Words for ``conflicting_value``: what was sent, and what the other column implies
-    (values quoted only for a field that is not patient-identifying)."""
+    (values quoted only as ``_problem_text`` quotes them: a field that is not identifying,
+    fed by no column that feeds one, and the row's only problem)."""
     assert spec.implied_by is not None  # only fields with implied_by can conflict
     own = ", ".join(spec.base_columns)
     other = spec.implied_by.column
@@ -358,14 +366,16 @@ def _conflict_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_s
     def text(column: str) -> pl.Expr:
         return pl.col(column).list.join(";") if field.kind == "list" else pl.col(column).cast(pl.String)
 
-    if field.pii:
-        return pl.lit(f"{spec.name}: column {own} contradicts the value column {other} implies; "
-                      "the row is held rather than either believed")
-    return pl.concat_str([
+    plain = pl.lit(f"{spec.name}: column {own} contradicts the value column {other} implies; "
+                   "the row is held rather than either believed")
+    if field.pii or not quotable:
+        return plain
+    quoted = pl.concat_str([
         pl.lit(f"{spec.name}: column {own} sends '"), v, pl.lit("' ("), text(spec.name),
         pl.lit(f") but column {other} '"), _other(other, source_schema, null_values), pl.lit("' implies '"),
         pl.col(f"__i_{spec.name}"), pl.lit("' ("), text(f"__iv_{spec.name}"),
         pl.lit("); the row is held rather than either believed")])
+    return quoted if alone is None else pl.when(alone).then(quoted).otherwise(plain)
 
 
 def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile,
@@ -380,6 +390,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     typed_exprs: list[pl.Expr] = []
     problem_exprs: list[pl.Expr] = []
     reasons: list[str] = []
+    identifying = {c for f in spec.fields if table.field(f.name).pii for c in f.source_columns}
+    alone = pl.sum_horizontal([pl.col(f"__e_{f.name}").is_not_null() for f in spec.fields]) <= 1
     for fspec in spec.fields:
         field = table.field(fspec.name)
         v = pl.col(f"__v_{fspec.name}")
@@ -401,7 +413,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         if fspec.required and not (merge and fspec.name not in keys):
             err = pl.when(v.is_null()).then(pl.lit("missing_required")).otherwise(err)
         typed_exprs += [value.cast(field.dtype).alias(fspec.name), err.alias(f"__e_{fspec.name}")]
-        problem_exprs.append(_problem_text(fspec, field, v, source_schema, profile.null_values))
+        quotable = not field.pii and not identifying & set(fspec.source_columns)
+        problem_exprs.append(_problem_text(fspec, field, v, source_schema, profile.null_values, quotable, alone))
         reasons.append(fspec.name)
     # A table's key, where the profile does not map it, is the source id (required by the profile).
     derived = [pl.col(source).alias(key) for key, source in _DERIVED_KEYS.get(spec.name, {}).items() if key not in mapped]

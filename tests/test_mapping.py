@@ -119,7 +119,32 @@ def test_all_problems_of_a_row_are_in_its_message() -> None:
                [{"id": "1", "p": "1", "d": "", "pr": "9"}])
     assert out["__reason"][0] == "missing_required"
     assert "received_date (column d) is required but blank" in out["__message"][0]
-    assert "assigned_priority (column pr) has no mapping (value '9')" in out["__message"][0]
+    # Two problems: the row may be misaligned, so no value is quoted.
+    assert "assigned_priority (column pr) has no mapping; canonical values" in out["__message"][0]
+    assert "(value" not in out["__message"][0]
+
+
+def test_a_misaligned_row_never_has_its_values_quoted() -> None:
+    """A surname and a birth date that slid into code columns stay out of the message; a row
+    with one problem still shows the offending code."""
+    fields = {"source_patient_id": "id", "family_name": "surname", "birth_date": "dob",
+              "sex": {"column": "sex", "map": {"M": "male", "F": "female"}}, "gp_ods_code": {"column": "gp",
+                                                                                        "pattern": "^[A-Z][0-9]{5}$"}}
+    out = _map("patients", fields, [
+        {"id": "1", "surname": "K84001", "dob": "M", "sex": "Zebedee", "gp": "1950-02-01"},
+        {"id": "2", "surname": "Ok", "dob": "1950-02-01", "sex": "X", "gp": "K84001"},
+    ])
+    assert out["__reason"].to_list() == ["unparseable_date", "unmapped_code"]
+    assert "Zebedee" not in out["__message"][0] and "1950-02-01" not in out["__message"][0]
+    assert "sex (column sex) has no mapping" in out["__message"][0]
+    assert "has no mapping (value 'X')" in out["__message"][1]
+
+
+def test_a_column_feeding_an_identifying_field_is_never_quoted() -> None:
+    fields = {"source_patient_id": "id", "family_name": "name", "gp_ods_code": {"column": "name",
+                                                                               "pattern": "^[A-Z][0-9]{5}$"}}
+    out = _map("patients", fields, [{"id": "1", "name": "Zebedee"}])
+    assert out["__reason"][0] == "invalid_value" and "Zebedee" not in out["__message"][0]
 
 
 def test_keys_default_to_source_ids() -> None:

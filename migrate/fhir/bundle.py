@@ -55,7 +55,7 @@ from migrate.fhir.resources import (
     prepare,
 )
 from migrate.fhir.validate import ERROR_SCHEMA
-from migrate.outputs import write_parquet
+from migrate.outputs import ROW_GROUP_ROWS, write_parquet
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.summary import FhirStats
 
@@ -149,10 +149,10 @@ class _Writers:
         if name not in self.parquet:
             empty = pl.DataFrame(schema=dict(schema)).to_arrow()
             self.parquet[name] = pq.ParquetWriter(self.root / f"{name}.parquet", empty.schema, compression="zstd")
-        cast = frame.select(list(schema)).cast(dict(schema))  # type: ignore[arg-type]
+        cast = frame.select(list(schema)).cast(dict(schema)).rechunk()  # type: ignore[arg-type]
         arrow = cast.to_arrow().cast(self.parquet[name].schema)
-        if arrow.num_rows:
-            self.parquet[name].write_table(arrow)
+        if arrow.num_rows:  # one chunk, fixed row groups: bytes follow the rows, not the chunking
+            self.parquet[name].write_table(arrow, row_group_size=ROW_GROUP_ROWS)
 
     def close(self, schemas: Mapping[str, Mapping[str, pl.DataType]]) -> None:
         for fh in self.ndjson.values():

@@ -15,10 +15,10 @@ wherever it is not part of a longer word; so are local-id shapes the run does no
 known identifiers are the canonical tables' (patient, referral and contact keys, source
 ids, NHS numbers as written and as read, names, birth dates, postcodes, phones, addresses,
 UBRNs) and the target system's ids of ``patients.parquet``. Finding them is a polars
-join: each identifier is keyed by its longest run of letters and digits (its anchor,
-which any bounded occurrence of it contains as a whole word), the texts' own runs are
-joined to the anchors and each candidate confirmed by a substring test, so the cost
-follows the size of the text, not the millions of identifiers. Only the texts that hold
+join: each identifier is keyed by its first run of letters and digits (its anchor, which
+any bounded occurrence of it contains as a whole word); identifiers whose anchor is a word
+of the texts are kept (the millions stream past the texts' few words) and each confirmed
+by a substring test, so the cost follows the size of the text. Only the texts that hold
 one are rewritten (one regular-expression pass each, longest identifiers first).
 """
 
@@ -88,8 +88,8 @@ class Pseudonymiser:
         # HMAC's padded key state, computed once and copied per value.
         self._base = hmac.new(key, digestmod=hashlib.sha256)
         self._cache: dict[str, str] = {}
-        values = identifiers if identifiers is not None else pl.LazyFrame({"value": []}, schema={"value": pl.String})
-        self._anchors = anchors(values)
+        self._values = (identifiers if identifiers is not None
+                        else pl.LazyFrame({"value": []}, schema={"value": pl.String})).select(pl.col("value").cast(pl.String))
 
     def token(self, value: str) -> str:
         """The token of ``value``: the first 16 hex digits of HMAC-SHA256(key, value)."""
@@ -110,13 +110,15 @@ class Pseudonymiser:
     def known_in(self, texts: pl.Series) -> dict[str, list[str]]:
         """For each text holding known identifiers: those identifiers (confirmed substrings)."""
         frame = pl.DataFrame({"text": texts.drop_nulls().unique()}, schema={"text": pl.String})
+        words = (frame.lazy().with_columns(pl.col("text").str.extract_all(_RUN).alias("anchor"))
+                 .explode("anchor").drop_nulls("anchor").unique().collect())
+        # The millions of identifiers stream past the texts' few words; only those whose anchor
+        # is one of them are kept, then confirmed as substrings of the texts that hold it.
+        candidates = anchors(self._values, words.select("anchor").unique()).collect(engine="streaming")
         found = (
-            frame.lazy().with_columns(pl.col("text").str.extract_all(_RUN).alias("anchor"))
-            .explode("anchor").drop_nulls("anchor").unique()
-            .join(self._anchors, on="anchor")
+            words.join(candidates, on="anchor")
             .filter(pl.col("text").str.contains(pl.col("value"), literal=True))
             .group_by("text").agg(pl.col("value").unique())
-            .collect(engine="streaming")
         )
         return {t: list(v) for t, v in found.iter_rows()}
 
@@ -156,7 +158,7 @@ class Pseudonymiser:
         uniques = text.drop_nulls().unique().to_list()
         pieces = {separator.join(parts[i:j]) for v in uniques for parts in [v.split(separator)]
                   for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
-        known = set(self._anchors.filter(pl.col("value").is_in(sorted(pieces))).select("value").unique()
+        known = set(self._values.filter(pl.col("value").is_in(sorted(pieces))).unique()
                     .collect(engine="streaming")["value"].to_list()) if pieces else set()
         mapping = {v: separator.join(self.token(k) for k in _split_keys(v, separator, known)) for v in uniques}
         return text.replace_strict(mapping, default=None, return_dtype=pl.String).alias(series.name)
@@ -174,14 +176,12 @@ def _split_keys(value: str, separator: str, known: set[str]) -> list[str]:
     return parts
 
 
-def anchors(values: pl.LazyFrame) -> pl.LazyFrame:
-    """``value`` and its ``anchor`` (longest run of letters and digits; the first of equal
-    length) for each distinct identifier that has one."""
-    runs = pl.col("value").str.extract_all(_RUN)
-    longest = runs.list.eval(pl.element().sort_by(pl.element().str.len_chars(), descending=True,
-                                                  maintain_order=True)).list.first()
-    return (values.select(pl.col("value").cast(pl.String)).drop_nulls().unique()
-            .with_columns(longest.alias("anchor")).drop_nulls("anchor").select("anchor", "value"))
+def anchors(values: pl.LazyFrame, words: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """``anchor`` and ``value`` of each distinct identifier whose anchor — its first run of
+    letters and digits, a whole word of any text the identifier stands alone in — is one
+    of ``words`` (column ``anchor``)."""
+    return (values.drop_nulls().with_columns(pl.col("value").str.extract(_RUN, 0).alias("anchor"))
+            .join(words.lazy(), on="anchor", how="semi").unique().select("anchor", "value"))
 
 
 def run_identifiers(run: RunFolder) -> pl.LazyFrame:

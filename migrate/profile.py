@@ -24,6 +24,8 @@ from migrate.errors import ConfigError, ProfileError
 from migrate.profile_options import format_problems, implied_option, option_problems, target_table_problems
 from migrate.yamltext import read_yaml
 
+from migrate.profile_checks import dialect_problems, glob_problem, regex_problem
+
 FORMAT_VERSION = 1
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252", "windows-1252": "cp1252",
              "latin-1": "latin-1", "iso-8859-1": "latin-1"}
@@ -433,53 +435,6 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
     nulls = _str_list(defaults.get("null_values", [""]), "defaults.null_values", problems)
     return Profile(name=str(name), path=path, sha256=digest, source_system=str(doc.get("source_system", name)),
                    description=str(doc.get("description", "")), tables=tables, null_values=nulls)
-
-
-# --- checks by the engine that runs the profile (polars), not by Python's look-alikes -----
-
-def regex_problem(pattern: str) -> str | None:
-    """Why polars (Rust's regex) cannot compile ``pattern``, or None. Python's ``re`` accepts
-    look-arounds and back-references that polars refuses at run time."""
-    import polars as pl
-
-    try:
-        pl.Series([""], dtype=pl.String).str.contains(pattern)
-    except pl.exceptions.PolarsError as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("error:")),
-                      "a regex parse error")
-        return f"not a regular expression polars can run ({reason.removeprefix('error:').strip()})"
-    return None
-
-
-def dialect_problems(delimiter: str, quote: str | None) -> list[tuple[str, str]]:
-    """(option, why) for a delimiter or quote character the reader cannot use: each must be
-    one single-byte (ASCII) character — polars reads bytes — other than CR and LF, and the
-    two must differ."""
-    found = []
-    for key, value in (("delimiter", delimiter), ("quote_char", quote)):
-        if value is None:
-            continue
-        if len(value) != 1 or ord(value) > 0x7F:
-            found.append((key, f"expected one single-byte (ASCII) character, got {value!r}"
-                               + (" (several bytes in UTF-8)" if len(value) == 1 else "")))
-        elif value in "\r\n":
-            found.append((key, "a line end cannot be a delimiter or quote character"))
-    if quote is not None and quote == delimiter:
-        found.append(("quote_char", "must differ from the delimiter"))
-    return found
-
-
-def glob_problem(pattern: str) -> str | None:
-    """Why a file pattern could read outside ``--input``: absolute, or climbing with ``..``."""
-    from pathlib import PurePosixPath, PureWindowsPath
-
-    if not pattern.strip():
-        return "an empty file pattern"
-    if PurePosixPath(pattern).is_absolute() or PureWindowsPath(pattern).is_absolute() or pattern.startswith(("\\", "~")):
-        return "an absolute path: file patterns are relative to --input"
-    if ".." in re.split(r"[/\\]", pattern):
-        return "'..' climbs out of --input: file patterns must stay inside it"
-    return None
 
 
 def resolve_profile_path(name_or_path: str) -> Path:

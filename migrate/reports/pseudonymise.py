@@ -13,13 +13,13 @@ the identifier's shape (spaces, punctuation, accents: ``P 0001``, ``ID/77-b``, `
 wherever it is not part of a longer word; so are local-id shapes the run does not know
 (1-4 letters and 4+ digits) and 10-digit numbers written with or without spaces. The
 known identifiers are the canonical tables' (patient, referral and contact keys, source
-ids, NHS numbers as written and as read, names, birth dates, postcodes, phones, addresses,
-UBRNs) and the target system's ids of ``patients.parquet``. Finding them is a polars
-join: each identifier is keyed by its first run of letters and digits (its anchor, which
-any bounded occurrence of it contains as a whole word); identifiers whose anchor is a word
-of the texts are kept (the millions stream past the texts' few words) and each confirmed
-by a substring test, so the cost follows the size of the text. Only the texts that hold
-one are rewritten (one regular-expression pass each, longest identifiers first).
+ids, NHS numbers as written and as read, names, birth dates, postcodes, phones and
+UBRNs) and the target system's ids of ``patients.parquet``. Finding them streams the
+millions of identifiers past the texts' few words (``Pseudonymiser.known_in``): one-word
+identifiers are matched whole, the others kept only when every run of letters and digits
+they hold is a word of the texts and then found by Aho-Corasick, so the cost follows the
+size of the text. Only the texts that hold one are rewritten (one regular-expression pass
+each, longest identifiers first).
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ KEY_COLUMNS = ("subject_key",)  # a key, or two joined by "+"
 TEXT_COLUMNS = ("evidence",)
 # Summary sections whose free text may name patients (the rest are counts and codes).
 TEXT_SECTIONS = ("declared_vs_found", "delta", "invariant_fhir")
-_RUN = r"[\p{L}\p{N}]+"  # polars: a run of letters and digits (an anchor, or a word of a text)
+_WORD = r"[0-9A-Za-z][0-9A-Za-z'./_-]*[0-9A-Za-z]|[0-9A-Za-z]"  # an identifier-like word of a text
+_SPACED_NHS = r"\b\d{3}[ -]\d{3}[ -]\d{4}\b"
+_RUN = r"[\p{L}\p{N}]+"  # polars: a run of letters and digits
 # Python: identifiers the run does not know but whose shape says they are one.
 _SHAPES = r"\d{3}[ -]\d{3}[ -]\d{4}|\d{10}|[A-Za-z]{1,4}\d{4,}"
 _SHAPES_POLARS = r"(?:^|[^\p{L}\p{N}])(?:\d{3}[ -]\d{3}[ -]\d{4}|\d{10}|[A-Za-z]{1,4}\d{4,})(?:$|[^\p{L}\p{N}])"
 _ALONE = ("(?<![^\\W_])", "(?![^\\W_])")  # not inside a longer run of letters and digits
 _IDENTIFIERS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_key", "source_patient_id", "nhs_number", "nhs_number_raw", "family_name", "given_names",
-                 "birth_date", "postcode", "phone", "address"),
+                 "birth_date", "postcode", "phone"),
     "referrals": ("referral_key", "source_referral_id", "ubrn"),
     "contacts": ("contact_key",),
 }
@@ -108,19 +110,41 @@ class Pseudonymiser:
         return text.replace_strict(mapping, default=None, return_dtype=pl.String).alias(series.name)
 
     def known_in(self, texts: pl.Series) -> dict[str, list[str]]:
-        """For each text holding known identifiers: those identifiers (confirmed substrings)."""
+        """For each text holding known identifiers: those identifiers.
+
+        Two passes, each a streaming filter of the millions of identifiers against the
+        texts' few words. Identifiers that are one word (letters and digits, with ``'./_-``
+        inside: ``P0001234``, ``1950-02-01``) are matched whole against the texts' words.
+        The others (``P 0001``, ``Ñ-12``, ``OX1 1AA``) are kept only when every run of
+        letters and digits they hold is a word of the texts, then found in the texts by
+        Aho-Corasick (``str.extract_many``); ``_scrub`` checks where each one stands.
+        """
         frame = pl.DataFrame({"text": texts.drop_nulls().unique()}, schema={"text": pl.String})
-        words = (frame.lazy().with_columns(pl.col("text").str.extract_all(_RUN).alias("anchor"))
-                 .explode("anchor").drop_nulls("anchor").unique().collect())
-        # The millions of identifiers stream past the texts' few words; only those whose anchor
-        # is one of them are kept, then confirmed as substrings of the texts that hold it.
-        candidates = anchors(self._values, words.select("anchor").unique()).collect(engine="streaming")
-        found = (
-            words.join(candidates, on="anchor")
-            .filter(pl.col("text").str.contains(pl.col("value"), literal=True))
-            .group_by("text").agg(pl.col("value").unique())
+        words = (frame.lazy().with_columns(pl.col("text").str.extract_all(f"{_SPACED_NHS}|{_WORD}").alias("value"))
+                 .explode("value").drop_nulls("value").unique().collect())
+        whole = words.join(self._values.join(words.lazy().select("value").unique(), on="value", how="semi")
+                           .unique().collect(engine="streaming"), on="value")
+        runs = frame.select(pl.col("text").str.extract_all(_RUN).explode().drop_nulls().unique().alias("run"))
+        odd = (
+            self._values.drop_nulls().filter(~pl.col("value").str.contains(f"^(?:{_WORD})$"))
+            .unique()
+            .with_columns(pl.col("value").str.extract_all(_RUN).alias("run"))
+            .filter(pl.col("run").list.len() > 0)
+            .with_columns(pl.col("run").list.len().alias("runs"))
+            .explode("run")
+            .join(runs.lazy(), on="run", how="semi")
+            .group_by("value", "runs").agg(pl.len().alias("found"))
+            .filter(pl.col("found") == pl.col("runs"))
+            .select("value").collect(engine="streaming")["value"].sort().to_list()
         )
-        return {t: list(v) for t, v in found.iter_rows()}
+        found: dict[str, set[str]] = {}
+        for text, value in whole.iter_rows():
+            found.setdefault(text, set()).add(value)
+        if odd:
+            hits = frame.with_columns(pl.col("text").str.extract_many(odd, overlapping=True).alias("value"))
+            for text, values in hits.filter(pl.col("value").list.len() > 0).iter_rows():
+                found.setdefault(text, set()).update(values)
+        return {t: sorted(v) for t, v in found.items()}
 
     def texts(self, series: pl.Series) -> pl.Series:
         """Free text with every identifier in it replaced by its token (module docstring)."""
@@ -174,14 +198,6 @@ def _split_keys(value: str, separator: str, known: set[str]) -> list[str]:
         if left in known and right in known:
             return [left, right]
     return parts
-
-
-def anchors(values: pl.LazyFrame, words: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """``anchor`` and ``value`` of each distinct identifier whose anchor — its first run of
-    letters and digits, a whole word of any text the identifier stands alone in — is one
-    of ``words`` (column ``anchor``)."""
-    return (values.drop_nulls().with_columns(pl.col("value").str.extract(_RUN, 0).alias("anchor"))
-            .join(words.lazy(), on="anchor", how="semi").unique().select("anchor", "value"))
 
 
 def run_identifiers(run: RunFolder) -> pl.LazyFrame:

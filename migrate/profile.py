@@ -21,10 +21,9 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError, ProfileError
+from migrate.profile_checks import dialect_problems, glob_problem, regex_problem
 from migrate.profile_options import format_problems, implied_option, option_problems, target_table_problems
 from migrate.yamltext import read_yaml
-
-from migrate.profile_checks import dialect_problems, glob_problem, regex_problem
 
 FORMAT_VERSION = 1
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252", "windows-1252": "cp1252",

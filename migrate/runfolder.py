@@ -129,7 +129,7 @@ def build_manifest(out: Path, record: RunRecord, started: datetime, finished: da
 
 MANIFEST = "manifest.json"
 # What a run writes: a previous run folder holding anything else is not replaced.
-RUN_DIRS = ("canonical", "fhir", "reports")
+RUN_DIRS = ("canonical", "config", "fhir", "reports", "load")
 _PARTIAL = "partial"
 _OLD = "old"
 

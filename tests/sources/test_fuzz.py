@@ -212,7 +212,7 @@ def test_every_record_of_a_corrupted_extract_is_canonical_or_quarantined(tmp_pat
     _check_accounting(folder, "utf-8", tmp_path)
 
 
-@settings(max_examples=max(10, EXAMPLES // 6), deadline=None, derandomize=FIXED,
+@settings(max_examples=max(8, EXAMPLES // 10), deadline=None, derandomize=FIXED,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.sampled_from(["patients", "referrals", "contacts", "codes"]), corruptions)
 def test_a_run_on_a_corrupted_extract_never_shows_a_traceback(tmp_path: Path, table: str, c: dict[str, object]) -> None:

@@ -131,15 +131,23 @@ def line_scan(path: Path, separator: str) -> pl.LazyFrame:
     )
 
 
-def _absent_separator(path: Path) -> str:
-    """A line-scan separator that does not occur in ``path`` (the rare file holding U+001F)."""
-    present: set[int] = set()
-    wanted = {ord(s) for s in _LINE_SEPARATORS}
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            present |= {b for b in wanted if bytes([b]) in chunk}
+def line_separator(path: Path) -> str:
+    """A line-scan separator that does not occur in ``path``: the unit separator, unless the
+    file holds it (then the first control character it does not hold). A byte scan (memchr,
+    several GB/s): polars does not always refuse a line with an extra separator — a last
+    line holding one was read as blank — so its absence is checked, not assumed."""
+    def holding(candidates: tuple[str, ...]) -> set[str]:
+        found: set[str] = set()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                found |= {c for c in candidates if c.encode() in chunk}
+        return found
+
+    if not holding(_LINE_SEPARATORS[:1]):
+        return _LINE_SEPARATORS[0]
+    present = holding(_LINE_SEPARATORS)
     for sep in _LINE_SEPARATORS:
-        if ord(sep) not in present:
+        if sep not in present:
             return sep
     raise InputError(f"{path.name}: holds every control character; cannot be read as delimited text")
 
@@ -195,11 +203,8 @@ def records(path: Path, dialect: Dialect) -> tuple[pl.DataFrame, str]:
     open at the end of the file), blank, bad_bytes (U+FFFD: bytes invalid in the encoding),
     clean (every field well formed, see the module docstring), has_cr.
     """
-    try:
-        return _records(path, dialect, _LINE_SEPARATORS[0]), _LINE_SEPARATORS[0]
-    except pl.exceptions.ComputeError:  # the file holds U+001F: a line split in two
-        separator = _absent_separator(path)
-        return _records(path, dialect, separator), separator
+    separator = line_separator(path)
+    return _records(path, dialect, separator), separator
 
 
 def _records(path: Path, dialect: Dialect, separator: str) -> pl.DataFrame:

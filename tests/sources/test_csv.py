@@ -192,6 +192,13 @@ def test_a_unit_separator_byte_in_the_data_is_just_a_character(tmp_path: Path) -
     assert (n, rejected.height) == (2, 0) and frame["b"].to_list() == ["x\x1fy", "z"]
 
 
+def test_a_last_line_of_one_unit_separator_is_a_record(tmp_path: Path) -> None:
+    """Found by the fuzz test: polars read such a last line as blank, and the record vanished."""
+    frame, rejected, n = _read(tmp_path, "a,b\n1,2\n\x1f")
+    assert n == 2 and frame["a"].to_list() == ["1"]
+    assert rejected.select("source_row", "reason_code", "raw").rows() == [(2, "wrong_field_count", "\x1f")]
+
+
 def test_a_repeated_header_name_keeps_the_first_column(tmp_path: Path) -> None:
     path = write(tmp_path / "f.csv", "a,b,a\n1,2,3\n")
     result = read_csv(path, "f.csv", CsvOptions(), tmp_path / "work")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from migrate.errors import ConfigError, InputError
-from migrate.manifest import DECLARED, sha256_file
+from migrate.manifest import DECLARED as DECLARED, sha256_file
 from migrate.outputs import write_atomic, write_text
 from migrate.summary import FrozenConfig, FrozenFile, FrozenMapping
 

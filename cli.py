@@ -98,6 +98,21 @@ def _error(message: str, label: str = "error:") -> None:
     err.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
 
 
+def seal_key_option(fn: F) -> F:
+    """--key-file for a command that adds to a finished run: a sealed run is changed (and
+    re-sealed) only with its key."""
+    return click.option("--key-file", type=click.Path(path_type=Path), default=None,
+                        help="The run's seal key (handover run --key-file): a sealed run is changed, and "
+                             "re-sealed, only with it.")(fn)
+
+
+def _seal_key(path: Path | None) -> bytes | None:
+    """The seal key read from ``path`` (ConfigError, exit 2, when unreadable or short), or None."""
+    from migrate.reports import load_key
+
+    return None if path is None else load_key(path)
+
+
 def output_options(fn: F) -> F:
     """--quiet and --json, shared by every command that summarises a run."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")(fn)
@@ -262,7 +277,7 @@ def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudony
             out.print(f"Pseudonymised audit pack: {len(files)} files in {out_dir}")
         return
     result = reports.write_reports(run_dir, previous, declared, split_by=split_by,
-                                   key=None if key_file is None else reports.load_key(key_file))
+                                   key=_seal_key(key_file))
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -309,7 +324,7 @@ def verify(run_dir: Path, previous: Path | None, key_file: Path | None, whole_ch
         _verify_fields(run_dir, as_json)
         return
 
-    key = None if key_file is None else reports.load_key(key_file)
+    key = _seal_key(key_file)
     result = reports.verify(run_dir, previous, key=key, chain=whole_chain)
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
@@ -349,17 +364,15 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--bundle-size", type=click.IntRange(min=1), default=None,
               help="Patients per FHIR transaction bundle (default: the run's own).")
-@click.option("--key-file", type=click.Path(path_type=Path), default=None,
-              help="The run's seal key: a sealed run is re-emitted (and re-sealed) only with it.")
+@seal_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
 @_guard
 def fhir(run_dir: Path, bundle_size: int | None, key_file: Path | None, as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables and the configuration frozen
     in its config/ (replaces RUN/fhir/ and records it in the manifest)."""
     from migrate.fhir.stage import reemit_fhir
-    from migrate.reports import load_key
 
-    result = reemit_fhir(run_dir, bundle_size, None if key_file is None else load_key(key_file))
+    result = reemit_fhir(run_dir, bundle_size, _seal_key(key_file))
     stats = result.asdict()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
@@ -376,14 +389,16 @@ def fhir(run_dir: Path, bundle_size: int | None, key_file: Path | None, as_json:
               help="File holding a bearer token for the server.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="Bundles in flight at once (a bundle waits for the bundles it references).")
+@seal_key_option
 @output_options
 @_guard
-def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: int, quiet: bool,
-         as_json: bool) -> None:
+def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: int, key_file: Path | None,
+         quiet: bool, as_json: bool) -> None:
     """Send a run's transaction bundles to a FHIR server: in order, retried, resumable (load/state.jsonl)."""
     from migrate.load import LoadOptions, load_run, read_token
 
-    options = LoadOptions(fhir_base=fhir_base, token=read_token(token_file), concurrency=concurrency)
+    options = LoadOptions(fhir_base=fhir_base, token=read_token(token_file), concurrency=concurrency,
+                          seal_key=_seal_key(key_file))
     bars = _progress(quiet or as_json)
     if bars is None:
         result = load_run(run_dir, options)
@@ -411,15 +426,16 @@ def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: in
               help="A FHIR Bulk Data export of the target: a folder of <Type>.ndjson files.")
 @click.option("--token-file", type=click.Path(path_type=Path), default=None,
               help="File holding a bearer token for --fhir-base.")
+@seal_key_option
 @output_options
 @_guard
 def reconcile_target(run_dir: Path, fhir_base: str | None, export_dir: Path | None, token_file: Path | None,
-                     quiet: bool, as_json: bool) -> None:
+                     key_file: Path | None, quiet: bool, as_json: bool) -> None:
     """Compare what the target holds with what the run sent: missing, changed (by field) and extra, per patient."""
     from migrate.load import read_token
     from migrate.target import reconcile_target as reconcile
 
-    result = reconcile(run_dir, fhir_base, export_dir, read_token(token_file))
+    result = reconcile(run_dir, fhir_base, export_dir, read_token(token_file), key=_seal_key(key_file))
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
     elif not quiet:

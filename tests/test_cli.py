@@ -313,3 +313,34 @@ def test_a_sealed_chain_verified_end_to_end(tmp_path: Path) -> None:
     other.write_text("another-secret-of-16-bytes-or-more")
     code, out, _ = invoke("verify", str(second), "--key-file", str(other))
     assert code == 1 and "seal" in out
+
+
+def test_a_sealed_run_is_changed_only_with_its_key(tmp_path: Path) -> None:
+    """fhir, load and reconcile-target add to a finished run: on a sealed run, without its key
+    each refuses (exit 2) before it writes or sends anything; with it, the run is re-sealed
+    and still verifies under the key."""
+    key = tmp_path / "key"
+    key.write_text("a-secret-of-at-least-16-bytes\n")
+    run = tmp_path / "run"
+    assert invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01", "--quiet",
+                  "--out", str(run), "--key-file", str(key))[0] == 0
+    export = tmp_path / "export"
+    shutil.copytree(run / "fhir" / "ndjson", export)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = {
+        "fhir": ["fhir", str(run), "--bundle-size", "3"],
+        # a closed loopback port: refused before any connection is tried
+        "load": ["load", str(run), "--fhir-base", "http://127.0.0.1:9/fhir", "--quiet"],
+        "reconcile-target": ["reconcile-target", str(run), "--export", str(export), "--quiet"],
+    }
+    for name, args in refused.items():
+        code, _, err = invoke(*args)
+        assert code == 2 and "sealed" in err, (name, code, err)
+        assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before, name
+    code, _, err = invoke("reconcile-target", str(run), "--export", str(export), "--quiet", "--key-file", str(key))
+    assert code == 0, err
+    assert (run / "reports" / "target.json").is_file()
+    code, _, err = invoke("fhir", str(run), "--bundle-size", "3", "--key-file", str(key))
+    assert code == 0, err
+    code, out, _ = invoke("verify", str(run), "--key-file", str(key), "--json")
+    assert code == 0 and json.loads(out)["seal"] == "matches the key"

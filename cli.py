@@ -2,7 +2,10 @@
 
 Thin by design: no business logic here. Data (summaries, JSON) goes to stdout, messages
 and progress to stderr. Errors from the engine are caught once, in ``_guard``, and exit
-with the code their class carries (2 configuration, 3 input, 1 reconciliation).
+with the code their class carries (2 configuration, 3 input, 1 reconciliation); an I/O
+error (permission, missing file, disk full) is an input error: exit 3, one line naming
+the path. Text from files, paths and messages is printed literally: the consoles never
+read rich markup, so ``[/]`` in a path is just text; styles are set with ``Text``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from migrate import __version__
-from migrate.errors import HandoverError, ReconciliationError
+from migrate.errors import HandoverError, InputError, ReconciliationError
 from migrate.progress import NULL_PROGRESS
 from migrate.progress import Progress as EngineProgress
 
@@ -37,16 +40,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 SEED_CUTOVER = date(2022, 10, 1)
 
-out = Console(width=100)
-err = Console(stderr=True, width=100)
+out = Console(width=100, markup=False)
+err = Console(stderr=True, width=100, markup=False)
 
 
 class RichProgress(EngineProgress):
     """Engine progress drawn as rich bars on stderr (only when it is a terminal)."""
 
     def __init__(self) -> None:
-        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True)
+        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[note]}", markup=False),
+                              console=err, transient=True)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichProgress:
@@ -79,11 +83,34 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                raise InputError.from_os_error(exc) from None
         except HandoverError as exc:
-            err.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False, soft_wrap=True)
+            _error(exc.render())
             sys.exit(exc.exit_code)
     return wrapper
+
+
+def _error(message: str, label: str = "error:") -> None:
+    """One message on stderr, printed as it is (never read as markup)."""
+    err.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def seal_key_option(fn: F) -> F:
+    """--key-file for a command that adds to a finished run: a sealed run is changed (and
+    re-sealed) only with its key."""
+    return click.option("--key-file", type=click.Path(path_type=Path), default=None,
+                        help="The run's seal key (handover run --key-file): a sealed run is changed, and "
+                             "re-sealed, only with it.")(fn)
+
+
+def _seal_key(path: Path | None) -> bytes | None:
+    """The seal key read from ``path`` (ConfigError, exit 2, when unreadable or short), or None."""
+    from migrate.reports import load_key
+
+    return None if path is None else load_key(path)
 
 
 def output_options(fn: F) -> F:
@@ -156,14 +183,14 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
          declared: Path | None = None, inactive_patients: str = "exclude",
-         target_mapping: str | None = None) -> RunResult:
+         target_mapping: str | None = None, key_file: Path | None = None) -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
-                            target_mapping_profile=target_mapping)
+                            target_mapping_profile=target_mapping, key_file=key_file)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -202,14 +229,17 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
               help="YAML of what the outgoing provider said it sent (counts, optionally ids per list).")
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The previous batch's run folder: chains the manifests and reports the delta.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="Seal the manifest with an HMAC under this key (handover verify --key-file checks it).")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None, emit_fhir: bool,
-        bundle_size: int, declared: Path | None, previous: Path | None, quiet: bool, as_json: bool) -> None:
+        bundle_size: int, declared: Path | None, previous: Path | None, key_file: Path | None, quiet: bool,
+        as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared, inactive_patients, target_mapping), quiet, as_json)
+                 bundle_size, previous, declared, inactive_patients, target_mapping, key_file), quiet, as_json)
 
 
 @main.command()
@@ -218,7 +248,9 @@ def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path,
               help="Compare with this run (default: the run the manifest chains to).")
 @click.option("--declared", type=click.Path(path_type=Path), default=None, help="Declared counts YAML.")
 @click.option("--pseudonymise", is_flag=True, help="Write the audit pack with identifiers replaced by keyed hashes.")
-@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="HMAC key for --pseudonymise.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="HMAC key: the pseudonymisation key with --pseudonymise; otherwise the run's seal, re-computed "
+                   "over the re-rendered manifest (a sealed run is re-rendered only with its key).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the pseudonymised pack (outside the run folder).")
 @click.option("--split-by", default=None, metavar="COLUMN",
@@ -244,7 +276,8 @@ def report(run_dir: Path, previous: Path | None, declared: Path | None, pseudony
         elif not quiet:
             out.print(f"Pseudonymised audit pack: {len(files)} files in {out_dir}")
         return
-    result = reports.write_reports(run_dir, previous, declared, split_by)
+    result = reports.write_reports(run_dir, previous, declared, split_by=split_by,
+                                   key=_seal_key(key_file))
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -274,20 +307,25 @@ def diff(run_a: Path, run_b: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The previous run, to check the chain (default: the path the manifest records).")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None,
+              help="Check the manifest's HMAC seal with this key.")
+@click.option("--chain", "whole_chain", is_flag=True, help="Verify every earlier batch in full as well.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--fields", is_flag=True,
               help="Instead, read the FHIR back and compare every carried field with the source (the round trip); "
                    "exit 1 naming each field that differs.")
 @_guard
-def verify(run_dir: Path, previous: Path | None, as_json: bool, fields: bool) -> None:
-    """Re-hash every output against the manifest and check the chain; exit 1 naming what differs."""
+def verify(run_dir: Path, previous: Path | None, key_file: Path | None, whole_chain: bool, as_json: bool,
+           fields: bool) -> None:
+    """Check the manifest (shape, digest, seal), re-hash every output and check the chain; exit 1 naming what differs."""
     from migrate import reports
 
     if fields:
         _verify_fields(run_dir, as_json)
         return
 
-    result = reports.verify(run_dir, previous)
+    key = _seal_key(key_file)
+    result = reports.verify(run_dir, previous, key=key, chain=whole_chain)
     if as_json:
         click.echo(json.dumps(result.asdict(), indent=2, sort_keys=True, default=str))
     else:
@@ -326,14 +364,15 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--bundle-size", type=click.IntRange(min=1), default=None,
               help="Patients per FHIR transaction bundle (default: the run's own).")
+@seal_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
 @_guard
-def fhir(run_dir: Path, bundle_size: int | None, as_json: bool) -> None:
+def fhir(run_dir: Path, bundle_size: int | None, key_file: Path | None, as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables and the configuration frozen
     in its config/ (replaces RUN/fhir/ and records it in the manifest)."""
     from migrate.fhir.stage import reemit_fhir
 
-    result = reemit_fhir(run_dir, bundle_size)
+    result = reemit_fhir(run_dir, bundle_size, _seal_key(key_file))
     stats = result.asdict()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
@@ -350,14 +389,16 @@ def fhir(run_dir: Path, bundle_size: int | None, as_json: bool) -> None:
               help="File holding a bearer token for the server.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="Bundles in flight at once (a bundle waits for the bundles it references).")
+@seal_key_option
 @output_options
 @_guard
-def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: int, quiet: bool,
-         as_json: bool) -> None:
+def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: int, key_file: Path | None,
+         quiet: bool, as_json: bool) -> None:
     """Send a run's transaction bundles to a FHIR server: in order, retried, resumable (load/state.jsonl)."""
     from migrate.load import LoadOptions, load_run, read_token
 
-    options = LoadOptions(fhir_base=fhir_base, token=read_token(token_file), concurrency=concurrency)
+    options = LoadOptions(fhir_base=fhir_base, token=read_token(token_file), concurrency=concurrency,
+                          seal_key=_seal_key(key_file))
     bars = _progress(quiet or as_json)
     if bars is None:
         result = load_run(run_dir, options)
@@ -385,15 +426,16 @@ def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: in
               help="A FHIR Bulk Data export of the target: a folder of <Type>.ndjson files.")
 @click.option("--token-file", type=click.Path(path_type=Path), default=None,
               help="File holding a bearer token for --fhir-base.")
+@seal_key_option
 @output_options
 @_guard
 def reconcile_target(run_dir: Path, fhir_base: str | None, export_dir: Path | None, token_file: Path | None,
-                     quiet: bool, as_json: bool) -> None:
+                     key_file: Path | None, quiet: bool, as_json: bool) -> None:
     """Compare what the target holds with what the run sent: missing, changed (by field) and extra, per patient."""
     from migrate.load import read_token
     from migrate.target import reconcile_target as reconcile
 
-    result = reconcile(run_dir, fhir_base, export_dir, read_token(token_file))
+    result = reconcile(run_dir, fhir_base, export_dir, read_token(token_file), key=_seal_key(key_file))
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -447,16 +489,16 @@ def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[
         shown = values if name == "red_flags" else values[:VOCABULARY_ROWS]
         unbound = codelists is not None and not codelists.get(name)
         for v in shown:
-            matched = (escape(v["codelist"]) if v["codelist"] else
-                       "[dim]no codelist reads this field[/]" if unbound else "[bold yellow]none[/]")
-            table.add_row(name, escape(str(v["value"])), f"{v['rows']:,}", matched)
+            matched = (Text(v["codelist"]) if v["codelist"] else
+                       Text("no codelist reads this field", "dim") if unbound else Text("none", "bold yellow"))
+            table.add_row(name, Text(str(v["value"])), f"{v['rows']:,}", matched)
         if len(values) > len(shown):
             rest = values[len(shown):]
             none = sum(1 for v in rest if v["codelist"] is None)
             table.add_row(name, f"… {len(rest):,} more values ({none:,} matched no codelist): see --json", "", "")
     console.print(table)
     for hint in hints:
-        console.print(f"[cyan]hint:[/] {escape(hint)}", highlight=False)
+        console.print(Text.assemble(("hint:", "cyan"), " ", hint), highlight=False)
 
 
 @main.command()

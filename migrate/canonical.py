@@ -50,6 +50,7 @@ class Field:
     name: str
     dtype: pl.DataType
     pii: bool = False
+    pattern: str | None = None  # every value must match (the mapping quarantines others)
 
     @property
     def enum_values(self) -> tuple[str, ...] | None:
@@ -102,7 +103,7 @@ PATIENTS = Table(
     (
         Field("patient_key", S),
         Field("source_patient_id", S),
-        Field("nhs_number", S, pii=True),
+        Field("nhs_number", S, pii=True, pattern=r"^[0-9]{10}$"),  # ASCII digits: never full-width ones
         Field("nhs_number_raw", S, pii=True),
         Field("nhs_number_status", S),
         Field("family_name", S, pii=True),

@@ -29,7 +29,7 @@ import polars as pl
 from migrate import canonical
 from migrate.draft.catalogue import load_catalogue
 from migrate.errors import ProfileError
-from migrate.ingest import ingest
+from migrate.ingest import ingest, repeated_columns
 from migrate.mapping import VALUE_IN_MESSAGE, missing_columns
 from migrate.profile import Profile
 from migrate.rules import RulePack, load_pack
@@ -104,9 +104,12 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
         present = read_columns(f)
         absent = missing_columns(f.spec(), present) if present else []
         if absent and present is not None:
-            unfit.add(f.table)
             layout.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}")
             fixes += layout_suggestions(f, present, absent, catalogue)
+        repeated = repeated_columns(f, present) if present else []
+        layout += repeated
+        if absent or repeated:
+            unfit.add(f.table)
     pack = pack if pack is not None else load_pack(None)
     work = Path(tempfile.mkdtemp(prefix="handover-check-"))
     try:

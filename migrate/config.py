@@ -10,7 +10,7 @@ Nothing is read from the extract before that.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -154,13 +154,15 @@ class RunConfig:
     declaration: Declaration | None = None
     target_mapping: Profile | None = None  # reads the target index (None: canonical column names)
     hazards: Path | None = None  # the clinical-safety hazard log that goes with the pack (None: the shipped one)
+    seal_key: bytes | None = field(default=None, repr=False)  # HMAC key sealing the manifest (--key-file)
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
              previous: Path | None = None, declared: Path | None = None,
-             inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None) -> RunConfig:
+             inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None,
+             key_file: Path | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -189,6 +191,12 @@ class RunConfig:
         target_profile = found.attempt(lambda: target_mapping(target_mapping_profile, profiles, target_index))
         if target_index is not None and (target_mapping_profile is None or target_profile is not None):
             found.attempt(lambda: check_target_index(Path(target_index), target_profile))
+        if previous is not None and Path(previous).resolve() == Path(out_dir).resolve():
+            found.config.append(f"--previous {previous} is the --out folder: the run would replace the batch it "
+                                "chains to")
+        from migrate.runfolder import check_target
+
+        found.attempt(lambda: check_target(Path(out_dir)))
         if previous is not None:
             from migrate.reports.rundata import RunFolder
 
@@ -202,6 +210,11 @@ class RunConfig:
             from migrate.reports import load_declared
 
             declaration = found.attempt(lambda: load_declared(Path(declared)))
+        seal_key = None
+        if key_file is not None:
+            from migrate.reports.pseudonymise import load_key
+
+            seal_key = found.attempt(lambda: load_key(Path(key_file)))
         found.raise_any()
         if policy is None or inactive is None or pack is None or settings is None:  # recorded above
             raise ConfigError("configuration could not be loaded", found.config)
@@ -211,7 +224,7 @@ class RunConfig:
                    target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
                    previous=None if previous is None else Path(previous), declaration=declaration,
-                   target_mapping=target_profile, hazards=hazards)
+                   target_mapping=target_profile, hazards=hazards, seal_key=seal_key)
 
     @property
     def policy(self) -> Policy:

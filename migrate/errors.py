@@ -3,7 +3,8 @@
     HandoverError                 exit 1 unless a subclass says otherwise
     ├── ConfigError               exit 2: bad option, mapping profile or rule pack
     │   └── ProfileError          every problem of a profile, listed at once
-    ├── InputError                exit 3: an input folder or file cannot be read
+    ├── InputError                exit 3: an input folder or file cannot be read (and any
+    │                             I/O error: ``InputError.from_os_error``)
     └── ReconciliationError       exit 1: an invariant or a verification failed
 
 ``cli.py`` catches ``HandoverError`` once and exits with ``exit_code``. Messages carry
@@ -44,6 +45,13 @@ class InputError(HandoverError):
     """An input folder or file is missing or unreadable."""
 
     exit_code = 3
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> InputError:
+        """An I/O error (permission, missing, disk full, read-only folder) as one line naming
+        the path: ``<path>: <what the system said>``."""
+        where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None) or "(no path given)"
+        return cls(f"{where}: {exc.strerror or type(exc).__name__}")
 
 
 class ReconciliationError(HandoverError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from migrate.errors import ConfigError, InputError
-from migrate.manifest import sha256_file
+from migrate.manifest import DECLARED as DECLARED, sha256_file
 from migrate.outputs import write_atomic, write_text
 from migrate.summary import FrozenConfig, FrozenFile, FrozenMapping
 
@@ -39,7 +39,6 @@ T = TypeVar("T")
 CONFIG_DIR = "config"
 RULES = f"{CONFIG_DIR}/rules.yaml"
 IDENTITY = f"{CONFIG_DIR}/identity.yaml"
-DECLARED = f"{CONFIG_DIR}/declared.json"
 HAZARDS = f"{CONFIG_DIR}/hazards.yaml"
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv as pycsv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,11 +104,19 @@ def check_layout(files: list[InputFile], profiles: Profile | Sequence[Profile] |
             continue  # HL7 (addressed by path) or an empty file: nothing to check
         absent = missing_columns(f.spec(), present)
         if absent:
-            problems.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}; "
-                            f"columns present: {', '.join(present)}")
+            # The header is not quoted: a file without one would put a patient's record here.
+            problems.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}; its first line has "
+                            f"{len(present)} field(s) (is it the header the profile describes?)")
+        problems += repeated_columns(f, present)
     if problems:
         names = ", ".join(sorted({f.profile.name for f in files}))
         raise ProfileError(f"the extract does not fit mapping profile {names}", problems)
+
+
+def repeated_columns(f: InputFile, present: tuple[str, ...]) -> list[str]:
+    """A column the profile reads that the header names more than once: which one is meant?"""
+    return [f"{f.name} ({f.table}): column {c} appears {present.count(c)} times in the header"
+            for c in f.spec().source_columns if present.count(c) > 1]
 
 
 class _Sources:
@@ -144,12 +153,13 @@ class _Mapped:
     repeated_deliveries: int = 0
     stats: list[FileStats] = field(default_factory=list)
     sources: _Sources = field(default_factory=_Sources)
+    cutover: date | None = None  # the reference for two-digit years (mapping.py)
 
 
 def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, source: pl.LazyFrame, name: str,
                order: pl.Expr) -> None:
     """Map one source frame into ``table``; failing rows to quarantine, good rows kept."""
-    compiled = compile_table(spec, source.collect_schema(), profile)
+    compiled = compile_table(spec, source.collect_schema(), profile, mapped.cutover)
     mapped.sources.add(table, name, source, compiled)
     source = source.with_columns(order.alias(_ORDER))
     # Mapped in batches: the expressions hold several copies of every string column while
@@ -188,9 +198,14 @@ def _read_delimited(mapped: _Mapped, f: InputFile, rank: int, work_dir: Path) ->
     if key is not None:
         mapped.failed_keys.setdefault(f.table, []).append(
             _keys_of_rejected(result.rejected, f.spec(), key, result.columns))
-    if result.columns:
-        order = pl.struct(pl.lit(rank).alias("rank"), pl.lit(None, dtype=pl.Datetime("us")).alias("at"))
-        _map_frame(mapped, f.table, f.spec(), f.profile, result.frame, f.name, order)
+    frame = result.frame
+    if not result.columns:
+        # An empty file still feeds its table (with no rows): its children's references are
+        # checked against it, so they are quarantined as orphans, never waved through.
+        frame = pl.LazyFrame(schema={**{c: pl.String() for c in f.spec().source_columns},
+                                     "source_row": pl.Int64(), "source_file": pl.String()})
+    order = pl.struct(pl.lit(rank).alias("rank"), pl.lit(None, dtype=pl.Datetime("us")).alias("at"))
+    _map_frame(mapped, f.table, f.spec(), f.profile, frame, f.name, order)
     return result.rows_read
 
 
@@ -253,8 +268,11 @@ def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header:
     index = header.index(source.column)
     values = []
     for raw in rejected["raw"].to_list():
-        parsed = next(pycsv.reader([raw.replace("\n", " ")], delimiter=spec.delimiter,
-                                   quotechar=spec.quote_char or '"'), [])
+        try:
+            parsed = next(pycsv.reader([raw.replace("\r", " ").replace("\n", " ")], delimiter=spec.delimiter,
+                                       quotechar=spec.quote_char or '"'), [])
+        except pycsv.Error:  # not even leniently splittable: its key is unknown
+            continue
         if len(parsed) > index and parsed[index].strip():
             values.append(parsed[index].strip())
     return pl.Series(key, values, dtype=pl.String)
@@ -314,7 +332,8 @@ def _checks(table: str, parents: _Parents) -> updates.Check:
 
 def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Path,
            progress: Progress = NULL_PROGRESS, only_tables: list[str] | None = None,
-           files: list[InputFile] | None = None, canonical_dir: Path | None = None) -> Ingested:
+           files: list[InputFile] | None = None, canonical_dir: Path | None = None,
+           cutover: date | None = None) -> Ingested:
     """Read, map and check every table of the extract in ``input_dir``.
 
     ``profiles``: one mapping profile, or several (e.g. a CSV extract and an HL7 feed), in
@@ -323,6 +342,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     not checked. ``files``, when given, were already discovered and their layout checked.
     With ``canonical_dir`` each table is written there as ``<table>.parquet`` as soon as it
     is final and returned as a scan of that file, so only one table is in memory at a time.
+    ``cutover`` places two-digit years (``mapping.py``; today when not given).
     """
     profile_list = [profiles] if isinstance(profiles, Profile) else list(profiles)
     if files is None:
@@ -332,7 +352,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     if only_tables is not None:
         files = [f for f in files if set(f.tables) & set(only_tables)]
     progress.start("ingest", total=len(files))
-    mapped = _Mapped()
+    mapped = _Mapped(cutover=cutover)
     ranks = {p.name: i for i, p in enumerate(profile_list)}
 
     def count(f: InputFile, rows: int) -> None:

@@ -64,6 +64,7 @@ class LoadOptions:
     backoff: float = 0.5
     backoff_max: float = 30.0
     timeout: float = 300.0
+    seal_key: bytes | None = field(default=None, repr=False)  # a sealed run's key: state.jsonl is re-sealed
 
     def __post_init__(self) -> None:
         problems = []
@@ -242,8 +243,12 @@ def send_bundle(client: httpx.Client, options: LoadOptions, path: Path, stats: L
 
 def load_run(run_dir: Path, options: LoadOptions, progress: Progress = NULL_PROGRESS,
              transport: httpx.BaseTransport | None = None) -> LoadResult:
-    """Send the run's bundles (module docstring); the state file records every outcome."""
-    from migrate.reports.chain import seal_outputs
+    """Send the run's bundles (module docstring); the state file records every outcome.
+    A sealed run is loaded only with its key (``options.seal_key``): ConfigError before
+    anything is sent, since the state file is recorded in its manifest."""
+    from migrate.reports.chain import check_sealable, seal_outputs
+
+    check_sealable(run_dir, options.seal_key)
 
     files = bundle_files(run_dir)
     done = {name for name, r in read_state(run_dir).items() if r.get("ok")}
@@ -309,7 +314,7 @@ def load_run(run_dir: Path, options: LoadOptions, progress: Progress = NULL_PROG
         writer.close()
         progress.finish("load")
         result.seconds = round(time.perf_counter() - started, 3)
-        seal_outputs(run_dir, [run_dir / STATE])
+        seal_outputs(run_dir, [run_dir / STATE], options.seal_key)
     if stop.is_set():
         raise ReconciliationError(f"load stopped: the server at {options.fhir_base} refused the credentials "
                                   "(HTTP 401/403); check --token-file", [f"{f['bundle']}: {f['error']}"

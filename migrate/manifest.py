@@ -1,16 +1,215 @@
 """The run manifest: what went in, what came out, and their hashes.
 
 ``manifest.json`` lets an audit panel check that no output was altered after the run
-(``handover verify``) and chains batches through ``previous_manifest_sha256``.
-Everything in it is deterministic except ``started`` and ``finished``.
+(``handover verify``) and chains batches. Everything in it is deterministic except
+``started`` and ``finished``.
+
+Its own content is covered too. ``digest`` holds two sha256 of its canonical JSON (sorted
+keys, no whitespace, without ``digest`` and ``seal``): ``manifest`` over all of it, and
+``batch`` over all but what re-rendering its reports may change (``handover report
+--declared``): the outputs under ``reports/``, the kept declaration ``config/declared.json``
+and its entry in the ``config`` block — so ``batch`` is what the batch itself computed. ``verify`` recomputes both, so an edit to
+the inputs' hashes, the cut-over, the options or the counts shows; the next batch records
+the previous one's ``batch`` digest (``previous_batch_digest``), so an edit that also
+rewrites the digest shows there. Against an editor careful enough to do both, a run can
+be sealed with the user's key: ``seal.mac`` is HMAC-SHA256(key, "handover-seal" NUL +
+the canonical JSON), which only the key's holder can recompute.
+
+``check_manifest`` validates the structure (``ManifestSchema``, a pydantic model) and
+lists every problem with its path, so a malformed entry is a failure, never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+COUNT = Annotated[int, Field(ge=0)]
+SEAL_ALGORITHM = "HMAC-SHA256"
+_SEAL_CONTEXT = b"handover-seal\0"
+REPORTS_PREFIX = "reports/"
+# The declaration a re-render may keep (``migrate.frozen`` writes it there).
+DECLARED = "config/declared.json"
+# What a complete run lists (FHIR output is optional: --no-fhir).
+REQUIRED_OUTPUTS = (
+    "canonical/patients.parquet", "canonical/referrals.parquet", "canonical/contacts.parquet",
+    "canonical/codes.parquet", "quarantine.parquet", "lineage.parquet", "cohorts.parquet", "patients.parquet",
+    "exceptions.parquet", "duplicates.parquet", "reports/reconciliation.json", "reports/reconciliation.html",
+    "reports/exceptions.xlsx", "reports/exceptions.csv",
+)
+
+
+def _iso_date(value: str) -> str:
+    date.fromisoformat(value)  # ValueError: not a date
+    return value
+
+
+ISO_DATE = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_iso_date)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _Entry(_Strict):
+    path: str
+    sha256: str
+
+
+class _Listed(_Entry):
+    table: str
+    rows: int
+
+
+class Readable(_Strict):
+    """What every reader of a run relies on (``RunFolder.open``): without it the folder is
+    not a run at all (exit 3). ``ManifestSchema`` is the full shape ``verify`` checks."""
+
+    run_id: str
+    cutover_date: ISO_DATE
+    mapping: list[Any]
+    rules: dict[str, Any]
+    options: dict[str, Any]
+    inputs: list[_Listed]
+    outputs: list[_Entry]
+
+
+class _Output(_Strict):
+    path: str
+    bytes: COUNT
+    sha256: SHA256
+    rows: COUNT | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        """A path inside the run folder: relative, forward slashes, no ``..``."""
+        p = PurePosixPath(value)
+        if not value or p.is_absolute() or ".." in p.parts or "\\" in value or value != p.as_posix():
+            raise ValueError("must be a relative path inside the run folder")
+        return value
+
+
+class _Input(_Strict):
+    path: str
+    table: str
+    bytes: COUNT
+    sha256: SHA256
+    rows: COUNT
+
+
+class _Named(_Strict):
+    name: str
+    sha256: str
+
+
+class _Counts(_Strict):
+    rows_read: COUNT
+    dispositions: dict[str, COUNT]
+    quarantined: COUNT
+
+
+class _Options(_Strict):
+    sharing_policy: str
+    target_index: _Named | dict[str, Any] | None = None
+
+
+class _Previous(_Strict):
+    path: str
+    run_id: str | None = None
+
+
+class _Digest(_Strict):
+    algorithm: Literal["sha256"]
+    manifest: SHA256
+    batch: SHA256
+
+
+class _Seal(_Strict):
+    algorithm: Literal["HMAC-SHA256"]
+    mac: SHA256
+
+
+class _Tool(_Strict):
+    name: Literal["handover"]
+    version: str
+
+
+class ManifestSchema(_Strict):
+    """The shape of ``manifest.json`` (extra keys are allowed, and covered by the digest);
+    ``migrate.summary.Manifest`` is its type for the code that writes it."""
+
+    run_id: str
+    tool: _Tool
+    started: str
+    finished: str
+    cutover_date: ISO_DATE
+    mapping: list[_Named]
+    rules: _Named
+    options: _Options
+    inputs: list[_Input]
+    outputs: list[_Output]
+    counts: _Counts
+    previous_manifest_sha256: SHA256 | None = None
+    previous_batch_digest: SHA256 | None = None
+    previous_run: _Previous | None = None
+    digest: _Digest
+    seal: _Seal | None = None
+
+
+def check_manifest(data: Any, schema: type[BaseModel] = ManifestSchema) -> list[str]:
+    """Every structural problem of a parsed manifest against ``schema`` (the full
+    ``ManifestSchema``, or ``Readable``), as ``path: what`` (empty when sound)."""
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        return [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+    return []
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def _body(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in manifest.items() if k not in ("digest", "seal")}
+
+
+def content_digests(manifest: dict[str, Any]) -> dict[str, str]:
+    """The ``digest`` block of ``manifest`` as its content stands (see the module docstring)."""
+    body = _body(manifest)
+    batch = dict(body)
+    outputs = body.get("outputs")
+    if isinstance(outputs, list):
+        batch["outputs"] = [e for e in outputs if not (isinstance(e, dict) and (
+            str(e.get("path", "")).startswith(REPORTS_PREFIX) or e.get("path") == DECLARED))]
+    config = body.get("config")
+    if isinstance(config, dict):
+        batch["config"] = {k: v for k, v in config.items() if k != "declared"}
+    return {"algorithm": "sha256", "manifest": hashlib.sha256(_canonical(body)).hexdigest(),
+            "batch": hashlib.sha256(_canonical(batch)).hexdigest()}
+
+
+def seal_mac(manifest: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of the manifest's content under ``key`` (domain-separated from other uses)."""
+    return hmac.new(key, _SEAL_CONTEXT + _canonical(_body(manifest)), hashlib.sha256).hexdigest()
+
+
+def with_digest(manifest: dict[str, Any], key: bytes | None = None) -> dict[str, Any]:
+    """``manifest`` with its ``digest`` (re)computed, and ``seal`` when a key is given."""
+    body = _body(manifest)
+    sealed = body | {"digest": content_digests(body)}
+    if key is not None:
+        sealed["seal"] = {"algorithm": SEAL_ALGORITHM, "mac": seal_mac(body, key)}
+    return sealed
 
 
 def sha256_file(path: Path) -> str:

@@ -12,7 +12,12 @@ only for fields that are not patient-identifying) and ``__raw`` (the source reco
 JSON, for quarantine).
 
 A value that fails to parse never becomes null silently: it is a quarantine reason unless
-the field says ``on_invalid: null``.
+the field says ``on_invalid: null``. A canonical field's own pattern (``nhs_number``: ten
+ASCII digits) applies whatever the profile says.
+
+Two-digit years (``%y``) are placed by the cut-over T (today when none is given, as in
+``handover check``): a birth date in the 100 years up to T — never after it — and any other
+date in the window from 80 years before T to 20 years after it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
@@ -27,6 +33,8 @@ from migrate import canonical
 from migrate.profile import FieldSpec, Profile, TableSpec
 
 BOOKKEEPING = ("__reason", "__field", "__message", "__raw")
+# Fields whose dates are in the past at the cut-over: a two-digit year is never placed after it.
+PAST_ONLY = frozenset({"birth_date"})
 _DERIVED_KEYS = {"patients": {"patient_key": "source_patient_id"}, "referrals": {"referral_key": "source_referral_id"}}
 # HL7's explicit null, in any source: the field is deleted (an update clears it), where an
 # empty value is "not sent" (an update under ``updates: merge`` keeps the current value).
@@ -155,8 +163,28 @@ def _elements(spec: FieldSpec, v: pl.Expr, null_values: tuple[str, ...]) -> tupl
     return cleaned.list.eval(value).fill_null(pl.lit([], dtype=pl.List(pl.String))), err
 
 
+def _years(day: date, years: int) -> date:
+    """``day`` moved by whole ``years`` (29 February becomes the 28th in a common year)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def _two_digit_years(parsed: pl.Expr, name: str, kind: str, cutover: date | None) -> pl.Expr:
+    """``parsed`` (read with a ``%y`` format) moved by a century into its field's window."""
+    ref = cutover or date.today()
+    lo, hi = (_years(ref, -100), ref) if name in PAST_ONLY else (_years(ref, -80), _years(ref, 20))
+    if kind == "datetime":  # compare date-times against the end of the window's days
+        lo_t, hi_t = (datetime.combine(d + timedelta(days=1), datetime.min.time()) for d in (lo, hi))
+        return (pl.when(parsed >= hi_t).then(parsed.dt.offset_by("-100y"))
+                .when(parsed < lo_t).then(parsed.dt.offset_by("100y")).otherwise(parsed))
+    return (pl.when(parsed > hi).then(parsed.dt.offset_by("-100y"))
+            .when(parsed <= lo).then(parsed.dt.offset_by("100y")).otherwise(parsed))
+
+
 def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl.DataType | None,
-           null_values: tuple[str, ...] = ()) -> tuple[pl.Expr, pl.Expr]:
+           null_values: tuple[str, ...] = (), cutover: date | None = None) -> tuple[pl.Expr, pl.Expr]:
     """(typed value, error reason or null) for a cleaned string value ``v``."""
     kind = field.kind
     present = v.is_not_null()
@@ -164,13 +192,17 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
     if kind in ("date", "datetime") and source_dtype is not None and source_dtype.is_temporal():
         value = _src(spec.base_columns[0]).cast(field.dtype)
         return value, pl.lit(None, dtype=pl.String)
+
+    def placed(parsed: pl.Expr, fmt: str) -> pl.Expr:
+        return _two_digit_years(parsed, spec.name, kind, cutover) if "%y" in fmt else parsed
+
     if kind == "date":
-        value = pl.coalesce([_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False)
+        value = pl.coalesce([placed(_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False), f)
                              for f in spec.formats])
         reason = "unparseable_date"
     elif kind == "datetime":
-        value = pl.coalesce([_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us")
-                             for f in spec.formats])
+        value = pl.coalesce([placed(_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us"),
+                                    f) for f in spec.formats])
         reason = "unparseable_date"
     elif kind == "boolean":
         tv = [t.upper() for t in spec.true_values]
@@ -189,6 +221,8 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         reason = "unmapped_code"
     else:
         value, unmapped, mismatched = _text(spec, v)
+        if field.pattern:
+            mismatched = mismatched | ~value.str.contains(field.pattern)
         failed = unmapped | mismatched
         if invalid_ok:
             value = pl.when(present & failed).then(None).otherwise(value)
@@ -281,15 +315,22 @@ def _refined(spec: FieldSpec, field: canonical.Field, value: pl.Expr, source_sch
 
 
 def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_schema: Mapping[str, pl.DataType],
-                  null_values: tuple[str, ...]) -> pl.Expr:
-    """Words for the field's problem, keyed on its reason column."""
+                  null_values: tuple[str, ...], quotable: bool = True, alone: pl.Expr | None = None) -> pl.Expr:
+    """Words for the field's problem, keyed on its reason column. The value is quoted only
+    when ``quotable`` (the field is not identifying and none of its source columns feeds an
+    identifying field) and the problem is the row's only one (``alone``): a row whose
+    columns are misaligned fails several fields, and a surname or birth date that slid into
+    a code column must not be quoted."""
     e = pl.col(f"__e_{spec.name}")
-    shown = pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")]) if not field.pii else pl.lit("")
+    alone = pl.lit(True) if alone is None else alone
+    shown = (pl.when(alone).then(pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")])).otherwise(pl.lit(""))
+             if quotable and not field.pii else pl.lit(""))
     fmts = ", ".join(spec.formats)
     allowed = ", ".join(field.enum_values or ())
     unmapped = f"{spec.label} has {'an element with ' if field.kind == 'list' else ''}no mapping"
     invalid = (f"{spec.label} has an element not matching {spec.pattern}" if field.kind == "list"
-               else f"{spec.label} is not a valid {field.kind}" + (f" matching {spec.pattern}" if spec.pattern else ""))
+               else f"{spec.label} is not a valid {field.kind}"
+               + (f" matching {spec.pattern or field.pattern}" if spec.pattern or field.pattern else ""))
     refine: pl.Expr = pl.lit(False)
     refine_text: pl.Expr = pl.lit(None, dtype=pl.String)
     if spec.refine is not None:
@@ -297,12 +338,13 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
         base = _typed(spec, field, v, None)[0].cast(pl.String)
         refine = (base.is_in(list(spec.refine.when)).fill_null(False) & second.is_not_null()
                   & _lookup(dict(spec.refine.map), second).is_null())
+        second_shown = (pl.when(alone).then(pl.concat_str([pl.lit(" (value '"), second, pl.lit("')")]))
+                        .otherwise(pl.lit("")) if quotable and not field.pii else pl.lit(""))
         refine_text = pl.concat_str([
             pl.lit(f"{spec.name}: column {spec.refine.column} (which refines {', '.join(spec.refine.when)}) has no "
-                   "mapping (value '"), second,
-            pl.lit(f"'); canonical values: {allowed}")])
-    conflict = (_conflict_text(spec, field, v, source_schema, null_values) if spec.implied_by is not None
-                else pl.lit(None, dtype=pl.String))
+                   "mapping"), second_shown, pl.lit(f"; canonical values: {allowed}")])
+    conflict = (_conflict_text(spec, field, v, source_schema, null_values, quotable, alone)
+                if spec.implied_by is not None else pl.lit(None, dtype=pl.String))
     return (
         pl.when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
         .when(e == "conflicting_value").then(conflict)
@@ -316,9 +358,10 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
 
 
 def _conflict_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_schema: Mapping[str, pl.DataType],
-                   null_values: tuple[str, ...]) -> pl.Expr:
+                   null_values: tuple[str, ...], quotable: bool = True, alone: pl.Expr | None = None) -> pl.Expr:
     """Words for ``conflicting_value``: what was sent, and what the other column implies
-    (values quoted only for a field that is not patient-identifying)."""
+    (values quoted only as ``_problem_text`` quotes them: a field that is not identifying,
+    fed by no column that feeds one, and the row's only problem)."""
     assert spec.implied_by is not None  # only fields with implied_by can conflict
     own = ", ".join(spec.base_columns)
     other = spec.implied_by.column
@@ -326,18 +369,22 @@ def _conflict_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_s
     def text(column: str) -> pl.Expr:
         return pl.col(column).list.join(";") if field.kind == "list" else pl.col(column).cast(pl.String)
 
-    if field.pii:
-        return pl.lit(f"{spec.name}: column {own} contradicts the value column {other} implies; "
-                      "the row is held rather than either believed")
-    return pl.concat_str([
+    plain = pl.lit(f"{spec.name}: column {own} contradicts the value column {other} implies; "
+                   "the row is held rather than either believed")
+    if field.pii or not quotable:
+        return plain
+    quoted = pl.concat_str([
         pl.lit(f"{spec.name}: column {own} sends '"), v, pl.lit("' ("), text(spec.name),
         pl.lit(f") but column {other} '"), _other(other, source_schema, null_values), pl.lit("' implies '"),
         pl.col(f"__i_{spec.name}"), pl.lit("' ("), text(f"__iv_{spec.name}"),
         pl.lit("); the row is held rather than either believed")])
+    return quoted if alone is None else pl.when(alone).then(quoted).otherwise(plain)
 
 
-def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile) -> CompiledTable:
-    """Compile ``spec`` for a source frame with ``source_schema`` (columns must be present)."""
+def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], profile: Profile,
+                  cutover: date | None = None) -> CompiledTable:
+    """Compile ``spec`` for a source frame with ``source_schema`` (columns must be present);
+    ``cutover`` places two-digit years (module docstring)."""
     table = canonical.TABLES[spec.name]
     mapped = {f.name: f for f in spec.fields}
     merge = spec.updates == "merge" and table.key is not None
@@ -346,6 +393,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     typed_exprs: list[pl.Expr] = []
     problem_exprs: list[pl.Expr] = []
     reasons: list[str] = []
+    identifying = {c for f in spec.fields if table.field(f.name).pii for c in f.source_columns}
+    alone = pl.sum_horizontal([pl.col(f"__e_{f.name}").is_not_null() for f in spec.fields]) <= 1
     for fspec in spec.fields:
         field = table.field(fspec.name)
         v = pl.col(f"__v_{fspec.name}")
@@ -355,7 +404,7 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         if merge:
             clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
         src_dtype = source_schema.get(fspec.base_columns[0]) if fspec.base_columns else None
-        value, err = _typed(fspec, field, v, src_dtype, profile.null_values)
+        value, err = _typed(fspec, field, v, src_dtype, profile.null_values, cutover)
         refined = _refined(fspec, field, value, source_schema, profile.null_values)
         if refined is not None:
             value, failed = refined
@@ -367,7 +416,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         if fspec.required and not (merge and fspec.name not in keys):
             err = pl.when(v.is_null()).then(pl.lit("missing_required")).otherwise(err)
         typed_exprs += [value.cast(field.dtype).alias(fspec.name), err.alias(f"__e_{fspec.name}")]
-        problem_exprs.append(_problem_text(fspec, field, v, source_schema, profile.null_values))
+        quotable = not field.pii and not identifying & set(fspec.source_columns)
+        problem_exprs.append(_problem_text(fspec, field, v, source_schema, profile.null_values, quotable, alone))
         reasons.append(fspec.name)
     # A table's key, where the profile does not map it, is the source id (required by the profile).
     derived = [pl.col(source).alias(key) for key, source in _DERIVED_KEYS.get(spec.name, {}).items() if key not in mapped]

@@ -29,9 +29,17 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+# Rows per Parquet row group, fixed: without it polars writes a row group per in-memory
+# chunk, and how a frame is chunked depends on thread timing (two identical 20k runs gave
+# two different lineage.parquet files with the same rows). Polars' own default size.
+ROW_GROUP_ROWS = 512 * 512
+
+
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` as Parquet at ``path`` atomically (zstd, statistics on)."""
-    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+    """Write ``frame`` as Parquet at ``path`` atomically (zstd, statistics on); the bytes
+    depend only on the rows, not on how the frame happens to be chunked in memory."""
+    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd",
+                                                              row_group_size=ROW_GROUP_ROWS))
 
 
 def write_json(data: Any, path: Path) -> Path:

@@ -19,7 +19,7 @@ and frozen into the run folder's ``config/`` before the extract is opened (``mig
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,13 @@ from migrate.identity import write_model
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
 from migrate.lineage import build_lineage
+from migrate.manifest import with_digest
 from migrate.outputs import write_json
 from migrate.patients import patient_summary
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, rows_invariant
 from migrate.rules.stage import classify
-from migrate.runfolder import RunRecord, build_manifest, target_record, write_tables
+from migrate.runfolder import RunRecord, build_manifest, stage, target_record, write_tables
 from migrate.sources import discover
 from migrate.target_index import read_target_index
 from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
@@ -91,7 +92,7 @@ def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConf
     work = out / ".work"
     try:
         return ingest(config.input_dir, config.profiles, work, progress, files=files,
-                      canonical_dir=out / "canonical"), frozen
+                      canonical_dir=out / "canonical", cutover=config.cutover), frozen
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -111,7 +112,18 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
 
 def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResult:
     """Run one batch into ``config.out_dir``; the summary says whether the invariants held
-    (``RunResult.raise_on_failure`` turns a failure into exit 1)."""
+    (``RunResult.raise_on_failure`` turns a failure into exit 1).
+
+    The folder is locked, written as a hidden sibling and renamed into place only when
+    complete, replacing a previous run whole (``migrate/runfolder.py``).
+    """
+    with stage(config.out_dir) as staging:
+        result = _run_batch(replace(config, out_dir=staging.path), progress)
+        staging.publish()
+    return RunResult(config.out_dir, result.summary, [staging.final(p) for p in result.outputs])
+
+
+def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
     from migrate.reports import record_previous, write_reports
 
     started = datetime.now(UTC)
@@ -167,12 +179,14 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
         identified.result.model.summary()))
     if config.previous is not None:
         manifest = record_previous(manifest, config.previous, out)
-    write_json(manifest, out / "manifest.json")
+    # Sealed (with the key) by write_reports, once every report is in: the round trip's report
+    # is recorded before that, without the key.
+    write_json(with_digest(manifest), out / "manifest.json")
     progress.finish("write")
     if fhir is not None:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
         run_roundtrip(out, progress)
 
     progress.start("reports", total=None)
-    report = write_reports(out, config.previous, invariant=invariant)  # the declaration is in config/
+    report = write_reports(out, config.previous, invariant=invariant, key=config.seal_key)  # declaration: config/
     progress.finish("reports")
     return RunResult(out, report.summary, written.paths + report.files)

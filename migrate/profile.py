@@ -21,6 +21,7 @@ import yaml
 
 from migrate import canonical, resources
 from migrate.errors import ConfigError, ProfileError
+from migrate.profile_checks import dialect_problems, glob_problem, regex_problem
 from migrate.profile_options import format_problems, implied_option, option_problems, target_table_problems
 from migrate.yamltext import read_yaml
 
@@ -263,10 +264,9 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         else:
             kwargs["on_invalid"] = raw["on_invalid"]
     if "pattern" in kwargs:
-        try:
-            re.compile(kwargs["pattern"])
-        except re.error as exc:
-            problems.add(f"{where}.pattern", f"not a valid regular expression ({exc})")
+        why = regex_problem(kwargs["pattern"])
+        if why:
+            problems.add(f"{where}.pattern", why)
     if "map" in raw:
         m = raw["map"]
         if not isinstance(m, dict):
@@ -383,6 +383,10 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
             target_table_problems(where, tdoc, problems.add)
         elif not files:
             problems.add(f"{where}.files", "name the file(s) that feed this table, e.g. ['referrals*.csv']")
+        for i, pattern in enumerate(files):
+            why = glob_problem(pattern)
+            if why:
+                problems.add(f"{where}.files[{i}]", why)
         fields_doc = tdoc.get("fields")
         specs: list[FieldSpec] = []
         if not isinstance(fields_doc, dict) or not fields_doc:
@@ -396,11 +400,9 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
                 if needed not in fields_doc:
                     problems.add(f"{where}.fields", f"map '{needed}': a {tname} row cannot be keyed or linked without it")
         delimiter = str(tdoc.get("delimiter", defaults.get("delimiter", ",")))
-        if len(delimiter) != 1:
-            problems.add(f"{where}.delimiter", "expected a single character")
         quote = tdoc.get("quote_char", defaults.get("quote_char", '"'))
-        if quote is not None and len(str(quote)) != 1:
-            problems.add(f"{where}.quote_char", "expected a single character or null")
+        for key, why in dialect_problems(delimiter, None if quote is None else str(quote)):
+            problems.add(f"{where}.{key}", why)
         on_enc = tdoc.get("on_encoding_error", defaults.get("on_encoding_error", "quarantine"))
         if on_enc not in ("quarantine", "replace"):
             problems.add(f"{where}.on_encoding_error", "expected 'quarantine' or 'replace'")

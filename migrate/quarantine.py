@@ -36,6 +36,7 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 # Why a source row was quarantined.
 REASON_CODES: dict[str, str] = {
     "wrong_field_count": "the record has more or fewer fields than the header",
+    "malformed_record": "the record cannot be split into fields (a stray quote, a bare carriage return)",
     "invalid_encoding": "the record contains bytes that are not valid in the file's declared encoding",
     "missing_required": "a field the profile marks required is blank",
     "unparseable_date": "a date or date-time matches none of the profile's formats",

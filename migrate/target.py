@@ -221,14 +221,18 @@ def read_by_id(run: RunFolder, fhir_base: str, token: str | None, out: Path, pro
 
 
 def reconcile_target(run_dir: Path, fhir_base: str | None = None, export_dir: Path | None = None,
-                     token: str | None = None, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+                     token: str | None = None, progress: Progress = NULL_PROGRESS,
+                     key: bytes | None = None) -> dict[str, Any]:
     """Compare the target with the run (module docstring); write ``reports/target.json``,
-    re-render the reports and return the result."""
+    re-render the reports and return the result. A sealed run needs its ``key``
+    (ConfigError before anything is read or written)."""
     from migrate.reports import write_reports
+    from migrate.reports.chain import check_sealable
 
     if (fhir_base is None) == (export_dir is None):
         raise ConfigError("give exactly one of --fhir-base URL or --export DIR")
     run = RunFolder.open(run_dir)
+    check_sealable(run_dir, key)
     if export_dir is not None:
         if not export_dir.is_dir() or not ndjson_files(export_dir):
             raise InputError(f"--export {export_dir}: no NDJSON files (<Type>.ndjson) in it")
@@ -241,6 +245,6 @@ def reconcile_target(run_dir: Path, fhir_base: str | None = None, export_dir: Pa
     from migrate.reports.chain import seal_outputs
 
     write_json(result, run_dir / TARGET)
-    write_reports(run_dir)  # the HTML gains the target section
-    seal_outputs(run_dir, [run_dir / TARGET])
+    write_reports(run_dir, key=key)  # the HTML gains the target section
+    seal_outputs(run_dir, [run_dir / TARGET], key)
     return result

@@ -246,7 +246,8 @@ def test_the_summary_is_written_once_and_is_what_the_cli_prints(tmp_path: Path,
     real = outputs.write_json
 
     def counting(data: object, path: Path) -> Path:
-        written.append(path.relative_to(tmp_path / "run").as_posix())
+        # the run is written in a hidden sibling of --out, renamed into place when complete
+        written.append(Path(*path.relative_to(tmp_path).parts[1:]).as_posix())
         return real(data, path)
 
     for module in ("migrate.outputs", "migrate.reports.reconciliation", "migrate.pipeline"):
@@ -294,3 +295,52 @@ def test_check_with_a_site_pack_shows_unknown_values_disappear(tmp_path: Path) -
                     "  not_red_flag_codes: [cauda equina]\n")
     code, _, err = invoke("check", "--input", str(tmp_path / "in"), "--mapping", MAPPING, "--rules", str(site))
     assert code == 2 and "both list cauda_equina" in err
+
+def test_a_sealed_chain_verified_end_to_end(tmp_path: Path) -> None:
+    """run --key-file seals; verify --key-file checks it; verify --chain re-verifies the batch before."""
+    key = tmp_path / "key"
+    key.write_text("a-secret-of-at-least-16-bytes\n")
+    base = ["--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01", "--quiet"]
+    first, second = tmp_path / "batches" / "b1", tmp_path / "batches" / "b2"
+    assert invoke("run", *base, "--out", str(first), "--key-file", str(key))[0] == 0
+    assert invoke("run", *base, "--out", str(second), "--previous", str(first), "--key-file", str(key))[0] == 0
+    code, out, _ = invoke("verify", str(second), "--key-file", str(key), "--chain", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["seal"] == "matches the key" and result["runs_checked"] == 2
+    code, _, err = invoke("report", str(second))
+    assert code == 2 and "sealed" in err
+    other = tmp_path / "other"
+    other.write_text("another-secret-of-16-bytes-or-more")
+    code, out, _ = invoke("verify", str(second), "--key-file", str(other))
+    assert code == 1 and "seal" in out
+
+
+def test_a_sealed_run_is_changed_only_with_its_key(tmp_path: Path) -> None:
+    """fhir, load and reconcile-target add to a finished run: on a sealed run, without its key
+    each refuses (exit 2) before it writes or sends anything; with it, the run is re-sealed
+    and still verifies under the key."""
+    key = tmp_path / "key"
+    key.write_text("a-secret-of-at-least-16-bytes\n")
+    run = tmp_path / "run"
+    assert invoke("run", "--input", str(CASE / "input"), "--mapping", MAPPING, "--cutover", "2022-10-01", "--quiet",
+                  "--out", str(run), "--key-file", str(key))[0] == 0
+    export = tmp_path / "export"
+    shutil.copytree(run / "fhir" / "ndjson", export)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = {
+        "fhir": ["fhir", str(run), "--bundle-size", "3"],
+        # a closed loopback port: refused before any connection is tried
+        "load": ["load", str(run), "--fhir-base", "http://127.0.0.1:9/fhir", "--quiet"],
+        "reconcile-target": ["reconcile-target", str(run), "--export", str(export), "--quiet"],
+    }
+    for name, args in refused.items():
+        code, _, err = invoke(*args)
+        assert code == 2 and "sealed" in err, (name, code, err)
+        assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before, name
+    code, _, err = invoke("reconcile-target", str(run), "--export", str(export), "--quiet", "--key-file", str(key))
+    assert code == 0, err
+    assert (run / "reports" / "target.json").is_file()
+    code, _, err = invoke("fhir", str(run), "--bundle-size", "3", "--key-file", str(key))
+    assert code == 0, err
+    code, out, _ = invoke("verify", str(run), "--key-file", str(key), "--json")
+    assert code == 0 and json.loads(out)["seal"] == "matches the key"

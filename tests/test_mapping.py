@@ -13,7 +13,7 @@ from migrate.profile import parse_profile
 
 
 def _map(table: str, fields: dict[str, Any], rows: list[dict[str, str | None]],
-         defaults: dict[str, Any] | None = None) -> pl.DataFrame:
+         defaults: dict[str, Any] | None = None, cutover: date | None = None) -> pl.DataFrame:
     tables: dict[str, Any] = {table: {"files": "x.csv", "fields": fields}}
     if table != "patients":
         tables["patients"] = {"files": "p.csv", "fields": {"source_patient_id": "id"}}
@@ -23,7 +23,7 @@ def _map(table: str, fields: dict[str, Any], rows: list[dict[str, str | None]],
     profile = parse_profile(doc, Path("t.yaml"))
     source = pl.DataFrame(rows, schema={k: pl.String for k in rows[0]}).with_columns(
         pl.lit("x.csv").alias("source_file"), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"))
-    compiled = compile_table(profile.tables[table], source.schema, profile)
+    compiled = compile_table(profile.tables[table], source.schema, profile, cutover)
     mapped = apply_mapping(source.lazy(), compiled).collect()
     details = explain_failures(source.lazy(), compiled).collect()
     return mapped.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
@@ -119,9 +119,71 @@ def test_all_problems_of_a_row_are_in_its_message() -> None:
                [{"id": "1", "p": "1", "d": "", "pr": "9"}])
     assert out["__reason"][0] == "missing_required"
     assert "received_date (column d) is required but blank" in out["__message"][0]
-    assert "assigned_priority (column pr) has no mapping (value '9')" in out["__message"][0]
+    # Two problems: the row may be misaligned, so no value is quoted.
+    assert "assigned_priority (column pr) has no mapping; canonical values" in out["__message"][0]
+    assert "(value" not in out["__message"][0]
+
+
+def test_a_misaligned_row_never_has_its_values_quoted() -> None:
+    """A surname and a birth date that slid into code columns stay out of the message; a row
+    with one problem still shows the offending code."""
+    fields = {"source_patient_id": "id", "family_name": "surname", "birth_date": "dob",
+              "sex": {"column": "sex", "map": {"M": "male", "F": "female"}}, "gp_ods_code": {"column": "gp",
+                                                                                        "pattern": "^[A-Z][0-9]{5}$"}}
+    out = _map("patients", fields, [
+        {"id": "1", "surname": "K84001", "dob": "M", "sex": "Zebedee", "gp": "1950-02-01"},
+        {"id": "2", "surname": "Ok", "dob": "1950-02-01", "sex": "X", "gp": "K84001"},
+    ])
+    assert out["__reason"].to_list() == ["unparseable_date", "unmapped_code"]
+    assert "Zebedee" not in out["__message"][0] and "1950-02-01" not in out["__message"][0]
+    assert "sex (column sex) has no mapping" in out["__message"][0]
+    assert "has no mapping (value 'X')" in out["__message"][1]
+
+
+def test_a_column_feeding_an_identifying_field_is_never_quoted() -> None:
+    fields = {"source_patient_id": "id", "family_name": "name", "gp_ods_code": {"column": "name",
+                                                                               "pattern": "^[A-Z][0-9]{5}$"}}
+    out = _map("patients", fields, [{"id": "1", "name": "Zebedee"}])
+    assert out["__reason"][0] == "invalid_value" and "Zebedee" not in out["__message"][0]
 
 
 def test_keys_default_to_source_ids() -> None:
     out = _map("referrals", {"source_referral_id": "id", "patient_key": "p"}, [{"id": "R1", "p": "P1"}])
     assert out.select("referral_key", "source_referral_id", "patient_key").rows() == [("R1", "R1", "P1")]
+
+
+# --- implausible values are questioned (issue #12, item 5) ---------------------------------
+
+def test_two_digit_birth_years_are_never_after_the_cut_over() -> None:
+    """A %y birth date is placed in the 100 years up to the cut-over: 60 birth years 1962-2021
+    written as two digits all come back in the right century (chrono alone put 36 of them in
+    the 2050s and 2060s)."""
+    years = list(range(1962, 2022))
+    rows = [{"id": str(y), "dob": f"15/06/{y % 100:02d}"} for y in years]
+    out = _map("patients", {"source_patient_id": "id", "birth_date": {"column": "dob", "formats": ["%d/%m/%y"]}},
+               rows, cutover=date(2022, 10, 1))
+    assert [d.year for d in out["birth_date"]] == years
+    edge = _map("patients", {"source_patient_id": "id", "birth_date": {"column": "dob", "formats": ["%d/%m/%y"]}},
+                [{"id": "a", "dob": "30/09/22"}, {"id": "b", "dob": "02/10/22"}, {"id": "c", "dob": "29/02/00"}],
+                cutover=date(2022, 10, 1))
+    assert edge["birth_date"].to_list() == [date(2022, 9, 30), date(1922, 10, 2), date(2000, 2, 29)]
+
+
+def test_two_digit_years_of_other_dates_sit_around_the_cut_over() -> None:
+    out = _map("referrals", {"source_referral_id": "id", "patient_key": "p",
+                             "received_date": {"column": "d", "formats": ["%d%m%y"]},
+                             "pifu_expiry_date": {"column": "e", "formats": ["%d%m%y"]}},
+               [{"id": "r1", "p": "1", "d": "010155", "e": "010141"}], cutover=date(2022, 10, 1))
+    assert out.select("received_date", "pifu_expiry_date").row(0) == (date(1955, 1, 1), date(2041, 1, 1))
+
+
+def test_full_width_digits_are_not_an_nhs_number() -> None:
+    """The canonical nhs_number is ten ASCII digits whatever the profile's pattern says
+    (``\\d`` matches full-width digits)."""
+    fields = {"source_patient_id": "id", "nhs_number_raw": "nhs",
+              "nhs_number": {"column": "nhs", "pattern": r"^\d{10}$", "on_invalid": "null"}}
+    out = _map("patients", fields, [{"id": "1", "nhs": "９９９１０００００３"}, {"id": "2", "nhs": "9991000003"}])
+    assert out["nhs_number"].to_list() == [None, "9991000003"]
+    strict = _map("patients", {"source_patient_id": "id", "nhs_number": "nhs"}, [{"id": "1", "nhs": "９９９１０００００３"}])
+    assert strict["__reason"].to_list() == ["invalid_value"]
+    assert "９" not in strict["__message"][0]

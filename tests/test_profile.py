@@ -82,3 +82,68 @@ def test_invalid_yaml_is_a_profile_error(tmp_path: Path) -> None:
     bad.write_text("tables: [unclosed\n")
     with pytest.raises(ProfileError):
         load_profile(bad)
+
+
+# --- checked by the engine that runs them (issue #12, item 6) -----------------------------
+
+def _problems(tmp_path: Path, table: dict[str, object], field: dict[str, object] | None = None) -> str:
+    fields: dict[str, object] = {"source_patient_id": "id", "birth_date": "dob"}
+    if field:
+        fields["nhs_number"] = field
+    doc = {"profile": "t", "format_version": 1, "defaults": {"date_formats": ["%Y-%m-%d"]},
+           "tables": {"patients": {"files": "p.csv", "fields": fields, **table}}}
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(doc, tmp_path / "t.yaml")
+    assert caught.value.exit_code == 2
+    return "\n".join(caught.value.problems)
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    (r"^(?=9)\d{10}$", "look-around"),
+    (r"^(\d)\1{9}$", "backreferences"),
+    (r"^\d{,10}$", "repetition"),
+])
+def test_a_regex_python_accepts_but_polars_cannot_run_is_refused(tmp_path: Path, pattern: str, why: str) -> None:
+    import re
+
+    re.compile(pattern)  # Python's re takes it...
+    problems = _problems(tmp_path, {}, {"column": "nhs", "pattern": pattern})
+    assert "tables.patients.fields.nhs_number.pattern: not a regular expression polars can run" in problems
+    assert why in problems
+
+
+@pytest.mark.parametrize(("table", "says"), [
+    ({"delimiter": "§"}, "tables.patients.delimiter: expected one single-byte (ASCII) character, got '§' (several"),
+    ({"delimiter": ";;"}, "tables.patients.delimiter: expected one single-byte"),
+    ({"quote_char": "«"}, "tables.patients.quote_char: expected one single-byte"),
+    ({"delimiter": "\n"}, "tables.patients.delimiter: a line end"),
+    ({"delimiter": "'", "quote_char": "'"}, "tables.patients.quote_char: must differ from the delimiter"),
+])
+def test_delimiters_and_quotes_are_single_byte(tmp_path: Path, table: dict[str, object], says: str) -> None:
+    assert says in _problems(tmp_path, table)
+
+
+@pytest.mark.parametrize(("files", "says"), [
+    ("/etc/passwd", "an absolute path"),
+    ("C:\\extract\\p.csv", "an absolute path"),
+    ("../secrets/*.csv", "'..' climbs out of --input"),
+    ("in/../../p.csv", "'..' climbs out of --input"),
+])
+def test_file_patterns_stay_inside_the_input_folder(tmp_path: Path, files: str, says: str) -> None:
+    assert f"tables.patients.files[0]: {says}" in _problems(tmp_path, {"files": [files]})
+
+
+def test_a_layout_error_never_quotes_the_file(tmp_path: Path) -> None:
+    """A file without a header puts a patient's record on its first line: the message counts
+    its fields, never shows them."""
+    from migrate.ingest import check_layout
+    from migrate.sources import discover
+
+    (tmp_path / "p.csv").write_text("P1,9991000003,Zebedee,1950-02-01\n")
+    profile = parse_profile(GOOD | {"defaults": {"date_formats": ["%Y-%m-%d"]}}, tmp_path / "t.yaml")
+    with pytest.raises(ProfileError) as caught:
+        check_layout(discover(tmp_path, profile))
+    text = caught.value.render()
+    assert "missing column(s) id, dob" in text and "4 field(s)" in text
+    for secret in ("P1", "9991000003", "Zebedee", "1950"):
+        assert secret not in text

@@ -35,6 +35,8 @@ def _fields(table: str) -> list[canonical.Field]:
 def _text(field: canonical.Field, new: bool) -> str:
     if field.enum_values:
         return field.enum_values[1 if new else 0]
+    if field.name == "nhs_number":  # the canonical value is ten ASCII digits
+        return ("9991000011", "9991000003")[new]
     return {"date": ("2022-01-02", "2022-03-04"), "datetime": ("2022-01-02 10:00", "2022-03-04 11:30"),
             "boolean": ("Y", "N"), "list": ("x;y", "z")}.get(field.kind, (f"a-{field.name}", f"b-{field.name}"))[new]
 

@@ -21,6 +21,9 @@ built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
   the order of the bundles that first need them (then id), Provenance.ndjson by bundle.
 - ``lineage.parquet`` (source row → resource), in batch order. Rows that become no
   resource never reach this stage: their dispositions (``migrate.dispositions``) say why.
+- ``errors.parquet``: every resource that failed validation (ERROR_SCHEMA: type, id,
+  patient, problem — locations and messages, never values — and its source row), in
+  source order; empty when all validated.
 
 Everything goes into ``fhir.partial/`` first and is renamed to ``fhir/`` at the end, so a
 killed run never leaves a complete-looking half output. Same frames and options →
@@ -52,6 +55,7 @@ from migrate.fhir.resources import (
     prepare,
 )
 from migrate.fhir.validate import ERROR_SCHEMA
+from migrate.outputs import ROW_GROUP_ROWS, write_parquet
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.summary import FhirStats
 
@@ -145,10 +149,10 @@ class _Writers:
         if name not in self.parquet:
             empty = pl.DataFrame(schema=dict(schema)).to_arrow()
             self.parquet[name] = pq.ParquetWriter(self.root / f"{name}.parquet", empty.schema, compression="zstd")
-        cast = frame.select(list(schema)).cast(dict(schema))  # type: ignore[arg-type]
+        cast = frame.select(list(schema)).cast(dict(schema)).rechunk()  # type: ignore[arg-type]
         arrow = cast.to_arrow().cast(self.parquet[name].schema)
-        if arrow.num_rows:
-            self.parquet[name].write_table(arrow)
+        if arrow.num_rows:  # one chunk, fixed row groups: bytes follow the rows, not the chunking
+            self.parquet[name].write_table(arrow, row_group_size=ROW_GROUP_ROWS)
 
     def close(self, schemas: Mapping[str, Mapping[str, pl.DataType]]) -> None:
         for fh in self.ndjson.values():
@@ -233,7 +237,10 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])
+    all_errors = pl.concat([e.cast(ERROR_SCHEMA) for e in errors]).sort(
+        "source_file", "source_row", "fhir_type", "fhir_id", "problem", nulls_last=True)
+    # Written beside the output, so a failing run shows what failed long after the terminal is gone.
+    write_parquet(all_errors, final / "errors.parquet")
     files = sorted(p for p in final.rglob("*") if p.is_file())
     return FhirResult(
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,

@@ -31,8 +31,6 @@ from migrate.errors import InputError
 from migrate.policies import SharingPolicy, sharing_policy
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
 from migrate.identity.merges import CHILD_TABLES, people
-from migrate.manifest import describe_outputs
-from migrate.outputs import write_json
 from migrate.reports.rundata import MANIFEST, RunFolder, read_json
 from migrate.rules.model import RulePack
 
@@ -81,7 +79,7 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
                       derived_priority=derived_priority(exceptions, pack).lazy())
 
 
-def reemit_fhir(run_dir: Path, bundle_size: int | None = None) -> FhirResult:
+def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None = None) -> FhirResult:
     """``handover fhir RUN``: write ``fhir/`` again from a finished run's own folder.
 
     Everything comes from the run folder, never from the shipped defaults: the canonical
@@ -90,15 +88,19 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None) -> FhirResult:
     used (``config/``; survivorship and sharing state are re-derived with them), and its
     options (manifest; ``bundle_size`` defaults to the run's). The manifest is
     updated to the files written (unchanged when they are byte-identical, as they are
-    with the run's own bundle size), so ``handover verify`` passes afterwards.
+    with the run's own bundle size), its digest recomputed, so ``handover verify`` passes
+    afterwards; a sealed run is re-emitted only with its ``key`` (ConfigError before
+    anything is written).
     """
+    from migrate.reports.chain import check_sealable
     from migrate.reports.rundata import reading
 
     run = RunFolder.open(run_dir)
+    check_sealable(run_dir, key)
     with reading(run_dir):
         size = bundle_size or int(run.manifest["options"].get("bundle_size") or DEFAULT_BUNDLE_SIZE)
         result = _reemit(run, size)
-        _reseal(run, result, size)
+        _reseal(run, result, size, key)
     return result
 
 
@@ -131,14 +133,12 @@ def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
                 sharing.lazy(), pack, options, run.path)
 
 
-def _reseal(run: RunFolder, result: FhirResult, bundle_size: int) -> None:
+def _reseal(run: RunFolder, result: FhirResult, bundle_size: int, key: bytes | None) -> None:
     """Record the re-emitted ``fhir/`` files, statistics and bundle size in the manifest
     (written only when something changed)."""
+    from migrate.reports.chain import seal_outputs
+
     manifest = read_json(run.path / MANIFEST)
-    kept = [e for e in manifest["outputs"] if not str(e["path"]).startswith("fhir/")]
-    outputs = sorted(kept + describe_outputs(run.path, result.files, {}), key=lambda e: str(e["path"]))
     stages = dict(manifest.get("stages") or {}) | {"fhir": result.asdict()}
     options = dict(manifest["options"]) | {"bundle_size": bundle_size}
-    updated = manifest | {"outputs": outputs, "stages": stages, "options": options}
-    if updated != manifest:
-        write_json(updated, run.path / MANIFEST)
+    seal_outputs(run.path, result.files, key, {"stages": stages, "options": options}, replacing="fhir/")

@@ -40,7 +40,7 @@ def modulus11(text: pl.Expr, ranges: Sequence[tuple[int, int]]) -> tuple[pl.Expr
     Digits 1-9 weighted 10..2, summed; check = 11 - (sum mod 11), 11 -> 0, 10 -> invalid;
     it must equal digit 10 (docs/domain.md section 6). Vectorised; never alters a number.
     """
-    ten = text.str.contains(r"^\d{10}$").fill_null(False)
+    ten = text.str.contains(r"^[0-9]{10}$").fill_null(False)  # ASCII: \d would take full-width digits
     n = pl.when(ten).then(text.cast(pl.Int64, strict=False))
     digits = [(n // 10 ** (9 - k)) % 10 for k in range(10)]
     total = reduce(lambda a, b: a + b, [d * (10 - k) for k, d in enumerate(digits[:9])])

@@ -41,7 +41,7 @@ def normalise_index(target_index: pl.LazyFrame | pl.DataFrame, settings: Identit
     absent = [c for c in REQUIRED if c not in names]
     if absent:
         raise InputError("the target index lacks required column(s)",
-                         [f"missing column {c}; columns present: {', '.join(names)}" for c in absent])
+                         [f"missing column {c}; the header has {len(names)} column(s)" for c in absent])
     schema = lazy.collect_schema()
     birth = pl.col("birth_date")
     if "birth_date" in names and schema["birth_date"] == pl.String:

@@ -3,7 +3,8 @@
 SVG keeps the report one self-contained file that opens offline: no image files, no
 fonts to fetch (text stays text, drawn in the reader's sans-serif), no scripts. Output is
 deterministic: the SVG carries no date and element ids come from a fixed salt, so the
-same figures give byte-identical markup.
+same figures give byte-identical markup. Labels are data and drawn literally (no mathtext:
+``$…$`` in a service line is text, not a formula that crashes the chart).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def waits_svg(waits: Mapping[str, Any]) -> str:
     with matplotlib.rc_context({
         "svg.hashsalt": "handover",  # stable element ids
         "svg.fonttype": "none",  # text as <text>, not glyph paths: smaller, searchable
+        "text.parse_math": False,  # labels are data: a "$" in a service line is a dollar, not TeX
+        "text.usetex": False,
         "font.family": "sans-serif",
         "font.size": 9,
     }):

@@ -114,7 +114,7 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
     patients.add_column("patients", justify="right")
     patients.add_column("ids", overflow="fold", max_width=60)
     for name in ("new", "gone", "changed"):
-        patients.add_row(name, f"{p[name]['count']:,}", _ids(p[name]["ids"]))
+        patients.add_row(name, f"{p[name]['count']:,}", Text(_ids(p[name]["ids"])))
     out: list[RenderableType] = [head, patients]
     if diff.get("config"):
         changed = ", ".join(c["part"] for c in diff["config"])
@@ -128,7 +128,7 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
                 t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
                              max_width=60 if col == "ids" else None)
             for m in moves:
-                t.add_row(m["from"], m["to"], f"{m['count']:,}", _ids(m["ids"]))
+                t.add_row(m["from"], m["to"], f"{m['count']:,}", Text(_ids(m["ids"])))
             out.append(t)
     for name in ("raised", "cleared"):
         rows = diff["flags"].get(name) or []
@@ -138,7 +138,7 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
                 t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
                              max_width=50 if col == "subjects" else None)
             for r in rows:
-                t.add_row(r["flag_code"], f"{r['count']:,}", _ids(r["subject_ids"]))
+                t.add_row(r["flag_code"], f"{r['count']:,}", Text(_ids(r["subject_ids"])))
             out.append(t)
     return out
 

@@ -33,7 +33,7 @@ from migrate.manifest import sha256_file
 from migrate.outputs import write_json, write_text
 from migrate.reports import hazard_log, html
 from migrate.summary import RowsInvariant, RunSummary
-from migrate.reports.chain import manifest_sha256, seal_outputs
+from migrate.reports.chain import check_sealable, manifest_sha256, seal_outputs
 from migrate.reports.charts import flow_svg, waits_svg
 from migrate.reports.declared import (
     Declaration,
@@ -132,15 +132,14 @@ def stored_declaration(run: RunFolder) -> Declaration | None:
     return frozen.load_declaration(run.path)
 
 
-def _keep_declaration(run_dir: Path, declaration: Declaration) -> None:
+def _keep_declaration(run_dir: Path, declaration: Declaration, key: bytes | None) -> None:
     """Keep a newly given declaration as the run's: written, recorded in the manifest's
-    config block and sealed in its outputs, before the summary (which lists them) is built."""
+    config block and sealed in its outputs (digest and seal recomputed), before the
+    summary (which lists them) is built."""
     path = frozen.write_declaration(run_dir, declaration)
     manifest = read_json(run_dir / MANIFEST)
     config = frozen.manifest_config(manifest) | {"declared": {"path": frozen.DECLARED, "sha256": sha256_file(path)}}
-    if manifest.get("config") != config:
-        write_json(manifest | {"config": config}, run_dir / MANIFEST)
-    seal_outputs(run_dir, [path])
+    seal_outputs(run_dir, [path], key, {"config": config})
 
 
 def _stages(run: RunFolder) -> dict[str, Any]:
@@ -225,27 +224,31 @@ def render(model: ReportModel, folder: Path, split_by: str | None = None) -> lis
 
 
 def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | None = None,
-                  split_by: str | None = None, *, invariant: RowsInvariant | None = None) -> ReportResult:
+                  split_by: str | None = None, *, invariant: RowsInvariant | None = None,
+                  key: bytes | None = None) -> ReportResult:
     """Compute the reconciliation of ``run_dir`` and write every report (module docstring).
 
     ``previous`` defaults to the run the manifest chains to; ``declared`` is a declared
     YAML file (docs/reports.md), else the declaration kept by an earlier render, else the
     extract's own list labels; ``split_by`` (one of SPLIT_COLUMNS) adds a worklist per
     value, each team's own. Call after ``manifest.json`` is written: the report files are
-    then recorded in it. ``holds`` is False when either invariant fails.
-    ``invariant``: invariant 1 when the caller (the pipeline) has just computed it here.
+    then recorded in it, and its digest (and seal, with ``key``) recomputed; a sealed run
+    is refused without its key, before anything is written. ``holds`` is False when either
+    invariant fails. ``invariant``: invariant 1 when the caller (the pipeline) has just
+    computed it here.
     """
     if split_by is not None and split_by not in SPLIT_COLUMNS:  # before any data is read
         raise ConfigError(f"--split-by {split_by}: the worklists can be split by {', '.join(SPLIT_COLUMNS)}")
     run = RunFolder.open(run_dir)
     if previous is not None:
         RunFolder.open(previous, check_tables=False)  # a run given by name must be one (exit 3)
+    check_sealable(run_dir, key)
     declaration = load_declared(declared) if declared is not None else None
     with reading(run_dir):
         if declaration is not None:
-            _keep_declaration(run_dir, declaration)
+            _keep_declaration(run_dir, declaration, key)
             run = RunFolder.open(run_dir)
         model = build(run, previous, declaration, invariant)
         files = render(model, run_dir / "reports", split_by)
-        seal_outputs(run_dir, files)
+        seal_outputs(run_dir, files, key)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

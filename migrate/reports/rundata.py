@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from migrate.errors import HandoverError, InputError
+from migrate.manifest import Readable
+from migrate.manifest import check_manifest as manifest_problems
 
 MANIFEST = "manifest.json"
 CANONICAL_TABLES = ("patients", "referrals", "contacts", "codes")
@@ -41,36 +43,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-# What every reader of a run relies on in the manifest: key -> (type, what it is).
-_MANIFEST_KEYS: dict[str, tuple[type, str]] = {
-    "run_id": (str, "the run id"), "cutover_date": (str, "the cut-over date (YYYY-MM-DD)"),
-    "mapping": (list, "the mapping profiles"), "rules": (dict, "the rule pack"), "options": (dict, "the options"),
-    "inputs": (list, "the input files"), "outputs": (list, "the output files"),
-}
-
-
 def check_manifest(data: dict[str, Any], where: Path) -> None:
     """InputError (exit 3), every problem in one line, unless ``data`` has the keys and
-    types the readers of a run rely on (run id, cut-over, profiles, pack, options, inputs
-    with path, table, rows and sha256, outputs with path and sha256)."""
-    problems = []
-    for key, (kind, what) in _MANIFEST_KEYS.items():
-        if not isinstance(data.get(key), kind):
-            problems.append(f"{key} ({what}) is {'missing' if key not in data else 'not a ' + kind.__name__}")
-    try:
-        if isinstance(data.get("cutover_date"), str):
-            date.fromisoformat(data["cutover_date"])
-    except ValueError:
-        problems.append("cutover_date is not a date")
-    fields = {"inputs": (("path", str), ("table", str), ("rows", int), ("sha256", str)),
-              "outputs": (("path", str), ("sha256", str))}
-    for key, wanted in fields.items():
-        entries = data.get(key)
-        if isinstance(entries, list) and not all(
-                isinstance(e, dict) and all(isinstance(e.get(f), t) for f, t in wanted) for e in entries):
-            problems.append(f"{key}: each entry needs {', '.join(f for f, _ in wanted)}")
+    types the readers of a run rely on (``migrate.manifest.Readable``: run id, cut-over,
+    profiles, pack, options, inputs with path, table, rows and sha256, outputs with path
+    and sha256)."""
+    problems = manifest_problems(data, Readable)
     if problems:
-        raise InputError(f"{where}: not a handover run manifest: {'; '.join(problems)}")
+        raise InputError(f"{where}: not a handover run manifest: {'; '.join(problems[:10])}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -66,8 +66,8 @@ def _files(summary: Mapping[str, Any]) -> Table:
                    [("file", "l"), ("read", "r"), *((label, "r") for _, label in _DISPOSITIONS), ("ok", "l")])
     for f in summary["invariant"]["files"]:
         d = f["dispositions"]
-        table.add_row(f["file"], f"{f['rows_read']:,}", *(f"{d.get(k, 0):,}" for k, _ in _DISPOSITIONS),
-                      "[green]✓[/]" if f["holds"] else "[bold red]✗[/]")
+        table.add_row(Text(f["file"]), f"{f['rows_read']:,}", *(f"{d.get(k, 0):,}" for k, _ in _DISPOSITIONS),
+                      Text("✓", "green") if f["holds"] else Text("✗", "bold red"))
     return table
 
 
@@ -84,7 +84,7 @@ def _flags(summary: Mapping[str, Any]) -> Table:
     table = _table("Exceptions for clinical review", [("severity", "l"), ("flags", "r")])
     colours = {"critical": "bold red", "high": "yellow"}
     for name, n in ordered_counts(summary["flags"]["by_severity"], canonical.SEVERITIES).items():
-        table.add_row(f"[{colours.get(name, 'default')}]{name}[/]", f"{n:,}")
+        table.add_row(Text(name, colours.get(name, "default")), f"{n:,}")
     return table
 
 
@@ -97,12 +97,12 @@ def _declared(summary: Mapping[str, Any]) -> Table | None:
                     ("unexplained", "r")])
     for entry in dvf["lists"]:
         absent, extra = entry["absent"], entry["extra"]
-        table.add_row(entry["list"], f"{entry['declared']:,}", f"{entry['found']:,}",
+        table.add_row(Text(entry["list"]), f"{entry['declared']:,}", f"{entry['found']:,}",
                       "—" if absent is None else f"{len(absent):,}", "—" if extra is None else f"{len(extra):,}",
-                      f"[bold red]{entry['unexplained']:+,}[/]" if entry["unexplained"] else "0")
+                      Text(f"{entry['unexplained']:+,}", "bold red") if entry["unexplained"] else "0")
     t = dvf["totals"]
-    table.caption = (f"{t['found_entries']:,} list entries for {t['found_patients']:,} patients; "
-                     f"{len(dvf['two_lists']['found']):,} on two lists. Declared by: {dvf['source']}")
+    table.caption = Text(f"{t['found_entries']:,} list entries for {t['found_patients']:,} patients; "
+                         f"{len(dvf['two_lists']['found']):,} on two lists. Declared by: {dvf['source']}")
     table.caption_justify = "left"
     return table
 
@@ -110,7 +110,7 @@ def _declared(summary: Mapping[str, Any]) -> Table | None:
 def _outputs(summary: Mapping[str, Any]) -> Table:
     table = _table("Reports written", [("file", "l")])
     for path in summary.get("report_files", []):
-        table.add_row(path)
+        table.add_row(Text(path))
     return table
 
 

@@ -9,7 +9,7 @@ not a row, and a record is one row however many physical lines its quoted fields
 Every junk row is EXTRA (the clean population's counts stay exact) and carries exactly one
 defect, so its reason code is unambiguous. Rows are built as field lists and written with
 Python's csv writer, except where the defect is in the bytes or the quoting itself (an
-unquoted comma, a cp1252 byte, a truncated last line). Children of a malformed patient or
+unquoted comma, a stray quote, a cp1252 byte, a truncated last line). Children of a malformed patient or
 referral row are valid rows themselves and are quarantined as ``parent_quarantined``; a
 row whose parent exists in no row at all is ``unknown_patient`` / ``unknown_referral``.
 """
@@ -36,7 +36,7 @@ PATIENT_KINDS = ("patient_extra_field", "patient_missing_field", "patient_invali
                  "patient_missing_birth_date", "patient_unparseable_birth_date", "patient_unmapped_sex")
 REFERRAL_KINDS = ("referral_extra_field", "referral_missing_field", "referral_invalid_encoding",
                   "referral_missing_required", "referral_unparseable_date", "referral_invalid_value",
-                  "referral_unmapped_priority")
+                  "referral_unmapped_priority", "referral_malformed_record")
 REFERRAL_KINDS_CHILDLESS = ("referral_duplicate_key", "referral_unknown_patient")
 CONTACT_KINDS = ("contact_extra_field", "contact_missing_field", "contact_invalid_encoding",
                  "contact_missing_required", "contact_unparseable_date", "contact_unmapped_code",
@@ -50,7 +50,7 @@ REASON = {
     "unparseable_date": "unparseable_date", "invalid_value": "invalid_value", "unmapped_sex": "unmapped_code",
     "unmapped_priority": "unmapped_code", "unmapped_code": "unmapped_code", "unmapped_system": "unmapped_code",
     "duplicate_key": "duplicate_key", "unknown_patient": "unknown_patient", "unknown_referral": "unknown_referral",
-    "patient_mismatch": "patient_mismatch",
+    "patient_mismatch": "patient_mismatch", "malformed_record": "malformed_record",
 }
 
 
@@ -70,7 +70,7 @@ def _reason(kind: str) -> str:
 
 
 def _line(fields: list[str], raw: bool = False, newline: bool = True) -> bytes:
-    """A CSV record as bytes; ``raw`` joins without quoting (to plant an unquoted comma)."""
+    """A CSV record as bytes; ``raw`` joins without quoting (to plant an unquoted comma or a stray quote)."""
     if raw:
         text = ",".join(fields) + "\n"
     else:
@@ -218,7 +218,9 @@ def plant_malformed(rng: np.random.Generator, T: int, count: int, spare: pl.Data
                     fields[16] = "perhaps"
             elif variant == "unmapped_priority":
                 fields[6] = "9"
-            p.put("referrals", _line(fields), kind)
+            elif variant == "malformed_record":  # a stray quote in an unquoted field, as a PAS writes it
+                fields[17] = 'Knee gives way, 5 ft 11"'.replace(",", "") if k % 2 == 0 else '"Knee" pain'
+            p.put("referrals", _line(fields, raw=variant == "malformed_record"), kind)
             p.put("contacts", _line(_contact(p.new("cid"), rid, pid, p.past(received))), kind, "parent_quarantined")
     for kind in CONTACT_KINDS:
         counts[kind] = count

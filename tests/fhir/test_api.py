@@ -63,6 +63,6 @@ def test_empty_extract_writes_empty_outputs(fx: ModuleType, tmp_path: Any) -> No
     assert result.ok and result.bundles == 0 and result.counts == {}
     assert result.lineage.collect().height == 0
     # Rows set aside are no concern of this stage: their dispositions (lineage.parquet of the run) say why.
-    assert sorted(p.name for p in (tmp_path / "fhir").iterdir()) == ["bundles", "lineage.parquet"]
+    assert sorted(p.name for p in (tmp_path / "fhir").iterdir()) == ["bundles", "errors.parquet", "lineage.parquet"]
     assert pl.read_parquet(tmp_path / "fhir" / "lineage.parquet").columns == [
         "source_file", "source_row", "table", "patient_key", "disposition", "fhir_type", "fhir_id"]

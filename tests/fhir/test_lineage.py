@@ -82,3 +82,18 @@ def test_failed_patient_rows_are_errors_not_lineage(fx: ModuleType) -> None:
     assert set(built.resources["patient_key"].drop_nulls()) == {"P1"}
     rows = _source_rows(case)
     assert rows.join(_accounted(case, built), on=["source_file", "source_row"], how="anti").height == 0
+
+
+def test_validation_failures_are_written_to_the_run_folder(fx: ModuleType, tmp_path: Any) -> None:
+    """A failing resource is listed in fhir/errors.parquet (problem and source row, never the
+    value), so the run folder says what failed after the terminal is gone."""
+    from migrate.fhir import write_fhir
+
+    case = fx.literal_case([fx.patient("P1"), fx.patient("P2", family_name="")],
+                           [fx.referral("R1", "P1"), fx.referral("R2", "P2")], cohorts={"R2": "transition"})
+    result = write_fhir(*case.args(), tmp_path)
+    written = pl.read_parquet(tmp_path / "fhir" / "errors.parquet")
+    assert written.equals(result.errors.sort("source_file", "source_row", "fhir_type", "fhir_id", "problem",
+                                             nulls_last=True))
+    assert set(written["patient_key"]) == {"P2"} and written.height >= 2
+    assert "Patient.name[0].family: not a valid FHIR string" in written["problem"].to_list()

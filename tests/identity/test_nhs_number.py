@@ -29,6 +29,8 @@ def test_valid_numbers(settings: IdentitySettings, number: str) -> None:
     ("5000000005", nhs_number.RANGE),         # 500-599 is not in the ranges
     ("943476591", nhs_number.NOT_TEN_DIGITS),
     ("94347659190", nhs_number.NOT_TEN_DIGITS),
+    ("９４３４７６５９１９", nhs_number.NOT_TEN_DIGITS),  # full-width digits: \d would take them
+    ("٩٤٣٤٧٦٥٩١٩", nhs_number.NOT_TEN_DIGITS),  # Arabic-Indic digits
 ])
 def test_invalid_numbers(settings: IdentitySettings, number: str, why: str) -> None:
     assert problems(settings, [number]) == [why]

@@ -110,15 +110,34 @@ CASES += [
          subject="P1"),
     case("SHARING_BLOCK_ACTIVE_CARE", False, [{}], SEEN, codes=DISSENT + [("read2", "9Nd7", date(2022, 1, 1))],
          subject="P1"),
+    # Implausible dates (issue #12): "_birth_date" is the patient's, the rest the referral's.
+    case("IMPLAUSIBLE_BIRTH_DATE", True, [{"_birth_date": date(1879, 12, 31)}], subject="P1"),
+    case("IMPLAUSIBLE_BIRTH_DATE", True, [{"_birth_date": date(2022, 10, 2)}], subject="P1"),
+    case("IMPLAUSIBLE_BIRTH_DATE", True, [{"_birth_date": date(1900, 1, 1)}], subject="P1"),
+    case("IMPLAUSIBLE_BIRTH_DATE", True, [{"_birth_date": date(9999, 12, 31)}], subject="P1"),
+    case("IMPLAUSIBLE_BIRTH_DATE", False, [{"_birth_date": date(1880, 1, 1)}], subject="P1"),
+    case("IMPLAUSIBLE_BIRTH_DATE", False, [{"_birth_date": date(2022, 10, 1)}], subject="P1"),
+    case("IMPLAUSIBLE_BIRTH_DATE", False, [{"_birth_date": None}], subject="P1"),
+    case("IMPLAUSIBLE_REFERRAL_DATE", True, [{"received_date": date(2022, 10, 2)}]),
+    case("IMPLAUSIBLE_REFERRAL_DATE", True, [{"received_date": date(1900, 1, 1)}]),
+    case("IMPLAUSIBLE_REFERRAL_DATE", True, [{"closed_date": date(9999, 12, 31)}]),
+    case("IMPLAUSIBLE_REFERRAL_DATE", True, [{"pifu_expiry_date": date(9999, 12, 31)}], SEEN),
+    case("IMPLAUSIBLE_REFERRAL_DATE", True, [{"post_op_date": date(1900, 1, 1)}]),
+    case("IMPLAUSIBLE_REFERRAL_DATE", False, [{"received_date": date(2022, 10, 1), "closed_date": date(2023, 1, 1)}]),
 ]
 
 
 @pytest.mark.parametrize(("flag", "raised", "referrals", "contacts", "codes", "subject"), CASES)
 def test_flag(rc: ModuleType, flag: str, raised: bool, referrals: list[dict[str, Any]],
               contacts: list[tuple[str, str, str]], codes: list[tuple[str, str, date]], subject: str) -> None:
+    patients = None
+    if "_birth_date" in referrals[0]:
+        patients = [{"patient_key": "P1", "source_patient_id": "P1", "birth_date": referrals[0]["_birth_date"],
+                     "sex": "female"}]
+        referrals = [{k: v for k, v in r.items() if k != "_birth_date"} for r in referrals]
     frames = rc.tables([rc.referral(**r) for r in referrals],
                        [rc.contact(k, when=w, attendance=a) for k, w, a in contacts],
-                       [rc.code("P1", s, c, d) for s, c, d in codes])
+                       [rc.code("P1", s, c, d) for s, c, d in codes], patients)
     assert ((subject, flag) in rc.flags(rc.run(frames))) is raised
 
 

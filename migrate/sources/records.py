@@ -1,0 +1,289 @@
+"""Pass 1 of the delimited reader: where each record starts and ends, how many fields it
+has, and whether it can be split at all — decided as Python's ``csv`` module decides, but
+vectorised in polars (no Python per line).
+
+A file is scanned as physical lines (``line_no`` 0 is the header). A quote character opens
+a quoted field only at the start of a field; inside one, a doubled quote is a literal quote
+and line ends are content. A record is *clean* when every field is either unquoted without
+quote characters or carriage returns, or quoted and followed directly by the delimiter or
+the end of the record — the strict form polars' reader and Python's agree on. Anything
+else (``"Bob" Smith``, ``5 ft 11"``, a bare CR outside quotes in an LF file) is a record
+the readers split differently: it is reported as not clean and quarantined whole.
+
+Each line is a function from the state it starts in (outside or inside a quoted field) to
+the state it ends in. Lines without a quote character keep the state; the others are
+evaluated for both starting states with anchored regular expressions (only those lines, in
+a second scan). The state before each line then follows from the last line whose end state
+does not depend on its start, and the parity of the "toggling" lines since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from migrate.errors import InputError
+
+REPLACEMENT = "\ufffd"
+# Separators for the line scan: a byte that does not occur in the file, so each physical
+# line is one field. The first is almost always absent; the others are tried if not.
+_LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01", "\x02", "\x03", "\x04", "\x05", "\x06", "\x07")
+_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A delimited file's single-byte (ASCII) delimiter and quote character."""
+
+    delimiter: str = ","
+    quote_char: str | None = '"'
+
+
+def _hex(ch: str) -> str:
+    """``ch`` as a regex escape both Python's ``re`` and Rust's ``regex`` read (``\\x2C``)."""
+    if len(ch) != 1 or ord(ch) > 0x7F:
+        raise ValueError(f"delimiter and quote character must be single ASCII characters, got {ch!r}")
+    return f"\\x{ord(ch):02X}"
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The regular expressions of one dialect, over a line with the delimiter appended (so
+    every field, the last included, ends with the delimiter)."""
+
+    dialect: Dialect
+
+    @property
+    def _parts(self) -> tuple[str, str, str, str]:
+        d, q = _hex(self.dialect.delimiter), _hex(self.dialect.quote_char or '"')
+        body = f"(?:[^{q}]|{q}{q})*"
+        trail = f"(?:[^{d}{q}][^{d}]*)?"
+        return d, q, body, trail
+
+    @property
+    def any_field(self) -> str:
+        """One field as Python's csv reads it (closed, or a quoted field open at the end)."""
+        d, q, body, trail = self._parts
+        return f"{q}{body}{q}{trail}{d}|{q}{body}$|{trail}{d}"
+
+    @property
+    def _closed(self) -> str:
+        d, q, body, trail = self._parts
+        return f"(?:{q}{body}{q}{trail}|{trail}){d}"
+
+    @property
+    def _clean(self) -> str:
+        d, q, body, _ = self._parts
+        return f"(?:{q}{body}{q}|[^{d}{q}\\r]*){d}"
+
+    @property
+    def _open(self) -> str:
+        _, q, body, _ = self._parts
+        return f"{q}{body}$"
+
+    @property
+    def ends_open(self) -> str:
+        """A line (entered outside quotes) whose last field is a quoted field still open."""
+        return f"^(?:{self._closed})*{self._open}"
+
+    @property
+    def clean_line(self) -> str:
+        """A line (entered outside quotes) made only of clean fields (the last may be open)."""
+        return f"^(?:{self._clean})*(?:{self._open})?$"
+
+    @property
+    def clean_closed_line(self) -> str:
+        """A whole record on one line, made only of clean fields (e.g. a header)."""
+        return f"^(?:{self._clean})*$"
+
+    @property
+    def still_inside(self) -> str:
+        """A line (entered inside a quoted field) that does not close it."""
+        return f"^{self._parts[2]}$"
+
+    @property
+    def closing(self) -> str:
+        """The part of a line (entered inside a quoted field) up to the end of that field."""
+        d, q, body, trail = self._parts
+        return f"^{body}{q}{trail}{d}"
+
+    @property
+    def clean_closing(self) -> str:
+        """A line entered inside a quoted field that closes it cleanly, then only clean fields."""
+        d, q, body, _ = self._parts
+        return f"^{body}{q}{d}(?:{self._clean})*(?:{self._open})?$"
+
+
+def line_scan(path: Path, separator: str) -> pl.LazyFrame:
+    """Every physical line of a UTF-8 file, unsplit, with ``line_no`` (0 is the header).
+
+    Line ends are LF (a CR before it is dropped); invalid UTF-8 becomes U+FFFD.
+    """
+    return (
+        pl.scan_csv(
+            path, has_header=False, separator=separator, quote_char=None, schema={"line": pl.String},
+            infer_schema=False, empty_string_is_null=False, encoding="utf8-lossy", truncate_ragged_lines=False,
+        )
+        .with_row_index("line_no")
+        .with_columns(pl.col("line_no").cast(pl.Int64), pl.col("line").fill_null(""))
+    )
+
+
+def line_separator(path: Path) -> str:
+    """A line-scan separator that does not occur in ``path``: the unit separator, unless the
+    file holds it (then the first control character it does not hold). A byte scan (memchr,
+    several GB/s): polars does not always refuse a line with an extra separator — a last
+    line holding one was read as blank — so its absence is checked, not assumed."""
+    def holding(candidates: tuple[str, ...]) -> set[str]:
+        found: set[str] = set()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                found |= {c for c in candidates if c.encode() in chunk}
+        return found
+
+    if not holding(_LINE_SEPARATORS[:1]):
+        return _LINE_SEPARATORS[0]
+    present = holding(_LINE_SEPARATORS)
+    for sep in _LINE_SEPARATORS:
+        if sep not in present:
+            return sep
+    raise InputError(f"{path.name}: holds every control character; cannot be read as delimited text")
+
+
+def _cheap_stats(lines: pl.LazyFrame, dialect: Dialect) -> pl.LazyFrame:
+    """Per data line, what needs no regular expression: blank, bad bytes, and the field count
+    and end state of a line without quote characters."""
+    line = pl.col("line")
+    special = line.str.contains("\r", literal=True)
+    if dialect.quote_char:
+        special = special | line.str.contains(dialect.quote_char, literal=True)
+    fields = (line.str.count_matches(dialect.delimiter, literal=True) + 1).cast(pl.Int32)
+    return lines.filter(pl.col("line_no") > 0).select(
+        "line_no",
+        (line == "").alias("blank"),
+        line.str.contains(REPLACEMENT, literal=True).alias("bad_bytes"),
+        line.str.contains("\r", literal=True).alias("has_cr"),
+        special.alias("special"),
+        # A plain line: entered outside, its fields; entered inside a quoted field, all content.
+        fields.alias("n_out"), pl.lit(0, dtype=pl.Int32).alias("n_in"),
+        pl.lit(False).alias("open_out"), pl.lit(True).alias("open_in"),
+        (~line.str.contains("\r", literal=True)).alias("clean_out"), pl.lit(True).alias("clean_in"),
+    )
+
+
+def _special_stats(lines: pl.LazyFrame, dialect: Dialect) -> pl.LazyFrame:
+    """The same figures for lines with a quote character or a CR, by the dialect's grammar."""
+    if dialect.quote_char is None:  # no quoting: a CR is the only special character
+        return lines.select("line_no", (pl.col("line").str.count_matches(dialect.delimiter, literal=True) + 1)
+                            .cast(pl.Int32).alias("n_out"), pl.lit(0, dtype=pl.Int32).alias("n_in"),
+                            pl.lit(False).alias("open_out"), pl.lit(False).alias("open_in"),
+                            pl.lit(False).alias("clean_out"), pl.lit(False).alias("clean_in"))
+    g = Grammar(dialect)
+    text = pl.concat_str([pl.col("line"), pl.lit(dialect.delimiter)])
+    inside = text.str.contains(g.still_inside)
+    rest = text.str.replace(g.closing, "")
+    return lines.select(
+        "line_no",
+        text.str.count_matches(g.any_field).cast(pl.Int32).alias("n_out"),
+        pl.when(inside).then(0).otherwise(rest.str.count_matches(g.any_field)).cast(pl.Int32).alias("n_in"),
+        text.str.contains(g.ends_open).alias("open_out"),
+        (inside | rest.str.contains(g.ends_open)).alias("open_in"),
+        text.str.contains(g.clean_line).alias("clean_out"),
+        (inside | text.str.contains(g.clean_closing)).alias("clean_in"),
+    )
+
+
+def records(path: Path, dialect: Dialect) -> tuple[pl.DataFrame, str]:
+    """Pass 1: one row per record after the header, in file order, and the line separator
+    used (give it to ``record_texts`` and ``without_records``).
+
+    Columns: rec (1-based), first_line, nlines, nfields, unterminated (a quoted field still
+    open at the end of the file), blank, bad_bytes (U+FFFD: bytes invalid in the encoding),
+    clean (every field well formed, see the module docstring), has_cr.
+    """
+    separator = line_separator(path)
+    return _records(path, dialect, separator), separator
+
+
+def _records(path: Path, dialect: Dialect, separator: str) -> pl.DataFrame:
+    lines = line_scan(path, separator)
+    stats = _cheap_stats(lines, dialect).collect(engine="streaming")
+    if bool(stats["special"].any()):
+        wanted = stats.filter(pl.col("special")).select("line_no").lazy()
+        special = _special_stats(lines.join(wanted, on="line_no", how="semi"), dialect).collect(engine="streaming")
+        cols = ("n_out", "n_in", "open_out", "open_in", "clean_out", "clean_in")
+        stats = stats.join(special, on="line_no", how="left", maintain_order="left", suffix="_q").with_columns(
+            pl.coalesce(f"{c}_q", c).alias(c) for c in cols).drop(f"{c}_q" for c in cols)
+    # The state after each line: set by the last line whose end does not depend on its
+    # start (or "outside" at the header), flipped by each toggling line since.
+    fixed = pl.col("open_out") == pl.col("open_in")
+    toggles = (pl.col("open_out") & ~pl.col("open_in")).cast(pl.Int64).cum_sum()
+    stats = stats.with_columns(
+        toggles.alias("_toggles"),
+        pl.when(fixed).then(pl.col("open_out").cast(pl.Int64)).alias("_base"),
+    ).with_columns(
+        pl.when(fixed).then(pl.col("_toggles")).forward_fill().fill_null(0).alias("_toggles_at_base"),
+        pl.col("_base").forward_fill().fill_null(0),
+    ).with_columns(
+        ((pl.col("_base") + pl.col("_toggles") - pl.col("_toggles_at_base")) % 2 == 1).alias("open_after"),
+    ).with_columns(pl.col("open_after").shift(1, fill_value=False).alias("open_before"))
+    inside = pl.col("open_before")
+    per_line = stats.select(
+        "line_no", "blank", "bad_bytes", "has_cr", "open_after",
+        (~inside).cum_sum().alias("_rec"),
+        pl.when(inside).then(pl.col("n_in")).otherwise(pl.col("n_out")).alias("_n"),
+        pl.when(inside).then(pl.col("clean_in")).otherwise(pl.col("clean_out")).alias("_clean"),
+    )
+    recs = (
+        per_line.group_by("_rec", maintain_order=True)
+        .agg(
+            pl.col("line_no").first().alias("first_line"), pl.len().cast(pl.Int64).alias("nlines"),
+            pl.col("_n").sum().cast(pl.Int64).alias("nfields"), pl.col("open_after").last().alias("unterminated"),
+            (pl.col("blank").first() & (pl.len() == 1)).alias("blank"), pl.col("bad_bytes").any(),
+            pl.col("_clean").all().alias("clean"), pl.col("has_cr").any(),
+        )
+        .drop("_rec")
+    )
+    return recs.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rec"))
+
+
+def record_texts(path: Path, separator: str, recs: pl.DataFrame) -> dict[int, str]:
+    """The raw text of a few records (for quarantine), by record number; lines joined by LF."""
+    if recs.height == 0:
+        return {}
+    wanted = recs.select("rec", "first_line", "nlines").with_columns(
+        pl.int_ranges("first_line", pl.col("first_line") + pl.col("nlines")).alias("line_no")
+    ).explode("line_no").select("rec", pl.col("line_no").cast(pl.Int64))
+    lines = (
+        line_scan(path, separator)
+        .join(wanted.lazy(), on="line_no", how="inner")
+        .sort("line_no")
+        .group_by("rec", maintain_order=True).agg(pl.col("line").str.join("\n"))
+        .collect()
+    )
+    return dict(lines.iter_rows())
+
+
+def without_records(path: Path, recs: pl.DataFrame, drop: pl.Series, target: Path) -> Path:
+    """A copy of ``path`` where each record of ``drop`` is one blank line, so that the fields
+    pass (polars' reader) still sees one row per record and never meets a malformed one.
+
+    Copied byte for byte otherwise (CRLF inside quoted fields kept), line by line: only a
+    file holding such a record takes this path, and the records dropped are few.
+    """
+    spans = dict(recs.filter(pl.col("rec").is_in(drop.implode())).select("first_line", "nlines").iter_rows())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    skip = 0
+    with path.open("rb") as src, target.open("wb") as dst:
+        for line_no, line in enumerate(src):
+            if skip:
+                skip -= 1
+                continue
+            if line_no in spans:
+                skip = spans[line_no] - 1
+                dst.write(b"\n")
+                continue
+            dst.write(line)
+    return target

@@ -538,8 +538,8 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
         out.print(table)
         for p in report.problems:
             if p.get("suggestion"):
-                out.print(f"[cyan]suggestion[/] ({escape(p['source_file'])}, {escape(p['field'] or 'record')}, "
-                          f"{p['reason_code']}): {escape(p['suggestion'])}", highlight=False, soft_wrap=True)
+                out.print(Text.assemble(("suggestion", "cyan"), f" ({p['source_file']}, {p['field'] or 'record'}, "
+                                        f"{p['reason_code']}): {p['suggestion']}"), highlight=False, soft_wrap=True)
         render_vocabulary(report.vocabulary, report.hints, out, report.codelists)
     report.raise_on_failure()
 
@@ -734,7 +734,7 @@ def profile_draft(input_dir: Path, out_file: Path | None, force: bool, synonyms:
         for table, name in draft.tables.items():
             err.print(f"{table}: {name}", highlight=False)
         for problem in draft.problems:
-            err.print(f"[yellow]to do:[/] {escape(problem)}", highlight=False)
+            err.print(Text.assemble(("to do:", "yellow"), f" {problem}"), highlight=False)
         err.print(f"{draft.checks} line(s) marked CHECK to review; then: handover check --input {input_dir} "
                   f"--mapping {out_file or 'PROFILE.yaml'}", highlight=False)
 

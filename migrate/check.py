@@ -28,13 +28,13 @@ import polars as pl
 
 from migrate import canonical
 from migrate.draft.catalogue import load_catalogue
-from migrate.errors import ProfileError
+from migrate.errors import InputError, ProfileError
 from migrate.ingest import ingest, repeated_columns
 from migrate.mapping import VALUE_IN_MESSAGE, missing_columns
 from migrate.profile import Profile
 from migrate.rules import RulePack, load_pack
 from migrate.sources import discover, read_columns
-from migrate.suggest import layout_suggestions, suggest
+from migrate.suggest import dialect_suggestion, layout_suggestions, suggest
 from migrate.vocabulary import bindings, looks_like_placeholder, vocabulary
 
 
@@ -101,7 +101,15 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
     unfit: set[str] = set()
     catalogue = load_catalogue()
     for f in files:
-        present = read_columns(f)
+        try:
+            present = read_columns(f)
+        except InputError as exc:  # a header the profile's dialect cannot split: a layout problem
+            if isinstance(exc.__context__, OSError):
+                raise  # an unreadable file is an input error (exit 3), not a layout to fix
+            layout.append(f"{f.table}: {exc}")
+            fixes += dialect_suggestion(f)
+            unfit.add(f.table)
+            continue
         absent = missing_columns(f.spec(), present) if present else []
         if absent and present is not None:
             layout.append(f"{f.name} ({f.table}): missing column(s) {', '.join(absent)}")

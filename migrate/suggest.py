@@ -29,8 +29,8 @@ from rapidfuzz import fuzz, process
 from migrate import canonical
 from migrate.draft.catalogue import Catalogue, load_catalogue, name_key
 from migrate.draft.shapes import candidate_formats, format_shares
-from migrate.draft.sniff import detect_encoding, sniff_dialect
-from migrate.mapping import VALUE_IN_MESSAGE, cleaned_values
+from migrate.draft.sniff import MISFIT_REASONS, detect_encoding, sniff_dialect
+from migrate.mapping import cleaned_values
 from migrate.matching import text_keys
 from migrate.profile import FieldSpec
 from migrate.sources import InputFile, read_file
@@ -56,6 +56,21 @@ def closest_columns(spec: FieldSpec | None, table: str, missing: str, present: S
     return found[:limit]
 
 
+def dialect_suggestion(f: InputFile) -> list[str]:
+    """The delimiter, quoting and encoding the file's head reads with, where they differ from
+    the profile's (none for Parquet, or when the profile's dialect is the sniffed one)."""
+    spec = f.spec()
+    if f.is_parquet:
+        return []
+    encoding = detect_encoding(f.path)
+    dialect = sniff_dialect(f.path, encoding.encoding)
+    if (dialect.delimiter, dialect.quote_char) == (spec.delimiter, spec.quote_char):
+        return []
+    return [f"{f.name}: sniffed as {dialect.why} (delimiter {dialect.delimiter!r}, quote_char "
+            f"{dialect.quote_char!r}, encoding {encoding.encoding}); the profile says delimiter "
+            f"{spec.delimiter!r}, quote_char {spec.quote_char!r}, encoding {spec.encoding}"]
+
+
 def layout_suggestions(f: InputFile, present: tuple[str, ...], absent: list[str],
                        catalogue: Catalogue) -> list[str]:
     """Fixes for a file missing ``absent`` columns: another dialect, and the closest columns."""
@@ -63,13 +78,7 @@ def layout_suggestions(f: InputFile, present: tuple[str, ...], absent: list[str]
     out: list[str] = []
     if not set(present) & set(spec.source_columns):
         out.append(f"{f.name}: its header matches none of the columns the profile's {f.table} table reads")
-        if not f.is_parquet:
-            encoding = detect_encoding(f.path)
-            dialect = sniff_dialect(f.path, encoding.encoding)
-            if (dialect.delimiter, dialect.quote_char) != (spec.delimiter, spec.quote_char):
-                out.append(f"{f.name}: sniffed as {dialect.why} (delimiter {dialect.delimiter!r}, quote_char "
-                           f"{dialect.quote_char!r}, encoding {encoding.encoding}); the profile says delimiter "
-                           f"{spec.delimiter!r}, quote_char {spec.quote_char!r}, encoding {spec.encoding}")
+        out += dialect_suggestion(f)
     by_column = {c: s for s in spec.fields for c in s.source_columns}
     for column in absent:
         close = closest_columns(by_column.get(column), f.table, column, present, catalogue)
@@ -82,11 +91,18 @@ def _field_spec(f: InputFile, field: str | None) -> FieldSpec | None:
     return next((s for s in f.spec().fields if s.name == field), None)
 
 
+def _failing(f: InputFile, spec: FieldSpec, rows: pl.Series, work: Path) -> pl.DataFrame:
+    """The distinct cleaned values of ``spec`` at the quarantined ``rows``, with their counts,
+    read again from the file: quarantine messages leave a value out when the row may be
+    misaligned, so they cannot be counted from the messages."""
+    values = cleaned_values(read_file(f, work).frame, f.table, spec, f.profile)
+    return (values.filter(pl.col("source_row").is_in(rows.implode()) & pl.col("value").is_not_null())
+            .group_by("value").agg(pl.len().cast(pl.Int64).alias("count")).collect())
+
+
 def _date_fix(f: InputFile, spec: FieldSpec, rows: pl.Series, catalogue: Catalogue, work: Path) -> str | None:
     kind = canonical.TABLES[f.table].field(spec.name).kind
-    values = cleaned_values(read_file(f, work).frame, f.table, spec, f.profile)
-    failing = (values.filter(pl.col("source_row").is_in(rows.implode()) & pl.col("value").is_not_null())
-               .group_by("value").agg(pl.len().cast(pl.Int64).alias("count")).collect())
+    failing = _failing(f, spec, rows, work)
     shares = [s for s in format_shares(failing, candidate_formats(catalogue, kind), kind)
               if s.format not in spec.formats]
     if not shares or shares[0].parsed == 0:
@@ -99,10 +115,9 @@ def _date_fix(f: InputFile, spec: FieldSpec, rows: pl.Series, catalogue: Catalog
             f"set formats: ['{best.format}'] on {spec.name} (or add it to defaults.{kind}_formats)")
 
 
-def _value_counts(messages: pl.Series) -> list[tuple[str, int]]:
-    values = messages.str.extract(VALUE_IN_MESSAGE, 1).drop_nulls()
-    counts = values.value_counts(sort=True)
-    return sorted(((str(v), int(n)) for v, n in counts.iter_rows()), key=lambda vn: (-vn[1], vn[0]))
+def _value_counts(failing: pl.DataFrame) -> list[tuple[str, int]]:
+    return sorted(((str(v), int(n)) for v, n in failing.select("value", "count").iter_rows()),
+                  key=lambda vn: (-vn[1], vn[0]))
 
 
 def _code_fix(field: str, counts: list[tuple[str, int]], catalogue: Catalogue) -> tuple[str, list[dict[str, Any]]]:
@@ -134,7 +149,7 @@ def _file_fix(f: InputFile, reason: str) -> str | None:
     encoding = detect_encoding(f.path)
     if reason == "invalid_encoding" and encoding.encoding not in ("utf-8", "utf-8-sig"):
         return f"{encoding.why.split(';')[0]}: set encoding: {encoding.encoding}"
-    if reason == "wrong_field_count":
+    if reason in MISFIT_REASONS:
         d = sniff_dialect(f.path, encoding.encoding)
         spec = f.spec()
         if (d.delimiter, d.quote_char) != (spec.delimiter, spec.quote_char) and d.misfits == 0:
@@ -180,12 +195,13 @@ def suggest(problems: list[dict[str, Any]], quarantine: pl.DataFrame, files: Seq
             field = canonical.TABLES[p["table"]].field(spec.name) if spec is not None else None
             if reason == "unparseable_date" and spec is not None:
                 p["suggestion"] = _date_fix(f, spec, group["source_row"], catalogue, work / f.name)
-            elif reason == "unmapped_code" and field is not None and not field.pii:
-                p["suggestion"], p["unmapped_values"] = _code_fix(field.name, _value_counts(group["message"]),
-                                                                  catalogue)
+            elif reason == "unmapped_code" and spec is not None and field is not None and not field.pii:
+                counts = _value_counts(_failing(f, spec, group["source_row"], work / f.name))
+                p["suggestion"], p["unmapped_values"] = _code_fix(field.name, counts, catalogue)
             elif reason == "invalid_value" and field is not None and field.kind == "boolean" and spec is not None:
-                p["suggestion"] = _boolean_fix(spec, _value_counts(group["message"]), catalogue)
-            elif reason in ("wrong_field_count", "invalid_encoding"):
+                counts = _value_counts(_failing(f, spec, group["source_row"], work / f.name))
+                p["suggestion"] = _boolean_fix(spec, counts, catalogue)
+            elif reason in (*MISFIT_REASONS, "invalid_encoding"):
                 if p["rows"] >= MOST * max(1, rows_read.get(f.name, 0)):
                     p["suggestion"] = _file_fix(f, reason)
             elif reason == "parent_quarantined":
@@ -194,4 +210,4 @@ def suggest(problems: list[dict[str, Any]], quarantine: pl.DataFrame, files: Seq
         shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["closest_columns", "layout_suggestions", "suggest"]
+__all__ = ["closest_columns", "dialect_suggestion", "layout_suggestions", "suggest"]

@@ -101,13 +101,25 @@ def test_a_missing_column_names_the_closest_columns(tmp_path: Path) -> None:
     assert "suggestion: PATIENT_EXTRACT.txt: instead of 'BirthDate'" in quiet.stderr
 
 
-def test_a_header_matching_nothing_gets_the_sniffed_delimiter(tmp_path: Path) -> None:
+def test_a_header_the_profiles_delimiter_cannot_split_gets_the_sniffed_delimiter(tmp_path: Path) -> None:
     input_dir, profile = _case(tmp_path, {'delimiter: ";"': 'delimiter: ","'})
+    report = _check(input_dir, profile)
+    fixes = report["layout_suggestions"]
+    # the header's quoted names do not split on ",": a layout problem of every file, not a crash
+    assert any(p.startswith("patients: PATIENT_EXTRACT.txt: the header line cannot be split")
+               for p in report["layout_problems"])
+    assert any(f.startswith("PATIENT_EXTRACT.txt: sniffed as semicolon-delimited: every one of the first 28 "
+                            "records splits into the header's 8 fields (delimiter ';'") for f in fixes)
+
+
+def test_a_header_matching_nothing_gets_the_sniffed_delimiter(tmp_path: Path) -> None:
+    input_dir, profile = _case(tmp_path, {'delimiter: ";"': 'delimiter: "|"'})
+    patients = input_dir / "PATIENT_EXTRACT.txt"  # unquoted names: the header reads as one column
+    patients.write_bytes(patients.read_bytes().replace(b'"', b""))
     fixes = _check(input_dir, profile)["layout_suggestions"]
     assert ("PATIENT_EXTRACT.txt: its header matches none of the columns the profile's patients table reads"
             in fixes)
-    assert any(f.startswith("PATIENT_EXTRACT.txt: sniffed as semicolon-delimited: every one of the first 28 "
-                            "records splits into the header's 8 fields (delimiter ';'") for f in fixes)
+    assert any(f.startswith("PATIENT_EXTRACT.txt: sniffed as semicolon-delimited") for f in fixes)
 
 
 def test_a_file_in_another_encoding_gets_the_encoding_that_reads_it(tmp_path: Path) -> None:

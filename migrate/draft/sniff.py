@@ -117,13 +117,18 @@ def _line_ending(data: bytes) -> str:
     return "CR" if b"\r" in data and b"\n" not in data else "LF"
 
 
+# The reader's reasons for a record that does not split into the header's fields: a wrong
+# field count, or quoting broken inside a record (a stray quote, text after a closing one).
+MISFIT_REASONS = ("wrong_field_count", "malformed_record")
+
+
 def _misfits(head: Path, opts: CsvOptions, work: Path) -> tuple[int, int, int]:
     """(header fields, records read, records not splitting into the header's fields)."""
     try:
         result = read_csv(head, head.name, opts, work / "read")
     except pl.exceptions.PolarsError:  # the reader gave up on this dialect: it fits nothing
         return len(read_header(head, opts)), 0, 1 << 30
-    wrong = int((result.rejected["reason_code"] == "wrong_field_count").sum())
+    wrong = int(result.rejected["reason_code"].is_in(MISFIT_REASONS).sum())
     return len(result.columns), result.rows_read, wrong
 
 

@@ -162,6 +162,10 @@ def test_a_practice_file_blocks_the_same_patients_and_withholds_the_same_fhir(co
     # every practice row has a disposition: a practice that blocks handed-over patients is part of
     # their Consent; one that shares out, or has no such patient, is out of scope
     assert practice_dispositions(out) == {1: "out_of_scope", 2: "migrated", 3: "migrated", 4: "out_of_scope"}
+    reasons = pl.read_parquet(out / "lineage.parquet").filter(pl.col("table") == "practice_sharing").select(
+        "source_row", "reason").unique().sort("source_row")
+    assert reasons["reason"].is_null().to_list() == [False, True, True, False]  # why set aside; none when migrated
+    assert reasons["reason"][0].startswith("practice setting blocks no patient handed over")
     report = json.loads((out / "reports" / "reconciliation.json").read_text())
     [row] = [f for f in report["invariant"]["files"] if f["table"] == "practice_sharing"]
     assert row["holds"] and row["rows_read"] == 4

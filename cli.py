@@ -39,6 +39,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
 R = TypeVar("R")
 SEED_CUTOVER = date(2022, 10, 1)
+SHARING_AS_HELP = ("Where the synthetic extract keeps the sharing blocks: coded entries (codes.csv), each patient's "
+                   "own setting (patients.csv sharing_out, sharing_out_date), or GP practices that do not share out "
+                   "(practice-sharing.csv). The same patients are blocked whichever.")
+PRACTICE_SHARING_HELP = ("CSV or Parquet of GP practices' sharing settings (ODS code, status, date), read by the "
+                         "practice_sharing table of a --mapping profile: every patient registered at a practice "
+                         "that does not share out is blocked unless their own later entry lifts it.")
 
 out = Console(width=100, markup=False)
 err = Console(stderr=True, width=100, markup=False)
@@ -158,14 +164,16 @@ def main() -> None:
 @click.option("--hl7", "hl7_messages", type=click.IntRange(min=1), default=None,
               help="Also write feed.hl7: this many HL7 v2 messages about the same patients (ADT, REF, SIU, with "
                    "planted malformed messages; truth in truth/hl7_quarantine.csv). Read it with --mapping hl7v2.")
+@click.option("--sharing-as", type=click.Choice(["codes", "column", "practice"]), default="codes", show_default=True,
+              help=SHARING_AS_HELP)
 @output_options
 @_guard
-def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: int | None, quiet: bool,
-          as_json: bool) -> None:
+def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: int | None, sharing_as: str,
+          quiet: bool, as_json: bool) -> None:
     """Write a synthetic outgoing-provider extract (generic-csv layout) and its ground truth."""
     from migrate.synth import synthesise
 
-    summary = synthesise(out_dir, patients=patients, seed=seed, cutover=cutover)
+    summary = synthesise(out_dir, patients=patients, seed=seed, cutover=cutover, sharing_as=sharing_as)
     record = summary.asdict()
     if hl7_messages:
         from migrate.synth.hl7 import synthesise_hl7
@@ -176,21 +184,25 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
         click.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
     elif not quiet:
         out.print(f"Synthetic extract for {patients:,} patients written to {out_dir}"
-                  + (f", with {hl7_messages:,} HL7 v2 messages in feed.hl7" if hl7_messages else ""))
+                  + (f", with {hl7_messages:,} HL7 v2 messages in feed.hl7" if hl7_messages else "")
+                  + (f"; sharing blocks as {sharing_as}" if sharing_as != "codes" else "")
+                  + (" (read practice-sharing.csv with --practice-sharing)" if sharing_as == "practice" else ""))
 
 
 def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
          declared: Path | None = None, inactive_patients: str = "exclude",
-         target_mapping: str | None = None, key_file: Path | None = None) -> RunResult:
+         target_mapping: str | None = None, key_file: Path | None = None,
+         practice_sharing: Path | None = None) -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
     config = RunConfig.load(input_dir, mapping, cutover, out_dir, rules=rules, sharing_policy=sharing_policy,
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
-                            target_mapping_profile=target_mapping, key_file=key_file)
+                            target_mapping_profile=target_mapping, key_file=key_file,
+                            practice_sharing=practice_sharing)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -221,6 +233,8 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @click.option("--target-mapping", default=None,
               help="Mapping profile (path or shipped name) whose target_index table maps the target index's own "
                    "columns, formats and codes.")
+@click.option("--practice-sharing", type=click.Path(path_type=Path), default=None,
+              help=PRACTICE_SHARING_HELP)
 @click.option("--fhir/--no-fhir", "emit_fhir", default=True, show_default=True,
               help="Write the FHIR R4 (UK Core) bundles and NDJSON.")
 @click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
@@ -234,12 +248,13 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
-        inactive_patients: str, target_index: Path | None, target_mapping: str | None, emit_fhir: bool,
-        bundle_size: int, declared: Path | None, previous: Path | None, key_file: Path | None, quiet: bool,
-        as_json: bool) -> None:
+        inactive_patients: str, target_index: Path | None, target_mapping: str | None,
+        practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
+        previous: Path | None, key_file: Path | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared, inactive_patients, target_mapping, key_file), quiet, as_json)
+                 bundle_size, previous, declared, inactive_patients, target_mapping, key_file, practice_sharing),
+            quiet, as_json)
 
 
 @main.command()
@@ -459,20 +474,23 @@ def reconcile_target(run_dir: Path, fhir_base: str | None, export_dir: Path | No
               help="Distinct people in the synthetic extract (the seed's caseload by default).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
               show_default=True, help="Folder for the extract (extract/) and the run (run/).")
+@click.option("--sharing-as", type=click.Choice(["codes", "column", "practice"]), default="codes", show_default=True,
+              help=SHARING_AS_HELP)
 @output_options
 @_guard
-def demo(patients: int, out_dir: Path, quiet: bool, as_json: bool) -> None:
+def demo(patients: int, out_dir: Path, sharing_as: str, quiet: bool, as_json: bool) -> None:
     """Synthesise a seed-scale extract and run the whole batch on it."""
-    from migrate.synth import synthesise
+    from migrate.synth import PRACTICE_FILE, synthesise
 
     extract = out_dir / "extract"
     if not quiet and not as_json:
         err.print(f"Synthesising {patients:,} patients into {extract} …")
-    synthesise(extract, patients=patients)
+    synthesise(extract, patients=patients, sharing_as=sharing_as)
     if not quiet and not as_json:
         err.print(f"Running the batch (cut-over {SEED_CUTOVER}) into {out_dir / 'run'} …")
     _finish(_run(extract, "generic-csv", SEED_CUTOVER, out_dir / "run", quiet,
-                 target_index=extract / "target-index.csv"), quiet, as_json)
+                 target_index=extract / "target-index.csv",
+                 practice_sharing=extract / PRACTICE_FILE if sharing_as == "practice" else None), quiet, as_json)
 
 
 VOCABULARY_ROWS = 25  # values shown per field in check's table (red flags: all); --json has every value
@@ -501,6 +519,22 @@ def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[
         console.print(Text.assemble(("hint:", "cyan"), " ", hint), highlight=False)
 
 
+def render_sharing(blocks: dict[str, Any], warnings: tuple[str, ...], console: Console) -> None:
+    """check's sharing table: patients each source blocks (by the deciding entry) and its entries."""
+    table = Table(title=f"Sharing blocks: {blocks.get('blocked', 0):,} patients blocked (before identity merges), "
+                        "by the source of the deciding entry", title_justify="left")
+    for col in ("source", "patients blocked", "dissent entries", "consent entries", "opt-out entries",
+                "unrecognised entries"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for source, n in blocks.get("blocked_by_source", {}).items():
+        kinds = blocks.get("entries", {}).get(source, {})
+        table.add_row(source, f"{n:,}", *(f"{kinds.get(k, 0):,}" for k in ("dissent", "consent", "opt_out",
+                                                                            "unrecognised")))
+    console.print(table)
+    for warning in warnings:
+        console.print(Text.assemble(("warning:", "bold yellow"), " ", warning), highlight=False)
+
+
 @main.command()
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
 @click.option("--mapping", "-m", "mapping", required=True, multiple=True,
@@ -508,24 +542,28 @@ def render_vocabulary(vocabulary: dict[str, list[dict[str, Any]]], hints: tuple[
 @click.option("--rules", type=click.Path(path_type=Path), default=None,
               help="A site's rule pack, whose codelists the vocabulary is matched against (default: the shipped "
                    "pack). Edit the pack and check again to watch unknown values disappear.")
+@click.option("--practice-sharing", type=click.Path(path_type=Path), default=None, help=PRACTICE_SHARING_HELP)
 @output_options
 @_guard
-def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: bool, as_json: bool) -> None:
+def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, practice_sharing: Path | None, quiet: bool,
+          as_json: bool) -> None:
     """Dry-run a mapping profile against an extract and list every problem; writes nothing.
 
-    Exit 2 naming every problem of the profiles and the rule pack, and every file that
-    lacks columns a profile reads; row-level problems (which a run would quarantine) are
-    listed with counts and examples, and the vocabulary with the codelist each value
-    matched, and exit 0.
+    Exit 2 naming every problem of the profiles, the rule pack and the practice sharing
+    file's header, and every file that lacks columns a profile reads; row-level problems
+    (which a run would quarantine) are listed with counts and examples, the vocabulary
+    with the codelist each value matched, and how many patients each sharing source
+    blocks, and exit 0.
     """
     from migrate.check import check_extract
-    from migrate.config import Problems, load_profiles
+    from migrate.config import Problems, load_profiles, practice_mapping
 
-    found = Problems()  # every problem of every profile and of the pack, at once
+    found = Problems()  # every problem of every profile, of the pack and of the practice file, at once
     profiles = load_profiles(mapping, found)
     pack = found.attempt(lambda: _pack(rules))
+    found.attempt(lambda: practice_mapping(profiles, practice_sharing))
     found.raise_any()
-    report = check_extract(input_dir, list(profiles), pack)
+    report = check_extract(input_dir, list(profiles), pack, practice_sharing)
     if as_json:
         click.echo(json.dumps(report.asdict(), indent=2, sort_keys=True, default=str))
     elif not quiet:
@@ -541,6 +579,7 @@ def check(input_dir: Path, mapping: tuple[str, ...], rules: Path | None, quiet: 
                 out.print(Text.assemble(("suggestion", "cyan"), f" ({p['source_file']}, {p['field'] or 'record'}, "
                                         f"{p['reason_code']}): {p['suggestion']}"), highlight=False, soft_wrap=True)
         render_vocabulary(report.vocabulary, report.hints, out, report.codelists)
+        render_sharing(report.sharing, report.warnings, out)
     report.raise_on_failure()
 
 

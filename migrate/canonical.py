@@ -31,6 +31,13 @@ ATTENDANCE = ("attended", "did_not_attend", "cancelled_by_patient", "cancelled_b
 CONTACT_TYPE = ("initial", "follow_up", "procedure")
 MODALITY = ("face_to_face", "telephone", "video")
 CODE_SYSTEM = ("snomed", "read2", "ctv3", "local")
+# A sharing setting (a patient's "Sharing Out" column, a practice's setting), as the profile
+# reads it (docs/mapping-profiles.md, "Sharing settings"): the kind its value means by the
+# profile's value lists (dissent | consent | opt_out | unrecognised), the value and the
+# column as the extract wrote them, and the date the setting was made. One struct, so an
+# update sets or clears it as one field.
+SHARING_KINDS = ("dissent", "consent", "opt_out", "unrecognised")
+SHARING_SETTING = pl.Struct({"kind": pl.String(), "value": pl.String(), "date": pl.Date(), "column": pl.String()})
 
 COHORTS = ("backlog", "transition", "pifu", "pifu_expired", "closed", "rejected")
 DISPOSITIONS = ("migrated", "merged", "already_at_target", "withheld", "out_of_scope", "quarantined")
@@ -60,13 +67,16 @@ class Field:
 
     @property
     def kind(self) -> str:
-        """The parsing family of the field: string, date, datetime, boolean, list or enum."""
+        """The parsing family of the field: string, date, datetime, boolean, list, enum or
+        sharing (a sharing setting, ``SHARING_SETTING``)."""
         if isinstance(self.dtype, pl.Enum):
             return "enum"
         if isinstance(self.dtype, pl.Datetime):
             return "datetime"
         if isinstance(self.dtype, pl.List):
             return "list"
+        if isinstance(self.dtype, pl.Struct):
+            return "sharing"
         return {pl.Date(): "date", pl.Boolean(): "boolean", pl.Int64(): "integer"}.get(self.dtype, "string")
 
 
@@ -114,6 +124,7 @@ PATIENTS = Table(
         Field("postcode", S, pii=True),
         Field("gp_ods_code", S),
         Field("phone", S, pii=True),
+        Field("sharing_out", SHARING_SETTING),
     ),
     key="patient_key",
 )
@@ -207,7 +218,24 @@ TARGET_INDEX = Table(
 )
 TARGET_TABLE = TARGET_INDEX.name
 
-TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES, MERGES, TARGET_INDEX)}
+# GP practices' sharing settings (``--practice-sharing``), as a profile's ``practice_sharing``
+# table maps them: a reference input, not part of the extract; every patient registered
+# (``gp_ods_code``) at a practice whose setting is a dissent gets a sharing entry from it
+# (migrate/sharing.py). One row per practice.
+PRACTICE_SHARING = Table(
+    "practice_sharing",
+    (
+        Field("ods_code", S),
+        Field("sharing_out", SHARING_SETTING),
+    ),
+    key="ods_code",
+)
+PRACTICE_TABLE = PRACTICE_SHARING.name
+# Tables read from a file given on the command line rather than from the extract.
+REFERENCE_TABLES: dict[str, str] = {TARGET_TABLE: "--target-index", PRACTICE_TABLE: "--practice-sharing"}
+
+TABLES: dict[str, Table] = {t.name: t for t in (PATIENTS, REFERRALS, CONTACTS, CODES, MERGES, TARGET_INDEX,
+                                                 PRACTICE_SHARING)}
 # Order in which tables are mapped: parents before children.
 TABLE_ORDER: tuple[str, ...] = ("patients", "referrals", "contacts", "codes")
 

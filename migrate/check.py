@@ -13,6 +13,11 @@ vocabulary, with its rows and the codelist of the rule pack (the default, or a s
 ``--rules``) it matched, or none; and hints where a slot name that matched no codelist
 looks like a placeholder rather than a clinic. A site edits its pack, runs ``check``
 again and watches unknown values disappear.
+
+And the sharing blocks (``migrate.sharing``): how many patients each source — coded
+entries, patient settings, practice settings (``--practice-sharing``) — blocks, by the
+entry that decides, before identity merges records; and a warning for every sharing
+setting value the profile lists neither as dissent nor consent (it would block: fail safe).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from typing import Any
 
 import polars as pl
 
-from migrate import canonical
+from migrate import canonical, sharing
 from migrate.draft.catalogue import load_catalogue
 from migrate.errors import InputError, ProfileError
 from migrate.ingest import ingest, repeated_columns
 from migrate.mapping import VALUE_IN_MESSAGE, missing_columns
+from migrate.practices import read_practice_sharing
 from migrate.profile import Profile
+from migrate.reference import reference_profile
 from migrate.rules import RulePack, load_pack
 from migrate.sources import discover, read_columns
 from migrate.suggest import dialect_suggestion, layout_suggestions, suggest
@@ -49,6 +56,7 @@ class CheckReport:
     hints: tuple[str, ...] = ()
     fixes: tuple[str, ...] = ()  # for layout problems: the closest columns, a dialect that reads the header
     codelists: dict[str, tuple[str, ...]] = field(default_factory=dict)  # what each vocabulary field is matched against
+    sharing: dict[str, Any] = field(default_factory=dict)  # migrate.sharing.summary: blocks by source
 
     @property
     def fits(self) -> bool:
@@ -65,7 +73,17 @@ class CheckReport:
     def asdict(self) -> dict[str, Any]:
         return {"layout_problems": list(self.layout), "rows_read": self.rows_read, "row_problems": list(self.problems),
                 "vocabulary": self.vocabulary, "vocabulary_codelists": {k: list(v) for k, v in self.codelists.items()},
-                "hints": list(self.hints), "layout_suggestions": list(self.fixes)}
+                "hints": list(self.hints), "layout_suggestions": list(self.fixes), "sharing": self.sharing,
+                "warnings": list(self.warnings)}
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Sharing setting values the profile does not list: each would block its patients."""
+        return tuple(
+            f"{u['source'].replace('_', ' ')} value '{u['value']}' in column {u['column']} ({u['patients']:,} "
+            "patients) is neither a dissent nor a consent value of the profile: it is treated as a dissent "
+            "(SHARING_BLOCK, sharing_state unrecognised); add it to dissent_values or consent_values"
+            for u in self.sharing.get("unrecognised", []))
 
 
 def _summarise(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
@@ -92,9 +110,16 @@ def _hints(vocab: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
         for v in vocab.get("slot_name", []) if v["codelist"] is None and looks_like_placeholder(str(v["value"])))
 
 
-def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: RulePack | None = None) -> CheckReport:
+def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: RulePack | None = None,
+                  practice_sharing: Path | None = None) -> CheckReport:
     """Check ``input_dir`` against one or more profiles without writing a run; the
-    vocabulary is matched against ``pack`` (default: the shipped rule pack)."""
+    vocabulary is matched against ``pack`` (default: the shipped rule pack). With
+    ``practice_sharing``, the practice file is read by a profile's practice_sharing table
+    and its problems and blocks are reported too."""
+    profile_list = [profiles] if isinstance(profiles, Profile) else list(profiles)
+    practice_profile = reference_profile(canonical.PRACTICE_TABLE, profile_list, practice_sharing)
+    if practice_sharing is not None and not practice_sharing.is_file():
+        raise InputError(f"practice sharing settings not found: {practice_sharing}")
     files = discover(input_dir, profiles)
     layout: list[str] = []
     fixes: list[str] = []
@@ -119,14 +144,27 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
         if absent or repeated:
             unfit.add(f.table)
     pack = pack if pack is not None else load_pack(None)
+    practices = None
+    if practice_sharing is not None and practice_profile is not None:
+        try:
+            practices = read_practice_sharing(practice_sharing, practice_profile)
+        except ProfileError as exc:  # a layout problem, reported with the others
+            layout += exc.problems
     work = Path(tempfile.mkdtemp(prefix="handover-check-"))
     try:
         tables = [t for t in canonical.TABLES if t not in unfit]
         ingested = ingest(input_dir, profiles, work, only_tables=tables, files=files)
-        vocab = vocabulary(ingested.tables, pack)
+        found = {**ingested.tables, **({} if practices is None else {"practice_sharing": practices.frame.lazy()})}
+        vocab = vocabulary(found, pack)
+        entries = sharing.entries(ingested.tables, pack, None if practices is None else practices.frame.lazy())
+        blocks = sharing.summary(sharing.deciding(entries, sharing.state(entries)).collect())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = sum(f.rows_read for f in ingested.files)
-    problems = _summarise(ingested.quarantine)
-    suggest(problems, ingested.quarantine, files, {f.name: f.rows_read for f in ingested.files}, catalogue)
-    return CheckReport(tuple(layout), rows, tuple(problems), vocab, _hints(vocab), tuple(fixes), bindings(pack))
+    quarantine = ingested.quarantine if practices is None else pl.concat([ingested.quarantine, practices.quarantine])
+    rows_read = {f.name: f.rows_read for f in ingested.files}
+    if practices is not None:
+        rows_read[practices.file.name] = practices.file.rows_read
+    problems = _summarise(quarantine)
+    suggest(problems, quarantine, files, rows_read, catalogue)
+    return CheckReport(tuple(layout), sum(rows_read.values()), tuple(problems), vocab, _hints(vocab), tuple(fixes),
+                       bindings(pack), blocks)

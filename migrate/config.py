@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 
-from migrate import __version__, policies, summary
+from migrate import __version__, canonical, policies, summary
 from migrate.errors import ConfigError, HandoverError, InputError, ProfileError
 from migrate.policies import InactivePatients, Policy, SharingPolicy
 from migrate.identity import IdentitySettings, load_identity_settings
@@ -88,27 +88,59 @@ def check_target_index(path: Path, profile: Profile | None) -> None:
     only): the ``target_index`` table's columns of ``profile``, or without one the
     canonical ``local_id`` and ``nhs_number`` identity matches on."""
     from migrate.identity.target import REQUIRED
-    from migrate.mapping import missing_columns
-    from migrate.sources import InputFile, read_columns
     from migrate.target_index import TABLE
 
+    if profile is not None:
+        return check_reference(path, profile, TABLE)
     if not path.is_file():
         raise InputError(f"target index not found: {path}")
     try:
-        if profile is not None:
-            names = list(read_columns(InputFile(path, path.name, profile, (TABLE,))) or ())
-            absent = missing_columns(profile.tables[TABLE], tuple(names))
-        else:
-            scan = pl.scan_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.scan_csv(
-                path, infer_schema=False, encoding="utf8-lossy")
-            names = scan.collect_schema().names()
-            absent = [c for c in REQUIRED if c not in names]
+        scan = pl.scan_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.scan_csv(
+            path, infer_schema=False, encoding="utf8-lossy")
+        names = scan.collect_schema().names()
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise InputError(f"target index {path}: not readable ({type(exc).__name__})") from None
+    absent = [c for c in REQUIRED if c not in names]
     if absent:  # the message the target-index reader gives (migrate.target_index)
-        raise ProfileError(f"the target index does not fit {'mapping profile ' + profile.name if profile else 'handover'}",
+        raise ProfileError("the target index does not fit handover",
                            [f"{path.name} ({TABLE}): missing column(s) {', '.join(absent)}; "
                             f"columns present: {', '.join(names) or 'none'}"])
+
+
+def check_reference(path: Path, profile: Profile, table: str) -> None:
+    """A reference file (``--target-index``, ``--practice-sharing``) exists and its header
+    has every column ``profile``'s ``table`` table reads (its header only); the messages
+    the reader itself gives (``migrate.reference``)."""
+    from migrate.mapping import missing_columns
+    from migrate.reference import WHAT
+    from migrate.sources import InputFile, read_columns
+
+    if not path.is_file():
+        raise InputError(f"{WHAT[table]} not found: {path}")
+    try:
+        names = list(read_columns(InputFile(path, path.name, profile, (table,))) or ())
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(f"{WHAT[table]} {path}: not readable ({type(exc).__name__})") from None
+    absent = missing_columns(profile.tables[table], tuple(names)) if names else list(
+        profile.tables[table].source_columns)
+    if absent:
+        raise ProfileError(f"the {WHAT[table]} does not fit mapping profile {profile.name}",
+                           [f"{path.name} ({table}): missing column(s) {', '.join(absent)}; "
+                            f"columns present: {', '.join(names) or 'none'}"])
+
+
+def practice_mapping(profiles: Sequence[Profile], practice_sharing: Path | None) -> Profile | None:
+    """The profile whose ``practice_sharing`` table reads ``--practice-sharing`` (the first
+    ``--mapping`` profile with one), checked against the file's header; None without a
+    file. ConfigError (exit 2) when no profile has the table."""
+    from migrate.reference import reference_profile
+
+    if practice_sharing is None:
+        return None
+    profile = reference_profile(canonical.PRACTICE_TABLE, profiles, practice_sharing)
+    if profile is not None:
+        check_reference(practice_sharing, profile, canonical.PRACTICE_TABLE)
+    return profile
 
 
 def resolve_rules_path(rules: str | Path | None) -> Path | None:
@@ -155,6 +187,8 @@ class RunConfig:
     target_mapping: Profile | None = None  # reads the target index (None: canonical column names)
     hazards: Path | None = None  # the clinical-safety hazard log that goes with the pack (None: the shipped one)
     seal_key: bytes | None = field(default=None, repr=False)  # HMAC key sealing the manifest (--key-file)
+    practice_sharing: Path | None = None  # GP practices' sharing settings (--practice-sharing)
+    practice_mapping: Profile | None = None  # the profile whose practice_sharing table reads them
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
@@ -162,7 +196,7 @@ class RunConfig:
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
              previous: Path | None = None, declared: Path | None = None,
              inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None,
-             key_file: Path | None = None) -> RunConfig:
+             key_file: Path | None = None, practice_sharing: Path | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -191,6 +225,8 @@ class RunConfig:
         target_profile = found.attempt(lambda: target_mapping(target_mapping_profile, profiles, target_index))
         if target_index is not None and (target_mapping_profile is None or target_profile is not None):
             found.attempt(lambda: check_target_index(Path(target_index), target_profile))
+        practice_path = None if practice_sharing is None else Path(practice_sharing)
+        practice_profile = found.attempt(lambda: practice_mapping(profiles, practice_path))
         if previous is not None and Path(previous).resolve() == Path(out_dir).resolve():
             found.config.append(f"--previous {previous} is the --out folder: the run would replace the batch it "
                                 "chains to")
@@ -224,7 +260,8 @@ class RunConfig:
                    target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
                    previous=None if previous is None else Path(previous), declaration=declaration,
-                   target_mapping=target_profile, hazards=hazards, seal_key=seal_key)
+                   target_mapping=target_profile, hazards=hazards, seal_key=seal_key,
+                   practice_sharing=practice_path, practice_mapping=practice_profile)
 
     @property
     def policy(self) -> Policy:

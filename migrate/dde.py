@@ -48,6 +48,10 @@ FILLED = {("contacts", "patient_key"): "its referral's patient"}
 # (table, field) -> (rules reading it in their own condition, the rules depending on those)
 FieldRules = Mapping[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]]
 DEFAULT_KEYS = {"patients": ("patient_key", "source_patient_id"), "referrals": ("referral_key", "source_referral_id")}
+# What a sharing setting's values mean (docs/domain.md section 4).
+SHARING_MEANINGS = {"dissent": "dissent: blocks the transfer of the clinical history",
+                    "consent": "consent: lifts an earlier dissent",
+                    "opt_out": "national data opt-out: evidence only, never a block"}
 
 
 def describe(profiles: Sequence[Profile], pack: RulePack) -> dict[str, Any]:
@@ -93,8 +97,10 @@ def _file(spec: TableSpec, by_field: FieldRules,
         "format": "CSV or Parquet by file suffix" if spec.format == "auto" else spec.format,
         "layout": _layout(spec),
         "events": list(spec.events), "on_duplicate": spec.on_duplicate,
-        "updates": ("a blank field keeps the earlier value, the explicit null \"\" clears it" if spec.updates == "merge"
-                    else "every mapped field takes the later row's value"),
+        "updates": (None if spec.name in canonical.REFERENCE_TABLES  # a reference file's rows update nothing
+                    else "a blank field keeps the earlier value, the explicit null \"\" clears it"
+                    if spec.updates == "merge" else "every mapped field takes the later row's value"),
+        "given_by": canonical.REFERENCE_TABLES.get(spec.name),
         "columns": [_column(spec.name, f, by_field, evidence) for f in spec.fields],
         "key": table.key, "key_from": default_key[1] if default_key and default_key[0] not in mapped else None,
         "filled": [{"field": f, "from": how} for (t, f), how in FILLED.items() if t == spec.name and f not in mapped],
@@ -128,7 +134,12 @@ def _source(spec: FieldSpec) -> str:
 def _format(spec: FieldSpec, field: canonical.Field) -> list[str]:
     """The parsing and cleaning the profile applies, one phrase each."""
     out: list[str] = []
-    if spec.formats:
+    if field.kind == "sharing":
+        if spec.date:
+            out.append(f"the date it was set from {spec.date}, formats " + ", ".join(spec.formats)
+                       + " (tried in order)")
+        out.append("values matched in any case")
+    elif spec.formats:
         out.append("formats " + ", ".join(spec.formats) + " (tried in order)")
     if field.kind == "boolean":
         out.append(f"true: {', '.join(spec.true_values)}; false: {', '.join(spec.false_values)}")
@@ -148,7 +159,13 @@ def _format(spec: FieldSpec, field: canonical.Field) -> list[str]:
 def _column(table: str, spec: FieldSpec, by_field: FieldRules,
             evidence: Mapping[tuple[str, str], tuple[str, ...]]) -> dict[str, Any]:
     field = canonical.TABLES[table].field(spec.name)
-    if spec.on_invalid == "null":
+    if field.kind == "sharing":
+        invalid = ("a value in none of the lists is kept as unrecognised: treated as a dissent (SHARING_BLOCK) and "
+                   "reported, never dropped" + ("; a date in none of the formats quarantines the row "
+                                                "(unparseable_date)" if spec.date and spec.on_invalid != "null"
+                                                else "; a date in none of the formats leaves it undated"
+                                                if spec.date else ""))
+    elif spec.on_invalid == "null":
         invalid = "a value that does not parse becomes blank (on_invalid: null)"
     elif spec.map_only:
         invalid = "a value without a mapping quarantines the row (unmapped_code)"
@@ -162,7 +179,10 @@ def _column(table: str, spec: FieldSpec, by_field: FieldRules,
     return {
         "source": _source(spec), "source_columns": list(spec.source_columns), "field": spec.name,
         "type": field.kind, "pii": field.pii, "format": _format(spec, field),
-        "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.map],
+        "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.map]
+        + [{"code": value, "meaning": SHARING_MEANINGS[kind]}
+           for values, kind in ((spec.dissent_values, "dissent"), (spec.consent_values, "consent"),
+                                (spec.opt_out_values, "opt_out")) for value in values],
         "refine": None if spec.refine is None else {
             "column": spec.refine.column, "when": list(spec.refine.when),
             "value_map": [{"code": code, "meaning": meaning} for code, meaning in spec.refine.map]},

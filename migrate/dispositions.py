@@ -27,6 +27,10 @@ are handed over (``CARRIED``). A disposition says what happened:
 A patient with no referral in the batch (e.g. every referral quarantined) has no cohort:
 migrated, failing safe — the clinician sees the patient and the quarantine explains why.
 
+Rows of the practice sharing file (``--practice-sharing``) are decided by
+``migrate.practices.dispositions``: migrated when the setting is a sharing entry of a
+patient handed over, else out of scope.
+
 Pure: frames in, one frame out (``DISPOSITIONS_SCHEMA``: source_file, source_row, table,
 patient_key, disposition, reason).
 """
@@ -71,15 +75,19 @@ def _flag(keys: pl.LazyFrame, name: str) -> pl.LazyFrame:
 
 def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_cohorts: pl.LazyFrame,
            merges: pl.DataFrame, sharing: pl.LazyFrame, codes: SharingCodes, policy: Policy = Policy(),
-           at_target: pl.LazyFrame | None = None) -> pl.LazyFrame:
-    """One row per canonical row with its disposition and why (module docstring).
+           at_target: pl.LazyFrame | None = None, practices: pl.LazyFrame | None = None,
+           sharing_entries: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """One row per canonical row (and practice sharing row) with its disposition and why
+    (module docstring).
 
     ``patients``: every canonical patients row (merged ones too); ``people``: the
     survivors' ``referrals``, ``contacts`` and ``codes`` (re-pointed: ``patient_key`` is
     the survivor's); ``patient_cohorts`` per survivor; ``merges``: patient_key ->
     survivor_key; ``sharing``: patient_key, blocked per survivor; ``codes``: the pack's
     sharing, opt-out and dummy-slot codelists; ``at_target``: patient_key of survivors the
-    target holds by NHS number.
+    target holds by NHS number; ``practices``: the usable rows of the practice sharing
+    file, and ``sharing_entries`` every sharing entry on survivors
+    (``migrate.sharing.ENTRY_SCHEMA``), whose practice entries decide those rows.
     """
     withhold = policy.sharing == "withhold-clinical"
     exclude = policy.inactive_patients == "exclude"
@@ -122,6 +130,13 @@ def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_c
         (pl.col("_inactive"), "out_of_scope", inactive_why),
         (pl.col("_blocked") & withhold & (pl.col("kind") == "clinical"), "withheld", pl.lit(WITHHELD)),
     ])))
+    if practices is not None:
+        from migrate import practices as practice_settings
+        from migrate.sharing import empty_entries
+
+        inactive = survivors.filter(pl.col("_inactive")).select("patient_key")
+        parts.append(practice_settings.dispositions(
+            practices, sharing_entries if sharing_entries is not None else empty_entries(), inactive))
     return pl.concat(parts, how="vertical").select(typed(DISPOSITIONS_SCHEMA))
 
 

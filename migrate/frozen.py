@@ -7,6 +7,8 @@ A run writes, before any data is read:
     config/identity.yaml                      the identity settings, byte for byte
     config/declared.json                      the declaration (when one was given)
     config/hazards.yaml                       the clinical-safety hazard log, byte for byte
+    config/practice-sharing/<name>            the GP practices' sharing settings (--practice-sharing),
+                                              byte for byte under their own name (when given)
 
 and records each with its sha256 in the manifest's ``config`` block (they are also
 outputs, so ``handover verify`` covers them). ``handover fhir``, ``report`` and ``diff``
@@ -31,6 +33,7 @@ from migrate.summary import FrozenConfig, FrozenFile, FrozenMapping
 
 if TYPE_CHECKING:
     from migrate.identity import IdentitySettings
+    from migrate.practices import PracticeSettings
     from migrate.profile import Profile
     from migrate.reports.declared import Declaration
     from migrate.rules.model import RulePack
@@ -40,6 +43,7 @@ CONFIG_DIR = "config"
 RULES = f"{CONFIG_DIR}/rules.yaml"
 IDENTITY = f"{CONFIG_DIR}/identity.yaml"
 HAZARDS = f"{CONFIG_DIR}/hazards.yaml"
+PRACTICE_SHARING = f"{CONFIG_DIR}/practice-sharing"
 
 
 def mapping_path(position: int) -> str:
@@ -60,7 +64,7 @@ def _record(out: Path, rel: str) -> FrozenFile:
 
 
 def freeze(out: Path, profiles: Sequence[Profile], pack: RulePack, identity_path: Path, identity_sha256: str,
-           declaration: Declaration | None, hazards: Path) -> FrozenConfig:
+           declaration: Declaration | None, hazards: Path, practice_sharing: Path | None = None) -> FrozenConfig:
     """Write the run's configuration into ``out/config`` and return its manifest record."""
     mappings: list[FrozenMapping] = []
     for position, profile in enumerate(profiles, start=1):
@@ -78,8 +82,13 @@ def freeze(out: Path, profiles: Sequence[Profile], pack: RulePack, identity_path
     if declaration is not None:
         write_declaration(out, declaration)
         declared = _record(out, DECLARED)
+    practices = None
+    if practice_sharing is not None:
+        rel = f"{PRACTICE_SHARING}/{practice_sharing.name}"
+        _copy(practice_sharing, sha256_file(practice_sharing), out / rel, "practice sharing file")
+        practices = _record(out, rel)
     return {"mappings": mappings, "rules": _record(out, RULES), "identity": _record(out, IDENTITY),
-            "declared": declared, "hazards": _record(out, HAZARDS)}
+            "declared": declared, "hazards": _record(out, HAZARDS), "practice_sharing": practices}
 
 
 def write_declaration(out: Path, declaration: Declaration) -> Path:
@@ -132,6 +141,25 @@ def load_declaration(run_dir: Path) -> Declaration | None:
 
     path = run_dir / DECLARED
     return Declaration.from_dict(read_json(path)) if path.is_file() else None
+
+
+def load_practice_sharing(run_dir: Path, manifest: dict[str, Any]) -> PracticeSettings | None:
+    """The GP practices' sharing settings the run read (``config/practice-sharing/<name>``,
+    by the first of the run's frozen profiles with a ``practice_sharing`` table, as the run
+    chose it), or None when the run was given none."""
+    from migrate.practices import read_practice_sharing
+    from migrate.profile import load_profile
+
+    entry = manifest_config(manifest).get("practice_sharing")
+    if not isinstance(entry, dict):
+        return None
+    path = _frozen(run_dir, str(entry["path"]))
+    count = len(manifest_config(manifest).get("mappings") or [])
+    profiles = [_load(run_dir, mapping_path(i), load_profile) for i in range(1, count + 1)]
+    profile = next((p for p in profiles if "practice_sharing" in p.tables), None)
+    if profile is None:
+        raise InputError(f"{run_dir}: no frozen mapping profile reads {entry['path']}; the run folder was altered")
+    return read_practice_sharing(path, profile)
 
 
 def manifest_config(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,10 @@ COVERS = ("flags", "dispositions", "quarantine_reasons", "behaviours")
 BEHAVIOURS: dict[str, str] = {
     "priority_raising": "a flag raises the FHIR ServiceRequest priority above the list it was on",
     "unknown_vocabulary": "a value no profile map or codelist knows reaches the rules or quarantine",
+    "sharing_sources": "a sharing wish kept outside coded entries (a patient's setting column, a GP practice's "
+                       "setting given with --practice-sharing) decides a sharing block",
+    "unrecognised_sharing_value": "a sharing setting value the profile lists neither as dissent nor as consent "
+                                  "is treated as a dissent and reported",
 }
 
 

@@ -197,8 +197,7 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         return _two_digit_years(parsed, spec.name, kind, cutover) if "%y" in fmt else parsed
 
     if kind == "date":
-        value = pl.coalesce([placed(_local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False), f)
-                             for f in spec.formats])
+        value = _parse_date(v, spec.formats, spec.name, cutover)
         reason = "unparseable_date"
     elif kind == "datetime":
         value = pl.coalesce([placed(_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us"),
@@ -212,6 +211,8 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         reason = "invalid_value"
     elif kind == "list":
         return _elements(spec, v, null_values)
+    elif kind == "sharing":
+        return _sharing(spec, v)
     elif kind == "enum":
         text = _cased(spec, v)
         if spec.map:
@@ -235,6 +236,38 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
     return value, pl.when(present & value.is_null()).then(pl.lit(reason)).otherwise(None)
 
 
+def _parse_date(v: pl.Expr, formats: tuple[str, ...], name: str, cutover: date | None) -> pl.Expr:
+    """A text value as a date by the first of ``formats`` it matches (null if none); a
+    two-digit year is placed in field ``name``'s window by ``cutover`` (``_two_digit_years``)."""
+    def parsed(f: str) -> pl.Expr:
+        value = _local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False)
+        return _two_digit_years(value, name, "date", cutover) if "%y" in f else value
+    return pl.coalesce([parsed(f) for f in formats])
+
+
+def _sharing(spec: FieldSpec, v: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(setting, error reason or null) of a sharing setting (``canonical.SHARING_SETTING``).
+
+    The value is matched, in any case, against the profile's dissent, consent and opt-out
+    values; a value in none of them is kept as ``unrecognised`` — never an error and never
+    dropped: the sharing stage treats it as a dissent and reports it (migrate/sharing.py).
+    The date column (``date``), read with the field's formats, fails the row like any date
+    (``unparseable_date``) unless ``on_invalid: null``. A blank value is no setting at all.
+    """
+    kind = v.str.strip_chars().str.to_uppercase().replace_strict(spec.sharing_values, default="unrecognised",
+                                                                 return_dtype=pl.String)
+    err: pl.Expr = pl.lit(None, dtype=pl.String)
+    when: pl.Expr = pl.lit(None, dtype=pl.Date)
+    if spec.date:
+        text, when = pl.col(f"__d_{spec.name}"), pl.col(f"__t_{spec.name}")
+        if spec.on_invalid != "null":
+            err = pl.when(v.is_not_null() & text.is_not_null() & when.is_null()).then(pl.lit("unparseable_date"))
+    column = ", ".join(spec.base_columns) or None
+    setting = pl.struct(kind.alias("kind"), v.alias("value"), when.alias("date"),
+                        pl.lit(column, dtype=pl.String).alias("column"))
+    return pl.when(v.is_not_null()).then(setting), err
+
+
 def _offset(fmt: str) -> bool:
     return "%z" in fmt or "%:z" in fmt
 
@@ -246,8 +279,8 @@ def _local(v: pl.Expr, fmt: str) -> pl.Expr:
 
 
 def _other(column: str, source_schema: Mapping[str, pl.DataType], null_values: tuple[str, ...]) -> pl.Expr:
-    """A second column's value (``refine``, ``implied_by``), trimmed, with blanks, the explicit
-    null and null markers as null."""
+    """A column a field reads beside its value (``refine``, ``implied_by``, a sharing setting's
+    ``date``): trimmed, with blanks, the explicit null and null markers as null."""
     text = _src(column) if source_schema.get(column, pl.String()) == pl.String() else _src(column).cast(pl.String)
     text = _blank_to_null(text.str.strip_chars())
     return pl.when(text.is_in(list(null_values))).then(None).otherwise(text) if null_values else text
@@ -326,6 +359,13 @@ def _problem_text(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_sc
     shown = (pl.when(alone).then(pl.concat_str([pl.lit(" (value '"), v, pl.lit("')")])).otherwise(pl.lit(""))
              if quotable and not field.pii else pl.lit(""))
     fmts = ", ".join(spec.formats)
+    if field.kind == "sharing" and spec.date:  # only its date can fail to parse; quoted as any value
+        shown_date = (pl.when(alone).then(pl.concat_str([pl.lit(" (value '"), pl.col(f"__d_{spec.name}"),
+                                                         pl.lit("')")])).otherwise(pl.lit(""))
+                      if quotable and not field.pii else pl.lit(""))
+        return pl.when(e == "unparseable_date").then(pl.concat_str([
+            pl.lit(f"{spec.name} (date column {spec.date}) matches none of the formats {fmts}"), shown_date])
+        ).when(e == "missing_required").then(pl.lit(f"{spec.label} is required but blank"))
     allowed = ", ".join(field.enum_values or ())
     unmapped = f"{spec.label} has {'an element with ' if field.kind == 'list' else ''}no mapping"
     invalid = (f"{spec.label} has an element not matching {spec.pattern}" if field.kind == "list"
@@ -401,6 +441,8 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
         whole = _clean(fspec, _source(fspec, source_schema), profile.null_values, remove=field.kind != "list")
         whole, implied = _with_implied(fspec, whole, source_schema, profile.null_values)
         clean_exprs += [whole.alias(f"__v_{fspec.name}"), *implied]
+        if field.kind == "sharing" and fspec.date:
+            clean_exprs += _setting_date(fspec, source_schema, profile.null_values, cutover)
         if merge:
             clean_exprs.append(_cleared(fspec, source_schema).alias(f"__k_{fspec.name}"))
         src_dtype = source_schema.get(fspec.base_columns[0]) if fspec.base_columns else None
@@ -438,6 +480,18 @@ def compile_table(spec: TableSpec, source_schema: Mapping[str, pl.DataType], pro
     output = (*table.field_names, "source_file", "source_row", "__reason", "__field", "__touched", "__required")
     return CompiledTable(spec.name, (tuple(clean_exprs), tuple(typed_exprs), tuple(derived + missing + verdict)),
                          output, detail)
+
+
+def _setting_date(spec: FieldSpec, source_schema: Mapping[str, pl.DataType],
+                  null_values: tuple[str, ...], cutover: date | None) -> list[pl.Expr]:
+    """``__d_<field>``: the sharing setting's date column as cleaned text, and ``__t_<field>``
+    the date it holds (by the field's formats; a column the source already types as a date,
+    in Parquet, as it is)."""
+    assert spec.date is not None
+    text = _other(spec.date, source_schema, null_values)
+    dtype = source_schema.get(spec.date, pl.String())
+    when = _src(spec.date).cast(pl.Date) if dtype.is_temporal() else _parse_date(text, spec.formats, spec.name, cutover)
+    return [text.alias(f"__d_{spec.name}"), when.alias(f"__t_{spec.name}")]
 
 
 def _key_fields(table: str) -> set[str]:

@@ -5,7 +5,8 @@ one only passes frames from one to the next, in this order:
 
     ingest (read, map, quarantine; canonical/*.parquet)      migrate.ingest
     ─► identity (NHS numbers, merges, duplicates, target)     migrate.identity.stage
-    ─► rules (cohorts, flags)                                 migrate.rules.stage
+    ─► sharing entries of every source, on survivors          migrate.sharing
+    ─► rules (cohorts, flags, sharing state)                  migrate.rules.stage
     ─► dispositions (what becomes of every row)               migrate.dispositions
     ─► FHIR output (optional)                                 migrate.fhir.stage
     ─► lineage, patients, tables, invariant 1                 migrate.lineage, .patients, .runfolder, .reconcile
@@ -26,6 +27,7 @@ from typing import Any
 
 import polars as pl
 
+from migrate import quarantine, sharing
 from migrate.config import RunConfig
 from migrate.dispositions import decide
 from migrate.errors import ReconciliationError
@@ -42,6 +44,7 @@ from migrate.lineage import build_lineage
 from migrate.manifest import with_digest
 from migrate.outputs import write_json
 from migrate.patients import patient_summary
+from migrate.practices import PracticeSettings, read_practice_sharing
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, rows_invariant
 from migrate.rules.stage import classify
@@ -82,19 +85,25 @@ class RunResult:
                                       f"(see {self.run_dir / 'reports' / 'reconciliation.html'})", failures)
 
 
-def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConfig]:
+def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConfig, PracticeSettings | None]:
     files = discover(config.input_dir, config.profiles)
     check_layout(files)  # exit 2 before anything is written
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     frozen = freeze(out, config.profiles, config.rules, config.identity_path, config.identity_sha256,
-                    config.declaration, config.hazards or default_hazards_path())
+                    config.declaration, config.hazards or default_hazards_path(), config.practice_sharing)
     work = out / ".work"
     try:
-        return ingest(config.input_dir, config.profiles, work, progress, files=files,
-                      canonical_dir=out / "canonical", cutover=config.cutover), frozen
+        ingested = ingest(config.input_dir, config.profiles, work, progress, files=files,
+                          canonical_dir=out / "canonical", cutover=config.cutover)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if config.practice_sharing is None or config.practice_mapping is None:
+        return ingested, frozen, None
+    # An input like any: its rows are read, quarantined or given a disposition (invariant 1).
+    practices = read_practice_sharing(config.practice_sharing, config.practice_mapping)
+    return replace(ingested, files=(*ingested.files, practices.file),
+                   quarantine=quarantine.table([ingested.quarantine, practices.quarantine])), frozen, practices
 
 
 def _record(config: RunConfig, rid: str) -> RunRecord:
@@ -105,7 +114,9 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
                "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
         options={"sharing_policy": config.sharing_policy, "inactive_patients": config.inactive_patients,
                  "target_index": target_record(config.target_index, None if config.target_mapping is None
-                                               else config.target_mapping.name), "emit_fhir": config.emit_fhir,
+                                               else config.target_mapping.name),
+                 "practice_sharing": target_record(config.practice_sharing, None if config.practice_mapping is None
+                                                   else config.practice_mapping.name), "emit_fhir": config.emit_fhir,
                  "bundle_size": config.bundle_size},
         identity_sha256=config.identity_sha256)
 
@@ -128,8 +139,9 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
 
     started = datetime.now(UTC)
     out = config.out_dir
-    ingested, frozen = _ingest(config, progress)
+    ingested, frozen, practices = _ingest(config, progress)
     tables = ingested.tables
+    practice_rows = None if practices is None else practices.frame.lazy()
 
     progress.start("identity", total=None)
     target = read_target_index(config.target_index, config.target_mapping) if config.target_index else None
@@ -138,12 +150,15 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
     progress.finish("identity")
 
     progress.start("rules", total=None)
-    rules = classify(identified.people, config.rules, config.cutover, identified.result.exceptions)
+    # Every source's sharing entries, of every record (merged ones too), on their survivor.
+    entries = sharing.survivor_entries(tables, config.rules, identified.merges, practice_rows).collect()
+    rules = classify({**identified.people, "sharing": entries.lazy()}, config.rules, config.cutover,
+                     identified.result.exceptions)
     progress.finish("rules")
 
     decided = decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(), identified.merges,
                      rules.sharing.lazy(), SharingCodes.from_pack(config.rules), config.policy,
-                     identified.at_target_by_number()).collect()
+                     identified.at_target_by_number(), practice_rows, entries.lazy()).collect()
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
     if config.emit_fhir:
@@ -163,6 +178,7 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
         "quarantine.parquet": ingested.quarantine, "lineage.parquet": lineage, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
         "duplicates.parquet": identified.result.duplicates,
+        "sharing.parquet": sharing.deciding(entries.lazy(), rules.sharing.lazy()).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     del lineage
     written.paths.append(write_model(identified.result.model, out))  # the weights identity learned from this extract

@@ -22,7 +22,7 @@ import yaml
 from migrate import canonical, resources
 from migrate.errors import ConfigError, ProfileError
 from migrate.profile_checks import dialect_problems, glob_problem, regex_problem
-from migrate.profile_options import format_problems, implied_option, option_problems, target_table_problems
+from migrate.profile_options import format_problems, implied_option, option_problems, reference_table_problems
 from migrate.yamltext import read_yaml
 
 FORMAT_VERSION = 1
@@ -30,7 +30,9 @@ ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "cp1252": 
              "latin-1": "latin-1", "iso-8859-1": "latin-1"}
 FIELD_OPTIONS = {"column", "columns", "sep", "constant", "split", "remove", "trim", "case", "map", "map_only",
                  "pattern", "formats", "required", "on_invalid", "separator", "true_values", "false_values", "refine",
-                 "implied_by"}
+                 "implied_by", "dissent_values", "consent_values", "opt_out_values", "date"}
+# A sharing setting's value lists, by the kind of entry each value means (canonical.SHARING_KINDS).
+SHARING_VALUE_LISTS = {"dissent_values": "dissent", "consent_values": "consent", "opt_out_values": "opt_out"}
 REFINE_OPTIONS = {"column", "when", "map"}
 TABLE_OPTIONS = {"files", "fields", "encoding", "delimiter", "quote_char", "on_encoding_error", "format", "events",
                  "on_duplicate", "updates"}
@@ -49,6 +51,7 @@ NEEDED_FIELDS = {
     "codes": ("patient_key", "code_system", "code"),
     "merges": ("patient_key", "prior_patient_key"),
     "target_index": ("local_id", "nhs_number"),
+    "practice_sharing": ("ods_code", "sharing_out"),
 }
 
 
@@ -110,6 +113,11 @@ class FieldSpec:
     false_values: tuple[str, ...] = ()
     refine: Refine | None = None
     implied_by: Implied | None = None
+    # sharing settings: the values meaning each kind of entry, and the column of the date set
+    dissent_values: tuple[str, ...] = ()
+    consent_values: tuple[str, ...] = ()
+    opt_out_values: tuple[str, ...] = ()
+    date: str | None = None
 
     @property
     def base_columns(self) -> tuple[str, ...]:
@@ -124,7 +132,15 @@ class FieldSpec:
     def source_columns(self) -> tuple[str, ...]:
         """Every source column this field reads."""
         return (self.base_columns + ((self.refine.column,) if self.refine else ())
-                + ((self.implied_by.column,) if self.implied_by else ()))
+                + ((self.implied_by.column,) if self.implied_by else ())
+                + ((self.date,) if self.date else ()))
+
+    @property
+    def sharing_values(self) -> dict[str, str]:
+        """A sharing setting's values (upper case) -> the kind of entry each means."""
+        return {v.strip().upper(): kind for values, kind in ((self.dissent_values, "dissent"),
+                                                             (self.consent_values, "consent"),
+                                                             (self.opt_out_values, "opt_out")) for v in values}
 
     @property
     def label(self) -> str:
@@ -229,7 +245,7 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
     if len(sources) != 1:
         problems.add(where, "give exactly one of column, columns, constant or split")
     kwargs: dict[str, Any] = {"name": name}
-    for key in ("column", "sep", "remove", "pattern", "separator", "constant"):
+    for key in ("column", "sep", "remove", "pattern", "separator", "constant", "date"):
         if key in raw:
             if not isinstance(raw[key], (str, int)) or isinstance(raw[key], bool):
                 problems.add(f"{where}.{key}", "expected a string")
@@ -284,19 +300,15 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
     if "implied_by" in raw and (implied := implied_option(where, raw, cfield.enum_values, problems.add)):
         kwargs["implied_by"] = Implied(*implied)
     option_problems(where, name, kind, raw, problems.add)
+    for key in SHARING_VALUE_LISTS:
+        if key in raw:
+            kwargs[key] = _str_list(raw[key], f"{where}.{key}", problems)
+    if kind == "sharing":
+        _sharing_problems(where, kwargs, problems)
+        if "date" in raw:  # the date column is read with the date formats
+            kwargs["formats"] = _formats(raw, "date", where, defaults, problems)
     if kind in ("date", "datetime"):
-        fmts = _str_list(raw["formats"], f"{where}.formats", problems) if "formats" in raw else ()
-        if not fmts:
-            fmts = tuple(defaults.get(f"{kind}_formats", ()))
-            if kind == "datetime":
-                fmts += tuple(defaults.get("date_formats", ()))
-        for i, fmt in enumerate(fmts):
-            if not _is_valid_format(fmt, kind):
-                problems.add(f"{where}.formats[{i}]", f"'{fmt}' is not a valid {kind} format; "
-                                                     "use strftime codes such as %d/%m/%Y or %Y-%m-%d %H:%M")
-        if not fmts:
-            problems.add(where, f"no {kind} formats: set formats here or defaults.{kind}_formats")
-        kwargs["formats"] = fmts
+        kwargs["formats"] = _formats(raw, kind, where, defaults, problems)
     if kind == "boolean":
         tv = raw.get("true_values", defaults.get("true_values", ["Y", "true", "1"]))
         fv = raw.get("false_values", defaults.get("false_values", ["N", "false", "0"]))
@@ -306,6 +318,37 @@ def _field(table: str, name: str, raw: Any, defaults: dict[str, Any], problems: 
         return FieldSpec(**kwargs)
     except TypeError:  # an earlier problem left a kwarg of the wrong shape
         return None
+
+
+def _formats(raw: dict[str, Any], kind: str, where: str, defaults: dict[str, Any],
+             problems: _Problems) -> tuple[str, ...]:
+    """The field's ``formats`` (or the defaults) for a date or date-time, each checked."""
+    fmts = _str_list(raw["formats"], f"{where}.formats", problems) if "formats" in raw else ()
+    if not fmts:
+        fmts = tuple(defaults.get(f"{kind}_formats", ()))
+        if kind == "datetime":
+            fmts += tuple(defaults.get("date_formats", ()))
+    for i, fmt in enumerate(fmts):
+        if not _is_valid_format(fmt, kind):
+            problems.add(f"{where}.formats[{i}]", f"'{fmt}' is not a valid {kind} format; "
+                                                 "use strftime codes such as %d/%m/%Y or %Y-%m-%d %H:%M")
+    if not fmts:
+        problems.add(where, f"no {kind} formats: set formats here or defaults.{kind}_formats")
+    return fmts
+
+
+def _sharing_problems(where: str, kwargs: dict[str, Any], problems: _Problems) -> None:
+    """A sharing setting must say which values are a dissent, and a value may mean one kind only."""
+    if not kwargs.get("dissent_values"):
+        problems.add(where, "name the values that mean the patient dissents from sharing: "
+                            "dissent_values: [No, N, …] (every other value would be unrecognised)")
+    seen: dict[str, str] = {}
+    for key in SHARING_VALUE_LISTS:
+        for value in kwargs.get(key, ()):
+            other = seen.setdefault(value.strip().upper(), key)
+            if other != key:
+                problems.add(f"{where}.{key}", f"'{value}' is also in {other}: a value can mean one kind of "
+                                               "entry only (values are matched in any case)")
 
 
 def _refine(raw: Any, where: str, cfield: canonical.Field, problems: _Problems) -> Refine | None:
@@ -379,8 +422,8 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
         for key in sorted(set(tdoc) - TABLE_OPTIONS):
             problems.add(f"{where}.{key}", f"unknown option; use one of {', '.join(sorted(TABLE_OPTIONS))}")
         files = _str_list(tdoc.get("files", []), f"{where}.files", problems)
-        if tname == canonical.TARGET_TABLE:
-            target_table_problems(where, tdoc, problems.add)
+        if tname in canonical.REFERENCE_TABLES:
+            reference_table_problems(where, tname, tdoc, problems.add)
         elif not files:
             problems.add(f"{where}.files", "name the file(s) that feed this table, e.g. ['referrals*.csv']")
         for i, pattern in enumerate(files):
@@ -425,7 +468,7 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
         if updates not in UPDATES:
             problems.add(f"{where}.updates", "expected 'merge' (a blank field keeps its value, \"\" clears it) or "
                                              "'replace' (every mapped field takes the row's value)")
-        elif "updates" in tdoc and canonical.TABLES[tname].key is None:
+        elif "updates" in tdoc and canonical.TABLES[tname].key is None and tname not in canonical.REFERENCE_TABLES:
             problems.add(f"{where}.updates", f"{tname} rows have no key, so a row never updates another: remove it")
         tables[tname] = TableSpec(tname, files, tuple(specs), enc, delimiter, None if quote is None else str(quote),
                                   str(on_enc), fmt, events, on_dup, updates)

@@ -10,7 +10,8 @@ is listed at once with its YAML path (``migrate.profile`` calls them).
 - ``implied_option``: ``implied_by`` (its keys, its column, and on a coded field that every
   value it implies maps to a canonical value);
 - ``format_problems``: delimited-text table options on a Parquet or HL7 table;
-- ``target_table_problems``: what the ``target_index`` table cannot have.
+- ``reference_table_problems``: what a table read from a file given on the command line
+  (``target_index``, ``practice_sharing``) cannot have.
 
 docs/mapping-profiles.md documents the same table; tests/test_profile_options.py holds
 every option against every kind.
@@ -23,8 +24,9 @@ from typing import Any
 
 Add = Callable[[str, str], None]
 
-KINDS = ("string", "date", "datetime", "boolean", "list", "enum")
+KINDS = ("string", "date", "datetime", "boolean", "list", "enum", "sharing")
 _ALL = frozenset(KINDS)
+_SHARING = frozenset({"sharing"})
 _TEXT = frozenset({"string", "enum", "list"})  # kinds whose values are text after cleaning
 # Where each field option can mean something (docs/mapping-profiles.md). Anywhere else it
 # is a profile error: an option that silently did nothing once hid red flags (issue #10).
@@ -34,7 +36,7 @@ OPTION_KINDS: dict[str, frozenset[str]] = {
     "trim": _ALL, "remove": _ALL, "required": _ALL,
     "case": _TEXT, "map": _TEXT, "map_only": _TEXT,
     "pattern": frozenset({"string", "list"}),
-    "formats": frozenset({"date", "datetime"}),
+    "formats": frozenset({"date", "datetime", "sharing"}),  # a sharing setting: for its date column
     "separator": frozenset({"list"}),
     "true_values": frozenset({"boolean"}), "false_values": frozenset({"boolean"}),
     # Any kind, but a text or list value can fail only with pattern or map_only (checked apart).
@@ -43,18 +45,25 @@ OPTION_KINDS: dict[str, frozenset[str]] = {
     # beside constant, which is always sent; its keys are checked by implied_option.
     "implied_by": _ALL,
     # refine: coded fields only, checked (with its own keys) by migrate.profile._refine.
+    # A sharing setting (docs/mapping-profiles.md, "Sharing settings"): the values meaning
+    # each kind of entry, and the column holding the date the setting was made.
+    "dissent_values": _SHARING, "consent_values": _SHARING, "opt_out_values": _SHARING, "date": _SHARING,
 }
 _KIND_WORDS = {"string": "text", "date": "date", "datetime": "date-time", "boolean": "true/false", "list": "list",
-               "enum": "coded"}
+               "enum": "coded", "sharing": "sharing-setting"}
+_SHARING_HINT = "a sharing setting is read through dissent_values, consent_values and opt_out_values, in any case"
 _HINTS = {
-    "case": "dates and true/false values are matched without regard to case",
-    "map": "use true_values/false_values for true/false fields, formats for dates",
-    "map_only": "use true_values/false_values for true/false fields, formats for dates",
-    "pattern": "coded values must be canonical values; dates must match formats; true/false values their lists",
+    "case": "dates, true/false values and sharing settings are matched without regard to case",
+    "map": "use true_values/false_values for true/false fields, formats for dates; " + _SHARING_HINT,
+    "map_only": "use true_values/false_values for true/false fields, formats for dates; " + _SHARING_HINT,
+    "pattern": "coded values must be canonical values; dates must match formats; true/false values their lists; "
+               + _SHARING_HINT,
     "formats": "formats read dates and date-times",
     "separator": "separator splits list fields such as red_flags",
     "true_values": "true_values and false_values read true/false fields",
     "false_values": "true_values and false_values read true/false fields",
+    **{k: "only a sharing setting (sharing_out) has values that mean a dissent or a consent, and the date it was set"
+       for k in ("dissent_values", "consent_values", "opt_out_values", "date")},
 }
 
 
@@ -62,8 +71,9 @@ def option_problems(where: str, name: str, kind: str, raw: dict[str, Any], add: 
     """Every option of field ``name`` must be able to take effect on a field of its ``kind``.
 
     See ``OPTION_KINDS``; besides the kind, ``sep`` needs ``columns``, ``map_only`` needs
-    ``map``, and ``on_invalid`` on a text or list field needs something that can fail
-    (``pattern`` or ``map_only``).
+    ``map``, ``on_invalid`` on a text or list field needs something that can fail
+    (``pattern`` or ``map_only``), and on a sharing setting ``formats`` and ``on_invalid``
+    apply to its ``date`` column, so they need one.
     """
     for option in sorted(set(raw) & set(OPTION_KINDS)):
         allowed = OPTION_KINDS[option]
@@ -82,6 +92,12 @@ def option_problems(where: str, name: str, kind: str, raw: dict[str, Any], add: 
     if "implied_by" in raw and "constant" in raw:
         add(f"{where}.implied_by", "a constant is always sent, so nothing is ever implied: remove implied_by, "
                                    "or read the field from a column")
+    if kind == "sharing" and "date" not in raw:
+        for option in ("formats", "on_invalid"):
+            if option in raw:
+                add(f"{where}.{option}", f"{option} applies to the date column of a sharing setting, and {name} "
+                                         "reads none: add date: Column, or remove it (an unrecognised value is "
+                                         "never an error: it is reported and treated as a dissent)")
 
 
 IMPLIED_KEYS = ("column", "map")
@@ -144,13 +160,23 @@ def format_problems(where: str, tdoc: dict[str, Any], fmt: str, files: tuple[str
             add(f"{where}.{key}", f"does not apply to a {kind} table: {_FORMAT_WHY[kind]}; remove it")
 
 
-def target_table_problems(where: str, tdoc: dict[str, Any], add: Add) -> None:
-    """The ``target_index`` table describes the file given by ``--target-index``: it has no
-    files of its own in the extract, no repeated-key policy (an index may list a patient
-    twice) and is not HL7 (so ``events`` is rejected as for any table that is not)."""
-    for key, why in (("files", "the target index is the file given by --target-index, not a file of the extract"),
-                     ("on_duplicate", "an index may list a patient twice; every record is matched")):
+_DUPLICATES_WHY = {
+    "target_index": "an index may list a patient twice; every record is matched",
+    "practice_sharing": "a practice has one setting: a repeated ODS code is quarantined (duplicate_key)",
+}
+
+
+def reference_table_problems(where: str, table: str, tdoc: dict[str, Any], add: Add) -> None:
+    """A table read from a file given on the command line (``target_index`` by
+    ``--target-index``, ``practice_sharing`` by ``--practice-sharing``) has no files of its
+    own in the extract, no repeated-key policy, and is not HL7 (so ``events`` is rejected
+    as for any table that is not)."""
+    from migrate.canonical import REFERENCE_TABLES
+
+    option = REFERENCE_TABLES[table]
+    for key, why in (("files", f"the file is the one given by {option}, not a file of the extract"),
+                     ("on_duplicate", _DUPLICATES_WHY[table]), ("updates", "its rows update nothing")):
         if key in tdoc:
-            add(f"{where}.{key}", f"does not apply to the target index: {why}; remove it")
+            add(f"{where}.{key}", f"does not apply to {table}: {why}; remove it")
     if str(tdoc.get("format", "auto")) == "hl7v2":
-        add(f"{where}.format", "the target index is a delimited or Parquet file: use auto, delimited or parquet")
+        add(f"{where}.format", f"{table} is read from a delimited or Parquet file: use auto, delimited or parquet")

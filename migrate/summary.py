@@ -138,6 +138,7 @@ class RunSummary(TypedDict):
     fhir: FhirStats | None
     target_index: dict[str, Any] | None
     vocabulary: dict[str, list[dict[str, Any]]]
+    sharing: dict[str, Any] | None  # migrate.sharing.summary of sharing.parquet (null: a run without it)
     control_totals: dict[str, Any]
     declared_vs_found: dict[str, Any]
     waits: dict[str, Any]
@@ -170,6 +171,7 @@ class RunOptions(TypedDict):
     sharing_policy: str
     inactive_patients: str
     target_index: TargetIndexRecord | None
+    practice_sharing: TargetIndexRecord | None  # the --practice-sharing file and the profile that read it
     emit_fhir: bool
     bundle_size: int
 
@@ -206,6 +208,7 @@ class FrozenConfig(TypedDict):
     identity: FrozenFile
     declared: FrozenFile | None
     hazards: FrozenFile
+    practice_sharing: FrozenFile | None  # the --practice-sharing file, byte for byte (config/practice-sharing/<name>)
 
 
 class PreviousRun(TypedDict):

@@ -20,7 +20,6 @@ Every row read is either usable or quarantined.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,9 @@ from typing import Any
 import polars as pl
 
 from migrate import canonical, quarantine
-from migrate.errors import ConfigError, ProfileError
-from migrate.mapping import apply_mapping, compile_table, explain_failures, missing_columns
+from migrate.errors import ConfigError
 from migrate.profile import Profile, load_profile
-from migrate.sources import InputFile, read_columns, read_file
+from migrate.reference import read_reference
 
 TABLE = canonical.TARGET_TABLE
 
@@ -75,26 +73,9 @@ def read_target_index(path: Path, profile: Profile | None = None) -> TargetIndex
     """Read and map the target index at ``path`` (module docstring)."""
     if profile is None:
         return _by_column_names(path)
-    spec = profile.tables[TABLE]
-    source = InputFile(path, path.name, profile, (TABLE,))
-    present = read_columns(source) or ()
-    absent = missing_columns(spec, present) if present else list(spec.source_columns)
-    if absent:
-        raise ProfileError(f"the target index does not fit mapping profile {profile.name}",
-                           [f"{path.name} ({TABLE}): missing column(s) {', '.join(absent)}; "
-                            f"columns present: {', '.join(present) or 'none'}"])
-    with tempfile.TemporaryDirectory(prefix="handover-target-") as work:
-        result = read_file(source, Path(work))
-        compiled = compile_table(spec, result.frame.collect_schema(), profile)
-        mapped = apply_mapping(result.frame, compiled).collect()
-        ok = mapped["__reason"].is_null()
-        failing = mapped.filter(~ok)
-        details = explain_failures(result.frame.join(failing.select("source_row").lazy(), on="source_row",
-                                                     how="semi"), compiled).collect()
-        rejected = quarantine.from_reader(result.rejected, TABLE)
-    mapped_out = quarantine.from_mapping(failing.join(details, on=["source_file", "source_row"], how="left"), TABLE)
-    frame = mapped.filter(ok).select(canonical.TARGET_INDEX.field_names)
-    return TargetIndex(path.name, profile.name, frame, quarantine.table([rejected, mapped_out]), result.rows_read)
+    read = read_reference(path, profile, TABLE)
+    return TargetIndex(read.file, profile.name, read.frame.select(canonical.TARGET_INDEX.field_names),
+                       read.quarantine, read.rows_read)
 
 
 def _by_column_names(path: Path) -> TargetIndex:

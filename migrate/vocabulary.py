@@ -12,7 +12,11 @@ report::
 repeats a red flag), ``codelist`` the name of the pack codelist it matched
 (``migrate.matching``; several names joined by ", " when it matched several), or None.
 Fields, in this order: ``FIELDS``; a field the profile does not map has no values.
-``code`` lists each coded entry as ``system:code``.
+``code`` lists each coded entry as ``system:code``. ``sharing_out`` (patients) and
+``practice_sharing_out`` (the practice sharing file) list each sharing setting value as
+written, matched not against the pack but against the profile's value lists
+(``dissent_values``, ``consent_values``, ``opt_out_values``): a value in none of them is
+``unrecognised``, treated as a dissent and shown with codelist None (a warning in check).
 
 Which codelists a field is matched against is read from the pack itself: the codelists
 handover's features read for it (``FIXED``), and every codelist a rule compares the
@@ -40,7 +44,12 @@ FIELDS: dict[str, tuple[str, str]] = {
     "referral_source": ("referrals", "referral_source"),
     "closure_reason": ("referrals", "closure_reason"),
     "code": ("codes", "code"),
+    "sharing_out": ("patients", "sharing_out"),
+    "practice_sharing_out": ("practice_sharing", "sharing_out"),
 }
+# Sharing settings are matched by the profile's value lists, not a pack codelist.
+SETTING_FIELDS = ("sharing_out", "practice_sharing_out")
+SETTING_LISTS = ("dissent_values", "consent_values", "opt_out_values")
 # Codelists handover's own features match each field against.
 FIXED: dict[str, tuple[str, ...]] = {
     "red_flags": ("red_flag_codes", "not_red_flag_codes"),
@@ -58,6 +67,7 @@ _PLACEHOLDER_WORDS = {"dummy", "placeholder", "admin", "administration", "block"
 def bindings(pack: RulePack) -> dict[str, tuple[str, ...]]:
     """The pack codelists each field is matched against, in a stable order."""
     found: dict[str, list[str]] = {f: [c for c in FIXED.get(f, ()) if c in pack.codelists] for f in FIELDS}
+    found |= {f: list(SETTING_LISTS) for f in SETTING_FIELDS}
     by_column = {column: f for f, (_, column) in FIELDS.items()}
     for rule in pack.rules:
         texts = [rule.condition or ""] + [case.condition for case in rule.cases]
@@ -85,6 +95,15 @@ def _values(frame: pl.LazyFrame, field: str, column: str) -> pl.LazyFrame:
                         code_label(pl.col("system"), pl.col("code")).alias("key")))
     if column not in names:
         return empty
+    if field in SETTING_FIELDS:  # the key is the list the value matched (the kind it means)
+        if not isinstance(frame.collect_schema()[column], pl.Struct):
+            return empty
+        setting = pl.col(column)
+        kind = pl.col("kind")
+        return (frame.filter(setting.is_not_null())
+                .group_by(setting.struct.field("value").alias("value"), setting.struct.field("kind").alias("kind"))
+                .agg(pl.len().cast(pl.Int64).alias("rows"))
+                .select("value", "rows", pl.when(kind != "unrecognised").then(kind + "_values").alias("key")))
     values = frame.select(pl.col(column).alias("value"))
     if isinstance(frame.collect_schema()[column], pl.List):
         values = values.select(pl.col("value").list.unique()).explode("value")
@@ -103,8 +122,10 @@ def vocabulary(tables: Mapping[str, pl.LazyFrame], pack: RulePack) -> dict[str, 
         frame = tables.get(table)
         if frame is None:
             frame = pl.LazyFrame(schema={column: pl.String})
-        matched = [pl.when(pl.col("key").is_in(pl.Series(pack.keys(name), dtype=pl.String).implode()))
-                   .then(pl.lit(name)) for name in bound[field]]
+        matched: list[pl.Expr] = [pl.when(pl.col("key").is_in(pl.Series(pack.keys(name), dtype=pl.String).implode()))
+                                  .then(pl.lit(name)) for name in bound[field]]
+        if field in SETTING_FIELDS:  # the key is already the profile list the value matched
+            matched = [pl.col("key")]
         codelist = (pl.concat_str(matched, separator=", ", ignore_nulls=True) if matched
                     else pl.lit(None, dtype=pl.String))
         plans.append(_values(frame, field, column)

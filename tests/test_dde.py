@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import cli
 from migrate import canonical
-from migrate.dde import describe, render_html, render_markdown
+from migrate.dde import SHARING_MEANINGS, describe, render_html, render_markdown
 from migrate.profile import load_profile
 from migrate.resources import mappings_dir
 from migrate.rules import load_pack
@@ -48,8 +48,12 @@ def test_every_column_the_profile_reads_is_described_with_its_codes(layout: str)
         for field, column in zip(spec.fields, entry["columns"], strict=True):
             assert column["source_columns"] == list(field.source_columns)
             assert column["required"] is field.required
-            assert [(m["code"], m["meaning"]) for m in column["value_map"]] == list(field.map)
-            for code, meaning in field.map:
+            # a sharing setting's values are its value map: what each means (dissent, consent, opt-out)
+            settings = [(v, SHARING_MEANINGS[k]) for values, k in ((field.dissent_values, "dissent"),
+                                                                   (field.consent_values, "consent"),
+                                                                   (field.opt_out_values, "opt_out")) for v in values]
+            assert [(m["code"], m["meaning"]) for m in column["value_map"]] == list(field.map) + settings
+            for code, meaning in (*field.map, *settings):
                 assert f"`{code}` → {meaning}" in text
                 assert f"<code>{code}</code> → {meaning}" in page
             for source in field.source_columns:
@@ -58,8 +62,9 @@ def test_every_column_the_profile_reads_is_described_with_its_codes(layout: str)
                 assert column["implied_by"]["column"] == field.implied_by.column
                 for code, raw in field.implied_by.map:
                     assert f"`{code}` → `{raw}`" in text and f"<code>{code}</code> → <code>{raw}</code>" in page
-        if spec.name == canonical.TARGET_TABLE:
+        if spec.name in canonical.REFERENCE_TABLES:
             assert entry["files"] == list(spec.files)
+            assert f"{spec.name}: the file given by {canonical.REFERENCE_TABLES[spec.name]}" in text
         mapped = {f.name for f in spec.fields} | {"patient_key", "referral_key"}
         if spec.name == "contacts" and "patient_key" not in {f.name for f in spec.fields}:
             assert entry["filled"] == [{"field": "patient_key", "from": "its referral's patient"}]
@@ -81,7 +86,8 @@ def test_the_business_rules_and_codelists_are_all_there() -> None:
             assert any(s["system"] == system for c in dde["codelists"] if c["name"] == name for s in c["systems"])
     sharing = next(c for c in dde["codelists"] if c["name"] == "sharing_dissent_codes")
     assert "sharing-block" in sharing["used_by"]
-    assert {t["name"] for t in dde["logical_model"]["tables"]} == set(canonical.TABLE_ORDER)
+    # generic-csv also maps the --practice-sharing file
+    assert {t["name"] for t in dde["logical_model"]["tables"]} == {*canonical.TABLE_ORDER, canonical.PRACTICE_TABLE}
     contacts = next(t for t in dde["logical_model"]["tables"] if t["name"] == "contacts")
     assert {"column": "referral_key", "table": "referrals", "key": "referral_key"} in contacts["references"]
 

@@ -19,7 +19,9 @@ GOOD = {
 def test_shipped_generic_csv_loads_by_name() -> None:
     profile = load_profile("generic-csv")
     assert profile.name == "generic-csv"
-    assert set(profile.tables) == {"patients", "referrals", "contacts", "codes"}
+    # the extract's tables, and the practice sharing file's (--practice-sharing; no files of its own)
+    assert set(profile.tables) == {"patients", "referrals", "contacts", "codes", "practice_sharing"}
+    assert profile.tables["practice_sharing"].files == ()
     assert len(profile.sha256) == 64
 
 

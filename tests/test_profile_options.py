@@ -30,29 +30,43 @@ FIELDS = {
     "boolean": ("referrals", "history_of_cancer"),
     "list": ("referrals", "red_flags"),
     "enum": ("referrals", "status"),
+    "sharing": ("patients", "sharing_out"),
 }
 D, DT = date(2022, 1, 2), datetime(2022, 1, 2, 10, 30)
+# Options every field of a kind carries in these probes (a sharing setting must say which
+# values are a dissent); a probe's own options are written over them.
+BASE: dict[str, dict[str, Any]] = {"sharing": {"dissent_values": ["No"]}}
+
+
+def setting(kind: str | None, value: str | None, when: date | None = None, column: str | None = "x") -> Any:
+    """A sharing setting as the mapping writes it (canonical.SHARING_SETTING)."""
+    return {"kind": kind, "value": value, "date": when, "column": column}
 
 # (option, kind) -> (field options, source columns, expected (value, reason), baseline options or None).
 # A source column called "x" is what {column: x} reads. The baseline is mapped from the same
 # row; it must give something else, which shows the option is what made the difference.
 Probe = tuple[dict[str, Any], dict[str, str], tuple[Any, str | None], dict[str, Any] | None]
 _SOURCE_VALUES = {"string": ("knee", "knee"), "date": ("2022-01-02", D), "datetime": ("2022-01-02 10:30", DT),
-                  "boolean": ("Y", True), "list": ("a;b", ["a", "b"]), "enum": ("open", "open")}
+                  "boolean": ("Y", True), "list": ("a;b", ["a", "b"]), "enum": ("open", "open"),
+                  "sharing": ("No", setting("dissent", "No"))}
 
 
 def _source_probes() -> dict[tuple[str, str], Probe]:
     """column, columns, constant, split, sep: where a value comes from, for every kind."""
     probes: dict[tuple[str, str], Probe] = {}
     for kind, (raw, value) in _SOURCE_VALUES.items():
+        columns = constant = value
+        if kind == "sharing":  # the setting names the column(s) it came from
+            columns, constant = setting("dissent", "No", column="x, y"), setting("dissent", "No", column=None)
         probes[("column", kind)] = ({"column": "x"}, {"x": raw}, (value, None), None)
-        probes[("columns", kind)] = ({"columns": ["x", "y"]}, {"x": raw, "y": ""}, (value, None), None)
-        probes[("constant", kind)] = ({"constant": raw}, {"x": "ignored"}, (value, None), None)
+        probes[("columns", kind)] = ({"columns": ["x", "y"]}, {"x": raw, "y": ""}, (columns, None), None)
+        probes[("constant", kind)] = ({"constant": raw}, {"x": "ignored"}, (constant, None), None)
         probes[("split", kind)] = ({"split": {"column": "x", "sep": "|", "index": 1}}, {"x": f"other|{raw}"},
                                    (value, None), None)
     sep = {"string": ("left", "knee", "-", "left-knee"), "date": ("2022-01", "02", "-", D),
            "datetime": ("2022-01-02 10", "30", ":", DT), "boolean": ("tr", "ue", "", True),
-           "list": ("a", "b", ";", ["a", "b"]), "enum": ("clo", "sed", "", "closed")}
+           "list": ("a", "b", ";", ["a", "b"]), "enum": ("clo", "sed", "", "closed"),
+           "sharing": ("N", "o", "", setting("dissent", "No", column="x, y"))}
     for kind, (a, b, s, value) in sep.items():
         probes[("sep", kind)] = ({"columns": ["x", "y"], "sep": s}, {"x": a, "y": b}, (value, None),
                                  {"columns": ["x", "y"]})
@@ -126,13 +140,31 @@ PROBES: dict[tuple[str, str], Probe] = {
                                (None, None), {"column": "x", "pattern": "^[a-z]+$"}),
     ("on_invalid", "list"): ({"column": "x", "pattern": "^[a-z]+$", "on_invalid": "null"}, {"x": "a;b1"},
                              (["a"], None), {"column": "x", "pattern": "^[a-z]+$"}),
+    # a sharing setting: its value lists, its date column (with formats), and only the date can fail
+    ("trim", "sharing"): ({"column": "x", "trim": False}, {"x": " No "}, (setting("dissent", " No "), None),
+                          {"column": "x"}),
+    ("remove", "sharing"): ({"column": "x", "remove": "*"}, {"x": "N*o"}, (setting("dissent", "No"), None),
+                            {"column": "x"}),
+    ("dissent_values", "sharing"): ({"column": "x", "dissent_values": ["Dissent", "N"]}, {"x": "n"},
+                                    (setting("dissent", "n"), None), {"column": "x"}),
+    ("consent_values", "sharing"): ({"column": "x", "consent_values": ["Yes", "Y"]}, {"x": "YES"},
+                                    (setting("consent", "YES"), None), {"column": "x"}),
+    ("opt_out_values", "sharing"): ({"column": "x", "opt_out_values": ["Type 1"]}, {"x": "type 1"},
+                                    (setting("opt_out", "type 1"), None), {"column": "x"}),
+    ("date", "sharing"): ({"column": "x", "date": "y"}, {"x": "No", "y": "2022-01-02"},
+                          (setting("dissent", "No", D), None), {"column": "x"}),
+    ("formats", "sharing"): ({"column": "x", "date": "y", "formats": ["%d/%m/%Y"]}, {"x": "No", "y": "02/01/2022"},
+                             (setting("dissent", "No", D), None), {"column": "x", "date": "y"}),
+    ("on_invalid", "sharing"): ({"column": "x", "date": "y", "on_invalid": "null"}, {"x": "No", "y": "soon"},
+                                (setting("dissent", "No"), None), {"column": "x", "date": "y"}),
 }
 
 # Options given alone where they cannot take effect, and the value tried.
 REJECTED: dict[tuple[str, str], dict[str, Any]] = {}
 _TRY = {"case": "lower", "map": {"A": "b"}, "map_only": True, "pattern": "^x$", "formats": ["%d/%m/%Y"],
         "separator": "|", "true_values": ["Ja"], "false_values": ["Nein"], "on_invalid": "null",
-        "refine": {"column": "y", "when": ["closed"], "map": {"REJ": "rejected"}}}
+        "refine": {"column": "y", "when": ["closed"], "map": {"REJ": "rejected"}},
+        "dissent_values": ["No"], "consent_values": ["Yes"], "opt_out_values": ["T1"], "date": "y"}
 for _option, _value in _TRY.items():
     for _kind in KINDS:
         if (_option, _kind) not in PROBES:
@@ -144,6 +176,9 @@ REJECTED_ALONE = {
     ("sep", "string"): {"column": "x", "sep": "-"},
     ("map_only", "string"): {"column": "x", "map_only": True},
     ("implied_by", "string"): {"constant": "x", "implied_by": {"column": "y", "map": {"E": "knee"}}},
+    # on a sharing setting, formats and on_invalid read its date column: without one, nothing
+    ("formats", "sharing"): {"column": "x", "formats": ["%d/%m/%Y"]},
+    ("on_invalid", "sharing"): {"column": "x", "on_invalid": "null"},
 }
 
 
@@ -156,15 +191,17 @@ def test_the_matrix_decides_every_option_for_every_kind() -> None:
 
 def _profile(kind: str, options: dict[str, Any]) -> Any:
     table, field = FIELDS[kind]
-    fields: dict[str, Any] = {field: options}
+    fields: dict[str, Any] = {field: BASE.get(kind, {}) | options}
     if table == "referrals":
         fields |= {"source_referral_id": "id", "patient_key": "id"}
-    else:
+    elif table == "contacts":
         fields |= {"contact_key": "id", "referral_key": "id"}
+    else:
+        fields |= {"source_patient_id": "id"}
+    tables = {"patients": {"files": "p.csv", "fields": {"source_patient_id": "id"}}} | {
+        table: {"files": "x.csv", "fields": fields}}
     doc = {"profile": "t", "format_version": 1,
-           "defaults": {"date_formats": ["%Y-%m-%d"], "datetime_formats": ["%Y-%m-%d %H:%M"]},
-           "tables": {"patients": {"files": "p.csv", "fields": {"source_patient_id": "id"}},
-                      table: {"files": "x.csv", "fields": fields}}}
+           "defaults": {"date_formats": ["%Y-%m-%d"], "datetime_formats": ["%Y-%m-%d %H:%M"]}, "tables": tables}
     return parse_profile(doc, Path("t.yaml"))
 
 

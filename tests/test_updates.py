@@ -38,7 +38,8 @@ def _text(field: canonical.Field, new: bool) -> str:
     if field.name == "nhs_number":  # the canonical value is ten ASCII digits
         return ("9991000011", "9991000003")[new]
     return {"date": ("2022-01-02", "2022-03-04"), "datetime": ("2022-01-02 10:00", "2022-03-04 11:30"),
-            "boolean": ("Y", "N"), "list": ("x;y", "z")}.get(field.kind, (f"a-{field.name}", f"b-{field.name}"))[new]
+            "boolean": ("Y", "N"), "list": ("x;y", "z"), "sharing": ("No", "Yes")}.get(
+        field.kind, (f"a-{field.name}", f"b-{field.name}"))[new]
 
 
 def _parent(table: str, field: str, new: bool) -> str | None:
@@ -71,6 +72,8 @@ def _profile(path: Path, name: str, prefix: str, updates: str | None) -> Path:
         lines.append(f"      {KEYS[table]}: {{column: {KEYS[table]}, required: true}}")
         for f in _fields(table):
             required = ", required: true" if f.name in REQUIRED[table] else ""
+            if f.kind == "sharing":  # a sharing setting says which values are a dissent and a consent
+                required += ", dissent_values: ['No'], consent_values: ['Yes']"
             lines.append(f"      {f.name}: {{column: {f.name}{required}}}")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -110,8 +113,10 @@ def _new_value(table: str, field: canonical.Field) -> Any:
 
 def _typed(frame: pl.DataFrame, field: canonical.Field) -> Any:
     v = pl.col("v")
+    setting = pl.struct(pl.when(v == "No").then(pl.lit("dissent")).otherwise(pl.lit("consent")).alias("kind"),
+                        v.alias("value"), pl.lit(None, dtype=pl.Date).alias("date"), pl.lit(field.name).alias("column"))
     expr = {"date": v.str.to_date("%Y-%m-%d"), "datetime": v.str.to_datetime("%Y-%m-%d %H:%M", time_unit="us"),
-            "boolean": v == "Y", "list": v.str.split(";")}.get(field.kind, v)
+            "boolean": v == "Y", "list": v.str.split(";"), "sharing": setting}.get(field.kind, v)
     value = frame.select(expr).item()
     return value.to_list() if isinstance(value, pl.Series) else value
 

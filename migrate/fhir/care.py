@@ -209,6 +209,38 @@ def conditions(inputs: Inputs, ctx: Context) -> Part:
     )
 
 
+def _deciding_code(ctx: Context) -> list[pl.Expr]:
+    """``source``, ``code_system_url``, ``code_value`` and ``display`` of the deciding entry:
+    a coded entry's system and code (its display from the codes row); a setting's value in
+    the outgoing provider's ``sharing-setting`` (patient) or ``practice-sharing`` code
+    system, displayed with the column it came from."""
+    source = pl.col("latest_source").fill_null("coded_entry")
+    parts = pl.col("latest_code").str.split_exact(":", 1).struct
+    coded_system = pl.coalesce(pl.col("latest_system"), parts.field("field_0"))
+    setting_system = pl.when(source == "practice_setting").then(pl.lit(ctx.options.local_codes("practice-sharing"))) \
+        .otherwise(pl.lit(ctx.options.local_codes("sharing-setting")))
+    coded = source == "coded_entry"
+    return [
+        source.alias("source"),
+        pl.when(coded).then(coded_system.replace_strict(CODE_SYSTEMS, default=ctx.options.local_codes("local"),
+                                                        return_dtype=pl.String))
+        .otherwise(setting_system).alias("code_system_url"),
+        pl.when(coded).then(pl.coalesce(pl.col("latest_value"), parts.field("field_1")))
+        .otherwise(pl.col("latest_value")).alias("code_value"),
+        pl.when(coded).then(pl.col("display")).otherwise(pl.col("latest_column")).alias("display"),
+    ]
+
+
+def _setting_item(ctx: Context) -> pl.Expr:
+    """A patient's opt-out setting as a CodeableConcept JSON item: its value in the outgoing
+    provider's ``sharing-setting`` code system, displayed with its column."""
+    return pl.concat_str([
+        pl.lit(f'{{"coding":[{{"system":"{ctx.options.local_codes("sharing-setting")}","code":'),
+        escaped(pl.col("value").str.strip_chars()),
+        pl.when(pl.col("column").is_not_null()).then(pl.lit(',"display":') + escaped(pl.col("column"))),
+        pl.lit("}]}")], ignore_nulls=True)
+
+
 def _code_item(ctx: Context) -> pl.Expr:
     """A coded entry as a ready-made CodeableConcept JSON item."""
     system = pl.col("code_system").cast(pl.String).replace_strict(
@@ -220,34 +252,47 @@ def _code_item(ctx: Context) -> pl.Expr:
 
 
 def consents(inputs: Inputs, ctx: Context) -> Part:
-    """The sharing Consent (dissent or consent entries, or a block) and the opt-out Consent."""
+    """The sharing Consent (dissent or consent entries, or a block) and the opt-out Consent.
+
+    One sharing Consent per patient with a sharing entry — a coded entry, a patient
+    setting or a practice setting (``migrate.sharing``) — or a block: ``provision.type``
+    deny when blocked, its code and ``dateTime`` the deciding entry, and the
+    ``sharing-source`` extension where that entry is (coded_entry, patient_setting,
+    practice_setting). Lineage: every entry's row (codes rows, patient rows, practice rows),
+    and the patient's own row when no coded or patient-setting row makes it.
+    """
     codes = labelled_codes(inputs.codes, ctx.options.codes)
-    sharing_rows = codes.filter(pl.col("kind").is_in(["dissent", "consent"]))
-    sharing_rows = with_ids(sharing_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
+    coded_rows = codes.filter(pl.col("kind").is_in(["dissent", "consent"]))
     survivors = inputs.patients.filter(pl.col("patient_key") == pl.col("survivor_key"))
-    blocked = inputs.sharing.filter(pl.col("blocked"))
-    without_rows = survivors.join(blocked.select("survivor_key"), on="survivor_key", how="semi").join(
-        sharing_rows.select("survivor_key"), on="survivor_key", how="anti")
-    without_rows = with_ids(without_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
-    displays = (sharing_rows.sort("source_file", "source_row")
+    ids = survivors.select("survivor_key", "bundle_no", "patient_id")
+    setting_rows = (inputs.sharing.select("survivor_key", "entry_rows").explode("entry_rows")
+                    .filter(pl.col("entry_rows").is_not_null()).unnest("entry_rows")
+                    .join(ids, on="survivor_key").with_columns(pl.col("survivor_key").alias("patient_key")))
+    has_rows = pl.concat([coded_rows.select("survivor_key"), setting_rows.select("survivor_key")])
+    wanted = pl.concat([has_rows, inputs.sharing.filter(pl.col("blocked")).select("survivor_key")]).unique()
+    own_rows = (coded_rows.select("survivor_key")
+                .vstack(setting_rows.filter(pl.col("table") == "patients").select("survivor_key")))
+    # the patient row stands for a block no coded or patient-setting row explains (e.g. a practice's)
+    patient_rows = survivors.join(wanted, on="survivor_key", how="semi").join(own_rows, on="survivor_key", how="anti")
+    coded_rows = with_ids(coded_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
+    setting_rows = with_ids(setting_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
+    patient_rows = with_ids(patient_rows, ctx.ns, "sharing-consent", "survivor_key", "consent_id")
+    displays = (coded_rows.sort("source_file", "source_row")
                 .group_by("survivor_key", "label", maintain_order=True).agg(pl.col("display").drop_nulls().first()))
     decided = (
-        pl.concat([sharing_rows.select("survivor_key", "bundle_no", "patient_id", "consent_id"),
-                   without_rows.select("survivor_key", "bundle_no", "patient_id", "consent_id")])
-        .unique("survivor_key", keep="first").sort("survivor_key")
+        with_ids(ids.join(wanted, on="survivor_key", how="semi"), ctx.ns, "sharing-consent", "survivor_key",
+                 "consent_id")
+        .sort("survivor_key")
         .join(inputs.sharing, on="survivor_key", how="left")
         .with_columns(pl.col("blocked").fill_null(False))
         .join(displays.rename({"label": "latest_code"}), on=["survivor_key", "latest_code"], how="left")
-        .with_columns(pl.col("latest_code").str.split_exact(":", 1).struct.rename_fields(["sys", "code"])
-                      .alias("parts"))
-        .with_columns(pl.col("parts").struct.field("sys").alias("latest_system"),
-                      pl.col("parts").struct.field("code").alias("latest_value"))
+        .with_columns(_deciding_code(ctx))
     )
     deny = pl.col("blocked")
-    system = pl.col("latest_system").replace_strict(CODE_SYSTEMS, default=ctx.options.local_codes("local"),
-                                                    return_dtype=pl.String)
     sharing = resource(
         "Consent", pl.col("consent_id"),
+        ("extension", array(obj(("url", const(ctx.options.sharing_source_url)),
+                                ("valueCode", safe(pl.col("source"), "code"))))),
         ("status", const("active")),
         ("scope", const(CONSENT_SCOPE)),
         ("category", const(CONSENT_CATEGORY)),
@@ -257,15 +302,24 @@ def consents(inputs: Inputs, ctx: Context) -> Part:
             "code", safe(pl.when(deny).then(pl.lit("OPTOUT")).otherwise(pl.lit("OPTIN")), "code"))))))),
         ("provision", obj(
             ("type", safe(pl.when(deny).then(pl.lit("deny")).otherwise(pl.lit("permit")), "code")),
-            ("code", array(when(pl.col("latest_value").is_not_null(), obj(("coding", array(obj(
-                ("system", safe(system, "uri")), ("code", text(pl.col("latest_value"), "code")),
+            ("code", array(when(pl.col("code_value").is_not_null(), obj(("coding", array(obj(
+                ("system", safe(pl.col("code_system_url"), "uri")), ("code", text(pl.col("code_value"), "code")),
                 ("display", text(pl.col("display")))))))))),
         )),
     )
-    opt_rows = with_ids(codes.filter(pl.col("kind") == "opt_out"), ctx.ns, "opt-out-consent", "survivor_key",
-                        "consent_id")
+    coded_opt_outs = codes.filter(pl.col("kind") == "opt_out").with_columns(_code_item(ctx).alias("item"),
+                                                                            pl.lit("codes").alias("table"))
+    setting_opt_outs = (inputs.sharing.select("survivor_key", "opt_out_rows").explode("opt_out_rows")
+                        .filter(pl.col("opt_out_rows").is_not_null()).unnest("opt_out_rows")
+                        .join(ids, on="survivor_key").with_columns(
+                            pl.col("survivor_key").alias("patient_key"), pl.col("value").alias("code"),
+                            _setting_item(ctx).alias("item")))
+    columns = ["survivor_key", "bundle_no", "patient_id", "patient_key", "table", "source_file", "source_row",
+               "recorded_date", "code", "item"]
+    opt_rows = with_ids(pl.concat([coded_opt_outs.select(columns), setting_opt_outs.select(columns)]), ctx.ns,
+                        "opt-out-consent", "survivor_key", "consent_id")
     opt_outs = (
-        opt_rows.with_columns(_code_item(ctx).alias("item"))
+        opt_rows
         .group_by("survivor_key", maintain_order=True)
         .agg(pl.col("bundle_no", "patient_id", "consent_id").first(), pl.col("recorded_date").max(),
              pl.col("item").unique().sort().alias("items"),
@@ -289,7 +343,8 @@ def consents(inputs: Inputs, ctx: Context) -> Part:
     )
     return Part(
         pl.concat([emit(decided, sharing, "consent_id"), emit(opt_outs, opt_out, "consent_id")]),
-        pl.concat([lineage(sharing_rows, "codes", "Consent", "consent_id"),
-                   lineage(without_rows, "patients", "Consent", "consent_id"),
-                   lineage(opt_rows, "codes", "Consent", "consent_id")]),
+        pl.concat([lineage(coded_rows, "codes", "Consent", "consent_id"),
+                   lineage(setting_rows, pl.col("table"), "Consent", "consent_id"),
+                   lineage(patient_rows, "patients", "Consent", "consent_id"),
+                   lineage(opt_rows, pl.col("table"), "Consent", "consent_id")]),
     )

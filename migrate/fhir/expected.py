@@ -267,7 +267,14 @@ def expect_conditions(run: RunFolder, links: Links, cancer_code: str) -> pl.Lazy
 
 
 def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
-    """Consent: the sharing or opt-out entries (codes rows) and blocked patients without one."""
+    """Consent: the sharing or opt-out entries (codes rows), the patient rows of patient
+    settings and of blocks no coded entry explains.
+
+    ``sharing.parquet`` (every sharing entry, with the one that ``decides``) gives each
+    patient's deciding entry as ``e_deciding`` (``system:code|date`` for a coded entry,
+    ``source:value|date`` for a setting) and its source as ``e_source``; without it (an
+    older run) the deciding entry need only be one of the patient's coded entries.
+    """
     blocked = (run.scan("exceptions.parquet").filter(pl.col("flag_code") == "SHARING_BLOCK")
                .select("patient_key").unique().with_columns(pl.lit(True).alias("blocked")))
     label = _text("code_system") + ":" + pl.col("code").str.strip_chars()
@@ -275,21 +282,43 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     codes = links.rows(run, "codes", ("Consent",)).with_columns(
         label.alias("label"), _date("recorded_date").alias("date"), entry.alias("entry"),
         pl.col("source_file").alias("record_file"))
-    codes = links.patient_of(codes).join(links.patients.select("patient_key", "survivor_key"), on="patient_key",
-                                         how="left")
+    codes = codes.join(links.patients.select("patient_key", "survivor_key"), on="patient_key", how="left")
     per_resource = codes.group_by("fhir_id").agg(pl.col("entry").unique().alias("entries"),
                                                   pl.col("date").max().alias("latest"))
-    codes = codes.join(per_resource, on="fhir_id", how="left").join(
-        blocked.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left")
-    code_rows = codes.select(
-        *_head(pl.lit(None, dtype=pl.String)),
-        pl.col("blocked").fill_null(False).alias("blocked"), "label", "entries", "latest", "e_patient_id")
-    patients = links.patient_of(links.rows(run, "patients", ("Consent",)))
-    patient_rows = patients.select(
-        *_head(pl.col("source_patient_id")), pl.lit(True).alias("blocked"),
-        pl.lit(None, dtype=pl.String).alias("label"), pl.lit(None, dtype=pl.List(pl.String)).alias("entries"),
-        pl.lit(None, dtype=pl.String).alias("latest"), "e_patient_id")
-    return pl.concat([code_rows, patient_rows], how="vertical")
+    codes = codes.join(per_resource, on="fhir_id", how="left")
+    code_rows = links.patient_of(codes, "survivor_key").select(
+        *_head(pl.lit(None, dtype=pl.String)), "survivor_key", "label", "entries", "latest", "e_patient_id")
+    patients = links.rows(run, "patients", ("Consent",)).join(
+        links.patients.select("patient_key", "survivor_key"), on="patient_key", how="left")
+    patient_rows = links.patient_of(patients, "survivor_key").select(
+        *_head(pl.col("source_patient_id")), "survivor_key", pl.lit(None, dtype=pl.String).alias("label"),
+        pl.lit(None, dtype=pl.List(pl.String)).alias("entries"), pl.lit(None, dtype=pl.String).alias("latest"),
+        "e_patient_id")
+    rows = pl.concat([code_rows, patient_rows], how="vertical").join(
+        blocked.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left").with_columns(
+        pl.col("blocked").fill_null(False))
+    if not run.has("sharing.parquet"):
+        return rows.with_columns(pl.lit(None, dtype=pl.String).alias("e_deciding"),
+                                 pl.lit(None, dtype=pl.String).alias("e_source")).drop("survivor_key")
+    entries = run.scan("sharing.parquet")
+    coded = pl.col("source") == "coded_entry"
+    deciding = entries.filter(pl.col("decides")).select(
+        pl.col("patient_key").alias("survivor_key"),
+        (pl.when(coded).then(pl.col("system")).otherwise(pl.col("source")) + ":" + pl.col("value") + "|"
+         + _date("recorded_date").fill_null("")).alias("e_deciding"),
+        pl.col("source").alias("e_source"))
+    # The opt-out Consent carries every opt-out entry (coded, or a patient's setting as
+    # patient_setting:value) and is dated by the latest of them.
+    opt_outs = entries.filter(pl.col("kind") == "opt_out")
+    latest = opt_outs.group_by(pl.col("patient_key").alias("survivor_key")).agg(
+        _date("recorded_date").max().alias("opt_out_latest"))
+    settings = opt_outs.filter(~coded).select(
+        "source_file", "source_row", (pl.col("source") + ":" + pl.col("value")).alias("setting_label"))
+    return (rows.join(deciding, on="survivor_key", how="left").join(latest, on="survivor_key", how="left")
+            .join(settings, on=["source_file", "source_row"], how="left")
+            .with_columns(pl.coalesce("label", "setting_label").alias("label"),
+                          pl.coalesce("opt_out_latest", "latest").alias("latest"))
+            .drop("survivor_key", "opt_out_latest", "setting_label"))
 
 
 def expect_flags(run: RunFolder, links: Links, flag_codes: tuple[str, ...]) -> pl.LazyFrame:

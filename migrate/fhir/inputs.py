@@ -9,9 +9,11 @@ survivor: their referrals, contacts and codes hang off the survivor's Patient.
 The contract with the stages before (docs/architecture.md): canonical ``patients``,
 ``referrals``, ``contacts``, ``codes``; ``cohorts`` (referral_key, cohort, cohort_reason);
 ``exceptions`` (flag_code, severity, subject_type, subject_key, patient_key, rule_id,
-evidence, action); ``sharing`` (patient_key, blocked, latest_code, latest_date); optional
-``derived_priority`` (referral_key, priority, reason). ``check_inputs`` reports every
-missing column at once before any row is read.
+evidence, action); ``sharing`` (patient_key, blocked, latest_code, latest_date; optionally
+the deciding entry's ``latest_source``, ``latest_system``, ``latest_value``,
+``latest_column`` and ``entry_rows``, the rows of the patient's setting entries: see
+``migrate.sharing.state``); optional ``derived_priority`` (referral_key, priority, reason).
+``check_inputs`` reports every missing column at once before any row is read.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from migrate.fhir.ids import namespace, with_ids
 from migrate.fhir.options import PRIORITY_RANK, FhirOptions, SharingCodes
 from migrate.fhir.template import Template
 from migrate.matching import code_label
+from migrate.sharing import ENTRY_ROW, OPT_OUT_ROW
 
 # Order of resource types inside a patient's part of a bundle (and of NDJSON files).
 RESOURCE_ORDER: tuple[str, ...] = ("Organization", "Patient", "Consent", "Condition", "ServiceRequest",
@@ -80,7 +83,7 @@ class Inputs:
     contacts: pl.DataFrame
     codes: pl.DataFrame
     exceptions: pl.DataFrame
-    sharing: pl.DataFrame  # one row per survivor: survivor_key, blocked, latest_code, latest_date
+    sharing: pl.DataFrame  # one row per survivor: survivor_key, blocked, latest_*, entry_rows (SHARING_COLUMNS)
 
 
 def check_inputs(frames: Mapping[str, pl.LazyFrame | None]) -> None:
@@ -176,22 +179,35 @@ def _priorities(derived: pl.LazyFrame | None) -> pl.LazyFrame:
             .unique("referral_key", keep="first", maintain_order=True))
 
 
-def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
-    """One sharing state per survivor: the latest entry over the merged records wins.
+# The sharing frame's optional columns, with what their absence means (coded entries only).
+SHARING_OPTIONAL: dict[str, pl.DataType] = {
+    "latest_source": pl.String(), "latest_system": pl.String(), "latest_value": pl.String(),
+    "latest_column": pl.String(), "entry_rows": pl.List(ENTRY_ROW), "opt_out_rows": pl.List(OPT_OUT_ROW),
+}
+SHARING_COLUMNS = ("blocked", "latest_code", "latest_date", *SHARING_OPTIONAL)
+_ROW_LISTS = ("entry_rows", "opt_out_rows")
 
-    Ties and gaps lean towards blocking, as in ``migrate.rules.features``: an undated dissent is
+
+def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
+    """One sharing state per survivor: the latest entry over the merged records wins, and
+    the rows of every setting entry of the merged records are kept (``entry_rows``).
+
+    Ties and gaps lean towards blocking, as in ``migrate.sharing``: an undated dissent is
     the latest entry, an undated consent the earliest, and a dissent wins a same-day tie.
     """
+    names = sharing.collect_schema().names()
     blocked = pl.col("blocked").fill_null(False)
     order = (pl.when(blocked).then(pl.col("latest_date").fill_null(date(9999, 12, 31)))
              .otherwise(pl.col("latest_date").fill_null(date(1, 1, 1))))
+    optional = [pl.col(c) if c in names else pl.lit(None, dtype=t).alias(c) for c, t in SHARING_OPTIONAL.items()]
     return (
         sharing.select("patient_key", blocked.alias("blocked"), pl.col("latest_code").cast(pl.String),
-                       pl.col("latest_date").cast(pl.Date))
+                       pl.col("latest_date").cast(pl.Date), *optional)
         .join(keys.select("patient_key", "survivor_key"), on="patient_key", how="inner")
         .with_columns(order.alias("_order"))
         .group_by("survivor_key")
-        .agg(pl.col("blocked", "latest_code", "latest_date").sort_by("_order", "blocked").last())
+        .agg(pl.col(*(c for c in SHARING_COLUMNS if c not in _ROW_LISTS)).sort_by("_order", "blocked").last(),
+             *(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False).drop_nulls() for c in _ROW_LISTS))
         .sort("survivor_key")
         .collect()
     )
@@ -199,9 +215,10 @@ def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
 
 def sharing_from_codes(tables: Mapping[str, pl.LazyFrame], cutover: date,
                        pack_path: Path | None = None) -> pl.LazyFrame:
-    """The ``sharing`` frame computed from ``patients`` and ``codes`` with a rule pack's
-    codelists (the default pack unless ``pack_path``), by the rules engine's own feature code
-    (``migrate.rules.stage.sharing_state``, what a run uses)."""
+    """The ``sharing`` frame of the coded entries and patient settings of ``tables``
+    (``patients``, ``codes``) with a rule pack's codelists (the default pack unless
+    ``pack_path``), by the rules stage's own code (``migrate.rules.stage.sharing_state``,
+    what a run uses)."""
     from migrate.rules import load_pack
     from migrate.rules.stage import sharing_state
 

@@ -85,7 +85,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
                     "description": _S(), "start": _S(), "end": _S(), "basedOn": pl.List(_REF),
                     "participant": pl.List(pl.Struct({"actor": _REF, "status": _S}))},
     "Condition": {"id": _S(), "code": _CONCEPT, "subject": _REF, "recordedDate": _S(), "note": _NOTES},
-    "Consent": {"id": _S(), "patient": _REF, "dateTime": _S(),
+    "Consent": {"id": _S(), "patient": _REF, "dateTime": _S(), "extension": pl.List(pl.Struct({"url": _S,
+                                                                                              "valueCode": _S})),
                 "provision": pl.Struct({"type": _S, "purpose": _CODING, "code": pl.List(_CONCEPT)})},
     "Flag": {"id": _S(), "extension": pl.List(pl.Struct({"url": _S, "valueReference": _REF})), "code": _CONCEPT,
              "subject": _REF},
@@ -113,6 +114,12 @@ class Systems:
     @property
     def timezone(self) -> str:
         return self.options.timezone
+
+    @property
+    def sharing_source_url(self) -> str:
+        """The Consent extension naming where the deciding sharing entry is (a URL of this
+        handover's, stated once in the FhirOptions both directions share)."""
+        return self.options.sharing_source_url
 
     @property
     def referral_sources(self) -> tuple[tuple[str, str, str], ...]:
@@ -367,9 +374,17 @@ def conditions(frame: pl.LazyFrame, systems: Systems) -> pl.LazyFrame:
 def consents(frame: pl.LazyFrame, systems: Systems) -> pl.LazyFrame:
     provision = pl.col("provision")
     codings = provision.struct.field("code").list.eval(pl.element().struct.field("coding").list.first())
+    # A setting's value is in the outgoing provider's own code system for settings of a
+    # patient or of a practice; read back as source:value, beside coded entries' system:code.
+    settings = {systems.local_codes("sharing-setting"): "patient_setting",
+                systems.local_codes("practice-sharing"): "practice_setting"}
+    system = pl.element().struct.field("system")
     labels = codings.list.eval(pl.concat_str([
-        _code_system(pl.element().struct.field("system"), systems), pl.lit(":"),
+        pl.coalesce(_code_system(system, systems),
+                    system.replace_strict(settings, default=None, return_dtype=pl.String)), pl.lit(":"),
         pl.element().struct.field("code")])).list.sort()
+    source = pl.col("extension").list.eval(pl.element().filter(_url_is(systems.sharing_source_url))
+                                           .struct.field("valueCode")).list.first()
     opt_out = provision.struct.field("purpose").list.len().fill_null(0) > 0
     return frame.select(
         pl.lit("Consent").alias("fhir_type"), pl.col("id").alias("fhir_id"),
@@ -377,6 +392,7 @@ def consents(frame: pl.LazyFrame, systems: Systems) -> pl.LazyFrame:
         provision.struct.field("type").alias("decision"),
         pl.col("dateTime").alias("recorded_date"),
         labels.alias("labels"),
+        source.alias("source"),
         _ref_id(pl.col("patient"), "Patient").alias("patient_id"),
     )
 

@@ -205,6 +205,12 @@ class FhirOptions:
         return f"{self.identifier_base}/CodeSystem/{kind}"
 
     @property
+    def sharing_source_url(self) -> str:
+        """The Consent extension saying where the deciding sharing entry is: coded_entry,
+        patient_setting or practice_setting (``migrate.sharing.SOURCES``)."""
+        return f"{self.identifier_base}/StructureDefinition/sharing-source"
+
+    @property
     def policy_uri(self) -> str:
         return f"{self.identifier_base}/policy/sharing-block/{self.sharing_policy}"
 

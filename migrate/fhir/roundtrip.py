@@ -58,7 +58,8 @@ NOT_CARRIED: tuple[tuple[str, str], ...] = (
                           "are both virtual; an Appointment has no element for it"),
     ("contacts.slot_name", "how e-RS dummy slots are recognised; dummy slots become no resource"),
     ("codes (sharing entries)", "the sharing Consent carries the decision and its deciding entry (code and "
-                                "date); earlier dissent/consent entries are summarised by it"),
+                                "date) with its source; earlier dissent/consent entries, of any source, are "
+                                "summarised by it (sharing.parquet lists them all)"),
     ("codes.display (opt-out)", "the opt-out Consent carries each opt-out code, not its display text"),
 )
 
@@ -133,6 +134,7 @@ CONDITION_FIELDS = [
 ]
 CONSENT_FIELDS = _fields("codes (consent)", {
     "decision": "provision.type (deny when SHARING_BLOCK)", "entry": "provision.code + dateTime",
+    "source": "extension[sharing-source] (coded_entry, patient_setting, practice_setting)",
     "patient_id": "patient"})
 FLAG_FIELDS = _fields("flags", {"flag_codes": "code (every Flag of the subject row)",
                                 "request_id": "extension[flag-detail] → ServiceRequest", "patient_id": "subject"})
@@ -158,10 +160,14 @@ def _patient_found(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _consent_found(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Sharing Consent: the decision, the deciding entry (``e_deciding`` from the run's
+    sharing entries; for an older run without them, one of the patient's coded entries)
+    and its source; opt-out Consent: its code and latest date."""
     opt_out = pl.col("f_consent_kind") == "opt_out"
     deciding = pl.col("f_labels").list.first() + "|" + pl.col("f_recorded_date").fill_null("")
-    sharing_ok = pl.when(pl.col("entries").is_null()).then(pl.col("f_labels").list.len().fill_null(0) == 0) \
-        .otherwise(pl.col("entries").list.contains(deciding).fill_null(False))
+    sharing_ok = (pl.when(pl.col("e_deciding").is_not_null()).then(deciding.eq_missing(pl.col("e_deciding")))
+                  .when(pl.col("entries").is_null()).then(pl.col("f_labels").list.len().fill_null(0) == 0)
+                  .otherwise(pl.col("entries").list.contains(deciding).fill_null(False)))
     opt_ok = (pl.col("f_labels").list.contains(pl.col("label")).fill_null(False)
               & pl.col("f_recorded_date").eq_missing(pl.col("latest")))
     return frame.with_columns(
@@ -171,6 +177,7 @@ def _consent_found(frame: pl.LazyFrame) -> pl.LazyFrame:
         pl.lit("carried").alias("e_entry"),
         pl.when(pl.when(opt_out).then(opt_ok).otherwise(sharing_ok)).then(pl.lit("carried"))
         .otherwise(pl.lit("not carried")).alias("f_entry"),
+        pl.when(opt_out).then(None).otherwise(pl.col("e_source")).alias("e_source"),
     )
 
 

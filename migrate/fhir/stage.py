@@ -10,7 +10,8 @@ so both give the same bytes:
 - referrals, contacts and codes re-pointed to the survivors;
 - of those, only the rows whose disposition is carried (``dispositions.carried``): the
   dispositions are decided once, before and independently of this stage;
-- the sharing state of each survivor (the rules stage's, ``rules.stage.sharing_state``);
+- the sharing state of each survivor (the rules stage's, ``rules.stage.sharing_state``,
+  over every source's entries: ``migrate.sharing``);
 - raised priorities (``derived_priority``) from the flags that raise one.
 """
 
@@ -85,7 +86,8 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None
     Everything comes from the run folder, never from the shipped defaults: the canonical
     tables, cohorts, exceptions and merges (``patients.parquet``), the dispositions
     (``lineage.parquet``: the rows to send), the rule pack and identity settings the run
-    used (``config/``; survivorship and sharing state are re-derived with them), and its
+    used (``config/``; survivorship and sharing state are re-derived with them, the
+    practice sharing file too), and its
     options (manifest; ``bundle_size`` defaults to the run's). The manifest is
     updated to the files written (unchanged when they are byte-identical, as they are
     with the run's own bundle size), its digest recomputed, so ``handover verify`` passes
@@ -107,6 +109,7 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None
 def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     from migrate.identity import resolve_identity
     from migrate.rules.stage import sharing_state
+    from migrate.sharing import survivor_entries
 
     manifest = run.manifest
     pack = frozen.load_pack(run.path)
@@ -120,7 +123,10 @@ def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     merges = recorded.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
     decided = run.scan("lineage.parquet").select("source_file", "source_row", "table", "patient_key",
                                                  pl.col("disposition").cast(pl.String)).unique()
-    sharing = sharing_state(people(patients, tables, merges), pack, run.cutover).collect()
+    # Every source's sharing entries, re-derived as the run did: the frozen practice file too.
+    practices = frozen.load_practice_sharing(run.path, manifest)
+    entries = survivor_entries(tables, pack, merges, None if practices is None else practices.frame.lazy())
+    sharing = sharing_state({**people(patients, tables, merges), "sharing": entries}, pack, run.cutover).collect()
     policy = sharing_policy(manifest["options"].get("sharing_policy"))
     if policy is None:
         raise InputError(f"{run.path}: the manifest's sharing policy is not one handover knows")

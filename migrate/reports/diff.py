@@ -183,7 +183,7 @@ def _config_parts(run: RunFolder) -> dict[str, str | None]:
     block = frozen.manifest_config(run.manifest)
     parts: dict[str, str | None] = {f"mapping {i}": m.get("sha256")
                                     for i, m in enumerate(block.get("mappings") or [], start=1)}
-    for part in ("rules", "identity", "declared"):
+    for part in ("rules", "identity", "declared", "practice_sharing"):
         entry = block.get(part)
         parts[part] = entry.get("sha256") if isinstance(entry, dict) else None
     options = run.manifest.get("options") or {}

@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from migrate import frozen
+from migrate import canonical, frozen, sharing
 from migrate.errors import ConfigError, ReconciliationError
 from migrate.manifest import sha256_file
 from migrate.outputs import write_json, write_text
@@ -149,6 +149,17 @@ def _stages(run: RunFolder) -> dict[str, Any]:
     return dict(stages) if isinstance(stages, dict) else {}
 
 
+SHARING = "sharing.parquet"
+
+
+def _vocabulary_tables(run: RunFolder) -> dict[str, pl.LazyFrame]:
+    """The canonical tables, and the practice sharing file's rows when the run read one
+    (from its frozen copy, by its frozen profile)."""
+    tables = {t: run.canonical(t) for t in CANONICAL_TABLES}
+    practices = frozen.load_practice_sharing(run.path, run.manifest)
+    return tables if practices is None else {**tables, canonical.PRACTICE_TABLE: practices.frame.lazy()}
+
+
 def build(run: RunFolder, previous: Path | None = None, declaration: Declaration | None = None,
           invariant: RowsInvariant | None = None) -> ReportModel:
     """Compute every figure of the reports from ``run`` (nothing is written).
@@ -185,7 +196,8 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         "fhir": stages.get("fhir"),
         "target_index": stages.get("target_index"),
         # Computed here, from the canonical tables and the run's own pack: a re-render matches.
-        "vocabulary": vocabulary({t: run.canonical(t) for t in CANONICAL_TABLES}, pack),
+        "vocabulary": vocabulary(_vocabulary_tables(run), pack),
+        "sharing": sharing.summary(run.scan(SHARING).collect()) if run.has(SHARING) else None,
         "control_totals": control_totals(run, counts, layout.family_of(), fhir_counts),
         "declared_vs_found": declared_vs_found(run, declaration),
         "waits": waits(run, dummy_slot_names(pack)),

@@ -15,6 +15,8 @@ given) and every record merged with them:
   (the cases of the pack's cohort rule that did not hold, and the one that did);
 - ``flags``: every exception raised for them, with rule, evidence and action;
 - ``decisions``: the review decisions applied (``decisions.parquet``, when the run has it);
+- ``sharing``: the sharing entries of every source (coded entry, patient setting, practice
+  setting) with the one that decided the block or its lifting;
 - ``fhir``: resources emitted (type and id), rows withheld and rows left out, with reasons.
 
 Identifiers are printed only because the user asked for this patient. ``tokenise`` replaces
@@ -105,7 +107,8 @@ def patient_story(run_dir: Path, patient: str, key: bytes | None = None) -> dict
         "matched": starts, "patients": _patients(run, keys), "source_rows": _source_rows(run, keys),
         "quarantined": quarantined, "identity": _identity(run, keys),
         "referrals": _referrals(run, keys, rule_path), "flags": _flags(run, keys, rule_path),
-        "decisions": _decisions(run, keys), "fhir": _fhir(run, keys), "rule_pack": rule_path.note,
+        "sharing": _sharing(run, keys), "decisions": _decisions(run, keys), "fhir": _fhir(run, keys),
+        "rule_pack": rule_path.note,
     }
     story["summary"] = _summary(story)
     story["tokenised"] = False
@@ -195,6 +198,16 @@ def _flags(run: RunFolder, keys: list[str], rule_path: RulePath) -> list[dict[st
     for row in rows:
         row["condition"] = rule_path.condition(row["rule_id"])
     return rows
+
+
+def _sharing(run: RunFolder, keys: list[str]) -> list[dict[str, Any]]:
+    """The patients' sharing entries of every source (``sharing.parquet``), the deciding one
+    marked: where a block comes from, and so where it is lifted."""
+    if not run.has("sharing.parquet"):
+        return []
+    return _rows(run.scan("sharing.parquet").filter(pl.col("patient_key").is_in(keys)).select(
+        "source", "kind", "scope", "label", pl.col("recorded_date").cast(pl.String), "source_file", "source_row",
+        "source_column", "decides").sort("source_file", "source_row", "label").collect())
 
 
 def _decisions(run: RunFolder, keys: list[str]) -> dict[str, Any]:

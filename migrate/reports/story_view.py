@@ -101,6 +101,12 @@ def story_renderables(story: Mapping[str, Any]) -> list[RenderableType]:
         flags.add_row(f["flag_code"], f["severity"], f"{f['subject_type']} {f['subject_key']}", f["rule_id"],
                       _text(f["evidence"]), _text(f["action"]))
     out.append(flags if story["flags"] else Text("Flags: none"))
+    if story.get("sharing"):
+        entries = _table("Sharing entries (the latest decides)", "source", "kind", "entry", "date", "where", "decides")
+        for e in story["sharing"]:
+            entries.add_row(e["source"], e["kind"], _text(e["label"]), _text(e["recorded_date"]),
+                            f"{e['source_file']} row {e['source_row']}", "yes" if e["decides"] else "")
+        out.append(entries)
     decisions = story["decisions"]
     out.append(Text(f"Decisions: {decisions['note']}"))
     if decisions.get("rows"):

@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from migrate import canonical
+from migrate import canonical, sharing
 from migrate.matching import (
-    code_label,
     in_codelist,
     keys_of,
     list_keys,
@@ -87,26 +86,26 @@ REFERRAL_FEATURES: dict[str, Feature] = {
 
 PATIENT_FEATURES: dict[str, Feature] = {
     "age_at_cutover": Feature(_I, "the patient's age in whole years on the cut-over date"),
-    "sharing_state": Feature(_S, "kind of the patient's latest sharing entry: dissent, consent, or blank if none",
-                             _SHARING),
-    "sharing_blocked": Feature(_B, "the latest sharing entry is a dissent (a same-day dissent and consent "
-                                   "count as dissent; an undated dissent is never lifted)", _SHARING),
-    "latest_sharing_code": Feature(_S, "system:code of the latest sharing entry", _SHARING),
-    "latest_sharing_date": Feature(_D, "recorded date of the latest sharing entry", _SHARING),
-    "opt_out_recorded": Feature(_B, "a national data opt-out code is recorded (evidence only: it does not "
+    "sharing_state": Feature(_S, "kind of the patient's latest sharing entry, from a coded entry, the patient's "
+                                 "own setting or their practice's: dissent, consent, unrecognised (a setting value "
+                                 "the profile does not list: treated as a dissent), or blank if none", _SHARING),
+    "sharing_blocked": Feature(_B, "the latest sharing entry is a dissent or unrecognised (a same-day dissent and "
+                                   "consent count as dissent; an undated dissent is never lifted)", _SHARING),
+    "latest_sharing_code": Feature(_S, "the latest sharing entry as the extract wrote it: system:code of a coded "
+                                       "entry, 'Column: value' of a patient setting, 'practice ODS, Column: value' "
+                                       "of a practice setting", _SHARING),
+    "latest_sharing_date": Feature(_D, "date of the latest sharing entry", _SHARING),
+    "latest_sharing_source": Feature(_S, "where the latest sharing entry is, so the reviewer knows what to change "
+                                         "where: coded_entry, patient_setting or practice_setting", _SHARING),
+    "opt_out_recorded": Feature(_B, "a national data opt-out is recorded (evidence only: it does not "
                                     "apply to direct care and is not a sharing block)", ("opt_out_codes",)),
-    "opt_out_codes": Feature(pl.List(_S), "system:code of each opt-out entry", ("opt_out_codes",)),
+    "opt_out_codes": Feature(pl.List(_S), "each opt-out entry as written (system:code, or a setting's "
+                                          "'Column: value')", ("opt_out_codes",)),
 }
 
-# Kinds of sharing entry, from the pack codelists of the same names.
-SHARING_CODELISTS: dict[str, str] = {
-    "sharing_dissent_codes": "dissent",
-    "sharing_consent_codes": "consent",
-    "opt_out_codes": "opt_out",
-}
 # Codelists the feature code reads by name; the pack must define them (validated).
 FLAT_CODELISTS = ("dummy_slot_names", "red_flag_codes", "not_red_flag_codes", "out_of_scope_reason_phrases")
-CODED_CODELISTS = tuple(SHARING_CODELISTS)
+CODED_CODELISTS = tuple(sharing.CODELIST_KINDS)
 # Read when present; a pack without them behaves as if they were empty.
 OPTIONAL_CODELISTS = ("not_red_flag_codes",)
 # A value may sit in at most one of these (a red flag cannot also be "not a red flag").
@@ -197,79 +196,25 @@ def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> p
 def patient_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
     """Patients with every ``PATIENT_FEATURES`` column, one row per patient.
 
-    The latest sharing entry (dissent or consent code from the pack) wins. Ties and gaps
-    are resolved towards blocking, because releasing a record the patient withheld cannot
-    be undone while a block can be lifted by a clinician: a dissent and a consent on the
-    same day count as dissent; an undated dissent is treated as the latest entry and an
-    undated consent as the earliest. Opt-out codes are kept as evidence only.
+    The sharing columns are ``migrate.sharing.decide`` over the patient's sharing entries:
+    ``tables["sharing"]`` when given (the pipeline gives every source's entries, re-pointed
+    to survivors), else the coded entries and patient settings of ``tables``. The latest
+    entry wins; ties and gaps lean towards blocking (see ``migrate.sharing``). Opt-outs
+    are kept as evidence only.
     """
-    entries = _sharing_entries(tables["codes"], pack)
-    far_future, far_past = date(9999, 12, 31), date(1, 1, 1)
-    dissent = pl.col("sharing_kind") == "dissent"
-    order = (pl.when(dissent).then(pl.col("recorded_date").fill_null(far_future))
-             .otherwise(pl.col("recorded_date").fill_null(far_past)))
-
-    def latest(column: str, kind: pl.Expr) -> pl.Expr:
-        # label breaks ties so the same extract always gives the same evidence
-        return pl.col(column).filter(kind).sort_by(pl.col("_order").filter(kind), pl.col("label").filter(kind)).last()
-
-    by_patient = (
-        entries.filter(pl.col("sharing_kind") != "opt_out")
-        .with_columns(order.alias("_order"))
-        .group_by("patient_key")
-        .agg(
-            pl.col("_order").filter(dissent).max().alias("_dissent_on"),
-            pl.col("_order").filter(~dissent).max().alias("_consent_on"),
-            latest("label", dissent).alias("_dissent_code"), latest("recorded_date", dissent).alias("_dissent_date"),
-            latest("label", ~dissent).alias("_consent_code"), latest("recorded_date", ~dissent).alias("_consent_date"),
-        )
-        # A consent lifts a dissent only when strictly later: on the same day, the dissent stands.
-        .with_columns(
-            (pl.col("_dissent_on").is_not_null()
-             & (pl.col("_consent_on").is_null() | (pl.col("_dissent_on") >= pl.col("_consent_on")))).alias("_blocked")
-        )
-        .select(
-            "patient_key",
-            pl.when("_blocked").then(pl.lit("dissent")).otherwise(pl.lit("consent")).alias("sharing_state"),
-            pl.when("_blocked").then("_dissent_code").otherwise("_consent_code").alias("latest_sharing_code"),
-            pl.when("_blocked").then("_dissent_date").otherwise("_consent_date").alias("latest_sharing_date"),
-        )
-    )
-    opt_outs = (
-        entries.filter(pl.col("sharing_kind") == "opt_out")
-        .group_by("patient_key")
-        .agg(pl.col("label").unique().sort().alias("opt_out_codes"))
-    )
+    found = tables["sharing"] if "sharing" in tables else sharing.entries(tables, pack)
+    decided = sharing.decide(found).select("patient_key", *(c for c in PATIENT_FEATURES if c in sharing.DECISION_SCHEMA
+                                                             and c != "sharing_blocked"))
     patients = tables["patients"].select(canonical.PATIENTS.field_names)
     frame = (
-        patients.join(by_patient, on="patient_key", how="left")
-        .join(opt_outs, on="patient_key", how="left")
+        patients.join(decided, on="patient_key", how="left")
         .with_columns(
             _age(cutover).alias("age_at_cutover"),
-            (pl.col("sharing_state") == "dissent").fill_null(False).alias("sharing_blocked"),
+            (pl.col("sharing_state").is_in(list(sharing.BLOCKING))).fill_null(False).alias("sharing_blocked"),
             pl.col("opt_out_codes").is_not_null().alias("opt_out_recorded"),
         )
     )
     return frame.select(*canonical.PATIENTS.field_names, *PATIENT_FEATURES)
-
-
-def _sharing_entries(codes: pl.LazyFrame, pack: RulePack) -> pl.LazyFrame:
-    """Codes rows that are sharing or opt-out entries: patient_key, sharing_kind, label, recorded_date.
-
-    Matched on ``system:code`` in matching form (``migrate.matching.code_label``: Read codes
-    without padding dots); ``label`` is the entry as the extract wrote it (``read2:9Nd1.``),
-    for evidence and the FHIR Consent.
-    """
-    labels = [(label, kind) for codelist, kind in SHARING_CODELISTS.items() for label in pack.keys(codelist)]
-    lookup = pl.LazyFrame({"_key": [lb for lb, _ in labels], "sharing_kind": [k for _, k in labels]},
-                          schema={"_key": pl.String, "sharing_kind": pl.String})
-    return (
-        codes.select("patient_key", code_label(pl.col("code_system"), pl.col("code")).alias("_key"),
-                     (pl.col("code_system").cast(pl.String) + ":" + pl.col("code").str.strip_chars()).alias("label"),
-                     "recorded_date")
-        .join(lookup, on="_key", how="inner")
-        .select("patient_key", "sharing_kind", "label", "recorded_date")
-    )
 
 
 def _days(start: pl.Expr, end: pl.Expr) -> pl.Expr:

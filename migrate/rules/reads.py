@@ -20,8 +20,12 @@ from migrate.rules.explain import producer, rule_reads
 from migrate.rules.model import Level, Rule, RulePack
 
 _CONTACTS_COUNTED = ("contacts.referral_key", "contacts.attendance", "contacts.contact_datetime", "contacts.slot_name")
-_SHARING = ("codes.patient_key", "codes.code_system", "codes.code", "codes.recorded_date")
-_OPT_OUT = ("codes.patient_key", "codes.code_system", "codes.code")
+# Sharing entries come from coded entries, the patient's own setting, and the setting of the
+# practice they are registered at (migrate.sharing; practice_sharing is the --practice-sharing file).
+_SETTINGS = ("patients.sharing_out", "patients.gp_ods_code", "practice_sharing.ods_code",
+             "practice_sharing.sharing_out")
+_SHARING = ("codes.patient_key", "codes.code_system", "codes.code", "codes.recorded_date", *_SETTINGS)
+_OPT_OUT = ("codes.patient_key", "codes.code_system", "codes.code", "patients.sharing_out")
 
 # feature -> the fields it is computed from, as "table.field". A referral-level name that is
 # not canonical ("referrals.cohort") is a derived referral column: followed to its rule.
@@ -51,6 +55,7 @@ FEATURE_READS: dict[Level, dict[str, tuple[str, ...]]] = {
         "sharing_blocked": _SHARING,
         "latest_sharing_code": _SHARING,
         "latest_sharing_date": _SHARING,
+        "latest_sharing_source": _SHARING,
         "opt_out_recorded": _OPT_OUT,
         "opt_out_codes": _OPT_OUT,
         # roll-ups of the patient's referrals (migrate.cohorts.PATIENT_ROLLUPS)

@@ -15,7 +15,7 @@ from datetime import date
 
 import polars as pl
 
-from migrate.rules.features import patient_features
+from migrate import sharing
 from migrate.rules.flags import combine_exceptions
 from migrate.rules.engine import evaluate
 from migrate.rules.model import RulePack
@@ -25,7 +25,7 @@ from migrate.rules.model import RulePack
 class Classified:
     """The rules stage's outputs, collected: ``cohorts`` (per referral), ``patient_cohorts``
     (per survivor), ``exceptions`` (rules' and identity's flags) and ``sharing`` (per
-    survivor: blocked, latest_code, latest_date), which dispositions and FHIR both read."""
+    survivor: ``migrate.sharing.state``), which dispositions and FHIR both read."""
 
     cohorts: pl.DataFrame
     patient_cohorts: pl.DataFrame
@@ -34,23 +34,29 @@ class Classified:
 
 
 def sharing_state(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
-    """Each patient's sharing state from the pack's codelists, by the rules engine's own
-    feature code: patient_key, blocked (latest entry a dissent), latest_code, latest_date."""
-    return sharing_from_features(patient_features(people, pack, cutover))
+    """Each patient's sharing state by the one sharing rule (``migrate.sharing.state``):
+    over ``people["sharing"]`` when given (a run gives every source's entries, on
+    survivors), else over the coded entries and patient settings of ``people``. The
+    latest entry wins whatever the cut-over (``cutover`` is kept for the callers' sake)."""
+    del cutover
+    found = people["sharing"] if "sharing" in people else sharing.entries(people, pack)
+    return sharing.state(found)
 
 
 def sharing_from_features(features: pl.LazyFrame) -> pl.LazyFrame:
-    """The sharing columns of the rules engine's ``patient_features``."""
+    """The sharing columns of the rules engine's ``patient_features`` (the deciding entry,
+    without the rows of setting entries: see ``migrate.sharing.state``)."""
     return features.select(
         "patient_key", pl.col("sharing_blocked").alias("blocked"), pl.col("latest_sharing_code").alias("latest_code"),
-        pl.col("latest_sharing_date").alias("latest_date"))
+        pl.col("latest_sharing_date").alias("latest_date"), pl.col("latest_sharing_source").alias("latest_source"))
 
 
 def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
              identity_exceptions: pl.DataFrame) -> Classified:
     """Cohorts, exceptions and sharing state of ``pack`` at ``cutover`` over ``people``
-    (survivors and their referrals, contacts and codes), with identity's flags added."""
+    (survivors and their referrals, contacts and codes; a run adds ``sharing``, every
+    source's sharing entries on survivors), with identity's flags added."""
     results = evaluate(people, pack, cutover).collect()
     exceptions = combine_exceptions([results["exceptions"].lazy(), identity_exceptions.lazy()]).collect()
-    sharing = sharing_state(people, pack, cutover).collect()
-    return Classified(results["cohorts"], results["patient_cohorts"], exceptions, sharing)
+    state = sharing_state(people, pack, cutover).collect()
+    return Classified(results["cohorts"], results["patient_cohorts"], exceptions, state)

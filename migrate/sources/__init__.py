@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrate.canonical import TARGET_TABLE
+from migrate.canonical import REFERENCE_TABLES
 from migrate.errors import ConfigError, InputError
 from migrate.profile import Profile, TableSpec
 from migrate.sources.csv import CsvOptions, ReadResult, read_csv, read_header
@@ -77,8 +77,8 @@ def discover(input_dir: Path, profiles: Profile | Sequence[Profile]) -> list[Inp
     for profile in profiles:
         matched: dict[Path, list[str]] = {}
         for table, spec in profile.tables.items():
-            if table == TARGET_TABLE:
-                continue  # the --target-index file, not part of the extract
+            if table in REFERENCE_TABLES:
+                continue  # a file given on the command line (--target-index, …), not part of the extract
             paths = sorted({p for pattern in spec.files for p in input_dir.glob(pattern) if p.is_file()})
             if not paths:
                 missing.append(f"{profile.name}: {table}: no file in {input_dir} matches {', '.join(spec.files)}")

@@ -1,9 +1,15 @@
 """``handover synth``: a synthetic outgoing-provider extract in the generic-csv layout, with its ground truth.
 
-``synthesise(out, patients, seed, cutover)`` writes patients.csv, referrals.csv,
+``synthesise(out, patients, seed, cutover, sharing_as)`` writes patients.csv, referrals.csv,
 contacts.csv, codes.csv and target-index.csv (mappings/generic-csv.yaml reads them) and
 ``truth/``: quarantine.csv, cohorts.csv, patient_cohorts.csv, flags.csv, duplicates.csv
-and summary.json. Same (patients, seed, cutover) -> byte-identical files.
+and summary.json. Same (patients, seed, cutover, sharing_as) -> byte-identical files.
+
+``sharing_as`` says where the extract keeps the people's sharing wishes (issue #20): as
+coded entries (``codes``, the default), as each patient's own setting (``column``:
+patients.csv ``sharing_out``, ``sharing_out_date``) or as GP practices that do not share
+out (``practice``: practice-sharing.csv, read with ``--practice-sharing``). The same people
+are blocked whichever: the truth does not change (``codes.sharing_elsewhere``).
 
 All sampling is numpy's ``default_rng(seed)``; Faker (en_GB, seeded) only builds pools.
 At the default size the population reproduces the seed case: 5,414 / 6,008 / 7,523
@@ -24,7 +30,8 @@ import polars as pl
 
 from migrate.synth import plan as P
 from migrate.synth import truth
-from migrate.synth.codes import SHARING_GROUPS, SHARING_RATES, build_codes
+from migrate.synth.codes import SETTING_COLUMNS, SHARING_AS, SHARING_GROUPS, SHARING_RATES, build_codes, \
+    sharing_elsewhere
 from migrate.synth.extract import build_activity, render_contacts, render_referrals
 from migrate.synth.people import (
     build_patients,
@@ -36,11 +43,12 @@ from migrate.synth.people import (
 )
 from migrate.synth.planting import PATIENT_KINDS, Junk, plant_malformed, write_table
 
-__all__ = ["COLUMNS", "SynthSummary", "synthesise"]
+__all__ = ["COLUMNS", "PRACTICE_FILE", "SHARING_AS", "SynthSummary", "synthesise"]
+PRACTICE_FILE = "practice-sharing.csv"  # with --sharing-as practice: read it with --practice-sharing
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_id", "nhs_number", "nhs_number_status", "family_name", "given_names", "birth_date", "sex",
-                 "address", "postcode", "gp_practice", "phone"),
+                 "address", "postcode", "gp_practice", "phone", *SETTING_COLUMNS),
     "referrals": ("referral_id", "patient_id", "ubrn", "received_date", "service_line", "referral_source", "priority",
                   "transfer_list", "status", "closed_date", "closure_reason", "pifu_expiry_date", "history_of_cancer",
                   "red_flags", "body_site", "surgery_date", "awaiting_injection", "reason"),
@@ -64,6 +72,7 @@ class SynthSummary:
     list_entries: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     flags: dict[str, int] = field(default_factory=dict)
+    sharing_as: str = "codes"
 
     def asdict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready data."""
@@ -75,12 +84,15 @@ def _pid_text(col: str = "pid") -> pl.Expr:
 
 
 def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
-               cutover: date = date(2022, 10, 1)) -> SynthSummary:
+               cutover: date = date(2022, 10, 1), sharing_as: str = "codes") -> SynthSummary:
     """Write a synthetic extract of ``patients`` people and its ground truth into ``out``.
 
-    Deterministic in (patients, seed, cutover). Raises RuntimeError if the generated rows,
-    evaluated by the domain rules, disagree with what was planted (a generator bug).
+    Deterministic in (patients, seed, cutover, sharing_as). Raises RuntimeError if the
+    generated rows, evaluated by the domain rules, disagree with what was planted (a
+    generator bug); ValueError for a ``sharing_as`` not in SHARING_AS.
     """
+    if sharing_as not in SHARING_AS:
+        raise ValueError(f"sharing_as must be one of {', '.join(SHARING_AS)}, not {sharing_as!r}")
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -100,11 +112,15 @@ def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
     pb = np.arange(patients + 1, pt.frame.height + 1)
     extra_label = {int(b): int(roles.primary[a - 1]) for a, b in zip(exact, pb[:n_exact])}
     act = build_activity(rng, roles, birth_of_pid, extra_label, pb[n_exact:], T, pools.sites)
-    codes = build_codes(rng, roles.sharing, T)
+    # The truth reads the coded entries as built; where the extract keeps them is a layout choice.
+    all_codes = build_codes(rng, roles.sharing, T)
+    codes, patient_rows, practices = sharing_elsewhere(sharing_as, roles.sharing, all_codes, pt.frame,
+                                                       pools.practices, T)
 
     spare = demo.slice(patients + target_extra).with_columns(
         pl.Series("nhs_number", nhs[patients + target_extra:]).cast(pl.String),
-        pl.col("birth_day").cast(pl.Date).alias("birth_date")).select(COLUMNS["patients"][1:])
+        pl.col("birth_day").cast(pl.Date).alias("birth_date"),
+        *(pl.lit(None, dtype=pl.String).alias(c) for c in SETTING_COLUMNS)).select(COLUMNS["patients"][1:])
     del demo  # the largest frame no longer needed: keeps the peak down at a million people
     junk, tail, junk_counts = plant_malformed(
         rng, T, malformed, spare, patients, pt.frame, act.referrals, act.contacts, codes.height,
@@ -115,7 +131,7 @@ def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
     by_table: dict[str, list[Junk]] = {t: [j for j in junk if j.table == t] for t in COLUMNS}
     quarantine: list[tuple[str, int, str, str]] = []
     rows: dict[str, int] = {}
-    specs = (("patients", pt.frame, render_patient, b"\n\n", False),
+    specs = (("patients", patient_rows, render_patient, b"\n\n", False),
              ("referrals", act.referrals, render_referrals, b"", False),
              ("contacts", act.contacts, lambda c: render_contacts(c, pools.sites), tail.line, True),
              ("codes", codes, render_code, b"", False))
@@ -127,12 +143,15 @@ def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
             quarantine.append((name, rows[name], table, tail.reason))
     pt.target.write_csv(out / "target-index.csv", date_format="%Y-%m-%d")
     rows["target-index.csv"] = pt.target.height
+    if practices is not None:
+        practices.write_csv(out / PRACTICE_FILE, date_format="%Y-%m-%d")
+        rows[PRACTICE_FILE] = practices.height
 
     state = truth.referral_state(act.referrals, act.contacts, T)
     survivor = pl.DataFrame({"pid": np.arange(1, pt.frame.height + 1), "survivor": pt.survivor[1:]})
     probable = pt.duplicates.filter(pl.col("match_type") == "probable")
     identity = pt.frame.select("pid", "nhs_number", "birth_date", "sex")
-    pflags, pcohorts = truth.patient_flags(act.referrals, state, codes, identity, survivor,
+    pflags, pcohorts = truth.patient_flags(act.referrals, state, all_codes, identity, survivor,
                                            probable, pt.target)
     flags = truth.all_flags(act.referrals, state, pflags, T)
     truth.check(act.referrals, state, flags, roles.counts)
@@ -156,7 +175,7 @@ def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
         out=str(out), patients=patients, seed=seed, cutover=cutover.isoformat(), rows=rows, planted=planted,
         list_entries=list_entries | {"total": sum(list_entries.values()), "two_list_patients": lists.two_list},
         quarantined=dict(sorted(q.group_by("reason_code").len().iter_rows())),
-        flags=dict(sorted(flags.group_by("flag_code").len().iter_rows())),
+        flags=dict(sorted(flags.group_by("flag_code").len().iter_rows())), sharing_as=sharing_as,
     )
     _write_summary(tdir / "summary.json", summary, pt.frame.height, pcohorts.height, state)
     return summary
@@ -164,7 +183,7 @@ def synthesise(out: Path, patients: int = P.SEED_PATIENTS, seed: int = 20221001,
 
 def _write_summary(path: Path, s: SynthSummary, source_patients: int, merged: int, state: pl.DataFrame) -> None:
     doc = {
-        "parameters": {"patients": s.patients, "seed": s.seed, "cutover": s.cutover},
+        "parameters": {"patients": s.patients, "seed": s.seed, "cutover": s.cutover, "sharing_as": s.sharing_as},
         "counting": {
             "patients": "distinct people in the clean population",
             "list_entry": "distinct (person, transfer_list) pair over non-quarantined referrals, exact "

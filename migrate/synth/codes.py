@@ -101,3 +101,72 @@ def build_codes(rng: np.random.Generator, sharing: np.ndarray, T: int) -> pl.Dat
         pl.col("day").cast(pl.Date).alias("recorded_date"),
         pl.lit(None, dtype=pl.String).alias("value"),
     )
+
+
+# --- where the extract keeps the sharing wish (``handover synth --sharing-as``) ----------------
+SHARING_AS = ("codes", "column", "practice")
+SETTING_COLUMNS = ("sharing_out", "sharing_out_date")  # patients.csv: the patient's own setting
+# Practices that do not share out, for --sharing-as practice: the blocked people (and those
+# whose own later consent lifts the block) are registered there. They stopped sharing before
+# any synthetic entry (entries fall 30 to 3,000 days before T).
+NON_SHARING_PRACTICES = tuple(f"Y99{n:03d}" for n in range(1, 9))
+PRACTICE_STOPPED_DAYS = 3_100
+
+
+def is_sharing(kinds: tuple[tuple[str, str, str], ...]) -> pl.Expr:
+    """True for codes rows whose (system, code) is one of ``kinds``."""
+    return pl.concat_str(["code_system", "code"], separator=":").is_in([f"{s}:{c}" for s, c, _ in kinds])
+
+
+def sharing_elsewhere(sharing_as: str, sharing: np.ndarray, codes: pl.DataFrame, patients: pl.DataFrame,
+                      practices: tuple[str, ...], T: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """(codes, patients, practice settings) with each person's sharing wish kept where
+    ``sharing_as`` says, deciding the same block as the coded entries ``build_codes`` wrote:
+
+    - ``codes``: as built; patients' setting columns blank; no practice file;
+    - ``column``: each person's latest dissent or consent becomes their own ``sharing_out``
+      (No / Yes) with its date (``sharing_out_date``); the dissent and consent codes go
+      (opt-out codes stay: the opt-out only person keeps one, evidence only);
+    - ``practice``: people whose block stands, or was lifted by a later consent, are
+      registered at a practice that stopped sharing out before any of their entries; their
+      dissent codes go, and so does the earlier consent of those whose dissent came later
+      (the practice's setting is later still); a later consent stays a coded entry and lifts
+      the practice's block. The practice file lists every practice, sharing or not.
+
+    ``patients`` has ``pid`` 1..N for the people (extra rows, duplicates, follow them);
+    ``sharing[i]`` is person i+1's group (SHARING_GROUPS).
+    """
+    blank = pl.lit(None, dtype=pl.String)
+    patients = patients.with_columns(blank.alias(SETTING_COLUMNS[0]), pl.lit(None, dtype=pl.Date)
+                                     .alias(SETTING_COLUMNS[1]))
+    if sharing_as == "codes":
+        return codes, patients, None
+    dissent, consent = is_sharing(DISSENT), is_sharing(CONSENT)
+    person_group = pl.DataFrame({"pid": np.arange(1, sharing.size + 1),
+                                 "group": pl.Series(SHARING_GROUPS).gather(sharing.astype(np.int64))})
+    if sharing_as == "column":
+        latest = (codes.filter(dissent | consent).sort("pid", "recorded_date").group_by("pid").agg(
+            pl.col("code_system").last(), pl.col("code").last(), pl.col("recorded_date").last()))
+        latest = latest.with_columns(pl.when(is_sharing(DISSENT)).then(pl.lit("No")).otherwise(pl.lit("Yes"))
+                                     .alias("_value"))
+        patients = patients.drop(*SETTING_COLUMNS).join(
+            latest.select("pid", pl.col("_value").alias(SETTING_COLUMNS[0]),
+                          pl.col("recorded_date").alias(SETTING_COLUMNS[1])), on="pid", how="left",
+            maintain_order="left")
+        return codes.filter(~(dissent | consent)), patients, None
+    if sharing_as != "practice":
+        raise ValueError(f"sharing_as must be one of {', '.join(SHARING_AS)}, not {sharing_as!r}")
+    moved = person_group.filter(pl.col("group").is_in(["dissent", "consent_then_dissent", "dissent_then_consent"]))
+    moved = moved.with_columns(pl.Series("practice", [NON_SHARING_PRACTICES[i % len(NON_SHARING_PRACTICES)]
+                                                      for i in range(moved.height)], dtype=pl.String))
+    patients = patients.join(moved.select("pid", "practice"), on="pid", how="left", maintain_order="left").with_columns(
+        pl.coalesce("practice", "gp_practice").alias("gp_practice")).drop("practice")
+    earlier_consent = consent & pl.col("pid").is_in(
+        person_group.filter(pl.col("group") == "consent_then_dissent")["pid"].implode())
+    stopped = T - PRACTICE_STOPPED_DAYS
+    settings = pl.DataFrame({
+        "ods_code": [*practices, *NON_SHARING_PRACTICES],
+        "shares_out": ["Y"] * len(practices) + ["N"] * len(NON_SHARING_PRACTICES),
+        "set_on": [stopped - 365 * (1 + i % 5) for i in range(len(practices))] + [stopped] * len(NON_SHARING_PRACTICES),
+    }).with_columns(pl.col("set_on").cast(pl.Date))
+    return codes.filter(~(dissent | earlier_consent)), patients, settings

@@ -16,7 +16,7 @@ from migrate.reports.invariants import NOT_APPLICABLE
 
 # Every key of the run summary (migrate.summary.RunSummary), each computed from the folder.
 SUMMARY_KEYS = ("run_id", "cutover_date", "mapping", "rules", "sharing_policy", "invariant", "quarantine", "tables",
-                "cohorts", "flags", "identity", "updates", "fhir", "target_index", "vocabulary", "control_totals",
+                "cohorts", "flags", "identity", "updates", "fhir", "target_index", "vocabulary", "sharing", "control_totals",
                 "invariant_fhir", "invariants", "declared_vs_found", "waits", "delta", "run", "inputs", "outputs",
                 "report_files", "report_format_version", "roundtrip", "hazard_log")  # "target" once reconcile-target ran
 REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv", "hazard-log.html")

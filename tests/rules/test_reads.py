@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from migrate import canonical
+from migrate import canonical, sharing
 from migrate.rules.cohorts import PATIENT_ROLLUPS
 from migrate.rules.features import PATIENT_FEATURES, REFERRAL_FEATURES
 from migrate.pipeline import RunConfig, run_batch
@@ -33,11 +33,31 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFrame]:
     root = tmp_path_factory.mktemp("reads")
     synthesise(root / "extract", patients=1000, seed=7)
     run_batch(RunConfig.load(root / "extract", "generic-csv", CUTOVER, root / "run", emit_fhir=False))
-    return {t: pl.read_parquet(root / "run" / "canonical" / f"{t}.parquet") for t in canonical.TABLE_ORDER}
+    frames = {t: pl.read_parquet(root / "run" / "canonical" / f"{t}.parquet") for t in canonical.TABLE_ORDER}
+    # Sharing entries of every source: a quarter of the patients carry their own setting
+    # (a dissent, a consent or an opt-out in turn), and the first practices do not share out.
+    i = pl.int_range(pl.len())
+    kind = pl.when(i % 12 == 0).then(pl.lit("dissent")).when(i % 12 == 4).then(pl.lit("consent")) \
+        .otherwise(pl.lit("opt_out"))
+    setting = pl.struct(kind.alias("kind"),
+                        pl.lit("X").alias("value"), (pl.lit(date(2015, 1, 1)) + pl.duration(days=i)).alias("date"),
+                        pl.lit("Sharing").alias("column"))
+    frames["patients"] = frames["patients"].with_columns(
+        pl.when(i % 4 == 0).then(setting).cast(canonical.SHARING_SETTING).alias("sharing_out"))
+    practices = frames["patients"]["gp_ods_code"].drop_nulls().unique().sort().head(6)
+    frames["practice_sharing"] = pl.DataFrame({"ods_code": practices}).with_columns(
+        pl.struct(pl.lit("dissent").alias("kind"), pl.lit("N").alias("value"),
+                  (pl.lit(date(2016, 1, 1)) + pl.duration(days=pl.int_range(pl.len()) * 400)).alias("date"),
+                  pl.lit("Shares").alias("column")).cast(canonical.SHARING_SETTING).alias("sharing_out"),
+        pl.lit("practices.csv").alias("source_file"), pl.int_range(1, pl.len() + 1).alias("source_row"))
+    return frames
 
 
 def _features(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    out = evaluate({t: f.lazy() for t, f in tables.items()}, load_pack(None), CUTOVER).collect(features=True)
+    pack = load_pack(None)
+    frames = {t: f.lazy() for t, f in tables.items() if t in canonical.TABLE_ORDER}
+    frames["sharing"] = sharing.entries(frames, pack, tables["practice_sharing"].lazy())
+    out = evaluate(frames, pack, CUTOVER).collect(features=True)
     return {"referral": out["referral_features"], "patient": out["patient_features"]}
 
 
@@ -106,6 +126,9 @@ def test_rules_reach_the_canonical_fields_behind_their_features() -> None:
     assert ("referrals", "transfer_list") in two_lists.fields
     fields = rules_by_field(pack)
     assert "sharing-block" in fields[("codes", "code")]
+    # a patient's own sharing setting, and their practice's, decide a block too
+    for field in (("patients", "sharing_out"), ("patients", "gp_ods_code"), ("practice_sharing", "sharing_out")):
+        assert "sharing-block" in fields[field], field
     assert "under-prioritised" in fields[("referrals", "red_flags")]
     assert all(not canonical_reads(pack, r).undeclared for r in pack.rules)
 

@@ -123,8 +123,9 @@ def test_evidence_names_values_and_never_identity(results: dict[str, pl.DataFram
     assert r14["evidence"][0] == ("red_flags = none; history_of_cancer = true; body_site = lumbar_spine; "
                                   "assigned_priority = routine; cohort = backlog")
     p21 = ex.filter((pl.col("subject_key") == "P21") & (pl.col("flag_code") == "SHARING_BLOCK"))
-    assert p21["evidence"][0] == ("sharing_state = dissent; latest_sharing_code = read2:93C1; "
-                                  "latest_sharing_date = 2021-05-01; opt_out_codes = blank")
+    assert p21["evidence"][0] == ("sharing_state = dissent; latest_sharing_source = coded_entry; "
+                                  "latest_sharing_code = read2:93C1; latest_sharing_date = 2021-05-01; "
+                                  "opt_out_codes = blank")
     patients = worked_example_tables()["patients"].collect()
     identifying = [v for c in ("family_name", "given_names", "nhs_number", "postcode")
                    for v in patients[c].drop_nulls().to_list()]

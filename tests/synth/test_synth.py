@@ -449,7 +449,7 @@ def test_duplicates_are_what_they_claim(small: tuple[Path, SynthSummary]) -> Non
 def test_summary_is_json_and_matches(small: tuple[Path, SynthSummary]) -> None:
     out, summary = small
     doc: dict[str, Any] = json.loads((out / "truth" / "summary.json").read_text(encoding="utf-8"))
-    assert doc["parameters"] == {"patients": SMALL, "seed": 20221001, "cutover": "2022-10-01"}
+    assert doc["parameters"] == {"patients": SMALL, "seed": 20221001, "cutover": "2022-10-01", "sharing_as": "codes"}
     assert doc["rows"] == summary.rows and doc["planted"] == summary.planted
     assert summary.asdict()["list_entries"]["total"] == sum(summary.list_entries[k] for k in ("backlog", "transition", "pifu"))
     with pytest.raises(AttributeError):

@@ -46,6 +46,7 @@ __all__ = [
     "DUPLICATES_SCHEMA",
     "FLAGS",
     "MERGES_SCHEMA",
+    "PAIR_FLAGS",
     "IdentityResult",
     "IdentitySettings",
     "MODEL_FILE",
@@ -72,6 +73,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "PROBABLE_DUPLICATE": ("medium", "review; never merged automatically"),
     "ALREADY_AT_TARGET": ("low", "update, do not create"),
 }
+# Identity flags raised on a pair of records (subject_key "A+B").
+PAIR_FLAGS = ("DUPLICATE_NHS_NUMBER", "NHS_NUMBER_CONFLICT", "PROBABLE_DUPLICATE")
 TARGET_REVIEW_ACTION = "confirm it is the same person (PDS trace) before updating; do not create"
 _DEMOGRAPHICS = ("family_name", "given_names", "birth_date", "sex", "address", "postcode", "gp_ods_code", "phone")
 _OPTIONAL: dict[str, pl.DataType] = {"nhs_number_raw": pl.String(), "nhs_number_status": pl.String(),

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from migrate.review.vocabulary import EMPTY, ReviewVocabulary
+
 Level = Literal["referral", "patient"]
 LEVELS: tuple[Level, ...] = ("referral", "patient")
 
@@ -124,6 +126,7 @@ class RulePack:
     rules: tuple[Rule, ...]
     columns: Mapping[Level, Mapping[str, pl.DataType]]
     document: Mapping[str, Any] = field(default_factory=dict)  # the effective pack (after extends:)
+    review: ReviewVocabulary = EMPTY  # the decisions a reviewer may record per flag (``decisions:``)
 
     def codelist(self, name: str) -> tuple[str, ...]:
         """Every value of codelist ``name`` (all code systems together)."""

@@ -32,11 +32,12 @@ from migrate.matching import code_labels, text_keys
 from migrate.rules.features import CODED_CODELISTS, EXCLUSIVE_TEXT_CODELISTS, FLAT_CODELISTS, OPTIONAL_CODELISTS
 from migrate.rules.build import compile_rules
 from migrate.rules.compile import suggest
-from migrate.rules.model import Codelist, RulePack, Threshold
+from migrate.review.vocabulary import ReviewVocabulary, flag_subjects, parse_vocabulary
+from migrate.rules.model import Codelist, Rule, RulePack, Threshold
 from migrate.yamltext import number, read_yaml
 
 TOP_LEVEL = {"name", "version", "description", "extends", "thresholds", "codelists", "cohort_precedence",
-             "rules", "disable"}
+             "rules", "disable", "decisions"}
 DEFAULT_PACK = "default.yaml"
 _MAX_EXTENDS = 8
 
@@ -65,6 +66,7 @@ def load_pack(path: Path | None = None) -> RulePack:
             problems.append(f"{top}: missing key '{key}'; "
                             + ("name the pack" if key == "name" else "list the rules (or extends: default)"))
     rules, columns = compile_rules(merged["rules"], thresholds, codelists, problems)
+    review = _review(merged["decisions"], rules, merged["disabled_flags"], problems)
     if problems:
         raise ConfigError(f"rule pack {top} has {len(problems)} problem(s); nothing was read", problems)
     files = tuple((p, digest) for p, _, digest in chain)
@@ -74,8 +76,20 @@ def load_pack(path: Path | None = None) -> RulePack:
         name=str(merged["name"]), version=str(merged.get("version") or ""),
         description=str(merged.get("description") or "").strip(), path=top, files=files, sha256=combined,
         thresholds=thresholds, codelists=codelists, cohort_precedence=precedence, rules=rules, columns=columns,
-        document=effective_document(merged),
+        document=effective_document(merged), review=review,
     )
+
+
+def _review(raw: tuple[Any, str], rules: tuple[Rule, ...], disabled: list[str],
+            problems: list[str]) -> ReviewVocabulary:
+    """The pack's decision vocabulary (``migrate.review.vocabulary``), checked against the
+    flags its rules and identity raise (a flag whose rule a site pack disabled may stay)."""
+    from migrate.identity import FLAGS, PAIR_FLAGS
+
+    subjects = flag_subjects(((r.flag, r.applies_to) for r in rules if r.flag is not None), FLAGS, PAIR_FLAGS)
+    for flag in disabled:
+        subjects.setdefault(flag, frozenset())
+    return parse_vocabulary(raw[0], subjects, raw[1], problems)
 
 
 def effective_document(merged: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +101,8 @@ def effective_document(merged: dict[str, Any]) -> dict[str, Any]:
     doc["codelists"] = {name: value for name, (value, _) in merged["codelists"].items()}
     doc["cohort_precedence"] = merged["cohort_precedence"][0]
     doc["rules"] = [raw for raw, _ in merged["rules"]]
+    if merged["decisions"][0] is not None:
+        doc["decisions"] = merged["decisions"][0]
     return doc
 
 
@@ -127,7 +143,8 @@ def _read_chain(top: Path, problems: list[str]) -> list[tuple[Path, dict[str, An
 
 def _merge(chain: list[tuple[Path, dict[str, Any], str]], problems: list[str]) -> dict[str, Any]:
     """One effective document; values remember their file as (value, source) pairs."""
-    merged: dict[str, Any] = {"thresholds": {}, "codelists": {}, "cohort_precedence": (None, ""), "rules": []}
+    merged: dict[str, Any] = {"thresholds": {}, "codelists": {}, "cohort_precedence": (None, ""), "rules": [],
+                              "decisions": (None, ""), "disabled_flags": []}
     for path, doc, _ in chain:
         src = str(path)
         for key in sorted(set(doc) - TOP_LEVEL):
@@ -146,11 +163,29 @@ def _merge(chain: list[tuple[Path, dict[str, Any], str]], problems: list[str]) -
             merged[key].update({str(name): (value, src) for name, value in section.items()})
         if "cohort_precedence" in doc:
             merged["cohort_precedence"] = (doc["cohort_precedence"], src)
-        _merge_rules(merged["rules"], doc, src, problems)
+        if "decisions" in doc:
+            merged["decisions"] = (_merge_decisions(merged["decisions"][0], doc["decisions"]), src)
+        _merge_rules(merged["rules"], doc, src, problems, merged["disabled_flags"])
     return merged
 
 
-def _merge_rules(rules: list[tuple[Any, str]], doc: dict[str, Any], src: str, problems: list[str]) -> None:
+def _merge_decisions(base: Any, site: Any) -> Any:
+    """A site pack's ``decisions:`` over the inherited one: ``any_flag`` decisions and
+    ``families`` replace the inherited ones of the same name; the rest is inherited."""
+    if not isinstance(base, dict) or not isinstance(site, dict):
+        return site
+    out = dict(base)
+    for key in ("any_flag", "families"):
+        if isinstance(base.get(key), dict) and isinstance(site.get(key), dict):
+            out[key] = {**base[key], **site[key]}
+        elif key in site:
+            out[key] = site[key]
+    out.update({k: v for k, v in site.items() if k not in ("any_flag", "families")})
+    return out
+
+
+def _merge_rules(rules: list[tuple[Any, str]], doc: dict[str, Any], src: str, problems: list[str],
+                 disabled: list[str]) -> None:
     """Add ``doc``'s rules to ``rules``: same id replaces an inherited rule, new ids append."""
     inherited = {r.get("id"): i for i, (r, _) in enumerate(rules) if isinstance(r, dict)}
     raw_rules = doc.get("rules", [])
@@ -177,6 +212,9 @@ def _merge_rules(rules: list[tuple[Any, str]], doc: dict[str, Any], src: str, pr
         if position is None:
             problems.append(f"{src}: disable: no rule '{rule_id}' to disable; use an id from the packs it extends")
         else:
+            flag = rules[position][0].get("flag")
+            if isinstance(flag, str):  # its flag may stay in the inherited decision vocabulary
+                disabled.append(flag)
             del rules[position]
 
 

@@ -28,6 +28,7 @@ from migrate.rules import RulePack, load_pack
 
 if TYPE_CHECKING:
     from migrate.reports.declared import Declaration
+    from migrate.review.files import DecisionFile
 
 T = TypeVar("T")
 
@@ -189,6 +190,7 @@ class RunConfig:
     seal_key: bytes | None = field(default=None, repr=False)  # HMAC key sealing the manifest (--key-file)
     practice_sharing: Path | None = None  # GP practices' sharing settings (--practice-sharing)
     practice_mapping: Profile | None = None  # the profile whose practice_sharing table reads them
+    decisions: tuple[DecisionFile, ...] = ()  # the filled-in worklists of --decisions, read (rows not yet judged)
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
@@ -196,7 +198,8 @@ class RunConfig:
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
              previous: Path | None = None, declared: Path | None = None,
              inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None,
-             key_file: Path | None = None, practice_sharing: Path | None = None) -> RunConfig:
+             key_file: Path | None = None, practice_sharing: Path | None = None,
+             decisions: Sequence[Path] = ()) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -251,6 +254,9 @@ class RunConfig:
             from migrate.reports.pseudonymise import load_key
 
             seal_key = found.attempt(lambda: load_key(Path(key_file)))
+        from migrate.review.files import read_decisions
+
+        read = [found.attempt(partial(read_decisions, Path(p))) for p in decisions]
         found.raise_any()
         if policy is None or inactive is None or pack is None or settings is None:  # recorded above
             raise ConfigError("configuration could not be loaded", found.config)
@@ -261,7 +267,8 @@ class RunConfig:
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
                    previous=None if previous is None else Path(previous), declaration=declaration,
                    target_mapping=target_profile, hazards=hazards, seal_key=seal_key,
-                   practice_sharing=practice_path, practice_mapping=practice_profile)
+                   practice_sharing=practice_path, practice_mapping=practice_profile,
+                   decisions=tuple(d for d in read if d is not None))
 
     @property
     def policy(self) -> Policy:
@@ -279,4 +286,4 @@ class RunConfig:
         own = [self.target_mapping.sha256] if self.target_mapping and self.target_mapping not in self.profiles else []
         return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.identity_sha256,
                        self.cutover.isoformat(), self.sharing_policy, self.inactive_patients, target, *own,
-                       *sorted(input_hashes)])
+                       *sorted(input_hashes), *(f"decisions:{d.sha256}" for d in self.decisions)])

@@ -47,6 +47,8 @@ from migrate.patients import patient_summary
 from migrate.practices import PracticeSettings, read_practice_sharing
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reconcile import FileCount, rows_invariant
+from migrate.review.fhir import write_review_fhir
+from migrate.review.stage import after_rules, before_rules, decision_rows
 from migrate.rules.stage import classify
 from migrate.runfolder import RunRecord, build_manifest, stage, target_record, write_tables
 from migrate.sources import discover
@@ -149,16 +151,22 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
                           None if target is None else target.frame.lazy())
     progress.finish("identity")
 
+    decisions = decision_rows(config.decisions, config.previous)  # the review loop (migrate.review)
+    identified, early = before_rules(decisions, identified, tables, config.identity_settings, config.rules)
+
     progress.start("rules", total=None)
     # Every source's sharing entries, of every record (merged ones too), on their survivor.
     entries = sharing.survivor_entries(tables, config.rules, identified.merges, practice_rows).collect()
     rules = classify({**identified.people, "sharing": entries.lazy()}, config.rules, config.cutover,
                      identified.result.exceptions)
+    review, rules = after_rules(decisions, early, rules, tables, config.rules)
     progress.finish("rules")
 
-    decided = decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(), identified.merges,
-                     rules.sharing.lazy(), SharingCodes.from_pack(config.rules), config.policy,
-                     identified.at_target_by_number(), practice_rows, entries.lazy()).collect()
+    decided, review = review.dispositions(
+        lambda state: decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(),
+                             identified.merges, state, SharingCodes.from_pack(config.rules), config.policy,
+                             identified.at_target_by_number(), practice_rows, entries.lazy()).collect(),
+        rules.sharing.lazy(), rules.cohorts, tables["referrals"])
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
     if config.emit_fhir:
@@ -167,7 +175,9 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
         fhir = emit(identified.result.patients, identified.merges, tables, decided.lazy(), rules.cohorts,
-                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out)
+                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out,
+                    review.decisions)
+        review = write_review_fhir(review, fhir, options, out)
         progress.finish("fhir")
 
     progress.start("write", total=None)
@@ -177,7 +187,7 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
     written = write_tables(out, ingested.heights, {
         "quarantine.parquet": ingested.quarantine, "lineage.parquet": lineage, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
-        "duplicates.parquet": identified.result.duplicates,
+        "duplicates.parquet": identified.result.duplicates, **review.tables(),
         "sharing.parquet": sharing.deciding(entries.lazy(), rules.sharing.lazy()).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     del lineage
@@ -193,6 +203,8 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
                                      "updates": ingested.update_counts(), "fhir": stats,
                                      "target_index": None if target is None else target.summary()}, frozen,
         identified.result.model.summary()))
+    if config.decisions:  # the filled-in worklists this batch read (every row is in decisions.parquet)
+        manifest["decisions"] = [d.record() for d in config.decisions]
     if config.previous is not None:
         manifest = record_previous(manifest, config.previous, out)
     # Sealed (with the key) by write_reports, once every report is in: the round trip's report

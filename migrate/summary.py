@@ -237,3 +237,4 @@ class Manifest(TypedDict):
     config: FrozenConfig
     previous_manifest_sha256: str | None
     previous_run: NotRequired[PreviousRun]
+    decisions: NotRequired[list[dict[str, Any]]]  # --decisions files: path, sha256, bytes, rows (issue #15)

@@ -37,18 +37,23 @@ from migrate.rules.model import RulePack
 
 DEFAULT_BUNDLE_SIZE = 500  # patients per bundle when a run recorded none
 
-def derived_priority(exceptions: pl.DataFrame, pack: RulePack) -> pl.DataFrame:
+def derived_priority(exceptions: pl.DataFrame, pack: RulePack, decisions: pl.DataFrame | None = None) -> pl.DataFrame:
     """referral_key, priority, reason for each referral raised by a flag rule with a
-    ``priority:`` outcome (the pack's rules, never a list in code): the ServiceRequest
-    carries the raised priority, the assigned one in a note, the rule's evidence as the
-    reason. Several raising one referral: the FHIR stage keeps the highest."""
+    ``priority:`` outcome (the pack's rules, never a list in code) or by an applied review
+    decision (``decisions``: ``decisions.parquet`` rows; upgrade_urgent): the ServiceRequest
+    carries the raised priority, the assigned one in a note, the rule's evidence or the
+    decision as the reason. Several raising one referral: the FHIR stage keeps the highest."""
+    from migrate.review.effects import raised_priorities
+
     raises = pack.raised_priorities()
     raised = exceptions.filter((pl.col("subject_type") == "referral") & pl.col("rule_id").is_in(list(raises)))
-    return raised.select(
+    by_rules = raised.select(
         pl.col("subject_key").alias("referral_key"),
         pl.col("rule_id").replace_strict(raises, return_dtype=pl.String).alias("priority"),
         pl.format("{} (rule {}): {}", "flag_code", "rule_id", "evidence").alias("reason"),
     )
+    return by_rules if decisions is None or decisions.height == 0 else pl.concat([by_rules,
+                                                                                   raised_priorities(decisions)])
 
 
 def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tuple[str, str]], bundle_size: int,
@@ -62,7 +67,7 @@ def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tup
 
 def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
          cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
-         pack: RulePack, options: FhirOptions, out_dir: Path) -> FhirResult:
+         pack: RulePack, options: FhirOptions, out_dir: Path, decisions: pl.DataFrame | None = None) -> FhirResult:
     """Write ``out_dir/fhir`` for a run.
 
     ``patients``: identity's patients (canonical columns, survivors with their
@@ -70,14 +75,15 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
     ``at_target_id``); ``merges``: the run's merge map (patient_key -> survivor_key);
     ``tables``: canonical referrals, contacts and codes as read (re-pointed here);
     ``decided``: every canonical row's disposition (``dispositions.decide``); ``sharing``:
-    the survivors' sharing state; ``pack``: the run's rule pack (its ``priority:`` outcomes).
+    the survivors' sharing state; ``pack``: the run's rule pack (its ``priority:`` outcomes);
+    ``decisions``: the review decisions (``decisions.parquet``; those applied raise priorities).
     """
     view = people(patients, tables, merges)
     survivors = patients.drop("survivor_key", strict=False).join(merges, on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     frames = carried(survivors.lazy(), {t: view[t] for t in CHILD_TABLES}, decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options, out_dir,
-                      derived_priority=derived_priority(exceptions, pack).lazy())
+                      derived_priority=derived_priority(exceptions, pack, decisions).lazy())
 
 
 def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None = None) -> FhirResult:

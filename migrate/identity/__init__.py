@@ -54,6 +54,7 @@ __all__ = [
     "dedupe",
     "load_identity_settings",
     "resolve_identity",
+    "survivorship_frame",
     "write_model",
 ]
 
@@ -147,6 +148,13 @@ def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings:
         nhs_number.verification_status(settings, pl.col("nhs_number_valid")).alias("nhs_number_verification"),
         pl.when(pl.col("nhs_number_valid")).then(pl.col("nhs_number")).alias("nhs"),
     ).with_columns((pl.col("nhs_number_verification") == "01").alias("verified"))
+
+
+def survivorship_frame(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """Every canonical patient with the columns survivorship orders by (verification,
+    completeness, first and last referral): what a reviewer's same_person merge is decided
+    on, exactly as exact duplicates are (``migrate.review.effects.merge_pairs``)."""
+    return _annotated(patients.collect(), referrals, settings)
 
 
 def _pair_rows(pairs: pl.DataFrame) -> pl.DataFrame:

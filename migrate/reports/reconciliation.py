@@ -56,6 +56,7 @@ from migrate.reports.worklist import (
     Layout,
     build_worklist,
     load_layout,
+    with_vocabulary,
     write_worklists,
 )
 from migrate.reports.worklist_summary import RunInfo
@@ -168,7 +169,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     """
     counts = run_counts(run, invariant)
     pack = frozen.load_pack(run.path)  # the pack the run used, never the shipped one
-    layout = load_layout()
+    layout = with_vocabulary(load_layout(), pack.review)  # the decisions the run's pack allows
     fhir_counts, fhir_invariant = fhir_output(run)
     declaration = declaration or stored_declaration(run) or labels_declaration(run)
     stages = _stages(run)
@@ -211,7 +212,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         summary["target"] = checks["target"]
     summary["invariants"] = with_checks(summary["invariants"], checks)
     summary["hazard_log"] = hazard_log.section(run, summary)
-    return ReportModel(summary, build_worklist(run, layout), layout, RunInfo.of(run))
+    return ReportModel(summary, build_worklist(run, layout, pack.review), layout, RunInfo.of(run))
 
 
 def split_folder(by: str) -> str:

@@ -20,7 +20,7 @@ turn them into formulas either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from migrate.reports import display, xlsx
 from migrate.reports.rundata import RunFolder
 from migrate.reports.worklist_summary import RunInfo, Scope, summary_sheet
 from migrate.resources import reports_dir
+from migrate.review.vocabulary import EMPTY, ReviewVocabulary
 from migrate.yamltext import read_yaml
 
 DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -41,14 +42,20 @@ _DANGEROUS = r"^[=+\-@\t\r]"
 # Cohorts of a referral still open at the cut-over: its wait is counted.
 OPEN_COHORTS = ("backlog", "transition", "pifu", "pifu_expired")
 REVIEW_COLUMNS = ("reviewer", "decision", "date", "note")
-# Every column a layout may show, as build_worklist makes them.
+# Filled in by the second reviewer where the pack requires one (optional in a layout).
+SECOND_REVIEWER = "second_reviewer"
+# Every column a layout may show, as build_worklist makes them. ``evidence_id`` ties a
+# decision to the evidence the reviewer saw (review.parquet); ``review_state`` and
+# ``prior_decision`` show what earlier decisions settled (outstanding items come first).
 WORKLIST_COLUMNS = ("severity", "flag_code", "days_waiting", "nhs_number", "local_patient_id", "patient_key",
                     "referral", "service_line", "cohort", "evidence", "action", "rule_id", "subject_key",
-                    *REVIEW_COLUMNS)
+                    "evidence_id", "review_state", "prior_decision", *REVIEW_COLUMNS, SECOND_REVIEWER)
 OTHER_FAMILY = "other"
 SPLIT_COLUMNS = ("service_line",)  # what `handover report --split-by` accepts (split.py)
 # Frame columns starting with "_" are internal (which worklists a row belongs to): never written.
 SERVICE_LINES = "_service_lines"
+CHOICES = "_choices"  # the decisions a row's flag takes (its Decision drop-down list)
+REVIEW = "review.parquet"  # each item's evidence id and review state (migrate.review.stage)
 _SHEET_ROWS = 1_048_575  # Excel's row limit less the header
 
 
@@ -64,8 +71,9 @@ class Family:
 
 @dataclass(frozen=True)
 class Decisions:
-    """How a reviewer records a decision: what each review column takes, the suggested
-    decision values with their meaning, and where the filled-in workbook goes next."""
+    """How a reviewer records a decision: what each review column takes, the decision
+    values with their meaning (the run's rule pack's, ``with_vocabulary``), and where the
+    filled-in workbook goes next."""
 
     columns: dict[str, str]
     values: tuple[tuple[str, str], ...]
@@ -95,12 +103,8 @@ def _layout_problems(columns: tuple[xlsx.Column, ...], decisions: Decisions) -> 
     # Decisions are read back from these columns: a layout without them would lose them.
     problems += [f"columns: the reviewer's column '{n}' is missing" for n in REVIEW_COLUMNS if n not in names]
     problems += [f"decisions.columns: '{n}' is not a reviewer's column ({', '.join(REVIEW_COLUMNS)})"
-                 for n in decisions.columns if n not in REVIEW_COLUMNS]
+                 for n in decisions.columns if n not in (*REVIEW_COLUMNS, SECOND_REVIEWER)]
     problems += [f"decisions.columns: '{n}' is not explained" for n in REVIEW_COLUMNS if n not in decisions.columns]
-    problems += [f"decisions.values: '{v}' must be non-empty text without commas" for v, _ in decisions.values
-                 if not v.strip() or "," in v]
-    if not decisions.values:
-        problems.append("decisions.values: at least one decision value is needed")
     return problems
 
 
@@ -112,7 +116,8 @@ def _unknown_keys(doc: Any) -> list[str]:
     """Keys the layout does not know (a typo, or YAML read a comma as a new key): never ignored."""
     entries = [(f"families.{name}", "families", f) for name, f in doc["families"].items()]
     entries += [(f"columns[{i}]", "columns", c) for i, c in enumerate(doc["columns"])]
-    entries += [(f"decisions.values[{i}]", "decisions.values", v) for i, v in enumerate(doc["decisions"]["values"])]
+    entries += [(f"decisions.values[{i}]", "decisions.values", v)
+                for i, v in enumerate(doc["decisions"].get("values") or ())]
     top = [f"'{k}' is not a layout key" for k in doc if k not in {"format_version", "families", "columns", "decisions"}]
     return top + [f"{where}: unknown key '{k}' (expected {', '.join(sorted(_KEYS[kind]))})"
                   for where, kind, entry in entries for k in entry if k not in _KEYS[kind]]
@@ -134,7 +139,8 @@ def load_layout(path: Path | None = None) -> Layout:
                         for c in doc["columns"])
         d = doc["decisions"]
         decisions = Decisions({str(k): str(v) for k, v in d["columns"].items()},
-                              tuple((str(v["value"]), str(v["meaning"])) for v in d["values"]), str(d["next"]))
+                              tuple((str(v["value"]), str(v["meaning"])) for v in d.get("values") or ()),
+                              str(d["next"]))
     except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: not a valid worklist layout ({exc.__class__.__name__}: {exc})") from None
     problems = _unknown_keys(doc) + _layout_problems(columns, decisions)
@@ -142,6 +148,30 @@ def load_layout(path: Path | None = None) -> Layout:
         raise ConfigError(f"{path}: not a valid worklist layout:\n" + "\n".join(f"  - {p}" for p in problems))
     families.setdefault(OTHER_FAMILY, Family("Other", (), "Flags no family above lists.", "Act as recommended."))
     return Layout(families, columns, decisions)
+
+
+def with_vocabulary(layout: Layout, vocabulary: ReviewVocabulary) -> Layout:
+    """``layout`` whose decision values are the pack's (``decisions:``): each family's
+    decisions, saying which flags take them and which need a note or a second reviewer."""
+    values: list[tuple[str, str]] = []
+    for family in vocabulary.families.values():
+        for d in family.decisions.values():
+            needs = [w for w, on in (("a note", d.note_required), ("a second reviewer", d.second_reviewer)) if on]
+            values.append((d.name, f"{', '.join(family.flags)}: {d.meaning or d.effect}"
+                           + (f" (needs {' and '.join(needs)})" if needs else "")))
+    values += [(d.name, f"any flag: {d.meaning or d.effect}") for d in vocabulary.any_flag.values()]
+    return replace(layout, decisions=replace(layout.decisions, values=tuple(values)))
+
+
+def _review(run: RunFolder, vocabulary: ReviewVocabulary) -> pl.LazyFrame:
+    """Per item: its evidence id, review state and prior decision (``review.parquet``), and
+    the decisions its flag takes (``_choices``, for the drop-down list)."""
+    if not run.has(REVIEW):
+        return pl.LazyFrame(schema={"flag_code": pl.String, "subject_key": pl.String, "evidence_id": pl.String,
+                                    "review_state": pl.String, "prior_decision": pl.String})
+    prior = pl.format("{} by {} on {}", "decision", "reviewer", pl.col("decided_on").dt.strftime("%d/%m/%Y"))
+    return run.scan(REVIEW).select("flag_code", "subject_key", "evidence_id", pl.col("state").alias("review_state"),
+                                   pl.when(pl.col("decision").is_not_null()).then(prior).alias("prior_decision"))
 
 
 def _waits(run: RunFolder) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -168,9 +198,10 @@ def _waits(run: RunFolder) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     return refs.drop("patient_key"), longest.join(lines, on="patient_key", how="full", coalesce=True)
 
 
-def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
-    """One row per exception with ``family``, the layout's columns and ``_service_lines`` (the
-    service lines whose worklist the row belongs to), in review order."""
+def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.DataFrame:
+    """One row per exception with ``family``, the layout's columns, ``_service_lines`` (the
+    service lines whose worklist the row belongs to) and ``_choices`` (the decisions its
+    flag takes, in ``vocabulary``), in review order: outstanding items before decided ones."""
     refs, by_patient = _waits(run)
     patients = run.canonical("patients").select(
         "patient_key", pl.col("source_patient_id").alias("local_patient_id"),
@@ -178,6 +209,8 @@ def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
         pl.coalesce("nhs_number", "nhs_number_raw").alias("nhs_number"))
     cohorts = run.scan("patients.parquet").select("patient_key", pl.col("patient_cohort").cast(pl.String))
     family = layout.family_of()
+    codes = run.scan("exceptions.parquet").select("flag_code").unique().collect().to_series().to_list()
+    choices = {c: ",".join(vocabulary.choices(c)) for c in codes}
     exc = run.scan("exceptions.parquet").with_columns(
         pl.col("severity").cast(pl.Enum(canonical.SEVERITIES)).alias("_severity"),
         pl.col("flag_code").replace_strict(family, default=OTHER_FAMILY, return_dtype=pl.String).alias("family"))
@@ -188,13 +221,17 @@ def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
               on="patient_key", how="left")
         .join(patients, on="patient_key", how="left")
         .join(cohorts, on="patient_key", how="left")
+        .join(_review(run, vocabulary), on=["flag_code", "subject_key"], how="left")
         .with_columns(
             pl.when(is_ref).then(pl.col("days_waiting")).otherwise(pl.col("_p_days")).alias("days_waiting"),
             pl.when(is_ref).then(pl.col("service_line")).otherwise(pl.col("_p_line")).alias("service_line"),
             pl.when(is_ref).then(pl.col("cohort")).otherwise(pl.col("patient_cohort")).alias("cohort"),
             pl.when(is_ref).then(pl.coalesce("source_referral_id", "subject_key")).alias("referral"),
             pl.col("severity").cast(pl.String),
-            *(pl.lit(None, dtype=pl.String).alias(c) for c in REVIEW_COLUMNS),
+            *(pl.lit(None, dtype=pl.String).alias(c) for c in (*REVIEW_COLUMNS, SECOND_REVIEWER)),
+            pl.col("flag_code").replace_strict(choices, default=",".join(vocabulary.any_flag),
+                                               return_dtype=pl.String).alias(CHOICES),
+            (pl.col("review_state") == "decided").fill_null(False).alias("_decided"),
         )
         .with_columns(
             # A referral's row goes to its service line; a patient's (a sharing block, an
@@ -203,10 +240,11 @@ def build_worklist(run: RunFolder, layout: Layout) -> pl.DataFrame:
             .otherwise(pl.col("_p_lines")).alias(SERVICE_LINES),
             pl.col("family").replace_strict(
                 {name: i for i, name in enumerate(layout.families)}, return_dtype=pl.Int64).alias("_family"))
-        .sort(["_family", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key", "rule_id"],
-              descending=[False, False, True, False, False, False, False], nulls_last=True)
+        .sort(["_family", "_decided", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key",
+               "rule_id"], descending=[False, False, False, True, False, False, False, False], nulls_last=True)
     )
-    return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES).collect(engine="streaming")
+    return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES).collect(
+        engine="streaming")
 
 
 def neutralise(column: str) -> pl.Expr:
@@ -248,18 +286,28 @@ def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout, info: RunInfo, s
     counts = family_counts(frame, layout)
     shown = for_people(frame)
     columns = layout.columns
-    review = layout.decisions
-    choices = (xlsx.Validation("decision", tuple(v for v, _ in review.values),
-                               "; ".join(f"{v}: {m}" for v, m in review.values)),)
     sheets = [summary_sheet(counts, layout, info, scope)]
     for name, fam in layout.families.items():
-        rows = shown.filter(pl.col("family") == name).select(c.name for c in columns)
+        rows = shown.filter(pl.col("family") == name).select(
+            *(c.name for c in columns), *([CHOICES] if CHOICES in shown.columns else []))
         # Excel holds about a million rows a sheet; a larger family continues on "<title> (2)".
         for part, start in enumerate(range(0, max(rows.height, 1), _SHEET_ROWS)):
             suffix = f" ({part + 1})" if part else ""
-            sheets.append(xlsx.Sheet(f"{fam.sheet}{suffix}", rows.slice(start, _SHEET_ROWS), columns,
-                                     emphasis={"severity": {"critical": xlsx.STYLE_ALERT}}, validations=choices))
+            chunk = rows.slice(start, _SHEET_ROWS)
+            sheets.append(xlsx.Sheet(f"{fam.sheet}{suffix}", chunk.drop(CHOICES, strict=False), columns,
+                                     emphasis={"severity": {"critical": xlsx.STYLE_ALERT}},
+                                     validations=_choices(chunk)))
     return write_atomic(path, lambda tmp: xlsx.write_workbook(tmp, sheets, info.page(scope)))
+
+
+def _choices(rows: pl.DataFrame) -> tuple[xlsx.Validation, ...]:
+    """One drop-down list per set of decisions, on the Decision cells of the rows whose flag takes them."""
+    if CHOICES not in rows.columns:
+        return ()
+    numbered = rows.with_row_index("_i").group_by(CHOICES, maintain_order=True).agg(pl.col("_i"))
+    return tuple(xlsx.Validation("decision", tuple(str(c).split(",")), f"Decisions for this flag: {c}",
+                                 tuple(int(i) for i in index))
+                 for c, index in numbered.iter_rows() if c)
 
 
 def write_worklists(frame: pl.DataFrame, folder: Path, layout: Layout, info: RunInfo,

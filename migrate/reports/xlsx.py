@@ -75,6 +75,7 @@ class Validation:
     column: str
     values: tuple[str, ...]
     prompt: str
+    rows: tuple[int, ...] | None = None  # 0-based data rows it applies to (None: the whole column)
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,27 @@ def _col_xml(index: int, column: Column) -> str:
             + (f' style="{style}"' if style else "") + "/>")
 
 
+def _sqref(col: str, rows: tuple[int, ...] | None) -> str:
+    """The cells of column ``col`` at data ``rows`` (runs of rows as ranges), or the whole column."""
+    if rows is None:
+        return f"{col}2:{col}{_MAX_ROWS}"
+    runs: list[tuple[int, int]] = []
+    for r in sorted(rows):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], r)
+        else:
+            runs.append((r, r))
+    return " ".join(f"{col}{a + 2}" if a == b else f"{col}{a + 2}:{col}{b + 2}" for a, b in runs)
+
+
 def _validations_xml(sheet: Sheet) -> list[str]:
     where = {c.name: letter(i) for i, c in enumerate(sheet.columns)}
     items = [
         (f'<dataValidation type="list" errorStyle="warning" allowBlank="1" showInputMessage="1" '
          f'showErrorMessage="1" errorTitle="Not a listed value" error="{_escape_py(v.prompt[:225])}" '
-         f'prompt="{_escape_py(v.prompt[:255])}" sqref="{where[v.column]}2:{where[v.column]}{_MAX_ROWS}">'
+         f'prompt="{_escape_py(v.prompt[:255])}" sqref="{_sqref(where[v.column], v.rows)}">'
          f'<formula1>"{_escape_py(",".join(v.values))}"</formula1></dataValidation>')
-        for v in sheet.validations if v.column in where
+        for v in sheet.validations if v.column in where and (v.rows is None or v.rows)
     ]
     return [f'<dataValidations count="{len(items)}">', *items, "</dataValidations>"] if items else []
 

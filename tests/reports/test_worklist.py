@@ -13,6 +13,8 @@ from types import ModuleType
 
 import openpyxl
 import polars as pl
+
+from migrate.rules import load_pack
 import pytest
 
 from migrate.errors import ConfigError
@@ -115,7 +117,7 @@ def test_workbook_layout_for_clinical_leads(synth_run: Path, rh: ModuleType, tmp
     sheet = book["Sharing blocks"]
     headers = [c.value for c in sheet[1]]
     assert headers == [c.header for c in layout.columns]
-    assert headers[-4:] == ["Reviewer", "Decision", "Date", "Note"]
+    assert headers[-5:] == ["Reviewer", "Decision", "Date", "Note", "Second reviewer"]
     assert sheet.freeze_panes == "A2"
     assert sheet.auto_filter.ref == f"A1:{letter(len(layout.columns) - 1)}{sheet.max_row}"
     widths = {c.header: c.width for c in layout.columns}
@@ -128,7 +130,7 @@ def test_workbook_layout_for_clinical_leads(synth_run: Path, rh: ModuleType, tmp
     nhs, local = headers.index("NHS number"), headers.index("Local patient id")
     assert all(r[local] for r in rows)  # identifiers are there for clinicians
     assert sum(1 for r in rows if r[nhs]) > 0.9 * len(rows)  # (a few planted patients have none)
-    assert all(all(v is None for v in r[-4:]) for r in rows)  # review columns left blank
+    assert all(all(v is None for v in r[-5:]) for r in rows)  # review columns left blank
 
 
 def test_every_sheet_prints_landscape_one_page_wide_with_the_run_on_each_page(worked_run: Path, rh: ModuleType,
@@ -238,13 +240,21 @@ def test_the_decision_column_offers_the_decision_values(worked_run: Path, rh: Mo
     write_reports(run)
     book = openpyxl.load_workbook(run / "reports" / "exceptions.xlsx")
     layout = load_layout()
-    column = letter([c.name for c in layout.columns].index("decision"))
+    names = [c.name for c in layout.columns]
+    column = letter(names.index("decision"))
+    review = load_pack(None).review
     for fam in layout.families.values():
         sheet = book[fam.sheet]
-        [rule] = sheet.data_validations.dataValidation
-        assert rule.type == "list" and rule.errorStyle == "warning"  # other values allowed, after a warning
-        assert rule.formula1 == '"' + ",".join(v for v, _ in layout.decisions.values) + '"'
-        assert str(rule.sqref) == f"{column}2:{column}1048576"
+        flags = {r: sheet.cell(row=r, column=names.index("flag_code") + 1).value for r in range(2, sheet.max_row + 1)}
+        covered: list[int] = []
+        for rule in sheet.data_validations.dataValidation:
+            assert rule.type == "list" and rule.errorStyle == "warning"  # other values allowed, after a warning
+            cells = [c for rng in rule.sqref.ranges for c in range(rng.min_row, rng.max_row + 1)]
+            assert {rng.min_col for rng in rule.sqref.ranges} == {names.index("decision") + 1}, column
+            # Each row offers its own flag's decisions, as the run's rule pack declares them.
+            assert {rule.formula1} == {'"' + ",".join(review.choices(flags[c])) + '"' for c in cells}
+            covered += cells
+        assert sorted(covered) == sorted(flags), fam.sheet
     date_column = letter([c.name for c in layout.columns].index("date"))
     assert book["Prioritisation"].column_dimensions[date_column].number_format == "dd/mm/yyyy"
 
@@ -283,14 +293,13 @@ def test_a_broken_layout_is_refused_with_every_problem(tmp_path: Path) -> None:
     text = text.replace("{name: note, header: Note, width: 24, format: wrap}", "{name: notes, header: Note, width: 24}")
     text = text.replace("{name: evidence, header: Evidence, width: 42, format: wrap}",
                         "{name: evidence, header: Evidence, width: 42, format: wrapped}")
-    text = text.replace('{value: escalate, meaning: "needs', '{value: "escalate, urgently", meaning: "needs')
-    text = text.replace("{value: agree, meaning: ", "{value: agree, e.g. yes, meaning: ")
+    text = text.replace("    date: The date of the decision", "    when: The date of the decision")
     bad = tmp_path / "exceptions.yaml"
     bad.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_layout(bad)
     message = str(err.value)
     for part in ("'notes' is not a worklist column", "format 'wrapped'", "reviewer's column 'note' is missing",
-                 "'escalate, urgently' must be non-empty text without commas", "unknown key 'e.g. yes'"):
+                 "decisions.columns: 'when' is not a reviewer's column", "decisions.columns: 'date' is not explained"):
         assert part in message, part
     assert err.value.exit_code == 2

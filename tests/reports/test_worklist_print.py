@@ -232,7 +232,7 @@ def test_decisions_survive_a_round_trip_through_libreoffice(office: Convert, wor
     filled: dict[tuple[str, int], tuple[object, ...]] = {}
     for sheet in book.worksheets[1:]:
         for r in range(2, min(sheet.max_row, 3) + 1):  # a reviewer decides the first two rows of each sheet
-            values = ("Dr A Reviewer", layout.decisions.values[r % 2][0], datetime(2022, 10, 14), f"note = {r}; ok")
+            values = ("Dr A Reviewer", ("acknowledged", "Acknowledged")[r % 2], datetime(2022, 10, 14), f"note = {r}; ok")
             for name, value in zip(REVIEW_COLUMNS, values, strict=True):
                 sheet.cell(row=r, column=col[name], value=value)
             filled[(sheet.title, r)] = values
@@ -255,6 +255,12 @@ def test_decisions_survive_a_round_trip_through_libreoffice(office: Convert, wor
             assert got == filled.get((sheet.title, r), (None,) * 4), (sheet.title, r)
         assert sheet.page_setup.orientation == "landscape" and sheet.page_setup.fitToWidth == 1
         assert sheet.print_title_rows == "$1:$1"
+    # handover reads the decisions back from the file LibreOffice saved: every filled row, dates as dates.
+    from migrate.review.files import read_decisions
+
+    read = read_decisions(tmp_path / "lo" / "filled.xlsx").rows
+    assert sorted((r["source_sheet"], r["source_row"]) for r in read.iter_rows(named=True)) == sorted(filled)
+    assert set(read["date"].to_list()) == {"2022-10-14"}
     nhs_values = [v for s in back.worksheets[1:] for (v,) in s.iter_rows(
         min_row=2, min_col=col["nhs_number"], max_col=col["nhs_number"], values_only=True)]
     assert any(isinstance(v, str) and re.fullmatch(r"\d{3} \d{3} \d{4}", v) for v in nhs_values)

@@ -1,0 +1,149 @@
+"""The review stage of a batch: decisions read, judged and applied, in two steps.
+
+    rows = decision_rows(files, previous)          # --decisions files and --previous RUN
+    identified, early = before_rules(rows, identified, tables, settings, pack)
+    review = after_rules(rows, early, classified, tables, pack)
+
+Identity's decisions (a pair is or is not one person) act before the rules, because the
+rules see one patient per person; every other flag is raised by the rules and is judged
+against their exceptions. ``Review`` then holds every decision row with its status
+(``decisions.parquet``) and every raised item with its review state (``review.parquet``),
+and gives the later stages what the applied decisions change (``effects``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import polars as pl
+
+from migrate.identity import FLAGS as IDENTITY_FLAGS
+from migrate.identity import survivorship_frame
+from migrate.identity.settings import IdentitySettings
+from migrate.identity.stage import Identified
+from migrate.review import effects
+from migrate.review.evidence import items as evidence_items
+from migrate.review.files import DECISION_ROW_SCHEMA, DecisionFile
+from migrate.review.validate import DECISIONS_SCHEMA, validate
+from migrate.review.vocabulary import ReviewVocabulary
+from migrate.rules.model import RulePack
+from migrate.rules.stage import Classified
+
+DECISIONS = "decisions.parquet"
+REVIEW = "review.parquet"
+REVIEW_SCHEMA: dict[str, pl.DataType] = {
+    "flag_code": pl.String(), "severity": pl.String(), "subject_type": pl.String(), "subject_key": pl.String(),
+    "patient_key": pl.String(), "rule_id": pl.String(), "family": pl.String(), "evidence_id": pl.String(),
+    "state": pl.String(), "decision": pl.String(), "decision_id": pl.String(), "reviewer": pl.String(),
+    "decided_on": pl.Date(),
+}
+CHANGED_SCHEMA: dict[str, pl.DataType] = {"decision_id": pl.String(), "source_file": pl.String(),
+                                          "source_row": pl.Int64()}
+
+
+def decision_rows(files: Sequence[DecisionFile], previous: Path | None) -> pl.DataFrame:
+    """Every decision row to judge: each file's rows (in ``--decisions`` order, then file
+    order) and the previous run's applied decisions (``origin`` previous)."""
+    parts = [f.rows.with_columns(pl.lit("file").alias("origin"), pl.lit(f.sha256).alias("source_sha256"))
+             for f in files]
+    frame = pl.concat(parts, how="diagonal_relaxed") if parts else None
+    prior = Path(previous) / DECISIONS if previous is not None else None
+    if prior is not None and prior.is_file():
+        carried = pl.read_parquet(prior).filter(pl.col("status") == "applied").with_columns(
+            pl.lit("previous").alias("origin"))
+        frame = carried if frame is None else pl.concat([frame, carried], how="diagonal_relaxed")
+    return frame if frame is not None else pl.DataFrame(
+        schema={**DECISION_ROW_SCHEMA, "origin": pl.String(), "source_sha256": pl.String()})
+
+
+def _subjects(tables: Mapping[str, pl.LazyFrame]) -> set[str]:
+    keys = tables["patients"].select(pl.col("patient_key").cast(pl.String)).collect().to_series().to_list()
+    keys += tables["referrals"].select(pl.col("referral_key").cast(pl.String)).collect().to_series().to_list()
+    return set(keys)
+
+
+def _judge(rows: pl.DataFrame, exceptions: pl.DataFrame, tables: Mapping[str, pl.LazyFrame],
+           vocabulary: ReviewVocabulary) -> pl.DataFrame:
+    if rows.height == 0:
+        return pl.DataFrame(schema=DECISIONS_SCHEMA)
+    found = evidence_items(exceptions, tables["patients"], vocabulary)
+    return validate(rows, found, _subjects(tables), vocabulary)
+
+
+def _is_identity(rows: pl.DataFrame) -> pl.Expr:
+    return pl.col("flag_code").is_in(list(IDENTITY_FLAGS)).fill_null(False)
+
+
+def before_rules(rows: pl.DataFrame, identified: Identified, tables: Mapping[str, pl.LazyFrame],
+                 settings: IdentitySettings, pack: RulePack) -> tuple[Identified, pl.DataFrame]:
+    """Judge identity's decisions against identity's flags; apply the merges (``same_person``)."""
+    mine = rows.filter(_is_identity(rows))
+    judged = _judge(mine, identified.result.exceptions, tables, pack.review)
+    if effects.applied(judged, "merge").height:
+        annotated = survivorship_frame(tables["patients"], tables["referrals"], settings)
+        identified = effects.merge_pairs(identified, judged, tables, annotated, settings)
+    return identified, judged
+
+
+@dataclass(frozen=True)
+class Review:
+    """Every decision row with its status, every raised item with its review state, and
+    (once dispositions are decided) the canonical rows each applied decision changed."""
+
+    decisions: pl.DataFrame
+    items: pl.DataFrame
+    given: bool  # decisions were given (files or a previous run's): decisions.parquet is written
+    changed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CHANGED_SCHEMA))
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """The run-folder files of the review: ``review.parquet`` always, ``decisions.parquet`` when given."""
+        decisions = self.decisions if "resources" in self.decisions.columns else self.decisions.with_columns(
+            pl.lit(None, dtype=pl.List(pl.String)).alias("resources"))  # a run without FHIR changed none
+        return {REVIEW: self.items, **({DECISIONS: decisions} if self.given else {})}
+
+    def dispositions(self, decide: Callable[[pl.LazyFrame], pl.DataFrame], sharing: pl.LazyFrame,
+                     cohorts: pl.DataFrame, referrals: pl.LazyFrame) -> tuple[pl.DataFrame, Review]:
+        """Every row's disposition with the decisions applied (``decide`` given the sharing
+        state to read), its reason naming the decision that changed it; and this review
+        with those rows recorded (``changed``: what FHIR Provenance targets)."""
+        after = decide(effects.sharing_for_dispositions(sharing, self.decisions))
+        if effects.applied(self.decisions).height == 0:
+            return after, self
+        overridden = effects.applied(self.decisions, "override_sharing").height > 0
+        before = decide(sharing) if overridden else after
+        changed = effects.changed_rows(self.decisions, before, after, referrals,
+                                       effects.list_moves(self.decisions, cohorts))
+        return effects.annotate(after, self.decisions, changed), replace(self, changed=changed)
+
+
+def after_rules(rows: pl.DataFrame, early: pl.DataFrame, classified: Classified,
+                tables: Mapping[str, pl.LazyFrame], pack: RulePack) -> tuple[Review, Classified]:
+    """Judge the other decisions against the rules' exceptions; the review state of every
+    item; the rules' lists with the applied ``move`` decisions."""
+    rest = rows.filter(~_is_identity(rows))
+    exceptions = classified.exceptions
+    judged = pl.concat([early, _judge(rest, exceptions, tables, pack.review)]).sort(
+        "origin", "source_file", "source_sheet", "source_row", "decision_id", nulls_last=True)
+    cohorts, patient_cohorts = effects.move_lists(classified.cohorts, classified.patient_cohorts, judged,
+                                                  pack.cohort_precedence)
+    review = Review(judged, review_items(exceptions, judged, tables, pack.review), rows.height > 0)
+    return review, replace(classified, cohorts=cohorts, patient_cohorts=patient_cohorts)
+
+
+def review_items(exceptions: pl.DataFrame, decisions: pl.DataFrame, tables: Mapping[str, pl.LazyFrame],
+                 vocabulary: ReviewVocabulary) -> pl.DataFrame:
+    """One row per raised item (``REVIEW_SCHEMA``): its fingerprint, and ``decided`` with the
+    applied decision or ``outstanding``; sorted as ``exceptions.parquet``."""
+    found = evidence_items(exceptions, tables["patients"], vocabulary)
+    done = effects.applied(decisions).select("flag_code", "subject_key", "decision", "decision_id", "reviewer",
+                                             "decided_on")
+    codes = found.get_column("flag_code").unique().to_list()
+    family = pl.col("flag_code").replace_strict({c: vocabulary.family_of(c) for c in codes}, return_dtype=pl.String)
+    return (found.join(done, on=["flag_code", "subject_key"], how="left", maintain_order="left")
+            .with_columns(family.alias("family"),
+                          pl.when(pl.col("decision_id").is_null()).then(pl.lit("outstanding"))
+                          .otherwise(pl.lit("decided")).alias("state"))
+            .select(list(REVIEW_SCHEMA)).cast(REVIEW_SCHEMA)  # type: ignore[arg-type]
+            .sort("subject_type", "subject_key", "flag_code", "rule_id"))

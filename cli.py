@@ -194,7 +194,7 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
          declared: Path | None = None, inactive_patients: str = "exclude",
          target_mapping: str | None = None, key_file: Path | None = None,
-         practice_sharing: Path | None = None) -> RunResult:
+         practice_sharing: Path | None = None, decisions: tuple[Path, ...] = ()) -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
@@ -202,7 +202,7 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
                             target_mapping_profile=target_mapping, key_file=key_file,
-                            practice_sharing=practice_sharing)
+                            practice_sharing=practice_sharing, decisions=decisions)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -242,7 +242,11 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @click.option("--declared", type=click.Path(path_type=Path), default=None,
               help="YAML of what the outgoing provider said it sent (counts, optionally ids per list).")
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The previous batch's run folder: chains the manifests and reports the delta.")
+              help="The previous batch's run folder: chains the manifests, reports the delta and carries its "
+                   "applied review decisions forward.")
+@click.option("--decisions", "decisions", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="A worklist (exceptions.xlsx or .csv) with the reviewers' decisions filled in. Repeatable. Every "
+                   "row is judged (applied, rejected with the reason, superseded) into decisions.parquet.")
 @click.option("--key-file", type=click.Path(path_type=Path), default=None,
               help="Seal the manifest with an HMAC under this key (handover verify --key-file checks it).")
 @output_options
@@ -250,10 +254,12 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None,
         practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
-        previous: Path | None, key_file: Path | None, quiet: bool, as_json: bool) -> None:
+        previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...], quiet: bool,
+        as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
-                 bundle_size, previous, declared, inactive_patients, target_mapping, key_file, practice_sharing),
+                 bundle_size, previous, declared, inactive_patients, target_mapping, key_file, practice_sharing,
+                 decisions),
             quiet, as_json)
 
 

@@ -146,12 +146,14 @@ def survivor_values(run: RunFolder) -> pl.LazyFrame:
 
 
 def raised_priorities(run: RunFolder) -> pl.LazyFrame:
-    """referral_key, raised: the priority a rule raised the referral to (the highest), from
-    the exceptions the run recorded, read with the run's own pack (its ``priority:`` outcomes)."""
+    """referral_key, raised: the priority a rule or an applied review decision raised the
+    referral to (the highest), from the exceptions and decisions the run recorded, read with
+    the run's own pack (its ``priority:`` outcomes)."""
     from migrate import frozen
     from migrate.fhir.stage import derived_priority
 
-    derived = derived_priority(run.scan("exceptions.parquet").collect(), frozen.load_pack(run.path))
+    decisions = run.scan("decisions.parquet").collect() if run.has("decisions.parquet") else None
+    derived = derived_priority(run.scan("exceptions.parquet").collect(), frozen.load_pack(run.path), decisions)
     rank = pl.col("priority").replace_strict(PRIORITY_ORDER, default=-1, return_dtype=pl.Int64)
     return derived.lazy().sort("referral_key", rank, descending=[False, True]).group_by(
         "referral_key", maintain_order=True).agg(pl.col("priority").first().alias("raised"))

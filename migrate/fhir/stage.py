@@ -127,6 +127,11 @@ def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     patients = identity.patients.drop("at_target_id").join(
         recorded.select("patient_key", "at_target_id"), on="patient_key", how="left")
     merges = recorded.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
+    decisions = run.scan("decisions.parquet").collect() if run.has("decisions.parquet") else None
+    if decisions is not None:  # reviewers' same_person merges: the survivor's fields as the run had them
+        from migrate.review.stage import decided_survivors
+
+        patients = decided_survivors(patients, recorded, tables, decisions, frozen.load_identity(run.path))
     decided = run.scan("lineage.parquet").select("source_file", "source_row", "table", "patient_key",
                                                  pl.col("disposition").cast(pl.String)).unique()
     # Every source's sharing entries, re-derived as the run did: the frozen practice file too.
@@ -140,9 +145,14 @@ def _reemit(run: RunFolder, bundle_size: int) -> FhirResult:
     options = options_for(str(mapping.get("source_system", mapping["name"])), run.run_id, run.cutover,
                           [(i["path"], i["sha256"]) for i in manifest["inputs"]], bundle_size, policy, pack)
     shutil.rmtree(run.path / "fhir", ignore_errors=True)
-    return emit(patients, merges, tables, decided, run.scan("cohorts.parquet").collect(),
-                recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(),
-                sharing.lazy(), pack, options, run.path)
+    result = emit(patients, merges, tables, decided, run.scan("cohorts.parquet").collect(),
+                  recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(),
+                  sharing.lazy(), pack, options, run.path, decisions)
+    if decisions is not None:  # the review's Consent and Provenance (migrate.review.fhir)
+        from migrate.review.fhir import rewrite_review_fhir
+
+        result = rewrite_review_fhir(run, decisions, result, options)
+    return result
 
 
 def _reseal(run: RunFolder, result: FhirResult, bundle_size: int, key: bytes | None) -> None:

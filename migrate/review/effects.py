@@ -98,24 +98,27 @@ def merge_pairs(identified: Identified, decisions: pl.DataFrame, tables: Mapping
     final = old.join(remap, on="was", how="left").select(
         "patient_key", pl.coalesce("winner", "was").alias("survivor_key"))
     new_merges = final.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
-    changed = final.join(remap.select(pl.col("winner").alias("survivor_key")).unique(), on="survivor_key", how="semi")
-    best = survivor_demographics(annotated, changed, settings)
-    patients = identified.result.patients
-    fields = [c for c in settings.survivorship_fields if c in patients.columns]
-    winners_best = best.join(changed.filter(pl.col("patient_key") == pl.col("survivor_key")).select("patient_key"),
-                             on="patient_key", how="semi").select("patient_key", *(pl.col(f).alias(f"_{f}")
-                                                                                  for f in fields))
-    patients = (patients.drop("survivor_key").join(final, on="patient_key", how="left", maintain_order="left")
-                .join(winners_best, on="patient_key", how="left", maintain_order="left")
-                .with_columns(pl.coalesce(f"_{f}", f).alias(f) for f in fields)
-                .select(patients.columns))
+    patients = survivor_fields(identified.result.patients.drop("survivor_key").join(
+        final, on="patient_key", how="left", maintain_order="left"), remap["winner"].unique().to_list(), annotated,
+        settings).select(identified.result.patients.columns)
     # Identity's own merges: every merge but those only the extract's merge messages made.
     source_only = current.join(identified.result.merges, on="patient_key", how="anti").select("patient_key")
     identity_merges = new_merges.join(source_only, on="patient_key", how="anti")
     result = replace(identified.result, patients=patients, merges=identity_merges.cast(
-        identified.result.merges.schema))  # type: ignore[arg-type]
-    return Identified(result, new_merges.cast(current.schema),  # type: ignore[arg-type]
-                      people(patients, tables, new_merges))
+        identified.result.merges.schema))
+    return Identified(result, new_merges.cast(current.schema), people(patients, tables, new_merges))
+
+
+def survivor_fields(patients: pl.DataFrame, winners: list[str], annotated: pl.DataFrame,
+                    settings: IdentitySettings) -> pl.DataFrame:
+    """``patients`` (with ``survivor_key``) whose ``winners`` carry, field by field, the most
+    recent non-blank value of every record merged into them (``exact.survivor_demographics``)."""
+    cluster = patients.filter(pl.col("survivor_key").is_in(winners)).select("patient_key", "survivor_key")
+    best = survivor_demographics(annotated, cluster, settings).filter(pl.col("patient_key").is_in(winners))
+    fields = [c for c in settings.survivorship_fields if c in patients.columns]
+    best = best.select("patient_key", *(pl.col(f).alias(f"_{f}") for f in fields))
+    return patients.join(best, on="patient_key", how="left", maintain_order="left").with_columns(
+        pl.coalesce(f"_{f}", f).alias(f) for f in fields).drop(*(f"_{f}" for f in fields))
 
 
 def sharing_for_dispositions(sharing: pl.LazyFrame, decisions: pl.DataFrame) -> pl.LazyFrame:

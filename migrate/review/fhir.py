@@ -30,7 +30,8 @@ from migrate.fhir.care import CONSENT_CATEGORY, CONSENT_SCOPE, V3_ACT
 from migrate.fhir.ids import fhir_id, namespace
 from migrate.fhir.options import ODS, FhirOptions, profile
 from migrate.review.effects import applied
-from migrate.review.stage import Review
+from migrate.reports.rundata import RunFolder
+from migrate.review.stage import CHANGED_SCHEMA, Review
 
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 # The resource types an effect changes (an override: every resource of the rows it released).
@@ -145,3 +146,18 @@ def write_review_fhir(review: Review, fhir: FhirResult, opts: FhirOptions, out_d
     (out_dir / "fhir" / "bundles" / bundle_name(number)).write_text(
         json.dumps(bundle, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8")
     return review
+
+
+def rewrite_review_fhir(run: RunFolder, decisions: pl.DataFrame, fhir: FhirResult, opts: FhirOptions) -> FhirResult:
+    """``handover fhir RUN``: the review's resources again, from the run's own folder (the
+    rows each decision changed are those whose lineage reason names its id)."""
+    ids = applied(decisions).get_column("decision_id").to_list()
+    lineage = run.scan("lineage.parquet").select("source_file", "source_row", "reason").filter(
+        pl.col("reason").is_not_null()).collect()
+    changed = pl.concat([lineage.filter(pl.col("reason").str.contains(f"({d})", literal=True)).select(
+        pl.lit(d).alias("decision_id"), "source_file", "source_row") for d in ids] or [
+        pl.DataFrame(schema=CHANGED_SCHEMA)]).cast(CHANGED_SCHEMA)  # type: ignore[arg-type]
+    review = Review(decisions, pl.DataFrame(), True, changed)
+    write_review_fhir(review, fhir, opts, run.path)
+    files = sorted(p for p in (run.path / "fhir").rglob("*") if p.is_file())
+    return replace(fhir, files=files)

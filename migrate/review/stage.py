@@ -147,3 +147,19 @@ def review_items(exceptions: pl.DataFrame, decisions: pl.DataFrame, tables: Mapp
                           .otherwise(pl.lit("decided")).alias("state"))
             .select(list(REVIEW_SCHEMA)).cast(REVIEW_SCHEMA)  # type: ignore[arg-type]
             .sort("subject_type", "subject_key", "flag_code", "rule_id"))
+
+
+def decided_survivors(patients: pl.DataFrame, recorded: pl.DataFrame, tables: Mapping[str, pl.LazyFrame],
+                      decisions: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """``patients`` (identity re-derived from the canonical rows) with the survivors of the
+    run's applied same_person merges carrying their merged records' fields again, as the
+    run had them (``handover fhir RUN``); ``recorded``: ``patients.parquet``."""
+    pairs = effects.applied(decisions, "merge").select(pl.col("subject_key").str.split("+").list.first().alias("k"))
+    survivor = dict(recorded.select("patient_key", "survivor_key").iter_rows())
+    winners = sorted({survivor.get(k, k) for k in pairs["k"].to_list()})
+    if not winners:
+        return patients
+    annotated = survivorship_frame(tables["patients"], tables["referrals"], settings)
+    merged = patients.drop("survivor_key", strict=False).join(recorded.select("patient_key", "survivor_key"),
+                                                              on="patient_key", how="left", maintain_order="left")
+    return effects.survivor_fields(merged, winners, annotated, settings).select(patients.columns)

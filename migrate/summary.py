@@ -147,6 +147,7 @@ class RunSummary(TypedDict):
     roundtrip: NotRequired[dict[str, Any]]  # reports/roundtrip.json's headline, when the run has one
     hazard_log: NotRequired[dict[str, Any]]  # the run's hazard log with its figures (set last: it reads them)
     target: NotRequired[dict[str, Any]]  # reports/target.json (handover reconcile-target), when present
+    review: NotRequired[dict[str, Any]]  # review progress: raised, decided, outstanding (migrate.review.progress)
 
 
 class FileRecord(TypedDict):

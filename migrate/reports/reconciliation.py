@@ -46,6 +46,7 @@ from migrate.reports.fidelity import sections as fidelity_sections
 from migrate.reports.flow import layout as flow_layout
 from migrate.reports.fidelity import with_checks
 from migrate.reports.invariants import fhir_output, verdict
+from migrate.review.progress import review_progress
 from migrate.reports.rundata import CANONICAL_TABLES, MANIFEST, RunFolder, read_json, reading
 from migrate.reports.split import write_split
 from migrate.reports.totals import control_totals, run_counts
@@ -211,6 +212,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     if "target" in checks:
         summary["target"] = checks["target"]
     summary["invariants"] = with_checks(summary["invariants"], checks)
+    summary["review"] = review_progress(run)
     summary["hazard_log"] = hazard_log.section(run, summary)
     return ReportModel(summary, build_worklist(run, layout, pack.review), layout, RunInfo.of(run))
 

@@ -107,6 +107,24 @@ def _declared(summary: Mapping[str, Any]) -> Table | None:
     return table
 
 
+def _review(summary: Mapping[str, Any]) -> Table | None:
+    """Review progress per severity and family: raised, decided, outstanding (critical first)."""
+    review = summary.get("review") or {}
+    if not review.get("available"):
+        return None
+    table = _table(f"Clinical review: {review['outstanding']:,} of {review['raised']:,} outstanding",
+                   [("severity", "l"), ("family", "l"), ("raised", "r"), ("decided", "r"), ("outstanding", "r")])
+    for row in review["by_family"]:
+        alert = row["severity"] == "critical" and row["outstanding"]
+        table.add_row(f"[red]{row['severity']}[/]" if alert else row["severity"], row["family"], f"{row['raised']:,}",
+                      f"{row['decided']:,}", f"[red]{row['outstanding']:,}[/]" if alert else f"{row['outstanding']:,}")
+    d = review.get("decisions") or {}
+    if d.get("rows"):
+        table.caption = (f"decisions: {d['applied']:,} applied, {d['rejected']:,} rejected, "
+                         f"{d['superseded']:,} superseded (decisions.parquet)")
+    return table
+
+
 def _outputs(summary: Mapping[str, Any]) -> Table:
     table = _table("Reports written", [("file", "l")])
     for path in summary.get("report_files", []):
@@ -119,6 +137,9 @@ def summary_renderables(summary: Mapping[str, Any]) -> list[RenderableType]:
     out: list[RenderableType] = [verdict(summary), _files(summary)]
     if summary.get("cohorts"):
         out += [_cohorts(summary), _flags(summary)]
+    review = _review(summary)
+    if review is not None:
+        out.append(review)
     declared = _declared(summary)
     if declared is not None:
         out.append(declared)

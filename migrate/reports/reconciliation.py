@@ -46,6 +46,7 @@ from migrate.reports.fidelity import sections as fidelity_sections
 from migrate.reports.flow import layout as flow_layout
 from migrate.reports.fidelity import with_checks
 from migrate.reports.invariants import fhir_output, verdict
+from migrate.review.outreach import write_outreach
 from migrate.review.progress import review_progress
 from migrate.reports.rundata import CANONICAL_TABLES, MANIFEST, RunFolder, read_json, reading
 from migrate.reports.split import write_split
@@ -64,7 +65,7 @@ from migrate.reports.worklist_summary import RunInfo
 
 REPORT_FORMAT_VERSION = 1
 REPORT_FILES = ("reports/reconciliation.json", "reports/reconciliation.html", "reports/exceptions.xlsx",
-                "reports/exceptions.csv", "reports/hazard-log.html")
+                "reports/exceptions.csv", "reports/hazard-log.html", "reports/outreach.xlsx")
 
 
 @dataclass
@@ -265,5 +266,7 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
             run = RunFolder.open(run_dir)
         model = build(run, previous, declaration, invariant)
         files = render(model, run_dir / "reports", split_by)
+        # Identifiable (contact details): the run's own reports only, never the pseudonymised pack.
+        files.append(write_outreach(run, run_dir / "reports"))
         seal_outputs(run_dir, files, key)
     return ReportResult(run_dir, model.summary, bool(model.summary["invariants"]["holds"]), files)

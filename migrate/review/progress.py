@@ -16,6 +16,7 @@ import polars as pl
 
 from migrate import canonical
 from migrate.reports.rundata import RunFolder
+from migrate.review.outreach import outreach
 from migrate.review.validate import STATUSES
 
 REVIEW = "review.parquet"
@@ -49,6 +50,8 @@ def review_progress(run: RunFolder) -> dict[str, Any]:
         "outstanding_critical": critical.to_dicts(),
         "decisions": _decisions(run),
         "files": list(run.manifest.get("decisions") or []),
+        # Patients in active care whose block stands: the identifiable call list (reports/outreach.xlsx).
+        "outreach": outreach(run).height,
     }
     return out
 

@@ -41,6 +41,8 @@ BEHAVIOURS: dict[str, str] = {
                        "setting given with --practice-sharing) decides a sharing block",
     "unrecognised_sharing_value": "a sharing setting value the profile lists neither as dissent nor as consent "
                                   "is treated as a dissent and reported",
+    "review_decisions": "a reviewer's decision changes the batch: merges records, sends a withheld record, "
+                        "raises a priority or moves a list (migrate/review/)",
 }
 
 

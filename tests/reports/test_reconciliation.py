@@ -18,8 +18,9 @@ from migrate.reports.invariants import NOT_APPLICABLE
 SUMMARY_KEYS = ("run_id", "cutover_date", "mapping", "rules", "sharing_policy", "invariant", "quarantine", "tables",
                 "cohorts", "flags", "identity", "updates", "fhir", "target_index", "vocabulary", "sharing", "control_totals",
                 "invariant_fhir", "invariants", "declared_vs_found", "waits", "delta", "run", "inputs", "outputs",
-                "report_files", "report_format_version", "roundtrip", "hazard_log")  # "target" once reconcile-target ran
-REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv", "hazard-log.html")
+                "report_files", "report_format_version", "roundtrip", "hazard_log", "review")  # "target" once reconcile-target ran
+REPORTS = ("reconciliation.json", "reconciliation.html", "exceptions.xlsx", "exceptions.csv", "hazard-log.html",
+           "outreach.xlsx")
 
 
 class _FirstElement(HTMLParser):

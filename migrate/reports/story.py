@@ -216,12 +216,19 @@ def _decisions(run: RunFolder, keys: list[str]) -> dict[str, Any]:
         return {"recorded": False, "note": "no decisions recorded", "rows": []}
     frame = run.scan(DECISIONS)
     names = frame.collect_schema().names()
-    match = [pl.col(c).cast(pl.String).is_in(keys) for c in ("patient_key", "subject_key") if c in names]
+    # A pair's decision ("P05+P06") belongs to both of its patients.
+    match = [pl.col(c).cast(pl.String).str.split("+").list.eval(pl.element().is_in(keys)).list.any()
+             for c in ("patient_key", "subject_key") if c in names]
     if not match:
         return {"recorded": True, "note": f"{DECISIONS} has no patient_key or subject_key column", "rows": []}
-    rows = _rows(frame.filter(pl.any_horizontal(match)).collect())
-    return {"recorded": True, "note": f"{len(rows)} decision(s) applied" if rows else "no decisions for this patient",
-            "rows": rows}
+    # The columns a reader needs (migrate.review.validate.DECISIONS_SCHEMA has the rest).
+    shown = [c for c in ("flag_code", "subject_key", "decision", "status", "reason", "reviewer", "second_reviewer",
+                         "decided_on", "note", "source_file", "source_row", "resources") if c in names]
+    rows = _rows(frame.filter(pl.any_horizontal(match)).select(shown or names).collect())
+    statuses = [str(r.get("status")) for r in rows]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("applied", "rejected", "superseded") if s in statuses)
+    return {"recorded": True, "note": f"{len(rows)} decision(s): {counts}" if rows and counts else
+            (f"{len(rows)} decision(s)" if rows else "no decisions for this patient"), "rows": rows}
 
 
 def _fhir(run: RunFolder, keys: list[str]) -> dict[str, Any]:

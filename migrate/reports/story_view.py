@@ -110,9 +110,12 @@ def story_renderables(story: Mapping[str, Any]) -> list[RenderableType]:
     decisions = story["decisions"]
     out.append(Text(f"Decisions: {decisions['note']}"))
     if decisions.get("rows"):
-        d = _table("Decisions applied", *decisions["rows"][0].keys())
+        d = _table("Review decisions", "flag", "decision", "status", "by", "on", "note or reason")
         for row in decisions["rows"]:
-            d.add_row(*(_text(v) for v in row.values()))
+            by = " and ".join(str(p) for p in (row.get("reviewer"), row.get("second_reviewer")) if p)
+            d.add_row(f"{row.get('flag_code')} {row.get('subject_key')}", _text(row.get("decision")),
+                      _text(row.get("status")), by, _text(row.get("decided_on")),
+                      _text(row.get("reason") or row.get("note")))
         out.append(d)
     fhir = story["fhir"]
     emitted = _table("FHIR resources emitted", "type", "id")

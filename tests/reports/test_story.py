@@ -150,15 +150,26 @@ def test_a_patient_whose_own_row_was_quarantined_is_explained_by_the_rows_naming
                        ("contacts.csv", "parent_quarantined")}
 
 
-def test_decisions_are_shown_when_the_run_has_them(worked_run: Path, rh: ModuleType, tmp_path: Path) -> None:
-    run = rh.copy_run(worked_run, tmp_path / "run")
-    pl.DataFrame({"patient_key": ["P21", "P02"], "flag_code": ["SHARING_BLOCK", "X"],
-                  "decision": ["override: share history", "n/a"], "decided_by": ["CSO", "CSO"]}).write_parquet(
-        run / "decisions.parquet")
+def test_decisions_are_shown_when_the_run_has_them(tmp_path: Path) -> None:
+    """The review loop's decisions.parquet (the worked example's decisions file applied)."""
+    from datetime import date
+
+    from migrate.pipeline import RunConfig, run_batch
+
+    case = Path(__file__).parents[1] / "cases" / "worked-example"
+    run = tmp_path / "run"
+    run_batch(RunConfig.load(case / "input", case / "mapping.yaml", date(2022, 10, 1), run,
+                             decisions=[case / "decisions.csv"]))
     decisions = patient_story(run, "P21")["decisions"]
-    assert decisions["recorded"] and decisions["rows"] == [
-        {"patient_key": "P21", "flag_code": "SHARING_BLOCK", "decision": "override: share history",
-         "decided_by": "CSO"}]
+    assert decisions["recorded"] and decisions["note"] == "1 decision(s): 1 applied"
+    [row] = decisions["rows"]
+    assert (row["flag_code"], row["decision"], row["status"]) == ("SHARING_BLOCK_ACTIVE_CARE", "override", "applied")
+    assert row["reviewer"].startswith("Dr A Patel") and row["second_reviewer"].startswith("Dr B Jones")
+    assert [t.split("/")[0] for t in row["resources"]] == ["Consent", "Encounter"]
+    rejected = patient_story(run, "P13")["decisions"]
+    assert [(r["status"], r["reason"].split(":")[0]) for r in rejected["rows"]] == [("rejected", "missing note")]
+    # A pair's decision is shown for both of its patients.
+    assert [r["decision"] for r in patient_story(run, "P06")["decisions"]["rows"]] == ["not_same_person"]
 
 
 def test_an_unknown_patient_exits_2_without_echoing_it(worked_run: Path) -> None:

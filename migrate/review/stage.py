@@ -64,11 +64,11 @@ def _subjects(tables: Mapping[str, pl.LazyFrame]) -> set[str]:
     return set(keys)
 
 
-def _judge(rows: pl.DataFrame, exceptions: pl.DataFrame, tables: Mapping[str, pl.LazyFrame],
+def _judge(rows: pl.DataFrame, found: pl.DataFrame, tables: Mapping[str, pl.LazyFrame],
            vocabulary: ReviewVocabulary) -> pl.DataFrame:
+    """``rows`` judged against the raised items ``found`` (``evidence.items``)."""
     if rows.height == 0:
         return pl.DataFrame(schema=DECISIONS_SCHEMA)
-    found = evidence_items(exceptions, tables["patients"], vocabulary)
     return validate(rows, found, _subjects(tables), vocabulary)
 
 
@@ -80,7 +80,8 @@ def before_rules(rows: pl.DataFrame, identified: Identified, tables: Mapping[str
                  settings: IdentitySettings, pack: RulePack) -> tuple[Identified, pl.DataFrame]:
     """Judge identity's decisions against identity's flags; apply the merges (``same_person``)."""
     mine = rows.filter(_is_identity(rows))
-    judged = _judge(mine, identified.result.exceptions, tables, pack.review)
+    found = evidence_items(identified.result.exceptions, tables["patients"], pack.review) if mine.height else None
+    judged = pl.DataFrame(schema=DECISIONS_SCHEMA) if found is None else _judge(mine, found, tables, pack.review)
     if effects.applied(judged, "merge").height:
         annotated = survivorship_frame(tables["patients"], tables["referrals"], settings)
         identified = effects.merge_pairs(identified, judged, tables, annotated, settings)
@@ -123,20 +124,19 @@ def after_rules(rows: pl.DataFrame, early: pl.DataFrame, classified: Classified,
     """Judge the other decisions against the rules' exceptions; the review state of every
     item; the rules' lists with the applied ``move`` decisions."""
     rest = rows.filter(~_is_identity(rows))
-    exceptions = classified.exceptions
-    judged = pl.concat([early, _judge(rest, exceptions, tables, pack.review)]).sort(
+    found = evidence_items(classified.exceptions, tables["patients"], pack.review)  # every raised item, once
+    judged = pl.concat([early, _judge(rest, found, tables, pack.review)]).sort(
         "origin", "source_file", "source_sheet", "source_row", "decision_id", nulls_last=True)
     cohorts, patient_cohorts = effects.move_lists(classified.cohorts, classified.patient_cohorts, judged,
                                                   pack.cohort_precedence)
-    review = Review(judged, review_items(exceptions, judged, tables, pack.review), rows.height > 0)
+    review = Review(judged, review_items(found, judged, pack.review), rows.height > 0)
     return review, replace(classified, cohorts=cohorts, patient_cohorts=patient_cohorts)
 
 
-def review_items(exceptions: pl.DataFrame, decisions: pl.DataFrame, tables: Mapping[str, pl.LazyFrame],
-                 vocabulary: ReviewVocabulary) -> pl.DataFrame:
-    """One row per raised item (``REVIEW_SCHEMA``): its fingerprint, and ``decided`` with the
-    applied decision or ``outstanding``; sorted as ``exceptions.parquet``."""
-    found = evidence_items(exceptions, tables["patients"], vocabulary)
+def review_items(found: pl.DataFrame, decisions: pl.DataFrame, vocabulary: ReviewVocabulary) -> pl.DataFrame:
+    """One row per raised item (``REVIEW_SCHEMA``; ``found``: ``evidence.items``): its
+    fingerprint, and ``decided`` with the applied decision or ``outstanding``; sorted as
+    ``exceptions.parquet``."""
     done = effects.applied(decisions).select("flag_code", "subject_key", "decision", "decision_id", "reviewer",
                                              "decided_on")
     codes = found.get_column("flag_code").unique().to_list()

@@ -16,6 +16,17 @@ from migrate.review.vocabulary import normalise
 CASE = Path(__file__).parents[1] / "cases" / "worked-example"
 
 
+# A site whose sharing blocks can only be upheld (no override).
+UPHOLD_ONLY = """
+decisions:
+  families:
+    sharing:
+      flags: [SHARING_BLOCK, SHARING_BLOCK_ACTIVE_CARE]
+      decisions:
+        uphold: {effect: close}
+"""
+
+
 def _site(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "site.yaml"
     path.write_text("extends: default\nname: site\n" + body, encoding="utf-8")
@@ -78,14 +89,7 @@ decisions:
 
 
 def test_a_site_pack_replaces_one_family_and_inherits_the_rest(tmp_path: Path) -> None:
-    site = _site(tmp_path, """
-decisions:
-  families:
-    sharing:
-      flags: [SHARING_BLOCK, SHARING_BLOCK_ACTIVE_CARE]
-      decisions:
-        uphold: {effect: close}
-""")
+    site = _site(tmp_path, UPHOLD_ONLY)
     review = load_pack(site).review
     assert set(review.allowed("SHARING_BLOCK")) == {"uphold", "acknowledged"}
     assert "same_person" in review.allowed("PROBABLE_DUPLICATE")
@@ -94,14 +98,7 @@ decisions:
 def test_the_run_freezes_the_vocabulary_with_the_pack(tmp_path: Path) -> None:
     from migrate.pipeline import RunConfig, run_batch
 
-    site = _site(tmp_path, """
-decisions:
-  families:
-    sharing:
-      flags: [SHARING_BLOCK, SHARING_BLOCK_ACTIVE_CARE]
-      decisions:
-        uphold: {effect: close}
-""")
+    site = _site(tmp_path, UPHOLD_ONLY)
     out = tmp_path / "run"
     run_batch(RunConfig.load(CASE / "input", CASE / "mapping.yaml", date(2022, 10, 1), out, rules=site))
     assert set(frozen_pack(out).review.allowed("SHARING_BLOCK")) == {"uphold", "acknowledged"}

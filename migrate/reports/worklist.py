@@ -57,6 +57,7 @@ SERVICE_LINES = "_service_lines"
 CHOICES = "_choices"  # the decisions a row's flag takes (its Decision drop-down list)
 REVIEW = "review.parquet"  # each item's evidence id and review state (migrate.review.stage)
 _SHEET_ROWS = 1_048_575  # Excel's row limit less the header
+_MAX_LIST_RUNS = 500  # drop-down cell ranges per sheet before one list serves the whole column
 
 
 @dataclass(frozen=True)
@@ -305,9 +306,17 @@ def _choices(rows: pl.DataFrame) -> tuple[xlsx.Validation, ...]:
     if CHOICES not in rows.columns:
         return ()
     numbered = rows.with_row_index("_i").group_by(CHOICES, maintain_order=True).agg(pl.col("_i"))
-    return tuple(xlsx.Validation("decision", tuple(str(c).split(",")), f"Decisions for this flag: {c}",
-                                 tuple(int(i) for i in index))
-                 for c, index in numbered.iter_rows() if c)
+    lists = [(str(c), tuple(int(i) for i in index)) for c, index in numbered.iter_rows() if c]
+    runs = rows.select((pl.col(CHOICES) != pl.col(CHOICES).shift(1)).fill_null(True).sum()).item()
+    if runs > _MAX_LIST_RUNS:
+        # Flags interleaved over a long sheet would need a very long cell list per drop-down:
+        # one list for the column instead, every decision of the sheet's flags (each row's
+        # decision is still checked against its own flag when it is read back).
+        every = tuple(dict.fromkeys(d for c, _ in lists for d in c.split(",")))
+        return (xlsx.Validation("decision", every, "Decisions for this sheet's flags (each flag takes some): "
+                                + ", ".join(every)),)
+    return tuple(xlsx.Validation("decision", tuple(c.split(",")), f"Decisions for this flag: {c}", index)
+                 for c, index in lists)
 
 
 def write_worklists(frame: pl.DataFrame, folder: Path, layout: Layout, info: RunInfo,

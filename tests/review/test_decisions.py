@@ -261,3 +261,27 @@ def test_fhir_re_emits_a_decided_run_byte_for_byte(second_batch: tuple[Path, Pat
     for rel, data in before.items():
         assert after[rel] == data, rel
     assert verify(out).ok
+
+
+def test_the_workbook_explains_the_packs_decisions_and_offers_them_per_flag(first_batch: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.load_workbook(first_batch / "reports" / "exceptions.xlsx")
+    summary = {row[0]: row[1] for row in book["Summary"].iter_rows(min_row=2, values_only=True) if row[0]}
+    assert "PROBABLE_DUPLICATE, NHS_NUMBER_CONFLICT" in summary["Decision: same_person"]
+    assert "needs a note and a second reviewer" in summary["Decision: same_person"]
+    assert summary["Decision: acknowledged"].startswith("any flag")
+    sheet = book["Sharing blocks"]
+    [rule] = sheet.data_validations.dataValidation
+    assert rule.formula1 == '"override,uphold,acknowledged"'
+
+
+def test_a_long_interleaved_sheet_gets_one_drop_down_for_the_column() -> None:
+    from migrate.reports.worklist import CHOICES, _choices
+
+    rows = pl.DataFrame({CHOICES: ["a,b", "c"] * 400})
+    [one] = _choices(rows)
+    assert one.rows is None and one.values == ("a", "b", "c")
+    few = _choices(pl.DataFrame({CHOICES: ["a,b"] * 400 + ["c"] * 400}))
+    assert [(v.values, v.rows and (v.rows[0], v.rows[-1])) for v in few] == [(("a", "b"), (0, 399)),
+                                                                              (("c",), (400, 799))]

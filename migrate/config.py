@@ -240,6 +240,9 @@ class RunConfig:
             from migrate.reports.rundata import RunFolder
 
             found.attempt(lambda: RunFolder.open(Path(previous), check_tables=False))
+            from migrate.review.stage import previous_decisions
+
+            found.attempt(lambda: previous_decisions(Path(previous)))  # the decisions it carries forward
         from migrate.hazards import hazards_path, load_hazards
 
         hazards = hazards_path(pack_path)

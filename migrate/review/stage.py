@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from migrate.errors import InputError
 from migrate.identity import FLAGS as IDENTITY_FLAGS
 from migrate.identity import survivorship_frame
 from migrate.identity.settings import IdentitySettings
@@ -49,13 +50,27 @@ def decision_rows(files: Sequence[DecisionFile], previous: Path | None) -> pl.Da
     parts = [f.rows.with_columns(pl.lit("file").alias("origin"), pl.lit(f.sha256).alias("source_sha256"))
              for f in files]
     frame = pl.concat(parts, how="diagonal_relaxed") if parts else None
-    prior = Path(previous) / DECISIONS if previous is not None else None
-    if prior is not None and prior.is_file():
-        carried = pl.read_parquet(prior).filter(pl.col("status") == "applied").with_columns(
-            pl.lit("previous").alias("origin"))
+    carried = previous_decisions(previous)
+    if carried is not None:
         frame = carried if frame is None else pl.concat([frame, carried], how="diagonal_relaxed")
     return frame if frame is not None else pl.DataFrame(
         schema={**DECISION_ROW_SCHEMA, "origin": pl.String(), "source_sha256": pl.String()})
+
+
+def previous_decisions(previous: Path | None) -> pl.DataFrame | None:
+    """The previous run's applied decisions (``origin`` previous), None when it has none;
+    InputError (exit 3) naming the file when it cannot be read."""
+    prior = Path(previous) / DECISIONS if previous is not None else None
+    if prior is None or not prior.is_file():
+        return None
+    try:
+        frame = pl.read_parquet(prior)
+        missing = sorted(set(DECISIONS_SCHEMA) - set(frame.columns))
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(f"previous run {previous}: {DECISIONS} is not readable ({type(exc).__name__})") from None
+    if missing:
+        raise InputError(f"previous run {previous}: {DECISIONS} lacks {', '.join(missing)}")
+    return frame.filter(pl.col("status") == "applied").with_columns(pl.lit("previous").alias("origin"))
 
 
 def _subjects(tables: Mapping[str, pl.LazyFrame]) -> set[str]:

@@ -104,3 +104,23 @@ def test_the_next_worklist_shows_prior_decisions_outstanding_first(batches: tupl
             assert (r["Prior decision"] is not None) == (r["Review"] == "decided")
     prior = {(r[12], r[1]): r[15] for s in book.worksheets[1:] for r in s.iter_rows(min_row=2, values_only=True)}
     assert prior[("R16", "POST_OP_NOT_PRIORITISED")] == "upgrade_urgent by Dr C Wu on 03/10/2022"
+
+
+def test_a_previous_run_with_unreadable_decisions_exits_3_before_reading(batches: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from cli import main
+    from tests.review.conftest import CUTOVER, WORKED
+
+    broken = tmp_path / "previous"
+    shutil.copytree(batches[0], broken)
+    (broken / "decisions.parquet").write_bytes(b"not parquet")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--input", str(WORKED / "input"), "--mapping", str(WORKED / "mapping.yaml"),
+                                       "--cutover", CUTOVER.isoformat(), "--out", str(out), "--previous", str(broken),
+                                       "--quiet"])
+    assert result.exit_code == 3 and "decisions.parquet is not readable" in result.output
+    assert not (out / "canonical").exists()

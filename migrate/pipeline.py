@@ -5,8 +5,10 @@ one only passes frames from one to the next, in this order:
 
     ingest (read, map, quarantine; canonical/*.parquet)      migrate.ingest
     ─► identity (NHS numbers, merges, duplicates, target)     migrate.identity.stage
+    ─► review decisions on identity (same_person merges)      migrate.review.stage
     ─► sharing entries of every source, on survivors          migrate.sharing
     ─► rules (cohorts, flags, sharing state)                  migrate.rules.stage
+    ─► review decisions on flags (lists, sharing, priority)   migrate.review.stage
     ─► dispositions (what becomes of every row)               migrate.dispositions
     ─► FHIR output (optional)                                 migrate.fhir.stage
     ─► lineage, patients, tables, invariant 1                 migrate.lineage, .patients, .runfolder, .reconcile

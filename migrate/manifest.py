@@ -106,6 +106,13 @@ class _Input(_Strict):
     rows: COUNT
 
 
+class _DecisionFile(_Strict):
+    path: str
+    sha256: SHA256
+    bytes: COUNT
+    rows: COUNT
+
+
 class _Named(_Strict):
     name: str
     sha256: str
@@ -163,6 +170,7 @@ class ManifestSchema(_Strict):
     previous_run: _Previous | None = None
     digest: _Digest
     seal: _Seal | None = None
+    decisions: list[_DecisionFile] | None = None  # the --decisions files a batch read (issue #15)
 
 
 def check_manifest(data: Any, schema: type[BaseModel] = ManifestSchema) -> list[str]:

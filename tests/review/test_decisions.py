@@ -285,3 +285,12 @@ def test_a_long_interleaved_sheet_gets_one_drop_down_for_the_column() -> None:
     few = _choices(pl.DataFrame({CHOICES: ["a,b"] * 400 + ["c"] * 400}))
     assert [(v.values, v.rows and (v.rows[0], v.rows[-1])) for v in few] == [(("a", "b"), (0, 399)),
                                                                               (("c",), (400, 799))]
+
+
+def test_the_manifest_shape_check_covers_the_decisions_files(second_batch: tuple[Path, Path]) -> None:
+    from migrate.manifest import check_manifest
+
+    manifest = json.loads((second_batch[0] / "manifest.json").read_text())
+    assert check_manifest(manifest) == []
+    manifest["decisions"][0]["sha256"] = "not a digest"
+    assert [p.split(":")[0] for p in check_manifest(manifest)] == ["decisions.0.sha256"]

@@ -31,6 +31,7 @@ from migrate import quarantine, sharing
 from migrate.config import RunConfig
 from migrate.dispositions import decide
 from migrate.errors import ReconciliationError
+from migrate.executor import make_executor
 from migrate.fhir.bundle import validation_failure
 from migrate.fhir.options import SharingCodes
 from migrate.fhir.roundtrip import run_roundtrip
@@ -179,7 +180,8 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
         fhir = emit(identified.result.patients, identified.merges, tables, decided, rules.cohorts,
-                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out)
+                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out,
+                    make_executor(config.executor, config.scheduler, config.partitions))
         progress.finish("fhir")
 
     progress.start("write", total=None)

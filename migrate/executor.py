@@ -61,10 +61,10 @@ class DaskExecutor:
 
         cluster: Any = None
         if self.scheduler is None:
-            cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,
+            cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
                                    host="127.0.0.1", dashboard_address=None)
         try:
-            with Client(self.scheduler if cluster is None else cluster) as client:
+            with Client(self.scheduler if cluster is None else cluster) as client:  # type: ignore[no-untyped-call]
                 futures = client.map(fn, list(jobs), pure=False)
                 results: list[R] = client.gather(futures)
                 return results

@@ -69,7 +69,7 @@ class RangeBuckets:
             return
         marked = frame.with_columns(self.bucket_of(frame[self.column]))
         for (bucket,), rows in marked.group_by(PART, maintain_order=True):
-            i = int(bucket)  # type: ignore[call-overload]
+            i = int(bucket)
             path = self.folder / f"{i:05d}-{len(self.parts[i]):06d}.parquet"
             rows.drop(PART).write_parquet(path, compression="lz4")
             self.parts[i].append(path)

@@ -214,7 +214,10 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     # is recorded before that, without the key.
     write_json(with_digest(manifest), out / "manifest.json")
     progress.finish("write")
-    if fhir is not None:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
+    emitted = fhir is not None
+    # Everything from here on reads the run folder: the stages' frames are let go first.
+    del ingested, tables, identified, rules, decided, fhir, patients, target
+    if emitted:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
         run_roundtrip(out, progress)
 
     progress.start("reports", total=None)

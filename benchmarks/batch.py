@@ -1,6 +1,6 @@
 """The whole batch (`handover run`), measured per stage: wall time and peak memory.
 
-    python benchmarks/batch.py EXTRACT OUT [--executor local|dask] [--partitions N] [--json FILE]
+    python benchmarks/batch.py EXTRACT OUT [--executor local|dask] [--partitions N] [--json FILE] [--keep]
 
 Runs ``migrate.pipeline.run_batch`` in this process with a ``Progress`` that notes when
 each stage starts and finishes; a thread samples the process's resident memory (VmRSS)
@@ -17,6 +17,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import sys
 import threading
 import time
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("--scheduler", default=None)
     parser.add_argument("--no-fhir", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line here")
+    parser.add_argument("--keep", action="store_true", help="keep the run folder (1M patients with FHIR: ~20 GB)")
     args = parser.parse_args()
 
     from migrate.pipeline import RunConfig, run_batch
@@ -172,6 +174,8 @@ def main() -> None:
     if args.json is not None:
         with args.json.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+    if not args.keep:
+        shutil.rmtree(args.out, ignore_errors=True)
 
 
 if __name__ == "__main__":

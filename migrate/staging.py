@@ -26,6 +26,7 @@ from migrate.outputs import write_atomic
 
 BUCKET_ROWS = 1_000_000  # rows per bucket aimed at: ~0.2-0.5 GB of canonical rows in memory at once
 PART = "__bucket"
+ROW_GROUP_ROWS = 1 << 18  # rows per row group of a table written by ``sink``
 
 
 def boundaries(values: pl.Series, rows: int, bucket_rows: int | None = None) -> pl.Series:
@@ -113,8 +114,11 @@ class Parts:
 
 def sink(frame: pl.LazyFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` (Parquet, zstd, atomically) with the streaming engine:
-    parts are read and written a batch at a time, in order."""
-    return write_atomic(path, lambda tmp: frame.sink_parquet(tmp, compression="zstd", maintain_order=True))
+    parts are read and written a batch at a time, in order. Row groups have a fixed number
+    of rows, so the bytes depend on the rows alone — not on how they were split into parts
+    (buckets, batches, partitions) nor on the number of threads."""
+    return write_atomic(path, lambda tmp: frame.sink_parquet(tmp, compression="zstd", maintain_order=True,
+                                                              row_group_size=ROW_GROUP_ROWS))
 
 
 def batches(frame: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:

@@ -85,7 +85,8 @@ def check_options(executor: str, scheduler: str | None, partitions: int | None) 
     if partitions is not None and partitions < 1:
         problems.append(f"--partitions must be at least 1, not {partitions}")
     if executor == "dask" and importlib.util.find_spec("distributed") is None:
-        problems.append("--executor dask needs Dask distributed: pip install 'handover[dask]'")
+        problems.append("--executor dask needs Dask distributed, which is not installed here: install handover's "
+                        "dask extra (or the distributed package)")
     return problems
 
 

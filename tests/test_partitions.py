@@ -137,3 +137,18 @@ def test_every_bad_option_is_reported_at_once(tmp_path: Path) -> None:
     for problem in ("unknown executor 'spark'", "--scheduler needs --executor dask", "--partitions must be at least 1",
                     "input folder not found"):
         assert problem in result.stderr
+
+
+def test_dask_without_dask_installed_is_a_configuration_error(extract: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "distributed" else real(name, *a))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--input", str(extract), "--mapping", "generic-csv", "--cutover",
+                                       "2022-10-01", "--out", str(out), "--quiet", "--executor", "dask"])
+    assert result.exit_code == 2
+    assert "needs Dask distributed, which is not installed here" in result.stderr
+    assert not out.exists()

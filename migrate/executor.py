@@ -19,6 +19,8 @@ same bytes whatever the executor and the number of partitions.
 from __future__ import annotations
 
 import importlib.util
+import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -80,14 +82,27 @@ def check_options(executor: str, scheduler: str | None, partitions: int | None) 
         problems.append(f"--executor: unknown executor '{executor}'; use one of {', '.join(EXECUTORS)}")
     if scheduler is not None and executor != "dask":
         problems.append("--scheduler needs --executor dask (the local executor has no scheduler)")
-    if scheduler is not None and not scheduler.strip():
-        problems.append("--scheduler: an empty address; give one such as tcp://host:8786")
+    if scheduler is not None and executor == "dask":
+        problems += _reachable(scheduler)
     if partitions is not None and partitions < 1:
         problems.append(f"--partitions must be at least 1, not {partitions}")
     if executor == "dask" and importlib.util.find_spec("distributed") is None:
         problems.append("--executor dask needs Dask distributed, which is not installed here: install handover's "
                         "dask extra (or the distributed package)")
     return problems
+
+
+def _reachable(address: str) -> list[str]:
+    """A problem unless something listens at the scheduler's ``tcp://host:port``: a typo in
+    the address fails here, before any data is read, not after ingest and identity."""
+    found = re.fullmatch(r"(?:tcp://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if found is None:
+        return [f"--scheduler: '{address}' is not an address such as tcp://host:8786"]
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=5).close()
+    except OSError as exc:
+        return [f"--scheduler: no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__})"]
+    return []
 
 
 def make_executor(executor: str, scheduler: str | None, partitions: int | None) -> Executor:

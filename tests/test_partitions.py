@@ -117,6 +117,8 @@ def test_dask_without_a_scheduler_starts_its_own_cluster(one_partition: Path, ex
     (["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler needs --executor dask"),
     (["--partitions", "0"], "--partitions must be at least 1"),
     (["--executor", "dask", "--no-fhir"], "with --no-fhir there is nothing to split"),
+    (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"], "no Dask scheduler answers at tcp://127.0.0.1:1"),
+    (["--executor", "dask", "--scheduler", "nowhere"], "is not an address such as tcp://host:8786"),
 ])
 def test_bad_executor_options_exit_2_before_reading(extract: Path, tmp_path: Path, args: list[str],
                                                     problem: str) -> None:

@@ -194,7 +194,8 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
          declared: Path | None = None, inactive_patients: str = "exclude",
          target_mapping: str | None = None, key_file: Path | None = None,
-         practice_sharing: Path | None = None, decisions: tuple[Path, ...] = ()) -> RunResult:
+         practice_sharing: Path | None = None, decisions: tuple[Path, ...] = (), executor: str = "local",
+         scheduler: str | None = None, partitions: int | None = None) -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
@@ -202,7 +203,8 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
                             target_index=target_index, emit_fhir=emit_fhir, bundle_size=bundle_size,
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
                             target_mapping_profile=target_mapping, key_file=key_file,
-                            practice_sharing=practice_sharing, decisions=decisions)
+                            practice_sharing=practice_sharing, decisions=decisions, executor=executor,
+                            scheduler=scheduler, partitions=partitions)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -249,18 +251,26 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
                    "row is judged (applied, rejected with the reason, superseded) into decisions.parquet.")
 @click.option("--key-file", type=click.Path(path_type=Path), default=None,
               help="Seal the manifest with an HMAC under this key (handover verify --key-file checks it).")
+@click.option("--executor", default="local", show_default=True, metavar="local|dask",
+              help="Where the FHIR output's partitions run: here, or on a Dask cluster (pip install "
+                   "'handover[dask]'). The outputs are the same bytes either way.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --executor dask: the scheduler (tcp://host:8786) whose workers share the input and run "
+                   "folders; without it a local cluster is started on this machine.")
+@click.option("--partitions", type=int, default=None,
+              help="Partitions of the FHIR output (ranges of its patient batches); default 1 locally, 4 on a local "
+                   "Dask cluster, 8 on a scheduler.")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None,
         practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
-        previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...], quiet: bool,
-        as_json: bool) -> None:
+        previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...], executor: str,
+        scheduler: str | None, partitions: int | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
                  bundle_size, previous, declared, inactive_patients, target_mapping, key_file, practice_sharing,
-                 decisions),
-            quiet, as_json)
+                 decisions, executor, scheduler, partitions), quiet, as_json)
 
 
 @main.command()

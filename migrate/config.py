@@ -191,6 +191,10 @@ class RunConfig:
     practice_sharing: Path | None = None  # GP practices' sharing settings (--practice-sharing)
     practice_mapping: Profile | None = None  # the profile whose practice_sharing table reads them
     decisions: tuple[DecisionFile, ...] = ()  # the filled-in worklists of --decisions, read (rows not yet judged)
+    # Where the FHIR output's partitions run (migrate.executor); the outputs do not depend on them.
+    executor: str = "local"
+    scheduler: str | None = None
+    partitions: int | None = None
 
     @classmethod
     def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
@@ -199,7 +203,8 @@ class RunConfig:
              previous: Path | None = None, declared: Path | None = None,
              inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None,
              key_file: Path | None = None, practice_sharing: Path | None = None,
-             decisions: Sequence[Path] = ()) -> RunConfig:
+             decisions: Sequence[Path] = (), executor: str = "local", scheduler: str | None = None,
+             partitions: int | None = None) -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -216,6 +221,12 @@ class RunConfig:
                                 f"{', '.join(policies.INACTIVE_PATIENTS)}")
         if bundle_size < 1:
             found.config.append(f"--bundle-size: at least 1 patient (got {bundle_size})")
+        from migrate.executor import check_options
+
+        found.config += check_options(executor, scheduler, partitions)
+        if not emit_fhir and (executor != "local" or partitions is not None):
+            found.config.append("--executor and --partitions split the FHIR output; with --no-fhir there is "
+                                "nothing to split (drop them or the --no-fhir)")
         if not Path(input_dir).is_dir():
             found.inputs.append(f"input folder not found: {input_dir}")
         profiles = load_profiles(mapping, found)
@@ -271,7 +282,8 @@ class RunConfig:
                    previous=None if previous is None else Path(previous), declaration=declaration,
                    target_mapping=target_profile, hazards=hazards, seal_key=seal_key,
                    practice_sharing=practice_path, practice_mapping=practice_profile,
-                   decisions=tuple(d for d in read if d is not None))
+                   decisions=tuple(d for d in read if d is not None), executor=executor,
+                   scheduler=scheduler, partitions=partitions)
 
     @property
     def policy(self) -> Policy:

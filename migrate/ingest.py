@@ -36,7 +36,9 @@ from migrate.mapping import CompiledTable, apply_mapping, compile_table, explain
 from migrate.outputs import write_parquet
 from migrate.profile import Profile, TableSpec
 from migrate.progress import NULL_PROGRESS, Progress
+from migrate.ingest_tables import apply_table, within_sources
 from migrate.sources import InputFile, discover, read_columns, read_file
+from migrate.staging import Parts, sink
 
 if TYPE_CHECKING:
     from migrate.sources.hl7 import Hl7Read
@@ -145,7 +147,7 @@ class _Sources:
 class _Mapped:
     """Everything read and mapped, before the table-level checks."""
 
-    frames: dict[str, list[tuple[TableSpec, pl.DataFrame]]] = field(default_factory=dict)
+    frames: dict[str, list[tuple[TableSpec, pl.LazyFrame]]] = field(default_factory=dict)
     quarantine: list[pl.DataFrame] = field(default_factory=list)
     failed_keys: dict[str, list[pl.Series]] = field(default_factory=dict)
     invalid: dict[str, list[pl.DataFrame]] = field(default_factory=dict)  # rows that failed mapping, per table
@@ -154,6 +156,7 @@ class _Mapped:
     stats: list[FileStats] = field(default_factory=list)
     sources: _Sources = field(default_factory=_Sources)
     cutover: date | None = None  # the reference for two-digit years (mapping.py)
+    stage_dir: Path = Path(".")  # where mapped rows are staged (the run's work folder)
 
 
 def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, source: pl.LazyFrame, name: str,
@@ -164,19 +167,25 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
     source = source.with_columns(order.alias(_ORDER))
     # Mapped in batches: the expressions hold several copies of every string column while
     # they run, so a whole 10M-row file at once needs several GB; a batch needs little.
-    good: list[pl.DataFrame] = []
+    # Good rows are staged as Parquet parts (``migrate.staging``): a 10M-row table is never
+    # held whole; the table-level checks read it back a batch or a key range at a time.
+    n = len(mapped.frames.get(table, []))
+    good = Parts(mapped.stage_dir / f"{table}-{n:03d}")
     bad: list[pl.DataFrame] = []
     for batch in source.collect_batches(chunk_size=_BATCH_ROWS, maintain_order=True):
         out = apply_mapping(batch.lazy(), compiled).collect()
         del batch
         ok = out["__reason"].is_null()
-        good.append(out if bool(ok.all()) else out.filter(ok))
+        good.add(out if bool(ok.all()) else out.filter(ok))
         if not bool(ok.all()):
             bad.append(out.filter(~ok))
+        del out
     empty = apply_mapping(source.head(0), compiled).collect()
-    frame = pl.concat(good, how="vertical", rechunk=False) if good else empty
+    if not good.paths:
+        good.add(empty)
+    frame = good.scan()
     failing = pl.concat(bad, how="vertical", rechunk=False) if bad else empty
-    del good, bad
+    del bad
     if failing.height:
         details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
                                    compiled).collect()
@@ -278,22 +287,6 @@ def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header:
     return pl.Series(key, values, dtype=pl.String)
 
 
-def _within_sources(table: str, sources: list[tuple[TableSpec, pl.DataFrame]]) -> tuple[
-        pl.DataFrame, list[pl.DataFrame]]:
-    """The rows of every source of ``table`` in one frame, and the repeats refused within
-    a source whose profile says ``on_duplicate: quarantine`` (``duplicate_key``)."""
-    key = canonical.TABLES[table].key
-    failed: list[pl.DataFrame] = []
-    frames = []
-    for spec, frame in sources:
-        if key is not None and spec.on_duplicate == "quarantine":
-            split = integrity.duplicate_keys(frame, table)
-            frame = split.passed
-            failed.append(split.failed)
-        frames.append(frame)
-    return (pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else frames[0]), failed
-
-
 @dataclass
 class _Parents:
     """What the checks of a child table read: the kept keys of each parent table, the keys
@@ -352,7 +345,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
     if only_tables is not None:
         files = [f for f in files if set(f.tables) & set(only_tables)]
     progress.start("ingest", total=len(files))
-    mapped = _Mapped(cutover=cutover)
+    mapped = _Mapped(cutover=cutover, stage_dir=work_dir / "staged")
     ranks = {p.name: i for i, p in enumerate(profile_list)}
 
     def count(f: InputFile, rows: int) -> None:
@@ -391,44 +384,41 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
                 mapped.quarantine.append(quarantine.from_mapping(rows, table))
             continue
         tdef = canonical.TABLES[table]
-        frame, failed = _within_sources(table, sources)
-        if "patient_key" in tdef.field_names and table != "merges":
-            # The source's own merges apply before any check: a row sent under a prior id
-            # (before or after its A40) is checked, and kept, as its survivor's.
-            frame = integrity.resolve_patients(frame, parents.survivors)
+        frame, failed = within_sources(table, sources)
         rejected = mapped.invalid.pop(table, [])
-        applied = updates.apply_rows(table, frame, _checks(table, parents),
-                                     pl.concat(rejected, how="diagonal_relaxed") if rejected else None)
-        if applied.invalid is not None:
-            mapped.quarantine.append(quarantine.from_mapping(applied.invalid, table))
-        good = applied.kept
+        applied = apply_table(table, frame, _checks(table, parents),
+                              pl.concat(rejected, how="diagonal_relaxed") if rejected else None, parents.survivors,
+                              mapped.stage_dir / f"{table}-applied")
+        for rows in applied.invalid:
+            mapped.quarantine.append(quarantine.from_mapping(rows, table))
         failed += applied.failed
-        superseded.append(applied.superseded)
+        superseded += applied.superseded
         kept_previous[table] = applied.kept_previous
-        if table == "merges":
-            resolved = integrity.source_merges(good, updates.order_columns())
-            good, parents.survivors = resolved.accepted, resolved.survivors
+        kept = applied.kept.scan().select(tdef.schema.keys())
+        if table == "merges":  # few rows (one message in fifty of a busy feed): in memory
+            resolved = integrity.source_merges(applied.kept.scan().collect(), updates.order_columns())
+            merges, parents.survivors = resolved.accepted.select(tdef.schema.keys()), resolved.survivors
             failed.append(resolved.failed)
+            kept = merges.lazy()
         checked = [f for f in failed if f.height]
         if checked:
             mapped.quarantine.append(quarantine.from_mapping(mapped.sources.with_raw(
                 table, pl.concat(checked, how="diagonal_relaxed")), table))
+        if table != "merges":
+            heights[table] = applied.kept.rows
+            if canonical_dir is not None:  # written from the staged parts, a batch at a time
+                tables[table] = pl.scan_parquet(sink(kept, canonical_dir / f"{table}.parquet"))
+            else:
+                tables[table] = kept.collect().lazy()
+        # What the checks of the child tables read: the kept keys (and each referral's patient).
         if tdef.key is not None:
-            parents.good[table] = good[tdef.key]
+            parents.good[table] = (merges.lazy() if table == "merges" else tables[table]).select(
+                tdef.key).collect()[tdef.key]
             bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
             parents.bad[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
         if table == "referrals":
-            parents.owners = good.select("referral_key", "patient_key")
-        final = good.select(tdef.schema.keys())
-        if table == "merges":
-            merges = final
-            continue
-        heights[table] = final.height
-        if canonical_dir is not None:
-            tables[table] = pl.scan_parquet(write_parquet(final, canonical_dir / f"{table}.parquet"))
-        else:
-            tables[table] = final.lazy()
-        del good, final
+            parents.owners = tables[table].select("referral_key", "patient_key").collect()
+        applied.kept.close()
     progress.finish("ingest")
     for table in canonical.TABLE_ORDER:
         if table not in tables:

@@ -5,23 +5,38 @@ FHIR columns null. Rows come from four places: the canonical rows with the dispo
 and reason ``dispositions.decide`` gave them, quarantine (``quarantined``, the reason
 code), rows a later row with the same key superseded, and the extract's own merge
 messages (both ``merged``). ``reason`` says why a row is not simply migrated.
+
+``build_lineage`` gives those rows (a plan; nothing is read); ``write_lineage`` joins them
+with the FHIR writer's links and writes the file sorted by file, row and resource without
+holding it: at a million patients lineage has 18M rows (3-4 GB to sort in memory), so rows
+and links go into range buckets of (file, row) (``migrate.staging``) and each bucket is
+joined, sorted and written in turn — bucket order is file and row order.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 
 from migrate import canonical
 from migrate.ingest import Ingested
+from migrate.staging import BUCKET_ROWS, Parts, RangeBuckets, batches, sink
+
+LINEAGE_COLUMNS = ("source_file", "source_row", "table", "patient_key", "disposition", "reason")
+_ORDER = ("source_file", "source_row", "fhir_type", "fhir_id")
+_POSITION = "__position"
+_ROW_BITS = 40  # source rows per file the position holds (as reconcile's packing)
 
 
-def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame, fhir: pl.LazyFrame | None = None) -> pl.LazyFrame:
-    """Lineage of a batch, sorted by file, row and resource.
+def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame) -> pl.LazyFrame:
+    """Every source row of a batch with its one disposition and reason (``LINEAGE_COLUMNS``),
+    unsorted, without the FHIR columns.
 
     ``dispositions``: source_file, source_row, table, patient_key, disposition, reason of
-    every canonical row; ``fhir``: the FHIR writer's links (source_file, source_row, fhir_type,
-    fhir_id), or None when no FHIR was written. Invariant: each source row of the batch
-    appears with exactly one disposition (checked by ``reconcile.rows_invariant``).
+    every canonical row. Invariant: each source row of the batch appears with exactly one
+    disposition (checked by ``reconcile.rows_invariant``).
     """
     quarantined = ingested.quarantine.lazy().select(
         "source_file", "source_row", "table", pl.lit(None, dtype=pl.String).alias("patient_key"),
@@ -34,14 +49,57 @@ def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame, fhir: pl.LazyF
         "source_file", "source_row", pl.lit("merges").alias("table"), "patient_key",
         pl.lit("merged").alias("disposition"),
         pl.format("merge message: {} merged into {}", "prior_patient_key", "patient_key").alias("reason"))
-    columns = ("source_file", "source_row", "table", "patient_key", "disposition", "reason")
-    lineage = pl.concat([dispositions.select(columns), quarantined.select(columns), superseded.select(columns),
-                         merges.select(columns)], how="vertical")
-    if fhir is None:
-        lineage = lineage.with_columns(pl.lit(None, dtype=pl.String).alias("fhir_type"),
-                                       pl.lit(None, dtype=pl.String).alias("fhir_id"))
-    else:
-        resources = fhir.select("source_file", "source_row", "fhir_type", "fhir_id")
-        lineage = lineage.join(resources, on=["source_file", "source_row"], how="left")
-    return lineage.select(canonical.typed(canonical.LINEAGE_SCHEMA)).sort(
-        "source_file", "source_row", "fhir_type", "fhir_id", nulls_last=False)
+    return pl.concat([f.select(pl.col(c).cast(canonical.LINEAGE_SCHEMA[c]) for c in LINEAGE_COLUMNS)
+                      for f in (dispositions, quarantined, superseded, merges)], how="vertical")
+
+
+def _position(names: Sequence[str]) -> pl.Expr:
+    """(file, row) as one integer in lineage order: files by name, a null file first."""
+    index = pl.col("source_file").replace_strict(list(names), list(range(len(names))), default=-1,
+                                                 return_dtype=pl.Int64)
+    return (index * (1 << _ROW_BITS) + pl.col("source_row").fill_null(0)).alias(_POSITION)
+
+
+def write_lineage(rows: pl.LazyFrame, fhir: pl.LazyFrame | None, files: dict[str, int], path: Path,
+                  work: Path) -> int:
+    """Write ``path``: ``rows`` (``build_lineage``) joined with the FHIR writer's links
+    (source_file, source_row, fhir_type, fhir_id; None when no FHIR was written), sorted by
+    file, row and resource; returns its row count. ``files``: rows read per input file
+    (where the buckets split)."""
+    names = sorted(set(files) | set(rows.select(pl.col("source_file").unique()).collect(engine="streaming")
+                                    .to_series().drop_nulls().to_list()))
+    cuts = [(i << _ROW_BITS) + start for i, name in enumerate(names)
+            for start in range(0 if i else 1, files.get(name, 0) + 1, BUCKET_ROWS)][1:]
+    bounds = pl.Series(_POSITION, cuts, dtype=pl.Int64)
+    where = _position(names)
+    links = RangeBuckets(work / "lineage-fhir", _POSITION, bounds)
+    own = RangeBuckets(work / "lineage-rows", _POSITION, bounds)
+    parts = Parts(work / "lineage-parts")
+    try:
+        for batch in batches(rows.with_columns(where), 1_000_000):
+            own.add(batch)
+        if fhir is not None:
+            for batch in batches(fhir.select("source_file", "source_row", "fhir_type", "fhir_id").with_columns(where),
+                                 1_000_000):
+                links.add(batch)
+        for i in range(own.count):
+            if not own.parts[i]:
+                continue  # links without rows would be dropped by the left join anyway
+            part = own.read(i).lazy().drop(_POSITION, strict=False)
+            if fhir is None:
+                part = part.with_columns(pl.lit(None, dtype=pl.String).alias("fhir_type"),
+                                         pl.lit(None, dtype=pl.String).alias("fhir_id"))
+            else:
+                resources = links.read(i).lazy().select("source_file", "source_row", "fhir_type", "fhir_id") \
+                    if links.parts[i] else pl.LazyFrame(schema={"source_file": pl.String, "source_row": pl.Int64,
+                                                                "fhir_type": pl.String, "fhir_id": pl.String})
+                part = part.join(resources, on=["source_file", "source_row"], how="left")
+            parts.add(part.select(canonical.typed(canonical.LINEAGE_SCHEMA)).sort(*_ORDER, nulls_last=False)
+                      .collect())
+        if not parts.paths:
+            parts.add(pl.DataFrame(schema=canonical.LINEAGE_SCHEMA))
+        sink(parts.scan(), path)
+        return parts.rows
+    finally:
+        for staged in (own, links, parts):
+            staged.close()

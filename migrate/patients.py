@@ -21,14 +21,14 @@ PATIENTS_SCHEMA: dict[str, pl.DataType] = {
 
 
 def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
-                    exceptions: pl.DataFrame, dispositions: pl.DataFrame) -> pl.DataFrame:
+                    exceptions: pl.DataFrame, dispositions: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """One row per source patient (``PATIENTS_SCHEMA``), sorted by ``patient_key``.
 
     ``merges``: patient_key -> survivor_key; ``patient_cohorts`` per survivor;
     ``dispositions``: the canonical rows' dispositions (the patients rows are read).
     """
     flags = exceptions.group_by("patient_key").agg(pl.col("flag_code").unique().sort().alias("flag_codes"))
-    disp = dispositions.filter(pl.col("table") == "patients").select("patient_key", "disposition")
+    disp = dispositions.lazy().filter(pl.col("table") == "patients").select("patient_key", "disposition").collect()
     ident = identity.patients.select("patient_key", "nhs_number", "nhs_number_valid", "nhs_number_verification",
                                      "at_target_id").join(merges, on="patient_key", how="left")
     return (

@@ -33,6 +33,7 @@ from migrate import quarantine, sharing
 from migrate.config import RunConfig
 from migrate.dispositions import decide
 from migrate.errors import ReconciliationError
+from migrate.executor import make_executor
 from migrate.fhir.bundle import validation_failure
 from migrate.fhir.options import SharingCodes
 from migrate.fhir.roundtrip import run_roundtrip
@@ -42,7 +43,7 @@ from migrate.hazards import default_hazards_path
 from migrate.identity import write_model
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
-from migrate.lineage import build_lineage
+from migrate.lineage import build_lineage, write_lineage
 from migrate.manifest import with_digest
 from migrate.outputs import write_json
 from migrate.patients import patient_summary
@@ -54,6 +55,7 @@ from migrate.review.stage import after_rules, before_rules, decision_rows
 from migrate.rules.stage import classify
 from migrate.runfolder import RunRecord, build_manifest, stage, target_record, write_tables
 from migrate.sources import discover
+from migrate.staging import sink
 from migrate.target_index import read_target_index
 from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
 
@@ -89,19 +91,19 @@ class RunResult:
                                       f"(see {self.run_dir / 'reports' / 'reconciliation.html'})", failures)
 
 
-def _ingest(config: RunConfig, progress: Progress) -> tuple[Ingested, FrozenConfig, PracticeSettings | None]:
+def _ingest(config: RunConfig, progress: Progress, work: Path) -> tuple[Ingested, FrozenConfig,
+                                                                       PracticeSettings | None]:
     files = discover(config.input_dir, config.profiles)
     check_layout(files)  # exit 2 before anything is written
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     frozen = freeze(out, config.profiles, config.rules, config.identity_path, config.identity_sha256,
                     config.declaration, config.hazards or default_hazards_path(), config.practice_sharing)
-    work = out / ".work"
     try:
         ingested = ingest(config.input_dir, config.profiles, work, progress, files=files,
                           canonical_dir=out / "canonical", cutover=config.cutover)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work / "staged", ignore_errors=True)
     if config.practice_sharing is None or config.practice_mapping is None:
         return ingested, frozen, None
     # An input like any: its rows are read, quarantined or given a disposition (invariant 1).
@@ -139,11 +141,19 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
 
 
 def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
+    started = datetime.now(UTC)
+    work = config.out_dir / ".work"  # staged Parquet of the stages below; removed at the end
+    try:
+        return _run(config, progress, started, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -> RunResult:
     from migrate.reports import record_previous, write_reports
 
-    started = datetime.now(UTC)
     out = config.out_dir
-    ingested, frozen, practices = _ingest(config, progress)
+    ingested, frozen, practices = _ingest(config, progress, work)
     tables = ingested.tables
     practice_rows = None if practices is None else practices.frame.lazy()
 
@@ -164,11 +174,16 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
     review, rules = after_rules(decisions, early, rules, tables, config.rules)
     progress.finish("rules")
 
-    decided, review = review.dispositions(
+    decided_frame, review = review.dispositions(
         lambda state: decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(),
                              identified.merges, state, SharingCodes.from_pack(config.rules), config.policy,
                              identified.at_target_by_number(), practice_rows, entries.lazy()).collect(),
         rules.sharing.lazy(), rules.cohorts, tables["referrals"])
+    # One row per canonical row (15M at a million patients): staged on disk, read by the FHIR
+    # output, lineage and patients.parquet as a scan. Collected first because the review
+    # compares the dispositions before and after its decisions.
+    decided = pl.scan_parquet(sink(decided_frame.lazy(), work / "dispositions.parquet"))
+    del decided_frame
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
     if config.emit_fhir:
@@ -176,23 +191,25 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
         options = options_for(config.profiles[0].source_system, rid, config.cutover,
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
-        fhir = emit(identified.result.patients, identified.merges, tables, decided.lazy(), rules.cohorts,
+        fhir = emit(identified.result.patients, identified.merges, tables, decided, rules.cohorts,
                     rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out,
-                    review.decisions)
+                    decisions=review.decisions,
+                    executor=make_executor(config.executor, config.scheduler, config.partitions))
         review = write_review_fhir(review, fhir, options, out)
         progress.finish("fhir")
 
     progress.start("write", total=None)
-    lineage = build_lineage(ingested, decided.lazy(), None if fhir is None else fhir.lineage).collect()
+    lineage_rows = write_lineage(build_lineage(ingested, decided), None if fhir is None else fhir.lineage,
+                                 {f.name: f.rows_read for f in ingested.files}, out / "lineage.parquet", work)
     patients = patient_summary(identified.result, identified.merges, rules.patient_cohorts, rules.exceptions,
                                decided)
-    written = write_tables(out, ingested.heights, {
-        "quarantine.parquet": ingested.quarantine, "lineage.parquet": lineage, "cohorts.parquet": rules.cohorts,
+    canonical_rows = {f"canonical/{t}.parquet": n for t, n in ingested.heights.items()}
+    written = write_tables(out, canonical_rows | {"lineage.parquet": lineage_rows}, {
+        "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
         "duplicates.parquet": identified.result.duplicates, **review.tables(),
         "sharing.parquet": sharing.deciding(entries.lazy(), rules.sharing.lazy()).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
-    del lineage
     written.paths.append(write_model(identified.result.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),
                                [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
@@ -213,7 +230,10 @@ def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
     # is recorded before that, without the key.
     write_json(with_digest(manifest), out / "manifest.json")
     progress.finish("write")
-    if fhir is not None:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
+    emitted = fhir is not None
+    # Everything from here on reads the run folder: the stages' frames are let go first.
+    del ingested, tables, identified, rules, decided, fhir, patients, target
+    if emitted:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
         run_roundtrip(out, progress)
 
     progress.start("reports", total=None)

@@ -69,11 +69,12 @@ class Written:
         self.rows[rel] = rows
 
 
-def write_tables(out: Path, canonical_heights: Mapping[str, int], tables: Mapping[str, pl.DataFrame]) -> Written:
-    """Record the canonical tables ingest wrote and write ``tables`` ({relative path: frame})."""
+def write_tables(out: Path, existing: Mapping[str, int], tables: Mapping[str, pl.DataFrame]) -> Written:
+    """Record the tables other stages wrote (``existing``: {relative path: rows}; the canonical
+    tables ingest wrote, the lineage streamed to disk) and write ``tables`` ({relative path: frame})."""
     written = Written()
-    for table, rows in canonical_heights.items():
-        written.existing(out, f"canonical/{table}.parquet", rows)
+    for rel, rows in existing.items():
+        written.existing(out, rel, rows)
     for rel, frame in tables.items():
         written.table(out, rel, frame)
     return written

@@ -68,6 +68,7 @@ def test_an_io_error_anywhere_is_exit_3_with_one_line(tmp_path: Path, monkeypatc
     monkeypatch.setattr(f"{module}.{name}", fail)
     if module == "migrate.outputs":  # imported by name into the writers
         monkeypatch.setattr("migrate.ingest.write_parquet", fail)
+        monkeypatch.setattr("migrate.ingest.sink", fail)  # canonical tables are written from staged parts
     code, _, err, exc = _run(CASE / "input", tmp_path / "run")
     assert exc is None and code == 3
     assert err.strip() == f"error: {error.filename}: {error.strerror}"

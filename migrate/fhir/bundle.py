@@ -45,11 +45,13 @@ import pyarrow.parquet as pq
 
 from migrate.errors import ReconciliationError
 from migrate.fhir.ids import fhir_id
-from migrate.fhir.inputs import Context, gather, stage
+from migrate.fhir.inputs import Context, Staged, gather, stage
 from migrate.fhir.options import FhirOptions, profile
+from migrate.executor import Executor
 from migrate.fhir.resources import (
     LINEAGE_OUT_SCHEMA,
     Built,
+    Prepared,
     build_batch,
     organisation_refs,
     prepare,
@@ -129,24 +131,30 @@ class _Writers:
     """Open output files of one run (NDJSON per type, Parquet for the accounting)."""
 
     root: Path
+    bundles: Path | None = None  # where bundle files go (default: root/bundles)
     ndjson: dict[str, IO[bytes]] = field(default_factory=dict)
     parquet: dict[str, pq.ParquetWriter] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+
+    def handle(self, resource_type: str) -> IO[bytes]:
+        """The open NDJSON file of ``resource_type`` (created on first use)."""
+        if resource_type not in self.ndjson:
+            path = self.root / "ndjson" / f"{resource_type}.ndjson"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.ndjson[resource_type] = path.open("wb")
+        return self.ndjson[resource_type]
 
     def lines(self, resource_type: str, texts: pl.Series) -> None:
         """Append one JSON text per line (written by polars: no Python string per resource)."""
         if texts.len() == 0:
             return
-        if resource_type not in self.ndjson:
-            path = self.root / "ndjson" / f"{resource_type}.ndjson"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.ndjson[resource_type] = path.open("wb")
         # A one-column CSV without quoting is exactly NDJSON: JSON text never holds a raw newline.
-        texts.to_frame().write_csv(self.ndjson[resource_type], include_header=False, quote_style="never")
+        texts.to_frame().write_csv(self.handle(resource_type), include_header=False, quote_style="never")
         self.counts[resource_type] = self.counts.get(resource_type, 0) + texts.len()
 
     def table(self, name: str, frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> None:
         if name not in self.parquet:
+            self.root.mkdir(parents=True, exist_ok=True)
             empty = pl.DataFrame(schema=dict(schema)).to_arrow()
             self.parquet[name] = pq.ParquetWriter(self.root / f"{name}.parquet", empty.schema, compression="zstd")
         cast = frame.select(list(schema)).cast(dict(schema)).rechunk()  # type: ignore[arg-type]
@@ -186,7 +194,8 @@ def bundle_name(bundle_no: int) -> str:
 
 def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patient_cohorts: pl.LazyFrame,
                exceptions: pl.LazyFrame, sharing: pl.LazyFrame, options: FhirOptions, out_dir: Path,
-               derived_priority: pl.LazyFrame | None = None, progress: Progress = NULL_PROGRESS) -> FhirResult:
+               derived_priority: pl.LazyFrame | None = None, progress: Progress = NULL_PROGRESS,
+               executor: Executor | None = None) -> FhirResult:
     """Build, validate and write the FHIR output of one batch into ``out_dir/fhir``.
 
     Inputs: canonical ``tables`` (patients, referrals, contacts, codes), the rules stage's
@@ -195,6 +204,10 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     ``derived_priority`` (referral_key, priority, reason). Every row given is sent (the
     rows to send are chosen by their dispositions, before this stage). Invariant: every
     source row given is in lineage (one row per resource it became) or in errors.
+
+    ``executor``: with more than one partition (``migrate.executor``), the batches run as
+    partitions (``migrate.fhir.partitions``: same bytes whatever the number); otherwise
+    they run here, one after another.
     """
     del patient_cohorts  # each referral carries its own cohort
     p = prepare(tables, cohorts, exceptions, sharing, options, derived_priority)
@@ -212,26 +225,34 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     if last_bundle > per_chunk:  # several batches: split the inputs once instead of rescanning
         staged = stage(tables, cohorts, exceptions, sharing, derived_priority, plan, per_chunk, partial / ".stage")
     progress.start("fhir", total=last_bundle)
-    try:
-        for first in range(1, last_bundle + 1, per_chunk):
-            last = min(first + per_chunk - 1, last_bundle)
-            batch = plan.filter(pl.col("bundle_no").is_between(first, last))
-            if staged is None:
-                inputs = gather(tables, cohorts, exceptions, sharing, derived_priority, batch, ctx)
-            else:
-                n = (first - 1) // per_chunk
-                frames = {t: staged.frame(t, n) for t in ("patients", "referrals", "contacts", "codes")}
-                inputs = gather(frames, staged.frame("cohorts", n), staged.frame("exceptions", n),
-                                staged.frame("sharing", n),
-                                None if derived_priority is None else staged.frame("derived_priority", n), batch, ctx)
-            chunk_orgs = orgs.filter(pl.col("bundle_no").is_between(first, last))
-            built = build_batch(inputs, chunk_orgs, known_orgs, ctx, shapes)
-            _write_batch(built, ctx, writers, written)
-            errors.append(built.errors)
-            progress.advance("fhir", last - first + 1, f"bundles {first:,}-{last:,}")
-            del inputs, built
-    finally:
-        writers.close({"lineage": LINEAGE_OUT_SCHEMA})
+    validated = None
+    if staged is not None and executor is not None and executor.partitions > 1:
+        counts, names, more, validated = _partitioned(p, staged, per_chunk, last_bundle, derived_priority is not None,
+                                                      partial, executor)
+        writers.counts, written[:] = counts, names
+        errors += more
+        progress.advance("fhir", last_bundle, f"bundles 1-{last_bundle:,} in {executor.partitions} partitions")
+    else:
+        try:
+            for first in range(1, last_bundle + 1, per_chunk):
+                last = min(first + per_chunk - 1, last_bundle)
+                batch = plan.filter(pl.col("bundle_no").is_between(first, last))
+                if staged is None:
+                    inputs = gather(tables, cohorts, exceptions, sharing, derived_priority, batch, ctx)
+                else:
+                    n = (first - 1) // per_chunk
+                    frames = {t: staged.frame(t, n) for t in ("patients", "referrals", "contacts", "codes")}
+                    inputs = gather(frames, staged.frame("cohorts", n), staged.frame("exceptions", n),
+                                    staged.frame("sharing", n),
+                                    None if derived_priority is None else staged.frame("derived_priority", n), batch, ctx)
+                chunk_orgs = orgs.filter(pl.col("bundle_no").is_between(first, last))
+                built = build_batch(inputs, chunk_orgs, known_orgs, ctx, shapes)
+                _write_batch(built, ctx, writers, written)
+                errors.append(built.errors)
+                progress.advance("fhir", last - first + 1, f"bundles {first:,}-{last:,}")
+                del inputs, built
+        finally:
+            writers.close({"lineage": LINEAGE_OUT_SCHEMA})
     progress.finish("fhir")
     shutil.rmtree(partial / ".stage", ignore_errors=True)
     if final.exists():
@@ -245,14 +266,32 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     return FhirResult(
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,
         lineage=pl.scan_parquet(final / "lineage.parquet"), errors=all_errors,
-        model_validated=shapes.validated, policy=options.sharing_policy,
+        model_validated=shapes.validated if validated is None else validated, policy=options.sharing_policy,
     )
+
+
+def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, with_priority: bool, partial: Path,
+                 executor: Executor) -> tuple[dict[str, int], list[str], list[pl.DataFrame], int]:
+    """The batches as ``executor.partitions`` partitions, then their parts combined."""
+    from migrate.fhir.partitions import Partition, combine, run_partition, split
+
+    batches = [((first - 1) // per_chunk, first, min(first + per_chunk - 1, last_bundle))
+               for first in range(1, last_bundle + 1, per_chunk)]
+    jobs = []
+    for index, group in enumerate(split(batches, executor.partitions)):
+        low, high = group[0][1], group[-1][2]
+        jobs.append(Partition(index, group, staged, p.plan.filter(pl.col("bundle_no").is_between(low, high)),
+                              p.orgs.filter(pl.col("bundle_no").is_between(low, high)), organisation_refs(p.orgs),
+                              p.ctx, dict(p.shapes.verdicts), with_priority, partial))
+    results = executor.map(run_partition, jobs)
+    counts, names, errors, validated = combine(results, jobs, partial)
+    return counts, names, errors, validated + p.shapes.individually
 
 
 def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[str]) -> None:
     for bundle_no, text in bundle_texts(built.resources, ctx):
         name = bundle_name(bundle_no)
-        (writers.root / "bundles" / name).write_text(text, encoding="utf-8")
+        (writers.bundles or writers.root / "bundles").joinpath(name).write_text(text, encoding="utf-8")
         written.append(name)
     by_type = built.resources.with_columns(pl.col("patient_key").fill_null("")).sort(
         "fhir_type", "patient_key", "fhir_id")

@@ -25,6 +25,7 @@ takes each such field from the most recent record that has one (survivorship).
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,7 +259,21 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
         if write:
             _write(run_dir, result)
         return result
-    resources = {t: f.collect(engine="streaming").lazy() for t, f in read_back(files, systems).items()}
+    # Every resource type read back is staged as Parquet and scanned (8.7M resources at a
+    # million patients would need several GB held at once); each group's join then streams.
+    with tempfile.TemporaryDirectory(prefix="handover-roundtrip-") as tmp:
+        resources = {}
+        for t, f in read_back(files, systems).items():
+            f.sink_parquet(Path(tmp) / f"{t}.parquet")
+            resources[t] = pl.scan_parquet(Path(tmp) / f"{t}.parquet")
+        result = _compare(run, systems, resources)
+    if write:
+        _write(run_dir, result)
+    return result
+
+
+def _compare(run: RunFolder, systems: Systems, resources: dict[str, pl.LazyFrame]) -> dict[str, Any]:
+    """Every group's expected rows against the resources read back: the result's fields."""
     links = ex.Links.of(run)
     clusters = ex.survivor_values(run)
     fields_out: list[dict[str, Any]] = []
@@ -276,7 +291,7 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
         if group.per_row:
             joined = _flags_per_row(joined)
         counts_q, bad_q = _evaluate(joined, group)
-        counts, bad = pl.collect_all([counts_q, bad_q])
+        counts, bad = pl.collect_all([counts_q, bad_q], engine="streaming")
         row = counts.row(0, named=True)
         fields_out.append(_missing_entry(group, row, bad))
         for i, f in enumerate(group.fields):
@@ -287,7 +302,7 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
             records[table] = max(records.get(table, 0), int(n))
     compared = sum(f["compared"] for f in fields_out)
     mismatches = sum(f["mismatches"] for f in fields_out)
-    result = {
+    return {
         "fields_compared": compared,
         "mismatches": mismatches,
         "holds": mismatches == 0,
@@ -297,9 +312,6 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
         "not_carried": _not_carried(),
         "mismatched_fields": [f["field"] for f in fields_out if f["mismatches"]],
     }
-    if write:
-        _write(run_dir, result)
-    return result
 
 
 def _missing_entry(group: Group, row: dict[str, Any], bad: pl.DataFrame) -> dict[str, Any]:
@@ -318,7 +330,9 @@ def _field_entry(f: Field, group: Group, compared: int, mismatches: int, bad: pl
 def _examples(bad: pl.DataFrame, column: str | None) -> list[dict[str, Any]]:
     if bad.height == 0:
         return []
-    rows = bad.sort("source_file", "source_row").head(EXAMPLES)
+    # A full order (the streaming join gives rows in no fixed order): same run, same examples.
+    order = [c for c in ("source_file", "source_row", "fhir_type", "fhir_id") if c in bad.columns]
+    rows = bad.sort(order, nulls_last=True).head(EXAMPLES)
     out = []
     for r in rows.iter_rows(named=True):
         # Local ids sit under *_ids keys, the convention the pseudonymised pack tokenises.

@@ -29,6 +29,7 @@ from migrate import canonical, frozen
 from migrate.fhir.bundle import FhirResult, write_fhir
 from migrate.dispositions import carried
 from migrate.errors import InputError
+from migrate.executor import Executor
 from migrate.policies import SharingPolicy, sharing_policy
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
 from migrate.identity.merges import CHILD_TABLES, people
@@ -67,7 +68,8 @@ def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tup
 
 def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
          cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
-         pack: RulePack, options: FhirOptions, out_dir: Path, decisions: pl.DataFrame | None = None) -> FhirResult:
+         pack: RulePack, options: FhirOptions, out_dir: Path, decisions: pl.DataFrame | None = None,
+         executor: Executor | None = None) -> FhirResult:
     """Write ``out_dir/fhir`` for a run.
 
     ``patients``: identity's patients (canonical columns, survivors with their
@@ -77,13 +79,14 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
     ``decided``: every canonical row's disposition (``dispositions.decide``); ``sharing``:
     the survivors' sharing state; ``pack``: the run's rule pack (its ``priority:`` outcomes);
     ``decisions``: the review decisions (``decisions.parquet``; those applied raise priorities).
+    ``executor``: where the writer's partitions run (``migrate.executor``; same bytes either way).
     """
     view = people(patients, tables, merges)
     survivors = patients.drop("survivor_key", strict=False).join(merges, on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     frames = carried(survivors.lazy(), {t: view[t] for t in CHILD_TABLES}, decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options, out_dir,
-                      derived_priority=derived_priority(exceptions, pack, decisions).lazy())
+                      derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
 
 
 def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None = None) -> FhirResult:

@@ -73,6 +73,7 @@ class ShapeCache:
 
     verdicts: dict[tuple[str, str], str | None] = field(default_factory=dict)
     validated: int = 0  # resources passed through the model
+    individually: int = 0  # of which resources of a suspect shape, each validated on its own
 
     def problems(self, resources: pl.DataFrame) -> pl.Series:
         """The model's verdict for each resource (null: accepted)."""
@@ -93,6 +94,7 @@ class ShapeCache:
             return verdict["model_problem"]
         own = full_problems(verdict.filter(suspect))
         self.validated += own.len()
+        self.individually += own.len()
         return pl.Series("model_problem", [None] * verdict.height, dtype=pl.String).scatter(suspect.arg_true(), own)
 
 

@@ -265,6 +265,9 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     Invariants: one ``patients`` row per input row; every merged key maps to a survivor that
     is not itself merged; nothing but exact NHS-number duplicates is merged.
     """
+    # Held whole, by design: identity is global (any two records may be one person: blocking
+    # pairs span the table, EM learns from all of it); the patient table only (1M rows ~0.3
+    # GB; the stage peaks at ~2 GB at 1M patients, benchmarks/identity.md).
     frame = _annotated(patients.collect(), referrals, settings)
     survivors, decided, probable, records, model = _duplicates(frame, settings)
     frame = frame.join(survivors, on="patient_key", how="left", maintain_order="left")

@@ -1,0 +1,114 @@
+"""Where a batch's partitions run: in this process (``local``) or on a Dask cluster (``dask``).
+
+    handover run … [--executor local|dask] [--scheduler ADDRESS] [--partitions N]
+
+An executor maps a picklable function over picklable jobs and returns the results in
+job order. ``LocalExecutor`` runs them here, one after another (the default; no Dask
+needed). ``DaskExecutor`` submits them to a Dask distributed scheduler — the one at
+``--scheduler`` (``tcp://host:8786``: workers on other machines, reading and writing the
+run folder through a shared filesystem), or, without one, a ``LocalCluster`` it starts on
+this machine's loopback and stops afterwards. Dask is an optional extra
+(``pip install 'handover[dask]'``); asking for it without it installed is a
+configuration error (exit 2), as is ``--scheduler`` without ``--executor dask``, both
+before any data is read (``check_options``).
+
+The partitions are the FHIR writer's (``migrate.fhir.partitions``): the outputs are the
+same bytes whatever the executor and the number of partitions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+EXECUTORS = ("local", "dask")
+LOCAL_WORKERS = 2  # workers of the LocalCluster started when no scheduler is given (2 cores here)
+
+
+class Executor(Protocol):
+    """Runs jobs; ``partitions`` is how many the work is split into."""
+
+    @property
+    def partitions(self) -> int: ...
+
+    def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]: ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Every job in this process, in order."""
+
+    partitions: int = 1
+
+    def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
+        return [fn(job) for job in jobs]
+
+
+@dataclass(frozen=True)
+class DaskExecutor:
+    """Jobs on a Dask distributed cluster: ``scheduler`` (an address), or a LocalCluster on loopback."""
+
+    partitions: int
+    scheduler: str | None = None
+
+    def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
+        from distributed import Client, LocalCluster
+
+        cluster: Any = None
+        if self.scheduler is None:
+            cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
+                                   host="127.0.0.1", dashboard_address=None)
+        try:
+            with Client(self.scheduler if cluster is None else cluster) as client:  # type: ignore[no-untyped-call]
+                futures = client.map(fn, list(jobs), pure=False)
+                results: list[R] = client.gather(futures)
+                return results
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+
+def check_options(executor: str, scheduler: str | None, partitions: int | None) -> list[str]:
+    """Every problem with these options, in words (empty when they can run)."""
+    problems = []
+    if executor not in EXECUTORS:
+        problems.append(f"--executor: unknown executor '{executor}'; use one of {', '.join(EXECUTORS)}")
+    if scheduler is not None and executor != "dask":
+        problems.append("--scheduler needs --executor dask (the local executor has no scheduler)")
+    if scheduler is not None and executor == "dask":
+        problems += _reachable(scheduler)
+    if partitions is not None and partitions < 1:
+        problems.append(f"--partitions must be at least 1, not {partitions}")
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        problems.append("--executor dask needs Dask distributed, which is not installed here: install handover's "
+                        "dask extra (or the distributed package)")
+    return problems
+
+
+def _reachable(address: str) -> list[str]:
+    """A problem unless something listens at the scheduler's ``tcp://host:port``: a typo in
+    the address fails here, before any data is read, not after ingest and identity."""
+    found = re.fullmatch(r"(?:tcp://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if found is None:
+        return [f"--scheduler: '{address}' is not an address such as tcp://host:8786"]
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=5).close()
+    except OSError as exc:
+        return [f"--scheduler: no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__})"]
+    return []
+
+
+def make_executor(executor: str, scheduler: str | None, partitions: int | None) -> Executor:
+    """The executor of checked options; ``partitions`` defaults to 1 locally and to twice
+    the LocalCluster's workers (or 8 on a given scheduler) with Dask."""
+    if executor == "dask":
+        default = 8 if scheduler is not None else 2 * LOCAL_WORKERS
+        return DaskExecutor(partitions or default, scheduler)
+    return LocalExecutor(partitions or 1)

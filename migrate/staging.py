@@ -1,0 +1,137 @@
+"""Staged Parquet: tables larger than memory, written in range parts and handled a part at a time.
+
+Why: at a million patients the contacts table (10.7M rows) and lineage (18M rows) each
+need several GB in memory, and twice that to sort. A step that needs every row of one key
+together (each contact key's updates, applied in order) or one global order (lineage by
+file and row) writes its rows into **range buckets** of that order instead — every row of
+bucket *i* sorts before every row of bucket *i + 1* — and then handles one bucket at a
+time. The peak is one bucket; concatenating the buckets' results in bucket order is the
+same as handling the whole table at once (the invariant the tests hold it to).
+
+``RangeBuckets``: boundaries (the sorted values where a new bucket starts) and a folder;
+``add`` splits a frame's rows by the value of ``column``; ``read`` gives one bucket's rows
+in the order they were added. ``boundaries`` picks the boundaries from a sample of values.
+``sink`` writes parts (files, in order) as one Parquet file without holding them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from migrate.outputs import write_atomic
+
+BUCKET_ROWS = 1_000_000  # rows per bucket aimed at: ~0.2-0.5 GB of canonical rows in memory at once
+PART = "__bucket"
+ROW_GROUP_ROWS = 1 << 18  # rows per row group of a table written by ``sink``
+
+
+def boundaries(values: pl.Series, rows: int, bucket_rows: int | None = None) -> pl.Series:
+    """Sorted distinct values at which buckets start (the first bucket takes everything
+    below the first boundary, nulls included), so ``rows`` rows make buckets of about
+    ``bucket_rows``. ``values``: the sort column of all rows, or a sample of it."""
+    distinct = values.drop_nulls().unique().sort()
+    buckets = max(1, -(-rows // (bucket_rows or BUCKET_ROWS)))
+    if buckets == 1 or distinct.len() < 2:
+        return distinct.clear()
+    step = distinct.len() / buckets
+    picks = sorted({int(step * i) for i in range(1, buckets)})
+    return distinct.gather([p for p in picks if 0 < p < distinct.len()])
+
+
+class RangeBuckets:
+    """Rows written into range buckets of ``column`` under ``folder`` (module docstring)."""
+
+    def __init__(self, folder: Path, column: str, bounds: pl.Series) -> None:
+        self.folder = folder
+        self.column = column
+        self.bounds = bounds
+        self.parts: list[list[Path]] = [[] for _ in range(bounds.len() + 1)]
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+
+    @property
+    def count(self) -> int:
+        return len(self.parts)
+
+    def bucket_of(self, values: pl.Series) -> pl.Series:
+        """The bucket of each value (nulls in the first: they sort first)."""
+        if self.bounds.len() == 0:
+            return pl.Series(PART, [0] * values.len(), dtype=pl.UInt32)
+        found = self.bounds.search_sorted(values.fill_null(self.bounds[0]), side="right").cast(pl.UInt32)
+        return pl.select(pl.when(values.is_null()).then(0).otherwise(found).cast(pl.UInt32).alias(PART)).to_series()
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """Append ``frame``'s rows to their buckets (their order within a bucket kept)."""
+        if frame.height == 0:
+            return
+        marked = frame.with_columns(self.bucket_of(frame[self.column]))
+        for (bucket,), rows in marked.group_by(PART, maintain_order=True):
+            i = int(bucket)
+            path = self.folder / f"{i:05d}-{len(self.parts[i]):06d}.parquet"
+            rows.drop(PART).write_parquet(path, compression="lz4")
+            self.parts[i].append(path)
+
+    def read(self, bucket: int, schema: pl.Schema | None = None) -> pl.DataFrame:
+        """Every row of ``bucket``, in the order added (empty with ``schema`` when none)."""
+        if not self.parts[bucket]:
+            return pl.DataFrame(schema=schema)
+        return pl.read_parquet(self.parts[bucket])
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Parts:
+    """Frames written in order as numbered Parquet parts of one table, to be ``sink``-ed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths: list[Path] = []
+        self.rows = 0
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0 and self.paths:
+            return
+        path = self.folder / f"{len(self.paths):06d}.parquet"
+        frame.write_parquet(path, compression="lz4")
+        self.paths.append(path)
+        self.rows += frame.height
+
+    def scan(self, schema: pl.Schema | dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+        if not self.paths:
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(self.paths)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def sink(frame: pl.LazyFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` (Parquet, zstd, atomically) with the streaming engine:
+    parts are read and written a batch at a time, in order. Row groups have a fixed number
+    of rows, so the bytes depend on the rows alone — not on how they were split into parts
+    (buckets, batches, partitions) nor on the number of threads."""
+    return write_atomic(path, lambda tmp: frame.sink_parquet(tmp, compression="zstd", maintain_order=True,
+                                                              row_group_size=ROW_GROUP_ROWS))
+
+
+def batches(frame: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
+    """``frame`` in order, ``rows`` at a time (at least one, possibly empty, frame)."""
+    any_batch = False
+    for batch in frame.collect_batches(chunk_size=rows, maintain_order=True):
+        any_batch = True
+        yield batch
+    if not any_batch:
+        yield frame.head(0).collect()
+
+
+def concat(frames: Sequence[pl.DataFrame]) -> pl.DataFrame | None:
+    """The non-empty ``frames`` as one (diagonal: columns may differ), or None."""
+    present = [f for f in frames if f.height]
+    return pl.concat(present, how="diagonal_relaxed") if present else None

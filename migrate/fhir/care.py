@@ -22,7 +22,9 @@ patient (SNOMED 266987004 by default, an option: verify locally).
 
 Sharing-block policy ``withhold-clinical``: a blocked patient's contacts and clinical
 coded entries are withheld by their disposition and never reach this stage; the
-cancer-history Condition, made from a referral that is sent, is left out here.
+cancer-history Condition, made from a referral that is sent, is left out here — unless a
+reviewer's applied ``override`` lifted the block (``overridden``), as it lifts the
+withholding of the contacts and coded entries.
 """
 
 from __future__ import annotations
@@ -77,10 +79,12 @@ OPT_OUT_PURPOSES = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReas
 
 
 def _blocked(frame: pl.DataFrame, inputs: Inputs, ctx: Context) -> pl.DataFrame:
-    """``frame`` with ``withhold``: the patient is blocked and the policy withholds clinical data."""
+    """``frame`` with ``withhold``: the patient is blocked, no reviewer overrode the block, and
+    the policy withholds clinical data."""
     withhold = ctx.options.sharing_policy == "withhold-clinical"
-    return frame.join(inputs.sharing.select("survivor_key", "blocked"), on="survivor_key", how="left").with_columns(
-        (pl.col("blocked").fill_null(False) & withhold).alias("withhold"))
+    return frame.join(inputs.sharing.select("survivor_key", "blocked", "overridden"), on="survivor_key",
+                      how="left").with_columns(
+        (pl.col("blocked").fill_null(False) & ~pl.col("overridden").fill_null(False) & withhold).alias("withhold"))
 
 
 def contacts(inputs: Inputs, ctx: Context) -> Part:

@@ -183,9 +183,11 @@ def _priorities(derived: pl.LazyFrame | None) -> pl.LazyFrame:
 SHARING_OPTIONAL: dict[str, pl.DataType] = {
     "latest_source": pl.String(), "latest_system": pl.String(), "latest_value": pl.String(),
     "latest_column": pl.String(), "entry_rows": pl.List(ENTRY_ROW), "opt_out_rows": pl.List(OPT_OUT_ROW),
+    "overridden": pl.Boolean(),  # a reviewer's applied override of the block (``stage.with_overrides``)
 }
 SHARING_COLUMNS = ("blocked", "latest_code", "latest_date", *SHARING_OPTIONAL)
 _ROW_LISTS = ("entry_rows", "opt_out_rows")
+_ANY = ("overridden",)  # true for the survivor when true for any of its records
 
 
 def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
@@ -206,7 +208,9 @@ def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
         .join(keys.select("patient_key", "survivor_key"), on="patient_key", how="inner")
         .with_columns(order.alias("_order"))
         .group_by("survivor_key")
-        .agg(pl.col(*(c for c in SHARING_COLUMNS if c not in _ROW_LISTS)).sort_by("_order", "blocked").last(),
+        .agg(pl.col(*(c for c in SHARING_COLUMNS if c not in (*_ROW_LISTS, *_ANY))).sort_by("_order", "blocked")
+             .last(),
+             *(pl.col(c).fill_null(False).any() for c in _ANY),
              *(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False).drop_nulls() for c in _ROW_LISTS))
         .sort("survivor_key")
         .collect()

@@ -12,7 +12,9 @@ so both give the same bytes:
   dispositions are decided once, before and independently of this stage;
 - the sharing state of each survivor (the rules stage's, ``rules.stage.sharing_state``,
   over every source's entries: ``migrate.sharing``);
-- raised priorities (``derived_priority``) from the flags that raise one.
+- raised priorities (``derived_priority``) from the flags that raise one;
+- reviewers' applied overrides of sharing blocks (``with_overrides``): the withheld
+  clinical rows are carried by their dispositions, the cancer history by ``overridden``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,15 @@ def options_for(source_system: str, run_id: str, cutover: date, inputs: list[tup
                        sharing_policy=sharing_policy, sharing_codes=SharingCodes.from_pack(pack))
 
 
+def with_overrides(sharing: pl.LazyFrame, decisions: pl.DataFrame | None) -> pl.LazyFrame:
+    """``sharing`` with ``overridden``: a reviewer's applied ``override`` lifted the patient's
+    block (the same decisions that let ``dispositions`` carry the withheld rows)."""
+    from migrate.review.effects import overridden_keys
+
+    keys = [] if decisions is None else overridden_keys(decisions)
+    return sharing.with_columns(pl.col("patient_key").is_in(keys).alias("overridden"))
+
+
 def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
          cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
          pack: RulePack, options: FhirOptions, out_dir: Path, decisions: pl.DataFrame | None = None,
@@ -85,8 +96,8 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
     survivors = patients.drop("survivor_key", strict=False).join(merges, on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     frames = carried(survivors.lazy(), {t: view[t] for t in CHILD_TABLES}, decided)
-    return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(), sharing, options, out_dir,
-                      derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
+    return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(),
+                      with_overrides(sharing, decisions), options, out_dir, derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
 
 
 def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None = None) -> FhirResult:

@@ -121,9 +121,14 @@ def survivor_fields(patients: pl.DataFrame, winners: list[str], annotated: pl.Da
         pl.coalesce(f"_{f}", f).alias(f) for f in fields).drop(*(f"_{f}" for f in fields))
 
 
+def overridden_keys(decisions: pl.DataFrame) -> list[str]:
+    """The patients whose sharing block an applied ``override`` lifted (sorted)."""
+    return sorted(applied(decisions, "override_sharing").get_column("patient_key").unique().to_list())
+
+
 def sharing_for_dispositions(sharing: pl.LazyFrame, decisions: pl.DataFrame) -> pl.LazyFrame:
     """The sharing state dispositions read: a patient whose block was overridden is not withheld."""
-    keys = applied(decisions, "override_sharing").get_column("patient_key").unique().to_list()
+    keys = overridden_keys(decisions)
     if not keys:
         return sharing
     return sharing.with_columns(pl.when(pl.col("patient_key").is_in(keys)).then(False)

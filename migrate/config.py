@@ -299,6 +299,9 @@ class RunConfig:
         """The deterministic run id of this configuration over these inputs."""
         target = sha256_file(self.target_index) if self.target_index else ""
         own = [self.target_mapping.sha256] if self.target_mapping and self.target_mapping not in self.profiles else []
+        # The previous run's decisions are carried forward into this one: they change it as a file would.
+        carried = self.previous / "decisions.parquet" if self.previous is not None else None
+        prior = [f"previous-decisions:{sha256_file(carried)}"] if carried is not None and carried.is_file() else []
         return run_id([__version__, *(p.sha256 for p in self.profiles), self.rules.sha256, self.identity_sha256,
                        self.cutover.isoformat(), self.sharing_policy, self.inactive_patients, target, *own,
-                       *sorted(input_hashes), *(f"decisions:{d.sha256}" for d in self.decisions)])
+                       *sorted(input_hashes), *(f"decisions:{d.sha256}" for d in self.decisions), *prior])

@@ -124,3 +124,22 @@ def test_a_previous_run_with_unreadable_decisions_exits_3_before_reading(batches
                                        "--quiet"])
     assert result.exit_code == 3 and "decisions.parquet is not readable" in result.output
     assert not (out / "canonical").exists()
+
+
+def test_the_decisions_a_previous_run_carries_change_the_run_id(first_batch: Path, batches: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """A run id names what decided the batch: the decisions carried forward from --previous
+    change it as a decisions file does; a previous run without decisions does not."""
+    from migrate.pipeline import RunConfig
+    from tests.review.conftest import CUTOVER, WORKED
+
+    second, _ = batches
+    assert (second / "decisions.parquet").is_file() and not (first_batch / "decisions.parquet").is_file()
+    source = extract(tmp_path / "input")
+
+    def rid(previous: Path | None) -> str:
+        config = RunConfig.load(source, WORKED / "mapping.yaml", CUTOVER, tmp_path / "out", previous=previous)
+        return config.run_id(["same-input-hash"])
+
+    assert rid(second) != rid(None)
+    assert rid(first_batch) == rid(None)

@@ -472,10 +472,14 @@ def parse_profile(doc: Any, path: Path, digest: str = "") -> Profile:
             problems.add(f"{where}.updates", f"{tname} rows have no key, so a row never updates another: remove it")
         tables[tname] = TableSpec(tname, files, tuple(specs), enc, delimiter, None if quote is None else str(quote),
                                   str(on_enc), fmt, events, on_dup, updates)
+    system = str(doc.get("source_system", name))
+    if not system or any(c.isspace() or c == "/" for c in system):  # as FhirOptions requires, but before any data
+        problems.add("source_system", f"'{system}' names the system in FHIR identifiers and ids: no spaces or '/' "
+                                      "(e.g. acme-pas)")
     if problems.items:
         raise ProfileError(f"mapping profile {path} has {len(problems.items)} problem(s)", problems.items)
     nulls = _str_list(defaults.get("null_values", [""]), "defaults.null_values", problems)
-    return Profile(name=str(name), path=path, sha256=digest, source_system=str(doc.get("source_system", name)),
+    return Profile(name=str(name), path=path, sha256=digest, source_system=system,
                    description=str(doc.get("description", "")), tables=tables, null_values=nulls)
 
 

@@ -149,3 +149,14 @@ def test_a_layout_error_never_quotes_the_file(tmp_path: Path) -> None:
     assert "missing column(s) id, dob" in text and "4 field(s)" in text
     for secret in ("P1", "9991000003", "Zebedee", "1950"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("system", ["Acme PAS", "acme/pas", ""])
+def test_a_source_system_fhir_ids_cannot_carry_is_refused_before_any_data(tmp_path: Path, system: str) -> None:
+    """FHIR identifier systems and ids are namespaced by source_system: one with a space or a
+    '/' would fail the FHIR stage after ingest, identity and rules had run."""
+    good = {**GOOD, "defaults": {"date_formats": ["%Y-%m-%d"]}}
+    with pytest.raises(ProfileError) as exc:
+        parse_profile({**good, "source_system": system}, tmp_path / "x.yaml")
+    assert [p for p in exc.value.problems if "source_system:" in p] == exc.value.problems
+    assert parse_profile({**good, "source_system": "acme-pas"}, tmp_path / "x.yaml").source_system == "acme-pas"

@@ -10,6 +10,7 @@ field that identifies a person is ever written: values appear only in coded fiel
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections import Counter
 from functools import lru_cache
@@ -152,6 +153,13 @@ def _file_lines(s: FileSurvey, defaults: dict[str, Any], indent: int) -> list[st
     return lines
 
 
+def source_system(name: str) -> str:
+    """A FHIR-safe system name from a folder's name: lower case, no spaces or '/' (``FhirOptions``
+    rejects both), never empty."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    return slug or "outgoing-provider"
+
+
 def render(name: str, choices: list[TableChoice], leftovers: list[Leftover], skipped: list[str],
            formats: dict[str, list[str]], booleans: tuple[list[str], list[str]],
            catalogue_required: dict[str, dict[str, bool]]) -> str:
@@ -175,7 +183,10 @@ def render(name: str, choices: list[TableChoice], leftovers: list[Leftover], ski
     defaults = _defaults(choices)
     out += [f"profile: {scalar(name)}", "format_version: 1",
             f"description: {scalar(f'Drafted from the files in {name}/ by handover profile draft')}",
-            f"source_system: {scalar(name)}", "defaults:"]
+            *comment("CHECK: source_system names the outgoing system in every FHIR identifier system and every "
+                     "resource id: drafted from the folder's name; set the provider's own system name and keep it the "
+                     "same for every batch of this provider, or the same patient gets a new id in each batch", 0),
+            f"source_system: {scalar(source_system(name))}", "defaults:"]
     for key in ("encoding", "delimiter", "quote_char"):
         out.append(f"  {key}: {flow(defaults[key])}")
     out.append("  on_encoding_error: quarantine")

@@ -179,3 +179,15 @@ def test_the_draft_json_names_the_tables_the_checks_and_the_files_not_drafted(tm
     out = tmp_path / "draft.yaml"
     written = CliRunner().invoke(cli.main, ["profile", "draft", "--input", str(input_dir), "--out", str(out), "--json"])
     assert "profile" not in json.loads(written.stdout) and out.read_text(encoding="utf-8") == report["profile"]
+
+
+def test_a_folder_name_with_spaces_drafts_a_source_system_fhir_ids_can_carry(tmp_path: Path) -> None:
+    """The draft names the source system after the folder, made safe for FHIR ids, and asks
+    a person to set it (it namespaces every id, so it must not change between batches)."""
+    folder = tmp_path / "Acme PAS export (Nov)"
+    shutil.copytree(CASES / "worked-example" / "input", folder)
+    text = draft_profile(folder).text
+    path = tmp_path / "draft.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_profile(path).source_system == "acme-pas-export-nov"
+    assert "CHECK: source_system names the outgoing system" in text

@@ -9,7 +9,9 @@ patients cost one group_by per table; sums of 32-bit halves cannot overflow 64 b
 each patient's (and each referral's) cohort; flags raised and cleared compare
 (flag_code, subject_key) pairs of ``exceptions.parquet``. ``config`` names every part of
 the configuration the two runs did not share (read from each run's frozen ``config/`` and
-options), since a flag can move because the rules changed, not the extract.
+options), since a flag can move because the rules changed, not the extract; ``decisions``
+names the reviewers' decisions applied in one run and not the other (``decisions.parquet``,
+matched on ``decision_id``), since a patient can move list because a clinician moved them.
 
 Both runs are hashed in one process, so polars' (version-specific) row hash is the same
 function on both sides.
@@ -78,6 +80,30 @@ def _flag_changes(a: RunFolder, b: RunFolder) -> dict[str, list[dict[str, Any]]]
     return out
 
 
+def _applied(run: RunFolder) -> pl.DataFrame:
+    """decision_id, decision, flag_code, subject_key of each decision applied in ``run``
+    (none when it read no decisions)."""
+    columns = ("decision_id", "decision", "flag_code", "subject_key")
+    if not run.has("decisions.parquet"):
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String()))
+    return (run.scan("decisions.parquet").filter(pl.col("status") == "applied").select(columns)
+            .unique("decision_id").collect())
+
+
+def _decision_changes(a: RunFolder, b: RunFolder) -> dict[str, list[dict[str, Any]]]:
+    """Decisions ``applied`` in run B and not in A, and ``no_longer_applied`` (in A, not B):
+    per (decision, flag) the count and the subjects."""
+    applied_a, applied_b = _applied(a), _applied(b)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (left, right) in {"applied": (applied_b, applied_a), "no_longer_applied": (applied_a, applied_b)}.items():
+        rows = (left.join(right, on="decision_id", how="anti").group_by("decision", "flag_code")
+                .agg(pl.len().alias("count"), pl.col("subject_key").sort().alias("subject_ids"))
+                .sort("decision", "flag_code"))
+        out[name] = [{"decision": d, "flag_code": f, "count": int(n), "subject_ids": list(ids)}
+                     for d, f, n, ids in rows.iter_rows()]
+    return out
+
+
 @dataclass
 class RunDiff:
     """What changed from run A to run B; ``asdict`` is JSON-serialisable."""
@@ -88,11 +114,13 @@ class RunDiff:
     cohort_moves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     flags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     config: list[dict[str, Any]] = field(default_factory=list)
+    decisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def asdict(self) -> dict[str, Any]:
         """Plain data (sorted id lists) for reconciliation.json and ``--json``."""
         return {"run_a": self.run_a, "run_b": self.run_b, "patients": self.patients,
-                "cohort_moves": self.cohort_moves, "flags": self.flags, "config": self.config}
+                "cohort_moves": self.cohort_moves, "flags": self.flags, "config": self.config,
+                "decisions": self.decisions}
 
     def __rich__(self) -> RenderableType:
         return Group(*diff_renderables(self.asdict()))
@@ -140,6 +168,17 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
             for r in rows:
                 t.add_row(r["flag_code"], f"{r['count']:,}", Text(_ids(r["subject_ids"])))
             out.append(t)
+    for name, title in (("applied", "Decisions applied in run B only"),
+                        ("no_longer_applied", "Decisions no longer applied")):
+        rows = (diff.get("decisions") or {}).get(name) or []
+        if rows:
+            t = Table(title=title, title_justify="left")
+            for col in ("decision", "flag", "count", "subjects"):
+                t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
+                             max_width=40 if col == "subjects" else None)
+            for r in rows:
+                t.add_row(r["decision"], r["flag_code"], f"{r['count']:,}", Text(_ids(r["subject_ids"])))
+            out.append(t)
     return out
 
 
@@ -174,6 +213,7 @@ def _diff(a: RunFolder, b: RunFolder, run_a: Path, run_b: Path) -> RunDiff:
         },
         flags=_flag_changes(a, b),
         config=config_changes(a, b),
+        decisions=_decision_changes(a, b),
     )
     return diff
 

@@ -143,3 +143,24 @@ def test_the_decisions_a_previous_run_carries_change_the_run_id(first_batch: Pat
 
     assert rid(second) != rid(None)
     assert rid(first_batch) == rid(None)
+
+
+def test_diff_names_the_decisions_applied_in_one_run_and_not_the_other(batches: tuple[Path, Path]) -> None:
+    """An auditor comparing two batches sees which moves were a clinician's doing: the third
+    batch's new decision on R07, and the override it no longer applies (evidence changed)."""
+    from click.testing import CliRunner
+
+    import cli
+    from migrate.reports import diff_runs
+
+    second, third = batches
+    decisions = diff_runs(second, third).asdict()["decisions"]
+    applied = {(r["decision"], r["flag_code"]): r["subject_ids"] for r in decisions["applied"]}
+    dropped = {(r["decision"], r["flag_code"]): r["subject_ids"] for r in decisions["no_longer_applied"]}
+    assert applied[("keep", "WRONG_TRANSFER_LIST")] == ["R07"]
+    assert dropped[("override", "SHARING_BLOCK_ACTIVE_CARE")] == ["P21"]
+    # Carried forward unchanged (same decision id): in neither list.
+    assert not any("R16" in ids for ids in (*applied.values(), *dropped.values()))
+    shown = CliRunner().invoke(cli.main, ["diff", str(second), str(third)], terminal_width=100)
+    assert shown.exit_code == 0, shown.output
+    assert "Decisions no longer applied" in shown.output and "P21" in shown.output

@@ -15,8 +15,9 @@ rewrites the digest shows there. Against an editor careful enough to do both, a 
 be sealed with the user's key: ``seal.mac`` is HMAC-SHA256(key, "handover-seal" NUL +
 the canonical JSON), which only the key's holder can recompute.
 
-``check_manifest`` validates the structure (``ManifestSchema``, a pydantic model) and
-lists every problem with its path, so a malformed entry is a failure, never a traceback.
+``check_manifest`` validates the structure (``ManifestSchema``: pydantic over the writer's
+own type, ``migrate.summary.SealedManifest``) and lists every problem with its path, so a
+malformed entry is a failure, never a traceback.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
-from datetime import date
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-COUNT = Annotated[int, Field(ge=0)]
+from migrate.summary import ISO_DATE, OutputRecord, SealedManifest
+
 SEAL_ALGORITHM = "HMAC-SHA256"
 _SEAL_CONTEXT = b"handover-seal\0"
 REPORTS_PREFIX = "reports/"
@@ -45,14 +45,6 @@ REQUIRED_OUTPUTS = (
     "exceptions.parquet", "duplicates.parquet", "reports/reconciliation.json", "reports/reconciliation.html",
     "reports/exceptions.xlsx", "reports/exceptions.csv",
 )
-
-
-def _iso_date(value: str) -> str:
-    date.fromisoformat(value)  # ValueError: not a date
-    return value
-
-
-ISO_DATE = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_iso_date)]
 
 
 class _Strict(BaseModel):
@@ -82,102 +74,19 @@ class Readable(_Strict):
     outputs: list[_Entry]
 
 
-class _Output(_Strict):
-    path: str
-    bytes: COUNT
-    sha256: SHA256
-    rows: COUNT | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, value: str) -> str:
-        """A path inside the run folder: relative, forward slashes, no ``..``."""
-        p = PurePosixPath(value)
-        if not value or p.is_absolute() or ".." in p.parts or "\\" in value or value != p.as_posix():
-            raise ValueError("must be a relative path inside the run folder")
-        return value
+# The full shape ``verify`` checks: the writer's own type (``migrate.summary``), so the two
+# cannot drift.
+ManifestSchema: TypeAdapter[SealedManifest] = TypeAdapter(SealedManifest)
 
 
-class _Input(_Strict):
-    path: str
-    table: str
-    bytes: COUNT
-    sha256: SHA256
-    rows: COUNT
-
-
-class _DecisionFile(_Strict):
-    path: str
-    sha256: SHA256
-    bytes: COUNT
-    rows: COUNT
-
-
-class _Named(_Strict):
-    name: str
-    sha256: str
-
-
-class _Counts(_Strict):
-    rows_read: COUNT
-    dispositions: dict[str, COUNT]
-    quarantined: COUNT
-
-
-class _Options(_Strict):
-    sharing_policy: str
-    target_index: _Named | dict[str, Any] | None = None
-
-
-class _Previous(_Strict):
-    path: str
-    run_id: str | None = None
-
-
-class _Digest(_Strict):
-    algorithm: Literal["sha256"]
-    manifest: SHA256
-    batch: SHA256
-
-
-class _Seal(_Strict):
-    algorithm: Literal["HMAC-SHA256"]
-    mac: SHA256
-
-
-class _Tool(_Strict):
-    name: Literal["handover"]
-    version: str
-
-
-class ManifestSchema(_Strict):
-    """The shape of ``manifest.json`` (extra keys are allowed, and covered by the digest);
-    ``migrate.summary.Manifest`` is its type for the code that writes it."""
-
-    run_id: str
-    tool: _Tool
-    started: str
-    finished: str
-    cutover_date: ISO_DATE
-    mapping: list[_Named]
-    rules: _Named
-    options: _Options
-    inputs: list[_Input]
-    outputs: list[_Output]
-    counts: _Counts
-    previous_manifest_sha256: SHA256 | None = None
-    previous_batch_digest: SHA256 | None = None
-    previous_run: _Previous | None = None
-    digest: _Digest
-    seal: _Seal | None = None
-    decisions: list[_DecisionFile] | None = None  # the --decisions files a batch read (issue #15)
-
-
-def check_manifest(data: Any, schema: type[BaseModel] = ManifestSchema) -> list[str]:
+def check_manifest(data: Any, schema: TypeAdapter[Any] | type[BaseModel] = ManifestSchema) -> list[str]:
     """Every structural problem of a parsed manifest against ``schema`` (the full
     ``ManifestSchema``, or ``Readable``), as ``path: what`` (empty when sound)."""
     try:
-        schema.model_validate(data)
+        if isinstance(schema, TypeAdapter):
+            schema.validate_python(data)
+        else:
+            schema.model_validate(data)
     except ValidationError as exc:
         return [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
     return []
@@ -236,12 +145,12 @@ def run_id(parts: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def describe_outputs(run_dir: Path, paths: Iterable[Path], rows: dict[str, int]) -> list[dict[str, Any]]:
+def describe_outputs(run_dir: Path, paths: Iterable[Path], rows: dict[str, int]) -> list[OutputRecord]:
     """Path (relative to the run), bytes, sha256 and row count of each output file."""
     out = []
     for p in sorted(paths):
         rel = p.relative_to(run_dir).as_posix()
-        entry: dict[str, Any] = {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        entry: OutputRecord = {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         if rel in rows:
             entry["rows"] = rows[rel]
         out.append(entry)

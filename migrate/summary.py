@@ -13,7 +13,14 @@ waits, delta) are typed as plain JSON objects here and documented in docs/report
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from datetime import date
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import AfterValidator, ConfigDict, Field, with_config
+# pydantic reads these types to check manifest.json (``migrate.manifest.ManifestSchema``):
+# before Python 3.12 it needs typing_extensions' TypedDict, which is typing's for mypy.
+from typing_extensions import TypedDict
 
 
 class FileInvariant(TypedDict):
@@ -150,6 +157,36 @@ class RunSummary(TypedDict):
     review: NotRequired[dict[str, Any]]  # review progress: raised, decided, outstanding (migrate.review.progress)
 
 
+# --- manifest.json: the one definition its writer (``runfolder.build_manifest``) is typed
+# by and ``handover verify`` checks it against (``migrate.manifest.ManifestSchema`` is a
+# pydantic TypeAdapter of ``SealedManifest``). The Annotated constraints are pydantic's;
+# mypy sees the plain types. Extra keys are allowed (and covered by the digest).
+
+
+def _iso_date(value: str) -> str:
+    date.fromisoformat(value)  # ValueError: not a date
+    return value
+
+
+def _inside(value: str) -> str:
+    """A path inside the run folder: relative, forward slashes, no ``..``."""
+    p = PurePosixPath(value)
+    if not value or p.is_absolute() or ".." in p.parts or "\\" in value or value != p.as_posix():
+        raise ValueError("must be a relative path inside the run folder")
+    return value
+
+
+SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+COUNT = Annotated[int, Field(ge=0)]
+ISO_DATE = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_iso_date)]
+RUN_PATH = Annotated[str, AfterValidator(_inside)]
+
+
+class Tool(TypedDict):
+    name: Literal["handover"]
+    version: str
+
+
 class FileRecord(TypedDict):
     path: str
     sha256: str
@@ -180,15 +217,31 @@ class RunOptions(TypedDict):
 class InputRecord(TypedDict):
     path: str
     table: str
-    bytes: int
-    sha256: str
-    rows: int
+    bytes: COUNT
+    sha256: SHA256
+    rows: COUNT
+
+
+class OutputRecord(TypedDict):
+    path: RUN_PATH
+    bytes: COUNT
+    sha256: SHA256
+    rows: NotRequired[COUNT]  # tables only
+
+
+class DecisionRecord(TypedDict):
+    """A --decisions file a batch read (issue #15)."""
+
+    path: str
+    sha256: SHA256
+    bytes: COUNT
+    rows: COUNT
 
 
 class Counts(TypedDict):
-    rows_read: int
-    dispositions: dict[str, int]
-    quarantined: int
+    rows_read: COUNT
+    dispositions: dict[str, COUNT]
+    quarantined: COUNT
 
 
 class FrozenFile(TypedDict):
@@ -217,25 +270,46 @@ class PreviousRun(TypedDict):
     run_id: str | None
 
 
+class Digest(TypedDict):
+    algorithm: Literal["sha256"]
+    manifest: SHA256
+    batch: SHA256
+
+
+class Seal(TypedDict):
+    algorithm: Literal["HMAC-SHA256"]
+    mac: SHA256
+
+
 class Manifest(TypedDict):
-    """``manifest.json`` (docs/architecture.md, "Run directory"). ``outputs`` entries are
-    ``{path, bytes, sha256[, rows]}``; ``previous_run`` is present for a delta batch."""
+    """``manifest.json`` as a batch builds it (docs/architecture.md, "Run directory");
+    ``previous_*`` are set for a batch that chains to another (``--previous``)."""
 
     run_id: str
-    tool: dict[str, str]
+    tool: Tool
     started: str
     finished: str
-    cutover_date: str
+    cutover_date: ISO_DATE
     mapping: list[Profile]
     rules: RulesRecord
     options: RunOptions
     identity_rules: dict[str, str]
     identity_model: dict[str, Any]  # the parameters identity estimated from the extract (identity-model.json)
     inputs: list[InputRecord]
-    outputs: list[dict[str, Any]]
+    outputs: list[OutputRecord]
     counts: Counts
     stages: Stages
     config: FrozenConfig
-    previous_manifest_sha256: str | None
+    previous_manifest_sha256: SHA256 | None
+    previous_batch_digest: NotRequired[SHA256]
     previous_run: NotRequired[PreviousRun]
-    decisions: NotRequired[list[dict[str, Any]]]  # --decisions files: path, sha256, bytes, rows (issue #15)
+    decisions: NotRequired[list[DecisionRecord]]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class SealedManifest(Manifest):
+    """``manifest.json`` as written: the manifest with its content digest, and its seal when
+    the batch was run with ``--key-file`` (``migrate.manifest.with_digest``)."""
+
+    digest: Digest
+    seal: NotRequired[Seal]

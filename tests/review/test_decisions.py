@@ -294,3 +294,58 @@ def test_the_manifest_shape_check_covers_the_decisions_files(second_batch: tuple
     assert check_manifest(manifest) == []
     manifest["decisions"][0]["sha256"] = "not a digest"
     assert [p.split(":")[0] for p in check_manifest(manifest)] == ["decisions.0.sha256"]
+
+
+def _fields(data: object, tp: object, seen: dict[str, set[str]], declared: dict[str, set[str]]) -> list[str]:
+    """Walk ``data`` along type ``tp``: record, per TypedDict met with an object, the keys
+    it declares and the keys written; return the keys written that no type declares."""
+    import typing
+
+    from typing_extensions import is_typeddict
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Annotated, typing.NotRequired, typing.Required):
+        return _fields(data, args[0], seen, declared)
+    if origin in (typing.Union, __import__("types").UnionType):
+        return [u for a in args if a is not type(None) for u in _fields(data, a, seen, declared)]
+    if origin is list and isinstance(data, list):
+        return [u for item in data for u in _fields(item, args[0], seen, declared)]
+    if origin is dict and isinstance(data, dict):
+        return [u for item in data.values() for u in _fields(item, args[1], seen, declared)]
+    if is_typeddict(tp) and isinstance(data, dict):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        name = tp.__name__  # type: ignore[attr-defined]
+        declared[name] = set(hints)
+        seen.setdefault(name, set()).update(data)
+        unknown = [f"{name}.{k}" for k in data if k not in hints]
+        return unknown + [u for k, v in data.items() if k in hints for u in _fields(v, hints[k], seen, declared)]
+    return []
+
+
+def test_the_manifest_writer_and_its_schema_agree_field_for_field(second_batch: tuple[Path, Path], first_batch: Path,
+                                                                   tmp_path: Path) -> None:
+    """One definition (``migrate.summary.SealedManifest``) types the writer and is what verify
+    checks: a chained, sealed batch with decisions writes no field it does not declare, and
+    every field declared for an object it writes is written (in some entry)."""
+    import shutil
+
+    from migrate.manifest import check_manifest
+    from migrate.reports import record_previous, verify, write_reports
+    from migrate.outputs import write_json
+    from migrate.summary import SealedManifest
+
+    run2 = Path(shutil.copytree(second_batch[0], tmp_path / "run2"))
+    manifest = json.loads((run2 / "manifest.json").read_text())
+    write_json(record_previous(manifest, first_batch, run2), run2 / "manifest.json")
+    write_reports(run2, key=b"k" * 32)  # re-seals it, with the key
+    assert verify(run2, key=b"k" * 32).ok
+    manifest = json.loads((run2 / "manifest.json").read_text())
+    assert check_manifest(manifest) == []
+    seen: dict[str, set[str]] = {}
+    declared: dict[str, set[str]] = {}
+    assert _fields(manifest, SealedManifest, seen, declared) == []
+    assert {"SealedManifest", "OutputRecord", "DecisionRecord", "PreviousRun", "Seal", "Digest", "RunOptions",
+            "Stages", "FhirStats", "FrozenConfig", "InputRecord", "Counts"} <= set(seen)
+    assert {name: declared[name] - keys for name, keys in seen.items() if declared[name] - keys} == {}
+    # and a field the writer adds without declaring it is caught by the same walk
+    assert _fields(manifest | {"stray": 1}, SealedManifest, {}, {}) == ["SealedManifest.stray"]

@@ -213,20 +213,23 @@ def decide(entries: pl.LazyFrame) -> pl.LazyFrame:
             .select(list(DECISION_SCHEMA)).cast(DECISION_SCHEMA))  # type: ignore[arg-type]
 
 
-def state(entries: pl.LazyFrame) -> pl.LazyFrame:
+def state(entries: pl.LazyFrame, decided: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Per patient with an entry, the sharing state dispositions and FHIR read: ``blocked``,
     the deciding entry (``latest_code``, ``latest_date``, ``latest_source``,
     ``latest_system``, ``latest_value``, ``latest_column``: ``decide``); ``entry_rows``, the
     source rows of the patient's setting entries (patient and practice settings: each is
     lineage of the patient's sharing Consent; coded entries are codes rows); and
-    ``opt_out_rows``, the patient's opt-out settings (each an item of the opt-out Consent)."""
+    ``opt_out_rows``, the patient's opt-out settings (each an item of the opt-out Consent).
+    ``decided``: ``decide(entries)`` when the caller has it already (the rules stage
+    computes it once for the rules' features and this state)."""
     setting = pl.col("source") != "coded_entry"
     rows = (entries.filter(setting & (pl.col("kind") != "opt_out")).group_by("patient_key")
             .agg(pl.struct("table", "source_file", "source_row").unique().sort().alias("entry_rows")))
     opt_outs = (entries.filter(setting & (pl.col("kind") == "opt_out")).group_by("patient_key")
                 .agg(pl.struct("table", "source_file", "source_row", "value", pl.col("source_column").alias("column"),
                                "recorded_date").unique().sort().alias("opt_out_rows")))
-    return decide(entries).join(rows, on="patient_key", how="left").join(opt_outs, on="patient_key", how="left").select(
+    decided = decide(entries) if decided is None else decided
+    return decided.join(rows, on="patient_key", how="left").join(opt_outs, on="patient_key", how="left").select(
         "patient_key", pl.col("sharing_blocked").alias("blocked"), pl.col("latest_sharing_code").alias("latest_code"),
         pl.col("latest_sharing_date").alias("latest_date"), pl.col("latest_sharing_source").alias("latest_source"),
         "latest_system", "latest_value", "latest_column", "latest_file", "latest_row",

@@ -306,3 +306,21 @@ def test_the_practice_file_is_frozen_with_the_run_and_fhir_and_report_read_it_fr
     assert [v["value"] for v in report["vocabulary"]["practice_sharing_out"]] == [
         v["value"] for v in report_before["vocabulary"]["practice_sharing_out"]] != []
     assert not verify(out).failures
+
+
+def test_a_run_decides_the_sharing_state_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules' sharing features and the sharing state dispositions and FHIR read are one
+    decision (``migrate.sharing.decide``), made once per run and read by both."""
+    from migrate import sharing
+
+    calls: list[int] = []
+    real = sharing.decide
+
+    def counted(entries: pl.LazyFrame) -> pl.LazyFrame:
+        calls.append(1)
+        return real(entries)
+
+    monkeypatch.setattr(sharing, "decide", counted)
+    out = run(codes_variant(tmp_path / "coded"))
+    assert len(calls) == 1
+    assert ("SHARING_BLOCK", "P21") in flags(out)  # and that decision reached the flags

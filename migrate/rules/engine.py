@@ -81,12 +81,15 @@ class RuleResults:
 _REFERRAL_OUTPUT = tuple(cohorts.COHORTS_SCHEMA)
 
 
-def evaluate(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> RuleResults:
+def evaluate(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
+             sharing_decided: pl.LazyFrame | None = None) -> RuleResults:
     """Cohorts, patient cohorts and exceptions of ``pack`` over canonical ``tables`` at ``cutover``.
 
     ``tables`` maps canonical table names to LazyFrames with the canonical columns;
     ``patients`` and ``referrals`` are required, ``contacts`` and ``codes`` default to empty.
     Raises ``KeyError`` naming a missing required table. Nothing is computed here.
+    ``sharing_decided``: ``migrate.sharing.decide`` of the patients' sharing entries, when
+    the caller has it (else the patient features decide it).
     """
     missing = [t for t in REQUIRED_TABLES if t not in tables]
     if missing:
@@ -94,7 +97,7 @@ def evaluate(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) 
     frames = {**{t: canonical.empty(t).lazy() for t in OPTIONAL_TABLES}, **dict(tables)}
 
     referrals = cohorts.apply_derived(features.referral_features(frames, pack, cutover), pack.derived("referral"))
-    patient_base = features.patient_features(frames, pack, cutover)
+    patient_base = features.patient_features(frames, pack, cutover, sharing_decided)
     patients = _patients(patient_base, referrals, pack)
     return RuleResults(
         cohorts=cohorts.cohorts_table(referrals),

@@ -193,17 +193,20 @@ def _contact_summary(contacts: pl.LazyFrame, pack: RulePack, cutover: date) -> p
     )
 
 
-def patient_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
+def patient_features(tables: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
+                     decided: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Patients with every ``PATIENT_FEATURES`` column, one row per patient.
 
     The sharing columns are ``migrate.sharing.decide`` over the patient's sharing entries:
     ``tables["sharing"]`` when given (the pipeline gives every source's entries, re-pointed
     to survivors), else the coded entries and patient settings of ``tables``. The latest
     entry wins; ties and gaps lean towards blocking (see ``migrate.sharing``). Opt-outs
-    are kept as evidence only.
+    are kept as evidence only. ``decided``: that decision when the caller has it already
+    (``migrate.rules.stage.classify`` computes it once for these columns and the sharing state).
     """
-    found = tables["sharing"] if "sharing" in tables else sharing.entries(tables, pack)
-    decided = sharing.decide(found).select("patient_key", *(c for c in PATIENT_FEATURES if c in sharing.DECISION_SCHEMA
+    if decided is None:
+        decided = sharing.decide(tables["sharing"] if "sharing" in tables else sharing.entries(tables, pack))
+    decided = decided.select("patient_key", *(c for c in PATIENT_FEATURES if c in sharing.DECISION_SCHEMA
                                                              and c != "sharing_blocked"))
     patients = tables["patients"].select(canonical.PATIENTS.field_names)
     frame = (

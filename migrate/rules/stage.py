@@ -39,8 +39,11 @@ def sharing_state(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: d
     survivors), else over the coded entries and patient settings of ``people``. The
     latest entry wins whatever the cut-over (``cutover`` is kept for the callers' sake)."""
     del cutover
-    found = people["sharing"] if "sharing" in people else sharing.entries(people, pack)
-    return sharing.state(found)
+    return sharing.state(_entries(people, pack))
+
+
+def _entries(people: Mapping[str, pl.LazyFrame], pack: RulePack) -> pl.LazyFrame:
+    return people["sharing"] if "sharing" in people else sharing.entries(people, pack)
 
 
 def sharing_from_features(features: pl.LazyFrame) -> pl.LazyFrame:
@@ -59,7 +62,11 @@ def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
     # Held: cohorts (one row per referral), patient cohorts and exceptions are few columns
     # (~0.3 GB at 1M patients) and dispositions, the FHIR output and patients.parquet all
     # read them; the evaluation itself peaks at ~1.2 GB at 1M (benchmarks/README.md).
-    results = evaluate(people, pack, cutover).collect()
+    # The sharing decision, once: the rules' features (sharing_state, latest_sharing_*) and
+    # the sharing state dispositions and FHIR read are the same decision.
+    found = _entries(people, pack)
+    decided = sharing.decide(found).collect().lazy()
+    results = evaluate(people, pack, cutover, decided).collect()
     exceptions = combine_exceptions([results["exceptions"].lazy(), identity_exceptions.lazy()]).collect()
-    state = sharing_state(people, pack, cutover).collect()
+    state = sharing.state(found, decided).collect()
     return Classified(results["cohorts"], results["patient_cohorts"], exceptions, state)

@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/handover demo
 
+# In parallel, one worker per core (pytest-xdist); a module's tests stay on one worker, so
+# its module-scoped fixtures (built run folders) are built once. Session fixtures (runs,
+# the FHIR server on a free loopback port) are each worker's own.
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

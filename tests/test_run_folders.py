@@ -16,14 +16,10 @@ import cli
 CASE = Path(__file__).parent / "cases" / "worked-example"
 
 
-@pytest.fixture(scope="module")
-def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("good") / "run"
-    result = CliRunner().invoke(cli.main, ["run", "--input", str(CASE / "input"), "--mapping",
-                                           str(CASE / "mapping.yaml"), "--cutover", "2022-10-01", "--out", str(run),
-                                           "--quiet"])
-    assert result.exit_code == 0, result.stderr
-    return run
+@pytest.fixture
+def good_run(worked_run: Path) -> Path:
+    """A sound run folder (the session's worked run: only ever copied here)."""
+    return worked_run
 
 
 def _garbage(path: Path) -> None:

@@ -61,10 +61,7 @@ def all_bytes(folder: Path) -> dict[str, bytes]:
     return out
 
 
-@pytest.fixture(scope="session")
-def worked_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The worked example (29 referrals), run with its own mapping at cut-over 2022-10-01."""
-    return run_extract(WORKED / "input", WORKED / "mapping.yaml", tmp_path_factory.mktemp("worked") / "run")
+# ``worked_run`` (the worked example's run, read-only) is tests/conftest.py's, shared by the suite.
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ test holds (``rules/identity.yaml`` comparisons), as a small integer per pair.
 ``compare(pairs, left, right, settings)`` takes pairs (``i`` into ``left``, ``j`` into
 ``right``, both ``prepare``d) and returns, in pair order, ``l_<comparison>`` (Int8 level
 index, null when the field is missing on either record), ``nhs_differ`` (both numbers
-valid and different) and ``twin`` (see ``TWIN``). String similarities are computed by
+valid and different) and ``twin`` (see ``_twin``). String similarities are computed by
 ``rapidfuzz.process.cpdist`` once per *distinct* pair of values, looked up through integer
 ids, never in a Python loop per pair; pairs are compared in chunks so memory stays bounded.
 """
@@ -23,13 +23,6 @@ from migrate.identity.prepare import ID_OF
 from migrate.identity.settings import Comparison, IdentitySettings, Level
 
 CHUNK = 1_000_000  # pairs compared at a time: bounds memory whatever the pair count
-# Twins — same surname, birth date and address (or, when either address is missing, the
-# same postcode), different given name or sex — are never paired (docs/domain.md). "Different
-# given name": both present and the first names neither equal, nor nicknames, nor an initial
-# of one another, nor one cut short or with two letters swapped, nor one a part of the
-# other, nor closer than this Jaro-Winkler similarity (a typo, not another name). A letter
-# changed is another name (Anna and Anne may be twins).
-TWIN_SAME_NAME = 0.92
 _GATHERED = ("nhs", "bd", "sex", "pc_dist")
 
 
@@ -97,7 +90,8 @@ def _first_names(nicknames: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFra
         nick = hits.select("x", "y").unique().with_columns(pl.lit(True).alias("nick"))
         initial = (x != y) & (((x.str.len_chars() == 1) & (y.str.slice(0, 1) == x))
                               | ((y.str.len_chars() == 1) & (x.str.slice(0, 1) == y)))
-        # typing slips, not another name: cut short ("gu" for "gus"), two letters swapped
+        # the ``typo`` test: cut short ("gu" for "gus", "chris" for "christopher"), or two
+        # adjacent letters swapped ("jmaes") — slips of the same name, not another name
         cut = (x != y) & (pl.min_horizontal(x.str.len_chars(), y.str.len_chars()) >= 2) & (
             x.str.starts_with(y) | y.str.starts_with(x))
         swapped = (_cpdist(values, DamerauLevenshtein.distance) == 1) & (_cpdist(values, Levenshtein.distance) == 2)
@@ -135,7 +129,7 @@ def _tests(settings: IdentitySettings) -> dict[str, Callable[[Level], pl.Expr]]:
 
     def given(lv: Level) -> pl.Expr:
         return {"exact": s("jw_giv") == 1, "first_name": s("jw_giv1") == 1, "nickname": s("nick_giv1"),
-                "jaro_winkler": pl.max_horizontal("jw_giv1", "jw_giv") >= (lv.threshold or 0),
+                "jaro_winkler": pl.max_horizontal("jw_giv1", "jw_giv") >= (lv.threshold or 0), "typo": s("slip_giv1"),
                 "part_of": s("part_giv"), "initial": s("initial_giv1")}[lv.test]
 
     def birth(lv: Level) -> pl.Expr:
@@ -182,12 +176,18 @@ def _reversed(settings: IdentitySettings) -> pl.Expr:
     return ((crossed >= (level.threshold or 0)) & (crossed > straight)).fill_null(False)
 
 
-def _twin() -> pl.Expr:
+def _twin(settings: IdentitySettings) -> pl.Expr:
+    """Twins (docs/domain.md section 6): the same surname and birth date, the same address
+    (the same postcode when either has no address), names not given the wrong way round,
+    and either the sex differs or the given names fall at one of ``twins.given_names``'
+    levels — another name, not a spelling, shortening, nickname or initial of the same
+    one (those are levels above it). A given name missing on either record is not another
+    name. Evaluated over the chunk's ``l_given_names`` level."""
     s = pl.col
     same_place = pl.when(s("addr_a").is_not_null()).then(s("eq_addr").fill_null(False)).otherwise(s("dl_pc") == 0)
-    same_name = ((s("jw_giv1") >= TWIN_SAME_NAME) | (s("jw_giv") >= TWIN_SAME_NAME) | s("nick_giv1")
-                 | s("initial_giv1") | s("slip_giv1") | s("part_giv"))
-    other_name = ~same_name.fill_null(True)
+    levels = list(settings.twin_given_levels)
+    other_name = s("l_given_names").is_in(levels).fill_null(False) if levels and settings.comparison(
+        "given_names") else pl.lit(False)
     other_sex = (s("sex_a") != s("sex_b")).fill_null(False)
     return (~s("reversed") & (s("jw_fam") == 1) & (s("bd_a") == s("bd_b")) & same_place
             & (other_name | other_sex)).fill_null(False)
@@ -295,7 +295,8 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
         _level_expr(c, pl.any_horizontal([pl.col(m).is_null() for m in _MISSING[c.name]])
                     | (pl.col("reversed") if c.name in crossed else pl.lit(False)), tests[c.name])
         .alias(f"l_{c.name}") for c in settings.comparisons]
-    return frame.select(*levels, "reversed", nhs_differ, _twin().alias("twin"))
+    return frame.with_columns(levels).select(*[f"l_{c.name}" for c in settings.comparisons], "reversed",
+                                              nhs_differ, _twin(settings).alias("twin"))
 
 
-__all__ = ["CHEAP", "CHUNK", "TWIN_SAME_NAME", "compare", "vocabulary"]
+__all__ = ["CHEAP", "CHUNK", "compare", "vocabulary"]

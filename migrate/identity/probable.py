@@ -5,7 +5,7 @@ match weight from the model estimated on this extract (``model``); the pair's ma
 is their sum with the prior, its score the probability that the two records are one
 person: 1 / (1 + 2^-weight). Pairs scoring at least ``thresholds.probable`` are
 ``probable`` (PROBABLE_DUPLICATE, never merged), at least ``thresholds.review``
-``possible``. Twins (``compare.TWIN``) are never paired, whatever their score.
+``possible``. Twins (``compare._twin``, ``rules/identity.yaml`` twins) are never paired, whatever their score.
 
 Every scored pair carries ``match_weight``, ``contributions`` (comparison, level, weight —
 the prior and the NHS-number term included) and ``evidence``, the same in words a reviewer
@@ -29,6 +29,7 @@ FIELD_WORDS = {"family_name": "surname", "given_names": "given name", "birth_dat
 TEST_WORDS = {
     "exact": "equal", "jaro_winkler": "similar (jaro-winkler >= {t})", "part_of": "part of the other's name",
     "first_name": "first given name equal", "nickname": "nickname", "initial": "initial only",
+    "typo": "cut short or two letters swapped",
     "day_month_swapped": "day/month swapped", "one_digit": "one digit differs", "within_days": "within {t} days",
     "one_edit": "one character differs", "district": "district equal", "similar": "similar (>= {t}, same numbers)",
     "reversed": "given and family names reversed", "else": "differs",

@@ -30,7 +30,7 @@ BLOCKING_PARTS = ("nhs_number", "birth_date", "birth_date_swapped", "birth_year"
 # Comparison -> the tests its levels may use (``rules/identity.yaml`` comparisons lists them).
 COMPARISON_TESTS: dict[str, tuple[str, ...]] = {
     "family_name": ("exact", "jaro_winkler", "part_of", "else"),
-    "given_names": ("exact", "first_name", "nickname", "jaro_winkler", "part_of", "initial", "else"),
+    "given_names": ("exact", "first_name", "nickname", "jaro_winkler", "typo", "part_of", "initial", "else"),
     "birth_date": ("exact", "day_month_swapped", "one_digit", "within_days", "else"),
     "sex": ("exact", "else"),
     "postcode": ("exact", "one_edit", "district", "else"),
@@ -38,12 +38,15 @@ COMPARISON_TESTS: dict[str, tuple[str, ...]] = {
     "phone": ("exact", "one_edit", "else"),
     "names_reversed": ("reversed", "else"),
 }
+# given_names tests that mean the same name (spelt, shortened or written another way): never
+# twin levels.
+SAME_NAME_TESTS = ("exact", "first_name", "nickname", "typo", "part_of", "initial")
 # Tests taking a threshold: test -> (key, is a fraction 0-1 (else a whole number of days)).
 THRESHOLD: dict[str, tuple[str, bool]] = {"jaro_winkler": ("at_least", True), "similar": ("at_least", True),
                                           "reversed": ("at_least", True), "within_days": ("at_most", False)}
 MAX_RULES = 64
-TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds",
-             "nicknames")
+TOP_LEVEL = ("name", "version", "nhs_number", "survivorship", "blocking", "comparisons", "twins", "model",
+             "thresholds", "nicknames")
 MODEL_KEYS = ("u_pairs", "em_pairs", "seed", "em_max_iterations", "em_tolerance", "strength", "duplicates_per_record",
               "nhs_number_disagree", "counted_once")
 STRENGTH_KEYS = ("m", "u", "term_frequency", "prior")
@@ -117,6 +120,9 @@ class IdentitySettings:
     probable_threshold: float
     review_threshold: float
     nicknames: tuple[tuple[str, ...], ...]  # lower case
+    # Indices of the given_names levels that mean "another given name" (``twins``): with the
+    # same surname, birth date and address, such a pair is twins and never paired.
+    twin_given_levels: tuple[int, ...] = ()
 
     def comparison(self, name: str) -> Comparison | None:
         """The comparison of ``name`` (None when the pack leaves it out)."""
@@ -156,6 +162,7 @@ def settings_from_dict(raw: Any, source: str = "<identity settings>") -> Identit
     max_block = c.integer(block, "max_block_size", "blocking", minimum=2)
     c.unknown_keys(block, ("rules", "max_block_size"), "blocking")
     comparisons = _comparisons(c, c.mapping(raw, "comparisons"))
+    twins = _twins(c, c.mapping(raw, "twins"), comparisons)
     model = _model(c, c.mapping(raw, "model"))
     thr = c.mapping(raw, "thresholds")
     probable = c.fraction(thr, "probable", "thresholds")
@@ -170,7 +177,7 @@ def settings_from_dict(raw: Any, source: str = "<identity settings>") -> Identit
         source=source, prefix_ranges=ranges, verified_statuses=verified, survivor_order=survivor,
         recency_order=recency, survivorship_fields=fields, blocking_rules=rules, max_block_size=max_block,
         comparisons=comparisons, model=model, probable_threshold=probable, review_threshold=review,
-        nicknames=nicknames,
+        nicknames=nicknames, twin_given_levels=twins,
     )
 
 
@@ -302,6 +309,36 @@ def _comparisons(c: Checker, node: dict[str, Any]) -> tuple[Comparison, ...]:
     elif not node:
         c.problem("comparisons", "must list at least one comparison")
     return tuple(out)
+
+
+def _twins(c: Checker, node: dict[str, Any], comparisons: tuple[Comparison, ...]) -> tuple[int, ...]:
+    """The given_names levels (by label) that mean another given name, as level indices.
+    ``else`` must be one of them (two wholly different names at one address and birth date
+    are twins: the issue's rule), and no level meaning the same name may be."""
+    c.unknown_keys(node, ("given_names",), "twins")
+    where = "twins.given_names"
+    given = next((x for x in comparisons if x.name == "given_names"), None)
+    labels = node.get("given_names")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        c.problem(where, f"must list the given_names levels meaning another name, e.g. [else]; found {labels!r}")
+        return ()
+    if given is None:
+        c.problem(where, "needs the given_names comparison (comparisons.given_names)")
+        return ()
+    known = [lv.label for lv in given.levels]
+    out: list[int] = []
+    for label in labels:
+        if label not in known:
+            close = difflib.get_close_matches(label, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(known)}"
+            c.problem(where, f"unknown level '{label}' of comparisons.given_names; {hint}")
+        elif given.levels[known.index(label)].test in SAME_NAME_TESTS:
+            c.problem(where, f"'{label}' means the same name; it cannot make two records twins")
+        else:
+            out.append(known.index(label))
+    if "else" not in labels:
+        c.problem(where, "must include else: two different given names at one address and birth date are twins")
+    return tuple(sorted(set(out)))
 
 
 def _model(c: Checker, node: dict[str, Any]) -> ModelSettings | None:

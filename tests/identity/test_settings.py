@@ -70,7 +70,7 @@ def test_missing_sections_are_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_identity_settings(write(tmp_path, {"name": "identity"}))
     text = caught.value.render()
-    for section in ("nhs_number", "survivorship", "blocking", "comparisons", "model", "thresholds"):
+    for section in ("nhs_number", "survivorship", "blocking", "comparisons", "twins", "model", "thresholds"):
         assert f"{section}: missing section" in text
 
 

@@ -97,7 +97,7 @@ def test_identity_settings_codes_stay_text(tmp_path: Path) -> None:
     settings = load_identity_settings(path)
     assert settings.verified_statuses == tuple(v.lower() for v in RISKY)
     assert settings.prefix_ranges[0] == (10, 311)  # 010 read as octal would be 8
-    assert settings.max_block_size == 50 and settings.probable_threshold == 0.95
+    assert settings.max_block_size == 50 and settings.probable_threshold == 0.5
     assert settings.model.nhs_number_disagree == -10 and settings.model.u_pairs == 200_000
     birth = settings.comparison("birth_date")
     assert birth is not None and birth.levels[0].u == 0.00005  # a decimal, as written

@@ -27,7 +27,7 @@ def test_shipped_settings(settings: IdentitySettings) -> None:
     assert settings.prefix_ranges == ((10, 311), (320, 399), (400, 499), (600, 799), (900, 999))
     assert "nsts01" in settings.verified_statuses and "01" in settings.verified_statuses
     assert settings.survivor_order == ("nhs_number_verified", "most_complete", "earliest_record")
-    assert 0 < settings.review_threshold < settings.probable_threshold < 1
+    assert 0 < settings.review_threshold <= settings.probable_threshold < 1
     assert ("birth_date", "family_phonetic") in settings.blocking_rules
     assert any("bill" in group and "william" in group for group in settings.nicknames)
     assert {c.name for c in settings.comparisons} == {"family_name", "given_names", "birth_date", "sex", "postcode",

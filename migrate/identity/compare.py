@@ -207,20 +207,24 @@ def compare(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settin
     return pl.concat(out)
 
 
-def _date_edits() -> pl.Expr:
-    """0 for equal birth dates, 1 when their YYYYMMDD digits differ in one place or by two
-    adjacent digits swapped (Damerau-Levenshtein 1), 2 otherwise; null when either is
-    missing. Integer arithmetic, no string distance."""
-    def digits(col: str) -> list[pl.Expr]:
-        d = pl.col(col)
-        n = d.dt.year().cast(pl.Int64) * 10_000 + d.dt.month().cast(pl.Int64) * 100 + d.dt.day().cast(pl.Int64)
-        return [(n // 10 ** (7 - k)) % 10 for k in range(8)]
-    a, b = digits("bd_a"), digits("bd_b")
-    differ = [x != y for x, y in zip(a, b)]
-    count = pl.sum_horizontal([d.cast(pl.Int8) for d in differ])
-    swap = pl.any_horizontal([differ[k] & differ[k + 1] & (a[k] == b[k + 1]) & (a[k + 1] == b[k]) for k in range(7)])
-    return (pl.when(count == 0).then(0).when((count == 1) | ((count == 2) & swap)).then(1).otherwise(2)
-            .cast(pl.Int8))
+def _date_edits(a: pl.Series, b: pl.Series) -> pl.Series:
+    """Per pair of birth dates: 0 when equal, 1 when their YYYYMMDD digits differ in one
+    place or by two adjacent digits swapped (Damerau-Levenshtein 1), 2 otherwise; null when
+    either is missing. Integer arithmetic over numpy arrays, no string distance (as one
+    polars expression the eight digits of both sides were re-derived for every use: 90% of
+    a comparison's time)."""
+    def digits(dates: pl.Series) -> np.ndarray:
+        n = (dates.dt.year().cast(pl.Int64) * 10_000 + dates.dt.month().cast(pl.Int64) * 100
+             + dates.dt.day().cast(pl.Int64)).fill_null(0).to_numpy()
+        return np.stack([(n // 10 ** (7 - k)) % 10 for k in range(8)], axis=1)
+    x, y = digits(a), digits(b)
+    differ = x != y
+    count = differ.sum(axis=1)
+    swap = (differ[:, :-1] & differ[:, 1:] & (x[:, :-1] == y[:, 1:]) & (x[:, 1:] == y[:, :-1])).any(axis=1)
+    edits = np.where(count == 0, 0, np.where((count == 1) | ((count == 2) & swap), 1, 2)).astype(np.int8)
+    missing = (a.is_null() | b.is_null()).to_numpy()
+    return pl.Series("dl_bd", edits).scatter(np.flatnonzero(missing), None) if missing.any() else pl.Series(
+        "dl_bd", edits)
 
 
 def _edits(a: pl.Series, b: pl.Series) -> pl.Series:
@@ -254,8 +258,9 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
         return found.rename({c: f"{c}_{suffix}" for c in found.columns})
 
     frame = pl.DataFrame([*[left.get_column(c).gather(i).alias(f"{c}_a") for c in _GATHERED],
-                          *[right.get_column(c).gather(j).alias(f"{c}_b") for c in _GATHERED]]).with_columns(
-        _date_edits().alias("dl_bd"),
+                          *[right.get_column(c).gather(j).alias(f"{c}_b") for c in _GATHERED]])
+    frame = frame.with_columns(
+        _date_edits(frame.get_column("bd_a"), frame.get_column("bd_b")),
         _edits(left.get_column("pc").gather(i), right.get_column("pc").gather(j)).alias("dl_pc"),
         _edits(left.get_column("phone").gather(i), right.get_column("phone").gather(j)).alias("dl_phone"))
     tests = _tests(settings)

@@ -8,12 +8,13 @@
 ``soc_sec_id`` (no national identifier), and the task is to find the 5,000 true pairs
 (FEBRL3: 5,000 records in clusters of up to 6; every pair within a cluster is true).
 handover's ``migrate.identity.dedupe`` with the shipped ``rules/identity.yaml`` (a pair is
-found when ``probable``; also reported at score >= 0.5) runs beside Splink (DuckDB
+found when ``probable``, score >= 0.5; also reported at 0.95) runs beside Splink (DuckDB
 backend, dedupe_only) twice: on the same canonical columns handover reads, and with its
 published FEBRL4 model on FEBRL's own columns (minus soc_sec_id). Splink is trained as in
 its example (random-sampling u, EM on two blocking rules, the prior from deterministic
 rules at recall 0.8); a pair is found at match probability >= 0.5 (also shown at 0.95).
-Each tool's time includes estimation. Twins: true pairs handover never pairs because they
+Each tool's time includes estimation; wall and CPU seconds (user + system, all threads) per
+run, and per tool the median and range over the repeats with the load average before each. Twins: true pairs handover never pairs because they
 look like twins (same surname, birth date and address, another given name) are counted.
 
 ``scale``: a synthetic extract of N patients (``migrate.synth``; reused from --extract when
@@ -111,16 +112,19 @@ def run_handover(patients: pl.DataFrame, truth: set[tuple[str, str]]) -> dict[st
     from migrate.identity import dedupe, load_identity_settings
 
     settings = load_identity_settings(None)
+    cpu_before, _ = _usage()
     started = time.perf_counter()
     pairs, model = dedupe(patients.lazy(), settings)
     seconds = time.perf_counter() - started
+    cpu = _usage()[0] - cpu_before
     scored = list(pairs.select("patient_key_a", "patient_key_b", "score").iter_rows())
     probable = {(a, b) for a, b, s in scored if s >= settings.probable_threshold}
-    half = {(a, b) for a, b, s in scored if s >= 0.5}
+    strict = {(a, b) for a, b, s in scored if s >= 0.95}
     twins = twin_pairs(patients, truth)
     blocking = model.report["blocking"]["rules"]
-    return {"tool": "handover", "seconds": round(seconds, 2), "threshold": settings.probable_threshold,
-            **metrics(probable, truth), "at_0.5": metrics(half, truth),
+    return {"tool": "handover", "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "threshold": settings.probable_threshold,
+            **metrics(probable, truth), "at_0.95": metrics(strict, truth),
             "true_pairs_kept_apart_as_twins": len(twins),
             "without_twins": metrics(probable, truth - twins),
             "candidate_pairs": model.report["candidate_pairs"],
@@ -141,12 +145,15 @@ def _candidate_keys(patients: pl.DataFrame, settings: Any) -> set[tuple[str, str
 
 
 def _splink_scores(df: Any, unique_id: str, comparisons: list[Any], blocking: list[Any], deterministic: list[Any],
-                   em_blocks: list[Any]) -> tuple[list[tuple[str, str, float]], float]:
+                   em_blocks: list[Any]) -> tuple[list[tuple[str, str, float]], float, float]:
+    """Splink's scored pairs, its wall time and its CPU time (this process: DuckDB's
+    threads included), estimation included."""
     import logging
 
     from splink import DuckDBAPI, Linker, SettingsCreator
 
     logging.getLogger("splink").setLevel(logging.ERROR)  # its training log is long; results are ours
+    cpu_before, _ = _usage()
     started = time.perf_counter()
     settings = SettingsCreator(unique_id_column_name=unique_id, link_type="dedupe_only",
                                blocking_rules_to_generate_predictions=blocking, comparisons=comparisons,
@@ -158,20 +165,22 @@ def _splink_scores(df: Any, unique_id: str, comparisons: list[Any], blocking: li
         linker.training.estimate_parameters_using_expectation_maximisation(rule, estimate_without_term_frequencies=True)
     predictions = linker.inference.predict(threshold_match_probability=0.01).as_pandas_dataframe()
     seconds = time.perf_counter() - started
+    cpu = _usage()[0] - cpu_before
     left, right = f"{unique_id}_l", f"{unique_id}_r"
     scored = [(str(x), str(y), float(p)) for x, y, p in
               zip(predictions[left], predictions[right], predictions["match_probability"])]
-    return scored, seconds
+    return scored, seconds, cpu
 
 
-def _splink_result(name: str, scored: list[tuple[str, str, float]], seconds: float,
+def _splink_result(name: str, scored: list[tuple[str, str, float]], seconds: float, cpu: float,
                    truth: set[tuple[str, str]], patients: pl.DataFrame | None = None) -> dict[str, Any]:
     """Splink's quality at 0.5 and 0.95; with ``patients``, also how many pairs it found
     look like twins (handover's rule never pairs them) and its scores on the truth without
     those twins (as handover's ``without_twins``)."""
     def found(t: float) -> set[tuple[str, str]]:
         return {(min(x, y), max(x, y)) for x, y, p in scored if p >= t}
-    out = {"tool": name, "version": _version("splink"), "seconds": round(seconds, 2), "threshold": 0.5,
+    out = {"tool": name, "version": _version("splink"), "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+           "threshold": 0.5,
            **metrics(found(0.5), truth), "at_0.95": metrics(found(0.95), truth)}
     if patients is not None:
         twins = twin_pairs(patients, found(0.5))
@@ -200,10 +209,10 @@ def run_splink_raw(raw: pl.DataFrame, truth: set[tuple[str, str]], patients: pl.
     blocking = [block_on("given_name", "surname"), "l.given_name = r.surname and l.surname = r.given_name",
                 block_on("date_of_birth"), block_on("state", "address_1"), block_on("street_number", "address_1"),
                 block_on("postcode")]
-    scored, seconds = _splink_scores(df, "rec_id", comparisons, blocking,
-                                     [block_on("given_name", "surname", "date_of_birth")],
-                                     [block_on("date_of_birth"), block_on("postcode")])
-    return _splink_result("splink (FEBRL columns)", scored, seconds, truth, patients)
+    scored, seconds, cpu = _splink_scores(df, "rec_id", comparisons, blocking,
+                                          [block_on("given_name", "surname", "date_of_birth")],
+                                          [block_on("date_of_birth"), block_on("postcode")])
+    return _splink_result("splink (FEBRL columns)", scored, seconds, cpu, truth, patients)
 
 
 def _canonical_for_splink(patients: pl.DataFrame) -> Any:
@@ -215,7 +224,7 @@ def _canonical_for_splink(patients: pl.DataFrame) -> Any:
     return frame.with_columns(pl.col(pl.String).str.to_lowercase()).to_pandas()
 
 
-def splink_canonical(patients: pl.DataFrame, with_nhs: bool) -> tuple[list[tuple[str, str, float]], float]:
+def splink_canonical(patients: pl.DataFrame, with_nhs: bool) -> tuple[list[tuple[str, str, float]], float, float]:
     """Splink on the canonical columns: names with term frequencies, date of birth, sex,
     postcode, address, phone (and the NHS number when the extract has one); blocking rules
     like handover's (exact columns: DuckDB has no Soundex)."""
@@ -250,6 +259,23 @@ def _version(package: str) -> str:
     return version(package)
 
 
+def timing_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per tool over the repeats: median, min and max of wall and CPU seconds, and the
+    1-minute load averages seen before its runs (the machine is shared: CPU time is what a
+    quiet machine would show)."""
+    import statistics
+
+    out = []
+    for tool in dict.fromkeys(r["tool"] for r in rows):
+        mine = [r for r in rows if r["tool"] == tool]
+        wall, cpu = [r["seconds"] for r in mine], [r["cpu_seconds"] for r in mine]
+        out.append({"summary": tool, "runs": len(mine), "wall_median": statistics.median(wall),
+                    "wall_min": min(wall), "wall_max": max(wall), "cpu_median": statistics.median(cpu),
+                    "cpu_min": min(cpu), "cpu_max": max(cpu),
+                    "load_1min": [r["load_average_before"][0] for r in mine]})
+    return out
+
+
 def febrl(repeat: int, dataset: int) -> list[dict[str, Any]]:
     raw = febrl_frame(dataset)
     patients = as_patients(raw)
@@ -265,7 +291,7 @@ def febrl(repeat: int, dataset: int) -> list[dict[str, Any]]:
             load = [round(x, 2) for x in os.getloadavg()]
             results.append({"dataset": f"febrl{dataset}", "true_pairs": len(truth)} | run()
                            | {"load_average_before": load})
-    return results
+    return results + timing_summary(results)
 
 
 # --- scale -------------------------------------------------------------------------------------
@@ -320,12 +346,10 @@ def splink_stage(canonical: Path, extract: Path) -> dict[str, Any]:
     """Run in a fresh process: Splink on the same canonical patients, timed, with peak RSS."""
     patients = pl.read_parquet(canonical / "patients.parquet").with_columns(
         pl.col("nhs_number").str.replace_all(r"\D", ""))
-    cpu_before, _ = _usage()
-    scored, seconds = splink_canonical(patients, True)
-    cpu, rss = _usage()
+    scored, seconds, cpu = splink_canonical(patients, True)
     truth = synthetic_truth(extract)
-    result = _splink_result("splink (canonical columns)", scored, seconds, truth)
-    return result | {"cpu_seconds": round(cpu - cpu_before, 2), "peak_rss_mb": rss}
+    result = _splink_result("splink (canonical columns)", scored, seconds, cpu, truth)
+    return result | {"peak_rss_mb": _usage()[1]}
 
 
 def scale(patients: int, extract: Path, splink: bool) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ PART_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "address_number": (("addr_num",), ("addr_num",)),
     "street": (("street",), ("street",)),
     "names_reversed": (("giv1", "fam"), ("fam", "giv1")),
+    "crossed_phonetic": (("giv_ph",), ("fam_ph",)),
 }
 # Blocking part -> the comparisons whose levels it decides or correlates with: EM on a
 # rule's pairs does not estimate their m (every pair of the rule agrees on them).
@@ -51,6 +52,7 @@ PART_COVERS: dict[str, tuple[str, ...]] = {
     "postcode": ("postcode", "address"), "postcode_district": ("postcode", "address"),
     "phone": ("phone",), "address_number": ("address",), "street": ("address",),
     "names_reversed": ("family_name", "given_names", "names_reversed"),
+    "crossed_phonetic": ("family_name", "given_names", "names_reversed"),
 }
 PAIR_SCHEMA: dict[str, pl.DataType] = {"i": pl.UInt32(), "j": pl.UInt32(), "rules": pl.UInt64()}
 MAX_RULES = 64

@@ -26,7 +26,7 @@ DEMOGRAPHIC_FIELDS = ("family_name", "given_names", "birth_date", "sex", "addres
                       "phone")
 BLOCKING_PARTS = ("nhs_number", "birth_date", "birth_date_swapped", "birth_year", "family_name", "family_initial",
                   "family_phonetic", "given_name", "given_initial", "given_prefix", "given_phonetic", "postcode",
-                  "postcode_district", "phone", "address_number", "street", "names_reversed")
+                  "postcode_district", "phone", "address_number", "street", "names_reversed", "crossed_phonetic")
 # Comparison -> the tests its levels may use (``rules/identity.yaml`` comparisons lists them).
 COMPARISON_TESTS: dict[str, tuple[str, ...]] = {
     "family_name": ("exact", "jaro_winkler", "part_of", "else"),

@@ -95,3 +95,32 @@ def test_a_pathological_block_is_skipped_and_reported(settings: IdentitySettings
     assert listed in ([("A2", "possible")], [("A2", "probable")])
     contributions = {c["comparison"]: c["weight"] for c in pairs.row(0, named=True)["contributions"]}
     assert abs(contributions["birth_date"]) < 1 and abs(contributions["postcode"]) < 1
+
+
+def _only_rule(settings: IdentitySettings, a: dict[str, object], b: dict[str, object]) -> list[str]:
+    """The blocking rules that pair ``a`` and ``b`` (canonical patient rows)."""
+    records = prepare(patients(a, b).collect(), "patient_key", None)
+    pairs, _ = candidate_pairs(records, None, settings)
+    mask = pairs.get_column("rules").to_list()
+    return ["+".join(r) for n, r in enumerate(settings.blocking_rules) if mask and mask[0] & (1 << n)]
+
+
+def test_a_new_surname_and_no_postcode_is_still_compared_by_birth_date_and_house_number(
+        settings: IdentitySettings) -> None:
+    """Married (new surname), nickname, postcode not recorded, the street misspelt: only the
+    birth date and the house number are left to block on — and the pair is found."""
+    copy = {**PERSON, "key": "P2", "family_name": "Bennett", "given_names": "Ally", "postcode": None, "phone": None,
+            "address": "1 Hihg Street, Oxford"}
+    assert _only_rule(settings, {"key": "P1", **PERSON}, copy) == ["birth_date+address_number"]
+    found = dedupe(patients({"key": "P1", **PERSON}, copy), settings)[0]
+    assert found.select("patient_key_a", "patient_key_b").rows() == [("P1", "P2")]
+
+
+def test_names_the_wrong_way_round_with_a_typo_are_compared(settings: IdentitySettings) -> None:
+    """Given and family names swapped, one misspelt, and moved house: the crossed Soundex
+    with the birth date pairs them, and names_reversed scores them probable."""
+    copy = {**PERSON, "key": "P2", "family_name": "Alice", "given_names": "Ashbey", "postcode": "LS1 4AP",
+            "address": "9 New Road, Leeds", "phone": None}
+    assert _only_rule(settings, {"key": "P1", **PERSON}, copy) == ["birth_date+crossed_phonetic"]
+    found = dedupe(patients({"key": "P1", **PERSON}, copy), settings)[0]
+    assert found.select("patient_key_a", "patient_key_b", "match_type").rows() == [("P1", "P2", "probable")]

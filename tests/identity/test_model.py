@@ -174,17 +174,18 @@ def test_twins_are_kept_apart_from_a_target_record_too(settings: IdentitySetting
 
 def test_em_on_a_sample_of_the_pairs_learns_the_same_model(settings: IdentitySettings) -> None:
     """Above model.em_pairs candidate pairs, EM trains on a key-hash sample: the same pairs
-    whatever the row order, and estimates close to those from every pair."""
+    whatever the row order, and estimates close to those from every pair. (1,200 pairs: ~75
+    per blocking rule.)"""
     import dataclasses
 
     frame = population(3_000, 150, seed=8)
     full_pairs, full = dedupe(frame.lazy(), settings)
-    small = dataclasses.replace(settings, model=dataclasses.replace(settings.model, em_pairs=1_000))
+    small = dataclasses.replace(settings, model=dataclasses.replace(settings.model, em_pairs=1_200))
     pairs, sampled = dedupe(frame.lazy(), small)
     again = dedupe(frame.sample(fraction=1.0, shuffle=True, seed=3).lazy(), small)
     assert again[1].asdict() == sampled.asdict() and again[0].equals(pairs)
     assert full.report["em_pairs"] == full.report["candidate_pairs"] > 2_000
-    assert 0 < sampled.report["em_pairs"] <= 1_000
+    assert 0 < sampled.report["em_pairs"] <= 1_200
     assert abs(sampled.duplicates_per_record - full.duplicates_per_record) < 0.25 * full.duplicates_per_record
     for name in ("family_name", "given_names", "birth_date"):
         a, b = full.comparison(name).m, sampled.comparison(name).m

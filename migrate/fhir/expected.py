@@ -19,7 +19,8 @@ The value tables below are the mapping stated from the canonical side, again on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import polars as pl
 
@@ -35,11 +36,20 @@ PRIORITY_ORDER = {"unknown": 0, "routine": 1, "urgent": 2, "two_week_wait": 3}
 @dataclass(frozen=True)
 class Links:
     """Resource ids lineage gives each canonical key: the (survivor's) Patient of a
-    patient key, the ServiceRequest and EpisodeOfCare of a referral key, local ids."""
+    patient key, the ServiceRequest and EpisodeOfCare of a referral key, local ids; the
+    Organization of each patient row; the raised priority of each referral.
+
+    ``lineage`` may be one bucket of lineage's FHIR rows (``migrate.fhir.roundtrip_buckets``):
+    ``rows`` then gives that bucket's rows only. The other frames are whole — a referral's
+    ServiceRequest, a patient's Patient and a patient row's Organization may sit in other
+    buckets than the rows that reference them — and ``staged`` writes them once as Parquet
+    so each bucket reads them instead of recomputing them."""
 
     lineage: pl.LazyFrame
     patients: pl.LazyFrame  # patient_key, patient_id (Patient), patient (local id), survivor_key
     referrals: pl.LazyFrame  # referral_key, request_id, episode_id, referral (local id), patient_key
+    organisations: pl.LazyFrame  # source_file, source_row (patient rows), gp_organization_id
+    raised: pl.LazyFrame  # referral_key, raised (raised_priorities)
 
     @classmethod
     def of(cls, run: RunFolder) -> Links:
@@ -63,7 +73,24 @@ class Links:
                            how="left")
                      .join(first_id("referrals", "EpisodeOfCare", "referral_key", "episode_id"), on="referral_key",
                            how="left"))
-        return cls(lineage, patients, referrals)
+        organisations = (lineage.filter((pl.col("table") == "patients") & (pl.col("fhir_type") == "Organization"))
+                         .select("source_file", "source_row", pl.col("fhir_id").alias("gp_organization_id")))
+        return cls(lineage, patients, referrals, organisations, raised_priorities(run))
+
+    def staged(self, folder: Path) -> Links:
+        """These links with every whole frame written once under ``folder`` (streaming) and
+        scanned: each bucket of the round trip joins them without recomputing them."""
+        folder.mkdir(parents=True, exist_ok=True)
+        scans = {}
+        for name in ("patients", "referrals", "organisations", "raised"):
+            path = folder / f"links-{name}.parquet"
+            getattr(self, name).sink_parquet(path, compression="lz4")
+            scans[name] = pl.scan_parquet(path)
+        return replace(self, **scans)
+
+    def bucket(self, lineage: pl.LazyFrame) -> Links:
+        """These links with ``lineage`` (one bucket of lineage's FHIR rows) in place of the whole."""
+        return replace(self, lineage=lineage)
 
     def rows(self, run: RunFolder, table: str, fhir_types: tuple[str, ...]) -> pl.LazyFrame:
         """Canonical rows of ``table`` with each resource of ``fhir_types`` lineage ties them to."""
@@ -97,7 +124,7 @@ def expect_patients(run: RunFolder, links: Links) -> pl.LazyFrame:
     rows = (links.rows(run, "patients", ("Patient",))
             .join(links.patients.select("patient_key", "survivor_key", "patient"), on="patient_key", how="left")
             .join(verification, on="patient_key", how="left")
-            .join(_organisation_ids(links), on=["source_file", "source_row"], how="left"))
+            .join(links.organisations, on=["source_file", "source_row"], how="left"))
     merged = pl.col("patient_key") != pl.col("survivor_key")
     own = [
         pl.col("nhs_number").alias("e_nhs_number"),
@@ -124,12 +151,6 @@ def _given(value: pl.Expr) -> pl.Expr:
     """Given names as the resource lists them: split on spaces, blanks dropped."""
     parts = value.str.strip_chars().str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
     return pl.when(parts.list.len() > 0).then(parts.list.join(" "))
-
-
-def _organisation_ids(links: Links) -> pl.LazyFrame:
-    """The Organization lineage ties each patient row to (its GP practice)."""
-    return (links.lineage.filter((pl.col("table") == "patients") & (pl.col("fhir_type") == "Organization"))
-            .select("source_file", "source_row", pl.col("fhir_id").alias("gp_organization_id")))
 
 
 def survivor_values(run: RunFolder) -> pl.LazyFrame:
@@ -164,7 +185,7 @@ def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
     cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"))
     rows = links.patient_of(links.rows(run, "referrals", ("ServiceRequest",)).join(cohorts, on="referral_key",
                                                                                     how="left")
-                            .join(raised_priorities(run), on="referral_key", how="left"))
+                            .join(links.raised, on="referral_key", how="left"))
     assigned = _text("assigned_priority")
     higher = (pl.col("raised").replace_strict(PRIORITY_ORDER, default=-1, return_dtype=pl.Int64)
               > assigned.replace_strict(PRIORITY_ORDER, default=0, return_dtype=pl.Int64)).fill_null(False)

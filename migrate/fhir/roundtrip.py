@@ -34,7 +34,8 @@ from typing import Any
 import polars as pl
 
 from migrate.fhir import expected as ex
-from migrate.fhir.inverse import Systems, ndjson_files, read_back
+from migrate.fhir.inverse import Systems, ndjson_files
+from migrate.fhir.roundtrip_buckets import RowCounter, Staged
 from migrate.outputs import write_text
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reports.rundata import RunFolder
@@ -245,10 +246,12 @@ def _evaluate(joined: pl.LazyFrame, group: Group) -> tuple[pl.LazyFrame, pl.Lazy
     return joined.select(counts), bad
 
 
-def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
+def check_roundtrip(run_dir: Path, write: bool = True, bucket_rows: int | None = None) -> dict[str, Any]:
     """Compare the run's FHIR NDJSON with its canonical tables through lineage; write
     ``reports/roundtrip.json`` (when ``write``) and return it. ``holds`` is False on any
-    mismatch or on a resource lineage names that the NDJSON lacks."""
+    mismatch or on a resource lineage names that the NDJSON lacks. ``bucket_rows``: pairs
+    per bucket (``roundtrip_buckets.BUCKET_ROWS`` by default; the result is the same
+    whatever the number of buckets)."""
     run = RunFolder.open(run_dir)
     systems = Systems.for_run(run.manifest)
     files = ndjson_files(run_dir / "fhir" / "ndjson")
@@ -259,47 +262,75 @@ def check_roundtrip(run_dir: Path, write: bool = True) -> dict[str, Any]:
         if write:
             _write(run_dir, result)
         return result
-    # Every resource type read back is staged as Parquet and scanned (8.7M resources at a
-    # million patients would need several GB held at once); each group's join then streams.
+    # Both sides of every join are split by a hash of the resource id and staged as Parquet
+    # (roundtrip_buckets): 8.7M pairs at a million patients would need several GB held at once.
     with tempfile.TemporaryDirectory(prefix="handover-roundtrip-") as tmp:
-        resources = {}
-        for t, f in read_back(files, systems).items():
-            f.sink_parquet(Path(tmp) / f"{t}.parquet")
-            resources[t] = pl.scan_parquet(Path(tmp) / f"{t}.parquet")
-        result = _compare(run, systems, resources)
+        links = ex.Links.of(run)
+        staged = Staged.build(links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
+        try:
+            result = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp))
+        finally:
+            staged.close()
     if write:
         _write(run_dir, result)
     return result
 
 
-def _compare(run: RunFolder, systems: Systems, resources: dict[str, pl.LazyFrame]) -> dict[str, Any]:
-    """Every group's expected rows against the resources read back: the result's fields."""
-    links = ex.Links.of(run)
-    clusters = ex.survivor_values(run)
+def _joined(run: RunFolder, group: Group, links: ex.Links, resources: dict[str, pl.LazyFrame],
+            clusters: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(expected rows, expected rows joined with what was found) of one group."""
+    found = _found(resources, group.types)
+    if group.types == ("Patient",):
+        found = _with_practice(found, resources)
+    expected = group.expect(run, links)
+    joined = expected.join(found, on="fhir_id", how="left")
+    if group.types == ("Patient",):
+        joined = joined.join(clusters, on="survivor_key", how="left")
+    if group.derive is not None:
+        joined = group.derive(joined)
+    if group.per_row:
+        joined = _flags_per_row(joined)
+    return expected, joined
+
+
+def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, tmp: Path) -> dict[str, Any]:
+    """Every group's expected rows against the resources read back, bucket by bucket: the
+    result's fields (sums over the buckets; examples the first of all buckets' first)."""
+    clusters_path = tmp / "clusters.parquet"
+    ex.survivor_values(run).sink_parquet(clusters_path, compression="lz4")
+    clusters = pl.scan_parquet(clusters_path)
+    max_row = int(links.lineage.select(pl.col("source_row").max()).collect(engine="streaming").item() or 0)
     fields_out: list[dict[str, Any]] = []
     records: dict[str, int] = {}
     for group in _groups(systems):
-        found = _found(resources, group.types)
-        if group.types == ("Patient",):
-            found = _with_practice(found, resources)
-        expected = group.expect(run, links)
-        joined = expected.join(found, on="fhir_id", how="left")
-        if group.types == ("Patient",):
-            joined = joined.join(clusters, on="survivor_key", how="left")
-        if group.derive is not None:
-            joined = group.derive(joined)
-        if group.per_row:
-            joined = _flags_per_row(joined)
-        counts_q, bad_q = _evaluate(joined, group)
-        counts, bad = pl.collect_all([counts_q, bad_q], engine="streaming")
-        row = counts.row(0, named=True)
-        fields_out.append(_missing_entry(group, row, bad))
+        # Flags are aggregated per source row, whose Flags hash to different buckets: all at
+        # once (a third of a Flag per patient; their expected rows are a few narrow columns).
+        plan = [list(range(staged.count))] if group.per_row else [[b] for b in range(staged.count)]
+        totals: dict[str, int] = {}
+        bad_parts: list[pl.DataFrame] = []
+        counter = RowCounter(tmp / "rows", max_row=max_row)
+        try:
+            for buckets in plan:
+                expected, joined = _joined(run, group, links.bucket(staged.lineage_of(buckets)),
+                                           staged.resources_of(buckets), clusters)
+                counts_q, bad_q = _evaluate(joined, group)
+                rows_q = expected.select("table", "source_file", "source_row").unique()
+                counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
+                for name, value in counts.row(0, named=True).items():
+                    totals[name] = totals.get(name, 0) + int(value or 0)
+                bad_parts.append(_first_bad(bad, group))
+                counter.add(rows)
+                del expected, joined, bad, rows
+            counted = counter.counts()
+        finally:
+            counter.close()
+        bad = pl.concat(bad_parts, how="diagonal_relaxed") if bad_parts else pl.DataFrame()
+        fields_out.append(_missing_entry(group, totals, bad))
         for i, f in enumerate(group.fields):
-            fields_out.append(_field_entry(f, group, int(row[f"n{i}"]), int(row[f"m{i}"]),
+            fields_out.append(_field_entry(f, group, totals[f"n{i}"], totals[f"m{i}"],
                                            bad.filter(pl.col(f"x{i}")) if bad.height else bad))
-        for table, n in expected.group_by("table").agg(pl.struct("source_file", "source_row").n_unique()) \
-                .collect().iter_rows():
-            records[table] = max(records.get(table, 0), int(n))
+        for table, n in counted.items():
+            records[table] = max(records.get(table, 0), n)
     compared = sum(f["compared"] for f in fields_out)
     mismatches = sum(f["mismatches"] for f in fields_out)
     return {
@@ -307,14 +338,30 @@ def _compare(run: RunFolder, systems: Systems, resources: dict[str, pl.LazyFrame
         "mismatches": mismatches,
         "holds": mismatches == 0,
         "records": dict(sorted(records.items())),
-        "resources_read": {t: int(f.select(pl.len()).collect().item()) for t, f in sorted(resources.items())},
+        "resources_read": dict(sorted(staged.read.items())),
         "fields": fields_out,
         "not_carried": _not_carried(),
         "mismatched_fields": [f["field"] for f in fields_out if f["mismatches"]],
     }
 
 
-def _missing_entry(group: Group, row: dict[str, Any], bad: pl.DataFrame) -> dict[str, Any]:
+def _first_bad(bad: pl.DataFrame, group: Group) -> pl.DataFrame:
+    """The rows of ``bad`` that can be examples: the first ``EXAMPLES`` (in ``_examples``'
+    order) missing, and of each field's mismatches — so the examples of all buckets are the
+    examples of the whole, whatever the number of mismatches."""
+    if bad.height == 0:
+        return bad
+    keep = [~pl.col("present").fill_null(False)] + [pl.col(f"x{i}") for i in range(len(group.fields))]
+    order = _order(bad)
+    return pl.concat([bad.filter(k).sort(order, nulls_last=True).head(EXAMPLES) for k in keep]).unique(
+        subset=order, keep="first", maintain_order=True)
+
+
+def _order(bad: pl.DataFrame) -> list[str]:
+    return [c for c in ("source_file", "source_row", "fhir_type", "fhir_id") if c in bad.columns]
+
+
+def _missing_entry(group: Group, row: dict[str, int], bad: pl.DataFrame) -> dict[str, Any]:
     name = " / ".join(group.types)
     examples = bad.filter(~pl.col("present").fill_null(False)) if bad.height else bad
     return {"field": f"{name} (resource present)", "resource": name, "element": "id named by lineage",
@@ -331,8 +378,7 @@ def _examples(bad: pl.DataFrame, column: str | None) -> list[dict[str, Any]]:
     if bad.height == 0:
         return []
     # A full order (the streaming join gives rows in no fixed order): same run, same examples.
-    order = [c for c in ("source_file", "source_row", "fhir_type", "fhir_id") if c in bad.columns]
-    rows = bad.sort(order, nulls_last=True).head(EXAMPLES)
+    rows = bad.sort(_order(bad), nulls_last=True).head(EXAMPLES)
     out = []
     for r in rows.iter_rows(named=True):
         # Local ids sit under *_ids keys, the convention the pseudonymised pack tokenises.

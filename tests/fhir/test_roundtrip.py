@@ -266,3 +266,37 @@ def test_any_text_round_trips(tmp_path_factory: pytest.TempPathFactory, values: 
     assert result.summary["fhir"]["errors"] == 0  # every value reached the FHIR output
     fields = {f["field"]: f for f in json.loads((root / "run" / ROUNDTRIP).read_text(encoding="utf-8"))["fields"]}
     assert fields["patients.family_name"]["compared"] >= 23  # 27 people less the 4 with nothing active
+
+
+def _damage_every(run: Path, resource_type: str, change: Callable[[dict[str, Any]], bool], step: int,
+                  drop: bool = False) -> int:
+    """Apply ``change`` to every ``step``-th resource of the type (or drop it): how many changed."""
+    path = run / "fhir" / "ndjson" / f"{resource_type}.ndjson"
+    out, changed = [], 0
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        resource = json.loads(line)
+        if i % step == 0 and (drop or change(resource)):
+            changed += 1
+            if drop:
+                continue
+        out.append(json.dumps(resource, separators=(",", ":")))
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return changed
+
+
+def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path) -> None:
+    """The round trip compares in hash buckets of the resource id (roundtrip_buckets): with
+    many mismatches of several groups — more than the examples shown, Flags aggregated per
+    source row across buckets, dropped resources — the result is the one of a single bucket."""
+    run = _copy(synth, tmp_path)
+    assert _damage_every(run, "ServiceRequest", _cohort, 3) > 10
+    assert _damage_every(run, "Encounter", _shift, 4) > 10
+    assert _damage_every(run, "Appointment", _dna, 1, drop=True) > 0
+    assert _damage_every(run, "Flag", _flag, 5) > 5
+    assert _damage_every(run, "Consent", _permit, 1) > 0
+    assert _damage_every(run, "Patient", _birth, 7) > 10
+    whole = check_roundtrip(run, write=False, bucket_rows=10**9)
+    assert whole["holds"] is False and len(whole["mismatched_fields"]) >= 6
+    assert any(len(f["examples"]) == 5 and f["mismatches"] > 5 for f in whole["fields"])
+    for rows in (97, 1_000):
+        assert check_roundtrip(run, write=False, bucket_rows=rows) == whole

@@ -1,0 +1,136 @@
+"""The round trip's inputs in hash buckets of the resource id, so its peak is one bucket.
+
+At a million patients the round trip compares 8.7M (source row, resource) pairs: each
+group's expected rows (canonical tables through lineage) joined with the resources read
+back holds both sides of the join in memory — several GB for ServiceRequest (2.9M) and
+Encounter/Appointment (2.5M). So both sides are split once, on disk, by a hash of
+``fhir_id`` (a Grace hash join):
+
+- ``lineage``: lineage's FHIR rows (source row → resource), in ``count`` buckets;
+- ``resources[type]``: each type's canonical fields read back (``migrate.fhir.inverse``),
+  in the same buckets (Organization whole: one per practice, read by every Patient bucket).
+
+Bucket *b* of a group holds every expected row and every resource of the ids that hash to
+*b*, so comparing bucket by bucket compares exactly the pairs the whole join would. What
+does not split by id is handled where it is used (``migrate.fhir.roundtrip``): the per
+source row aggregation of Flags (one bucket: all of them), the count of distinct source
+rows compared (``RowCounter``), the examples (the first few of each bucket, merged).
+
+``count`` aims at ``BUCKET_ROWS`` expected rows per bucket; the hash is polars' (seeded,
+so the same in one process — the buckets never leave the run).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from migrate.fhir.inverse import Systems, read_back
+from migrate.staging import PART, RangeBuckets, batches
+
+BUCKET_ROWS = 500_000  # (source row, resource) pairs per bucket aimed at: ~0.5-1 GB joined
+_HASH = "__id_bucket"
+_SEED = 1_066  # any fixed seed: the buckets are made and read by one process
+
+
+def bucket_count(pairs: int, bucket_rows: int | None = None) -> int:
+    """Buckets for ``pairs`` lineage rows naming a resource (at least one)."""
+    return max(1, -(-pairs // (bucket_rows or BUCKET_ROWS)))
+
+
+def _bucket_of(count: int) -> pl.Expr:
+    return (pl.col("fhir_id").hash(seed=_SEED) % count).cast(pl.UInt32).alias(_HASH)
+
+
+def _split(frame: pl.LazyFrame, count: int, folder: Path) -> tuple[RangeBuckets, int]:
+    """``frame``'s rows into ``count`` buckets of its ``fhir_id`` hash under ``folder``,
+    a batch at a time; the buckets and the rows written."""
+    bounds = pl.Series(_HASH, list(range(1, count)), dtype=pl.UInt32)
+    buckets = RangeBuckets(folder, _HASH, bounds)
+    rows = 0
+    for batch in batches(frame.with_columns(_bucket_of(count)), 500_000):
+        buckets.add(batch)
+        rows += batch.height
+    return buckets, rows
+
+
+@dataclass
+class Staged:
+    """Lineage's FHIR rows and the resources read back, in ``count`` buckets of the id."""
+
+    count: int
+    lineage: RangeBuckets
+    resources: dict[str, RangeBuckets]
+    schemas: dict[str, pl.Schema]
+    organisations: pl.LazyFrame
+    read: dict[str, int]  # resources read back, per type
+
+    @classmethod
+    def build(cls, lineage: pl.LazyFrame, files: Mapping[str, Sequence[Path]], systems: Systems, folder: Path,
+              bucket_rows: int | None = None) -> Staged:
+        pairs = int(lineage.select(pl.len()).collect(engine="streaming").item())
+        schemas: dict[str, pl.Schema] = {"lineage": lineage.collect_schema()}
+        count = bucket_count(pairs, bucket_rows)
+        staged_lineage, _ = _split(lineage, count, folder / "lineage")
+        resources: dict[str, RangeBuckets] = {}
+        read: dict[str, int] = {}
+        organisations = pl.LazyFrame()
+        for resource_type, frame in read_back(files, systems).items():
+            schemas[resource_type] = frame.collect_schema()
+            if resource_type == "Organization":  # one per practice: every Patient bucket reads them all
+                path = folder / "Organization.parquet"
+                frame.sink_parquet(path, compression="lz4")
+                organisations = pl.scan_parquet(path)
+                read[resource_type] = int(organisations.select(pl.len()).collect().item())
+                continue
+            resources[resource_type], read[resource_type] = _split(frame, count, folder / resource_type)
+        return cls(count, staged_lineage, resources, schemas, organisations, read)
+
+    def lineage_of(self, buckets: Sequence[int]) -> pl.LazyFrame:
+        return _scan(self.lineage, buckets, self.schemas["lineage"])
+
+    def resources_of(self, buckets: Sequence[int]) -> dict[str, pl.LazyFrame]:
+        """Every type's resources of ``buckets`` (Organization: all of them)."""
+        found = {t: _scan(b, buckets, self.schemas[t]) for t, b in self.resources.items()}
+        return found | {"Organization": self.organisations}
+
+    def close(self) -> None:
+        for buckets in (self.lineage, *self.resources.values()):
+            buckets.close()
+
+
+def _scan(buckets: RangeBuckets, which: Sequence[int], schema: pl.Schema) -> pl.LazyFrame:
+    paths = [p for b in which for p in buckets.parts[b]]
+    if not paths:
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(paths).drop(_HASH, PART, strict=False)
+
+
+class RowCounter:
+    """Distinct (table, source_file, source_row) over the buckets of one group: a source
+    row with two resources of the group may have them in two buckets. Rows go into range
+    buckets of ``source_row`` (so one row's copies meet) and are counted a bucket at a time."""
+
+    def __init__(self, folder: Path, rows_per_bucket: int = 1_000_000, max_row: int = 0) -> None:
+        step = max(rows_per_bucket, 1)
+        bounds = pl.Series("source_row", list(range(step, max(max_row, 0) + 1, step)), dtype=pl.Int64)
+        self.buckets = RangeBuckets(folder, "source_row", bounds)
+
+    def add(self, rows: pl.DataFrame) -> None:
+        self.buckets.add(rows.select("table", "source_file", "source_row").unique())
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(self.buckets.count):
+            if not self.buckets.parts[i]:
+                continue
+            for table, n in (self.buckets.read(i).unique().group_by("table").len().iter_rows()):
+                out[str(table)] = out.get(str(table), 0) + int(n)
+        return out
+
+    def close(self) -> None:
+        shutil.rmtree(self.buckets.folder, ignore_errors=True)

@@ -3,8 +3,10 @@
     handover run … [--executor local|dask] [--scheduler ADDRESS] [--partitions N]
 
 An executor maps a picklable function over picklable jobs and returns the results in
-job order. ``LocalExecutor`` runs them here, one after another (the default; no Dask
-needed). ``DaskExecutor`` submits them to a Dask distributed scheduler — the one at
+job order. ``LocalExecutor`` runs them on this machine (the default; no Dask needed): in
+this process when it has one worker, otherwise in a pool of ``workers`` processes
+(standard library ``concurrent.futures``; ``--partitions N`` runs N partitions on
+min(N, cores) processes, and the default is one partition per core). ``DaskExecutor`` submits them to a Dask distributed scheduler — the one at
 ``--scheduler`` (``tcp://host:8786``: workers on other machines, reading and writing the
 run folder through a shared filesystem), or, without one, a ``LocalCluster`` it starts on
 this machine's loopback and stops afterwards. Dask is an optional extra
@@ -19,8 +21,11 @@ same bytes whatever the executor and the number of partitions.
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+import os
 import re
 import socket
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -41,14 +46,34 @@ class Executor(Protocol):
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]: ...
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class LocalExecutor:
-    """Every job in this process, in order."""
+    """Jobs on this machine: in this process, in order, with one worker; otherwise on a
+    pool of ``workers`` processes (at most one per job), results in job order.
+
+    Why processes and ``spawn``: the jobs are CPU-bound Python and polars (threads would
+    share one interpreter lock), and a forked child of a process running polars' thread
+    pool can deadlock. Each worker holds one job's batch at a time, so memory is about
+    ``workers`` batches beside this process (``benchmarks/README.md``). A worker that dies
+    fails the run (``BrokenProcessPool``): never a silent retry in this process."""
 
     partitions: int = 1
+    workers: int = 1
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
-        return [fn(job) for job in jobs]
+        processes = min(self.workers, len(jobs))
+        if processes <= 1:
+            return [fn(job) for job in jobs]
+        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(fn, jobs))
 
 
 @dataclass(frozen=True)
@@ -105,10 +130,15 @@ def _reachable(address: str) -> list[str]:
     return []
 
 
-def make_executor(executor: str, scheduler: str | None, partitions: int | None) -> Executor:
-    """The executor of checked options; ``partitions`` defaults to 1 locally and to twice
-    the LocalCluster's workers (or 8 on a given scheduler) with Dask."""
+def make_executor(executor: str, scheduler: str | None, partitions: int | None,
+                  local_cores: int | None = None) -> Executor:
+    """The executor of checked options. Locally ``partitions`` defaults to one per core
+    (``local_cores``, this process's cores by default) and runs on min(partitions, cores)
+    processes — one partition runs in this process; with Dask it defaults to twice the
+    LocalCluster's workers (or 8 on a given scheduler)."""
     if executor == "dask":
         default = 8 if scheduler is not None else 2 * LOCAL_WORKERS
         return DaskExecutor(partitions or default, scheduler)
-    return LocalExecutor(partitions or 1)
+    available = local_cores or cores()
+    n = partitions or available
+    return LocalExecutor(n, min(n, available))

@@ -222,6 +222,8 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
                                      "updates": ingested.update_counts(), "fhir": stats,
                                      "target_index": None if target is None else target.summary()}, frozen,
         identified.result.model.summary()))
+    if fhir is not None:  # how the FHIR batches ran (the outputs are the same bytes however they ran)
+        manifest["execution"] = fhir.execution
     if config.decisions:  # the filled-in worklists this batch read (every row is in decisions.parquet)
         manifest["decisions"] = [d.record() for d in config.decisions]
     if config.previous is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import migrate.executor as executor
 import migrate.fhir.partitions as partitions
 import migrate.pipeline as pipeline
 from cli import main
@@ -60,6 +61,7 @@ def _contents(path: Path) -> bytes:
 
 def _assert_same_outputs(a: Path, b: Path) -> None:
     ma, mb = (json.loads((run / "manifest.json").read_text()) for run in (a, b))
+    ma.pop("execution"), mb.pop("execution")  # how the batches ran: the one other difference
     assert [o["path"] for o in ma["outputs"]] == [o["path"] for o in mb["outputs"]]
     assert any(o["path"].startswith("fhir/bundles/") for o in ma["outputs"])
     for o in ma["outputs"]:
@@ -71,13 +73,19 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
            [(o["path"], o["sha256"]) for o in mb["outputs"] if not o["path"].startswith("reports/")]
 
 
+def _execution(run: Path) -> dict[str, Any]:
+    return dict(json.loads((run / "manifest.json").read_text())["execution"])
+
+
 @pytest.fixture(scope="module")
 def one_partition(extract: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         real = pipeline.options_for
         mp.setattr(pipeline, "options_for",
                    lambda *a, **k: dataclasses.replace(real(*a, **k), chunk_patients=30))
-        return _run(extract, tmp_path_factory.mktemp("n1") / "run")
+        run = _run(extract, tmp_path_factory.mktemp("n1") / "run", partitions=1)
+    assert _execution(run) == {"executor": "local", "partitions": 1, "processes": 1, "in_this_process": True}
+    return run
 
 
 @pytest.mark.parametrize("n", [2, 3, 50])
@@ -91,8 +99,24 @@ def test_local_partitions_give_the_same_bytes(one_partition: Path, extract: Path
         return real(job)
 
     monkeypatch.setattr(partitions, "run_partition", counted)
-    _assert_same_outputs(one_partition, _run(extract, tmp_path / "run", partitions=n))
+    monkeypatch.setattr(executor, "cores", lambda: 1)  # in this process, where the count is seen
+    run = _run(extract, tmp_path / "run", partitions=n)
+    _assert_same_outputs(one_partition, run)
     assert len(ran) == min(n, 10) and sum(ran) == 10  # 300 patients / 10 per bundle / 3 bundles per batch
+    assert _execution(run) == {"executor": "local", "partitions": min(n, 10), "processes": 1, "in_this_process": True}
+
+
+@pytest.mark.parametrize("cores, n, processes", [(2, None, 2), (3, 7, 3), (2, 1, 1)])
+def test_local_processes_give_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, cores: int, n: int | None,
+                                             processes: int) -> None:
+    """The default local run: one partition per core, run by a pool of that many worker
+    processes (real ones, spawned); the manifest counts the processes that ran them."""
+    monkeypatch.setattr(executor, "cores", lambda: cores)
+    run = _run(extract, tmp_path / "run", **({} if n is None else {"partitions": n}))
+    _assert_same_outputs(one_partition, run)
+    assert _execution(run) == {"executor": "local", "partitions": n or cores, "processes": processes,
+                               "in_this_process": processes == 1}
 
 
 def test_dask_cluster_gives_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path) -> None:

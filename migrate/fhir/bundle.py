@@ -62,6 +62,7 @@ from migrate.progress import NULL_PROGRESS, Progress
 from migrate.summary import FhirStats
 
 ERROR_EXAMPLES = 5  # failing resources named in the summary
+IN_THIS_PROCESS = {"executor": "local", "partitions": 1, "processes": 1, "in_this_process": True}
 
 
 def validation_failure(stats: FhirStats) -> str | None:
@@ -89,6 +90,9 @@ class FhirResult:
     errors: pl.DataFrame
     model_validated: int = 0  # resources the R4B models validated (one per shape on the fast path)
     policy: str = ""
+    # How the batches ran (never silent; the outputs do not depend on it): the executor, the
+    # partitions run, how many processes ran them and whether that was this process alone.
+    execution: dict[str, Any] = field(default_factory=lambda: dict(IN_THIS_PROCESS))
 
     @property
     def ok(self) -> bool:
@@ -226,12 +230,14 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
         staged = stage(tables, cohorts, exceptions, sharing, derived_priority, plan, per_chunk, partial / ".stage")
     progress.start("fhir", total=last_bundle)
     validated = None
+    execution: dict[str, Any] = dict(IN_THIS_PROCESS)
     if staged is not None and executor is not None and executor.partitions > 1:
-        counts, names, more, validated = _partitioned(p, staged, per_chunk, last_bundle, derived_priority is not None,
-                                                      partial, executor)
+        counts, names, more, validated, execution = _partitioned(p, staged, per_chunk, last_bundle,
+                                                                 derived_priority is not None, partial, executor)
         writers.counts, written[:] = counts, names
         errors += more
-        progress.advance("fhir", last_bundle, f"bundles 1-{last_bundle:,} in {executor.partitions} partitions")
+        progress.advance("fhir", last_bundle, f"bundles 1-{last_bundle:,} in {execution['partitions']} partitions "
+                                              f"({execution['executor']}, {execution['processes']} processes)")
     else:
         try:
             for first in range(1, last_bundle + 1, per_chunk):
@@ -267,13 +273,15 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,
         lineage=pl.scan_parquet(final / "lineage.parquet"), errors=all_errors,
         model_validated=shapes.validated if validated is None else validated, policy=options.sharing_policy,
+        execution=execution,
     )
 
 
 def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, with_priority: bool, partial: Path,
-                 executor: Executor) -> tuple[dict[str, int], list[str], list[pl.DataFrame], int]:
-    """The batches as ``executor.partitions`` partitions, then their parts combined."""
-    from migrate.fhir.partitions import Partition, combine, run_partition, split
+                 executor: Executor) -> tuple[dict[str, int], list[str], list[pl.DataFrame], int, dict[str, Any]]:
+    """The batches as ``executor.partitions`` partitions, then their parts combined; the
+    last item says how they ran (executor, partitions, local worker processes)."""
+    from migrate.fhir.partitions import Partition, combine, run_partition, split, where
 
     batches = [((first - 1) // per_chunk, first, min(first + per_chunk - 1, last_bundle))
                for first in range(1, last_bundle + 1, per_chunk)]
@@ -285,7 +293,11 @@ def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, 
                               p.ctx, dict(p.shapes.verdicts), with_priority, partial))
     results = executor.map(run_partition, jobs)
     counts, names, errors, validated = combine(results, jobs, partial)
-    return counts, names, errors, validated + p.shapes.individually
+    # Counted from the partitions' results, not from the options: the processes that did run them.
+    ran = {r.process for r in results}
+    execution = {"executor": type(executor).__name__.removesuffix("Executor").lower(), "partitions": len(jobs),
+                 "processes": len(ran), "in_this_process": ran == {where()}}
+    return counts, names, errors, validated + p.shapes.individually, execution
 
 
 def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[str]) -> None:

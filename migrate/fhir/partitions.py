@@ -28,7 +28,9 @@ another machine needs only the run folder on a shared filesystem.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,11 @@ import pyarrow.parquet as pq
 from migrate.fhir.inputs import Context, Staged, gather
 from migrate.fhir.resources import LINEAGE_OUT_SCHEMA, build_batch
 from migrate.fhir.validate import ShapeCache
+
+
+def where() -> str:
+    """This process, as host:pid (several machines may run a Dask cluster's workers)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class PartitionResult:
     errors: pl.DataFrame | None = None
     verdicts: set[tuple[str, str]] = field(default_factory=set)
     individually: int = 0
+    process: str = field(default_factory=where)  # host:pid of the process that ran it
 
 
 def split(batches: Sequence[tuple[int, int, int]], partitions: int) -> list[tuple[tuple[int, int, int], ...]]:
@@ -86,7 +94,7 @@ def run_partition(job: Partition) -> PartitionResult:
 
     shapes = ShapeCache(dict(job.verdicts))
     writers = _Writers(job.folder, bundles=job.root / "bundles")
-    result = PartitionResult(job.index)
+    result = PartitionResult(job.index, process=where())
     errors = []
     try:
         for batch, first, last in job.batches:

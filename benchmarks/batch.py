@@ -4,7 +4,9 @@
 
 Runs ``migrate.pipeline.run_batch`` in this process with a ``Progress`` that notes when
 each stage starts and finishes; a thread samples the process's resident memory (VmRSS)
-and anonymous memory (RssAnon) every 20 ms, so each stage gets its own peak. Time spent
+and anonymous memory (RssAnon) every 20 ms, so each stage gets its own peak, and the sum
+of this process's and its descendants' (the local executor's worker processes) at one
+instant. CPU time is user + system of this process and its ended children. Time spent
 between two stages (the dispositions, say) is reported as "after <stage>". With the Dask
 executor the workers are separate processes: their peaks are sampled from /proc too
 (every process whose parent chain leads here). Not a test: nothing here asserts a time.
@@ -61,13 +63,22 @@ def _children(root: int) -> list[int]:
     return out
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and of its children that have ended."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @dataclass
 class Stage:
     name: str
     started: float
     seconds: float = 0.0
+    cpu_started: float = field(default_factory=_cpu)
+    cpu_seconds: float = 0.0
     peak_rss_kb: int = 0
     peak_anon_kb: int = 0
+    peak_total_kb: int = 0  # this process and every descendant, summed at one instant
     children_peak_rss_kb: dict[int, int] = field(default_factory=dict)
 
 
@@ -87,6 +98,7 @@ class Measured(Progress):
         with self.lock:
             now = time.perf_counter()
             self.current.seconds = now - self.current.started
+            self.current.cpu_seconds = _cpu() - self.current.cpu_started
             if self.current.seconds > 0.05 or self.current.peak_rss_kb:
                 self.stages.append(self.current)
             self.current = Stage(name, now)
@@ -105,16 +117,19 @@ class Measured(Progress):
         kids: list[int] = []
         while not self.stop.wait(0.02):
             rss, anon = _memory(me)
-            if tick % 25 == 0:  # the process tree every half second
+            if tick % 5 == 0:  # the process tree every tenth of a second
                 kids = _children(me)
             tick += 1
             with self.lock:
                 s = self.current
                 s.peak_rss_kb, s.peak_anon_kb = max(s.peak_rss_kb, rss), max(s.peak_anon_kb, anon)
+                total = rss
                 for k in kids:
                     k_rss = _memory(k)[0]
+                    total += k_rss
                     s.children_peak_rss_kb[k] = max(s.children_peak_rss_kb.get(k, 0), k_rss)
                     self.children_total_peak_kb[k] = max(self.children_total_peak_kb.get(k, 0), k_rss)
+                s.peak_total_kb = max(s.peak_total_kb, total)
 
     def close(self) -> list[Stage]:
         self._switch("end")
@@ -149,28 +164,35 @@ def main() -> None:
     config = RunConfig.load(args.extract, "generic-csv", date(2022, 10, 1), args.out, **options)  # type: ignore[arg-type]
     load_before = _load()
     progress = Measured()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu()
     result = run_batch(config, progress)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu() - cpu_started
     stages = progress.close()
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "extract": str(args.extract),
         "executor": args.executor, "partitions": args.partitions, "fhir": not args.no_fhir,
-        "seconds": round(seconds, 1), "ok": result.ok, "load_before": load_before, "load_after": _load(),
+        "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "ok": result.ok, "load_before": load_before,
+        "load_after": _load(), "cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "execution": json.loads((args.out / "manifest.json").read_text()).get("execution"),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_total_rss_mb": round(max((s.peak_total_kb for s in stages), default=0) / 1024),
         "children_peak_rss_mb": sorted((round(v / 1024) for v in progress.children_total_peak_kb.values()),
                                        reverse=True),
-        "stages": [{"stage": s.name, "seconds": round(s.seconds, 1), "peak_rss_mb": round(s.peak_rss_kb / 1024),
+        "stages": [{"stage": s.name, "seconds": round(s.seconds, 1), "cpu_seconds": round(s.cpu_seconds, 1),
+                    "peak_rss_mb": round(s.peak_rss_kb / 1024), "peak_total_rss_mb": round(s.peak_total_kb / 1024),
                     "peak_anon_mb": round(s.peak_anon_kb / 1024),
                     "children_peak_rss_mb": round(max(s.children_peak_rss_kb.values(), default=0) / 1024)}
                    for s in stages],
     }
-    print(f"{'stage':<22}{'seconds':>9}{'peak RSS MB':>13}{'anon MB':>9}{'child MB':>10}")
+    print(f"{'stage':<22}{'seconds':>9}{'CPU s':>9}{'peak RSS MB':>13}{'+children MB':>14}{'anon MB':>9}"
+          f"{'child MB':>10}")
     for s in record["stages"]:  # type: ignore[attr-defined]
-        print(f"{s['stage']:<22}{s['seconds']:>9}{s['peak_rss_mb']:>13}{s['peak_anon_mb']:>9}"
-              f"{s['children_peak_rss_mb']:>10}")
-    print(f"total {seconds:.1f} s, peak RSS {record['peak_rss_mb']} MB, ok={result.ok}, "
-          f"load {load_before} -> {record['load_after']}")
+        print(f"{s['stage']:<22}{s['seconds']:>9}{s['cpu_seconds']:>9}{s['peak_rss_mb']:>13}"
+              f"{s['peak_total_rss_mb']:>14}{s['peak_anon_mb']:>9}{s['children_peak_rss_mb']:>10}")
+    print(f"total {seconds:.1f} s, CPU {cpu:.1f} s, peak RSS {record['peak_rss_mb']} MB "
+          f"(with children {record['peak_total_rss_mb']} MB), ok={result.ok}, "
+          f"load {load_before} -> {record['load_after']}, execution {record['execution']}")
     if args.json is not None:
         with args.json.open("a") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -151,7 +151,10 @@ class FhirOptions:
     cancer_history_code: tuple[str, str] = ("266987004", "History of malignant neoplasm")  # (verify)
     sharing_codes: SharingCodes | None = None  # None: the default rule pack's codelists
     validation: Validation = "fast"
-    chunk_patients: int = 25_000  # patients built at once; bounds memory, not output
+    # Patients built at once: bounds memory (~50 MB per 1,000 patients beside ~0.5 GB per process:
+    # benchmarks/README.md), so a pool of worker processes fits beside the run; not the bundles
+    # or NDJSON (only the row groups of fhir/lineage.parquet follow the batches).
+    chunk_patients: int = 10_000
     tool: str = f"handover {__version__}"
 
     def __post_init__(self) -> None:

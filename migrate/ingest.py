@@ -409,14 +409,19 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
             if canonical_dir is not None:  # written from the staged parts, a batch at a time
                 tables[table] = pl.scan_parquet(sink(kept, canonical_dir / f"{table}.parquet"))
             else:
+                # Held: no run folder to stage into (tests, the API on small extracts).
                 tables[table] = kept.collect().lazy()
         # What the checks of the child tables read: the kept keys (and each referral's patient).
         if tdef.key is not None:
+            # Held: one key column (1.5M referral keys at 1M patients, ~0.1 GB): every later batch
+            # of a child table is checked against it.
             parents.good[table] = (merges.lazy() if table == "merges" else tables[table]).select(
                 tdef.key).collect()[tdef.key]
             bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
             parents.bad[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
         if table == "referrals":
+            # Held: two key columns of referrals (~0.15 GB at 1M): contacts are checked against
+            # their referral's patient batch by batch.
             parents.owners = tables[table].select("referral_key", "patient_key").collect()
         applied.kept.close()
     progress.finish("ingest")

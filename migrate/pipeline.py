@@ -236,7 +236,10 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     # Everything from here on reads the run folder: the stages' frames are let go first.
     del ingested, tables, identified, rules, decided, fhir, patients, target
     if emitted:  # the round trip: the FHIR written says what the source said (reports/roundtrip.json)
-        run_roundtrip(out, progress)
+        # Its buckets on this machine's processes as the local executor's partitions run
+        # (--partitions 1: in this process); with Dask, here.
+        run_roundtrip(out, progress, make_executor("local", None, config.partitions)
+                      if config.executor == "local" else None)
 
     progress.start("reports", total=None)
     report = write_reports(out, config.previous, invariant=invariant, key=config.seal_key)  # declaration: config/

@@ -73,8 +73,16 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
            [(o["path"], o["sha256"]) for o in mb["outputs"] if not o["path"].startswith("reports/")]
 
 
-def _execution(run: Path) -> dict[str, Any]:
-    return dict(json.loads((run / "manifest.json").read_text())["execution"])
+def _execution(run: Path, roundtrip_processes: int | None = None) -> dict[str, Any]:
+    """The manifest's execution record (how the FHIR batches ran), after checking how many
+    processes compared the round trip's buckets (``roundtrip_processes``, when given)."""
+    execution = dict(json.loads((run / "manifest.json").read_text())["execution"])
+    roundtrip = execution.pop("roundtrip")
+    assert roundtrip["jobs"] >= roundtrip["buckets"] >= 1
+    if roundtrip_processes is not None:
+        assert roundtrip["processes"] == roundtrip_processes
+        assert roundtrip["in_this_process"] is (roundtrip_processes == 1)
+    return execution
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,7 @@ def one_partition(extract: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         mp.setattr(pipeline, "options_for",
                    lambda *a, **k: dataclasses.replace(real(*a, **k), chunk_patients=30))
         run = _run(extract, tmp_path_factory.mktemp("n1") / "run", partitions=1)
-    assert _execution(run) == {"executor": "local", "partitions": 1, "processes": 1, "in_this_process": True}
+    assert _execution(run, 1) == {"executor": "local", "partitions": 1, "processes": 1, "in_this_process": True}
     return run
 
 
@@ -103,20 +111,27 @@ def test_local_partitions_give_the_same_bytes(one_partition: Path, extract: Path
     run = _run(extract, tmp_path / "run", partitions=n)
     _assert_same_outputs(one_partition, run)
     assert len(ran) == min(n, 10) and sum(ran) == 10  # 300 patients / 10 per bundle / 3 bundles per batch
-    assert _execution(run) == {"executor": "local", "partitions": min(n, 10), "processes": 1, "in_this_process": True}
+    assert _execution(run, 1) == {"executor": "local", "partitions": min(n, 10), "processes": 1,
+                                  "in_this_process": True}
 
 
-@pytest.mark.parametrize("cores, n, processes", [(2, None, 2), (3, 7, 3), (2, 1, 1)])
+@pytest.mark.parametrize("cores, n", [(2, None), (3, 7), (2, 1)])
 def test_local_processes_give_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch, cores: int, n: int | None,
-                                             processes: int) -> None:
+                                             monkeypatch: pytest.MonkeyPatch, cores: int, n: int | None) -> None:
     """The default local run: one partition per core, run by a pool of that many worker
-    processes (real ones, spawned); the manifest counts the processes that ran them."""
+    processes (real ones, spawned), and the round trip's buckets on them too; the manifest
+    counts the processes that ran them (a pool may hand two jobs to one worker: at most
+    ``cores``, never this process). One partition runs in this process."""
     monkeypatch.setattr(executor, "cores", lambda: cores)
     run = _run(extract, tmp_path / "run", **({} if n is None else {"partitions": n}))
     _assert_same_outputs(one_partition, run)
-    assert _execution(run) == {"executor": "local", "partitions": n or cores, "processes": processes,
-                               "in_this_process": processes == 1}
+    manifest = json.loads((run / "manifest.json").read_text())["execution"]
+    execution = _execution(run)
+    assert execution["executor"] == "local" and execution["partitions"] == (n or cores)
+    pooled = (n or cores) > 1
+    assert execution["in_this_process"] is (not pooled)
+    assert 1 <= execution["processes"] <= (cores if pooled else 1)
+    assert manifest["roundtrip"]["in_this_process"] is (not pooled)
 
 
 def test_dask_cluster_gives_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path) -> None:

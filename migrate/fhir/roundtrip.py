@@ -33,6 +33,7 @@ from typing import Any
 
 import polars as pl
 
+from migrate.executor import Executor, LocalExecutor
 from migrate.fhir import expected as ex
 from migrate.fhir.inverse import Systems, ndjson_files
 from migrate.fhir.roundtrip_buckets import RowCounter, Staged
@@ -246,12 +247,19 @@ def _evaluate(joined: pl.LazyFrame, group: Group) -> tuple[pl.LazyFrame, pl.Lazy
     return joined.select(counts), bad
 
 
-def check_roundtrip(run_dir: Path, write: bool = True, bucket_rows: int | None = None) -> dict[str, Any]:
+def check_roundtrip(run_dir: Path, write: bool = True, bucket_rows: int | None = None,
+                    executor: Executor | None = None) -> dict[str, Any]:
     """Compare the run's FHIR NDJSON with its canonical tables through lineage; write
     ``reports/roundtrip.json`` (when ``write``) and return it. ``holds`` is False on any
     mismatch or on a resource lineage names that the NDJSON lacks. ``bucket_rows``: pairs
-    per bucket (``roundtrip_buckets.BUCKET_ROWS`` by default; the result is the same
-    whatever the number of buckets)."""
+    per bucket (``roundtrip_buckets.BUCKET_ROWS`` by default) and ``executor``: where the
+    buckets are compared (this process by default) — the result is the same whatever they are."""
+    return _check(run_dir, write, bucket_rows, executor or LocalExecutor())[0]
+
+
+def _check(run_dir: Path, write: bool, bucket_rows: int | None,
+           executor: Executor) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``check_roundtrip``'s result and how it ran (None without FHIR output)."""
     run = RunFolder.open(run_dir)
     systems = Systems.for_run(run.manifest)
     files = ndjson_files(run_dir / "fhir" / "ndjson")
@@ -261,19 +269,19 @@ def check_roundtrip(run_dir: Path, write: bool = True, bucket_rows: int | None =
                                   "not_carried": _not_carried()}
         if write:
             _write(run_dir, result)
-        return result
+        return result, None
     # Both sides of every join are split by a hash of the resource id and staged as Parquet
     # (roundtrip_buckets): 8.7M pairs at a million patients would need several GB held at once.
     with tempfile.TemporaryDirectory(prefix="handover-roundtrip-") as tmp:
         links = ex.Links.of(run)
         staged = Staged.build(links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
         try:
-            result = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp))
+            result, ran = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp), executor)
         finally:
             staged.close()
     if write:
         _write(run_dir, result)
-    return result
+    return result, ran
 
 
 def _joined(run: RunFolder, group: Group, links: ex.Links, resources: dict[str, pl.LazyFrame],
@@ -293,38 +301,77 @@ def _joined(run: RunFolder, group: Group, links: ex.Links, resources: dict[str, 
     return expected, joined
 
 
-def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, tmp: Path) -> dict[str, Any]:
-    """Every group's expected rows against the resources read back, bucket by bucket: the
-    result's fields (sums over the buckets; examples the first of all buckets' first)."""
-    clusters_path = tmp / "clusters.parquet"
-    ex.survivor_values(run).sink_parquet(clusters_path, compression="lz4")
-    clusters = pl.scan_parquet(clusters_path)
+@dataclass(frozen=True)
+class BucketJob:
+    """One group's comparison over some buckets (picklable: paths and scans of staged Parquet)."""
+
+    run_dir: Path
+    group: int  # index in _groups
+    buckets: tuple[int, ...]
+    links: ex.Links
+    staged: Staged
+    clusters: Path
+    rows: Path  # where the distinct source rows compared are written (counted after all buckets)
+
+
+@dataclass
+class BucketResult:
+    totals: dict[str, int]
+    bad: pl.DataFrame  # the rows that can be examples (_first_bad): a few per field
+    process: str = ""
+
+
+def compare_bucket(job: BucketJob) -> BucketResult:
+    """Compare ``job``'s buckets of one group (runs here or in a worker process)."""
+    from migrate.fhir.partitions import where
+
+    run = RunFolder.open(job.run_dir)
+    group = _groups(Systems.for_run(run.manifest))[job.group]
+    expected, joined = _joined(run, group, job.links.bucket(job.staged.lineage_of(job.buckets)),
+                               job.staged.resources_of(job.buckets), pl.scan_parquet(job.clusters))
+    counts_q, bad_q = _evaluate(joined, group)
+    rows_q = expected.select("table", "source_file", "source_row").unique()
+    counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
+    totals = {name: int(value or 0) for name, value in counts.row(0, named=True).items()}
+    rows.write_parquet(job.rows, compression="lz4")
+    return BucketResult(totals, _first_bad(bad, group), where())
+
+
+def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, tmp: Path,
+             executor: Executor) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every group's expected rows against the resources read back, bucket by bucket (on
+    ``executor``'s processes): the result's fields (sums over the buckets; examples the
+    first of all buckets' first) and how it ran (buckets, processes)."""
+    clusters = tmp / "clusters.parquet"
+    ex.survivor_values(run).sink_parquet(clusters, compression="lz4")
     max_row = int(links.lineage.select(pl.col("source_row").max()).collect(engine="streaming").item() or 0)
-    fields_out: list[dict[str, Any]] = []
-    records: dict[str, int] = {}
-    for group in _groups(systems):
+    groups = _groups(systems)
+    jobs = []
+    for g, group in enumerate(groups):
         # Flags are aggregated per source row, whose Flags hash to different buckets: all at
         # once (a third of a Flag per patient; their expected rows are a few narrow columns).
-        plan = [list(range(staged.count))] if group.per_row else [[b] for b in range(staged.count)]
+        plan = [tuple(range(staged.count))] if group.per_row else [(b,) for b in range(staged.count)]
+        jobs += [BucketJob(run.path, g, buckets, links, staged, clusters, tmp / f"rows-{g}-{buckets[0]:05d}.parquet")
+                 for buckets in plan]
+    results = executor.map(compare_bucket, jobs)
+    fields_out: list[dict[str, Any]] = []
+    records: dict[str, int] = {}
+    for g, group in enumerate(groups):
+        mine = [r for j, r in zip(jobs, results, strict=True) if j.group == g]
+        paths = [j.rows for j in jobs if j.group == g]
         totals: dict[str, int] = {}
-        bad_parts: list[pl.DataFrame] = []
+        for r in mine:
+            for name, value in r.totals.items():
+                totals[name] = totals.get(name, 0) + value
         counter = RowCounter(tmp / "rows", max_row=max_row)
         try:
-            for buckets in plan:
-                expected, joined = _joined(run, group, links.bucket(staged.lineage_of(buckets)),
-                                           staged.resources_of(buckets), clusters)
-                counts_q, bad_q = _evaluate(joined, group)
-                rows_q = expected.select("table", "source_file", "source_row").unique()
-                counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
-                for name, value in counts.row(0, named=True).items():
-                    totals[name] = totals.get(name, 0) + int(value or 0)
-                bad_parts.append(_first_bad(bad, group))
-                counter.add(rows)
-                del expected, joined, bad, rows
+            for path in paths:
+                counter.add(pl.read_parquet(path))
+                path.unlink()
             counted = counter.counts()
         finally:
             counter.close()
-        bad = pl.concat(bad_parts, how="diagonal_relaxed") if bad_parts else pl.DataFrame()
+        bad = pl.concat([r.bad for r in mine], how="diagonal_relaxed") if mine else pl.DataFrame()
         fields_out.append(_missing_entry(group, totals, bad))
         for i, f in enumerate(group.fields):
             fields_out.append(_field_entry(f, group, totals[f"n{i}"], totals[f"m{i}"],
@@ -333,7 +380,7 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
             records[table] = max(records.get(table, 0), n)
     compared = sum(f["compared"] for f in fields_out)
     mismatches = sum(f["mismatches"] for f in fields_out)
-    return {
+    result = {
         "fields_compared": compared,
         "mismatches": mismatches,
         "holds": mismatches == 0,
@@ -343,6 +390,11 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
         "not_carried": _not_carried(),
         "mismatched_fields": [f["field"] for f in fields_out if f["mismatches"]],
     }
+    from migrate.fhir.partitions import where
+
+    ran = {r.process for r in results}
+    return result, {"buckets": staged.count, "jobs": len(jobs), "processes": len(ran),
+                    "in_this_process": ran <= {where()}}
 
 
 def _first_bad(bad: pl.DataFrame, group: Group) -> pl.DataFrame:
@@ -404,14 +456,22 @@ def _write(run_dir: Path, result: dict[str, Any]) -> Path:
     return write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n", run_dir / ROUNDTRIP)
 
 
-def run_roundtrip(run_dir: Path, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
-    """The round trip as ``handover run`` does it: compare, write and seal
-    ``reports/roundtrip.json`` (so ``verify`` covers it); returns the headline."""
+def run_roundtrip(run_dir: Path, progress: Progress = NULL_PROGRESS,
+                  executor: Executor | None = None) -> dict[str, Any]:
+    """The round trip as ``handover run`` does it: compare (its buckets on ``executor``),
+    write and seal ``reports/roundtrip.json`` (so ``verify`` covers it), and record how it
+    ran in the manifest's ``execution``; returns the headline."""
     from migrate.reports.chain import seal_outputs
+    from migrate.reports.rundata import MANIFEST, read_json
 
     progress.start("roundtrip", total=None)
-    result = check_roundtrip(run_dir, write=True)
-    seal_outputs(run_dir, [run_dir / ROUNDTRIP])
+    result, ran = _check(run_dir, True, None, executor or LocalExecutor())
+    execution = read_json(run_dir / MANIFEST).get("execution")
+    updates = None if ran is None or execution is None else {"execution": dict(execution) | {"roundtrip": ran}}
+    seal_outputs(run_dir, [run_dir / ROUNDTRIP], updates=updates)
+    if ran is not None:
+        progress.advance("roundtrip", 1, f"{ran['jobs']} comparisons of {ran['buckets']} buckets on "
+                                         f"{ran['processes']} processes")
     progress.finish("roundtrip")
     return summary(result)
 

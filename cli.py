@@ -252,14 +252,15 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 @click.option("--key-file", type=click.Path(path_type=Path), default=None,
               help="Seal the manifest with an HMAC under this key (handover verify --key-file checks it).")
 @click.option("--executor", default="local", show_default=True, metavar="local|dask",
-              help="Where the FHIR output's partitions run: here, or on a Dask cluster (pip install "
-                   "'handover[dask]'). The outputs are the same bytes either way.")
+              help="Where the FHIR output's partitions run: on this machine's cores, or on a Dask cluster (pip "
+                   "install 'handover[dask]'). The outputs are the same bytes either way.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="With --executor dask: the scheduler (tcp://host:8786) whose workers share the input and run "
                    "folders; without it a local cluster is started on this machine.")
 @click.option("--partitions", type=int, default=None,
-              help="Partitions of the FHIR output (ranges of its patient batches); default 1 locally, 4 on a local "
-                   "Dask cluster, 8 on a scheduler.")
+              help="Partitions of the FHIR output (ranges of its patient batches); locally they run on "
+                   "min(N, cores) worker processes, as do the round trip's buckets (1: all in this process); "
+                   "default one per core locally, 4 on a local Dask cluster, 8 on a scheduler.")
 @output_options
 @_guard
 def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,

@@ -154,7 +154,7 @@ class FhirOptions:
     # Patients built at once: bounds memory (~50 MB per 1,000 patients beside ~0.5 GB per process:
     # benchmarks/README.md), so a pool of worker processes fits beside the run; not the bundles
     # or NDJSON (only the row groups of fhir/lineage.parquet follow the batches).
-    chunk_patients: int = 10_000
+    chunk_patients: int = 5_000
     tool: str = f"handover {__version__}"
 
     def __post_init__(self) -> None:

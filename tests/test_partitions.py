@@ -119,9 +119,10 @@ def test_local_partitions_give_the_same_bytes(one_partition: Path, extract: Path
 def test_local_processes_give_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch, cores: int, n: int | None) -> None:
     """The default local run: one partition per core, run by a pool of that many worker
-    processes (real ones, spawned), and the round trip's buckets on them too; the manifest
-    counts the processes that ran them (a pool may hand two jobs to one worker: at most
-    ``cores``, never this process). One partition runs in this process."""
+    processes (real ones, spawned); the manifest counts the processes that ran them (a pool
+    may hand two jobs to one worker: at most ``cores``, never this process). One partition
+    runs in this process, as does a round trip of one bucket (several buckets on a pool:
+    tests/fhir/test_roundtrip.py)."""
     monkeypatch.setattr(executor, "cores", lambda: cores)
     run = _run(extract, tmp_path / "run", **({} if n is None else {"partitions": n}))
     _assert_same_outputs(one_partition, run)
@@ -131,7 +132,7 @@ def test_local_processes_give_the_same_bytes(one_partition: Path, extract: Path,
     pooled = (n or cores) > 1
     assert execution["in_this_process"] is (not pooled)
     assert 1 <= execution["processes"] <= (cores if pooled else 1)
-    assert manifest["roundtrip"]["in_this_process"] is (not pooled)
+    assert manifest["roundtrip"]["buckets"] == 1 and manifest["roundtrip"]["in_this_process"] is True  # (one bucket)
 
 
 def test_dask_cluster_gives_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path) -> None:

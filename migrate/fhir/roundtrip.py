@@ -353,7 +353,9 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
         plan = [tuple(range(staged.count))] if group.per_row else [(b,) for b in range(staged.count)]
         jobs += [BucketJob(run.path, g, buckets, links, staged, clusters, tmp / f"rows-{g}-{buckets[0]:05d}.parquet")
                  for buckets in plan]
-    results = executor.map(compare_bucket, jobs)
+    # One bucket (under ~500,000 links, ~60,000 patients): its seven comparisons take less
+    # than starting worker processes (~2 s each), so they run here.
+    results = (executor if staged.count > 1 else LocalExecutor()).map(compare_bucket, jobs)
     fields_out: list[dict[str, Any]] = []
     records: dict[str, int] = {}
     for g, group in enumerate(groups):

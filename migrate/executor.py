@@ -25,8 +25,11 @@ import multiprocessing
 import os
 import re
 import socket
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -73,7 +76,25 @@ class LocalExecutor:
         if processes <= 1:
             return [fn(job) for job in jobs]
         with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return list(pool.map(fn, jobs))
+            with _main_left_out():  # the workers start while the jobs are submitted
+                futures = [pool.submit(fn, job) for job in jobs]
+            return [f.result() for f in futures]
+
+
+@contextmanager
+def _main_left_out() -> Iterator[None]:
+    """Start worker processes without the caller's main module.
+
+    A spawned worker re-imports the parent's ``__main__`` (a script's file) before it runs
+    anything: a script calling ``run_batch`` without ``if __name__ == "__main__":`` would
+    start a second batch in every worker. The jobs need only handover's own functions
+    (importable by name), so the workers are started while ``__main__`` is a blank module."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,18 @@ def test_dask_without_dask_installed_is_a_configuration_error(extract: Path, tmp
     assert result.exit_code == 2
     assert "needs Dask distributed, which is not installed here" in result.stderr
     assert not out.exists()
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """Spawned workers do not re-run the caller's script: one calling the API without
+    ``if __name__ == "__main__":`` (as a notebook-turned-script does) runs its batch once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import os\nfrom migrate.executor import LocalExecutor\nprint('started', os.getpid())\n"
+                      "print('results', LocalExecutor(partitions=3, workers=2).map(abs, [-1, -2, -3]))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("started") == 1 and "results [1, 2, 3]" in done.stdout

@@ -304,6 +304,8 @@ class Manifest(TypedDict):
     previous_batch_digest: NotRequired[SHA256]
     previous_run: NotRequired[PreviousRun]
     decisions: NotRequired[list[DecisionRecord]]
+    # How the FHIR batches and the round trip's buckets were spread (migrate.executor); no output depends on it.
+    execution: NotRequired[dict[str, Any]]
 
 
 @with_config(ConfigDict(strict=True, extra="allow"))

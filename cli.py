@@ -137,6 +137,7 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
 
 def _finish(result: RunResult, quiet: bool, as_json: bool) -> None:
     """Print a run's summary (the one the reports wrote) and fail with exit 1 if it failed."""
+    from migrate.executor import execution_lines
     from migrate.reports import summary_renderables
 
     if as_json:
@@ -144,6 +145,9 @@ def _finish(result: RunResult, quiet: bool, as_json: bool) -> None:
     elif not quiet:
         for renderable in summary_renderables(result.summary):
             out.print(renderable)
+        if result.execution is not None:
+            for line in execution_lines(result.execution):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(f"Run folder: {result.run_dir}")
     result.raise_on_failure()
 

@@ -22,8 +22,8 @@ import importlib.util
 import re
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -33,10 +33,16 @@ LOCAL_WORKERS = 2  # workers of the LocalCluster started when no scheduler is gi
 
 
 class Executor(Protocol):
-    """Runs jobs; ``partitions`` is how many the work is split into."""
+    """Runs jobs; ``partitions`` is how many the work is split into, ``name`` the executor
+    (``local``, ``dask``) and ``where`` where its jobs run, in words (for the manifest)."""
+
+    name: ClassVar[str]
 
     @property
     def partitions(self) -> int: ...
+
+    @property
+    def where(self) -> str: ...
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]: ...
 
@@ -45,7 +51,12 @@ class Executor(Protocol):
 class LocalExecutor:
     """Every job in this process, in order."""
 
+    name: ClassVar[str] = "local"
     partitions: int = 1
+
+    @property
+    def where(self) -> str:
+        return "this process"
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
         return [fn(job) for job in jobs]
@@ -55,8 +66,15 @@ class LocalExecutor:
 class DaskExecutor:
     """Jobs on a Dask distributed cluster: ``scheduler`` (an address), or a LocalCluster on loopback."""
 
+    name: ClassVar[str] = "dask"
     partitions: int
     scheduler: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.scheduler is None:
+            return f"a LocalCluster on 127.0.0.1 ({LOCAL_WORKERS} worker processes)"
+        return f"the Dask scheduler at {self.scheduler}"
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
         from distributed import Client, LocalCluster
@@ -64,7 +82,7 @@ class DaskExecutor:
         cluster: Any = None
         if self.scheduler is None:
             cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
-                                   host="127.0.0.1", dashboard_address=None)
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0")  # no fixed port
         try:
             with Client(self.scheduler if cluster is None else cluster) as client:  # type: ignore[no-untyped-call]
                 futures = client.map(fn, list(jobs), pure=False)
@@ -73,6 +91,53 @@ class DaskExecutor:
         finally:
             if cluster is not None:
                 cluster.close()
+
+
+@dataclass
+class Execution:
+    """How a run's FHIR partitions ran: the manifest's ``execution`` (``record``) and a line
+    of the run's output. Never silent: a run that split into fewer partitions than asked
+    for, or ran nothing, says so and why in ``notes``.
+
+    ``ran_on`` counts the partitions each process ran: a Dask worker's address, or
+    ``this process``. Like the start and finish times it describes the run, not its
+    outputs (a worker's address changes from run to run; the outputs do not).
+    """
+
+    executor: str
+    where: str
+    partitions: int  # asked for (or the executor's default)
+    batches: int  # the FHIR writer's batches (a partition is a range of them)
+    partitions_run: int = 0
+    ran_on: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, for the manifest."""
+        return {"executor": self.executor, "where": self.where, "partitions": self.partitions,
+                "writer_batches": self.batches, "partitions_run": self.partitions_run,
+                "ran_on": dict(sorted(self.ran_on.items())), "notes": list(self.notes)}
+
+
+
+def execution_lines(record: dict[str, Any]) -> list[str]:
+    """What a person reads after the run, from the manifest's ``execution`` record."""
+    on = ", ".join(f"{where} ×{n}" for where, n in record["ran_on"].items()) or "nothing ran"
+    return [f"FHIR output: {record['partitions_run']} partition(s) of {record['writer_batches']} writer batch(es), "
+            f"executor {record['executor']} on {record['where']} ({on})", *(f"  note: {n}" for n in record["notes"])]
+
+
+def ran_on() -> str:
+    """Where the calling job runs: its Dask worker's address, or ``this process``."""
+    try:
+        from distributed import get_worker
+    except ImportError:
+        return "this process"
+    try:
+        address: str = get_worker().address
+    except ValueError:  # not inside a Dask worker
+        return "this process"
+    return address
 
 
 def check_options(executor: str, scheduler: str | None, partitions: int | None) -> list[str]:

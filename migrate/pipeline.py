@@ -69,6 +69,7 @@ class RunResult:
     run_dir: Path
     summary: RunSummary
     outputs: list[Path] = field(default_factory=list)
+    execution: dict[str, Any] | None = None  # how the FHIR partitions ran (manifest ``execution``); None: no FHIR
 
     def failures(self) -> list[str]:
         """One sentence per failure: each broken invariant (naming it, with its first
@@ -137,7 +138,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     with stage(config.out_dir) as staging:
         result = _run_batch(replace(config, out_dir=staging.path), progress)
         staging.publish()
-    return RunResult(config.out_dir, result.summary, [staging.final(p) for p in result.outputs])
+    return RunResult(config.out_dir, result.summary, [staging.final(p) for p in result.outputs], result.execution)
 
 
 def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
@@ -222,6 +223,9 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
                                      "updates": ingested.update_counts(), "fhir": stats,
                                      "target_index": None if target is None else target.summary()}, frozen,
         identified.result.model.summary()))
+    execution = None if fhir is None or fhir.execution is None else fhir.execution.record()
+    if execution is not None:  # where the FHIR partitions ran (not part of the outputs: like the times)
+        manifest["execution"] = execution
     if config.decisions:  # the filled-in worklists this batch read (every row is in decisions.parquet)
         manifest["decisions"] = [d.record() for d in config.decisions]
     if config.previous is not None:
@@ -239,4 +243,4 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     progress.start("reports", total=None)
     report = write_reports(out, config.previous, invariant=invariant, key=config.seal_key)  # declaration: config/
     progress.finish("reports")
-    return RunResult(out, report.summary, written.paths + report.files)
+    return RunResult(out, report.summary, written.paths + report.files, execution)

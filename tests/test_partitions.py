@@ -8,6 +8,7 @@ import json
 import re
 import zipfile
 from datetime import date
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,8 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
     assert any(o["path"].startswith("fhir/bundles/") for o in ma["outputs"])
     for o in ma["outputs"]:
         assert _contents(a / o["path"]) == _contents(b / o["path"]), o["path"]
-    # the manifest too, but for its start and finish times (and the digests over them)
-    timed = ("started", "finished", "outputs", "digest")
+    # the manifest too, but for its start and finish times, where the partitions ran (and the digests over them)
+    timed = ("started", "finished", "outputs", "digest", "execution")
     assert {k: v for k, v in ma.items() if k not in timed} == {k: v for k, v in mb.items() if k not in timed}
     assert [(o["path"], o["sha256"]) for o in ma["outputs"] if not o["path"].startswith("reports/")] == \
            [(o["path"], o["sha256"]) for o in mb["outputs"] if not o["path"].startswith("reports/")]
@@ -80,6 +81,27 @@ def one_partition(extract: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         return _run(extract, tmp_path_factory.mktemp("n1") / "run")
 
 
+def _execution(run: Path) -> dict[str, Any]:
+    execution: dict[str, Any] = json.loads((run / "manifest.json").read_text())["execution"]
+    return execution
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A real Dask LocalCluster: two worker processes on loopback."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as local:
+        yield local
+
+
+def test_one_partition_runs_here_and_says_so(one_partition: Path) -> None:
+    assert _execution(one_partition) == {"executor": "local", "where": "this process", "partitions": 1,
+                                         "writer_batches": 10, "partitions_run": 1, "ran_on": {"this process": 1},
+                                         "notes": []}
+
+
 @pytest.mark.parametrize("n", [2, 3, 50])
 def test_local_partitions_give_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path, n: int,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,21 +113,55 @@ def test_local_partitions_give_the_same_bytes(one_partition: Path, extract: Path
         return real(job)
 
     monkeypatch.setattr(partitions, "run_partition", counted)
-    _assert_same_outputs(one_partition, _run(extract, tmp_path / "run", partitions=n))
-    assert len(ran) == min(n, 10) and sum(ran) == 10  # 300 patients / 10 per bundle / 3 bundles per batch
-
-
-def test_dask_cluster_gives_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path) -> None:
-    """A real Dask LocalCluster (two worker processes on loopback) given as --scheduler."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        run = _run(extract, tmp_path / "run", executor="dask", scheduler=cluster.scheduler_address, partitions=3)
-        # the partitions ran on the workers: each worker process imported the FHIR writer
-        imported = client.run(lambda: __import__("sys").modules.get("migrate.fhir.partitions") is not None)
-        assert any(imported.values())
+    run = _run(extract, tmp_path / "run", partitions=n)
     _assert_same_outputs(one_partition, run)
+    assert len(ran) == min(n, 10) and sum(ran) == 10  # 300 patients / 10 per bundle / 3 bundles per batch
+    execution = _execution(run)
+    assert (execution["partitions"], execution["partitions_run"]) == (n, min(n, 10))
+    # fewer partitions than asked for is said, with the reason
+    assert [bool(re.search(r"50 partitions asked for.* 10 writer batch\(es\).* 10 ran", note))
+            for note in execution["notes"]] == ([True] if n > 10 else [])
+
+
+def test_dask_cluster_gives_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path, cluster: Any) -> None:
+    """A real Dask LocalCluster (two worker processes on loopback) given as --scheduler."""
+    from distributed import Client
+
+    run = _run(extract, tmp_path / "run", executor="dask", scheduler=cluster.scheduler_address, partitions=3)
+    with Client(cluster) as client:
+        workers = set(client.scheduler_info()["workers"])
+    _assert_same_outputs(one_partition, run)
+    execution = _execution(run)
+    # the manifest says where each partition ran: on the cluster's worker processes, none here
+    assert execution["where"] == f"the Dask scheduler at {cluster.scheduler_address}"
+    assert execution["partitions_run"] == 3 and sum(execution["ran_on"].values()) == 3
+    assert set(execution["ran_on"]) <= workers, (execution["ran_on"], workers)
+
+
+def test_dask_runs_a_single_writer_batch_on_the_cluster(extract: Path, tmp_path: Path, cluster: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One writer batch (every patient in one) is still sent to the cluster, not run here unsaid."""
+    real = pipeline.options_for
+    monkeypatch.setattr(pipeline, "options_for",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), chunk_patients=100_000))
+    here = _run(extract, tmp_path / "here")
+    assert _execution(here)["ran_on"] == {"this process": 1}
+    there = _run(extract, tmp_path / "there", executor="dask", scheduler=cluster.scheduler_address)
+    _assert_same_outputs(here, there)
+    execution = _execution(there)
+    assert execution["writer_batches"] == 1 and execution["partitions_run"] == 1
+    assert [w.startswith("tcp://127.0.0.1:") for w in execution["ran_on"]] == [True]
+    assert execution["notes"] and "8 partitions asked for" in execution["notes"][0]
+
+
+def test_the_run_prints_where_its_partitions_ran(extract: Path, tmp_path: Path, cluster: Any) -> None:
+    result = CliRunner().invoke(main, ["run", "--input", str(extract), "--mapping", "generic-csv", "--cutover",
+                                       "2022-10-01", "--out", str(tmp_path / "run"), "--bundle-size", "10",
+                                       "--executor", "dask", "--scheduler", cluster.scheduler_address,
+                                       "--partitions", "20"])
+    assert result.exit_code == 0, result.output
+    assert f"executor dask on the Dask scheduler at {cluster.scheduler_address}" in result.output
+    assert "note: 20 partitions asked for" in result.output
 
 
 def test_dask_without_a_scheduler_starts_its_own_cluster(one_partition: Path, extract: Path, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from migrate.executor import ran_on
 from migrate.fhir.inputs import Context, Staged, gather
 from migrate.fhir.resources import LINEAGE_OUT_SCHEMA, build_batch
 from migrate.fhir.validate import ShapeCache
@@ -71,6 +72,7 @@ class PartitionResult:
     errors: pl.DataFrame | None = None
     verdicts: set[tuple[str, str]] = field(default_factory=set)
     individually: int = 0
+    ran_on: str = "this process"  # a Dask worker's address (migrate.executor.ran_on)
 
 
 def split(batches: Sequence[tuple[int, int, int]], partitions: int) -> list[tuple[tuple[int, int, int], ...]]:
@@ -86,7 +88,7 @@ def run_partition(job: Partition) -> PartitionResult:
 
     shapes = ShapeCache(dict(job.verdicts))
     writers = _Writers(job.folder, bundles=job.root / "bundles")
-    result = PartitionResult(job.index)
+    result = PartitionResult(job.index, ran_on=ran_on())
     errors = []
     try:
         for batch, first, last in job.batches:

@@ -19,10 +19,12 @@ same bytes whatever the executor and the number of partitions.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 J = TypeVar("J")
@@ -140,8 +142,11 @@ def ran_on() -> str:
     return address
 
 
-def check_options(executor: str, scheduler: str | None, partitions: int | None) -> list[str]:
-    """Every problem with these options, in words (empty when they can run)."""
+def check_options(executor: str, scheduler: str | None, partitions: int | None,
+                  out_dir: Path | None = None) -> list[str]:
+    """Every problem with these options, in words (empty when they can run). With a
+    ``scheduler`` and the run folder ``out_dir``: that its workers can run the partitions
+    (``check_workers``)."""
     problems = []
     if executor not in EXECUTORS:
         problems.append(f"--executor: unknown executor '{executor}'; use one of {', '.join(EXECUTORS)}")
@@ -149,6 +154,8 @@ def check_options(executor: str, scheduler: str | None, partitions: int | None) 
         problems.append("--scheduler needs --executor dask (the local executor has no scheduler)")
     if scheduler is not None and executor == "dask":
         problems += _reachable(scheduler)
+        if not problems and out_dir is not None and importlib.util.find_spec("distributed") is not None:
+            problems += check_workers(scheduler, out_dir)
     if partitions is not None and partitions < 1:
         problems.append(f"--partitions must be at least 1, not {partitions}")
     if executor == "dask" and importlib.util.find_spec("distributed") is None:
@@ -168,6 +175,61 @@ def _reachable(address: str) -> list[str]:
     except OSError as exc:
         return [f"--scheduler: no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__})"]
     return []
+
+
+def worker_facts(probe: str) -> dict[str, Any]:
+    """Run on each worker: whether it sees the file ``probe`` (written beside the run folder
+    by the machine that starts the run) and which handover it would run the partitions with."""
+    version: str | None = None
+    try:
+        from migrate import __version__ as version
+    except ImportError:
+        pass
+    return {"sees": os.path.exists(probe), "handover": version}
+
+
+def worker_problems(facts: dict[str, dict[str, Any]], folder: Path, version: str) -> list[str]:
+    """The problems in the workers' ``worker_facts``: none connected, a worker that does not
+    see the run folder's filesystem, or runs no handover or another version of it."""
+    if not facts:
+        return ["--scheduler: no worker is connected to the scheduler; the FHIR partitions would wait for one "
+                "(start workers with: dask worker ADDRESS)"]
+    problems = []
+    for worker, fact in sorted(facts.items()):
+        if not fact["sees"]:
+            problems.append(f"--scheduler: worker {worker} does not see the run folder's parent {folder}: the "
+                            "workers write the FHIR partitions there, so it must be a shared filesystem at the same "
+                            "path on every machine")
+        if fact["handover"] != version:
+            found = "no handover installed" if fact["handover"] is None else f"handover {fact['handover']}"
+            problems.append(f"--scheduler: worker {worker} has {found}; this run is handover {version} (install the "
+                            "same version on every worker)")
+    return problems
+
+
+def check_workers(scheduler: str, out_dir: Path) -> list[str]:
+    """Ask every worker of ``scheduler`` whether it can run this run's partitions: it sees a
+    file written now beside the run folder (same shared filesystem, same path) and runs the
+    same handover. Before any data is read, so a cluster that cannot help fails in seconds."""
+    import tempfile
+
+    from distributed import Client
+
+    from migrate import __version__
+
+    folder = out_dir.resolve().parent
+    if not folder.is_dir():
+        return []  # the run folder's own check says so
+    handle, probe = tempfile.mkstemp(prefix=".handover-probe-", dir=folder)
+    try:
+        with Client(scheduler, timeout=10) as client:  # type: ignore[no-untyped-call]
+            facts: dict[str, dict[str, Any]] = client.run(worker_facts, probe)
+    except OSError as exc:
+        return [f"--scheduler: cannot ask the workers at {scheduler} ({exc})"]
+    finally:
+        os.close(handle)
+        os.unlink(probe)
+    return worker_problems(facts, folder, __version__)
 
 
 def make_executor(executor: str, scheduler: str | None, partitions: int | None) -> Executor:

@@ -43,6 +43,7 @@ from migrate.hazards import default_hazards_path
 from migrate.identity import write_model
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
+from migrate.locations import fetch
 from migrate.lineage import build_lineage, write_lineage
 from migrate.manifest import with_digest
 from migrate.outputs import write_json
@@ -94,6 +95,8 @@ class RunResult:
 
 def _ingest(config: RunConfig, progress: Progress, work: Path) -> tuple[Ingested, FrozenConfig,
                                                                        PracticeSettings | None]:
+    if config.input_url is not None:  # an fsspec URL: its files copied here first, then read as a folder
+        config = replace(config, input_dir=fetch(config.input_url, work / "input"))
     files = discover(config.input_dir, config.profiles)
     check_layout(files)  # exit 2 before anything is written
     out = config.out_dir

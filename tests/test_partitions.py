@@ -92,7 +92,7 @@ def cluster() -> Iterator[Any]:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as local:
+                      dashboard_address="127.0.0.1:0") as local:
         yield local
 
 
@@ -210,3 +210,74 @@ def test_dask_without_dask_installed_is_a_configuration_error(extract: Path, tmp
     assert result.exit_code == 2
     assert "needs Dask distributed, which is not installed here" in result.stderr
     assert not out.exists()
+
+
+def test_an_fsspec_input_url_gives_the_same_bytes(one_partition: Path, extract: Path, tmp_path: Path) -> None:
+    """--input memory://…: the files are copied in through fsspec, then read as a folder."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = f"/extract-{tmp_path.name}"
+    for path in sorted(p for p in extract.rglob("*") if p.is_file()):
+        fs.pipe_file(f"{root}/{path.relative_to(extract).as_posix()}", path.read_bytes())
+    try:
+        run = _run(f"memory://{root}", tmp_path / "run")  # type: ignore[arg-type]
+    finally:
+        fs.rm(root, recursive=True)
+    _assert_same_outputs(one_partition, run)
+    assert not (run / ".work").exists()  # the copy went with the work area
+
+
+def test_file_urls_are_paths(extract: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run folder"
+    result = CliRunner().invoke(main, ["run", "--input", extract.as_uri(), "--mapping", "generic-csv", "--cutover",
+                                       "2022-10-01", "--out", out.as_uri(), "--quiet", "--no-fhir"])
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("args, code, problem", [
+    (["--out", "s3://bucket/run"], 2, "--out: s3://bucket/run is a s3:// URL; the run folder must be a path"),
+    (["--input", "nosuch://extract"], 2, "--input: cannot read nosuch:// URLs here"),
+    (["--input", "memory://no-such-extract"], 3, "input folder not found: memory://no-such-extract"),
+    (["--input", "file://elsewhere/extract"], 2, "names another host (elsewhere)"),
+])
+def test_unusable_urls_exit_before_reading(extract: Path, tmp_path: Path, args: list[str], code: int,
+                                           problem: str) -> None:
+    options = {"--input": str(extract), "--out": str(tmp_path / "run")} | dict(zip(args[::2], args[1::2]))
+    result = CliRunner().invoke(main, ["run", "--mapping", "generic-csv", "--cutover", "2022-10-01", "--quiet",
+                                       *(x for pair in options.items() for x in pair)])
+    assert result.exit_code == code, result.output
+    assert problem in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_scheduler_without_workers_is_refused_before_reading(extract: Path, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as empty:
+        result = CliRunner().invoke(main, ["run", "--input", str(extract), "--mapping", "generic-csv", "--cutover",
+                                           "2022-10-01", "--out", str(tmp_path / "run"), "--quiet", "--executor",
+                                           "dask", "--scheduler", empty.scheduler_address])
+    assert result.exit_code == 2
+    assert "no worker is connected to the scheduler" in result.stderr
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".handover-probe-*"))
+
+
+def test_workers_that_cannot_run_the_partitions_are_named(tmp_path: Path, cluster: Any) -> None:
+    """On this machine every worker sees the folder; a worker elsewhere without the shared
+    filesystem (its answer: the probe is absent) or with another handover is named."""
+    from distributed import Client
+
+    from migrate import __version__
+    from migrate.executor import check_workers, worker_facts, worker_problems
+
+    assert check_workers(cluster.scheduler_address, tmp_path / "run") == []
+    with Client(cluster) as client:
+        answers = client.run(worker_facts, str(tmp_path / "absent-probe"))
+    assert {a["sees"] for a in answers.values()} == {False}
+    answers[next(iter(answers))] = {"sees": True, "handover": "0.0.9"}
+    problems = worker_problems(answers, tmp_path, __version__)
+    assert len(problems) == len(answers)  # one worker does not see it, the other runs another handover
+    assert sum("does not see the run folder's parent" in p for p in problems) == len(answers) - 1
+    assert sum("has handover 0.0.9; this run is handover" in p for p in problems) == 1

@@ -200,7 +200,8 @@ class RunConfig:
     input_url: str | None = None
 
     @classmethod
-    def load(cls, input_dir: Path | str, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path | str,
+    def load(cls, input_dir: Path | str, mapping: str | Path | Sequence[str | Path], cutover: date,
+             out_dir: Path | str,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
              previous: Path | None = None, declared: Path | None = None,
@@ -287,7 +288,8 @@ class RunConfig:
         found.raise_any()
         if policy is None or inactive is None or pack is None or settings is None:  # recorded above
             raise ConfigError("configuration could not be loaded", found.config)
-        return cls(input_dir=source.path or Path(source.given), input_url=source.url, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
+        return cls(input_dir=source.path or Path(source.given), input_url=source.url, profiles=profiles,
+                   cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_path=id_path, identity_sha256=sha256_file(id_path),
                    sharing_policy=policy, inactive_patients=inactive,
                    target_index=None if target_index is None else Path(target_index),

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 import migrate.fhir.partitions as partitions
@@ -281,3 +283,24 @@ def test_workers_that_cannot_run_the_partitions_are_named(tmp_path: Path, cluste
     assert len(problems) == len(answers)  # one worker does not see it, the other runs another handover
     assert sum("does not see the run folder's parent" in p for p in problems) == len(answers) - 1
     assert sum("has handover 0.0.9; this run is handover" in p for p in problems) == 1
+
+
+@given(st.integers(0, 200), st.integers(1, 64))
+def test_split_keeps_every_batch_in_order_in_whole_ranges(n_batches: int, asked: int) -> None:
+    batches = [(i, 3 * i + 1, 3 * i + 3) for i in range(n_batches)]
+    parts = partitions.split(batches, asked)
+    assert [b for part in parts for b in part] == batches  # every batch once, in order
+    assert len(parts) == max(1, min(asked, n_batches))
+    if n_batches:
+        assert all(parts) and max(map(len, parts)) - min(map(len, parts)) <= 1  # none empty, as even as can be
+
+
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1,
+                        max_size=12), min_size=1, max_size=4))
+def test_a_file_url_is_the_path_it_names(parts: list[str]) -> None:
+    from migrate.locations import resolve
+
+    path = Path("/", *parts)
+    location, problems = resolve("--out", path.as_uri(), remote=False)
+    assert problems == [] and location.path == path and location.url is None
+    assert resolve("--out", str(path), remote=False) == (type(location)(str(path), path=path), [])

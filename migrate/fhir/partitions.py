@@ -10,7 +10,7 @@ contiguous range of those batches: partition *p* of *N* takes batches
 Why ranges of the survivor-key order and not a hash of the survivor key: a bundle holds
 consecutive patients of that order (the golden bundles fix it), so a partition must hold
 whole bundles; ranges of the order are a stable function of the key that keeps every byte.
-The outputs are the same whatever N (``tests/fhir/test_partitions.py``):
+The outputs are the same whatever N (``tests/test_partitions.py``):
 
 - bundles: numbered by the global plan; a bundle is built whole inside one batch;
 - ``ndjson/<Type>.ndjson``: each batch's lines in patient order, batches in order —

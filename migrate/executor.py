@@ -25,7 +25,10 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from migrate.summary import ExecutionRecord
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -114,7 +117,7 @@ class Execution:
     ran_on: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> ExecutionRecord:
         """JSON-ready, for the manifest."""
         return {"executor": self.executor, "where": self.where, "partitions": self.partitions,
                 "writer_batches": self.batches, "partitions_run": self.partitions_run,
@@ -122,7 +125,7 @@ class Execution:
 
 
 
-def execution_lines(record: dict[str, Any]) -> list[str]:
+def execution_lines(record: ExecutionRecord) -> list[str]:
     """What a person reads after the run, from the manifest's ``execution`` record."""
     on = ", ".join(f"{where} ×{n}" for where, n in record["ran_on"].items()) or "nothing ran"
     return [f"FHIR output: {record['partitions_run']} partition(s) of {record['writer_batches']} writer batch(es), "

@@ -58,7 +58,7 @@ from migrate.runfolder import RunRecord, build_manifest, stage, target_record, w
 from migrate.sources import discover
 from migrate.staging import sink
 from migrate.target_index import read_target_index
-from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
+from migrate.summary import ExecutionRecord, FhirStats, FrozenConfig, InputRecord, RunSummary
 
 __all__ = ["RunConfig", "RunResult", "run_batch"]
 
@@ -70,7 +70,7 @@ class RunResult:
     run_dir: Path
     summary: RunSummary
     outputs: list[Path] = field(default_factory=list)
-    execution: dict[str, Any] | None = None  # how the FHIR partitions ran (manifest ``execution``); None: no FHIR
+    execution: ExecutionRecord | None = None  # how the FHIR partitions ran (manifest ``execution``); None: no FHIR
 
     def failures(self) -> list[str]:
         """One sentence per failure: each broken invariant (naming it, with its first

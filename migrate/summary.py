@@ -281,6 +281,19 @@ class Seal(TypedDict):
     mac: SHA256
 
 
+class ExecutionRecord(TypedDict):
+    """How the FHIR partitions ran (``migrate.executor.Execution``): it describes the run,
+    not its outputs (like the times, it differs between executors)."""
+
+    executor: str
+    where: str
+    partitions: int  # asked for (or the executor's default)
+    writer_batches: int
+    partitions_run: int
+    ran_on: dict[str, int]  # a Dask worker's address, or "this process" -> partitions it ran
+    notes: list[str]  # why fewer partitions ran than were asked for, or none
+
+
 class Manifest(TypedDict):
     """``manifest.json`` as a batch builds it (docs/architecture.md, "Run directory");
     ``previous_*`` are set for a batch that chains to another (``--previous``)."""
@@ -304,6 +317,7 @@ class Manifest(TypedDict):
     previous_batch_digest: NotRequired[SHA256]
     previous_run: NotRequired[PreviousRun]
     decisions: NotRequired[list[DecisionRecord]]
+    execution: NotRequired[ExecutionRecord]  # with FHIR: where its partitions ran
 
 
 @with_config(ConfigDict(strict=True, extra="allow"))

@@ -137,6 +137,7 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
 
 def _finish(result: RunResult, quiet: bool, as_json: bool) -> None:
     """Print a run's summary (the one the reports wrote) and fail with exit 1 if it failed."""
+    from migrate.executor import execution_lines
     from migrate.reports import summary_renderables
 
     if as_json:
@@ -144,6 +145,9 @@ def _finish(result: RunResult, quiet: bool, as_json: bool) -> None:
     elif not quiet:
         for renderable in summary_renderables(result.summary):
             out.print(renderable)
+        if result.execution is not None:
+            for line in execution_lines(result.execution):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
         out.print(f"Run folder: {result.run_dir}")
     result.raise_on_failure()
 
@@ -189,7 +193,7 @@ def synth(out_dir: Path, patients: int, seed: int, cutover: date, hl7_messages: 
                   + (" (read practice-sharing.csv with --practice-sharing)" if sharing_as == "practice" else ""))
 
 
-def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir: Path, quiet: bool,
+def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, out_dir: Path | str, quiet: bool,
          rules: Path | None = None, sharing_policy: str = "withhold-clinical", target_index: Path | None = None,
          emit_fhir: bool = True, bundle_size: int = 500, previous: Path | None = None,
          declared: Path | None = None, inactive_patients: str = "exclude",
@@ -213,13 +217,16 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
 
 
 @main.command()
-@click.option("--input", "input_dir", type=click.Path(path_type=Path), required=True, help="Folder of extract files.")
+@click.option("--input", "input_dir", required=True, metavar="PATH|URL",
+              help="Folder of extract files: a path, a file:// URL, or an fsspec URL (memory://, s3:// with s3fs, "
+                   "…) whose files are copied into the run's work area first.")
 @click.option("--mapping", "-m", "mapping", required=True, multiple=True,
               help="Mapping profile: a YAML path or a shipped name (generic-csv, hl7v2). Repeat it for an extract "
                    "in several layouts (e.g. CSV and an HL7 feed): rows apply in that order, the latest wins.")
 @click.option("--cutover", callback=_date, required=True, help="Cut-over date (YYYY-MM-DD).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder to write.")
+@click.option("--out", "out_dir", required=True, metavar="PATH",
+              help="Run folder to write: a path (or file:// URL) on this machine; with --scheduler, a shared "
+                   "filesystem at the same path on every machine.")
 @click.option("--rules", type=click.Path(path_type=Path), default=None,
               help="A site's rule pack: a YAML file, or a folder with default.yaml (default: the shipped pack).")
 @click.option("--sharing-policy", type=click.Choice(["withhold-clinical", "include"]), default="withhold-clinical",
@@ -263,7 +270,7 @@ def _run(input_dir: Path, mapping: str | tuple[str, ...], cutover: date, out_dir
                    "default one per core locally, 4 on a local Dask cluster, 8 on a scheduler.")
 @output_options
 @_guard
-def run(input_dir: Path, mapping: tuple[str, ...], cutover: date, out_dir: Path, rules: Path | None, sharing_policy: str,
+def run(input_dir: str, mapping: tuple[str, ...], cutover: date, out_dir: str, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None,
         practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
         previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...], executor: str,

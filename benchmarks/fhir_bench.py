@@ -53,7 +53,8 @@ def prepare(patients: int, work: Path) -> dict[str, Any]:
 
     timings: dict[str, Any] = {}
     t = time.perf_counter()
-    synthesise(work / "extract", patients=patients)
+    if not (work / "extract" / "truth" / "summary.json").exists():  # an extract put there is used as it is
+        synthesise(work / "extract", patients=patients)
     timings["synth_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     ingested = ingest(work / "extract", load_profile(mappings_dir() / "generic-csv.yaml"), work / "tmp",
@@ -93,10 +94,14 @@ def prepare(patients: int, work: Path) -> dict[str, Any]:
     return info
 
 
-def fhir_stage(work: Path, out: Path) -> dict[str, Any]:
-    """Run in the child process: the FHIR stage alone, measured."""
+def fhir_stage(work: Path, out: Path, executor: str = "local", partitions: int | None = None) -> dict[str, Any]:
+    """Run in the child process: the FHIR stage alone, measured. With ``--executor dask``
+    its partitions run on a LocalCluster whose worker processes are this one's children:
+    ``workers_peak_rss_mb`` is the largest of their peaks (RUSAGE_CHILDREN, once the
+    cluster is closed and its workers waited for); their CPU time is in the parent's."""
     import polars as pl
 
+    from migrate.executor import make_executor
     from migrate.fhir import FhirOptions, InputFile, write_fhir
 
     info = json.loads((work / "prepared.json").read_text())
@@ -107,14 +112,16 @@ def fhir_stage(work: Path, out: Path) -> dict[str, Any]:
     t = time.perf_counter()
     result = write_fhir(tables, pl.scan_parquet(work / "cohorts.parquet"), pl.LazyFrame(),
                         pl.scan_parquet(work / "exceptions.parquet"), pl.scan_parquet(work / "sharing.parquet"),
-                        options, out)
+                        options, out, executor=make_executor(executor, None, partitions))
     wall = time.perf_counter() - t
     total = sum(result.counts.values())
     out_bytes = sum(p.stat().st_size for p in result.files)
     return {"wall_s": round(wall, 1), "resources": total, "resources_per_s": round(total / wall),
             "bundles": result.bundles, "counts": result.counts, "errors": result.errors.height,
             "model_validated": result.model_validated, "output_gb": round(out_bytes / 1e9, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+            "execution": None if result.execution is None else result.execution.record()}
 
 
 def baseline(out: Path, counts: dict[str, int], per_type: int) -> dict[str, Any]:
@@ -150,8 +157,9 @@ def _sample_lines(path: Path, k: int, rng: random.Random) -> list[str]:
 
 
 def _step(step: str, args: argparse.Namespace) -> str:
+    more = ["--executor", args.executor] + ([] if args.partitions is None else ["--partitions", str(args.partitions)])
     done = subprocess.run([sys.executable, __file__, "--patients", str(args.patients), "--work", str(args.work),
-                           "--step", step], check=True, capture_output=True, text=True)
+                           "--step", step, *more], check=True, capture_output=True, text=True)
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -161,6 +169,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/handover-fhir-bench"))
     parser.add_argument("--sample", type=int, default=5_000, help="resources per type for the model baseline")
     parser.add_argument("--keep", action="store_true", help="keep the FHIR output (it is large)")
+    parser.add_argument("--executor", default="local", choices=["local", "dask"],
+                        help="where the partitions run (dask: a LocalCluster of 2 worker processes)")
+    parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--step", choices=["prepare", "fhir"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = args.work / str(args.patients)
@@ -170,7 +181,7 @@ def main() -> None:
         print(json.dumps(prepare(args.patients, work)))
         return
     if args.step == "fhir":
-        print(json.dumps(fhir_stage(work, out)))
+        print(json.dumps(fhir_stage(work, out, args.executor, args.partitions)))
         return
     # Each step in its own process: ru_maxrss survives fork+exec, so a child started from
     # a parent that had ingested a large extract would report the parent's peak as its own.
@@ -184,6 +195,7 @@ def main() -> None:
     base = baseline(out, stage["counts"], args.sample)
     report = {
         "date": date.today().isoformat(), "cpus": os.cpu_count(), "patients": args.patients,
+        "executor": args.executor, "partitions": args.partitions,
         "prepared": prepared["timings"], "rows": prepared["heights"], "fhir": stage, "baseline": base,
         "ratio_model_to_stage": round(base["extrapolated_s"] / stage["wall_s"], 1),
         "load_average_before": [round(x, 2) for x in load_before],

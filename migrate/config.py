@@ -195,9 +195,13 @@ class RunConfig:
     executor: str = "local"
     scheduler: str | None = None
     partitions: int | None = None
+    # An fsspec URL (memory://, s3://…) the extract is copied from into the run's work area
+    # first (migrate.locations); input_dir is then that copy. None: input_dir is read in place.
+    input_url: str | None = None
 
     @classmethod
-    def load(cls, input_dir: Path, mapping: str | Path | Sequence[str | Path], cutover: date, out_dir: Path,
+    def load(cls, input_dir: Path | str, mapping: str | Path | Sequence[str | Path], cutover: date,
+             out_dir: Path | str,
              rules: str | Path | None = None, sharing_policy: str = "withhold-clinical",
              target_index: Path | None = None, emit_fhir: bool = True, bundle_size: int = 500,
              previous: Path | None = None, declared: Path | None = None,
@@ -223,12 +227,21 @@ class RunConfig:
             found.config.append(f"--bundle-size: at least 1 patient (got {bundle_size})")
         from migrate.executor import check_options
 
-        found.config += check_options(executor, scheduler, partitions)
         if not emit_fhir and (executor != "local" or partitions is not None):
             found.config.append("--executor and --partitions split the FHIR output; with --no-fhir there is "
                                 "nothing to split (drop them or the --no-fhir)")
-        if not Path(input_dir).is_dir():
+        from migrate.locations import resolve
+
+        source, problems = resolve("--input", input_dir, remote=True)  # a path, file:// or an fsspec URL
+        found.inputs += [p for p in problems if p.startswith("input folder not found")]
+        found.config += [p for p in problems if not p.startswith("input folder not found")]
+        if source.path is not None and not source.path.is_dir():
             found.inputs.append(f"input folder not found: {input_dir}")
+        target, problems = resolve("--out", out_dir, remote=False)  # the run folder: a path on this machine
+        found.config += problems
+        out_dir = target.path or Path(target.given)
+        # with --scheduler: its workers see the run folder's filesystem (after --out is known)
+        found.config += check_options(executor, scheduler, partitions, target.path)
         profiles = load_profiles(mapping, found)
         pack_path = found.attempt(lambda: resolve_rules_path(rules))
         pack = found.attempt(lambda: load_pack(pack_path))
@@ -246,7 +259,8 @@ class RunConfig:
                                 "chains to")
         from migrate.runfolder import check_target
 
-        found.attempt(lambda: check_target(Path(out_dir)))
+        if target.path is not None:
+            found.attempt(lambda: check_target(Path(out_dir)))
         if previous is not None:
             from migrate.reports.rundata import RunFolder
 
@@ -274,7 +288,8 @@ class RunConfig:
         found.raise_any()
         if policy is None or inactive is None or pack is None or settings is None:  # recorded above
             raise ConfigError("configuration could not be loaded", found.config)
-        return cls(input_dir=input_dir, profiles=profiles, cutover=cutover, out_dir=out_dir, rules=pack,
+        return cls(input_dir=source.path or Path(source.given), input_url=source.url, profiles=profiles,
+                   cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_path=id_path, identity_sha256=sha256_file(id_path),
                    sharing_policy=policy, inactive_patients=inactive,
                    target_index=None if target_index is None else Path(target_index),

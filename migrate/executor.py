@@ -30,8 +30,12 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from migrate.summary import ExecutionRecord
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -41,10 +45,16 @@ LOCAL_WORKERS = 2  # workers of the LocalCluster started when no scheduler is gi
 
 
 class Executor(Protocol):
-    """Runs jobs; ``partitions`` is how many the work is split into."""
+    """Runs jobs; ``partitions`` is how many the work is split into, ``name`` the executor
+    (``local``, ``dask``) and ``where`` where its jobs run, in words (for the manifest)."""
+
+    name: ClassVar[str]
 
     @property
     def partitions(self) -> int: ...
+
+    @property
+    def where(self) -> str: ...
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]: ...
 
@@ -68,8 +78,13 @@ class LocalExecutor:
     ``workers`` batches beside this process (``benchmarks/README.md``). A worker that dies
     fails the run (``BrokenProcessPool``): never a silent retry in this process."""
 
+    name: ClassVar[str] = "local"
     partitions: int = 1
     workers: int = 1
+
+    @property
+    def where(self) -> str:
+        return "this process" if self.workers <= 1 else f"a pool of {self.workers} worker processes on this machine"
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
         processes = min(self.workers, len(jobs))
@@ -101,8 +116,15 @@ def _main_left_out() -> Iterator[None]:
 class DaskExecutor:
     """Jobs on a Dask distributed cluster: ``scheduler`` (an address), or a LocalCluster on loopback."""
 
+    name: ClassVar[str] = "dask"
     partitions: int
     scheduler: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.scheduler is None:
+            return f"a LocalCluster on 127.0.0.1 ({LOCAL_WORKERS} worker processes)"
+        return f"the Dask scheduler at {self.scheduler}"
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
         from distributed import Client, LocalCluster
@@ -110,7 +132,7 @@ class DaskExecutor:
         cluster: Any = None
         if self.scheduler is None:
             cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
-                                   host="127.0.0.1", dashboard_address=None)
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0")  # no fixed port
         try:
             with Client(self.scheduler if cluster is None else cluster) as client:  # type: ignore[no-untyped-call]
                 futures = client.map(fn, list(jobs), pure=False)
@@ -121,8 +143,63 @@ class DaskExecutor:
                 cluster.close()
 
 
-def check_options(executor: str, scheduler: str | None, partitions: int | None) -> list[str]:
-    """Every problem with these options, in words (empty when they can run)."""
+@dataclass
+class Execution:
+    """How a run's FHIR partitions ran: the manifest's ``execution`` (``record``) and a line
+    of the run's output. Never silent: a run that split into fewer partitions than asked
+    for, or ran nothing, says so and why in ``notes``.
+
+    ``ran_on`` counts the partitions each process ran: a Dask worker's address, or
+    ``this process``. Like the start and finish times it describes the run, not its
+    outputs (a worker's address changes from run to run; the outputs do not).
+    """
+
+    executor: str
+    where: str
+    partitions: int  # asked for (or the executor's default)
+    batches: int  # the FHIR writer's batches (a partition is a range of them)
+    partitions_run: int = 0
+    ran_on: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> ExecutionRecord:
+        """JSON-ready, for the manifest."""
+        return {"executor": self.executor, "where": self.where, "partitions": self.partitions,
+                "writer_batches": self.batches, "partitions_run": self.partitions_run,
+                "ran_on": dict(sorted(self.ran_on.items())), "notes": list(self.notes)}
+
+
+
+def execution_lines(record: ExecutionRecord) -> list[str]:
+    """What a person reads after the run, from the manifest's ``execution`` record."""
+    on = ", ".join(f"{where} ×{n}" for where, n in record["ran_on"].items()) or "nothing ran"
+    return [f"FHIR output: {record['partitions_run']} partition(s) of {record['writer_batches']} writer batch(es), "
+            f"executor {record['executor']} on {record['where']} ({on})", *(f"  note: {n}" for n in record["notes"])]
+
+
+def ran_on() -> str:
+    """Where the calling job runs: its Dask worker's address, ``local worker <pid>`` in a
+    worker process of the local executor's pool, or ``this process``."""
+    try:
+        from distributed import get_worker
+    except ImportError:
+        get_worker = None  # type: ignore[assignment]
+    if get_worker is not None:
+        try:
+            address: str = get_worker().address
+            return address
+        except ValueError:  # not inside a Dask worker
+            pass
+    if multiprocessing.parent_process() is not None:  # spawned by LocalExecutor's pool
+        return f"local worker {os.getpid()}"
+    return "this process"
+
+
+def check_options(executor: str, scheduler: str | None, partitions: int | None,
+                  out_dir: Path | None = None) -> list[str]:
+    """Every problem with these options, in words (empty when they can run). With a
+    ``scheduler`` and the run folder ``out_dir``: that its workers can run the partitions
+    (``check_workers``)."""
     problems = []
     if executor not in EXECUTORS:
         problems.append(f"--executor: unknown executor '{executor}'; use one of {', '.join(EXECUTORS)}")
@@ -130,6 +207,8 @@ def check_options(executor: str, scheduler: str | None, partitions: int | None) 
         problems.append("--scheduler needs --executor dask (the local executor has no scheduler)")
     if scheduler is not None and executor == "dask":
         problems += _reachable(scheduler)
+        if not problems and out_dir is not None and importlib.util.find_spec("distributed") is not None:
+            problems += check_workers(scheduler, out_dir)
     if partitions is not None and partitions < 1:
         problems.append(f"--partitions must be at least 1, not {partitions}")
     if executor == "dask" and importlib.util.find_spec("distributed") is None:
@@ -149,6 +228,61 @@ def _reachable(address: str) -> list[str]:
     except OSError as exc:
         return [f"--scheduler: no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__})"]
     return []
+
+
+def worker_facts(probe: str) -> dict[str, Any]:
+    """Run on each worker: whether it sees the file ``probe`` (written beside the run folder
+    by the machine that starts the run) and which handover it would run the partitions with."""
+    version: str | None = None
+    try:
+        from migrate import __version__ as version
+    except ImportError:
+        pass
+    return {"sees": os.path.exists(probe), "handover": version}
+
+
+def worker_problems(facts: dict[str, dict[str, Any]], folder: Path, version: str) -> list[str]:
+    """The problems in the workers' ``worker_facts``: none connected, a worker that does not
+    see the run folder's filesystem, or runs no handover or another version of it."""
+    if not facts:
+        return ["--scheduler: no worker is connected to the scheduler; the FHIR partitions would wait for one "
+                "(start workers with: dask worker ADDRESS)"]
+    problems = []
+    for worker, fact in sorted(facts.items()):
+        if not fact["sees"]:
+            problems.append(f"--scheduler: worker {worker} does not see the run folder's parent {folder}: the "
+                            "workers write the FHIR partitions there, so it must be a shared filesystem at the same "
+                            "path on every machine")
+        if fact["handover"] != version:
+            found = "no handover installed" if fact["handover"] is None else f"handover {fact['handover']}"
+            problems.append(f"--scheduler: worker {worker} has {found}; this run is handover {version} (install the "
+                            "same version on every worker)")
+    return problems
+
+
+def check_workers(scheduler: str, out_dir: Path) -> list[str]:
+    """Ask every worker of ``scheduler`` whether it can run this run's partitions: it sees a
+    file written now beside the run folder (same shared filesystem, same path) and runs the
+    same handover. Before any data is read, so a cluster that cannot help fails in seconds."""
+    import tempfile
+
+    from distributed import Client
+
+    from migrate import __version__
+
+    folder = out_dir.resolve().parent
+    if not folder.is_dir():
+        return []  # the run folder's own check says so
+    handle, probe = tempfile.mkstemp(prefix=".handover-probe-", dir=folder)
+    try:
+        with Client(scheduler, timeout=10) as client:  # type: ignore[no-untyped-call]
+            facts: dict[str, dict[str, Any]] = client.run(worker_facts, probe)
+    except OSError as exc:
+        return [f"--scheduler: cannot ask the workers at {scheduler} ({exc})"]
+    finally:
+        os.close(handle)
+        os.unlink(probe)
+    return worker_problems(facts, folder, __version__)
 
 
 def make_executor(executor: str, scheduler: str | None, partitions: int | None,

@@ -43,6 +43,7 @@ from migrate.hazards import default_hazards_path
 from migrate.identity import write_model
 from migrate.identity.stage import identify
 from migrate.ingest import Ingested, check_layout, ingest
+from migrate.locations import fetch
 from migrate.lineage import build_lineage, write_lineage
 from migrate.manifest import with_digest
 from migrate.outputs import write_json
@@ -57,7 +58,7 @@ from migrate.runfolder import RunRecord, build_manifest, stage, target_record, w
 from migrate.sources import discover
 from migrate.staging import sink
 from migrate.target_index import read_target_index
-from migrate.summary import FhirStats, FrozenConfig, InputRecord, RunSummary
+from migrate.summary import ExecutionRecord, FhirStats, FrozenConfig, InputRecord, RunSummary
 
 __all__ = ["RunConfig", "RunResult", "run_batch"]
 
@@ -69,6 +70,7 @@ class RunResult:
     run_dir: Path
     summary: RunSummary
     outputs: list[Path] = field(default_factory=list)
+    execution: ExecutionRecord | None = None  # how the FHIR partitions ran (manifest ``execution``); None: no FHIR
 
     def failures(self) -> list[str]:
         """One sentence per failure: each broken invariant (naming it, with its first
@@ -93,6 +95,8 @@ class RunResult:
 
 def _ingest(config: RunConfig, progress: Progress, work: Path) -> tuple[Ingested, FrozenConfig,
                                                                        PracticeSettings | None]:
+    if config.input_url is not None:  # an fsspec URL: its files copied here first, then read as a folder
+        config = replace(config, input_dir=fetch(config.input_url, work / "input"))
     files = discover(config.input_dir, config.profiles)
     check_layout(files)  # exit 2 before anything is written
     out = config.out_dir
@@ -137,7 +141,7 @@ def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResul
     with stage(config.out_dir) as staging:
         result = _run_batch(replace(config, out_dir=staging.path), progress)
         staging.publish()
-    return RunResult(config.out_dir, result.summary, [staging.final(p) for p in result.outputs])
+    return RunResult(config.out_dir, result.summary, [staging.final(p) for p in result.outputs], result.execution)
 
 
 def _run_batch(config: RunConfig, progress: Progress) -> RunResult:
@@ -222,8 +226,9 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
                                      "updates": ingested.update_counts(), "fhir": stats,
                                      "target_index": None if target is None else target.summary()}, frozen,
         identified.result.model.summary()))
-    if fhir is not None:  # how the FHIR batches ran (the outputs are the same bytes however they ran)
-        manifest["execution"] = fhir.execution
+    execution = None if fhir is None or fhir.execution is None else fhir.execution.record()
+    if execution is not None:  # where the FHIR partitions ran (not part of the outputs: like the times)
+        manifest["execution"] = execution
     if config.decisions:  # the filled-in worklists this batch read (every row is in decisions.parquet)
         manifest["decisions"] = [d.record() for d in config.decisions]
     if config.previous is not None:
@@ -244,4 +249,4 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     progress.start("reports", total=None)
     report = write_reports(out, config.previous, invariant=invariant, key=config.seal_key)  # declaration: config/
     progress.finish("reports")
-    return RunResult(out, report.summary, written.paths + report.files)
+    return RunResult(out, report.summary, written.paths + report.files, execution)

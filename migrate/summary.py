@@ -281,6 +281,30 @@ class Seal(TypedDict):
     mac: SHA256
 
 
+class RoundtripExecution(TypedDict):
+    """How the round trip's comparisons ran (``migrate.fhir.roundtrip``): hash buckets of
+    the resource id, the jobs they made, the processes that ran them."""
+
+    buckets: int
+    jobs: int
+    processes: int
+    in_this_process: bool
+
+
+class ExecutionRecord(TypedDict):
+    """How the FHIR partitions ran (``migrate.executor.Execution``): it describes the run,
+    not its outputs (like the times, it differs between executors)."""
+
+    executor: str
+    where: str
+    partitions: int  # asked for (or the executor's default)
+    writer_batches: int
+    partitions_run: int
+    ran_on: dict[str, int]  # a Dask worker's address, or "this process" -> partitions it ran
+    notes: list[str]  # why fewer partitions ran than were asked for, or none
+    roundtrip: NotRequired[RoundtripExecution]  # set after the round trip ran (handover run)
+
+
 class Manifest(TypedDict):
     """``manifest.json`` as a batch builds it (docs/architecture.md, "Run directory");
     ``previous_*`` are set for a batch that chains to another (``--previous``)."""
@@ -304,8 +328,7 @@ class Manifest(TypedDict):
     previous_batch_digest: NotRequired[SHA256]
     previous_run: NotRequired[PreviousRun]
     decisions: NotRequired[list[DecisionRecord]]
-    # How the FHIR batches and the round trip's buckets were spread (migrate.executor); no output depends on it.
-    execution: NotRequired[dict[str, Any]]
+    execution: NotRequired[ExecutionRecord]  # with FHIR: where its partitions ran
 
 
 @with_config(ConfigDict(strict=True, extra="allow"))

@@ -47,7 +47,7 @@ from migrate.errors import ReconciliationError
 from migrate.fhir.ids import fhir_id
 from migrate.fhir.inputs import Context, Staged, gather, stage
 from migrate.fhir.options import FhirOptions, profile
-from migrate.executor import Executor
+from migrate.executor import Execution, Executor, LocalExecutor, ran_on
 from migrate.fhir.resources import (
     LINEAGE_OUT_SCHEMA,
     Built,
@@ -62,7 +62,6 @@ from migrate.progress import NULL_PROGRESS, Progress
 from migrate.summary import FhirStats
 
 ERROR_EXAMPLES = 5  # failing resources named in the summary
-IN_THIS_PROCESS = {"executor": "local", "partitions": 1, "processes": 1, "in_this_process": True}
 
 
 def validation_failure(stats: FhirStats) -> str | None:
@@ -90,9 +89,7 @@ class FhirResult:
     errors: pl.DataFrame
     model_validated: int = 0  # resources the R4B models validated (one per shape on the fast path)
     policy: str = ""
-    # How the batches ran (never silent; the outputs do not depend on it): the executor, the
-    # partitions run, how many processes ran them and whether that was this process alone.
-    execution: dict[str, Any] = field(default_factory=lambda: dict(IN_THIS_PROCESS))
+    execution: Execution | None = None  # how its partitions ran (the manifest's ``execution``)
 
     @property
     def ok(self) -> bool:
@@ -225,20 +222,26 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     written: list[str] = []
     errors = [org_errors]
     per_chunk = max(1, options.chunk_patients // options.bundle_size)
+    executor = executor or LocalExecutor()
+    execution = Execution(executor.name, executor.where, executor.partitions, -(-last_bundle // per_chunk))
+    # A cluster runs every partition, a single batch too: asking for Dask never runs here unsaid.
+    partitioned = last_bundle > 0 and (executor.partitions > 1 or executor.name != "local")
     staged = None
-    if last_bundle > per_chunk:  # several batches: split the inputs once instead of rescanning
+    if last_bundle > per_chunk or partitioned:  # split the inputs once instead of rescanning per batch
         staged = stage(tables, cohorts, exceptions, sharing, derived_priority, plan, per_chunk, partial / ".stage")
     progress.start("fhir", total=last_bundle)
     validated = None
-    execution: dict[str, Any] = dict(IN_THIS_PROCESS)
-    if staged is not None and executor is not None and executor.partitions > 1:
-        counts, names, more, validated, execution = _partitioned(p, staged, per_chunk, last_bundle,
-                                                                 derived_priority is not None, partial, executor)
+    if staged is not None and partitioned:
+        counts, names, more, validated = _partitioned(p, staged, per_chunk, last_bundle, derived_priority is not None,
+                                                      partial, executor, execution)
         writers.counts, written[:] = counts, names
         errors += more
-        progress.advance("fhir", last_bundle, f"bundles 1-{last_bundle:,} in {execution['partitions']} partitions "
-                                              f"({execution['executor']}, {execution['processes']} processes)")
+        progress.advance("fhir", last_bundle, f"bundles 1-{last_bundle:,} in {execution.partitions_run} partitions")
     else:
+        if last_bundle:
+            execution.partitions_run, execution.ran_on = 1, {ran_on(): 1}
+        else:
+            execution.notes.append("no patient to write: no partition ran")
         try:
             for first in range(1, last_bundle + 1, per_chunk):
                 last = min(first + per_chunk - 1, last_bundle)
@@ -278,13 +281,17 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
 
 
 def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, with_priority: bool, partial: Path,
-                 executor: Executor) -> tuple[dict[str, int], list[str], list[pl.DataFrame], int, dict[str, Any]]:
-    """The batches as ``executor.partitions`` partitions, then their parts combined; the
-    last item says how they ran (executor, partitions, local worker processes)."""
-    from migrate.fhir.partitions import Partition, combine, run_partition, split, where
+                 executor: Executor, execution: Execution) -> tuple[dict[str, int], list[str], list[pl.DataFrame], int]:
+    """The batches as ``executor.partitions`` partitions, then their parts combined;
+    ``execution`` records how many ran, where, and why fewer than asked."""
+    from migrate.fhir.partitions import Partition, combine, run_partition, split
 
     batches = [((first - 1) // per_chunk, first, min(first + per_chunk - 1, last_bundle))
                for first in range(1, last_bundle + 1, per_chunk)]
+    if len(batches) < executor.partitions:
+        execution.notes.append(f"{executor.partitions} partitions asked for, but the FHIR output is "
+                               f"{len(batches)} writer batch(es) of up to {per_chunk * p.ctx.options.bundle_size:,} "
+                               f"patients and a partition is a range of whole batches: {len(batches)} ran")
     jobs = []
     for index, group in enumerate(split(batches, executor.partitions)):
         low, high = group[0][1], group[-1][2]
@@ -292,12 +299,11 @@ def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, 
                               p.orgs.filter(pl.col("bundle_no").is_between(low, high)), organisation_refs(p.orgs),
                               p.ctx, dict(p.shapes.verdicts), with_priority, partial))
     results = executor.map(run_partition, jobs)
+    execution.partitions_run = len(results)
+    for result in results:
+        execution.ran_on[result.ran_on] = execution.ran_on.get(result.ran_on, 0) + 1
     counts, names, errors, validated = combine(results, jobs, partial)
-    # Counted from the partitions' results, not from the options: the processes that did run them.
-    ran = {r.process for r in results}
-    execution = {"executor": type(executor).__name__.removesuffix("Executor").lower(), "partitions": len(jobs),
-                 "processes": len(ran), "in_this_process": ran == {where()}}
-    return counts, names, errors, validated + p.shapes.individually, execution
+    return counts, names, errors, validated + p.shapes.individually
 
 
 def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[str]) -> None:

@@ -10,7 +10,7 @@ contiguous range of those batches: partition *p* of *N* takes batches
 Why ranges of the survivor-key order and not a hash of the survivor key: a bundle holds
 consecutive patients of that order (the golden bundles fix it), so a partition must hold
 whole bundles; ranges of the order are a stable function of the key that keeps every byte.
-The outputs are the same whatever N (``tests/fhir/test_partitions.py``):
+The outputs are the same whatever N (``tests/test_partitions.py``):
 
 - bundles: numbered by the global plan; a bundle is built whole inside one batch;
 - ``ndjson/<Type>.ndjson``: each batch's lines in patient order, batches in order —
@@ -28,9 +28,7 @@ another machine needs only the run folder on a shared filesystem.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +36,10 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from migrate.executor import ran_on
 from migrate.fhir.inputs import Context, Staged, gather
 from migrate.fhir.resources import LINEAGE_OUT_SCHEMA, build_batch
 from migrate.fhir.validate import ShapeCache
-
-
-def where() -> str:
-    """This process, as host:pid (several machines may run a Dask cluster's workers)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ class PartitionResult:
     errors: pl.DataFrame | None = None
     verdicts: set[tuple[str, str]] = field(default_factory=set)
     individually: int = 0
-    process: str = field(default_factory=where)  # host:pid of the process that ran it
+    ran_on: str = "this process"  # a Dask worker's address (migrate.executor.ran_on)
 
 
 def split(batches: Sequence[tuple[int, int, int]], partitions: int) -> list[tuple[tuple[int, int, int], ...]]:
@@ -94,7 +88,7 @@ def run_partition(job: Partition) -> PartitionResult:
 
     shapes = ShapeCache(dict(job.verdicts))
     writers = _Writers(job.folder, bundles=job.root / "bundles")
-    result = PartitionResult(job.index, process=where())
+    result = PartitionResult(job.index, ran_on=ran_on())
     errors = []
     try:
         for batch, first, last in job.batches:

@@ -323,7 +323,7 @@ class BucketResult:
 
 def compare_bucket(job: BucketJob) -> BucketResult:
     """Compare ``job``'s buckets of one group (runs here or in a worker process)."""
-    from migrate.fhir.partitions import where
+    from migrate.executor import ran_on
 
     run = RunFolder.open(job.run_dir)
     group = _groups(Systems.for_run(run.manifest))[job.group]
@@ -334,7 +334,7 @@ def compare_bucket(job: BucketJob) -> BucketResult:
     counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
     totals = {name: int(value or 0) for name, value in counts.row(0, named=True).items()}
     rows.write_parquet(job.rows, compression="lz4")
-    return BucketResult(totals, _first_bad(bad, group), where())
+    return BucketResult(totals, _first_bad(bad, group), ran_on())
 
 
 def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, tmp: Path,
@@ -392,11 +392,9 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
         "not_carried": _not_carried(),
         "mismatched_fields": [f["field"] for f in fields_out if f["mismatches"]],
     }
-    from migrate.fhir.partitions import where
-
     ran = {r.process for r in results}
     return result, {"buckets": staged.count, "jobs": len(jobs), "processes": len(ran),
-                    "in_this_process": ran <= {where()}}
+                    "in_this_process": ran <= {"this process"}}
 
 
 def _first_bad(bad: pl.DataFrame, group: Group) -> pl.DataFrame:

@@ -131,6 +131,20 @@ def _ids(ids: list[str]) -> str:
     return shown + (f" … (+{len(ids) - SHOWN_IDS:,})" if len(ids) > SHOWN_IDS else "")
 
 
+def _table(title: str, columns: tuple[str, ...], ids_width: int, rows: list[tuple[Any, ...]]) -> list[Table]:
+    """One rich table (none when there are no rows): text columns, then a count and the ids
+    (the last two columns of every row)."""
+    if not rows:
+        return []
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
+                     max_width=ids_width if col == columns[-1] else None)
+    for *texts, count, ids in rows:
+        t.add_row(*texts, f"{count:,}", Text(_ids(ids)))
+    return [t]
+
+
 def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
     """Rich tables of a diff (``RunDiff.asdict()``), each within 100 columns."""
     p = diff["patients"]
@@ -149,36 +163,16 @@ def diff_renderables(diff: dict[str, Any]) -> list[RenderableType]:
         out.append(Text(f"Configuration differs between the runs ({changed}): flags and cohorts may move "
                         "because of it, not only because the extract changed", style="yellow"))
     for level in ("patients", "referrals"):
-        moves = diff["cohort_moves"].get(level) or []
-        if moves:
-            t = Table(title=f"Cohort moves ({level})", title_justify="left")
-            for col in ("from", "to", "count", "ids"):
-                t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
-                             max_width=60 if col == "ids" else None)
-            for m in moves:
-                t.add_row(m["from"], m["to"], f"{m['count']:,}", Text(_ids(m["ids"])))
-            out.append(t)
+        out += _table(f"Cohort moves ({level})", ("from", "to", "count", "ids"), 60,
+                      [(m["from"], m["to"], m["count"], m["ids"]) for m in diff["cohort_moves"].get(level) or []])
     for name in ("raised", "cleared"):
-        rows = diff["flags"].get(name) or []
-        if rows:
-            t = Table(title=f"Flags {name}", title_justify="left")
-            for col in ("flag", "count", "subjects"):
-                t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
-                             max_width=50 if col == "subjects" else None)
-            for r in rows:
-                t.add_row(r["flag_code"], f"{r['count']:,}", Text(_ids(r["subject_ids"])))
-            out.append(t)
+        out += _table(f"Flags {name}", ("flag", "count", "subjects"), 50,
+                      [(r["flag_code"], r["count"], r["subject_ids"]) for r in diff["flags"].get(name) or []])
     for name, title in (("applied", "Decisions applied in run B only"),
                         ("no_longer_applied", "Decisions no longer applied")):
-        rows = (diff.get("decisions") or {}).get(name) or []
-        if rows:
-            t = Table(title=title, title_justify="left")
-            for col in ("decision", "flag", "count", "subjects"):
-                t.add_column(col, justify="right" if col == "count" else "left", overflow="fold",
-                             max_width=40 if col == "subjects" else None)
-            for r in rows:
-                t.add_row(r["decision"], r["flag_code"], f"{r['count']:,}", Text(_ids(r["subject_ids"])))
-            out.append(t)
+        out += _table(title, ("decision", "flag", "count", "subjects"), 40,
+                      [(r["decision"], r["flag_code"], r["count"], r["subject_ids"])
+                       for r in (diff.get("decisions") or {}).get(name) or []])
     return out
 
 

@@ -157,7 +157,7 @@ def test_local_processes_give_the_same_bytes(one_partition: Path, extract: Path,
     assert sum(ran.values()) == execution["partitions_run"] == min(asked, 10)
     if pooled:
         assert execution["where"] == f"a pool of {min(asked, cores)} worker processes on this machine"
-        assert 1 <= len(ran) <= min(asked, cores) and all(k.startswith("local worker ") for k in ran), ran
+        assert ran == {"a local worker process": min(asked, 10)}, ran  # never this process; no pid (determinism)
     else:
         assert execution["where"] == "this process" and ran == {"this process": 1}
     assert manifest["roundtrip"]["buckets"] == 1 and manifest["roundtrip"]["in_this_process"] is True  # (one bucket)

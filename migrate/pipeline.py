@@ -56,7 +56,6 @@ from migrate.review.stage import after_rules, before_rules, decision_rows
 from migrate.rules.stage import classify
 from migrate.runfolder import RunRecord, build_manifest, stage, target_record, write_tables
 from migrate.sources import discover
-from migrate.staging import sink
 from migrate.target_index import read_target_index
 from migrate.summary import ExecutionRecord, FhirStats, FrozenConfig, InputRecord, RunSummary
 
@@ -178,16 +177,13 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     review, rules = after_rules(decisions, early, rules, tables, config.rules)
     progress.finish("rules")
 
-    decided_frame, review = review.dispositions(
+    # One row per canonical row (15M at a million patients): a plan sunk to work/ by the review
+    # (never collected whole), read by the FHIR output, lineage and patients.parquet as a scan.
+    decided, review = review.dispositions(
         lambda state: decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(),
                              identified.merges, state, SharingCodes.from_pack(config.rules), config.policy,
-                             identified.at_target_by_number(), practice_rows, entries.lazy()).collect(),
-        rules.sharing.lazy(), rules.cohorts, tables["referrals"])
-    # One row per canonical row (15M at a million patients): staged on disk, read by the FHIR
-    # output, lineage and patients.parquet as a scan. Collected first because the review
-    # compares the dispositions before and after its decisions.
-    decided = pl.scan_parquet(sink(decided_frame.lazy(), work / "dispositions.parquet"))
-    del decided_frame
+                             identified.at_target_by_number(), practice_rows, entries.lazy()),
+        rules.sharing.lazy(), rules.cohorts, tables["referrals"], work)
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
     if config.emit_fhir:

@@ -187,39 +187,47 @@ def move_lists(cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, decisions: 
     return out, patients
 
 
-def changed_rows(decisions: pl.DataFrame, before: pl.DataFrame, after: pl.DataFrame,
+def changed_rows(decisions: pl.DataFrame, before: pl.LazyFrame, after: pl.LazyFrame,
                  referrals: pl.LazyFrame, moves: pl.DataFrame) -> pl.DataFrame:
     """decision_id, source_file, source_row: the canonical rows each applied decision changed.
 
     ``before``/``after``: every row's disposition without and with the decisions'
-    dispositions (merges, overrides); ``referrals``: canonical referral rows (their keys);
+    dispositions (merges, overrides), as scans (one row per canonical row: staged on
+    disk, never collected whole); ``referrals``: canonical referral rows (their keys);
     ``moves``: ``list_moves``. A merge changed its pair's patient rows; an override the
-    rows no longer withheld; a priority or a move the referral's rows.
+    rows no longer withheld; a priority or a move the referral's rows. Each part joins a
+    scan with the few keys the decisions name, so only the changed rows are collected.
     """
     rows = ("source_file", "source_row")
     parts = []
     merged = applied(decisions, "merge").select("decision_id", pl.col("subject_key").str.split("+").alias(
         "patient_key")).explode("patient_key")
-    parts.append(after.filter(pl.col("table") == "patients").join(merged, on="patient_key").select("decision_id",
-                                                                                                  *rows))
+    parts.append(after.filter(pl.col("table") == "patients").join(merged.lazy(), on="patient_key").select(
+        "decision_id", *rows))
     overrides = applied(decisions, "override_sharing").select("decision_id", "patient_key")
-    released = after.join(before.select(*rows, pl.col("disposition").alias("_was")), on=list(rows)).filter(
+    # An override acts on its patient's rows only: both sides narrowed to them before the row join.
+    theirs = pl.col("patient_key").is_in(overrides.get_column("patient_key").unique().implode())
+    released = after.filter(theirs).join(before.filter(theirs).select(*rows, pl.col("disposition").alias("_was")),
+                                         on=list(rows)).filter(
         (pl.col("_was") == "withheld") & (pl.col("disposition") != "withheld"))
-    parts.append(released.join(overrides, on="patient_key").select("decision_id", *rows))
+    parts.append(released.join(overrides.lazy(), on="patient_key").select("decision_id", *rows))
     raised = applied(decisions, "raise_priority").select("decision_id", pl.col("subject_key").alias("referral_key"))
-    keyed = referrals.select("referral_key", *rows).collect()
-    parts.append(keyed.join(pl.concat([raised, moves.select("decision_id", "referral_key")]), on="referral_key")
+    touched = pl.concat([raised, moves.select("decision_id", "referral_key")])
+    parts.append(referrals.select("referral_key", *rows).join(touched.lazy(), on="referral_key")
                  .select("decision_id", *rows))
-    return pl.concat([p.cast({"source_row": pl.Int64}) for p in parts]).unique().sort("decision_id", *rows)
+    found = pl.collect_all([p.cast({"source_row": pl.Int64}) for p in parts])
+    return pl.concat(found).unique().sort("decision_id", *rows)
 
 
-def annotate(dispositions: pl.DataFrame, decisions: pl.DataFrame, changed: pl.DataFrame) -> pl.DataFrame:
-    """Dispositions whose ``reason`` also names the decision(s) that changed the row (lineage)."""
+def annotate(dispositions: pl.LazyFrame, decisions: pl.DataFrame, changed: pl.DataFrame) -> pl.LazyFrame:
+    """Dispositions whose ``reason`` also names the decision(s) that changed the row (lineage);
+    a plan over ``dispositions`` (a scan: it streams), joined with the few changed rows."""
     if changed.height == 0:
         return dispositions
     labels = changed.join(decisions.select("decision_id", label().alias("_label")), on="decision_id").group_by(
         "source_file", "source_row").agg(pl.col("_label").sort().str.join("; "))
-    return dispositions.join(labels, on=["source_file", "source_row"], how="left", maintain_order="left").with_columns(
+    return dispositions.join(labels.lazy(), on=["source_file", "source_row"], how="left",
+                             maintain_order="left").with_columns(
         pl.when(pl.col("_label").is_null()).then(pl.col("reason"))
         .when(pl.col("reason").is_null()).then(pl.format("changed by {}", "_label"))
         .otherwise(pl.format("{}; {}", "reason", "_label")).alias("reason")).drop("_label")

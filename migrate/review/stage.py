@@ -31,6 +31,7 @@ from migrate.review.validate import DECISIONS_SCHEMA, validate
 from migrate.review.vocabulary import ReviewVocabulary
 from migrate.rules.model import RulePack
 from migrate.rules.stage import Classified
+from migrate.staging import sink
 
 DECISIONS = "decisions.parquet"
 REVIEW = "review.parquet"
@@ -119,19 +120,33 @@ class Review:
             pl.lit(None, dtype=pl.List(pl.String)).alias("resources"))  # a run without FHIR changed none
         return {REVIEW: self.items, **({DECISIONS: decisions} if self.given else {})}
 
-    def dispositions(self, decide: Callable[[pl.LazyFrame], pl.DataFrame], sharing: pl.LazyFrame,
-                     cohorts: pl.DataFrame, referrals: pl.LazyFrame) -> tuple[pl.DataFrame, Review]:
+    def dispositions(self, decide: Callable[[pl.LazyFrame], pl.LazyFrame], sharing: pl.LazyFrame,
+                     cohorts: pl.DataFrame, referrals: pl.LazyFrame, work: Path) -> tuple[pl.LazyFrame, Review]:
         """Every row's disposition with the decisions applied (``decide`` given the sharing
-        state to read), its reason naming the decision that changed it; and this review
-        with those rows recorded (``changed``: what FHIR Provenance targets)."""
+        state to read: a plan), its reason naming the decision that changed it, as a scan
+        of ``work/dispositions.parquet``; and this review with those rows recorded
+        (``changed``: what FHIR Provenance targets).
+
+        One row per canonical row (15M at a million patients), so never collected: each
+        plan is sunk to ``work`` with the streaming engine. Without an applied decision
+        (every first batch) it is decided once. With some, the dispositions without
+        (``before``, only when an override changes the sharing state) and with them
+        (``after``) are staged, ``changed`` is the few rows the decisions touched (joins
+        over the scans) and the annotated rows are sunk from ``after``.
+        """
+        final = work / "dispositions.parquet"
         after = decide(effects.sharing_for_dispositions(sharing, self.decisions))
         if effects.applied(self.decisions).height == 0:
-            return after, self
+            return pl.scan_parquet(sink(after, final)), self
+        after = pl.scan_parquet(sink(after, work / "dispositions-after.parquet"))
         overridden = effects.applied(self.decisions, "override_sharing").height > 0
-        before = decide(sharing) if overridden else after
+        before = pl.scan_parquet(sink(decide(sharing), work / "dispositions-before.parquet")) if overridden else after
         changed = effects.changed_rows(self.decisions, before, after, referrals,
                                        effects.list_moves(self.decisions, cohorts))
-        return effects.annotate(after, self.decisions, changed), replace(self, changed=changed)
+        if changed.height == 0:
+            return after, self
+        annotated = pl.scan_parquet(sink(effects.annotate(after, self.decisions, changed), final))
+        return annotated, replace(self, changed=changed)
 
 
 def after_rules(rows: pl.DataFrame, early: pl.DataFrame, classified: Classified,

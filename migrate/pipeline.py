@@ -56,6 +56,7 @@ from migrate.review.stage import after_rules, before_rules, decision_rows
 from migrate.rules.stage import classify
 from migrate.runfolder import RunRecord, build_manifest, stage, target_record, write_tables
 from migrate.sources import discover
+from migrate.staging import sink
 from migrate.target_index import read_target_index
 from migrate.summary import ExecutionRecord, FhirStats, FrozenConfig, InputRecord, RunSummary
 
@@ -170,9 +171,12 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     identified, early = before_rules(decisions, identified, tables, config.identity_settings, config.rules)
 
     progress.start("rules", total=None)
-    # Every source's sharing entries, of every record (merged ones too), on their survivor.
-    entries = sharing.survivor_entries(tables, config.rules, identified.merges, practice_rows).collect()
-    rules = classify({**identified.people, "sharing": entries.lazy()}, config.rules, config.cutover,
+    # Every source's sharing entries, of every record (merged ones too), on their survivor:
+    # staged (up to one row per patient and sharing code; read by rules, dispositions, FHIR and
+    # sharing.parquet), each reader scanning it.
+    entries = pl.scan_parquet(sink(sharing.survivor_entries(tables, config.rules, identified.merges, practice_rows),
+                                   work / "sharing-entries.parquet"))
+    rules = classify({**identified.people, "sharing": entries}, config.rules, config.cutover,
                      identified.result.exceptions)
     review, rules = after_rules(decisions, early, rules, tables, config.rules)
     progress.finish("rules")
@@ -182,7 +186,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     decided, review = review.dispositions(
         lambda state: decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(),
                              identified.merges, state, SharingCodes.from_pack(config.rules), config.policy,
-                             identified.at_target_by_number(), practice_rows, entries.lazy()),
+                             identified.at_target_by_number(), practice_rows, entries),
         rules.sharing.lazy(), rules.cohorts, tables["referrals"], work)
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
@@ -208,7 +212,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
         "duplicates.parquet": identified.result.duplicates, **review.tables(),
-        "sharing.parquet": sharing.deciding(entries.lazy(), rules.sharing.lazy()).collect(),
+        "sharing.parquet": sharing.deciding(entries, rules.sharing.lazy()).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     written.paths.append(write_model(identified.result.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),

@@ -125,7 +125,7 @@ def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_c
         (dummy, "out_of_scope", pl.lit(DUMMY_SLOT)),
         (pl.col("_blocked") & withhold, "withheld", pl.lit(WITHHELD)),
     ])))
-    # Collected: labelling matches codelists row by row over the coded entries (1.2M rows at
+    # memory: collected: labelling matches codelists row by row over the coded entries (1.2M rows at
     # 1M patients, ~0.1 GB); the rest of the plan streams (the pipeline sinks it to disk).
     coded = labelled_codes(people["codes"].collect(), codes).lazy()
     parts.append(mark(coded).select(*rows, pl.lit("codes").alias("table"), "patient_key", *_pick([

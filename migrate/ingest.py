@@ -234,6 +234,8 @@ def _deliveries(mapped: _Mapped, reads: dict[str, tuple[InputFile, Hl7Read]]) ->
     control id (quarantined): the rows of both, not to be routed."""
     from migrate.sources.hl7_delivery import HEADER_COLUMNS, repeated_deliveries
 
+    # memory: held: the header columns of every HL7 message (one row per message of the feeds):
+    # a re-delivery is found by comparing each message with every other.
     headers = pl.concat([r.messages.select(HEADER_COLUMNS).collect() for _, r in reads.values()])
     again, conflicting = repeated_deliveries(headers)
     labels = pl.DataFrame({"source_file": list(reads), "table": [f.label for f, _ in reads.values()]})
@@ -409,18 +411,18 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
             if canonical_dir is not None:  # written from the staged parts, a batch at a time
                 tables[table] = pl.scan_parquet(sink(kept, canonical_dir / f"{table}.parquet"))
             else:
-                # Held: no run folder to stage into (tests, the API on small extracts).
+                # memory: held: no run folder to stage into (tests, the API on small extracts).
                 tables[table] = kept.collect().lazy()
         # What the checks of the child tables read: the kept keys (and each referral's patient).
         if tdef.key is not None:
-            # Held: one key column (1.5M referral keys at 1M patients, ~0.1 GB): every later batch
+            # memory: held: one key column (1.5M referral keys at 1M patients, ~0.1 GB): every later batch
             # of a child table is checked against it.
             parents.good[table] = (merges.lazy() if table == "merges" else tables[table]).select(
                 tdef.key).collect()[tdef.key]
             bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
             parents.bad[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
         if table == "referrals":
-            # Held: two key columns of referrals (~0.15 GB at 1M): contacts are checked against
+            # memory: held: two key columns of referrals (~0.15 GB at 1M): contacts are checked against
             # their referral's patient batch by batch.
             parents.owners = tables[table].select("referral_key", "patient_key").collect()
         applied.kept.close()

@@ -28,7 +28,7 @@ def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_coho
     ``dispositions``: the canonical rows' dispositions (the patients rows are read).
     """
     flags = exceptions.group_by("patient_key").agg(pl.col("flag_code").unique().sort().alias("flag_codes"))
-    # Held: two columns of the patient rows (one per patient, ~0.05 GB at 1M); patients.parquet
+    # memory: held: two columns of the patient rows (one per patient, ~0.05 GB at 1M); patients.parquet
     # is one row per patient and built in memory like identity's patients frame.
     disp = dispositions.lazy().filter(pl.col("table") == "patients").select("patient_key", "disposition").collect()
     ident = identity.patients.select("patient_key", "nhs_number", "nhs_number_valid", "nhs_number_verification",

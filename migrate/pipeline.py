@@ -212,6 +212,8 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
         "duplicates.parquet": identified.result.duplicates, **review.tables(),
+        # memory: held: the sharing entries (up to one per patient and sharing code), sorted for
+        # the file.
         "sharing.parquet": sharing.deciding(entries, rules.sharing.lazy()).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     written.paths.append(write_model(identified.result.model, out))  # the weights identity learned from this extract

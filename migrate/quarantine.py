@@ -103,5 +103,8 @@ def unhandled_events(messages: pl.LazyFrame, routed: list[str], table: str, prof
 
 def table(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """``quarantine.parquet``: every part, typed and in file and row order."""
+    # memory: held: the rows set aside (each with its raw record) are collected as each file is
+    # read and written once as quarantine.parquet: sized by the extract's faults, not its rows
+    # (a wholly bad file is the worst case).
     frame = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     return frame.select(typed(QUARANTINE_SCHEMA)).sort("source_file", "source_row")

@@ -73,6 +73,7 @@ def read_target_index(path: Path, profile: Profile | None = None) -> TargetIndex
     """Read and map the target index at ``path`` (module docstring)."""
     if profile is None:
         return _by_column_names(path)
+    # memory: held (read_reference): as _by_column_names below.
     read = read_reference(path, profile, TABLE)
     return TargetIndex(read.file, profile.name, read.frame.select(canonical.TARGET_INDEX.field_names),
                        read.quarantine, read.rows_read)
@@ -80,6 +81,8 @@ def read_target_index(path: Path, profile: Profile | None = None) -> TargetIndex
 
 def _by_column_names(path: Path) -> TargetIndex:
     """A target index already in canonical column names, every column as text."""
+    # memory: held: the target index is the new provider's patient list (one row per patient it
+    # holds), read whole like identity's patient table, which it is matched against.
     if path.suffix.lower() in (".parquet", ".pq"):
         frame = pl.read_parquet(path).select(pl.all().cast(pl.String))
     else:

@@ -173,7 +173,7 @@ def raised_priorities(run: RunFolder) -> pl.LazyFrame:
     from migrate import frozen
     from migrate.fhir.stage import derived_priority
 
-    # Held: derived_priority takes frames: the decisions (a reviewer's rows) and the exceptions
+    # memory: held: derived_priority takes frames: the decisions (a reviewer's rows) and the exceptions
     # (a few columns per flag, ~0.1 GB at 1M); computed once per round trip and staged.
     decisions = run.scan("decisions.parquet").collect() if run.has("decisions.parquet") else None
     derived = derived_priority(run.scan("exceptions.parquet").collect(), frozen.load_pack(run.path), decisions)

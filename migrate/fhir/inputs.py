@@ -110,7 +110,7 @@ def plan_patients(patients: pl.LazyFrame, bundle_size: int) -> pl.DataFrame:
     names = patients.collect_schema().names()
     survivor = pl.col("survivor_key").fill_null(pl.col("patient_key")) if "survivor_key" in names \
         else pl.col("patient_key")
-    # Held: the plan is two key columns per patient (~0.1 GB at 1M): every bundle number
+    # memory: held: the plan is two key columns per patient (~0.1 GB at 1M): every bundle number
     # comes from the one global order, and each batch and partition reads its slice.
     plan = patients.select("patient_key", survivor.alias("survivor_key")).collect()
     own = plan.filter(pl.col("patient_key") == pl.col("survivor_key"))["patient_key"]

@@ -75,7 +75,7 @@ def _concat(frames: list[pl.DataFrame | None], schema: Mapping[str, pl.DataType]
 def organisations(tables: Mapping[str, pl.LazyFrame], plan: pl.DataFrame, ctx: Context,
                   shapes: ShapeCache) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Every GP practice's Organization (validated) with the bundle that first needs it, and errors."""
-    # Held: two columns per surviving patient (~0.05 GB at 1M), reduced to one Organization
+    # memory: held: two columns per surviving patient (~0.05 GB at 1M), reduced to one Organization
     # per practice.
     practices = (tables["patients"].select("patient_key", "gp_ods_code")
                  .join(plan.lazy().filter(pl.col("patient_key") == pl.col("survivor_key")), on="patient_key")

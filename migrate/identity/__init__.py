@@ -154,6 +154,8 @@ def survivorship_frame(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings
     """Every canonical patient with the columns survivorship orders by (verification,
     completeness, first and last referral): what a reviewer's same_person merge is decided
     on, exactly as exact duplicates are (``migrate.review.effects.merge_pairs``)."""
+    # memory: whole, as identity (the patient table only): built only when a same_person
+    # decision is applied.
     return _annotated(patients.collect(), referrals, settings)
 
 
@@ -265,7 +267,7 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     Invariants: one ``patients`` row per input row; every merged key maps to a survivor that
     is not itself merged; nothing but exact NHS-number duplicates is merged.
     """
-    # Held whole, by design: identity is global (any two records may be one person: blocking
+    # memory: whole by design: identity is global (any two records may be one person: blocking
     # pairs span the table, EM learns from all of it); the patient table only (1M rows ~0.3
     # GB; the stage peaks at ~2 GB at 1M patients, benchmarks/identity.md).
     frame = _annotated(patients.collect(), referrals, settings)

@@ -55,7 +55,7 @@ def run_counts(run: RunFolder, invariant: RowsInvariant | None = None) -> dict[s
     ``invariant``: invariant 1 when the caller has just computed it over this folder's
     lineage (the pipeline does, once); otherwise it is computed here.
     """
-    # Held: quarantine is the rows set aside (thousands; a wholly bad file is the worst case),
+    # memory: held: quarantine is the rows set aside (thousands; a wholly bad file is the worst case),
     # counted several ways below.
     quarantine = run.scan("quarantine.parquet").collect()
     exceptions = run.scan("exceptions.parquet")

@@ -62,6 +62,10 @@ class RuleResults:
         referrals = self.referral_features
         if not features:
             referrals = referrals.select(_needed(pack, "referral", _REFERRAL_OUTPUT))
+        # memory: held: one row per referral and per surviving patient with the features the
+        # pack reads (1.5M and 1M rows at 1M patients; the rules stage peaks at ~1.2 GB,
+        # benchmarks/README.md): a patient's features aggregate all their referrals, and the
+        # cohort and flag plans read both frames.
         # Sorted once here; every later sort by the same key is then free.
         ref = referrals.sort("referral_key").collect()
         patients = _patients(self.patient_base, ref.lazy(), pack)

@@ -59,7 +59,7 @@ def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
     """Cohorts, exceptions and sharing state of ``pack`` at ``cutover`` over ``people``
     (survivors and their referrals, contacts and codes; a run adds ``sharing``, every
     source's sharing entries on survivors), with identity's flags added."""
-    # Held: cohorts (one row per referral), patient cohorts and exceptions are few columns
+    # memory: held: cohorts (one row per referral), patient cohorts and exceptions are few columns
     # (~0.3 GB at 1M patients) and dispositions, the FHIR output and patients.parquet all
     # read them; the evaluation itself peaks at ~1.2 GB at 1M (benchmarks/README.md).
     # The sharing decision, once: the rules' features (sharing_state, latest_sharing_*) and

@@ -41,12 +41,14 @@ FOLDER = "review"
 
 def _targets(review: Review, lineage: pl.LazyFrame) -> pl.DataFrame:
     """decision_id, resources (sorted ``Type/id``): what each applied decision changed."""
-    links = lineage.select("source_file", "source_row", "fhir_type", "fhir_id").filter(
-        pl.col("fhir_id").is_not_null()).collect()
+    # The FHIR links (one per resource and source row: ~15M at a million patients) are joined
+    # with the few changed rows as a plan: only the changed rows' links are collected.
+    links = review.changed.lazy().join(lineage.select("source_file", "source_row", "fhir_type", "fhir_id").filter(
+        pl.col("fhir_id").is_not_null()), on=["source_file", "source_row"]).collect()
     effect = applied(review.decisions).select("decision_id", "effect")
     kept = pl.col("effect").replace_strict({e: list(t) for e, t in CHANGES.items()}, default=None,
                                            return_dtype=pl.List(pl.String))
-    found = (review.changed.join(links, on=["source_file", "source_row"]).join(effect, on="decision_id")
+    found = (links.join(effect, on="decision_id")
              .filter(kept.is_null() | kept.list.contains(pl.col("fhir_type")))
              .select("decision_id", pl.format("{}/{}", "fhir_type", "fhir_id").alias("resource")))
     return found.unique().group_by("decision_id").agg(pl.col("resource").sort().alias("resources"))
@@ -152,8 +154,11 @@ def rewrite_review_fhir(run: RunFolder, decisions: pl.DataFrame, fhir: FhirResul
     """``handover fhir RUN``: the review's resources again, from the run's own folder (the
     rows each decision changed are those whose lineage reason names its id)."""
     ids = applied(decisions).get_column("decision_id").to_list()
+    # Only the rows whose reason names an applied decision are collected (lineage: one row per
+    # source row and resource).
     lineage = run.scan("lineage.parquet").select("source_file", "source_row", "reason").filter(
-        pl.col("reason").is_not_null()).collect()
+        pl.col("reason").str.contains_any([f"({d})" for d in ids]).fill_null(False)).collect() if ids else \
+        pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, "reason": pl.String})
     changed = pl.concat([lineage.filter(pl.col("reason").str.contains(f"({d})", literal=True)).select(
         pl.lit(d).alias("decision_id"), "source_file", "source_row") for d in ids] or [
         pl.DataFrame(schema=CHANGED_SCHEMA)]).cast(CHANGED_SCHEMA)  # type: ignore[arg-type]

@@ -140,7 +140,10 @@ class _Sources:
                             .select("source_file", "source_row", "__raw").collect())
         raw = pl.concat(raws) if raws else pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64,
                                                                 "__raw": pl.String})
-        return failed.join(raw, on=["source_file", "source_row"], how="left", maintain_order="left")
+        # A row that failed a check after being applied beside rows that failed mapping carries
+        # their (empty) __raw column: replaced, so its quarantine row shows its record too.
+        return failed.drop("__raw", strict=False).join(raw, on=["source_file", "source_row"], how="left",
+                                                       maintain_order="left")
 
 
 @dataclass
@@ -174,12 +177,16 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
     bad: list[pl.DataFrame] = []
     for batch in source.collect_batches(chunk_size=_BATCH_ROWS, maintain_order=True):
         out = apply_mapping(batch.lazy(), compiled).collect()
-        del batch
         ok = out["__reason"].is_null()
         good.add(out if bool(ok.all()) else out.filter(ok))
         if not bool(ok.all()):
-            bad.append(out.filter(~ok))
-        del out
+            # Messages and raw records of the failing rows, from the batch in hand: reading
+            # the source again for them was a second parse of the whole file.
+            failed = out.filter(~ok)
+            details = explain_failures(batch.lazy().join(failed.select("source_row").lazy(), on="source_row",
+                                                         how="semi"), compiled).collect()
+            bad.append(failed.join(details, on=["source_file", "source_row"], how="left", maintain_order="left"))
+        del out, batch
     empty = apply_mapping(source.head(0), compiled).collect()
     if not good.paths:
         good.add(empty)
@@ -187,9 +194,6 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
     failing = pl.concat(bad, how="vertical", rechunk=False) if bad else empty
     del bad
     if failing.height:
-        details = explain_failures(source.join(failing.select("source_row").lazy(), on="source_row", how="semi"),
-                                   compiled).collect()
-        failing = failing.join(details, on=["source_file", "source_row"], how="left", maintain_order="left")
         key = canonical.TABLES[table].key
         if key is not None:
             mapped.failed_keys.setdefault(table, []).append(failing[key])

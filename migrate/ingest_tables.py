@@ -31,7 +31,7 @@ import polars as pl
 
 from migrate import canonical, integrity, updates
 from migrate.profile import TableSpec
-from migrate.staging import Parts, RangeBuckets, batches, boundaries
+from migrate.staging import Parts, RangeBuckets, batches, boundaries, hashed_in, repeated_hashes, sample
 
 BATCH_ROWS = 500_000  # rows checked at once on the unique-key path
 
@@ -59,18 +59,18 @@ def within_sources(table: str, sources: Sequence[tuple[TableSpec, pl.LazyFrame]]
     frames = []
     for spec, frame in sources:
         if key is not None and spec.on_duplicate == "quarantine":
-            # memory: held: one key column of the source (only under on_duplicate: quarantine) to
-            # find repeats; the rows themselves stay staged.
-            keys = frame.select(key).collect()[key]
-            repeated = keys.filter(~(keys.is_first_distinct() | keys.is_null())).unique()
-            del keys
+            # memory: 8 bytes a row (the key's 64-bit hash, and a sorted copy) to find repeats,
+            # not the key column's strings; the rows themselves stay staged.
+            repeated, _ = repeated_hashes(frame, key, nulls=False)
             if repeated.len():
-                # Only the rows of repeated keys are needed to name each repeat's first row.
-                involved = frame.filter(pl.col(key).is_in(repeated.implode())).collect()
+                # Only the rows of repeated keys (and of hash collisions, which the exact check
+                # below passes) are needed to name each repeat's first row.
+                involved = frame.filter(pl.col(key).is_not_null() & hashed_in(key, repeated)).collect()
                 split = integrity.duplicate_keys(involved, table)
-                failed.append(split.failed)
-                frame = frame.join(split.failed.select("source_file", "source_row").lazy(),
-                                   on=["source_file", "source_row"], how="anti", maintain_order="left")
+                if split.failed.height:
+                    failed.append(split.failed)
+                    frame = frame.join(split.failed.select("source_file", "source_row").lazy(),
+                                       on=["source_file", "source_row"], how="anti", maintain_order="left")
         frames.append(frame)
     return (pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]), failed
 
@@ -95,15 +95,15 @@ def apply_table(table: str, frame: pl.LazyFrame, check: updates.Check, invalid: 
     key = tdef.key
     out = TableApplied(Parts(work / "kept"))
     if key is not None:
-        # memory: held: the table's key column (10.7M contact keys at 1M patients, an estimated
-        # ~0.3 GB): whether every key is unique decides between one pass and key-range buckets,
-        # whose boundaries are picked from it. The rows stay staged.
-        keys = frame.select(key).collect()[key]
-        unique = invalid is None and bool(keys.is_unique().all())
-        if not unique:
-            _apply_in_buckets(out, table, key, frame, keys, check, invalid, work)
+        # memory: 8 bytes a row (the key's 64-bit hash, and a sorted copy; 10.7M contact keys at
+        # 1M patients: ~0.17 GB) to decide between one pass and key-range buckets, whose
+        # boundaries come from a sample of the keys. The rows stay staged.
+        repeated, rows = repeated_hashes(frame, key)
+        unique = repeated.len() == 0 or bool(
+            frame.filter(hashed_in(key, repeated)).select(pl.col(key).is_unique().all()).collect().item())
+        if invalid is not None or not unique:
+            _apply_in_buckets(out, table, key, frame, rows, check, invalid, work)
             return out
-        del keys
     for batch in batches(frame, BATCH_ROWS):
         passed, failed = check(batch)
         out.kept.add(passed)
@@ -113,11 +113,14 @@ def apply_table(table: str, frame: pl.LazyFrame, check: updates.Check, invalid: 
     return out
 
 
-def _apply_in_buckets(out: TableApplied, table: str, key: str, frame: pl.LazyFrame, keys: pl.Series,
+def _apply_in_buckets(out: TableApplied, table: str, key: str, frame: pl.LazyFrame, height: int,
                       check: updates.Check, invalid: pl.DataFrame | None, work: Path) -> None:
-    every = keys if invalid is None else pl.concat([keys, invalid[key]])
-    buckets = RangeBuckets(work / "buckets", key, boundaries(every, every.len()))
-    del keys, every
+    """``frame``'s ``height`` rows (and the ``invalid`` ones) applied a key range at a time."""
+    every = sample(frame, key, height)
+    if invalid is not None:
+        every, height = pl.concat([every, invalid[key]]), height + invalid.height
+    buckets = RangeBuckets(work / "buckets", key, boundaries(every, height))
+    del every
     schema = frame.collect_schema()
     for batch in batches(frame, BATCH_ROWS):
         buckets.add(batch)
@@ -131,8 +134,8 @@ def _apply_in_buckets(out: TableApplied, table: str, key: str, frame: pl.LazyFra
             applied = updates.apply_rows(table, rows, check, given)
             # Kept rows in the order of the whole table's apply: key, then the order rows apply in
             # (a bucket whose keys were all unique comes back in file order).
-            out.kept.add(applied.kept.sort(pl.col(key), *updates.order_columns(), nulls_last=False,
-                                           maintain_order=True))
+            out.kept.add(applied.kept.select(schema.names()).sort(pl.col(key), *updates.order_columns(),
+                                                                  nulls_last=False, maintain_order=True))
             out.failed += [f for f in applied.failed if f.height]
             out.superseded.append(applied.superseded)
             out.kept_previous += applied.kept_previous

@@ -20,11 +20,13 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from migrate.outputs import write_atomic
 
 BUCKET_ROWS = 1_000_000  # rows per bucket aimed at: ~0.2-0.5 GB of canonical rows in memory at once
+SAMPLE_PER_BUCKET = 1_000  # values sampled per bucket to place the boundaries
 PART = "__bucket"
 ROW_GROUP_ROWS = 1 << 18  # rows per row group of a table written by ``sink``
 
@@ -40,6 +42,36 @@ def boundaries(values: pl.Series, rows: int, bucket_rows: int | None = None) -> 
     step = distinct.len() / buckets
     picks = sorted({int(step * i) for i in range(1, buckets)})
     return distinct.gather([p for p in picks if 0 < p < distinct.len()])
+
+
+def sample(frame: pl.LazyFrame, column: str, rows: int, bucket_rows: int | None = None) -> pl.Series:
+    """Every n-th value of ``column`` (in order), about ``SAMPLE_PER_BUCKET`` per bucket of
+    ``rows`` rows: enough to place ``boundaries`` without holding (or sorting) the column.
+    The boundaries only decide how rows are split; the result of a bucketed step is the
+    same whatever they are."""
+    buckets = max(1, -(-rows // (bucket_rows or BUCKET_ROWS)))
+    every = max(1, rows // (buckets * SAMPLE_PER_BUCKET))
+    return frame.select(pl.col(column).gather_every(every)).collect(engine="streaming").to_series()
+
+
+def repeated_hashes(frame: pl.LazyFrame, column: str, nulls: bool = True) -> tuple[pl.Series, int]:
+    """The 64-bit hashes of ``column`` that occur more than once (every repeated value's
+    hash is among them; a collision adds a value that is not repeated), and the number of
+    rows hashed (nulls left out unless ``nulls``; null hashes as one value).
+
+    # memory: 8 bytes a row (and a sorted copy) instead of the column's strings and a hash
+    # table of them: at 5M patients the contacts' 53M keys were several GB here.
+    """
+    values = pl.col(column)
+    scan = frame if nulls else frame.filter(values.is_not_null())
+    hashes = np.sort(scan.select(values.hash()).collect(engine="streaming").to_series().to_numpy())
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    return pl.Series(column, repeated, dtype=pl.UInt64), len(hashes)
+
+
+def hashed_in(column: str, hashes: pl.Series) -> pl.Expr:
+    """True where ``column``'s 64-bit hash is one of ``hashes`` (``repeated_hashes``)."""
+    return pl.col(column).hash().is_in(hashes.implode())
 
 
 class RangeBuckets:

@@ -106,9 +106,33 @@ def apply_rows(table: str, frame: pl.DataFrame, check: Check, invalid: pl.DataFr
     """
     key = canonical.TABLES[table].key
     empty = pl.DataFrame(schema=SUPERSEDED_SCHEMA)
-    if key is None or frame.height == 0 or (invalid is None and bool(frame[key].is_unique().all())):
+    unique = key is not None and frame.height > 0 and bool(frame[key].is_unique().all())
+    if key is None or frame.height == 0 or (invalid is None and unique):
         passed, failed = check(frame)
         return Applied(passed, failed, empty, 0, invalid)
+    if unique and invalid is not None and frame[key].null_count() == 0:
+        return _unique_keys(table, key, frame, check, invalid)
+    return _in_order(table, key, frame, check, invalid)
+
+
+def _unique_keys(table: str, key: str, frame: pl.DataFrame, check: Check, invalid: pl.DataFrame) -> Applied:
+    """``apply_rows`` where every row of ``frame`` has its own key: a row's state is the row,
+    so only the keys that also have ``invalid`` rows need the ordered apply (to say which
+    state the key kept); the others are checked as they are. Same result, without building
+    every row's candidate state."""
+    shared = frame[key].is_in(invalid[key].implode())
+    alone, together = frame.filter(~shared), frame.filter(shared)
+    passed, failed = check(alone)
+    applied = (_in_order(table, key, together, check, invalid) if together.height
+               else Applied(together, [], pl.DataFrame(schema=SUPERSEDED_SCHEMA), 0, invalid))
+    kept = pl.concat([passed, applied.kept.select(passed.columns)], how="vertical").sort(
+        pl.col(key), *order_columns(), nulls_last=False, maintain_order=True)
+    return Applied(kept, [*failed, *applied.failed], applied.superseded, applied.kept_previous, applied.invalid)
+
+
+def _in_order(table: str, key: str, frame: pl.DataFrame, check: Check, invalid: pl.DataFrame | None) -> Applied:
+    """``apply_rows``'s general case: every state computed in order, rejections found by iteration."""
+    empty = pl.DataFrame(schema=SUPERSEDED_SCHEMA)
     fields = canonical.TABLES[table].field_names
     everything = frame.with_columns(pl.lit(False).alias("__invalid"))
     if invalid is not None:

@@ -23,7 +23,7 @@ date in the window from 80 years before T to 20 years after it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -200,8 +200,8 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
         value = _parse_date(v, spec.formats, spec.name, cutover)
         reason = "unparseable_date"
     elif kind == "datetime":
-        value = pl.coalesce([placed(_local(v, f) if _offset(f) else v.str.to_datetime(f, strict=False, time_unit="us"),
-                                    f) for f in spec.formats])
+        value = _first_format(v, spec.formats, lambda text, f: placed(
+            _local(text, f) if _offset(f) else text.str.to_datetime(f, strict=False, time_unit="us"), f))
         reason = "unparseable_date"
     elif kind == "boolean":
         tv = [t.upper() for t in spec.true_values]
@@ -239,10 +239,20 @@ def _typed(spec: FieldSpec, field: canonical.Field, v: pl.Expr, source_dtype: pl
 def _parse_date(v: pl.Expr, formats: tuple[str, ...], name: str, cutover: date | None) -> pl.Expr:
     """A text value as a date by the first of ``formats`` it matches (null if none); a
     two-digit year is placed in field ``name``'s window by ``cutover`` (``_two_digit_years``)."""
-    def parsed(f: str) -> pl.Expr:
-        value = _local(v, f).dt.date() if _offset(f) else v.str.to_date(f, strict=False)
+    def parsed_as(text: pl.Expr, f: str) -> pl.Expr:
+        value = _local(text, f).dt.date() if _offset(f) else text.str.to_date(f, strict=False)
         return _two_digit_years(value, name, "date", cutover) if "%y" in f else value
-    return pl.coalesce([parsed(f) for f in formats])
+    return _first_format(v, formats, lambda text, f: parsed_as(text, f))
+
+
+def _first_format(v: pl.Expr, formats: tuple[str, ...], parse: Callable[[pl.Expr, str], pl.Expr]) -> pl.Expr:
+    """``v`` read by the first of ``formats`` that reads it (null if none). Each later format
+    is given only the values the earlier ones did not read (a null is not parsed): a column
+    in its first format is parsed once, not once per format."""
+    found = parse(v, formats[0])
+    for f in formats[1:]:
+        found = pl.coalesce([found, parse(pl.when(found.is_null()).then(v), f)])
+    return found
 
 
 def _sharing(spec: FieldSpec, v: pl.Expr) -> tuple[pl.Expr, pl.Expr]:

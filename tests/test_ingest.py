@@ -164,3 +164,22 @@ def test_check_quotes_no_value_of_a_misaligned_or_broken_row(extract: Path) -> N
     text = str(report.asdict())
     for secret in ("Zebedee", "Quux", "1950-02-0"):
         assert secret not in text
+
+
+def test_a_row_failing_a_check_keeps_its_record_beside_rows_failing_the_mapping(extract: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Quarantine shows every rejected row's source record, whichever check rejected it: a
+    contacts file with a date that does not parse (mapping), a repeated key (within the
+    file) and an unknown referral (reference check) — the last two once lost their record
+    when the table also had mapping failures (applied in key-range buckets)."""
+    _append(extract / "contacts.csv",
+            "C90,R01,P01,not a date,5,initial,",            # 17 unparseable date
+            "C02a,R02,P02,2022-09-01 10:00,5,initial,",     # 18 duplicate key
+            "C91,R99,P01,2022-09-01 10:00,5,initial,")      # 19 unknown referral
+    _, q, _ = _run(extract, tmp_path)
+    rows = {r: (reason, raw) for r, reason, raw in q.filter(pl.col("source_file") == "contacts.csv")
+            .select("source_row", "reason_code", "raw").iter_rows()}
+    assert {r: reason for r, (reason, _) in rows.items()} == {
+        17: "unparseable_date", 18: "duplicate_key", 19: "unknown_referral"}
+    for row, contact in ((17, "C90"), (18, "C02a"), (19, "C91")):
+        assert rows[row][1] is not None and f'"{contact}"' in rows[row][1]

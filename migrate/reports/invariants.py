@@ -39,22 +39,31 @@ UNTRACED_TYPES = ("Organization", "Provenance")  # reference data and the audit 
 CARRIED = ("migrated", "already_at_target")  # dispositions that must become a resource
 EXAMPLES = 20  # how many failing rows or resources the report names
 _RESOURCE_SCHEMA = {"resourceType": pl.String, "id": pl.String}
-_HEAD = r'^\{"resourceType":"([^"]+)","id":"([^"]+)"'
+# A resource line's head split at its quotes: the fields a line written by the FHIR writer
+# starts with (None: the type, then the id, each non-empty, followed by a closing quote).
+_HEAD_FIELDS = ("{", "resourceType", ":", None, ",", "id", ":", None, None)
 
 
 def _ids(path: Path) -> pl.DataFrame:
     """(fhir_type, fhir_id) of every resource line of one NDJSON file.
 
     Resources are written ``{"resourceType":…,"id":…`` first, so each line's head is read
-    with a regular expression, the file read as lines (polars' CSV reader with a separator
-    JSON cannot contain): no JSON parse of the rest of the line, which at a million
-    patients is 20 GB. A file with any other line shape is parsed as NDJSON instead.
+    by polars' CSV reader splitting at quote characters and keeping the first nine fields:
+    no JSON parse of the rest of the line (at a million patients 20 GB), and no copy of
+    it. A file with any other line shape is parsed as NDJSON instead.
     """
     try:
-        lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String})
-        heads = lines.filter(pl.col("line").is_not_null()).select(
-            pl.col("line").str.extract(_HEAD, 1).alias("fhir_type"), pl.col("line").str.extract(_HEAD, 2)
-            .alias("fhir_id")).collect(engine="streaming")
+        # Split at quote characters, only the first fields kept: a line is never copied whole.
+        # ``{"resourceType":"T","id":"I"`` is fields {, resourceType, :, T, ",", id, :, I, then more.
+        parts = pl.scan_csv(path, has_header=False, separator='"', quote_char=None, infer_schema=False,
+                            schema={f"f{i}": pl.String for i in range(len(_HEAD_FIELDS))},
+                            truncate_ragged_lines=True, missing_columns="insert", extra_columns="ignore")
+        f = [pl.col(f"f{i}") for i in range(len(_HEAD_FIELDS))]
+        head = pl.all_horizontal([f[i] == text for i, text in enumerate(_HEAD_FIELDS) if text is not None]
+                                 + [f[3] != "", f[7] != "", f[8].is_not_null()]).fill_null(False)
+        heads = parts.filter(f[0].is_not_null() | f[1].is_not_null()).select(
+            pl.when(head).then(f[3]).alias("fhir_type"), pl.when(head).then(f[7]).alias("fhir_id")).collect(
+            engine="streaming")
         if heads.null_count().sum_horizontal().item() == 0:
             return heads
         parsed = pl.scan_ndjson(path, schema=_RESOURCE_SCHEMA).collect(engine="streaming")
@@ -116,16 +125,21 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     sources = [_links(lineage)]
     # The pipeline merges the FHIR writer's links into lineage.parquet; read the writer's own
     # fhir/lineage.parquet only when lineage.parquet names no resource at all.
-    if run.has("fhir/lineage.parquet") and sources[0].select(pl.len()).collect().item() == 0:
+    if run.has("fhir/lineage.parquet") and sources[0].limit(1).collect().height == 0:
         sources = [_links(run.scan("fhir/lineage.parquet"))]
     links = pl.concat([f.select(*_row_keys(), *_pair_keys()) for f in sources])
     carried = lineage.filter(pl.col("disposition").cast(pl.String).is_in(CARRIED)).select(*_row_keys()).unique()
-    without = carried.join(links.select("r1", "r2").unique(), on=["r1", "r2"], how="anti").collect(
-        engine="streaming")
-    named = links.select("p1", "p2").unique().collect(engine="streaming")
+    # memory: three sets of 16-byte pairs (at 1M patients ~13M carried rows, ~13M linked rows,
+    # ~9M resources: ~0.6 GB), each collected once: counting the carried rows and joining
+    # them used to read and hash lineage (18M rows) twice more.
+    carried_rows, linked_rows, named = pl.collect_all(
+        [carried, links.select("r1", "r2").unique(), links.select("p1", "p2").unique()], engine="streaming")
+    without = carried_rows.join(linked_rows, on=["r1", "r2"], how="anti")
+    del linked_rows
     untraced = resources.filter(~pl.col("exempt")).join(named, on=["p1", "p2"], how="anti").unique(["p1", "p2"])
     dangling = named.join(resources, on=["p1", "p2"], how="anti")
-    n_carried = int(carried.select(pl.len()).collect(engine="streaming").item())
+    n_carried = carried_rows.height
+    del carried_rows
 
     problems = [(without.height, "migrated or already-at-target rows without a FHIR resource"),
                 (untraced.height, "FHIR resources that trace to no source row"),

@@ -105,3 +105,73 @@ def test_lineage_in_small_buckets_is_the_same_file(extracts: dict[str, tuple[Pat
     whole = run(tmp_path / "one")
     monkeypatch.setattr(lineage, "BUCKET_ROWS", 97)
     assert run(tmp_path / "many") == whole
+
+
+def _contacts(rows: list[tuple[str, str, int]], source_file: str, start: int) -> pl.DataFrame:
+    """Contact rows (key, referral, rank) as the mapping stages them: every field touched."""
+    from migrate import canonical, updates
+
+    frame = canonical.empty("contacts").drop("contact_key", "referral_key", "source_file", "source_row")
+    given = pl.DataFrame({"contact_key": [r[0] for r in rows], "referral_key": [r[1] for r in rows],
+                          "source_file": [source_file] * len(rows),
+                          "source_row": list(range(start, start + len(rows))),
+                          "rank": [r[2] for r in rows]}, schema={"contact_key": pl.String, "referral_key": pl.String,
+                                                                  "source_file": pl.String, "source_row": pl.Int64,
+                                                                  "rank": pl.Int64})
+    out = pl.concat([given, frame.clear(len(rows))], how="horizontal")
+    return out.with_columns(pl.struct(pl.col("rank"), pl.lit(None, dtype=pl.Datetime("us")).alias("at"))
+                            .alias(updates.ORDER), pl.lit(2 ** 10 - 1, dtype=pl.UInt64).alias("__touched"),
+                            pl.lit(0, dtype=pl.UInt64).alias("__required"),
+                            *(pl.lit(None, dtype=pl.String).alias(c) for c in ("__reason", "__field"))).drop("rank")
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from("abcdefgh"), st.sampled_from(["R1", "R2", "gone"]), st.integers(0, 2)),
+                     unique_by=lambda r: r[0], min_size=1, max_size=8),
+       invalid=st.lists(st.tuples(st.sampled_from("abcdefghij"), st.just("R1"), st.integers(0, 2)), max_size=6))
+def test_unique_keys_with_failed_rows_apply_as_the_ordered_apply(rows: list[tuple[str, str, int]],
+                                                                 invalid: list[tuple[str, str, int]]) -> None:
+    """Each key has one row, some keys also rows the mapping failed: the shortcut (a row is
+    its own state; only keys with failed rows applied in order) gives what applying every
+    key in order gives — the same kept rows in the same order, failures, messages naming
+    the state kept, and the count of those."""
+    from migrate import integrity, quarantine, updates
+
+    def check(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+        split = integrity.parent_references(frame, "referral_key", "referrals", pl.Series(["R1", "R2"]),
+                                            pl.Series(["R3"]))
+        return split.passed, [split.failed]
+
+    frame = _contacts(rows, "c.csv", 1)
+    failed = quarantine.mark(_contacts(invalid, "d.csv", 1), "invalid_value", "site", pl.lit("bad site")).with_columns(
+        pl.lit("{}").alias("__raw"))
+    fast = updates.apply_rows("contacts", frame, check, failed)
+    slow = updates._in_order("contacts", "contact_key", frame, check, failed)
+    columns = frame.columns
+    assert fast.kept.select(columns).equals(slow.kept.select(columns))
+    by_row = ["source_file", "source_row"]
+
+    def rejected(frames: list[pl.DataFrame]) -> list[tuple[object, ...]]:
+        return sorted(r for f in frames if f.height for r in f.select(*by_row, "__reason", "__message").iter_rows())
+
+    assert rejected(fast.failed) == rejected(slow.failed)
+    assert fast.invalid is not None and slow.invalid is not None
+    assert rejected([fast.invalid]) == rejected([slow.invalid])
+    assert fast.kept_previous == slow.kept_previous
+    assert fast.superseded.height == slow.superseded.height == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(st.none(), st.text(alphabet="ab01", max_size=3)), max_size=40))
+def test_repeated_hashes_name_every_repeated_value(values: list[str | None]) -> None:
+    """Every value that repeats has its hash listed (nulls as one value, or left out), and a
+    value listed is one that repeats unless two values share a hash."""
+    frame = pl.LazyFrame({"k": values}, schema={"k": pl.String})
+    for nulls in (True, False):
+        hashes, rows = staging.repeated_hashes(frame, "k", nulls)
+        kept = [v for v in values if nulls or v is not None]
+        assert rows == len(kept)
+        repeated = {v for v in kept if kept.count(v) > 1}
+        listed = pl.DataFrame({"k": kept}, schema={"k": pl.String}).filter(
+            staging.hashed_in("k", hashes))["k"].to_list()
+        assert set(listed) == repeated

@@ -22,6 +22,7 @@ The machine's load average is printed before and after: the benchmark machine is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -94,7 +95,8 @@ def prepare(patients: int, work: Path) -> dict[str, Any]:
     return info
 
 
-def fhir_stage(work: Path, out: Path, executor: str = "local", partitions: int | None = None) -> dict[str, Any]:
+def fhir_stage(work: Path, out: Path, executor: str = "local", partitions: int | None = None,
+               chunk_patients: int | None = None) -> dict[str, Any]:
     """Run in the child process: the FHIR stage alone, measured. With ``--executor dask``
     its partitions run on a LocalCluster whose worker processes are this one's children:
     ``workers_peak_rss_mb`` is the largest of their peaks (RUSAGE_CHILDREN, once the
@@ -109,6 +111,8 @@ def fhir_stage(work: Path, out: Path, executor: str = "local", partitions: int |
               for t in ("patients", "referrals", "contacts", "codes")}
     options = FhirOptions(source_system="outgoing-provider", run_id="fhir-bench", cutover=CUTOVER,
                           inputs=tuple(InputFile(i["path"], i["sha256"]) for i in info["inputs"]))
+    if chunk_patients is not None:  # the writer's batch (patients built at once)
+        options = dataclasses.replace(options, chunk_patients=chunk_patients)
     t = time.perf_counter()
     result = write_fhir(tables, pl.scan_parquet(work / "cohorts.parquet"), pl.LazyFrame(),
                         pl.scan_parquet(work / "exceptions.parquet"), pl.scan_parquet(work / "sharing.parquet"),
@@ -158,6 +162,7 @@ def _sample_lines(path: Path, k: int, rng: random.Random) -> list[str]:
 
 def _step(step: str, args: argparse.Namespace) -> str:
     more = ["--executor", args.executor] + ([] if args.partitions is None else ["--partitions", str(args.partitions)])
+    more += [] if args.chunk_patients is None else ["--chunk-patients", str(args.chunk_patients)]
     done = subprocess.run([sys.executable, __file__, "--patients", str(args.patients), "--work", str(args.work),
                            "--step", step, *more], check=True, capture_output=True, text=True)
     return done.stdout.strip().splitlines()[-1]
@@ -172,6 +177,8 @@ def main() -> None:
     parser.add_argument("--executor", default="local", choices=["local", "dask"],
                         help="where the partitions run (dask: a LocalCluster of 2 worker processes)")
     parser.add_argument("--partitions", type=int, default=None)
+    parser.add_argument("--chunk-patients", type=int, default=None,
+                        help="patients per writer batch (default: FhirOptions.chunk_patients)")
     parser.add_argument("--step", choices=["prepare", "fhir"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = args.work / str(args.patients)
@@ -181,7 +188,7 @@ def main() -> None:
         print(json.dumps(prepare(args.patients, work)))
         return
     if args.step == "fhir":
-        print(json.dumps(fhir_stage(work, out, args.executor, args.partitions)))
+        print(json.dumps(fhir_stage(work, out, args.executor, args.partitions, args.chunk_patients)))
         return
     # Each step in its own process: ru_maxrss survives fork+exec, so a child started from
     # a parent that had ingested a large extract would report the parent's peak as its own.
@@ -195,7 +202,7 @@ def main() -> None:
     base = baseline(out, stage["counts"], args.sample)
     report = {
         "date": date.today().isoformat(), "cpus": os.cpu_count(), "patients": args.patients,
-        "executor": args.executor, "partitions": args.partitions,
+        "executor": args.executor, "partitions": args.partitions, "chunk_patients": args.chunk_patients,
         "prepared": prepared["timings"], "rows": prepared["heights"], "fhir": stage, "baseline": base,
         "ratio_model_to_stage": round(base["extrapolated_s"] / stage["wall_s"], 1),
         "load_average_before": [round(x, 2) for x in load_before],

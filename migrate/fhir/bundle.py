@@ -44,7 +44,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from migrate.errors import ReconciliationError
-from migrate.fhir.ids import fhir_id
+from migrate.fhir.ids import fhir_ids
 from migrate.fhir.inputs import Context, Staged, gather, stage
 from migrate.fhir.options import FhirOptions, profile
 from migrate.executor import Execution, Executor, LocalExecutor, ran_on
@@ -172,21 +172,23 @@ class _Writers:
             self.parquet[name].close()
 
 
-def bundle_texts(resources: pl.DataFrame, ctx: Context) -> list[tuple[int, str]]:
-    """(bundle number, JSON text) of each bundle of ``resources`` (rows in bundle order)."""
+def bundle_texts(resources: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    """bundle_no and the JSON text of each bundle of ``resources`` (rows in bundle order),
+    built by polars: a bundle's text (megabytes) never becomes a Python string."""
+    meta = json.dumps({"profile": [profile("Bundle")]}, separators=(",", ":"))
     entries = resources.lazy().select(
         "bundle_no",
         pl.concat_str([pl.lit('{"fullUrl":"urn:uuid:'), pl.col("fhir_id"), pl.lit('","resource":'), pl.col("json"),
                        pl.lit(',"request":{"method":"PUT","url":"'), pl.col("fhir_type"), pl.lit("/"),
                        pl.col("fhir_id"), pl.lit('"}}')]).alias("entry"),
     ).group_by("bundle_no", maintain_order=True).agg(pl.col("entry").str.join(",")).collect()
-    meta = json.dumps({"profile": [profile("Bundle")]}, separators=(",", ":"))
-    out = []
-    for bundle_no, body in entries.iter_rows():
-        bundle_id = fhir_id(ctx.ns, "bundle", f"{ctx.options.run_id}/{bundle_no:05d}")
-        head = f'{{"resourceType":"Bundle","id":"{bundle_id}","meta":{meta},"type":"transaction","entry":['
-        out.append((bundle_no, f"{head}{body}]}}\n"))
-    return out
+    keys = entries.select(pl.concat_str([pl.lit(f"{ctx.options.run_id}/"),
+                                         pl.col("bundle_no").cast(pl.String).str.zfill(5)]).alias("key")).to_series()
+    return entries.with_columns(fhir_ids(ctx.ns, "bundle", keys).alias("bundle_id")).select(
+        "bundle_no",
+        pl.concat_str([pl.lit('{"resourceType":"Bundle","id":"'), pl.col("bundle_id"),
+                       pl.lit(f'","meta":{meta},"type":"transaction","entry":['), pl.col("entry"), pl.lit("]}")])
+        .alias("text"))
 
 
 def bundle_name(bundle_no: int) -> str:
@@ -307,9 +309,12 @@ def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, 
 
 
 def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[str]) -> None:
-    for bundle_no, text in bundle_texts(built.resources, ctx):
+    texts = bundle_texts(built.resources, ctx)
+    folder = writers.bundles or writers.root / "bundles"
+    for i, bundle_no in enumerate(texts["bundle_no"]):
         name = bundle_name(bundle_no)
-        (writers.bundles or writers.root / "bundles").joinpath(name).write_text(text, encoding="utf-8")
+        # One JSON text and its newline: a one-column CSV without quoting (as NDJSON lines).
+        texts.slice(i, 1).select("text").write_csv(folder / name, include_header=False, quote_style="never")
         written.append(name)
     by_type = built.resources.with_columns(pl.col("patient_key").fill_null("")).sort(
         "fhir_type", "patient_key", "fhir_id")

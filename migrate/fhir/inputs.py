@@ -18,6 +18,7 @@ the deciding entry's ``latest_source``, ``latest_system``, ``latest_value``,
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -300,6 +301,9 @@ class Staged:
         return pl.scan_parquet(files)
 
 
+UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
+
+
 def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions: pl.LazyFrame,
           sharing: pl.LazyFrame, derived_priority: pl.LazyFrame | None, plan: pl.DataFrame, bundles_per_batch: int,
           root: Path) -> Staged:
@@ -314,7 +318,10 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
                    .join(by_patient.lazy(), on="patient_key").select("referral_key", "batch")
                    .collect(engine="streaming"))
     def batched(frame: pl.LazyFrame, keys: pl.DataFrame, on: str) -> pl.LazyFrame:
-        return frame.join(keys.lazy(), on=on, how="inner")
+        # A row of no batch goes to batch -1 (counted, then raised): one pass over each input,
+        # which for a run is a query over its dispositions (``dispositions.carried``), not a file.
+        return (frame.join(keys.lazy(), on=on, how="left")
+                .with_columns(pl.col("batch").fill_null(UNPLACED)))
 
     contacts = tables["contacts"]
     by_their_referral = batched(contacts.filter(pl.col("referral_key").is_not_null()), by_referral, "referral_key")
@@ -339,12 +346,16 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
         schemas[name] = frame.collect_schema()
         placed.sink_parquet(
             pl.PartitionBy(root / name, key="batch", include_key=False), mkdir=True)
-        if name in ("patients", "referrals", "contacts", "codes"):
-            read = frame.select(pl.len()).collect().item()
-            files = list((root / name).rglob("*.parquet"))
-            staged = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
-            if staged != read:
-                problems.append(f"{name}: {read - staged:,} of {read:,} rows belong to no patient of the batch")
+        unplaced = root / name / f"batch={UNPLACED}"
+        if unplaced.exists():
+            files = list(unplaced.glob("*.parquet"))
+            # Only the canonical tables must be whole: a cohort, flag or sharing state of a
+            # patient the FHIR output does not carry is simply not needed.
+            if name in ("patients", "referrals", "contacts", "codes"):
+                lost = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
+                if lost:
+                    problems.append(f"{name}: {lost:,} rows belong to no patient of the batch")
+            shutil.rmtree(unplaced)
     if problems:
         raise HandoverError("rows that belong to no patient cannot be placed in a bundle", problems)
     return Staged(root, schemas)

@@ -34,7 +34,7 @@ from migrate.errors import InputError
 from migrate.executor import Executor
 from migrate.policies import SharingPolicy, sharing_policy
 from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
-from migrate.identity.merges import CHILD_TABLES, people
+from migrate.identity.merges import CHILD_TABLES, people, repoint
 from migrate.reports.rundata import MANIFEST, RunFolder, read_json
 from migrate.rules.model import RulePack
 
@@ -92,10 +92,12 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
     ``decisions``: the review decisions (``decisions.parquet``; those applied raise priorities).
     ``executor``: where the writer's partitions run (``migrate.executor``; same bytes either way).
     """
-    view = people(patients, tables, merges)
-    survivors = patients.drop("survivor_key", strict=False).join(merges, on="patient_key", how="left").with_columns(
+    # memory: lazy over the frames the run holds anyway — no copy of the patient table is
+    # held while the FHIR stage runs (its inputs are staged by batch from these queries).
+    survivors = patients.lazy().drop("survivor_key", strict=False).join(
+        merges.lazy(), on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
-    frames = carried(survivors.lazy(), {t: view[t] for t in CHILD_TABLES}, decided)
+    frames = carried(survivors, {t: repoint(tables[t], merges) for t in CHILD_TABLES}, decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(),
                       with_overrides(sharing, decisions), options, out_dir, derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
 

@@ -97,21 +97,13 @@ class LocalExecutor:
             return [f.result() for f in futures]
 
 
-# The allocator of polars' native code (jemalloc) in the pool's workers: freed pages are kept
-# for the next batch instead of being handed back to the kernel and faulted in again (at 200k
-# patients ~1/3 of the FHIR stage's CPU was system time, mostly those page faults). A worker
-# lives for one stage, so what it keeps is its own peak, returned when it exits.
-WORKER_ALLOCATOR = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-
-
 @contextmanager
 def _worker_environment(threads: int) -> Iterator[None]:
     """Start worker processes whose polars uses ``threads`` threads (``POLARS_MAX_THREADS``,
-    read once when polars is imported) and keeps its freed memory (``WORKER_ALLOCATOR``),
-    each unless the user set it. Why the threads: by default every process's polars starts
-    one thread per core, so two workers on two cores run four threads that wait for each
-    other on two cores (benchmarks/fhir.md)."""
-    wanted = {"POLARS_MAX_THREADS": str(threads), "_RJEM_MALLOC_CONF": WORKER_ALLOCATOR}
+    read once when polars is imported), unless the user set it. Why: by default every
+    process's polars starts one thread per core, so two workers on two cores would run four
+    threads that wait for each other on two cores (benchmarks/fhir.md)."""
+    wanted = {"POLARS_MAX_THREADS": str(threads)}
     added = [name for name in wanted if name not in os.environ]
     os.environ.update({name: wanted[name] for name in added})
     try:

@@ -15,7 +15,7 @@ joined, sorted and written in turn — bucket order is file and row order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -26,7 +26,7 @@ from migrate.staging import BUCKET_ROWS, Parts, RangeBuckets, batches, sink
 
 LINEAGE_COLUMNS = ("source_file", "source_row", "table", "patient_key", "disposition", "reason")
 _ORDER = ("source_file", "source_row", "fhir_type", "fhir_id")
-_POSITION = "__position"
+POSITION = "__position"  # the column position() gives
 _ROW_BITS = 40  # source rows per file the position holds (as reconcile's packing)
 
 
@@ -53,11 +53,20 @@ def build_lineage(ingested: Ingested, dispositions: pl.LazyFrame) -> pl.LazyFram
                       for f in (dispositions, quarantined, superseded, merges)], how="vertical")
 
 
-def _position(names: Sequence[str]) -> pl.Expr:
-    """(file, row) as one integer in lineage order: files by name, a null file first."""
+def position(names: Sequence[str]) -> pl.Expr:
+    """(file, row) as one integer in lineage order (column ``POSITION``): ``names`` (sorted
+    file names) in their order, a null file or one not in ``names`` first."""
     index = pl.col("source_file").replace_strict(list(names), list(range(len(names))), default=-1,
                                                  return_dtype=pl.Int64)
-    return (index * (1 << _ROW_BITS) + pl.col("source_row").fill_null(0)).alias(_POSITION)
+    return (index * (1 << _ROW_BITS) + pl.col("source_row").fill_null(0)).alias(POSITION)
+
+
+def position_bounds(names: Sequence[str], rows: Mapping[str, int], step: int) -> pl.Series:
+    """Range-bucket boundaries of ``position(names)``: a new bucket every ``step`` rows of each
+    file (``rows``: its last row), and at each file's start."""
+    cuts = [(i << _ROW_BITS) + start for i, name in enumerate(names)
+            for start in range(0 if i else 1, rows.get(name, 0) + 1, step)][1:]
+    return pl.Series(POSITION, cuts, dtype=pl.Int64)
 
 
 def write_lineage(rows: pl.LazyFrame, fhir: pl.LazyFrame | None, files: dict[str, int], path: Path,
@@ -68,12 +77,10 @@ def write_lineage(rows: pl.LazyFrame, fhir: pl.LazyFrame | None, files: dict[str
     (where the buckets split)."""
     names = sorted(set(files) | set(rows.select(pl.col("source_file").unique()).collect(engine="streaming")
                                     .to_series().drop_nulls().to_list()))
-    cuts = [(i << _ROW_BITS) + start for i, name in enumerate(names)
-            for start in range(0 if i else 1, files.get(name, 0) + 1, BUCKET_ROWS)][1:]
-    bounds = pl.Series(_POSITION, cuts, dtype=pl.Int64)
-    where = _position(names)
-    links = RangeBuckets(work / "lineage-fhir", _POSITION, bounds)
-    own = RangeBuckets(work / "lineage-rows", _POSITION, bounds)
+    bounds = position_bounds(names, files, BUCKET_ROWS)
+    where = position(names)
+    links = RangeBuckets(work / "lineage-fhir", POSITION, bounds)
+    own = RangeBuckets(work / "lineage-rows", POSITION, bounds)
     parts = Parts(work / "lineage-parts")
     try:
         for batch in batches(rows.with_columns(where), 1_000_000):
@@ -85,7 +92,7 @@ def write_lineage(rows: pl.LazyFrame, fhir: pl.LazyFrame | None, files: dict[str
         for i in range(own.count):
             if not own.parts[i]:
                 continue  # links without rows would be dropped by the left join anyway
-            part = own.read(i).lazy().drop(_POSITION, strict=False)
+            part = own.read(i).lazy().drop(POSITION, strict=False)
             if fhir is None:
                 part = part.with_columns(pl.lit(None, dtype=pl.String).alias("fhir_type"),
                                          pl.lit(None, dtype=pl.String).alias("fhir_id"))

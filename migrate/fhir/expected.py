@@ -19,6 +19,7 @@ The value tables below are the mapping stated from the canonical side, again on 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,17 +40,19 @@ class Links:
     patient key, the ServiceRequest and EpisodeOfCare of a referral key, local ids; the
     Organization of each patient row; the raised priority of each referral.
 
-    ``lineage`` may be one bucket of lineage's FHIR rows (``migrate.fhir.roundtrip_buckets``):
-    ``rows`` then gives that bucket's rows only. The other frames are whole — a referral's
-    ServiceRequest, a patient's Patient and a patient row's Organization may sit in other
-    buckets than the rows that reference them — and ``staged`` writes them once as Parquet
-    so each bucket reads them instead of recomputing them."""
+    ``joined`` may give, per canonical table, one bucket's canonical rows already joined
+    with their resources (``migrate.fhir.roundtrip_buckets``): ``rows`` then gives that
+    bucket's rows only. The other frames are whole — a referral's ServiceRequest, a
+    patient's Patient and a patient row's Organization may sit in other buckets than the
+    rows that reference them — and ``staged`` writes them once as Parquet so each bucket
+    reads them instead of recomputing them."""
 
     lineage: pl.LazyFrame
     patients: pl.LazyFrame  # patient_key, patient_id (Patient), patient (local id), survivor_key
     referrals: pl.LazyFrame  # referral_key, request_id, episode_id, referral (local id), patient_key
     organisations: pl.LazyFrame  # source_file, source_row (patient rows), gp_organization_id
     raised: pl.LazyFrame  # referral_key, raised (raised_priorities)
+    joined: Mapping[str, pl.LazyFrame] | None = None  # table -> its rows with fhir_type, fhir_id
 
     @classmethod
     def of(cls, run: RunFolder) -> Links:
@@ -88,15 +91,19 @@ class Links:
             scans[name] = pl.scan_parquet(path)
         return replace(self, **scans)
 
-    def bucket(self, lineage: pl.LazyFrame) -> Links:
-        """These links with ``lineage`` (one bucket of lineage's FHIR rows) in place of the whole."""
-        return replace(self, lineage=lineage)
+    def bucket(self, joined: Mapping[str, pl.LazyFrame]) -> Links:
+        """These links with one bucket's canonical rows and their resources (per table) as ``rows``."""
+        return replace(self, joined=joined)
 
     def rows(self, run: RunFolder, table: str, fhir_types: tuple[str, ...]) -> pl.LazyFrame:
-        """Canonical rows of ``table`` with each resource of ``fhir_types`` lineage ties them to."""
-        hits = self.lineage.filter((pl.col("table") == table) & pl.col("fhir_type").is_in(list(fhir_types)))
-        return run.canonical(table).join(hits.drop("patient_key", "table"), on=["source_file", "source_row"]).with_columns(
-            pl.lit(table).alias("table"))
+        """Canonical rows of ``table`` with each resource of ``fhir_types`` lineage ties them to
+        (the canonical columns, ``fhir_type``, ``fhir_id``, ``table``)."""
+        if self.joined is not None:
+            joined = self.joined[table]
+        else:
+            hits = self.lineage.filter(pl.col("table") == table)
+            joined = run.canonical(table).join(hits.drop("patient_key", "table"), on=["source_file", "source_row"])
+        return joined.filter(pl.col("fhir_type").is_in(list(fhir_types))).with_columns(pl.lit(table).alias("table"))
 
     def patient_of(self, frame: pl.LazyFrame, key: str = "patient_key") -> pl.LazyFrame:
         """``frame`` with ``e_patient_id`` (its patient's Patient) and ``patient`` (local id)."""

@@ -274,7 +274,7 @@ def _check(run_dir: Path, write: bool, bucket_rows: int | None,
     # (roundtrip_buckets): 8.7M pairs at a million patients would need several GB held at once.
     with tempfile.TemporaryDirectory(prefix="handover-roundtrip-") as tmp:
         links = ex.Links.of(run)
-        staged = Staged.build(links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
+        staged = Staged.build(run, links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
         try:
             result, ran = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp), executor)
         finally:
@@ -327,7 +327,7 @@ def compare_bucket(job: BucketJob) -> BucketResult:
 
     run = RunFolder.open(job.run_dir)
     group = _groups(Systems.for_run(run.manifest))[job.group]
-    expected, joined = _joined(run, group, job.links.bucket(job.staged.lineage_of(job.buckets)),
+    expected, joined = _joined(run, group, job.links.bucket(job.staged.rows_of(job.buckets)),
                                job.staged.resources_of(job.buckets), pl.scan_parquet(job.clusters))
     counts_q, bad_q = _evaluate(joined, group)
     rows_q = expected.select("table", "source_file", "source_row").unique()

@@ -30,6 +30,8 @@ from pathlib import Path
 import polars as pl
 
 from migrate.fhir.inverse import Systems, read_back
+from migrate.lineage import POSITION, position, position_bounds
+from migrate.reports.rundata import RunFolder
 from migrate.staging import PART, RangeBuckets, batches
 
 BUCKET_ROWS = 500_000  # (source row, resource) pairs per bucket aimed at: ~0.5-1 GB joined
@@ -46,11 +48,14 @@ def _bucket_of(count: int) -> pl.Expr:
     return (pl.col("fhir_id").hash(seed=_SEED) % count).cast(pl.UInt32).alias(_HASH)
 
 
+def _hash_bounds(count: int) -> pl.Series:
+    return pl.Series(_HASH, list(range(1, count)), dtype=pl.UInt32)
+
+
 def _split(frame: pl.LazyFrame, count: int, folder: Path) -> tuple[RangeBuckets, int]:
     """``frame``'s rows into ``count`` buckets of its ``fhir_id`` hash under ``folder``,
     a batch at a time; the buckets and the rows written."""
-    bounds = pl.Series(_HASH, list(range(1, count)), dtype=pl.UInt32)
-    buckets = RangeBuckets(folder, _HASH, bounds)
+    buckets = RangeBuckets(folder, _HASH, _hash_bounds(count))
     rows = 0
     for batch in batches(frame.with_columns(_bucket_of(count)), 500_000):
         buckets.add(batch)
@@ -58,24 +63,73 @@ def _split(frame: pl.LazyFrame, count: int, folder: Path) -> tuple[RangeBuckets,
     return buckets, rows
 
 
+TABLES = ("patients", "referrals", "contacts", "codes")  # the canonical tables resources are made from
+RANGE_ROWS = 1_000_000  # source rows of one file per (file, row) range where canonical rows meet lineage
+
+
+def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
+                    folder: Path) -> tuple[dict[str, RangeBuckets], dict[str, pl.Schema]]:
+    """Each canonical table's rows joined with the resources lineage ties them to (the join
+    ``expected.Links.rows`` makes: the canonical columns, then ``fhir_type``, ``fhir_id``),
+    in ``count`` buckets of the id's hash, and their schemas.
+
+    Made once, so each bucket of each group reads its own rows instead of scanning the
+    whole table again (31 buckets x 7 groups at a million patients). Both sides go into
+    range buckets of (file, row) first (``migrate.lineage.position``), and each range is
+    joined in turn: the peak is one range, whatever the order the table is in."""
+    ends = (lineage.filter(pl.col("source_file").is_not_null()).group_by("source_file")
+            .agg(pl.col("source_row").max()).collect(engine="streaming"))
+    last = {str(f): int(r or 0) for f, r in ends.iter_rows()}
+    names = sorted(last)
+    bounds = position_bounds(names, last, RANGE_ROWS)
+    where = position(names)
+    hits: dict[str, RangeBuckets] = {t: RangeBuckets(folder / f"hits-{t}", POSITION, bounds) for t in TABLES}
+    links = lineage.filter(pl.col("source_file").is_not_null() & pl.col("table").is_in(TABLES))
+    for batch in batches(links.select("table", "source_file", "source_row", "fhir_type", "fhir_id")
+                         .with_columns(where), 1_000_000):
+        for (table,), part in batch.group_by("table", maintain_order=True):
+            hits[str(table)].add(part.drop("table"))
+    out: dict[str, RangeBuckets] = {}
+    schemas: dict[str, pl.Schema] = {}
+    for table in TABLES:
+        found = hits[table]
+        canonical = run.canonical(table)
+        schema = canonical.collect_schema()
+        schemas[table] = pl.Schema({**schema, "fhir_type": pl.String, "fhir_id": pl.String})
+        out[table] = RangeBuckets(folder / table, _HASH, _hash_bounds(count))
+        if any(found.parts):
+            own = RangeBuckets(folder / f"rows-{table}", POSITION, bounds)
+            for batch in batches(canonical.filter(pl.col("source_file").is_in(names)).with_columns(where),
+                                 1_000_000):
+                own.add(batch)
+            for i in range(own.count):
+                if own.parts[i] and found.parts[i]:
+                    joined = own.read(i).drop(POSITION).join(found.read(i).drop(POSITION),
+                                                             on=["source_file", "source_row"])
+                    out[table].add(joined.with_columns(_bucket_of(count)))
+            own.close()
+        found.close()
+    return out, schemas
+
+
 @dataclass
 class Staged:
-    """Lineage's FHIR rows and the resources read back, in ``count`` buckets of the id."""
+    """The canonical rows with their resources (``_canonical_rows``) and the resources read
+    back, in ``count`` buckets of the id."""
 
     count: int
-    lineage: RangeBuckets
+    rows: dict[str, RangeBuckets]
     resources: dict[str, RangeBuckets]
     schemas: dict[str, pl.Schema]
     organisations: pl.LazyFrame
     read: dict[str, int]  # resources read back, per type
 
     @classmethod
-    def build(cls, lineage: pl.LazyFrame, files: Mapping[str, Sequence[Path]], systems: Systems, folder: Path,
-              bucket_rows: int | None = None) -> Staged:
+    def build(cls, run: RunFolder, lineage: pl.LazyFrame, files: Mapping[str, Sequence[Path]], systems: Systems,
+              folder: Path, bucket_rows: int | None = None) -> Staged:
         pairs = int(lineage.select(pl.len()).collect(engine="streaming").item())
-        schemas: dict[str, pl.Schema] = {"lineage": lineage.collect_schema()}
         count = bucket_count(pairs, bucket_rows)
-        staged_lineage, _ = _split(lineage, count, folder / "lineage")
+        rows, schemas = _canonical_rows(run, lineage, count, folder)
         resources: dict[str, RangeBuckets] = {}
         read: dict[str, int] = {}
         organisations = pl.LazyFrame()
@@ -94,10 +148,11 @@ class Staged:
             resources[resource_type], read[resource_type] = _split(pl.scan_parquet(whole), count,
                                                                    folder / resource_type)
             whole.unlink()
-        return cls(count, staged_lineage, resources, schemas, organisations, read)
+        return cls(count, rows, resources, schemas, organisations, read)
 
-    def lineage_of(self, buckets: Sequence[int]) -> pl.LazyFrame:
-        return _scan(self.lineage, buckets, self.schemas["lineage"])
+    def rows_of(self, buckets: Sequence[int]) -> dict[str, pl.LazyFrame]:
+        """Every canonical table's rows (with ``fhir_type``, ``fhir_id``) of ``buckets``."""
+        return {t: _scan(b, buckets, self.schemas[t]) for t, b in self.rows.items()}
 
     def resources_of(self, buckets: Sequence[int]) -> dict[str, pl.LazyFrame]:
         """Every type's resources of ``buckets`` (Organization: all of them)."""
@@ -105,7 +160,7 @@ class Staged:
         return found | {"Organization": self.organisations}
 
     def close(self) -> None:
-        for buckets in (self.lineage, *self.resources.values()):
+        for buckets in (*self.rows.values(), *self.resources.values()):
             buckets.close()
 
 

@@ -195,6 +195,26 @@ def test_missing_resource_is_named(worked: Path, tmp_path: Path) -> None:
     assert _field(result, "Encounter / Appointment (resource present)")["mismatches"] == 1
 
 
+def test_extra_resource_is_read_and_named(worked: Path, tmp_path: Path) -> None:
+    """A resource no source row became (a copy of a Patient under a new id): the round trip
+    reads and counts it, what it compares is unchanged, and invariant 2 names it."""
+    from migrate.reports.invariants import fhir_output
+    from migrate.reports.rundata import RunFolder
+
+    clean = check_roundtrip(worked, write=False)
+    run = _copy(worked, tmp_path)
+    path = run / "fhir" / "ndjson" / "Patient.ndjson"
+    extra = json.loads(path.read_text(encoding="utf-8").splitlines()[0]) | {"id": "extra-patient"}
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(extra, separators=(",", ":")) + "\n")
+    result = check_roundtrip(run, write=False)
+    assert result["resources_read"]["Patient"] == clean["resources_read"]["Patient"] + 1
+    assert result["fields"] == clean["fields"]  # lineage names no row for it: nothing more compared
+    _, invariant = fhir_output(RunFolder.open(run))
+    assert invariant["holds"] is False
+    assert {"type": "Patient", "id": "extra-patient"} in invariant["examples"]["resources_without_source"]
+
+
 def test_verify_fields_exits_1_naming_the_field(worked: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(main, ["verify", str(worked), "--fields"])

@@ -25,13 +25,15 @@ schema (only the elements read here), lazily, so memory stays bounded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from migrate.fhir.options import FhirOptions
 
@@ -155,6 +157,62 @@ def scan_resources(files: Sequence[Path], resource_type: str) -> pl.LazyFrame:
                          separator="\x01", quote_char=None) for f in files]
     return (pl.concat(lines, how="vertical").filter(pl.col("json").str.strip_chars() != "")
             .select(pl.col("json").str.json_decode(pl.Struct(schema)).struct.unnest()))
+
+
+BATCH_ROWS = 200_000  # resources per batch decode_batches gives (~0.2-0.4 GB decoded at most)
+_BLOCK_BYTES = 32 << 20  # NDJSON bytes Arrow's reader parses at a time
+
+
+def _arrow_type(dtype: pl.DataType) -> pa.DataType:
+    """The Arrow type of a schema element (text, lists and structs of them), for Arrow's JSON reader."""
+    if isinstance(dtype, pl.List):
+        return pa.list_(_arrow_type(dtype.inner))
+    if isinstance(dtype, pl.Struct):
+        return pa.struct([pa.field(f.name, _arrow_type(f.dtype)) for f in dtype.fields])
+    if dtype == pl.String:
+        return pa.string()
+    raise TypeError(f"no Arrow type for {dtype}")
+
+
+def decode_batches(files: Sequence[Path], resource_type: str, rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """The resources of ``files`` as ``scan_resources`` gives them (same rows, order and
+    columns), about ``rows`` at a time.
+
+    Decoded by Arrow's JSON reader with the same explicit schema (unexpected fields ignored,
+    as ``str.json_decode`` does): measured at 200,000 patients ~1.5x less CPU for the same
+    frames (``benchmarks/roundtrip.md``). A file Arrow cannot read to the end — a value of
+    another JSON type than the schema's, a line that is not an object — is read on from
+    the first resource Arrow did not give by ``scan_resources``, so any difference between
+    the two readers can only be in which one reports the error."""
+    schema = SCHEMAS[resource_type]
+    options = pa_json.ParseOptions(explicit_schema=pa.schema([pa.field(n, _arrow_type(d)) for n, d in schema.items()]),
+                                   unexpected_field_behavior="ignore")
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for path in files:
+        given = 0
+        try:
+            with pa_json.open_json(path, read_options=pa_json.ReadOptions(block_size=_BLOCK_BYTES),
+                                   parse_options=options) as reader:
+                for block in reader:
+                    frame = pl.from_arrow(pa.Table.from_batches([block]))
+                    assert isinstance(frame, pl.DataFrame)
+                    given += frame.height
+                    pending.append(frame)
+                    held += frame.height
+                    if held >= rows:
+                        yield pl.concat(pending)
+                        pending, held = [], 0
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            rest = scan_resources([path], resource_type).slice(given)
+            for frame in rest.collect_batches(chunk_size=rows, maintain_order=True):
+                pending.append(frame)
+                held += frame.height
+                if held >= rows:
+                    yield pl.concat(pending)
+                    pending, held = [], 0
+    if pending:
+        yield pl.concat(pending)
 
 
 def ndjson_files(folder: Path) -> dict[str, list[Path]]:

@@ -6,9 +6,12 @@ back holds both sides of the join in memory — several GB for ServiceRequest (2
 Encounter/Appointment (2.5M). So both sides are split once, on disk, by a hash of
 ``fhir_id`` (a Grace hash join):
 
-- ``lineage``: lineage's FHIR rows (source row → resource), in ``count`` buckets;
-- ``resources[type]``: each type's canonical fields read back (``migrate.fhir.inverse``),
-  in the same buckets (Organization whole: one per practice, read by every Patient bucket).
+- ``rows[table]``: each canonical table's rows joined with the resources lineage ties
+  them to (the join the expected rows start from, made once: canonical rows and lineage
+  meet in (file, row) ranges), in ``count`` buckets;
+- ``resources[type]``: each type's canonical fields read back (``migrate.fhir.inverse``,
+  a decoded batch at a time), in the same buckets (Organization whole: one per practice,
+  read by every Patient bucket).
 
 Bucket *b* of a group holds every expected row and every resource of the ids that hash to
 *b*, so comparing bucket by bucket compares exactly the pairs the whole join would. What
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from migrate.fhir.inverse import Systems, read_back
+from migrate.fhir.inverse import INVERSES, SCHEMAS, Systems, decode_batches
 from migrate.lineage import POSITION, position, position_bounds
 from migrate.reports.rundata import RunFolder
 from migrate.staging import PART, RangeBuckets, batches
@@ -50,17 +53,6 @@ def _bucket_of(count: int) -> pl.Expr:
 
 def _hash_bounds(count: int) -> pl.Series:
     return pl.Series(_HASH, list(range(1, count)), dtype=pl.UInt32)
-
-
-def _split(frame: pl.LazyFrame, count: int, folder: Path) -> tuple[RangeBuckets, int]:
-    """``frame``'s rows into ``count`` buckets of its ``fhir_id`` hash under ``folder``,
-    a batch at a time; the buckets and the rows written."""
-    buckets = RangeBuckets(folder, _HASH, _hash_bounds(count))
-    rows = 0
-    for batch in batches(frame.with_columns(_bucket_of(count)), 500_000):
-        buckets.add(batch)
-        rows += batch.height
-    return buckets, rows
 
 
 TABLES = ("patients", "referrals", "contacts", "codes")  # the canonical tables resources are made from
@@ -133,21 +125,25 @@ class Staged:
         resources: dict[str, RangeBuckets] = {}
         read: dict[str, int] = {}
         organisations = pl.LazyFrame()
-        for resource_type, frame in read_back(files, systems).items():
-            schemas[resource_type] = frame.collect_schema()
+        for resource_type, inverse in INVERSES.items():
+            schemas[resource_type] = inverse(pl.LazyFrame(schema=SCHEMAS[resource_type]), systems).collect_schema()
+            # Each batch decoded, read back and split as it comes: the decoder gives the next
+            # batch only when asked, so the peak is a batch (not the type, ~3M ServiceRequests).
+            decoded = decode_batches(list(files.get(resource_type, [])), resource_type)
             if resource_type == "Organization":  # one per practice: every Patient bucket reads them all
                 path = folder / "Organization.parquet"
-                frame.sink_parquet(path, compression="lz4")
+                frames = [inverse(batch.lazy(), systems).collect() for batch in decoded]
+                found = pl.concat(frames) if frames else pl.DataFrame(schema=schemas[resource_type])
+                found.write_parquet(path, compression="lz4")
                 organisations = pl.scan_parquet(path)
-                read[resource_type] = int(organisations.select(pl.len()).collect().item())
+                read[resource_type] = found.height
                 continue
-            # Decoded to Parquet by the streaming sink first: batches pulled straight from the
-            # NDJSON decode ran ahead of their consumer (6.6 GB at 1M patients, 2026-12-05).
-            whole = folder / f"{resource_type}.parquet"
-            frame.sink_parquet(whole, compression="lz4")
-            resources[resource_type], read[resource_type] = _split(pl.scan_parquet(whole), count,
-                                                                   folder / resource_type)
-            whole.unlink()
+            buckets = RangeBuckets(folder / resource_type, _HASH, _hash_bounds(count))
+            read[resource_type] = 0
+            for batch in decoded:
+                buckets.add(inverse(batch.lazy(), systems).with_columns(_bucket_of(count)).collect())
+                read[resource_type] += batch.height
+            resources[resource_type] = buckets
         return cls(count, rows, resources, schemas, organisations, read)
 
     def rows_of(self, buckets: Sequence[int]) -> dict[str, pl.LazyFrame]:

@@ -84,12 +84,14 @@ class Links:
         """These links with every whole frame written once under ``folder`` (streaming) and
         scanned: each bucket of the round trip joins them without recomputing them."""
         folder.mkdir(parents=True, exist_ok=True)
-        scans = {}
-        for name in ("patients", "referrals", "organisations", "raised"):
+        def written(name: str, frame: pl.LazyFrame) -> pl.LazyFrame:
             path = folder / f"links-{name}.parquet"
-            getattr(self, name).sink_parquet(path, compression="lz4")
-            scans[name] = pl.scan_parquet(path)
-        return replace(self, **scans)
+            frame.sink_parquet(path, compression="lz4")
+            return pl.scan_parquet(path)
+
+        return replace(self, patients=written("patients", self.patients), referrals=written("referrals", self.referrals),
+                       organisations=written("organisations", self.organisations),
+                       raised=written("raised", self.raised))
 
     def bucket(self, joined: Mapping[str, pl.LazyFrame]) -> Links:
         """These links with one bucket's canonical rows and their resources (per table) as ``rows``."""

@@ -163,8 +163,9 @@ BATCH_ROWS = 200_000  # resources per batch decode_batches gives (~0.2-0.4 GB de
 _BLOCK_BYTES = 32 << 20  # NDJSON bytes Arrow's reader parses at a time
 
 
-def _arrow_type(dtype: pl.DataType) -> pa.DataType:
-    """The Arrow type of a schema element (text, lists and structs of them), for Arrow's JSON reader."""
+def _arrow_type(dtype: Any) -> pa.DataType:
+    """The Arrow type of a polars schema element (text, lists and structs of them), for Arrow's JSON
+    reader (``Any``: polars types a nested element as a class or an instance)."""
     if isinstance(dtype, pl.List):
         return pa.list_(_arrow_type(dtype.inner))
     if isinstance(dtype, pl.Struct):

@@ -87,7 +87,8 @@ def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
         found = hits[table]
         canonical = run.canonical(table)
         schema = canonical.collect_schema()
-        schemas[table] = pl.Schema({**schema, "fhir_type": pl.String, "fhir_id": pl.String})
+        schema.update({"fhir_type": pl.String(), "fhir_id": pl.String()})
+        schemas[table] = schema
         out[table] = RangeBuckets(folder / table, _HASH, _hash_bounds(count))
         if any(found.parts):
             own = RangeBuckets(folder / f"rows-{table}", POSITION, bounds)

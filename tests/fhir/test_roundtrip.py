@@ -306,10 +306,14 @@ def _damage_every(run: Path, resource_type: str, change: Callable[[dict[str, Any
     return changed
 
 
-def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path) -> None:
+def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The round trip compares in hash buckets of the resource id (roundtrip_buckets): with
     many mismatches of several groups — more than the examples shown, Flags aggregated per
-    source row across buckets, dropped resources — the result is the one of a single bucket."""
+    source row across buckets, dropped resources — the result is the one of a single bucket,
+    whether canonical rows meet lineage in one (file, row) range or in many, and whether
+    the resources are decoded in one batch or in many."""
+    from migrate.fhir import inverse, roundtrip_buckets
+
     run = _copy(synth, tmp_path)
     assert _damage_every(run, "ServiceRequest", _cohort, 3) > 10
     assert _damage_every(run, "Encounter", _shift, 4) > 10
@@ -322,7 +326,40 @@ def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path) -> None:
     assert any(len(f["examples"]) == 5 and f["mismatches"] > 5 for f in whole["fields"])
     for rows in (97, 1_000):
         assert check_roundtrip(run, write=False, bucket_rows=rows) == whole
+    monkeypatch.setattr(roundtrip_buckets, "RANGE_ROWS", 41)
+    monkeypatch.setattr(inverse, "BATCH_ROWS", 53)
+    assert check_roundtrip(run, write=False, bucket_rows=500) == whole
     # and on two worker processes (spawned), buckets compared out of order
     result, ran = roundtrip._check(run, False, 300, LocalExecutor(workers=2))
     assert result == whole
     assert ran is not None and ran["buckets"] > 1 and ran["in_this_process"] is False and ran["processes"] >= 1
+
+
+def test_both_decoders_give_the_same_resources(synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round trip decodes NDJSON with Arrow's JSON reader (inverse.decode_batches): the
+    same rows, order and columns as polars' decoder (scan_resources) for every type, in any
+    batch size; a file Arrow cannot read to the end (a value of another JSON type than the
+    schema's) is read on by polars from the first resource Arrow did not give."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from migrate.fhir import inverse
+    from migrate.fhir.inverse import READ_TYPES, decode_batches, ndjson_files, scan_resources
+
+    monkeypatch.setattr(inverse, "_BLOCK_BYTES", 1 << 15)  # Arrow's reader in many blocks
+
+    files = ndjson_files(synth / "fhir" / "ndjson")
+    for resource_type in READ_TYPES:
+        expected = scan_resources(files[resource_type], resource_type).collect()
+        for rows in (37, 10**6):
+            batches = list(decode_batches(files[resource_type], resource_type, rows))
+            assert_frame_equal(pl.concat(batches), expected)
+            assert all(b.height >= rows for b in batches[:-1])
+    # Arrow's reader stops at the number where the schema says text (its later blocks): polars reads on.
+    path = tmp_path / "Patient.ndjson"
+    lines = files["Patient"][0].read_text(encoding="utf-8").splitlines()[:300]
+    odd = json.loads(lines[250]) | {"birthDate": 19000101}
+    path.write_text("\n".join(lines[:250] + [json.dumps(odd)] + lines[251:]) + "\n", encoding="utf-8")
+    expected = scan_resources([path], "Patient").collect()
+    assert_frame_equal(pl.concat(list(decode_batches([path], "Patient", 100))), expected)
+    assert expected.height == 300

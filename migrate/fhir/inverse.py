@@ -19,8 +19,10 @@ zone of contact times and the configured referral-source and cancer-history code
 
 Every output column is text (dates as ``YYYY-MM-DD``, contact times as local wall-clock
 ``YYYY-MM-DDTHH:MM:SS``) so the comparison is exact and null-safe. Each frame has
-``fhir_type`` and ``fhir_id`` first. Parsing is polars' NDJSON reader with an explicit
-schema (only the elements read here), lazily, so memory stays bounded.
+``fhir_type`` and ``fhir_id`` first. Parsing takes an explicit schema (only the elements
+read here) and never holds a whole file: ``scan_resources`` (polars, lazily; used by
+``read_back``) and ``decode_batches`` (Arrow's JSON reader, a batch at a time, the same
+frames; used by the round trip).
 """
 
 from __future__ import annotations

@@ -138,12 +138,17 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     del linked_rows
     untraced = resources.filter(~pl.col("exempt")).join(named, on=["p1", "p2"], how="anti").unique(["p1", "p2"])
     dangling = named.join(resources, on=["p1", "p2"], how="anti")
+    # A resource written twice (two partitions, say, both writing one patient) would load as
+    # one and leave the counts a resource apart from what was migrated: named, never silent.
+    repeated = resources.filter(pl.struct("p1", "p2").is_duplicated()).unique(["p1", "p2"])
+    copies = resources.height - resources.select("p1", "p2").n_unique()
     n_carried = carried_rows.height
     del carried_rows
 
     problems = [(without.height, "migrated or already-at-target rows without a FHIR resource"),
                 (untraced.height, "FHIR resources that trace to no source row"),
-                (dangling.height, "resources named in lineage but missing from the NDJSON output")]
+                (dangling.height, "resources named in lineage but missing from the NDJSON output"),
+                (copies, "extra copies of resources written more than once")]
     holds = all(n == 0 for n, _ in problems)
     status = "holds: every migrated row has a FHIR resource and every resource traces to a source row" if holds \
         else "fails: " + "; ".join(f"{n:,} {what}" for n, what in problems if n)
@@ -157,13 +162,15 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
         "resources_without_source": untraced.height,
         "resources_not_traced_by_design": int(resources["exempt"].sum()),  # UNTRACED_TYPES
         "lineage_resources_missing": dangling.height,
-        "examples": _examples(run, lineage, sources, without, untraced, dangling),
+        "resources_written_more_than_once": repeated.height,
+        "examples": _examples(run, lineage, sources, without, untraced, dangling, repeated),
     }
     return totals, invariant
 
 
 def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame], without: pl.DataFrame,
-              untraced: pl.DataFrame, dangling: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
+              untraced: pl.DataFrame, dangling: pl.DataFrame,
+              repeated: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
     """The first EXAMPLES failures of each kind, by name (read again only when there are some)."""
     rows: list[dict[str, Any]] = []
     if without.height:
@@ -173,11 +180,16 @@ def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame]
                  .collect(engine="streaming"))
         rows = [{"file": f, "row": int(r)} for f, r in found.iter_rows()]
     orphans: list[dict[str, Any]] = []
-    if untraced.height:
+    twice: list[dict[str, Any]] = []
+    if untraced.height or repeated.height:
         named = pl.concat([_ids(p).select("fhir_type", "fhir_id", *_pair_keys()) for p in run.fhir_ndjson()])
-        found_ids = named.join(untraced, on=["p1", "p2"], how="semi").unique(["fhir_type", "fhir_id"]).sort(
-            "fhir_type", "fhir_id").head(EXAMPLES)
-        orphans = [{"type": t, "id": i} for t, i, *_ in found_ids.iter_rows()]
+
+        def by_name(hashes: pl.DataFrame) -> list[dict[str, Any]]:
+            found_ids = named.join(hashes.select("p1", "p2"), on=["p1", "p2"], how="semi").unique(
+                ["fhir_type", "fhir_id"]).sort("fhir_type", "fhir_id").head(EXAMPLES)
+            return [{"type": t, "id": i} for t, i, *_ in found_ids.iter_rows()]
+
+        orphans, twice = by_name(untraced), by_name(repeated)
     missing: list[dict[str, Any]] = []
     if dangling.height:
         found_links = (pl.concat([f.select(pl.col("fhir_type").cast(pl.String), pl.col("fhir_id").cast(pl.String),
@@ -186,7 +198,7 @@ def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame]
                        .sort("fhir_type", "fhir_id").head(EXAMPLES).collect(engine="streaming"))
         missing = [{"type": t, "id": i} for t, i in found_links.iter_rows()]
     return {"rows_without_resource": rows, "resources_without_source": orphans,
-            "lineage_resources_missing": missing}
+            "lineage_resources_missing": missing, "resources_written_more_than_once": twice}
 
 
 def failure_line(fhir: dict[str, Any]) -> str | None:
@@ -198,6 +210,8 @@ def failure_line(fhir: dict[str, Any]) -> str | None:
     shown = [f"{e['file']} row {e['row']} has no resource" for e in examples.get("rows_without_resource", [])[:3]]
     shown += [f"{e['type']} {e['id']} traces to no row" for e in examples.get("resources_without_source", [])[:3]]
     shown += [f"{e['type']} {e['id']} is missing" for e in examples.get("lineage_resources_missing", [])[:3]]
+    shown += [f"{e['type']} {e['id']} is written more than once"
+              for e in examples.get("resources_written_more_than_once", [])[:3]]
     return ("Invariant 2 (FHIR traceability) " + str(fhir["status"])
             + (f"; first examples: {', '.join(shown)}" if shown else ""))
 

@@ -232,6 +232,25 @@ def test_fhir_invariant_names_untraced_resources_and_rows_without_one(worked_run
     assert "fail" in (first.get("class") or "") and "Invariant 2 (FHIR traceability) fails" in text
 
 
+def test_fhir_invariant_names_a_resource_written_twice(worked_run: Path, rh: ModuleType, tmp_path: Path) -> None:
+    """Two partitions both writing one patient would leave every row traced: the copy is
+    what fails the invariant, named by type and id."""
+    run = rh.copy_run(worked_run, tmp_path / "run")
+    _with_fhir(run, rh)
+    path = run / "fhir" / "ndjson" / "Patient.ndjson"
+    first = path.read_text().splitlines()[0]
+    with path.open("a") as fh:
+        fh.write(first + "\n")
+    result = write_reports(run)
+    fhir = result.summary["invariant_fhir"]
+    assert fhir["holds"] is False and fhir["resources_written_more_than_once"] == 1
+    assert fhir["migrated_rows_without_resource"] == fhir["resources_without_source"] == 0
+    assert fhir["examples"]["resources_written_more_than_once"] == [
+        {"type": "Patient", "id": json.loads(first)["id"]}]
+    [line] = result.summary["invariants"]["failures"]
+    assert "1 extra copies of resources written more than once" in line and "is written more than once" in line
+
+
 def test_worklist_orders_by_severity_then_longest_wait(synth_run: Path, rh: ModuleType, tmp_path: Path) -> None:
     run = rh.copy_run(synth_run, tmp_path / "run")
     write_reports(run)

@@ -197,13 +197,12 @@ def execution_lines(record: ExecutionRecord) -> list[str]:
 def ran_on() -> str:
     """Where the calling job runs: its Dask worker's address, ``a local worker process`` in
     the local executor's pool, or ``this process``."""
-    try:
-        from distributed import get_worker
-    except ImportError:
-        get_worker = None  # type: ignore[assignment]
-    if get_worker is not None:
+    # A Dask worker has imported distributed already; a local pool worker has not, and
+    # importing it there only to learn that cost seconds of each worker's start (py-spy, 200k).
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
         try:
-            address: str = get_worker().address
+            address: str = distributed.get_worker().address
             return address
         except ValueError:  # not inside a Dask worker
             pass

@@ -355,7 +355,8 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
                  for buckets in plan]
     # One bucket (under ~500,000 links, ~60,000 patients): its seven comparisons take less
     # than starting worker processes (~2 s each), so they run here.
-    results = (executor if staged.count > 1 else LocalExecutor()).map(compare_bucket, jobs)
+    used = executor if staged.count > 1 else LocalExecutor()
+    results = used.map(compare_bucket, jobs)
     fields_out: list[dict[str, Any]] = []
     records: dict[str, int] = {}
     for g, group in enumerate(groups):
@@ -393,7 +394,11 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
         "mismatched_fields": [f["field"] for f in fields_out if f["mismatches"]],
     }
     ran = {r.process for r in results}
-    return result, {"buckets": staged.count, "jobs": len(jobs), "processes": len(ran),
+    # A local pool's workers all name themselves "a local worker process" (no pid, so that a
+    # rerun's manifest is the same bytes): their count is the pool's, not the names'.
+    pooled = isinstance(used, LocalExecutor) and "a local worker process" in ran
+    processes = min(used.workers, len(jobs)) if isinstance(used, LocalExecutor) and pooled else len(ran)
+    return result, {"buckets": staged.count, "jobs": len(jobs), "processes": processes,
                     "in_this_process": ran <= {"this process"}}
 
 

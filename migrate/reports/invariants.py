@@ -140,8 +140,8 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     dangling = named.join(resources, on=["p1", "p2"], how="anti")
     # A resource written twice (two partitions, say, both writing one patient) would load as
     # one and leave the counts a resource apart from what was migrated: named, never silent.
-    repeated = resources.filter(pl.struct("p1", "p2").is_duplicated()).unique(["p1", "p2"])
-    copies = resources.height - resources.select("p1", "p2").n_unique()
+    repeated = resources.group_by("p1", "p2").len().filter(pl.col("len") > 1)
+    copies = int(repeated.get_column("len").sum()) - repeated.height
     n_carried = carried_rows.height
     del carried_rows
 

@@ -28,6 +28,7 @@ from migrate import __version__
 from migrate.errors import HandoverError, InputError, ReconciliationError
 from migrate.progress import NULL_PROGRESS
 from migrate.progress import Progress as EngineProgress
+from migrate.summary import FHIR_FORMS, FhirForm
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -45,6 +46,9 @@ SHARING_AS_HELP = ("Where the synthetic extract keeps the sharing blocks: coded 
 PRACTICE_SHARING_HELP = ("CSV or Parquet of GP practices' sharing settings (ODS code, status, date), read by the "
                          "practice_sharing table of a --mapping profile: every patient registered at a practice "
                          "that does not share out is blocked unless their own later entry lifts it.")
+FHIR_FORM_HELP = ("Form of the FHIR output: 'both' = transaction bundles (fhir/bundles/, what handover load sends) "
+                  "and NDJSON (fhir/ndjson/); 'ndjson' = the NDJSON only, about half the disk. No bundles-only "
+                  "form: the round trip and invariant 2, the proof nothing was lost, read the NDJSON.")
 
 out = Console(width=100, markup=False)
 err = Console(stderr=True, width=100, markup=False)
@@ -199,7 +203,7 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
          declared: Path | None = None, inactive_patients: str = "exclude",
          target_mapping: str | None = None, key_file: Path | None = None,
          practice_sharing: Path | None = None, decisions: tuple[Path, ...] = (), executor: str = "local",
-         scheduler: str | None = None, partitions: int | None = None) -> RunResult:
+         scheduler: str | None = None, partitions: int | None = None, fhir_form: str = "both") -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
@@ -208,7 +212,7 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
                             target_mapping_profile=target_mapping, key_file=key_file,
                             practice_sharing=practice_sharing, decisions=decisions, executor=executor,
-                            scheduler=scheduler, partitions=partitions)
+                            scheduler=scheduler, partitions=partitions, fhir_form=fhir_form)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -248,6 +252,7 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
               help="Write the FHIR R4 (UK Core) bundles and NDJSON.")
 @click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Patients per FHIR transaction bundle.")
+@click.option("--fhir-form", type=click.Choice(FHIR_FORMS), default="both", show_default=True, help=FHIR_FORM_HELP)
 @click.option("--declared", type=click.Path(path_type=Path), default=None,
               help="YAML of what the outgoing provider said it sent (counts, optionally ids per list).")
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -272,13 +277,13 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
 @_guard
 def run(input_dir: str, mapping: tuple[str, ...], cutover: date, out_dir: str, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None,
-        practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, declared: Path | None,
+        practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, fhir_form: str, declared: Path | None,
         previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...], executor: str,
         scheduler: str | None, partitions: int | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
                  bundle_size, previous, declared, inactive_patients, target_mapping, key_file, practice_sharing,
-                 decisions, executor, scheduler, partitions), quiet, as_json)
+                 decisions, executor, scheduler, partitions, fhir_form), quiet, as_json)
 
 
 @main.command()
@@ -403,20 +408,25 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--bundle-size", type=click.IntRange(min=1), default=None,
               help="Patients per FHIR transaction bundle (default: the run's own).")
+@click.option("--fhir-form", type=click.Choice(FHIR_FORMS), default=None,
+              help=f"{FHIR_FORM_HELP} Default: the form the run was made with (its manifest); 'both' writes the "
+                   "bundles of a run made with 'ndjson', the same bytes a 'both' run writes.")
 @seal_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
 @_guard
-def fhir(run_dir: Path, bundle_size: int | None, key_file: Path | None, as_json: bool) -> None:
+def fhir(run_dir: Path, bundle_size: int | None, fhir_form: FhirForm | None, key_file: Path | None,
+         as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables and the configuration frozen
     in its config/ (replaces RUN/fhir/ and records it in the manifest)."""
+    from migrate.fhir.bundle import bundles_phrase
     from migrate.fhir.stage import reemit_fhir
 
-    result = reemit_fhir(run_dir, bundle_size, _seal_key(key_file))
+    result = reemit_fhir(run_dir, bundle_size, _seal_key(key_file), fhir_form)
     stats = result.asdict()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
     else:
-        out.print(f"{stats['resources_total']:,} resources in {stats['bundles']:,} bundles "
+        out.print(f"{stats['resources_total']:,} resources in {bundles_phrase(result.bundles, result.form)} "
                   f"({stats['errors']} validation errors) written to {run_dir / 'fhir'}")
     result.raise_on_failure()
 

@@ -1,6 +1,7 @@
 """The whole batch (`handover run`), measured per stage: wall time and peak memory.
 
-    python benchmarks/batch.py EXTRACT OUT [--executor local|dask] [--partitions N] [--json FILE] [--keep]
+    python benchmarks/batch.py EXTRACT OUT [--executor local|dask] [--partitions N]
+        [--no-fhir | --fhir-form both|ndjson] [--json FILE] [--keep]
 
 Runs ``migrate.pipeline.run_batch`` in this process with a ``Progress`` that notes when
 each stage starts and finishes; a thread samples the process's resident memory (VmRSS)
@@ -9,7 +10,9 @@ of this process's and its descendants' (the local executor's worker processes) a
 instant. CPU time is user + system of this process and its ended children. Time spent
 between two stages (the dispositions, say) is reported as "after <stage>". With the Dask
 executor the workers are separate processes: their peaks are sampled from /proc too
-(every process whose parent chain leads here). Not a test: nothing here asserts a time.
+(every process whose parent chain leads here). The run folder's bytes (whole, and
+``fhir/bundles``, ``fhir/ndjson``) are recorded before it is removed: ``--fhir-form
+ndjson`` writes no bundles (about half the FHIR disk). Not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -138,6 +141,11 @@ class Measured(Progress):
         return self.stages
 
 
+def _bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
 def _load() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
@@ -150,6 +158,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--scheduler", default=None)
     parser.add_argument("--no-fhir", action="store_true")
+    parser.add_argument("--fhir-form", choices=("both", "ndjson"), default=None,
+                        help="handover run --fhir-form (default: the run's default, both)")
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line here")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (1M patients with FHIR: ~20 GB)")
     args = parser.parse_args()
@@ -157,10 +167,12 @@ def main() -> None:
     from migrate.pipeline import RunConfig, run_batch
 
     options: dict[str, object] = {"emit_fhir": not args.no_fhir}
-    for name in ("executor", "partitions", "scheduler"):
+    for name in ("executor", "partitions", "scheduler", "fhir_form"):
         value = getattr(args, name)
         if value is not None and name in RunConfig.load.__code__.co_varnames:
             options[name] = value
+        elif value is not None:
+            print(f"warning: this handover's run has no {name} option: ignored", file=sys.stderr)
     config = RunConfig.load(args.extract, "generic-csv", date(2022, 10, 1), args.out, **options)  # type: ignore[arg-type]
     load_before = _load()
     progress = Measured()
@@ -171,6 +183,8 @@ def main() -> None:
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "extract": str(args.extract),
         "executor": args.executor, "partitions": args.partitions, "fhir": not args.no_fhir,
+        "fhir_form": options.get("fhir_form", "both") if not args.no_fhir else None,
+        "disk_mb": {name: round(_bytes(args.out / name) / 2**20, 1) for name in ("", "fhir/bundles", "fhir/ndjson")},
         "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "ok": result.ok, "load_before": load_before,
         "load_after": _load(), "cores": len(os.sched_getaffinity(0)),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
@@ -192,7 +206,8 @@ def main() -> None:
               f"{s['peak_total_rss_mb']:>14}{s['peak_anon_mb']:>9}{s['children_peak_rss_mb']:>10}")
     print(f"total {seconds:.1f} s, CPU {cpu:.1f} s, peak RSS {record['peak_rss_mb']} MB "
           f"(with children {record['peak_total_rss_mb']} MB), ok={result.ok}, "
-          f"load {load_before} -> {record['load_after']}, execution {record['execution']}")
+          f"load {load_before} -> {record['load_after']}, execution {record['execution']}, "
+          f"disk MB {record['disk_mb']}")
     if args.json is not None:
         with args.json.open("a") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -21,6 +21,7 @@ import polars as pl
 from migrate import __version__, canonical, policies, summary
 from migrate.errors import ConfigError, HandoverError, InputError, ProfileError
 from migrate.policies import InactivePatients, Policy, SharingPolicy
+from migrate.summary import FhirForm
 from migrate.identity import IdentitySettings, load_identity_settings
 from migrate.manifest import run_id, sha256_file
 from migrate.profile import Profile, load_profile
@@ -183,6 +184,7 @@ class RunConfig:
     rules_path: Path | None = None
     emit_fhir: bool = True
     bundle_size: int = 500
+    fhir_form: FhirForm = "both"  # --fhir-form: bundles and NDJSON, or NDJSON alone
     previous: Path | None = None
     declaration: Declaration | None = None
     target_mapping: Profile | None = None  # reads the target index (None: canonical column names)
@@ -208,7 +210,7 @@ class RunConfig:
              inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None,
              key_file: Path | None = None, practice_sharing: Path | None = None,
              decisions: Sequence[Path] = (), executor: str = "local", scheduler: str | None = None,
-             partitions: int | None = None) -> RunConfig:
+             partitions: int | None = None, fhir_form: str = "both") -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -225,6 +227,12 @@ class RunConfig:
                                 f"{', '.join(policies.INACTIVE_PATIENTS)}")
         if bundle_size < 1:
             found.config.append(f"--bundle-size: at least 1 patient (got {bundle_size})")
+        form = next((f for f in summary.FHIR_FORMS if f == fhir_form), None)
+        if form is None:
+            found.config.append(f"--fhir-form: unknown form '{fhir_form}'; use one of {', '.join(summary.FHIR_FORMS)}")
+        elif not emit_fhir and form != "both":
+            found.config.append(f"--fhir-form {form} chooses the form of the FHIR output; with --no-fhir there is "
+                                "none (drop one of them)")
         from migrate.executor import check_options
 
         if not emit_fhir and (executor != "local" or partitions is not None):
@@ -286,14 +294,14 @@ class RunConfig:
 
         read = [found.attempt(partial(read_decisions, Path(p))) for p in decisions]
         found.raise_any()
-        if policy is None or inactive is None or pack is None or settings is None:  # recorded above
+        if policy is None or inactive is None or pack is None or settings is None or form is None:  # recorded above
             raise ConfigError("configuration could not be loaded", found.config)
         return cls(input_dir=source.path or Path(source.given), input_url=source.url, profiles=profiles,
                    cutover=cutover, out_dir=out_dir, rules=pack,
                    identity_settings=settings, identity_path=id_path, identity_sha256=sha256_file(id_path),
                    sharing_policy=policy, inactive_patients=inactive,
                    target_index=None if target_index is None else Path(target_index),
-                   rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size,
+                   rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size, fhir_form=form,
                    previous=None if previous is None else Path(previous), declaration=declaration,
                    target_mapping=target_profile, hazards=hazards, seal_key=seal_key,
                    practice_sharing=practice_path, practice_mapping=practice_profile,

@@ -2,6 +2,9 @@
 
     result = load_run(run_dir, LoadOptions(fhir_base="https://…/fhir", token=…, concurrency=4))
 
+A run made with ``--fhir-form ndjson`` has no bundle: it is refused (exit 3, before any
+request) naming ``handover fhir RUN --fhir-form both``, which writes them.
+
 Each ``fhir/bundles/bundle-NNNNN.json`` is POSTed to the server's base as a FHIR
 transaction. Bundles start in file order; with ``concurrency`` > 1 several are in flight,
 but a bundle that references a resource created by an earlier bundle (an Organization
@@ -44,6 +47,7 @@ import httpx
 
 from migrate.errors import ConfigError, InputError, ReconciliationError
 from migrate.progress import NULL_PROGRESS, Progress
+from migrate.summary import recorded_fhir_form
 
 STATE = "load/state.jsonl"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -130,11 +134,22 @@ class LoadResult:
 
 
 def bundle_files(run_dir: Path) -> list[Path]:
-    """The run's transaction bundles in order; InputError (exit 3) when it has none."""
+    """The run's transaction bundles in order; InputError (exit 3) when it has none — a run
+    made with ``--fhir-form ndjson`` named as such, with the command that writes them —
+    before anything is sent."""
     folder = run_dir / "fhir" / "bundles"
     files = sorted(folder.glob("bundle-*.json")) if folder.is_dir() else []
-    if not (run_dir / "manifest.json").is_file():
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
         raise InputError(f"{run_dir}: not a run folder (no manifest.json)")
+    try:
+        options = json.loads(manifest.read_text(encoding="utf-8")).get("options")
+    except (OSError, ValueError, AttributeError):
+        options = None  # an unreadable manifest: the checks below (and handover verify) say what is wrong
+    if recorded_fhir_form(options) == "ndjson":
+        raise InputError(f"{run_dir}: its FHIR output is NDJSON only (--fhir-form ndjson): no transaction bundles "
+                         f"to load", [f"write them first: handover fhir {run_dir} --fhir-form both "
+                                      "(the same bundles a run with --fhir-form both writes), then load again"])
     if not files:
         raise InputError(f"{run_dir}: no FHIR bundles (fhir/bundles/bundle-*.json); run with --fhir or handover fhir")
     return files

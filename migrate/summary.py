@@ -23,6 +23,21 @@ from pydantic import AfterValidator, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 
+# The forms of the FHIR output (``--fhir-form``): ``both`` writes the transaction bundles
+# (what ``handover load`` sends) and the NDJSON; ``ndjson`` the NDJSON alone (half the disk).
+# No bundles-only form: the round trip and invariant 2 read the NDJSON, the proof that
+# nothing was lost.
+FhirForm = Literal["both", "ndjson"]
+FHIR_FORMS: tuple[FhirForm, ...] = ("both", "ndjson")
+
+
+def recorded_fhir_form(options: Any) -> FhirForm | None:
+    """The FHIR form a manifest's ``options`` record: ``both`` when they name none (a run
+    made before ``--fhir-form`` wrote both); None when the value is not a form."""
+    value = options.get("fhir_form", "both") if isinstance(options, dict) else "both"
+    return next((f for f in FHIR_FORMS if f == value), None)
+
+
 class FileInvariant(TypedDict):
     """Invariant 1 for one input file (or for a file lineage names that nobody read)."""
 
@@ -99,7 +114,8 @@ class Flags(TypedDict):
 class FhirStats(TypedDict):
     """What the FHIR writer reports (``FhirResult.asdict``)."""
 
-    bundles: int
+    bundles: int  # written: 0 with the form ``ndjson`` (none asked for)
+    form: NotRequired[FhirForm]  # absent in a manifest written before --fhir-form: ``both``
     resources: dict[str, int]
     resources_total: int
     sharing_policy: str
@@ -212,6 +228,8 @@ class RunOptions(TypedDict):
     practice_sharing: TargetIndexRecord | None  # the --practice-sharing file and the profile that read it
     emit_fhir: bool
     bundle_size: int
+    # --fhir-form; absent in a manifest written before the option: ``both`` (what it wrote).
+    fhir_form: NotRequired[FhirForm]
 
 
 class InputRecord(TypedDict):

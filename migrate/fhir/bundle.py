@@ -4,7 +4,8 @@
 bundles), so memory stays flat in the number of patients: each batch's rows are read,
 built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
 
-- ``bundles/bundle-00001.json`` …: transaction Bundles of at most ``bundle_size``
+- ``bundles/bundle-00001.json`` … (only with ``options.form`` ``both``, the default; the
+  form ``ndjson`` writes everything below and no bundle, ``FhirResult.bundles`` 0): transaction Bundles of at most ``bundle_size``
   patients. Every entry is ``PUT Type/id`` with ``fullUrl`` ``urn:uuid:<id>`` (the same
   UUID). Why PUT by id rather than a conditional update on the NHS number: the id is
   derived from the outgoing provider's key (``migrate.fhir.ids``), so re-sending a batch or
@@ -59,7 +60,7 @@ from migrate.fhir.resources import (
 from migrate.fhir.validate import ERROR_SCHEMA
 from migrate.outputs import ROW_GROUP_ROWS, write_parquet
 from migrate.progress import NULL_PROGRESS, Progress
-from migrate.summary import FhirStats
+from migrate.summary import FhirForm, FhirStats
 
 ERROR_EXAMPLES = 5  # failing resources named in the summary
 
@@ -73,6 +74,13 @@ def validation_failure(stats: FhirStats) -> str | None:
             f"whose resources were not written" + (f"; first: {shown}" if shown else ""))
 
 
+def bundles_phrase(bundles: int, form: FhirForm) -> str:
+    """``12 bundles``, or, for the form ``ndjson``, that none were asked for."""
+    if form == "ndjson":
+        return "NDJSON only (--fhir-form ndjson: no transaction bundles; handover fhir RUN --fhir-form both writes them)"
+    return f"{bundles:,} bundles"
+
+
 @dataclass
 class FhirResult:
     """What ``write_fhir`` wrote and how every source row it read was accounted for.
@@ -83,13 +91,14 @@ class FhirResult:
 
     out_dir: Path
     counts: dict[str, int]
-    bundles: int
+    bundles: int  # bundle files written (0 with the form ``ndjson``)
     files: list[Path]
     lineage: pl.LazyFrame
     errors: pl.DataFrame
     model_validated: int = 0  # resources the R4B models validated (one per shape on the fast path)
     policy: str = ""
     execution: Execution | None = None  # how its partitions ran (the manifest's ``execution``)
+    form: FhirForm = "both"
 
     @property
     def ok(self) -> bool:
@@ -106,6 +115,7 @@ class FhirResult:
         first = self.errors.sort("fhir_type", "fhir_id", "source_file", "source_row", nulls_last=True).head(ERROR_EXAMPLES)
         return {
             "bundles": self.bundles,
+            "form": self.form,
             "resources": dict(sorted(self.counts.items())),
             "resources_total": sum(self.counts.values()),
             "sharing_policy": self.policy,
@@ -119,7 +129,8 @@ class FhirResult:
     def render(self) -> str:
         """A few lines for a person."""
         total = sum(self.counts.values())
-        lines = [f"FHIR: {total:,} resources in {self.bundles:,} bundles (sharing policy {self.policy})"]
+        lines = [f"FHIR: {total:,} resources in {bundles_phrase(self.bundles, self.form)} "
+                 f"(sharing policy {self.policy})"]
         lines += [f"  {t}: {n:,}" for t, n in sorted(self.counts.items())]
         if self.errors.height:
             lines.append(f"  {self.errors.height:,} error rows for "
@@ -219,7 +230,9 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     known_orgs = organisation_refs(orgs)
     final, partial = out_dir / "fhir", out_dir / "fhir.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    (partial / "bundles").mkdir(parents=True)
+    partial.mkdir(parents=True)
+    if options.writes_bundles:
+        (partial / "bundles").mkdir()
     writers = _Writers(partial)
     written: list[str] = []
     errors = [org_errors]
@@ -278,7 +291,7 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,
         lineage=pl.scan_parquet(final / "lineage.parquet"), errors=all_errors,
         model_validated=shapes.validated if validated is None else validated, policy=options.sharing_policy,
-        execution=execution,
+        execution=execution, form=options.form,
     )
 
 
@@ -309,13 +322,14 @@ def _partitioned(p: Prepared, staged: Staged, per_chunk: int, last_bundle: int, 
 
 
 def _write_batch(built: Built, ctx: Context, writers: _Writers, written: list[str]) -> None:
-    texts = bundle_texts(built.resources, ctx)
-    folder = writers.bundles or writers.root / "bundles"
-    for i, bundle_no in enumerate(texts["bundle_no"]):
-        name = bundle_name(bundle_no)
-        # One JSON text and its newline: a one-column CSV without quoting (as NDJSON lines).
-        texts.slice(i, 1).select("text").write_csv(folder / name, include_header=False, quote_style="never")
-        written.append(name)
+    if ctx.options.writes_bundles:  # the form ``ndjson``: no bundle is built at all
+        texts = bundle_texts(built.resources, ctx)
+        folder = writers.bundles or writers.root / "bundles"
+        for i, bundle_no in enumerate(texts["bundle_no"]):
+            name = bundle_name(bundle_no)
+            # One JSON text and its newline: a one-column CSV without quoting (as NDJSON lines).
+            texts.slice(i, 1).select("text").write_csv(folder / name, include_header=False, quote_style="never")
+            written.append(name)
     by_type = built.resources.with_columns(pl.col("patient_key").fill_null("")).sort(
         "fhir_type", "patient_key", "fhir_id")
     for (resource_type,), frame in by_type.group_by("fhir_type", maintain_order=True):

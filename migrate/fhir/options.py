@@ -26,6 +26,7 @@ from migrate import __version__
 from migrate.canonical import LOCAL_TIMEZONE
 from migrate.errors import ConfigError
 from migrate.policies import SHARING_POLICIES, SharingPolicy
+from migrate.summary import FHIR_FORMS, FhirForm
 
 if TYPE_CHECKING:
     from migrate.rules.model import RulePack
@@ -155,6 +156,9 @@ class FhirOptions:
     # benchmarks/README.md), so a pool of worker processes fits beside the run; not the bundles
     # or NDJSON (only the row groups of fhir/lineage.parquet follow the batches).
     chunk_patients: int = 5_000
+    # ``both``: transaction bundles and NDJSON; ``ndjson``: no bundles (``migrate.summary.FhirForm``).
+    # Not in the resources' bytes: the NDJSON, lineage and bundle ids are the same either way.
+    form: FhirForm = "both"
     tool: str = f"handover {__version__}"
 
     def __post_init__(self) -> None:
@@ -167,6 +171,8 @@ class FhirOptions:
             problems.append(f"chunk_patients must be at least 1, not {self.chunk_patients}")
         if self.sharing_policy not in SHARING_POLICIES:
             problems.append(f"sharing_policy {self.sharing_policy!r} is not one of {', '.join(SHARING_POLICIES)}")
+        if self.form not in FHIR_FORMS:
+            problems.append(f"form {self.form!r} is not one of {', '.join(FHIR_FORMS)}")
         if self.validation not in ("fast", "full"):
             problems.append(f"validation {self.validation!r} is not 'fast' or 'full'")
         if not self.organisation_ods.isalnum():
@@ -181,6 +187,11 @@ class FhirOptions:
             problems.append(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/London)")
         if problems:
             raise ConfigError("invalid FHIR options", problems)
+
+    @property
+    def writes_bundles(self) -> bool:
+        """Whether ``fhir/bundles/`` is written (the form ``both``)."""
+        return self.form == "both"
 
     @property
     def recorded_instant(self) -> str:

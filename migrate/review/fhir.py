@@ -2,7 +2,8 @@
 Consent (permit) per sharing override, carrying the basis the note states.
 
 They go in one more transaction bundle after the batch's own (``fhir/bundles/bundle-N.json``,
-so ``handover load`` sends them last, after the resources they point at) and in
+so ``handover load`` sends them last, after the resources they point at; none with
+``--fhir-form ndjson``, which writes no bundle) and in
 ``fhir/review/<Type>.ndjson``. They are the audit trail of the review, not a source row's
 record, so they stay out of ``fhir/ndjson`` (whose every resource traces to a source row,
 invariant 2, and is read back by the round trip).
@@ -139,6 +140,8 @@ def write_review_fhir(review: Review, fhir: FhirResult, opts: FhirOptions, out_d
         lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in resources if r["resourceType"] == kind]
         if lines:
             (folder / f"{kind}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if not opts.writes_bundles:
+        return review
     entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r,
                 "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]
     number = fhir.bundles + 1

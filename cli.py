@@ -249,7 +249,7 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
 @click.option("--practice-sharing", type=click.Path(path_type=Path), default=None,
               help=PRACTICE_SHARING_HELP)
 @click.option("--fhir/--no-fhir", "emit_fhir", default=True, show_default=True,
-              help="Write the FHIR R4 (UK Core) bundles and NDJSON.")
+              help="Write the FHIR R4 (UK Core) output (its form: --fhir-form).")
 @click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Patients per FHIR transaction bundle.")
 @click.option("--fhir-form", type=click.Choice(FHIR_FORMS), default="both", show_default=True, help=FHIR_FORM_HELP)

@@ -174,3 +174,16 @@ def test_the_form_changes_no_byte_of_the_ndjson_whatever_the_bundle_size(runs: d
     assert len([p for p in both if p.startswith("bundles/")]) == -(-_patients(runs["both"]) // size)
     assert trees[("ndjson", "both")] == both
     assert trees[("ndjson", "ndjson")] == {p: b for p, b in both.items() if not p.startswith("bundles/")}
+
+
+def test_explain_tells_the_same_fhir_story_of_an_ndjson_run(runs: dict[str, Path]) -> None:
+    """The patient's story reads the NDJSON and lineage: the form changes none of it."""
+    first = json.loads((runs["both"] / "fhir" / "ndjson" / "Patient.ndjson").read_text().splitlines()[0])
+    local_id = next(i["value"] for i in first["identifier"] if i["system"].endswith("/patient"))
+    stories = {}
+    for form, run in runs.items():
+        code, output = invoke("explain", str(run), local_id, "--json")
+        assert code == 0, output
+        stories[form] = json.loads(output)["fhir"]
+    assert stories["ndjson"]["present"] and stories["ndjson"]["emitted"]
+    assert stories["ndjson"] == stories["both"]

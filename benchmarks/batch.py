@@ -184,7 +184,8 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "extract": str(args.extract),
         "executor": args.executor, "partitions": args.partitions, "fhir": not args.no_fhir,
         "fhir_form": options.get("fhir_form", "both") if not args.no_fhir else None,
-        "disk_mb": {name: round(_bytes(args.out / name) / 2**20, 1) for name in ("", "fhir/bundles", "fhir/ndjson")},
+        "disk_mb": {name or "run": round(_bytes(args.out / name) / 2**20, 1)
+                    for name in ("", "fhir/bundles", "fhir/ndjson")},
         "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "ok": result.ok, "load_before": load_before,
         "load_after": _load(), "cores": len(os.sched_getaffinity(0)),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),

@@ -5,12 +5,13 @@ bundles), so memory stays flat in the number of patients: each batch's rows are 
 built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
 
 - ``bundles/bundle-00001.json`` … (only with ``options.form`` ``both``, the default; the
-  form ``ndjson`` writes everything below and no bundle: ``FhirResult.bundles`` is 0, the
-  rest the same bytes): transaction Bundles of at most ``bundle_size`` patients. Every
-  entry is ``PUT Type/id`` with ``fullUrl`` ``urn:uuid:<id>`` (the same UUID). Why PUT
-  by id rather than a conditional update on the NHS number: the id is derived from the
-  outgoing provider's key (``migrate.fhir.ids``), so re-sending a batch or a delta updates
-  the same resources (idempotent) and every resource type works the same way (a ServiceRequest or Encounter has no NHS number); a conditional update
+  form ``ndjson`` writes no bundle, ``FhirResult.bundles`` 0, and the rest the same
+  bytes): transaction Bundles of at most ``bundle_size``
+  patients. Every entry is ``PUT Type/id`` with ``fullUrl`` ``urn:uuid:<id>`` (the same
+  UUID). Why PUT by id rather than a conditional update on the NHS number: the id is
+  derived from the outgoing provider's key (``migrate.fhir.ids``), so re-sending a batch or
+  a delta updates the same resources (idempotent) and every resource type works the same
+  way (a ServiceRequest or Encounter has no NHS number); a conditional update
   (``PUT Patient?identifier=…nhs-number|…``) would fail with 412 when two source records
   share a number (DUPLICATE_NHS_NUMBER before the merge), could silently attach to a
   receiving-system patient that was wrongly traced, and cannot carry patients without a

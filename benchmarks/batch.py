@@ -104,6 +104,10 @@ class Measured(Progress):
             self.current.cpu_seconds = _cpu() - self.current.cpu_started
             if self.current.seconds > 0.05 or self.current.peak_rss_kb:
                 self.stages.append(self.current)
+                done = self.current  # a long run that dies later still leaves its finished stages
+                print(f"stage {done.name}: {done.seconds:.1f} s, CPU {done.cpu_seconds:.1f} s, peak RSS "
+                      f"{done.peak_rss_kb // 1024} MB (with children {done.peak_total_kb // 1024} MB), load {_load()}",
+                      file=sys.stderr, flush=True)
             self.current = Stage(name, now)
 
     def start(self, task: str, total: int | None = None) -> None:

@@ -430,6 +430,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
             # their referral's patient batch by batch.
             parents.owners = tables[table].select("referral_key", "patient_key").collect()
         applied.kept.close()
+        progress.advance("ingest", 0, f"{table}: {heights.get(table, merges.height):,} rows kept")
     progress.finish("ingest")
     for table in canonical.TABLE_ORDER:
         if table not in tables:

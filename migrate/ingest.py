@@ -38,7 +38,7 @@ from migrate.profile import Profile, TableSpec
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.ingest_tables import apply_table, within_sources
 from migrate.sources import InputFile, discover, read_columns, read_file
-from migrate.staging import Parts, sink
+from migrate.staging import Parts, SortedKeys, sink
 
 if TYPE_CHECKING:
     from migrate.sources.hl7 import Hl7Read
@@ -49,6 +49,8 @@ _KEY_SOURCES = {"patient_key": "source_patient_id", "referral_key": "source_refe
 _INGEST_ORDER = ("patients", "merges", "referrals", "contacts", "codes")
 _ORDER = updates.ORDER  # position of a row among all sources of a table: the order rows apply in
 _BATCH_ROWS = 500_000
+# The tables some table's rows reference (their kept keys are held for the checks).
+_REFERENCED = frozenset(parent for t in canonical.TABLES.values() for _, parent, _ in t.parents)
 
 
 _SUPERSEDED = updates.SUPERSEDED_SCHEMA
@@ -295,12 +297,12 @@ def _keys_of_rejected(rejected: pl.DataFrame, spec: TableSpec, key: str, header:
 
 @dataclass
 class _Parents:
-    """What the checks of a child table read: the kept keys of each parent table, the keys
-    of parents that were quarantined, each referral's patient, the source's merges."""
+    """What the checks of a child table read: the kept keys of each parent table (a
+    referral's with its patient), the keys of parents that were quarantined, the source's
+    merges."""
 
-    good: dict[str, pl.Series] = field(default_factory=dict)
+    good: dict[str, SortedKeys] = field(default_factory=dict)  # referrals': each with its patient_key
     bad: dict[str, pl.Series] = field(default_factory=dict)
-    owners: pl.DataFrame | None = None
     survivors: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=integrity.SURVIVORS_SCHEMA))
 
 
@@ -320,8 +322,8 @@ def _checks(table: str, parents: _Parents) -> updates.Check:
             split = integrity.parent_references(frame, column, parent, parents.good[parent], parents.bad[parent])
             frame = split.passed
             failed.append(split.failed)
-            if table == "contacts" and parent == "referrals" and parents.owners is not None:
-                split = integrity.contact_patients(frame, parents.owners)
+            if table == "contacts" and parent == "referrals":
+                split = integrity.contact_patients(frame, parents.good[parent])
                 frame = split.passed
                 failed.append(split.failed)
         return frame, failed
@@ -417,18 +419,21 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
             else:
                 # memory: held: no run folder to stage into (tests, the API on small extracts).
                 tables[table] = kept.collect().lazy()
-        # What the checks of the child tables read: the kept keys (and each referral's patient).
-        if tdef.key is not None:
-            # memory: held: one key column (1.5M referral keys at 1M patients, ~0.1 GB): every later batch
-            # of a child table is checked against it.
-            parents.good[table] = (merges.lazy() if table == "merges" else tables[table]).select(
-                tdef.key).collect()[tdef.key]
+        # What the checks of the child tables read: the kept keys (and each referral's patient),
+        # of the tables some table references (not the contacts' 10.7M keys at 1M patients).
+        if tdef.key is not None and table in _REFERENCED:
+            # memory: held: the kept keys of a referenced table, sorted (1M patient keys and 2.86M
+            # referral keys with their patient at 1M patients, ~0.13 GB): every later batch of a
+            # child table is looked up in them (binary search, no hash table per batch).
+            frame = (merges.lazy() if table == "merges" else tables[table])
+            if table == "referrals":
+                owners = frame.select("referral_key", "patient_key").collect()
+                parents.good[table] = SortedKeys(owners["referral_key"], owners["patient_key"])
+                del owners
+            else:
+                parents.good[table] = SortedKeys(frame.select(tdef.key).collect()[tdef.key])
             bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
             parents.bad[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()
-        if table == "referrals":
-            # memory: held: two key columns of referrals (~0.15 GB at 1M): contacts are checked against
-            # their referral's patient batch by batch.
-            parents.owners = tables[table].select("referral_key", "patient_key").collect()
         applied.kept.close()
         progress.advance("ingest", 0, f"{table}: {heights.get(table, merges.height):,} rows kept")
     progress.finish("ingest")

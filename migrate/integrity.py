@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from migrate import canonical, quarantine
+from migrate.staging import SortedKeys
 
 _UNKNOWN = {"patients": "unknown_patient", "referrals": "unknown_referral"}
 
@@ -55,7 +56,7 @@ def duplicate_keys(frame: pl.DataFrame, table: str) -> Split:
     return Split(passed, failed)
 
 
-def parent_references(frame: pl.DataFrame, column: str, parent: str, good: pl.Series, bad: pl.Series) -> Split:
+def parent_references(frame: pl.DataFrame, column: str, parent: str, good: SortedKeys, bad: pl.Series) -> Split:
     """Rows whose ``column`` names a kept ``parent`` row pass.
 
     A reference to a parent that was itself quarantined fails with ``parent_quarantined``;
@@ -64,7 +65,7 @@ def parent_references(frame: pl.DataFrame, column: str, parent: str, good: pl.Se
     mapping).
     """
     refs = frame[column]
-    passed, rest = _split(frame, refs.is_null() | refs.is_in(good.implode()))
+    passed, rest = _split(frame, refs.is_null() | good.contains(refs))
     if rest.height == 0:
         return Split(passed, rest)
     value = pl.col(column)
@@ -77,24 +78,19 @@ def parent_references(frame: pl.DataFrame, column: str, parent: str, good: pl.Se
     return Split(passed, pl.concat([quarantined, unknown]))
 
 
-def contact_patients(contacts: pl.DataFrame, owners: pl.DataFrame) -> Split:
+def contact_patients(contacts: pl.DataFrame, owners: SortedKeys) -> Split:
     """Fill a contact's missing patient from its referral; quarantine a contact whose
     stated patient differs from its referral's patient (``patient_mismatch``).
 
-    ``owners`` has referral_key and patient_key of the kept referrals.
+    ``owners``: the kept referrals' keys, each with its patient_key as value.
     """
-    ref_patient = (
-        contacts.select("referral_key")
-        .join(owners.rename({"patient_key": "__ref_patient"}), on="referral_key", how="left", maintain_order="left")
-        ["__ref_patient"]
-    )
+    ref_patient = owners.lookup(contacts["referral_key"]).alias("__ref_patient")
     stated = contacts["patient_key"]
     filled = contacts.with_columns(stated.fill_null(ref_patient).alias("patient_key"))
     passed, mismatched = _split(filled, stated.is_null() | (stated == ref_patient).fill_null(False) | ref_patient.is_null())
     if mismatched.height == 0:
         return Split(passed, mismatched)
-    mismatched = mismatched.join(owners.rename({"patient_key": "__ref_patient"}), on="referral_key", how="left",
-                                 maintain_order="left")
+    mismatched = mismatched.with_columns(owners.lookup(mismatched["referral_key"]).alias("__ref_patient"))
     failed = quarantine.mark(mismatched, "patient_mismatch", "patient_key",
                    pl.concat_str([pl.lit("patient "), pl.col("patient_key"), pl.lit(" differs from referral "),
                                   pl.col("referral_key"), pl.lit("'s patient "), pl.col("__ref_patient")]))

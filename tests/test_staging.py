@@ -15,7 +15,7 @@ import migrate.ingest_tables as ingest_tables
 import migrate.staging as staging
 from migrate.ingest import Ingested, ingest
 from migrate.profile import load_profile
-from migrate.staging import RangeBuckets, boundaries
+from migrate.staging import RangeBuckets, SortedKeys, boundaries
 from migrate.synth import synthesise
 from migrate.synth.hl7 import synthesise_hl7
 
@@ -138,7 +138,7 @@ def test_unique_keys_with_failed_rows_apply_as_the_ordered_apply(rows: list[tupl
     from migrate import integrity, quarantine, updates
 
     def check(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-        split = integrity.parent_references(frame, "referral_key", "referrals", pl.Series(["R1", "R2"]),
+        split = integrity.parent_references(frame, "referral_key", "referrals", SortedKeys(pl.Series(["R1", "R2"])),
                                             pl.Series(["R3"]))
         return split.passed, [split.failed]
 

@@ -32,13 +32,15 @@ from __future__ import annotations
 
 import csv as pycsv
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from migrate.errors import InputError
-from migrate.sources.records import Dialect, Grammar, record_texts, records, without_records
+from migrate.sources import records as record_index
+from migrate.sources.records import Dialect, Grammar, line_separator, record_ranges, record_texts, without_records
 
 _TRANSCODE_CHUNK = 1 << 24
 _SNIFF_BYTES = 1 << 20
@@ -169,22 +171,14 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     text_path = path
     if opts.encoding != "utf-8" or universal:
         text_path = transcode_to_utf8(path, opts.encoding, work_dir, universal_newlines=universal)
-    recs, separator = records(text_path, opts.dialect)
-    if recs.filter(~pl.col("blank")).height == 0:
+    separator = line_separator(text_path)
+    index = _RecordIndex.of(record_ranges(text_path, opts.dialect, separator, record_index.RANGE_LINES), len(header), opts)
+    if index.rows_read == 0:
         schema = {**{c: pl.String() for c in dict.fromkeys(header)}, "source_row": pl.Int64(),
                   "source_file": pl.String()}
         return ReadResult(pl.LazyFrame(schema=schema), empty_rejected(source_file), 0, header)
+    recs, rows_read = index.notable, index.rows_read
     nonblank = ~pl.col("blank")
-    recs = recs.with_columns(
-        pl.when(nonblank).then(nonblank.cast(pl.Int64).cum_sum()).alias("source_row"),
-        pl.when(~nonblank).then(None)
-        .when(pl.col("unterminated")).then(pl.lit("wrong_field_count"))
-        .when(~pl.col("clean")).then(pl.lit("malformed_record"))
-        .when(pl.col("nfields") != len(header)).then(pl.lit("wrong_field_count"))
-        .when(pl.lit(opts.on_encoding_error == "quarantine") & pl.col("bad_bytes")).then(pl.lit("invalid_encoding"))
-        .alias("reason_code"),
-    )
-    rows_read = int(recs["source_row"].fill_null(0).max() or 0)  # type: ignore[arg-type]
     bad = recs.filter(pl.col("reason_code").is_not_null())
     texts = record_texts(text_path, separator, bad)
     rejected = _rejected(
@@ -202,7 +196,7 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     read_path = text_path
     if unsplittable.len():
         read_path = without_records(text_path, recs, unsplittable, work_dir / (path.name + ".clean"))
-    if _count(read_path, header, opts) != recs.height:
+    if _count(read_path, header, opts) != index.records:
         raise InputError(f"{source_file}: the records of this file could not be aligned with their fields "
                          "(a reader defect: please report it with the file's structure, not its content)")
     # Records to drop (blank, or rejected above) are few: filter them out and renumber by
@@ -218,6 +212,42 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     lazy = lazy.rename({"__rec": "source_row"})
     lazy = lazy.with_columns(pl.lit(source_file).alias("source_file"))
     return ReadResult(lazy, rejected, rows_read, header)
+
+
+@dataclass(frozen=True)
+class _RecordIndex:
+    """What the fields pass needs from pass 1: the number of records, of rows (records
+    not blank), and the notable records — blank, or with a ``reason_code`` to quarantine —
+    with their ``source_row`` (nulls for blank lines).
+
+    # memory: the notable records only (sized by the file's faults); the index is built a
+    # range of lines at a time (``records.record_ranges``), never whole.
+    """
+
+    records: int
+    rows_read: int
+    notable: pl.DataFrame
+
+    @classmethod
+    def of(cls, ranges: Iterator[pl.DataFrame], fields: int, opts: CsvOptions) -> _RecordIndex:
+        nonblank = ~pl.col("blank")
+        records = rows = 0
+        notable = []
+        for recs in ranges:
+            recs = recs.with_columns(
+                pl.when(nonblank).then(nonblank.cast(pl.Int64).cum_sum() + rows).alias("source_row"),
+                pl.when(~nonblank).then(None)
+                .when(pl.col("unterminated")).then(pl.lit("wrong_field_count"))
+                .when(~pl.col("clean")).then(pl.lit("malformed_record"))
+                .when(pl.col("nfields") != fields).then(pl.lit("wrong_field_count"))
+                .when(pl.lit(opts.on_encoding_error == "quarantine") & pl.col("bad_bytes"))
+                .then(pl.lit("invalid_encoding"))
+                .alias("reason_code"),
+            )
+            records += recs.height
+            rows += int(recs.select(nonblank.sum()).item())
+            notable.append(recs.filter(pl.col("reason_code").is_not_null() | pl.col("blank")))
+        return cls(records, rows, pl.concat(notable))
 
 
 def _structure_message(source_file: str, row: int, reason: str, nfields: int, expected: int, unterminated: bool,

@@ -19,6 +19,7 @@ does not depend on its start, and the parity of the "toggling" lines since.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ REPLACEMENT = "\ufffd"
 # line is one field. The first is almost always absent; the others are tried if not.
 _LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01", "\x02", "\x03", "\x04", "\x05", "\x06", "\x07")
 _CHUNK = 1 << 24
+RANGE_LINES = 1_000_000  # lines of a file indexed at once (``record_ranges``)
+_SCAN_LINES = 100_000  # lines read from the file at a time
 
 
 @dataclass(frozen=True)
@@ -195,32 +198,71 @@ def _special_stats(lines: pl.LazyFrame, dialect: Dialect) -> pl.LazyFrame:
     )
 
 
-def records(path: Path, dialect: Dialect) -> tuple[pl.DataFrame, str]:
-    """Pass 1: one row per record after the header, in file order, and the line separator
-    used (give it to ``record_texts`` and ``without_records``).
+def records(path: Path, dialect: Dialect, range_lines: int | None = None) -> tuple[pl.DataFrame, str]:
+    """Pass 1, whole: one row per record after the header, in file order, and the line
+    separator used (give it to ``record_texts`` and ``without_records``). The concatenation
+    of ``record_ranges``: the same records whatever ``range_lines`` (None: one range).
 
     Columns: rec (1-based), first_line, nlines, nfields, unterminated (a quoted field still
     open at the end of the file), blank, bad_bytes (U+FFFD: bytes invalid in the encoding),
     clean (every field well formed, see the module docstring), has_cr.
     """
     separator = line_separator(path)
-    return _records(path, dialect, separator), separator
+    return pl.concat(list(record_ranges(path, dialect, separator, range_lines))), separator
 
 
-def _records(path: Path, dialect: Dialect, separator: str) -> pl.DataFrame:
+def record_ranges(path: Path, dialect: Dialect, separator: str,
+                  range_lines: int | None = RANGE_LINES) -> Iterator[pl.DataFrame]:
+    """Pass 1 a range of lines at a time: the record index (``records``' columns, ``rec``
+    counting on across ranges) of consecutive ranges of about ``range_lines`` lines (None:
+    the whole file at once), at least one frame, possibly empty.
+
+    # memory: a range of lines and their figures (``RANGE_LINES``), not the whole file's: the
+    # contacts file has 10.7M lines at 1M patients (an index of ~0.5 GB), 53M at 5M.
+
+    Every range starts at the first line of a record, so it starts outside quotes: the
+    state of each line follows from its own range alone. A range whose last record is
+    still inside a quoted field at its end (a line end inside quotes, or an unclosed quote)
+    hands that record's lines on to the next range; a record longer than a range makes the
+    next range twice as long as the lines handed on, so no line is indexed more than a few
+    times.
+    """
     lines = line_scan(path, separator)
-    # memory: held: a few narrow columns per line of the file (the contacts file: 10.7M lines at
-    # 1M patients, an estimated ~0.5 GB): the quote state after each line is a prefix scan over
-    # every line before it. Bounded by the largest file, not the extract.
-    stats = _cheap_stats(lines, dialect).collect(engine="streaming")
+    pending: list[pl.DataFrame] = []
+    held = carried = 0
+    next_rec = 1
+    chunk = min(range_lines, _SCAN_LINES) if range_lines is not None else _SCAN_LINES
+    for batch in lines.collect_batches(chunk_size=chunk, maintain_order=True):
+        pending.append(batch)
+        held += batch.height
+        while range_lines is not None and held > (need := max(range_lines, 2 * carried)):
+            text = pl.concat(pending, rechunk=False) if len(pending) > 1 else pending[0]
+            recs, carry_from = _index(text.head(need), dialect, next_rec, final=False)
+            carry = text.slice(need).head(0) if carry_from is None else text.head(need).slice(carry_from)
+            pending, carried = [carry, text.slice(need)], carry.height
+            held = carried + held - need
+            next_rec += recs.height
+            if recs.height:
+                yield recs
+    text = pl.concat(pending, rechunk=False) if len(pending) > 1 else (pending[0] if pending else lines.head(0).collect())
+    yield _index(text, dialect, next_rec, final=True)[0]
+
+
+def _index(lines: pl.DataFrame, dialect: Dialect, first_rec: int, final: bool) -> tuple[pl.DataFrame, int | None]:
+    """The records of ``lines`` (consecutive lines, the first of them starting a record),
+    numbered from ``first_rec``. Unless ``final``, a last record still inside a quoted field
+    at the end of ``lines`` is left out and the position of its first line in ``lines``
+    returned (it continues in the lines after them)."""
+    stats = _cheap_stats(lines.lazy(), dialect).collect()
     if bool(stats["special"].any()):
-        wanted = stats.filter(pl.col("special")).select("line_no").lazy()
-        special = _special_stats(lines.join(wanted, on="line_no", how="semi"), dialect).collect(engine="streaming")
+        wanted = stats.filter(pl.col("special")).select("line_no")
+        special = _special_stats(lines.join(wanted, on="line_no", how="semi", maintain_order="left").lazy(),
+                                 dialect).collect()
         cols = ("n_out", "n_in", "open_out", "open_in", "clean_out", "clean_in")
         stats = stats.join(special, on="line_no", how="left", maintain_order="left", suffix="_q").with_columns(
             pl.coalesce(f"{c}_q", c).alias(c) for c in cols).drop(f"{c}_q" for c in cols)
     # The state after each line: set by the last line whose end does not depend on its
-    # start (or "outside" at the header), flipped by each toggling line since.
+    # start (or "outside" at the first line), flipped by each toggling line since.
     fixed = pl.col("open_out") == pl.col("open_in")
     toggles = (pl.col("open_out") & ~pl.col("open_in")).cast(pl.Int64).cum_sum()
     stats = stats.with_columns(
@@ -249,7 +291,11 @@ def _records(path: Path, dialect: Dialect, separator: str) -> pl.DataFrame:
         )
         .drop("_rec")
     )
-    return recs.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rec"))
+    carry_from = None
+    if not final and recs.height and bool(recs["unterminated"][-1]):
+        carry_from = int(recs["first_line"][-1]) - int(lines["line_no"][0])
+        recs = recs.head(recs.height - 1)
+    return recs.with_columns(pl.int_range(first_rec, first_rec + pl.len(), dtype=pl.Int64).alias("rec")), carry_from
 
 
 def record_texts(path: Path, separator: str, recs: pl.DataFrame) -> dict[int, str]:
@@ -259,12 +305,13 @@ def record_texts(path: Path, separator: str, recs: pl.DataFrame) -> dict[int, st
     wanted = recs.select("rec", "first_line", "nlines").with_columns(
         pl.int_ranges("first_line", pl.col("first_line") + pl.col("nlines")).alias("line_no")
     ).explode("line_no").select("rec", pl.col("line_no").cast(pl.Int64))
+    # Filtered as the file streams by (the default engine would read every line first).
+    found = line_scan(path, separator).filter(pl.col("line_no").is_in(wanted["line_no"].implode())).collect(
+        engine="streaming")
     lines = (
-        line_scan(path, separator)
-        .join(wanted.lazy(), on="line_no", how="inner")
+        found.join(wanted, on="line_no", how="inner")
         .sort("line_no")
         .group_by("rec", maintain_order=True).agg(pl.col("line").str.join("\n"))
-        .collect()
     )
     return dict(lines.iter_rows())
 

@@ -73,7 +73,7 @@ def repeated_hashes(frame: pl.LazyFrame, column: str, nulls: bool = True) -> tup
     rows = 0
     with tempfile.TemporaryDirectory(prefix="handover-hashes-") as folder:
         parts: list[Path] = []
-        for batch in scan.select(values.hash()).collect_batches(chunk_size=HASH_ROWS // 4, maintain_order=False):
+        for batch in scan.select(values.hash()).collect_batches(chunk_size=max(1, HASH_ROWS // 4), maintain_order=False):
             held.append(batch.to_series().to_numpy())
             rows += len(held[-1])
             if sum(len(h) for h in held) > HASH_ROWS:

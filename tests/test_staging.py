@@ -175,3 +175,44 @@ def test_repeated_hashes_name_every_repeated_value(values: list[str | None]) -> 
         listed = pl.DataFrame({"k": kept}, schema={"k": pl.String}).filter(
             staging.hashed_in("k", hashes))["k"].to_list()
         assert set(listed) == repeated
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.one_of(st.none(), st.text(alphabet="ab\u00e9\u0000Z", max_size=14)), max_size=40),
+       refs=st.lists(st.one_of(st.none(), st.text(alphabet="ab\u00e9\u0000Z", max_size=14)), max_size=40))
+def test_sorted_keys_find_exactly_what_a_whole_set_and_a_join_find(keys: list[str | None],
+                                                                   refs: list[str | None]) -> None:
+    """The parents' keys looked up by binary search: the same orphans as ``is_in`` over the
+    whole key set, and a referral's patient as a join over the whole owners table gives."""
+    unique = list(dict.fromkeys(keys))
+    owners = pl.DataFrame({"referral_key": unique, "patient_key": [f"P{i}" for i in range(len(unique))]},
+                          schema={"referral_key": pl.String, "patient_key": pl.String})
+    found = SortedKeys(owners["referral_key"], owners["patient_key"])
+    wanted = pl.Series("referral_key", refs, dtype=pl.String)
+    whole = owners.drop_nulls("referral_key")
+    assert found.contains(wanted).to_list() == (wanted.is_in(whole["referral_key"].implode())
+                                                 & wanted.is_not_null()).to_list()
+    joined = wanted.to_frame().join(whole, on="referral_key", how="left", maintain_order="left")["patient_key"]
+    assert found.lookup(wanted).to_list() == joined.to_list()
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.integers(0, 60).map(str)), max_size=300),
+       held=st.integers(1, 50), nulls=st.booleans())
+def test_repeated_hashes_spilled_to_parts_are_the_repeats_found_in_memory(values: list[str | None], held: int,
+                                                                          nulls: bool) -> None:
+    """Beyond ``HASH_ROWS`` the hashes go to files by their top bits and each is sorted
+    alone: the same repeated hashes (sorted) and row count as sorting them all at once, and
+    every value that repeats is among them."""
+    frame = pl.LazyFrame({"k": values}, schema={"k": pl.String})
+    whole = staging.repeated_hashes(frame, "k", nulls)
+    original = staging.HASH_ROWS
+    try:
+        staging.HASH_ROWS = held
+        spilled = staging.repeated_hashes(frame, "k", nulls)
+    finally:
+        staging.HASH_ROWS = original
+    assert spilled[0].equals(whole[0]) and spilled[1] == whole[1]
+    assert spilled[1] == len([v for v in values if nulls or v is not None])
+    repeats = {v for v in values if values.count(v) > 1 and (nulls or v is not None)}
+    assert set(pl.Series("k", list(repeats), dtype=pl.String).hash().to_list()) <= set(spilled[0].to_list())

@@ -15,6 +15,7 @@ import migrate.ingest_tables as ingest_tables
 import migrate.staging as staging
 from migrate.ingest import Ingested, ingest
 from migrate.profile import load_profile
+from migrate.sources import records as record_index
 from migrate.staging import RangeBuckets, SortedKeys, boundaries
 from migrate.synth import synthesise
 from migrate.synth.hl7 import synthesise_hl7
@@ -73,12 +74,15 @@ def extracts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 def test_ingest_in_small_parts_gives_the_same_tables(extracts: dict[str, tuple[Path, str]], layout: str,
                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Buckets of a few rows and batches of a few rows (many parts, keys spread over many
-    buckets, updates of one key across batches) against the defaults (one part)."""
+    buckets, updates of one key across batches), CSV files indexed a few lines at a time
+    and key hashes sorted a few at a time, against the defaults (one part)."""
     folder, profile = extracts[layout]
     whole = _everything(ingest(folder, load_profile(profile), tmp_path / "w1", canonical_dir=tmp_path / "c1"))
     monkeypatch.setattr(staging, "BUCKET_ROWS", 97)
     monkeypatch.setattr(ingest_tables, "BATCH_ROWS", 113)
     monkeypatch.setattr(ingest_module, "_BATCH_ROWS", 89)
+    monkeypatch.setattr(record_index, "RANGE_LINES", 101)  # CSV files indexed 101 lines at a time
+    monkeypatch.setattr(staging, "HASH_ROWS", 59)  # key hashes spilled into parts
     parts = _everything(ingest(folder, load_profile(profile), tmp_path / "w2", canonical_dir=tmp_path / "c2"))
     _same(whole, parts)
     for table in ("patients", "referrals", "contacts", "codes"):  # and the files, byte for byte

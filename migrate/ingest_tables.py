@@ -59,8 +59,8 @@ def within_sources(table: str, sources: Sequence[tuple[TableSpec, pl.LazyFrame]]
     frames = []
     for spec, frame in sources:
         if key is not None and spec.on_duplicate == "quarantine":
-            # memory: 8 bytes a row (the key's 64-bit hash, and a sorted copy) to find repeats,
-            # not the key column's strings; the rows themselves stay staged.
+            # memory: the key's 64-bit hashes, at most ``staging.HASH_ROWS`` sorted at once (a
+            # longer column's spilled into parts), not the key column's strings; the rows stay staged.
             repeated, _ = repeated_hashes(frame, key, nulls=False)
             if repeated.len():
                 # Only the rows of repeated keys (and of hash collisions, which the exact check
@@ -95,9 +95,9 @@ def apply_table(table: str, frame: pl.LazyFrame, check: updates.Check, invalid: 
     key = tdef.key
     out = TableApplied(Parts(work / "kept"))
     if key is not None:
-        # memory: 8 bytes a row (the key's 64-bit hash, and a sorted copy; 10.7M contact keys at
-        # 1M patients: ~0.17 GB) to decide between one pass and key-range buckets, whose
-        # boundaries come from a sample of the keys. The rows stay staged.
+        # memory: the key's 64-bit hashes, at most ``staging.HASH_ROWS`` (4M) sorted at once (the
+        # 10.7M contact keys at 1M patients go through 64 parts) to decide between one pass and
+        # key-range buckets, whose boundaries come from a sample of the keys. The rows stay staged.
         repeated, rows = repeated_hashes(frame, key)
         unique = repeated.len() == 0 or bool(
             frame.filter(hashed_in(key, repeated)).select(pl.col(key).is_unique().all()).collect().item())

@@ -260,15 +260,22 @@ class Part:
 def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFrame:
     """Render ``template`` over ``frame``: one resource row per frame row.
 
-    Collected with the streaming engine so the JSON is built on every core.
+    Collected with the streaming engine so the JSON is built on every core. The value
+    checks give one boolean per row in that pass; the ``problems`` texts are made only for
+    the rows where a check fails or the JSON is null (few), by the same template.
     """
-    return (
+    built = (
         frame.lazy()
         .select(pl.col("bundle_no"), pl.col("survivor_key").alias("patient_key"),
                 pl.lit(template.resource_type).alias("fhir_type"), pl.col(id_column).alias("fhir_id"),
                 *template.columns())
         .collect(engine="streaming")
     )
+    failed = ~built["passed"] | built["json"].is_null()
+    problems = pl.repeat(None, built.height, dtype=pl.String, eager=True).alias("problems")
+    if failed.any():
+        problems = problems.scatter(failed.arg_true(), frame.filter(failed).select(template.problems()).to_series())
+    return built.with_columns(problems).select(RESOURCE_COLUMNS)
 
 
 def lineage(frame: pl.DataFrame, table: str | pl.Expr, fhir_type: str, id_column: str,

@@ -5,8 +5,9 @@
     result.counts, result.lineage, result.errors
 
 Modules, in the order data flows: ``options`` (FhirOptions, systems, mappings stated once),
-``ids`` (UUIDv5 ids), ``inputs`` (batches of patients and their rows), ``template`` (FHIR
-JSON as polars expressions), the resource families ``patient`` (Patient, Organization),
+``ids`` (UUIDv5 ids), ``inputs`` (batches of patients and their rows; ``batches`` stages
+them by batch in bounded memory), ``template`` (FHIR JSON as polars expressions), the
+resource families ``patient`` (Patient, Organization),
 ``referral`` (ServiceRequest, EpisodeOfCare), ``care`` (Encounter, Appointment,
 Condition, Consent), ``flags`` (Flag) and ``provenance``, ``validate`` (value checks, R4B
 models per shape, references), ``resources`` (``build_resources``: all of it, no files)

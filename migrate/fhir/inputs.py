@@ -18,7 +18,6 @@ the deciding entry's ``latest_source``, ``latest_system``, ``latest_value``,
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from migrate.errors import ConfigError, HandoverError
+from migrate.fhir.batches import Staged as Staged, stage as stage  # where they lived before (bundle.py, partitions.py)
 from migrate.fhir.ids import namespace, with_ids
 from migrate.fhir.options import PRIORITY_RANK, FhirOptions, SharingCodes
 from migrate.fhir.template import Template
@@ -286,83 +286,3 @@ def lineage(frame: pl.DataFrame, table: str | pl.Expr, fhir_type: str, id_column
     return frame.select("source_file", "source_row", source.alias("table"), "patient_key",
                         disp.alias("disposition"), pl.lit(fhir_type).alias("fhir_type"),
                         pl.col(id_column).alias("fhir_id"))
-
-
-# --- staging: each batch's rows in their own files ------------------------------------------------
-@dataclass(frozen=True)
-class Staged:
-    """The input frames split by patient batch (``batch = (bundle_no - 1) // bundles_per_batch``).
-
-    Reading one batch then touches only its own rows, instead of scanning every table once
-    per batch (the cost that grew faster than the extract). One streaming pass per frame,
-    partitioned Parquet under ``root``; memory stays bounded by the streaming engine.
-    """
-
-    root: Path
-    schemas: dict[str, pl.Schema]
-
-    def frame(self, name: str, batch: int) -> pl.LazyFrame:
-        files = sorted((self.root / name / f"batch={batch}").glob("*.parquet"))
-        if not files:
-            return pl.LazyFrame(schema=self.schemas[name])
-        return pl.scan_parquet(files)
-
-
-UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
-
-
-def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions: pl.LazyFrame,
-          sharing: pl.LazyFrame, derived_priority: pl.LazyFrame | None, plan: pl.DataFrame, bundles_per_batch: int,
-          root: Path) -> Staged:
-    """Partition every input frame by patient batch into ``root``.
-
-    Rows of the canonical tables that belong to no patient of the plan would silently
-    vanish from a batch, so they are counted and raised (ingest's integrity checks should
-    have quarantined them).
-    """
-    by_patient = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
-    by_referral = (tables["referrals"].select("referral_key", "patient_key")
-                   .join(by_patient.lazy(), on="patient_key").select("referral_key", "batch")
-                   .collect(engine="streaming"))
-    def batched(frame: pl.LazyFrame, keys: pl.DataFrame, on: str) -> pl.LazyFrame:
-        # A row of no batch goes to batch -1 (counted, then raised): one pass over each input,
-        # which for a run is a query over its dispositions (``dispositions.carried``), not a file.
-        return (frame.join(keys.lazy(), on=on, how="left")
-                .with_columns(pl.col("batch").fill_null(UNPLACED)))
-
-    contacts = tables["contacts"]
-    by_their_referral = batched(contacts.filter(pl.col("referral_key").is_not_null()), by_referral, "referral_key")
-    if "patient_key" in contacts.collect_schema().names():
-        # a contact without a referral goes with its own patient
-        parentless = batched(contacts.filter(pl.col("referral_key").is_null()), by_patient, "patient_key")
-        by_their_referral = pl.concat([by_their_referral, parentless])
-    frames: dict[str, tuple[pl.LazyFrame, pl.LazyFrame]] = {
-        "patients": (tables["patients"], batched(tables["patients"], by_patient, "patient_key")),
-        "referrals": (tables["referrals"], batched(tables["referrals"], by_patient, "patient_key")),
-        "contacts": (contacts, by_their_referral),
-        "codes": (tables["codes"], batched(tables["codes"], by_patient, "patient_key")),
-        "cohorts": (cohorts, batched(cohorts, by_referral, "referral_key")),
-        "exceptions": (exceptions, batched(exceptions, by_patient, "patient_key")),
-        "sharing": (sharing, batched(sharing, by_patient, "patient_key")),
-    }
-    if derived_priority is not None:
-        frames["derived_priority"] = (derived_priority, batched(derived_priority, by_referral, "referral_key"))
-    schemas = {}
-    problems = []
-    for name, (frame, placed) in frames.items():
-        schemas[name] = frame.collect_schema()
-        placed.sink_parquet(
-            pl.PartitionBy(root / name, key="batch", include_key=False), mkdir=True)
-        unplaced = root / name / f"batch={UNPLACED}"
-        if unplaced.exists():
-            files = list(unplaced.glob("*.parquet"))
-            # Only the canonical tables must be whole: a cohort, flag or sharing state of a
-            # patient the FHIR output does not carry is simply not needed.
-            if name in ("patients", "referrals", "contacts", "codes"):
-                lost = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
-                if lost:
-                    problems.append(f"{name}: {lost:,} rows belong to no patient of the batch")
-            shutil.rmtree(unplaced)
-    if problems:
-        raise HandoverError("rows that belong to no patient cannot be placed in a bundle", problems)
-    return Staged(root, schemas)

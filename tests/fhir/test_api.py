@@ -50,7 +50,7 @@ def test_source_system_names_the_local_identifier_systems(fx: ModuleType) -> Non
 
 def test_public_api_is_complete() -> None:
     exported = {name for name in dir(migrate.fhir) if not name.startswith("_")}
-    modules = {"bundle", "care", "flags", "ids", "inputs", "options", "patient", "provenance", "referral",
+    modules = {"batches", "bundle", "care", "flags", "ids", "inputs", "options", "patient", "provenance", "referral",
                "resources", "stage", "template", "validate", "annotations", "expected", "inverse", "roundtrip",
                "roundtrip_buckets",
                "partitions"}

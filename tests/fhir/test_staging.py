@@ -52,3 +52,59 @@ def test_rows_of_no_patient_are_raised_with_their_count(tmp_path: Path) -> None:
     with pytest.raises(HandoverError) as raised:
         _stage(_inputs(2), tmp_path)
     assert raised.value.problems == ["referrals: 2 rows belong to no patient of the batch"]
+
+
+# --- bounded-memory splitting: the same rows, in the same order, whatever the budget -----------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from migrate.fhir.batches import UNPLACED, split  # noqa: E402
+
+_ROW = st.tuples(st.integers(UNPLACED, 6), st.text(max_size=30), st.none() | st.integers(-5, 5))
+
+
+def _read(folder: Path, batch: int) -> list[dict[str, object]]:
+    files = sorted((folder / f"batch={batch}").glob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]).to_dicts() if files else []
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(_ROW, max_size=120), chunk_rows=st.integers(1, 130), budget=st.integers(1, 20_000))
+def test_split_gives_each_batch_its_rows_in_order_for_any_budget(tmp_path_factory: pytest.TempPathFactory,
+                                                                 rows: list[tuple[int, str, int | None]],
+                                                                 chunk_rows: int, budget: int) -> None:
+    # a small budget writes many files per batch, a chunk of one row many chunks: the rows
+    # read back (files in name order) are exactly the batch's rows in the frame's order
+    folder = tmp_path_factory.mktemp("split")
+    frame = pl.DataFrame(rows, schema={"batch": pl.Int64, "text": pl.String, "n": pl.Int64}, orient="row")
+    lost = split(frame.lazy(), folder, chunk_rows=chunk_rows, budget_bytes=budget)
+    assert lost == frame.filter(pl.col("batch") == UNPLACED).height
+    for batch in range(7):
+        assert _read(folder, batch) == frame.filter(pl.col("batch") == batch).drop("batch").to_dicts()
+    assert not (folder / f"batch={UNPLACED}").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(per_batch=st.integers(1, 4), chunk_rows=st.integers(1, 5), budget=st.integers(1, 3_000))
+def test_staging_in_small_pieces_gives_the_rows_of_one_pass(tmp_path_factory: pytest.TempPathFactory,
+                                                             per_batch: int, chunk_rows: int, budget: int) -> None:
+    # the whole staging (one chunk, a budget no frame reaches) against the same inputs read a
+    # few rows at a time and written in many small files: every batch of every frame the same
+    tables = _inputs(0)
+    patients = tables["patients"].collect()
+    more = pl.DataFrame({"patient_key": [f"P{i}" for i in range(4, 12)], "source_row": list(range(4, 12))})
+    tables["patients"] = pl.concat([patients, more]).lazy()
+    tables["codes"] = pl.LazyFrame({"patient_key": [f"P{i % 11 + 1}" for i in range(40)],
+                                    "code": [str(i) for i in range(40)]})
+    plan = pl.DataFrame({"patient_key": [f"P{i}" for i in range(1, 12)], "survivor_key": [f"P{i}" for i in range(1, 12)],
+                         "bundle_no": list(range(1, 12))}, schema_overrides={"bundle_no": pl.Int64})
+    cohorts = pl.LazyFrame({"referral_key": ["R1", "R2", "GONE"], "cohort": ["backlog"] * 3})
+    keys = pl.LazyFrame({"patient_key": ["P1", "P7", "GONE"], "flag_code": ["X", "Y", "Z"]})
+    whole = stage(tables, cohorts, keys, keys, None, plan, per_batch, tmp_path_factory.mktemp("whole"),
+                  chunk_rows=10_000, budget_bytes=1 << 40)
+    pieces = stage(tables, cohorts, keys, keys, None, plan, per_batch, tmp_path_factory.mktemp("pieces"),
+                   chunk_rows=chunk_rows, budget_bytes=budget)
+    for name in ("patients", "referrals", "contacts", "codes", "cohorts", "exceptions", "sharing"):
+        for batch in range(-(-11 // per_batch)):
+            assert pieces.frame(name, batch).collect().equals(whole.frame(name, batch).collect()), (name, batch)
+    assert sum(whole.frame("codes", b).collect().height for b in range(-(-11 // per_batch))) == 40

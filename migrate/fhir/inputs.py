@@ -265,7 +265,7 @@ def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFram
     the rows where a check fails or the JSON is null (few), by the same template.
     """
     built = (
-        frame.lazy()
+        template.frame(frame.lazy())
         .select(pl.col("bundle_no"), pl.col("survivor_key").alias("patient_key"),
                 pl.lit(template.resource_type).alias("fhir_type"), pl.col(id_column).alias("fhir_id"),
                 *template.columns())
@@ -274,7 +274,8 @@ def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFram
     failed = ~built["passed"] | built["json"].is_null()
     problems = pl.repeat(None, built.height, dtype=pl.String, eager=True).alias("problems")
     if failed.any():
-        problems = problems.scatter(failed.arg_true(), frame.filter(failed).select(template.problems()).to_series())
+        texts = template.frame(frame.filter(failed).lazy()).select(template.problems()).collect().to_series()
+        problems = problems.scatter(failed.arg_true(), texts)
     return built.with_columns(problems).select(RESOURCE_COLUMNS)
 
 

@@ -15,11 +15,17 @@ Each node also carries what validation needs (``migrate.fhir.validate``):
   *shape* (which elements it has). Rows of one shape differ only in values, so the
   fhir.resources R4B model validates one resource per shape and the value checks cover
   the rest;
-- ``refs``: the ``Type/id`` of every reference, to prove each resolves.
+- ``refs``: the ``Type/id`` of every reference, to prove each resolves;
+- ``computed``: values a node uses more than once (a reference's ``Type/id`` text: in the
+  JSON, its check and ``refs``; a dateTime's text: in the JSON, its presence, its checks),
+  named and computed once per row as columns before the JSON (``Template.frame``): polars
+  does not always share a repeated expression between the output columns, and formatting
+  a local time with its offset is the dearest value of all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -81,6 +87,7 @@ class Node:
     checks: tuple[Check, ...] = ()
     bits: tuple[pl.Expr, ...] = ()
     refs: tuple[pl.Expr, ...] = ()
+    computed: tuple[tuple[str, pl.Expr], ...] = ()
 
     @property
     def constant(self) -> bool:
@@ -112,8 +119,15 @@ def _concat(parts: Sequence[Part]) -> pl.Expr:
 
 
 def _optional(text: pl.Expr, present: pl.Expr, checks: tuple[Check, ...] = (), bits: tuple[pl.Expr, ...] = (),
-              refs: tuple[pl.Expr, ...] = ()) -> Node:
-    return Node((text,), True, present, checks, (present, *bits), refs)
+              refs: tuple[pl.Expr, ...] = (), computed: tuple[tuple[str, pl.Expr], ...] = ()) -> Node:
+    return Node((text,), True, present, checks, (present, *bits), refs, computed)
+
+
+def _computed(prefix: str, value: pl.Expr) -> tuple[pl.Expr, tuple[tuple[str, pl.Expr], ...]]:
+    """A column standing for ``value`` (computed once per row: ``Template.frame``), and its
+    definition. The name comes from the expression, so the same value is one column."""
+    name = f"_{prefix}:{hashlib.sha1(value.meta.serialize(format='json').encode()).hexdigest()[:16]}"
+    return pl.col(name), ((name, value),)
 
 
 # --- leaves ----------------------------------------------------------------------------------
@@ -168,11 +182,12 @@ def datetime_local(value: pl.Expr, timezone: str, kind: str = "dateTime") -> Nod
     (clocks go back) is read as the earlier one. UTC is written ``Z``, as the R4B models
     write it, so a resource round-trips through them unchanged.
     """
-    formatted = (value.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-                 .dt.strftime("%Y-%m-%dT%H:%M:%S%:z").str.replace(r"\+00:00$", "Z"))
+    formatted, computed = _computed("datetime", value.dt.replace_time_zone(
+        timezone, ambiguous="earliest", non_existent="null").dt.strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .str.replace(r"\+00:00$", "Z"))
     node = safe(formatted, kind, required=False)
     exists = Check("", value.is_null() | formatted.is_not_null(), f"local time does not exist in {timezone}")
-    return replace(node, checks=(*node.checks, exists))
+    return replace(node, checks=(*node.checks, exists), computed=(*node.computed, *computed))
 
 
 def mapped(value: pl.Expr, mapping: Mapping[str, str], kind: str = "code", required: bool = False,
@@ -213,7 +228,8 @@ def when(condition: pl.Expr, node: Node) -> Node:
     present = cond & node.present if node.present is not None else cond
     checks = tuple(replace(c, ok=~cond | c.ok) for c in node.checks)
     refs = tuple(pl.when(cond).then(r) for r in node.refs)
-    return Node((pl.when(cond).then(node.expr()),), True, present, checks, (present, *node.bits), refs)
+    return Node((pl.when(cond).then(node.expr()),), True, present, checks, (present, *node.bits), refs,
+                node.computed)
 
 
 # --- structure -------------------------------------------------------------------------------
@@ -222,12 +238,14 @@ def _compose(open_: str, close: str, members: Sequence[tuple[str | None, Node]])
     checks: list[Check] = []
     bits: list[pl.Expr] = []
     refs: list[pl.Expr] = []
+    computed: list[tuple[str, pl.Expr]] = []
     for i, (key, node) in enumerate(members):
         prefix = "" if key is None else json.dumps(key) + ":"
         label = f"[{i}]" if key is None else key
         checks += [c.under(label) for c in node.checks]
         bits += node.bits
         refs += node.refs
+        computed += node.computed
         if node.optional:
             body: list[Part] = [prefix, node.expr()] if prefix else [node.expr()]
             pieces.append(([_concat(body)], True, node.present))
@@ -238,13 +256,15 @@ def _compose(open_: str, close: str, members: Sequence[tuple[str | None, Node]])
     if not pieces:
         raise ValueError("an object or array needs at least one member")
     if not any(optional for _, optional, _ in pieces):
-        return Node(tuple(_merge([open_, *pieces[0][0], close])), False, None, tuple(checks), tuple(bits), tuple(refs))
+        return Node(tuple(_merge([open_, *pieces[0][0], close])), False, None, tuple(checks), tuple(bits), tuple(refs),
+                    tuple(computed))
     inner = pl.concat_str([_concat(p) for p, _, _ in pieces], separator=",", ignore_nulls=True)
     full = pl.concat_str([pl.lit(open_), inner, pl.lit(close)])
     if all(optional for _, optional, _ in pieces):
         present = pl.any_horizontal([p for _, _, p in pieces if p is not None])
-        return _optional(pl.when(present).then(full), present, tuple(checks), tuple(bits), tuple(refs))
-    return Node((full,), False, None, tuple(checks), tuple(bits), tuple(refs))
+        return _optional(pl.when(present).then(full), present, tuple(checks), tuple(bits), tuple(refs),
+                         tuple(computed))
+    return Node((full,), False, None, tuple(checks), tuple(bits), tuple(refs), tuple(computed))
 
 
 def obj(*members: tuple[str, Node | None]) -> Node:
@@ -259,9 +279,9 @@ def array(*items: Node | None) -> Node:
 
 def reference(resource_type: str, resource_id: pl.Expr, *extra: tuple[str, Node | None]) -> Node:
     """A literal reference ``{"reference": "Type/id", ...extra}``, recorded for the resolution check."""
-    target = pl.concat_str([pl.lit(f"{resource_type}/"), resource_id])
+    target, computed = _computed("reference", pl.concat_str([pl.lit(f"{resource_type}/"), resource_id]))
     node = obj(("reference", safe(target, "string")), *extra)
-    return replace(node, refs=(*node.refs, target))
+    return replace(node, refs=(*node.refs, target), computed=(*node.computed, *computed))
 
 
 def with_checks(node: Node, *checks: Check) -> Node:
@@ -287,6 +307,11 @@ class Template:
     checks: tuple[Check, ...]
     bits: tuple[pl.Expr, ...]
     refs: tuple[pl.Expr, ...]
+    computed: tuple[tuple[str, pl.Expr], ...] = ()
+
+    def frame(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        """``frame`` with the template's computed columns (``columns`` and ``problems`` read them)."""
+        return frame.with_columns(**dict(self.computed)) if self.computed else frame
 
     def columns(self) -> list[pl.Expr]:
         """Expressions for columns ``json``, ``shape``, ``passed`` (every value check holds;
@@ -319,7 +344,7 @@ def resource(resource_type: str, resource_id: pl.Expr, *members: tuple[str, Node
     """A resource of ``resource_type`` with id ``resource_id``, its UK Core profile and ``members``."""
     root = obj(("resourceType", const(resource_type)), ("id", safe(resource_id, "id")),
                ("meta", const({"profile": [profile(resource_type)]})), *members)
-    return Template(resource_type, root.expr(), root.checks, root.bits, root.refs)
+    return Template(resource_type, root.expr(), root.checks, root.bits, root.refs, root.computed)
 
 
 def _list_check(values: pl.Expr, present: pl.Expr) -> Check:

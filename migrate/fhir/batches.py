@@ -13,8 +13,10 @@ staging the run process's peak at 1M and would have been ~8 GB for the 53M conta
 5M patients. Here each frame is read once, in order, a chunk of ``chunk_rows`` rows at a
 time (the streaming engine); each chunk's rows are split by batch and held until the rows
 held reach ``budget_bytes`` (polars' estimate of their size in memory); then every held
-batch is written as one more file of its folder. Memory is a chunk plus the budget,
-whatever the rows and the batches; a batch's files are numbered in the order written,
+batch is written as one more file of its folder. What the split holds is a chunk plus the
+budget, whatever the rows and the batches — but the streaming left join that places each
+row (``batched``) still grows with the rows (measured at 1M: the run process 0.39 → 1.75 GB
+while staging; benchmarks/fhir.md): not yet bounded. A batch's files are numbered in the order written,
 so reading them in name order gives its rows in the frame's order (as the partitioned
 sink did; ``tests/fhir/test_staging.py`` proves the same rows for any budget and chunk).
 """
@@ -72,6 +74,8 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
                    .join(by_patient.lazy(), on="patient_key").select("referral_key", "batch")
                    .collect(engine="streaming"))
 
+    # memory: not bounded yet: the streaming left join below holds memory in proportion to the
+    # frame's rows (+360-410 MB for 2.1M contacts, measured); ``split`` after it does not.
     def batched(frame: pl.LazyFrame, keys: pl.DataFrame, on: str) -> pl.LazyFrame:
         # A row of no batch gets batch -1 (counted, then raised): one pass over each input,
         # which for a run is a query over its dispositions (``dispositions.carried``), not a file.

@@ -31,10 +31,10 @@ import polars as pl
 
 from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
-from migrate.identity.blocking import candidate_pairs
+from migrate.identity.blocking import RuleCounts, blocking
 from migrate.identity.compare import compare, vocabulary
 from migrate.identity.exact import resolve_exact, survivor_demographics
-from migrate.identity.model import MODEL_FILE, Model, em_sample, estimate, with_term_frequencies
+from migrate.identity.model import MODEL_FILE, Model, em_draw, estimate, rule_shares, with_term_frequencies
 from migrate.identity.prepare import prepare
 from migrate.identity.probable import CONTRIBUTION, classify, score_levels, score_pairs
 from migrate.identity.settings import IdentitySettings, load_identity_settings
@@ -174,11 +174,21 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
                                                  maintain_order="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     records = prepare(frame, "patient_key", "nhs")
-    pairs, blocking = candidate_pairs(records, None, settings)
+    # memory: the candidate pairs are never held all at once — they grow faster than the
+    # records (a block of k records makes k(k-1)/2 pairs). They are drawn a span of records
+    # at a time (``blocking.Blocking``, about CHUNK_PAIRS each), three times over: counted
+    # per rule, drawn for EM, then compared and scored, keeping only the pairs that score.
+    layout = blocking(records, None, settings)
+    spans = layout.spans()
+    counts = RuleCounts.of(len(layout.names))
+    for lo, hi in spans:
+        counts.add(layout.pairs(lo, hi))
+    shares = rule_shares(counts.pairs, settings)
+    sample = pl.concat([em_draw(layout.pairs(lo, hi), records, shares, settings) for lo, hi in spans])
     vocab = vocabulary(records)
-    sample, shares = em_sample(pairs, records, settings)
     trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
-    model = estimate(records, trained, blocking, settings, candidates=pairs.height, q_rule=shares)
+    model = estimate(records, trained, layout.reports(counts), settings, candidates=counts.total, q_rule=shares)
+    del sample, trained
     records = with_term_frequencies(model, records)
     # The exact and conflicting pairs are scored too, so a reviewer sees how alike they are.
     position = records.select("key", "idx")
@@ -191,14 +201,19 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     # Probable pairs: among survivors, never two records whose valid numbers agree (decided above).
     alive = survivors.select(pl.col("patient_key") == pl.col("survivor_key")).to_series()
     nhs = records.get_column("nhs")
-    i, j = pairs.get_column("i"), pairs.get_column("j")
-    same = (nhs.gather(i) == nhs.gather(j)).fill_null(False)
-    # (No ``reachable`` pruning here: within blocks the names mostly agree, so the bound
-    # keeps ~90% of the pairs and costs as much as it saves; measured at 1M patients.)
-    candidates = pairs.filter(alive.gather(i) & alive.gather(j) & ~same)
-    levels = pl.concat([candidates, compare(candidates, records, records, settings, (vocab, vocab))],
-                       how="horizontal")
-    scored = score_levels(levels, records, records, model, settings, min_score=settings.review_threshold)
+    scored_spans = []
+    for lo, hi in spans:
+        pairs = layout.pairs(lo, hi)
+        i, j = pairs.get_column("i"), pairs.get_column("j")
+        same = (nhs.gather(i) == nhs.gather(j)).fill_null(False)
+        # (No ``reachable`` pruning here: within blocks the names mostly agree, so the bound
+        # keeps ~90% of the pairs and costs as much as it saves; measured at 1M patients.)
+        candidates = pairs.filter(alive.gather(i) & alive.gather(j) & ~same)
+        levels = pl.concat([candidates, compare(candidates, records, records, settings, (vocab, vocab))],
+                           how="horizontal")
+        scored_spans.append(score_levels(levels, records, records, model, settings,
+                                         min_score=settings.review_threshold))
+    scored = pl.concat(scored_spans)
     probable = classify(scored, settings)
     model.report["twins_not_paired"] = scored.filter(pl.col("twin")).height
     return survivors, decided, probable, records, model

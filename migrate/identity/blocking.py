@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from migrate.identity.settings import IdentitySettings
@@ -56,6 +57,9 @@ PART_COVERS: dict[str, tuple[str, ...]] = {
 }
 PAIR_SCHEMA: dict[str, pl.DataType] = {"i": pl.UInt32(), "j": pl.UInt32(), "rules": pl.UInt64()}
 MAX_RULES = 64
+# Pairs generated at a time (before the union over rules, counting each rule's): bounds
+# blocking's memory whatever the extract's size — the pairs grow faster than the records.
+CHUNK_PAIRS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -95,50 +99,176 @@ def _key_frame(records: pl.DataFrame, columns: tuple[str, ...], max_block: int) 
     return keys.filter(pl.col("_size") <= max_block).drop("_size"), int(skipped), big.height
 
 
-def candidate_pairs(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings
-                    ) -> tuple[pl.DataFrame, list[RuleReport]]:
+@dataclass(frozen=True)
+class _Direction:
+    """One way of a rule: each left row's block, and the right rows grouped by block
+    (``partners[start[b]:start[b] + size[b]]`` are block b's right rows, ascending)."""
+
+    block: np.ndarray
+    partners: np.ndarray
+    start: np.ndarray
+    size: np.ndarray
+
+    def reach(self) -> np.ndarray:
+        """Per left row: the right rows of its block (0 outside any block)."""
+        sizes = np.append(self.size, 0)  # block -1 (none) reads the appended 0
+        return sizes[self.block]
+
+
+def _direction(left: pl.DataFrame, right: pl.DataFrame, names: list[str], rows: int) -> _Direction:
+    """``left`` and ``right``: row positions (``idx``) with their key columns (``names``);
+    ``rows``: the left frame's height."""
+    blocks = right.select(names).unique().with_row_index("_block")
+    a = left.join(blocks, on=names, how="inner")
+    b = right.join(blocks, on=names, how="inner")
+    block_b = b.get_column("_block").to_numpy().astype(np.int64)
+    order = np.argsort(block_b, kind="stable")
+    size = np.bincount(block_b, minlength=blocks.height).astype(np.int64)
+    start = np.cumsum(size) - size
+    block = np.full(rows, -1, dtype=np.int64)
+    block[a.get_column("idx").to_numpy()] = a.get_column("_block").to_numpy()
+    return _Direction(block, b.get_column("idx").to_numpy().astype(np.int64)[order], start, size)
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """The blocking rules laid out over ``left`` (and ``right``, or ``left`` itself): what
+    ``pairs`` draws a range of left rows' candidate pairs from, one range at a time.
+
+    ``spans`` cuts the left rows into ranges of at most about ``chunk`` generated pairs;
+    the pairs of all the spans, concatenated, are exactly ``candidate_pairs``'s — each pair
+    once, in the span of its first record, sorted by (i, j)."""
+
+    left_idx: np.ndarray
+    right_idx: np.ndarray
+    among_themselves: bool
+    rules: tuple[tuple[_Direction, ...], ...]
+    skipped: tuple[tuple[int, int], ...]
+    names: tuple[str, ...]
+
+    def spans(self, chunk: int = CHUNK_PAIRS) -> list[tuple[int, int]]:
+        """Ranges [lo, hi) of left rows, each generating about ``chunk`` pairs or fewer
+        (one row's pairs are never split); at least one range."""
+        n = self.left_idx.size
+        reach = np.zeros(n, dtype=np.int64)
+        for directions in self.rules:
+            for d in directions:
+                reach += d.reach()
+        total = np.cumsum(reach)
+        cuts = [0]
+        while cuts[-1] < n:
+            done = total[cuts[-1] - 1] if cuts[-1] else 0
+            nxt = int(np.searchsorted(total, done + max(chunk, 1), side="right"))
+            cuts.append(min(n, max(nxt, cuts[-1] + 1)))
+        return list(zip(cuts[:-1], cuts[1:])) or [(0, 0)]
+
+    def pairs(self, lo: int, hi: int) -> pl.DataFrame:
+        """The candidate pairs whose left record is row ``lo`` .. ``hi - 1`` of left (with
+        the records paired among themselves: whose first record is), ``PAIR_SCHEMA``,
+        sorted by (i, j)."""
+        packed: list[np.ndarray] = []
+        bits: list[np.ndarray] = []
+        for r, directions in enumerate(self.rules):
+            for d in directions:
+                x = np.arange(lo, hi, dtype=np.int64)
+                block = d.block[lo:hi]
+                x, block = x[block >= 0], block[block >= 0]
+                count = d.size[block]
+                ends = np.cumsum(count)
+                offset = np.arange(int(ends[-1]) if ends.size else 0, dtype=np.int64) - np.repeat(ends - count, count)
+                y = d.partners[np.repeat(d.start[block], count) + offset]
+                x = np.repeat(x, count)
+                if self.among_themselves:
+                    later = y > x
+                    x, y = x[later], y[later]
+                p = (self.left_idx[x].astype(np.uint64) << np.uint64(32)) | self.right_idx[y].astype(np.uint64)
+                packed.append(p)
+                bits.append(np.full(p.size, 1 << r, dtype=np.uint64))
+        if not packed:
+            return pl.DataFrame(schema=PAIR_SCHEMA)
+        p = np.concatenate(packed)
+        order = np.argsort(p)
+        p, b = p[order], np.concatenate(bits)[order]
+        first = np.flatnonzero(np.r_[True, p[1:] != p[:-1]]) if p.size else np.zeros(0, dtype=np.int64)
+        mask = np.bitwise_or.reduceat(b, first) if p.size else np.zeros(0, dtype=np.uint64)
+        p = p[first]
+        return pl.DataFrame({"i": (p >> np.uint64(32)).astype(np.uint32), "j": (p & np.uint64(0xFFFFFFFF))
+                             .astype(np.uint32), "rules": mask.astype(np.uint64)}, schema=PAIR_SCHEMA)
+
+    def reports(self, counts: RuleCounts) -> list[RuleReport]:
+        """What each rule did, from the ``counts`` of every span's pairs."""
+        return [RuleReport(name, counts.pairs[r], counts.only[r], *self.skipped[r]) for r, name in enumerate(self.names)]
+
+
+@dataclass
+class RuleCounts:
+    """Per rule: the candidate pairs it produced and those no other rule did, summed over
+    spans (``add`` each span's pairs)."""
+
+    pairs: list[int]
+    only: list[int]
+    total: int = 0
+
+    @classmethod
+    def of(cls, rules: int) -> RuleCounts:
+        return cls([0] * rules, [0] * rules)
+
+    def add(self, pairs: pl.DataFrame) -> None:
+        mask = pairs.get_column("rules").to_numpy()
+        self.total += mask.size
+        for r in range(len(self.pairs)):
+            bit = np.uint64(1 << r)
+            self.pairs[r] += int(((mask & bit) != 0).sum())
+            self.only[r] += int((mask == bit).sum())
+
+
+def blocking(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings) -> Blocking:
+    """The rules of ``settings`` laid out over ``left`` and ``right`` (None: ``left`` paired
+    among itself, i < j); ``left``'s ``idx`` ascending (``prepare``'s order, or a subset of it)."""
+    among = right is None
+    other = left if right is None else right
+    positions = [frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx")) for frame in (left, other)]
+    rules: list[tuple[_Direction, ...]] = []
+    skipped: list[tuple[int, int]] = []
+    for rule in settings.blocking_rules:
+        lcols = tuple(c for part in rule for c in PART_COLUMNS[part][0])
+        rcols = tuple(c for part in rule for c in PART_COLUMNS[part][1])
+        names = [f"k{n}" for n in range(len(lcols))]
+        # Among themselves, a rule whose two sides differ pairs x with y both ways round
+        # (x's left key is y's right key, or y's is x's): each way a direction from x.
+        directions = [(lcols, rcols)] if lcols == rcols else [(lcols, rcols), (rcols, lcols)]
+        made: list[_Direction] = []
+        blocks = records_skipped = 0
+        for way, (lc, rc) in enumerate(directions):
+            a, sb, sr = _key_frame(positions[0], lc, settings.max_block_size)
+            b, sb2, sr2 = (a, 0, 0) if among and lc == rc else _key_frame(positions[1], rc, settings.max_block_size)
+            if way == 0 or not among:  # the reverse way among themselves re-reads the same blocks
+                blocks, records_skipped = max(blocks, sb + sb2), max(records_skipped, sr + sr2)
+            made.append(_direction(a, b, names, left.height))
+        rules.append(tuple(made))
+        skipped.append((blocks, records_skipped))
+    idx = left.get_column("idx").to_numpy()
+    return Blocking(idx, other.get_column("idx").to_numpy(), among, tuple(rules), tuple(skipped),
+                    tuple(rule_name(rule) for rule in settings.blocking_rules))
+
+
+def candidate_pairs(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings,
+                    chunk: int = CHUNK_PAIRS) -> tuple[pl.DataFrame, list[RuleReport]]:
     """Distinct candidate pairs (``i`` left idx, ``j`` right idx, ``rules`` bit mask),
-    sorted by (i, j), and what each rule did.
+    sorted by (i, j), and what each rule did: every span of ``blocking`` at once.
 
     With ``right`` None the records are paired among themselves (i < j); otherwise every
     pair links a left record to a right one.
     """
-    shift = 1 << 32
-    parts: list[pl.DataFrame] = []
-    skipped: list[tuple[int, int]] = []
-    for r, rule in enumerate(settings.blocking_rules):
-        lcols = tuple(c for part in rule for c in PART_COLUMNS[part][0])
-        rcols = tuple(c for part in rule for c in PART_COLUMNS[part][1])
-        names = [f"k{n}" for n in range(len(lcols))]
-        directions = [(lcols, rcols)] if right is None or lcols == rcols else [(lcols, rcols), (rcols, lcols)]
-        found: list[pl.DataFrame] = []
-        blocks = records_skipped = 0
-        for lc, rc in directions:
-            a, sb, sr = _key_frame(left, lc, settings.max_block_size)
-            b, sb2, sr2 = (a, 0, 0) if right is None and lc == rc else _key_frame(
-                left if right is None else right, rc, settings.max_block_size)
-            blocks, records_skipped = max(blocks, sb + sb2), max(records_skipped, sr + sr2)
-            pairs = a.rename({"idx": "i"}).join(b.rename({"idx": "j"}), on=names, how="inner").select("i", "j")
-            if right is None:
-                pairs = pairs.filter(pl.col("i") != pl.col("j")).select(
-                    pl.min_horizontal("i", "j").alias("i"), pl.max_horizontal("i", "j").alias("j"))
-            found.append(pairs)
-        # One u64 per pair: deduplicating one integer column is far cheaper than two.
-        packed = pl.concat(found).select((pl.col("i").cast(pl.UInt64) * shift + pl.col("j")).alias("p")).unique()
-        parts.append(packed.with_columns(pl.lit(1 << r, dtype=pl.UInt64).alias("rules")))
-        skipped.append((blocks, records_skipped))
-    if not parts:
-        return pl.DataFrame(schema=PAIR_SCHEMA), []
-    union = pl.concat(parts).group_by("p").agg(pl.col("rules").bitwise_or()).sort("p")
-    reports = []
-    for r, rule in enumerate(settings.blocking_rules):
-        bit = pl.lit(1 << r, dtype=pl.UInt64)
-        mine = union.filter((pl.col("rules") & bit) != 0)
-        reports.append(RuleReport(rule_name(rule), mine.height, mine.filter(pl.col("rules") == bit).height,
-                                  *skipped[r]))
-    pairs = union.select((pl.col("p") // shift).cast(pl.UInt32).alias("i"), (pl.col("p") % shift).cast(pl.UInt32)
-                         .alias("j"), "rules")
-    return pairs, reports
+    layout = blocking(left, right, settings)
+    counts = RuleCounts.of(len(layout.names))
+    found = []
+    for lo, hi in layout.spans(chunk):
+        pairs = layout.pairs(lo, hi)
+        counts.add(pairs)
+        found.append(pairs)
+    return pl.concat(found), layout.reports(counts)
 
 
-__all__ = ["PAIR_SCHEMA", "PART_COLUMNS", "PART_COVERS", "RuleReport", "candidate_pairs", "covered", "rule_name"]
+__all__ = ["CHUNK_PAIRS", "PAIR_SCHEMA", "PART_COLUMNS", "PART_COVERS", "Blocking", "RuleCounts", "RuleReport",
+           "blocking", "candidate_pairs", "covered", "rule_name"]

@@ -307,6 +307,31 @@ def tf_columns(model: Model, records: pl.DataFrame, idx: pl.Series) -> dict[str,
     return {n: records.get_column(f"tfu_{n}").gather(idx) for n in names}
 
 
+def rule_shares(counts: list[int], settings: IdentitySettings) -> tuple[float, ...]:
+    """q_r per blocking rule, from the candidate pairs each rule produced (``em_sample``)."""
+    used = max(1, sum(1 for n in counts if n))
+    share = settings.model.em_pairs / used
+    return tuple(min(1.0, share / n) if n else 1.0 for n in counts)
+
+
+def em_draw(pairs: pl.DataFrame, records: pl.DataFrame, q_rule: tuple[float, ...], settings: IdentitySettings
+            ) -> pl.DataFrame:
+    """The ``pairs`` (any subset of the candidate pairs: each pair is drawn on its own)
+    that ``em_sample`` keeps, given each rule's q_r, with ``h`` and ``q``."""
+    bits = [1 << r for r in range(len(settings.blocking_rules))]
+    if all(q == 1.0 for q in q_rule):
+        return pairs.with_columns(pl.lit(1.0).alias("q"), pl.lit(0.0).alias("h"))
+    keys = records.get_column("key")
+    a, b = keys.gather(pairs.get_column("i")), keys.gather(pairs.get_column("j"))
+    h = pl.DataFrame({"a": a, "b": b}).select(
+        (pl.concat_str([pl.min_horizontal("a", "b"), pl.max_horizontal("a", "b")], separator="\x1f")
+         .hash(seed=settings.model.seed) // 2**11).cast(pl.Float64) / 2.0**53).to_series()
+    q = pl.max_horizontal([pl.when((pl.col("rules") & pl.lit(bit, dtype=pl.UInt64)) != 0).then(pl.lit(qr))
+                           .otherwise(pl.lit(0.0)) for bit, qr in zip(bits, q_rule)])
+    drawn = pairs.with_columns(h.alias("h")).with_columns(q.alias("q"))
+    return drawn.filter(pl.col("h") < pl.col("q"))
+
+
 def em_sample(pairs: pl.DataFrame, records: pl.DataFrame, settings: IdentitySettings
               ) -> tuple[pl.DataFrame, tuple[float, ...]]:
     """The candidate pairs EM trains on, with ``q``, the chance each had of being drawn, and
@@ -317,24 +342,13 @@ def em_sample(pairs: pl.DataFrame, records: pl.DataFrame, settings: IdentitySett
     records' keys falls below q_r = min(1, share / its pairs) — so the same pairs whatever
     the row order, each rule's kept pairs a uniform sample of its own, and a pair kept
     with chance q = the largest q_r of its rules (what the prior's count is divided by).
-    ``h`` is the pair's hash as a fraction in [0, 1).
+    ``h`` is the pair's hash as a fraction in [0, 1). (The identity stage draws span by
+    span: ``rule_shares`` of the counts, then ``em_draw`` of each span's pairs.)
     """
     bits = [1 << r for r in range(len(settings.blocking_rules))]
     counts = [pairs.filter((pl.col("rules") & pl.lit(b, dtype=pl.UInt64)) != 0).height for b in bits]
-    used = max(1, sum(1 for n in counts if n))
-    share = settings.model.em_pairs / used
-    q_rule = [min(1.0, share / n) if n else 1.0 for n in counts]
-    if all(q == 1.0 for q in q_rule):
-        return pairs.with_columns(pl.lit(1.0).alias("q"), pl.lit(0.0).alias("h")), tuple(q_rule)
-    keys = records.get_column("key")
-    a, b = keys.gather(pairs.get_column("i")), keys.gather(pairs.get_column("j"))
-    h = pl.DataFrame({"a": a, "b": b}).select(
-        (pl.concat_str([pl.min_horizontal("a", "b"), pl.max_horizontal("a", "b")], separator="\x1f")
-         .hash(seed=settings.model.seed) // 2**11).cast(pl.Float64) / 2.0**53).to_series()
-    q = pl.max_horizontal([pl.when((pl.col("rules") & pl.lit(bit, dtype=pl.UInt64)) != 0).then(pl.lit(qr))
-                           .otherwise(pl.lit(0.0)) for bit, qr in zip(bits, q_rule)])
-    drawn = pairs.with_columns(h.alias("h")).with_columns(q.alias("q"))
-    return drawn.filter(pl.col("h") < pl.col("q")), tuple(q_rule)
+    q_rule = rule_shares(counts, settings)
+    return em_draw(pairs, records, q_rule, settings), q_rule
 
 
 def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleReport],
@@ -399,4 +413,4 @@ def _duplicates_per_record(model: Model, records: pl.DataFrame, levels: pl.DataF
     return d
 
 
-__all__ = ["MODEL_FILE", "Model", "em_sample", "with_term_frequencies", "LearnedComparison", "estimate", "match_weights", "tf_columns"]
+__all__ = ["MODEL_FILE", "Model", "em_draw", "em_sample", "rule_shares", "with_term_frequencies", "LearnedComparison", "estimate", "match_weights", "tf_columns"]

@@ -88,46 +88,66 @@ def covered(rule: tuple[str, ...]) -> set[str]:
     return {c for part in rule for c in PART_COVERS[part]}
 
 
-def _key_frame(records: pl.DataFrame, columns: tuple[str, ...], max_block: int) -> tuple[pl.DataFrame, int, int]:
-    """(idx with the rule's key columns for records whose block is within the cap,
-    blocks skipped, records in them)."""
-    names = [f"k{n}" for n in range(len(columns))]
-    keys = records.select("idx", *[pl.col(c).alias(k) for c, k in zip(columns, names)]).drop_nulls(names)
-    keys = keys.with_columns(pl.len().over(names).alias("_size"))
-    big = keys.filter(pl.col("_size") > max_block)
-    skipped = big.select(pl.struct(names).n_unique()).item() if big.height else 0
-    return keys.filter(pl.col("_size") <= max_block).drop("_size"), int(skipped), big.height
-
-
 @dataclass(frozen=True)
 class _Direction:
-    """One way of a rule: each left row's block, and the right rows grouped by block
-    (``partners[start[b]:start[b] + size[b]]`` are block b's right rows, ascending)."""
+    """One way of a rule, over row positions: the left ``rows`` (ascending) whose block has
+    a partner, each row's ``block``, and the right rows grouped by block
+    (``partners[start[b]:start[b] + size[b]]`` are block b's right rows)."""
 
+    rows: np.ndarray
     block: np.ndarray
     partners: np.ndarray
     start: np.ndarray
     size: np.ndarray
 
-    def reach(self) -> np.ndarray:
-        """Per left row: the right rows of its block (0 outside any block)."""
-        sizes = np.append(self.size, 0)  # block -1 (none) reads the appended 0
-        return sizes[self.block]
+    def reach(self, n: int) -> np.ndarray:
+        """Per left row (``n`` of them): the right rows of its block (0 outside any block)."""
+        return np.bincount(self.rows, weights=self.size[self.block], minlength=n).astype(np.int64)
+
+    def expand(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y): every left row x in [lo, hi) beside every right row y of its block."""
+        first, last = np.searchsorted(self.rows, [lo, hi])
+        block = self.block[first:last]
+        count = self.size[block].astype(np.int64)
+        ends = np.cumsum(count)
+        offset = np.arange(int(ends[-1]) if ends.size else 0, dtype=np.int64) - np.repeat(ends - count, count)
+        y = self.partners[np.repeat(self.start[block], count) + offset]
+        return np.repeat(self.rows[first:last], count), y
 
 
-def _direction(left: pl.DataFrame, right: pl.DataFrame, names: list[str], rows: int) -> _Direction:
-    """``left`` and ``right``: row positions (``idx``) with their key columns (``names``);
-    ``rows``: the left frame's height."""
-    blocks = right.select(names).unique().with_row_index("_block")
-    a = left.join(blocks, on=names, how="inner")
-    b = right.join(blocks, on=names, how="inner")
-    block_b = b.get_column("_block").to_numpy().astype(np.int64)
-    order = np.argsort(block_b, kind="stable")
-    size = np.bincount(block_b, minlength=blocks.height).astype(np.int64)
-    start = np.cumsum(size) - size
-    block = np.full(rows, -1, dtype=np.int64)
-    block[a.get_column("idx").to_numpy()] = a.get_column("_block").to_numpy()
-    return _Direction(block, b.get_column("idx").to_numpy().astype(np.int64)[order], start, size)
+def _direction(left: pl.DataFrame, right: pl.DataFrame | None, lcols: tuple[str, ...], rcols: tuple[str, ...],
+               max_block: int) -> tuple[_Direction, int, int]:
+    """The blocks of one way of a rule (left rows keyed by ``lcols``, right rows by
+    ``rcols``; ``right`` None: the left rows among themselves), the blocks the cap skipped
+    and the records in them (each side's blocks counted on their own).
+
+    ``left`` and ``right`` carry ``pos``, the row position. A side's block holding more
+    than ``max_block`` records is left out; a block only one side holds makes no pair."""
+    names = [f"k{n}" for n in range(len(lcols))]
+    a = left.select("pos", *[pl.col(c).alias(k) for c, k in zip(lcols, names)]).drop_nulls(names)
+    if right is None and lcols == rcols:
+        grouped = a.group_by(names).agg(pl.col("pos").alias("a")).with_columns(pl.col("a").alias("b"))
+        sides = [pl.col("a").list.len()]
+    else:
+        b = (left if right is None else right).select("pos", *[pl.col(c).alias(k) for c, k in zip(rcols, names)]
+                                                     ).drop_nulls(names)
+        both = pl.concat([a.with_columns(pl.lit(True).alias("_a")), b.with_columns(pl.lit(False).alias("_a"))])
+        grouped = both.group_by(names).agg(pl.col("pos").filter("_a").alias("a"),
+                                           pl.col("pos").filter(~pl.col("_a")).alias("b"))
+        sides = [pl.col("a").list.len(), pl.col("b").list.len()]
+    sizes = grouped.select(pl.col("a").list.len().alias("na"), pl.col("b").list.len().alias("nb"))
+    over = [sizes.get_column(c) > max_block for c in (["na"] if len(sides) == 1 else ["na", "nb"])]
+    skipped_blocks = sum(int(o.sum()) for o in over)
+    skipped_records = sum(int(sizes.get_column(c).filter(o).sum()) for c, o in zip(["na", "nb"], over))
+    least = 2 if len(sides) == 1 else 1  # among themselves a block of one pairs with nobody
+    kept = grouped.filter(pl.all_horizontal([(n >= least) & (n <= max_block) for n in sides])).select("a", "b")
+    size = kept.get_column("b").list.len().to_numpy().astype(np.int32)
+    start = np.cumsum(size, dtype=np.int64) - size
+    partners = kept.get_column("b").explode().to_numpy().astype(np.int32)
+    rows = kept.select(pl.col("a"), pl.int_range(pl.len(), dtype=pl.Int32).alias("block")).explode("a").sort("a")
+    made = _Direction(rows.get_column("a").to_numpy().astype(np.int32), rows.get_column("block").to_numpy(),
+                      partners, start, size)
+    return made, skipped_blocks, skipped_records
 
 
 @dataclass(frozen=True)
@@ -153,7 +173,7 @@ class Blocking:
         reach = np.zeros(n, dtype=np.int64)
         for directions in self.rules:
             for d in directions:
-                reach += d.reach()
+                reach += d.reach(n)
         total = np.cumsum(reach)
         cuts = [0]
         while cuts[-1] < n:
@@ -170,14 +190,7 @@ class Blocking:
         bits: list[np.ndarray] = []
         for r, directions in enumerate(self.rules):
             for d in directions:
-                x = np.arange(lo, hi, dtype=np.int64)
-                block = d.block[lo:hi]
-                x, block = x[block >= 0], block[block >= 0]
-                count = d.size[block]
-                ends = np.cumsum(count)
-                offset = np.arange(int(ends[-1]) if ends.size else 0, dtype=np.int64) - np.repeat(ends - count, count)
-                y = d.partners[np.repeat(d.start[block], count) + offset]
-                x = np.repeat(x, count)
+                x, y = d.expand(lo, hi)
                 if self.among_themselves:
                     later = y > x
                     x, y = x[later], y[later]
@@ -227,24 +240,22 @@ def blocking(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentityS
     among itself, i < j); ``left``'s ``idx`` ascending (``prepare``'s order, or a subset of it)."""
     among = right is None
     other = left if right is None else right
-    positions = [frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx")) for frame in (left, other)]
+    positions = [frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"))
+                 for frame in ((left,) if right is None else (left, right))]
     rules: list[tuple[_Direction, ...]] = []
     skipped: list[tuple[int, int]] = []
     for rule in settings.blocking_rules:
         lcols = tuple(c for part in rule for c in PART_COLUMNS[part][0])
         rcols = tuple(c for part in rule for c in PART_COLUMNS[part][1])
-        names = [f"k{n}" for n in range(len(lcols))]
         # Among themselves, a rule whose two sides differ pairs x with y both ways round
         # (x's left key is y's right key, or y's is x's): each way a direction from x.
         directions = [(lcols, rcols)] if lcols == rcols else [(lcols, rcols), (rcols, lcols)]
         made: list[_Direction] = []
         blocks = records_skipped = 0
-        for way, (lc, rc) in enumerate(directions):
-            a, sb, sr = _key_frame(positions[0], lc, settings.max_block_size)
-            b, sb2, sr2 = (a, 0, 0) if among and lc == rc else _key_frame(positions[1], rc, settings.max_block_size)
-            if way == 0 or not among:  # the reverse way among themselves re-reads the same blocks
-                blocks, records_skipped = max(blocks, sb + sb2), max(records_skipped, sr + sr2)
-            made.append(_direction(a, b, names, left.height))
+        for lc, rc in directions:
+            way, sb, sr = _direction(positions[0], None if among else positions[1], lc, rc, settings.max_block_size)
+            blocks, records_skipped = max(blocks, sb), max(records_skipped, sr)
+            made.append(way)
         rules.append(tuple(made))
         skipped.append((blocks, records_skipped))
     idx = left.get_column("idx").to_numpy()

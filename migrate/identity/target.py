@@ -13,7 +13,7 @@ import polars as pl
 
 from migrate.errors import InputError
 from migrate.identity import nhs_number
-from migrate.identity.blocking import candidate_pairs
+from migrate.identity.blocking import PART_COLUMNS, candidate_pairs
 from migrate.identity.model import Model
 from migrate.identity.prepare import prepare
 from migrate.identity.probable import reachable, score_pairs
@@ -95,7 +95,10 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
     rest = patients.join(by_number.select("patient_key"), on="patient_key", how="anti")
     left = prepare(rest, "patient_key", "nhs") if prepared is None else prepared
     right = prepare(target, "local_id", "nhs")
-    wanted = left.join(rest.select(pl.col("patient_key").alias("key")), on="key", how="semi")
+    # Blocking reads only the key columns: the semi join copies those, not every prepared column.
+    keyed = {c for rule in settings.blocking_rules for part in rule for side in PART_COLUMNS[part] for c in side}
+    wanted = left.select("idx", "key", "nhs", *sorted(keyed - {"nhs"})).join(
+        rest.select(pl.col("patient_key").alias("key")), on="key", how="semi")
     # Two valid numbers that differ are two different people: only pairs where one side has
     # no valid number are compared, so each side is cut down before blocking.
     no_left, no_right = wanted.filter(pl.col("nhs").is_null()), right.filter(pl.col("nhs").is_null())

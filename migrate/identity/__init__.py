@@ -31,7 +31,7 @@ import polars as pl
 
 from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
-from migrate.identity.blocking import RuleCounts, blocking
+from migrate.identity.blocking import RuleCounts, block_layout
 from migrate.identity.compare import compare, vocabulary
 from migrate.identity.exact import resolve_exact, survivor_demographics
 from migrate.identity.model import MODEL_FILE, Model, em_draw, estimate, rule_shares, with_term_frequencies
@@ -178,7 +178,7 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     # records (a block of k records makes k(k-1)/2 pairs). They are drawn a span of records
     # at a time (``blocking.Blocking``, about CHUNK_PAIRS each), three times over: counted
     # per rule, drawn for EM, then compared and scored, keeping only the pairs that score.
-    layout = blocking(records, None, settings)
+    layout = block_layout(records, None, settings)
     spans = layout.spans()
     counts = RuleCounts.of(len(layout.names))
     for lo, hi in spans:

@@ -166,9 +166,11 @@ class Blocking:
     skipped: tuple[tuple[int, int], ...]
     names: tuple[str, ...]
 
-    def spans(self, chunk: int = CHUNK_PAIRS) -> list[tuple[int, int]]:
-        """Ranges [lo, hi) of left rows, each generating about ``chunk`` pairs or fewer
-        (one row's pairs are never split); at least one range."""
+    def spans(self, chunk: int | None = None) -> list[tuple[int, int]]:
+        """Ranges [lo, hi) of left rows, together every row once and in order, each
+        generating at most ``chunk`` (default ``CHUNK_PAIRS``) pairs before the union over
+        rules, unless one row alone generates more; at least one range."""
+        chunk = CHUNK_PAIRS if chunk is None else chunk
         n = self.left_idx.size
         reach = np.zeros(n, dtype=np.int64)
         for directions in self.rules:
@@ -235,7 +237,7 @@ class RuleCounts:
             self.only[r] += int((mask == bit).sum())
 
 
-def blocking(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings) -> Blocking:
+def block_layout(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings) -> Blocking:
     """The rules of ``settings`` laid out over ``left`` and ``right`` (None: ``left`` paired
     among itself, i < j); ``left``'s ``idx`` ascending (``prepare``'s order, or a subset of it)."""
     among = right is None
@@ -264,14 +266,14 @@ def blocking(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentityS
 
 
 def candidate_pairs(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings,
-                    chunk: int = CHUNK_PAIRS) -> tuple[pl.DataFrame, list[RuleReport]]:
+                    chunk: int | None = None) -> tuple[pl.DataFrame, list[RuleReport]]:
     """Distinct candidate pairs (``i`` left idx, ``j`` right idx, ``rules`` bit mask),
-    sorted by (i, j), and what each rule did: every span of ``blocking`` at once.
+    sorted by (i, j), and what each rule did: every span of ``block_layout`` at once.
 
     With ``right`` None the records are paired among themselves (i < j); otherwise every
     pair links a left record to a right one.
     """
-    layout = blocking(left, right, settings)
+    layout = block_layout(left, right, settings)
     counts = RuleCounts.of(len(layout.names))
     found = []
     for lo, hi in layout.spans(chunk):
@@ -282,4 +284,4 @@ def candidate_pairs(left: pl.DataFrame, right: pl.DataFrame | None, settings: Id
 
 
 __all__ = ["CHUNK_PAIRS", "PAIR_SCHEMA", "PART_COLUMNS", "PART_COVERS", "Blocking", "RuleCounts", "RuleReport",
-           "blocking", "candidate_pairs", "covered", "rule_name"]
+           "block_layout", "candidate_pairs", "covered", "rule_name"]

@@ -9,13 +9,17 @@ from datetime import date
 from itertools import combinations
 
 import polars as pl
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
+from polars.testing import assert_frame_equal
 
-from migrate.identity import IdentitySettings, dedupe
-from migrate.identity.blocking import PART_COLUMNS, candidate_pairs
+import migrate.identity.blocking as blocking_module
+from migrate.identity import IdentitySettings, dedupe, resolve_identity
+from migrate.identity.blocking import PART_COLUMNS, RuleCounts, block_layout, candidate_pairs
+from migrate.identity.model import em_draw, em_sample, rule_shares
 from migrate.identity.prepare import prepare
 
-from .conftest import PERSON, patients
+from .conftest import PERSON, patients, referrals
 
 
 def brute_force(records: pl.DataFrame, rules: tuple[tuple[str, ...], ...], cap: int) -> dict[tuple[int, int], int]:
@@ -124,3 +128,113 @@ def test_names_the_wrong_way_round_with_a_typo_are_compared(settings: IdentitySe
     assert _only_rule(settings, {"key": "P1", **PERSON}, copy) == ["birth_date+crossed_phonetic"]
     found = dedupe(patients({"key": "P1", **PERSON}, copy), settings)[0]
     assert found.select("patient_key_a", "patient_key_b", "match_type").rows() == [("P1", "P2", "probable")]
+
+
+def _records(rows: list[dict[str, object]], prefix: str = "P") -> pl.DataFrame:
+    return prepare(patients(*[{"key": f"{prefix}{k}", **r} for k, r in enumerate(rows)]).collect(), "patient_key",
+                   None)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(people, min_size=0, max_size=14), st.integers(min_value=2, max_value=6),
+       st.integers(min_value=0, max_value=60))
+def test_pairs_drawn_a_span_at_a_time_are_the_whole_frames_pairs(settings: IdentitySettings,
+                                                                  rows: list[dict[str, object]], cap: int,
+                                                                  chunk: int) -> None:
+    """Any chunk size — 0, 1, more than all the pairs — gives the same pairs, masks, order
+    and rule reports as blocking the whole frame at once (and as comparing every pair)."""
+    records = _records(rows)
+    capped = dataclasses.replace(settings, max_block_size=cap)
+    whole, whole_reports = candidate_pairs(records, None, capped, chunk=10**9)
+    layout = block_layout(records, None, capped)
+    spans = layout.spans(chunk)
+    assert [lo for lo, _ in spans] == [0, *[hi for _, hi in spans[:-1]]] and spans[-1][1] == records.height
+    parts = [layout.pairs(lo, hi) for lo, hi in spans]
+    counts = RuleCounts.of(len(layout.names))
+    for part in parts:
+        counts.add(part)
+    assert_frame_equal(pl.concat(parts), whole)
+    assert layout.reports(counts) == whole_reports
+    assert {(i, j): m for i, j, m in whole.iter_rows()} == brute_force(records, capped.blocking_rules, cap)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(st.lists(people, min_size=0, max_size=10), st.lists(people, min_size=0, max_size=10),
+       st.integers(min_value=0, max_value=40))
+def test_linking_two_frames_a_span_at_a_time_gives_every_pair_a_rule_joins(settings: IdentitySettings,
+                                                                            ours: list[dict[str, object]],
+                                                                            theirs: list[dict[str, object]],
+                                                                            chunk: int) -> None:
+    """Between two frames (the target index): the pair (x, y) is there when x's left key
+    equals y's right key under some rule, whichever frame is cut into spans."""
+    left, right = _records(ours), _records(theirs, "T")
+    pairs, _ = candidate_pairs(left, right, settings, chunk=chunk)
+    expected: dict[tuple[int, int], int] = {}
+    sizes = [{side: {} for side in (0, 1)} for _ in settings.blocking_rules]  # type: ignore[var-annotated]
+    for n, rule in enumerate(settings.blocking_rules):
+        for side, frame in ((0, left), (1, right)):
+            for way in (0, 1):
+                for r in frame.to_dicts():
+                    key = tuple(r[c] for part in rule for c in PART_COLUMNS[part][way])
+                    sizes[n][side][(way, key)] = sizes[n][side].get((way, key), 0) + 1
+    for x in left.to_dicts():
+        for y in right.to_dicts():
+            for n, rule in enumerate(settings.blocking_rules):
+                for way in (0, 1):
+                    kx = tuple(x[c] for part in rule for c in PART_COLUMNS[part][way])
+                    ky = tuple(y[c] for part in rule for c in PART_COLUMNS[part][1 - way])
+                    if None in kx or kx != ky:
+                        continue
+                    if sizes[n][0][(way, kx)] > settings.max_block_size or \
+                            sizes[n][1][(1 - way, ky)] > settings.max_block_size:
+                        continue
+                    expected[(x["idx"], y["idx"])] = expected.get((x["idx"], y["idx"]), 0) | (1 << n)
+    assert {(i, j): m for i, j, m in pairs.iter_rows()} == expected
+    assert pairs.select("i", "j").rows() == sorted(expected)
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(people, min_size=2, max_size=14), st.integers(min_value=1, max_value=40),
+       st.integers(min_value=1, max_value=30))
+def test_em_pairs_drawn_span_by_span_are_the_whole_frames_draw(settings: IdentitySettings,
+                                                               rows: list[dict[str, object]], chunk: int,
+                                                               em_pairs: int) -> None:
+    """EM's sample drawn a span at a time (each rule's share from the counted pairs, then
+    each span's draw) is the sample drawn from all the pairs at once, row for row."""
+    records = _records(rows)
+    tight = dataclasses.replace(settings, model=dataclasses.replace(settings.model, em_pairs=em_pairs))
+    whole, q_whole = em_sample(candidate_pairs(records, None, tight)[0], records, tight)
+    layout = block_layout(records, None, tight)
+    spans = layout.spans(chunk)
+    counts = RuleCounts.of(len(layout.names))
+    for lo, hi in spans:
+        counts.add(layout.pairs(lo, hi))
+    shares = rule_shares(counts.pairs, tight)
+    drawn = pl.concat([em_draw(layout.pairs(lo, hi), records, shares, tight) for lo, hi in spans])
+    assert shares == q_whole
+    assert_frame_equal(drawn, whole)
+
+
+def test_identity_decides_the_same_whatever_the_span_size(settings: IdentitySettings,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """resolve_identity with one record's pairs per span gives the same duplicates,
+    flags, merges and model as with every pair in one span."""
+    rng = random.Random(11)
+    rows = []
+    for k in range(60):
+        person = {"key": f"K{k:02d}", **PERSON, "family_name": rng.choice(["Ashby", "Ashbey", "Khan", "Bennett"]),
+                  "given_names": rng.choice(["Alice", "Alicia", "Amir", "Ben"]),
+                  "born": rng.choice(["1941-02-11", "1941-11-02", "1950-03-04"]),
+                  "postcode": rng.choice(["OX2 1AB", "OX2 1AD", None]),
+                  "nhs": rng.choice([None, "9434765919", "9434765870"])}
+        rows.append(person)
+    frame = patients(*rows)
+    whole = resolve_identity(frame, referrals(), settings)
+    monkeypatch.setattr(blocking_module, "CHUNK_PAIRS", 1)
+    spans = block_layout(prepare(frame.collect(), "patient_key", None), None, settings).spans()
+    assert len(spans) > 10
+    cut = resolve_identity(frame, referrals(), settings)
+    for name in ("patients", "merges", "duplicates", "exceptions", "at_target"):
+        assert_frame_equal(getattr(cut, name), getattr(whole, name))
+    assert cut.model.asdict() == whole.model.asdict()
+    assert whole.duplicates.height > 0 and whole.model.report["candidate_pairs"] > 100

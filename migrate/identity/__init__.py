@@ -291,7 +291,9 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
     frame = survivor_demographics(frame, survivors.join(merges.select("survivor_key").unique(), on="survivor_key",
                                                         how="semi"), settings)
-    alive = frame.filter(pl.col("patient_key") == pl.col("survivor_key"))
+    # match_target reads the survivors' keys and valid numbers (``records`` holds their
+    # demographics): a copy of two columns, not of the whole annotated table.
+    alive = frame.select("patient_key", "nhs", "survivor_key").filter(pl.col("patient_key") == pl.col("survivor_key"))
     if target_index is not None:
         at_target = match_target(alive, target_index, settings, model, records)
     else:

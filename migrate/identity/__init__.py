@@ -174,10 +174,11 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
                                                  maintain_order="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     records = prepare(frame, "patient_key", "nhs")
-    # memory: the candidate pairs are never held all at once — they grow faster than the
-    # records (a block of k records makes k(k-1)/2 pairs). They are drawn a span of records
-    # at a time (``blocking.Blocking``, about CHUNK_PAIRS each), three times over: counted
-    # per rule, drawn for EM, then compared and scored, keeping only the pairs that score.
+    # memory: span: the candidate pairs are never held all at once — they grow faster than
+    # the records (a block of k records makes k(k-1)/2 pairs). They are drawn a span of
+    # records at a time (``blocking.Blocking``, at most CHUNK_PAIRS generated pairs each),
+    # three times over: counted per rule, drawn for EM, then compared and scored, keeping
+    # only the pairs at or above the review score.
     layout = block_layout(records, None, settings)
     spans = layout.spans()
     counts = RuleCounts.of(len(layout.names))
@@ -284,7 +285,8 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     """
     # memory: whole by design: identity is global (any two records may be one person: blocking
     # pairs span the table, EM learns from all of it); the patient table only (1M rows ~0.3
-    # GB; the stage peaks at ~2 GB at 1M patients, benchmarks/identity.md).
+    # GB; the stage peaks at ~2.2 GB at 1M patients, benchmarks/identity.md). The candidate
+    # pairs are not held whole (``_duplicates``).
     frame = _annotated(patients.collect(), referrals, settings)
     survivors, decided, probable, records, model = _duplicates(frame, settings)
     frame = frame.join(survivors, on="patient_key", how="left", maintain_order="left")

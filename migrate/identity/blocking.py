@@ -10,6 +10,11 @@ The cap: a rule's key value shared by more than ``max_block_size`` records is sk
 that rule (its pairs grow with the square and do not discriminate: a placeholder postcode,
 a default birth date). Skipped blocks and the records in them are reported per rule; the
 other rules still reach those records.
+
+Pairs grow faster than the records (blocks fill as the extract grows), so they are never
+needed all at once: ``block_layout`` lays the rules out over the records once, and
+``Blocking.pairs`` gives the pairs of one span of records (``Blocking.spans``) — the spans'
+pairs, concatenated, are exactly ``candidate_pairs``'s, in the same order.
 """
 
 from __future__ import annotations
@@ -240,6 +245,8 @@ class RuleCounts:
 def block_layout(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings) -> Blocking:
     """The rules of ``settings`` laid out over ``left`` and ``right`` (None: ``left`` paired
     among itself, i < j); ``left``'s ``idx`` ascending (``prepare``'s order, or a subset of it)."""
+    # memory: whole, as identity's patient table: per rule way, each record's block and each
+    # block's partners (int32, records that can pair only), ~10 bytes a record a way.
     among = right is None
     other = left if right is None else right
     positions = [frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"))

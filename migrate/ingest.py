@@ -38,7 +38,7 @@ from migrate.profile import Profile, TableSpec
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.ingest_tables import apply_table, within_sources
 from migrate.sources import InputFile, discover, read_columns, read_file
-from migrate.staging import Parts, SortedKeys, sink
+from migrate.staging import Parts, SortedKeys, collect_compact, compact, sink
 
 if TYPE_CHECKING:
     from migrate.sources.hl7 import Hl7Read
@@ -138,8 +138,10 @@ class _Sources:
         for (t, name), (frame, compiled) in self._files.items():
             rows = failed.filter(pl.col("source_file") == name).select("source_row") if t == table else None
             if rows is not None and rows.height:
-                raws.append(explain_failures(frame.join(rows.lazy(), on="source_row", how="semi"), compiled)
-                            .select("source_file", "source_row", "__raw").collect())
+                # a batch at a time, compacted: the few records found would otherwise hold every
+                # batch of the source they came from
+                raws.append(collect_compact(explain_failures(frame.join(rows.lazy(), on="source_row", how="semi"),
+                                                             compiled).select("source_file", "source_row", "__raw")))
         raw = pl.concat(raws) if raws else pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64,
                                                                 "__raw": pl.String})
         # A row that failed a check after being applied beside rows that failed mapping carries
@@ -187,7 +189,10 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
             failed = out.filter(~ok)
             details = explain_failures(batch.lazy().join(failed.select("source_row").lazy(), on="source_row",
                                                          how="semi"), compiled).collect()
-            bad.append(failed.join(details, on=["source_file", "source_row"], how="left", maintain_order="left"))
+            # memory: compacted (``staging.compact``): the failing rows alone would hold the whole
+            # batch's strings until the table is applied, every batch's (the whole file at 5M).
+            bad.append(compact(failed.join(details, on=["source_file", "source_row"], how="left",
+                                           maintain_order="left")))
         del out, batch
     empty = apply_mapping(source.head(0), compiled).collect()
     if not good.paths:

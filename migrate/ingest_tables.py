@@ -31,7 +31,8 @@ import polars as pl
 
 from migrate import canonical, integrity, updates
 from migrate.profile import TableSpec
-from migrate.staging import Parts, RangeBuckets, batches, boundaries, hashed_in, repeated_hashes, sample
+from migrate.staging import (Parts, RangeBuckets, batches, boundaries, collect_compact, compact, hashed_in,
+                             repeated_hashes, sample)
 
 BATCH_ROWS = 500_000  # rows checked at once on the unique-key path
 
@@ -65,10 +66,10 @@ def within_sources(table: str, sources: Sequence[tuple[TableSpec, pl.LazyFrame]]
             if repeated.len():
                 # Only the rows of repeated keys (and of hash collisions, which the exact check
                 # below passes) are needed to name each repeat's first row.
-                involved = frame.filter(pl.col(key).is_not_null() & hashed_in(key, repeated)).collect()
+                involved = collect_compact(frame.filter(pl.col(key).is_not_null() & hashed_in(key, repeated)))
                 split = integrity.duplicate_keys(involved, table)
                 if split.failed.height:
-                    failed.append(split.failed)
+                    failed.append(compact(split.failed))
                     frame = frame.join(split.failed.select("source_file", "source_row").lazy(),
                                        on=["source_file", "source_row"], how="anti", maintain_order="left")
         frames.append(frame)
@@ -107,7 +108,8 @@ def apply_table(table: str, frame: pl.LazyFrame, check: updates.Check, invalid: 
     for batch in batches(frame, BATCH_ROWS):
         passed, failed = check(batch)
         out.kept.add(passed)
-        out.failed += [f for f in failed if f.height]
+        # compacted: held to the table's end, a batch's few failing rows would hold its strings
+        out.failed += [compact(f) for f in failed if f.height]
     if invalid is not None:
         out.invalid.append(invalid)
     return out
@@ -136,11 +138,11 @@ def _apply_in_buckets(out: TableApplied, table: str, key: str, frame: pl.LazyFra
             # (a bucket whose keys were all unique comes back in file order).
             out.kept.add(applied.kept.select(schema.names()).sort(pl.col(key), *updates.order_columns(),
                                                                   nulls_last=False, maintain_order=True))
-            out.failed += [f for f in applied.failed if f.height]
-            out.superseded.append(applied.superseded)
+            out.failed += [compact(f) for f in applied.failed if f.height]
+            out.superseded.append(compact(applied.superseded))
             out.kept_previous += applied.kept_previous
             if applied.invalid is not None and applied.invalid.height:
-                out.invalid.append(applied.invalid)
+                out.invalid.append(compact(applied.invalid))
             del rows, applied
     finally:
         buckets.close()

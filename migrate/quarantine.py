@@ -22,6 +22,7 @@ from __future__ import annotations
 import polars as pl
 
 from migrate.canonical import typed
+from migrate.staging import compact
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),
@@ -90,15 +91,16 @@ def from_reader(rejected: pl.DataFrame, table: str) -> pl.DataFrame:
 
 
 def unhandled_events(messages: pl.LazyFrame, routed: list[str], table: str, profile: str) -> pl.DataFrame:
-    """Quarantine rows for valid HL7 messages whose event no table of ``profile`` takes."""
-    return messages.filter(~pl.col("event").is_in(routed)).select(
+    """Quarantine rows for valid HL7 messages whose event no table of ``profile`` takes
+    (compacted: held to the end of ingest, see ``staging.compact``)."""
+    return compact(messages.filter(~pl.col("event").is_in(routed)).select(
         "source_file", "source_row", pl.lit(table).alias("table"), pl.lit("hl7_unhandled").alias("reason_code"),
         pl.lit(None, dtype=pl.String).alias("field"),
         pl.format("{} message {}: {}^{} (control id {}) is not an event any table of profile {} takes",
                   "source_file", "source_row", "message_type", "event", "control_id", pl.lit(profile))
         .alias("message"),
         pl.concat_str([pl.col("message_type"), pl.col("event")], separator="^").alias("raw"),
-    ).collect()
+    ).collect())
 
 
 def table(parts: list[pl.DataFrame]) -> pl.DataFrame:

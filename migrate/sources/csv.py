@@ -44,6 +44,7 @@ from migrate.sources.records import Dialect, Grammar, line_separator, record_ran
 
 _TRANSCODE_CHUNK = 1 << 24
 _SNIFF_BYTES = 1 << 20
+_COUNT_ROWS = 1_000_000  # rows counted at a time (``_count``)
 _BLANK_BYTES = b" \t\r\n\xef\xbb\xbf"
 
 
@@ -286,5 +287,11 @@ def _fields(path: Path, header: tuple[str, ...], opts: CsvOptions) -> pl.LazyFra
 
 
 def _count(path: Path, header: tuple[str, ...], opts: CsvOptions) -> int:
-    """Rows polars' reader sees (its fast counting path: no row index, no columns)."""
-    return int(_scan(path, header, opts, row_index=False).select(pl.len()).collect().item())
+    """Rows polars' reader sees, one cheap column of each row streamed and counted.
+
+    # memory: a batch of rows at a time. Not ``select(pl.len())``: polars' fast counting
+    # path maps the whole file, whose pages then count in the process's RSS (4.4 GB for the
+    # contacts file at 5M patients, the peak of the 5M ingest; measured).
+    """
+    first = _scan(path, header, opts, row_index=False).select(pl.first().is_null())
+    return sum(batch.height for batch in first.collect_batches(chunk_size=_COUNT_ROWS, maintain_order=False))

@@ -75,3 +75,19 @@ def test_reading_a_file_a_range_at_a_time_reads_what_reading_it_whole_reads(
     rows = ranged.frame.collect()
     assert rows.equals(whole.frame.collect()) and ranged.rejected.equals(whole.rejected)
     assert ranged.rows_read == whole.rows_read == rows.height + ranged.rejected.height
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.lists(_LINE, max_size=25), eol=st.sampled_from(["\n", "\r\n"]), size=st.integers(1, 6))
+def test_raw_texts_read_a_few_lines_at_a_time_are_the_records_lines(tmp_path: Path, body: list[str], eol: str,
+                                                                     size: int) -> None:
+    """``record_texts`` streams the file ``size`` lines at a time: each record's text is its
+    own physical lines (line ends dropped, joined by LF), as in the file, whatever the batch."""
+    path = _write(tmp_path, body, eol)
+    recs, separator = records(path, Dialect())
+    wanted = recs.filter(pl.col("rec") % 2 == 1)  # every other record, multi-line ones included
+    lines = path.read_bytes().decode().split("\n")
+    expected = {rec: "\n".join(line.removesuffix("\r") for line in lines[first:first + n])
+                for rec, first, n in wanted.select("rec", "first_line", "nlines").iter_rows()}
+    assert record_index.record_texts(path, separator, wanted, batch_lines=size) == expected
+    assert record_index.record_texts(path, separator, wanted, batch_lines=1 << 20) == expected

@@ -40,6 +40,7 @@ import polars as pl
 
 from migrate.errors import InputError
 from migrate.sources import records as record_index
+from migrate.staging import compact
 from migrate.sources.records import Dialect, Grammar, line_separator, record_ranges, record_texts, without_records
 
 _TRANSCODE_CHUNK = 1 << 24
@@ -247,7 +248,7 @@ class _RecordIndex:
             )
             records += recs.height
             rows += int(recs.select(nonblank.sum()).item())
-            notable.append(recs.filter(pl.col("reason_code").is_not_null() | pl.col("blank")))
+            notable.append(compact(recs.filter(pl.col("reason_code").is_not_null() | pl.col("blank"))))
         return cls(records, rows, pl.concat(notable))
 
 

@@ -31,9 +31,9 @@ import polars as pl
 
 from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
-from migrate.identity.blocking import RuleCounts, block_layout
+from migrate.identity.blocking import RuleCounts, RuleReport, SpilledPairs, block_layout
 from migrate.identity.compare import compare, vocabulary
-from migrate.identity.exact import resolve_exact, survivor_demographics
+from migrate.identity.exact import ExactResult, resolve_exact, survivor_demographics
 from migrate.identity.model import MODEL_FILE, Model, em_draw, estimate, rule_shares, with_term_frequencies
 from migrate.identity.prepare import prepare
 from migrate.identity.probable import CONTRIBUTION, classify, score_levels, score_pairs
@@ -170,25 +170,34 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     records, the model estimated on every record)."""
     exact = resolve_exact(frame.select("patient_key", "nhs", "birth_date", "sex", "source_file", "source_row",
                                        "verified", "completeness", "first_referral", "last_referral"), settings)
+    records = prepare(frame, "patient_key", "nhs")
+    # memory: span: the candidate pairs are never held all at once — they grow faster than
+    # the records (a block of k records makes k(k-1)/2 pairs). They are generated a span of
+    # records at a time (``blocking.Blocking``, at most CHUNK_PAIRS generated pairs each),
+    # once: counted per rule and spilled to disk (``blocking.SpilledPairs``), then read back
+    # a span at a time to draw EM's sample and to compare and score, keeping only the pairs
+    # at or above the review score. The blocking layout (global: a block spans the table)
+    # is let go as soon as the pairs are written.
+    layout = block_layout(records, None, settings)
+    with SpilledPairs(layout) as spilled:
+        counts, reports = spilled.counts, layout.reports(spilled.counts)
+        del layout
+        return _scored(exact, frame, records, spilled, counts, reports, settings)
+
+
+def _scored(exact: ExactResult, frame: pl.DataFrame, records: pl.DataFrame, spilled: SpilledPairs,
+            counts: RuleCounts, reports: list[RuleReport], settings: IdentitySettings
+            ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, Model]:
+    """The model estimated on the candidate pairs ``spilled`` and the pairs scored by it:
+    ``_duplicates``' result."""
     survivors = frame.select("patient_key").join(exact.survivors, on="patient_key", how="left",
                                                  maintain_order="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
-    records = prepare(frame, "patient_key", "nhs")
-    # memory: span: the candidate pairs are never held all at once — they grow faster than
-    # the records (a block of k records makes k(k-1)/2 pairs). They are drawn a span of
-    # records at a time (``blocking.Blocking``, at most CHUNK_PAIRS generated pairs each),
-    # three times over: counted per rule, drawn for EM, then compared and scored, keeping
-    # only the pairs at or above the review score.
-    layout = block_layout(records, None, settings)
-    spans = layout.spans()
-    counts = RuleCounts.of(len(layout.names))
-    for lo, hi in spans:
-        counts.add(layout.pairs(lo, hi))
     shares = rule_shares(counts.pairs, settings)
-    sample = pl.concat([em_draw(layout.pairs(lo, hi), records, shares, settings) for lo, hi in spans])
+    sample = pl.concat([em_draw(pairs, records, shares, settings) for pairs in spilled])
     vocab = vocabulary(records)
     trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
-    model = estimate(records, trained, layout.reports(counts), settings, candidates=counts.total, q_rule=shares)
+    model = estimate(records, trained, reports, settings, candidates=counts.total, q_rule=shares)
     del sample, trained
     records = with_term_frequencies(model, records)
     # The exact and conflicting pairs are scored too, so a reviewer sees how alike they are.
@@ -203,8 +212,7 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     alive = survivors.select(pl.col("patient_key") == pl.col("survivor_key")).to_series()
     nhs = records.get_column("nhs")
     scored_spans = []
-    for lo, hi in spans:
-        pairs = layout.pairs(lo, hi)
+    for pairs in spilled:
         i, j = pairs.get_column("i"), pairs.get_column("j")
         same = (nhs.gather(i) == nhs.gather(j)).fill_null(False)
         # (No ``reachable`` pruning here: within blocks the names mostly agree, so the bound

@@ -19,7 +19,11 @@ pairs, concatenated, are exactly ``candidate_pairs``'s, in the same order.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import polars as pl
@@ -242,6 +246,42 @@ class RuleCounts:
             self.only[r] += int((mask == bit).sum())
 
 
+class SpilledPairs:
+    """Every span's candidate pairs of a ``Blocking``, generated once, counted per rule
+    (``counts``) and written to a temporary folder (Arrow IPC, one file a span); iterating
+    reads them back a span at a time, in order, as often as needed (EM's draw, then the
+    scoring), so the layout can be let go once they are written.
+
+    # memory: one span's pairs (at most about ``CHUNK_PAIRS`` generated); the rest are on
+    # disk, 16 bytes a pair before compression (~58M pairs at 5M synthetic patients), lz4.
+    """
+
+    def __init__(self, layout: Blocking, chunk: int | None = None) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="handover-pairs-")
+        self.paths: list[Path] = []
+        self.counts = RuleCounts.of(len(layout.names))
+        for lo, hi in layout.spans(chunk):
+            pairs = layout.pairs(lo, hi)
+            self.counts.add(pairs)
+            path = Path(self._folder.name) / f"{len(self.paths):06d}.arrow"
+            pairs.write_ipc(path, compression="lz4")
+            self.paths.append(path)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        for path in self.paths:
+            yield pl.read_ipc(path)
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+    def __enter__(self) -> SpilledPairs:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
 def block_layout(left: pl.DataFrame, right: pl.DataFrame | None, settings: IdentitySettings) -> Blocking:
     """The rules of ``settings`` laid out over ``left`` and ``right`` (None: ``left`` paired
     among itself, i < j); ``left``'s ``idx`` ascending (``prepare``'s order, or a subset of it)."""
@@ -291,4 +331,4 @@ def candidate_pairs(left: pl.DataFrame, right: pl.DataFrame | None, settings: Id
 
 
 __all__ = ["CHUNK_PAIRS", "PAIR_SCHEMA", "PART_COLUMNS", "PART_COVERS", "Blocking", "RuleCounts", "RuleReport",
-           "block_layout", "candidate_pairs", "covered", "rule_name"]
+           "SpilledPairs", "block_layout", "candidate_pairs", "covered", "rule_name"]

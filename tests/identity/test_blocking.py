@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 import migrate.identity.blocking as blocking_module
 from migrate.identity import IdentitySettings, dedupe, resolve_identity
-from migrate.identity.blocking import PART_COLUMNS, RuleCounts, block_layout, candidate_pairs
+from migrate.identity.blocking import PART_COLUMNS, RuleCounts, SpilledPairs, block_layout, candidate_pairs
 from migrate.identity.model import em_draw, em_sample, rule_shares
 from migrate.identity.prepare import prepare
 
@@ -156,6 +156,10 @@ def test_pairs_drawn_a_span_at_a_time_are_the_whole_frames_pairs(settings: Ident
     assert_frame_equal(pl.concat(parts), whole)
     assert layout.reports(counts) == whole_reports
     assert {(i, j): m for i, j, m in whole.iter_rows()} == brute_force(records, capped.blocking_rules, cap)
+    with SpilledPairs(layout, chunk) as spilled:  # generated once, read back span by span, twice
+        assert len(spilled.paths) == len(spans) and spilled.counts == counts
+        for _ in range(2):
+            assert_frame_equal(pl.concat(list(spilled)), whole)
 
 
 @hsettings(max_examples=30, deadline=None)

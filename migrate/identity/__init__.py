@@ -130,9 +130,10 @@ def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings:
     (``nhs``), completeness and first/last referral dates."""
     frame = _checked(patients)
     if referrals is not None:
+        # streamed: one row per patient held, not the referrals' two columns (14M rows at 5M)
         dates = referrals.group_by("patient_key").agg(
             pl.col("received_date").min().alias("first_referral"),
-            pl.col("received_date").max().alias("last_referral")).collect()
+            pl.col("received_date").max().alias("last_referral")).collect(engine="streaming")
         frame = frame.join(dates.with_columns(pl.col("patient_key").cast(pl.String)), on="patient_key", how="left",
                            maintain_order="left")
     else:

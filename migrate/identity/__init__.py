@@ -171,6 +171,8 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     records, the model estimated on every record)."""
     exact = resolve_exact(frame.select("patient_key", "nhs", "birth_date", "sex", "source_file", "source_row",
                                        "verified", "completeness", "first_referral", "last_referral"), settings)
+    # memory: whole (global): every record's comparison values and block keys; a pair (of any
+    # two records, from any span) and the target index's pairs look them up by position.
     records = prepare(frame, "patient_key", "nhs")
     # memory: span: the candidate pairs are never held all at once — they grow faster than
     # the records (a block of k records makes k(k-1)/2 pairs). They are generated a span of
@@ -294,7 +296,8 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     """
     # memory: whole by design: identity is global (any two records may be one person: blocking
     # pairs span the table, EM learns from all of it); the patient table only (1M rows ~0.3
-    # GB; the stage peaks at ~2.2 GB at 1M patients, benchmarks/identity.md). The candidate
+    # GB; the stage peaks at ~1.5 GB at 1M patients, benchmarks/identity.md), held to the end
+    # because its rows are what identity hands on (with survivorship values). The candidate
     # pairs are not held whole (``_duplicates``).
     frame = _annotated(patients.collect(), referrals, settings)
     survivors, decided, probable, records, model = _duplicates(frame, settings)

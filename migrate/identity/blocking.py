@@ -286,7 +286,9 @@ def block_layout(left: pl.DataFrame, right: pl.DataFrame | None, settings: Ident
     """The rules of ``settings`` laid out over ``left`` and ``right`` (None: ``left`` paired
     among itself, i < j); ``left``'s ``idx`` ascending (``prepare``'s order, or a subset of it)."""
     # memory: whole, as identity's patient table: per rule way, each record's block and each
-    # block's partners (int32, records that can pair only), ~10 bytes a record a way.
+    # block's partners (int32, records that can pair only), ~10 bytes a record a way. Global
+    # because a block may join any two records of the table; identity lets it go once the
+    # pairs are spilled (``SpilledPairs``).
     among = right is None
     other = left if right is None else right
     positions = [frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"))

@@ -250,7 +250,7 @@ def compact(frame: pl.DataFrame) -> pl.DataFrame:
     table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
     copied = pl.from_arrow(table, schema_overrides=frame.schema)
     assert isinstance(copied, pl.DataFrame)
-    return copied.cast(frame.schema)  # type: ignore[arg-type]
+    return copied.cast(frame.schema)
 
 
 def compact_series(values: pl.Series) -> pl.Series:

@@ -220,3 +220,27 @@ def test_repeated_hashes_spilled_to_parts_are_the_repeats_found_in_memory(values
     assert spilled[1] == len([v for v in values if nulls or v is not None])
     repeats = {v for v in values if values.count(v) > 1 and (nulls or v is not None)}
     assert set(pl.Series("k", list(repeats), dtype=pl.String).hash().to_list()) <= set(spilled[0].to_list())
+
+
+_ROW = st.fixed_dictionaries({
+    "s": st.one_of(st.none(), st.text(max_size=30)), "n": st.one_of(st.none(), st.integers(-2**40, 2**40)),
+    "d": st.one_of(st.none(), st.dates()), "l": st.one_of(st.none(), st.lists(st.text(max_size=14), max_size=3)),
+})
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(_ROW, max_size=40), keep=st.lists(st.booleans(), min_size=40, max_size=40),
+       batch=st.integers(1, 50))
+def test_rows_copied_out_of_their_batch_are_the_same_rows(rows: list[dict[str, object]], keep: list[bool],
+                                                          batch: int) -> None:
+    """``compact`` (a few rows kept from a batch, copied into buffers of their own) and
+    ``collect_compact`` (a query collected a batch at a time, each compacted) give exactly
+    the rows, values and dtypes of the frame, or of the query collected whole."""
+    schema = {"s": pl.String(), "n": pl.Int64(), "d": pl.Date(), "l": pl.List(pl.String())}
+    frame = pl.DataFrame(rows, schema=schema).with_columns(
+        pl.struct("n", "d").alias("o"), pl.col("s").cast(pl.Categorical).alias("c"))
+    kept = frame.filter(pl.Series(keep[:frame.height], dtype=pl.Boolean))
+    assert staging.compact(kept).equals(kept) and staging.compact(kept).schema == kept.schema
+    assert staging.compact_series(kept["s"]).equals(kept["s"])
+    query = frame.lazy().filter(pl.col("n").is_null() | (pl.col("n") % 3 == 0))
+    assert staging.collect_compact(query, batch).equals(query.collect())

@@ -175,14 +175,18 @@ def _review(run: RunFolder, vocabulary: ReviewVocabulary) -> pl.LazyFrame:
                                    pl.when(pl.col("decision").is_not_null()).then(prior).alias("prior_decision"))
 
 
-def _waits(run: RunFolder) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def _waits(run: RunFolder, flagged: pl.LazyFrame, subjects: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Per referral (days waiting at T when open) and per patient (their longest-waiting open
-    referral's wait and service line, and the service lines of all their open referrals)."""
+    referral's wait and service line, and the service lines of all their open referrals), of
+    the patients in ``flagged`` and the referrals in ``subjects`` only (``patient_key``,
+    ``referral_key``): the worklist's rows need no others."""
     cutover = pl.lit(run.cutover, dtype=pl.Date)
+    cohorts = run.scan("cohorts.parquet").select("referral_key", "patient_key", pl.col("cohort").cast(pl.String))
+    wanted = pl.concat([cohorts.join(flagged, on="patient_key", how="semi").select("referral_key"), subjects])
     refs = (
-        run.canonical("referrals").select("referral_key", "source_referral_id", "received_date", "service_line")
-        .join(run.scan("cohorts.parquet").select("referral_key", "patient_key", pl.col("cohort").cast(pl.String)),
-              on="referral_key", how="left")
+        run.canonical("referrals").join(wanted, on="referral_key", how="semi")
+        .select("referral_key", "source_referral_id", "received_date", "service_line")
+        .join(cohorts, on="referral_key", how="left")
     )
     days = (cutover - pl.col("received_date")).dt.total_days()
     # A referral received after the cut-over is not yet waiting at it: null, not negative.
@@ -203,12 +207,18 @@ def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary 
     """One row per exception with ``family``, the layout's columns, ``_service_lines`` (the
     service lines whose worklist the row belongs to) and ``_choices`` (the decisions its
     flag takes, in ``vocabulary``), in review order: outstanding items before decided ones."""
-    refs, by_patient = _waits(run)
-    patients = run.canonical("patients").select(
+    # Every table below is cut to the flagged patients before it is joined or grouped: the
+    # work is sized by the exceptions, not by the extract's patients and referrals.
+    flagged = run.scan("exceptions.parquet").select("patient_key").unique()
+    subjects = (run.scan("exceptions.parquet").filter(pl.col("subject_type") == "referral")
+                .select(pl.col("subject_key").alias("referral_key")))
+    refs, by_patient = _waits(run, flagged, subjects)
+    patients = run.canonical("patients").join(flagged, on="patient_key", how="semi").select(
         "patient_key", pl.col("source_patient_id").alias("local_patient_id"),
         # An invalid number is null in the canonical column; show what was given, to trace it.
         pl.coalesce("nhs_number", "nhs_number_raw").alias("nhs_number"))
-    cohorts = run.scan("patients.parquet").select("patient_key", pl.col("patient_cohort").cast(pl.String))
+    cohorts = run.scan("patients.parquet").join(flagged, on="patient_key", how="semi").select(
+        "patient_key", pl.col("patient_cohort").cast(pl.String))
     family = layout.family_of()
     codes = run.scan("exceptions.parquet").select("flag_code").unique().collect().to_series().to_list()
     choices = {c: ",".join(vocabulary.choices(c)) for c in codes}
@@ -257,8 +267,9 @@ def neutralise(column: str) -> pl.Expr:
 def write_csv(frame: pl.DataFrame, path: Path) -> Path:
     """``frame`` as UTF-8 CSV (with a BOM, which Excel needs to read UTF-8), every cell
     neutralised, values raw (ten-digit NHS numbers, ISO dates); internal columns left out."""
-    safe = frame.select(neutralise(c) for c in frame.columns if not c.startswith("_"))
-    return write_atomic(path, lambda tmp: safe.write_csv(tmp, include_bom=True))
+    # Streamed from the frame a batch at a time: the neutralised copy is never whole.
+    safe = frame.lazy().select(neutralise(c) for c in frame.columns if not c.startswith("_"))
+    return write_atomic(path, lambda tmp: safe.sink_csv(tmp, include_bom=True, check_extension=False))
 
 
 def family_counts(frame: pl.DataFrame, layout: Layout) -> pl.DataFrame:
@@ -285,12 +296,12 @@ def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout, info: RunInfo, s
     a reviewer sees that nothing was raised rather than a missing tab). ``scope`` says which
     part of the run's exceptions the workbook holds (None: all of them)."""
     counts = family_counts(frame, layout)
-    shown = for_people(frame)
     columns = layout.columns
     sheets = [summary_sheet(counts, layout, info, scope)]
     for name, fam in layout.families.items():
-        rows = shown.filter(pl.col("family") == name).select(
-            *(c.name for c in columns), *([CHOICES] if CHOICES in shown.columns else []))
+        # A family's rows at a time shown for people (never a second copy of the whole worklist).
+        rows = for_people(frame.filter(pl.col("family") == name)).select(
+            *(c.name for c in columns), *([CHOICES] if CHOICES in frame.columns else []))
         # Excel holds about a million rows a sheet; a larger family continues on "<title> (2)".
         for part, start in enumerate(range(0, max(rows.height, 1), _SHEET_ROWS)):
             suffix = f" ({part + 1})" if part else ""

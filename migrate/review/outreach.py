@@ -43,42 +43,63 @@ COLUMNS = (
 )
 
 
-def outreach(run: RunFolder) -> pl.DataFrame:
-    """One row per patient to call (module docstring), most urgent care first (transition,
-    then by patient key)."""
+def _to_call(run: RunFolder) -> pl.LazyFrame:
+    """The patients on the list (module docstring), one row each with the flag's evidence."""
     exceptions = run.scan("exceptions.parquet")
     active = exceptions.filter(pl.col("flag_code") == FLAG).select("patient_key", "evidence").unique("patient_key")
     overridden = (run.scan("decisions.parquet").filter((pl.col("status") == "applied")
                                                        & (pl.col("effect") == "override_sharing")
                                                        & pl.col("flag_code").is_in(SHARING_FLAGS))
                   .select("patient_key").unique()) if run.has("decisions.parquet") else None
-    if overridden is not None:
-        active = active.join(overridden, on="patient_key", how="anti")
+    return active if overridden is None else active.join(overridden, on="patient_key", how="anti")
+
+
+def outreach_count(run: RunFolder) -> int:
+    """How many patients ``outreach`` lists (without building their rows)."""
+    return int(_to_call(run).select(pl.len()).collect().item())
+
+
+def outreach(run: RunFolder) -> pl.DataFrame:
+    """One row per patient to call (module docstring), most urgent care first (transition,
+    then by patient key)."""
+    # memory: held: the patients to call (one key and the flag's text each): every other table
+    # is cut to them before it is grouped or joined, so the work is sized by the list, not by
+    # the extract's referrals and contacts.
+    active = _to_call(run).collect()
+    keys = active.select("patient_key").lazy()
+
+    def mine(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame.join(keys, on="patient_key", how="semi")
+
     review = run.scan("review.parquet").filter(pl.col("flag_code").is_in(SHARING_FLAGS)) if run.has(
         "review.parquet") else None
-    state = (review.sort("flag_code").group_by("patient_key").agg(
+    state = (mine(review).sort("flag_code").group_by("patient_key").agg(
         pl.when(pl.col("decision").is_not_null()).then(pl.format("{} by {} on {}", "decision", "reviewer",
                                                                  pl.col("decided_on").dt.strftime("%d/%m/%Y")))
         .drop_nulls().str.join("; ").alias("review")) if review is not None else
         pl.LazyFrame(schema={"patient_key": pl.String, "review": pl.String}))
-    patients = run.canonical("patients").select(
+    patients = mine(run.canonical("patients")).select(
         "patient_key", pl.col("source_patient_id").alias("local_patient_id"),
         pl.coalesce("nhs_number", "nhs_number_raw").alias("nhs_number"),
         pl.concat_str([pl.col("given_names"), pl.col("family_name")], separator=" ", ignore_nulls=True).alias("name"),
         "phone", "address", "postcode", "gp_ods_code")
-    cohorts = run.scan("patients.parquet").select("patient_key", pl.col("patient_cohort").cast(pl.String))
-    refs = (run.scan("cohorts.parquet").filter(pl.col("cohort").cast(pl.String).is_in(OPEN))
-            .join(run.canonical("referrals").select("referral_key", "source_referral_id", "service_line",
-                                                    "assigned_priority"), on="referral_key", how="left")
+    cohorts = mine(run.scan("patients.parquet")).select("patient_key", pl.col("patient_cohort").cast(pl.String))
+    open_refs = mine(run.scan("cohorts.parquet")).filter(pl.col("cohort").cast(pl.String).is_in(OPEN)).collect(
+        engine="streaming")  # memory: held: the open referrals of the patients to call
+    referrals = run.canonical("referrals").join(open_refs.lazy().select("referral_key"), on="referral_key",
+                                                how="semi")
+    refs = (open_refs.lazy()
+            .join(referrals.select("referral_key", "source_referral_id", "service_line", "assigned_priority"),
+                  on="referral_key", how="left")
             .sort("referral_key")
             .group_by("patient_key").agg(pl.format("{} ({}, {})", pl.coalesce("source_referral_id", "referral_key"),
                                                    pl.col("service_line").fill_null("no service line"),
                                                    pl.col("assigned_priority").cast(pl.String).fill_null("unknown"))
                                          .str.join("; ").alias("referrals")))
-    booked = (run.canonical("contacts").filter((pl.col("attendance").cast(pl.String) == "booked")
+    booked = (mine(run.canonical("contacts")).filter((pl.col("attendance").cast(pl.String) == "booked")
                                                & (pl.col("contact_datetime").dt.date() > pl.lit(run.cutover)))
               .group_by("patient_key").agg(pl.col("contact_datetime").min().dt.date().alias("next_booked")))
-    frame = (active.join(patients, on="patient_key", how="left").join(cohorts, on="patient_key", how="left")
+    frame = (active.lazy().join(patients, on="patient_key", how="left").join(cohorts, on="patient_key", how="left")
              .join(refs, on="patient_key", how="left").join(booked, on="patient_key", how="left")
              .join(state, on="patient_key", how="left")
              .with_columns(pl.col("evidence").alias("dissent"),
@@ -88,7 +109,7 @@ def outreach(run: RunFolder) -> pl.DataFrame:
                            pl.lit(None, dtype=pl.Date).alias("date"),
                            (pl.col("patient_cohort") != "transition").alias("_later"))
              .sort("_later", "patient_key"))
-    return frame.select(*(c.name for c in COLUMNS)).collect()
+    return frame.select(*(c.name for c in COLUMNS)).collect(engine="streaming")
 
 
 def write_outreach(run: RunFolder, folder: Path) -> Path:

@@ -16,7 +16,7 @@ import polars as pl
 
 from migrate import canonical
 from migrate.reports.rundata import RunFolder
-from migrate.review.outreach import outreach
+from migrate.review.outreach import outreach_count
 from migrate.review.validate import STATUSES
 
 REVIEW = "review.parquet"
@@ -51,7 +51,7 @@ def review_progress(run: RunFolder) -> dict[str, Any]:
         "decisions": _decisions(run),
         "files": list(run.manifest.get("decisions") or []),
         # Patients in active care whose block stands: the identifiable call list (reports/outreach.xlsx).
-        "outreach": outreach(run).height,
+        "outreach": outreach_count(run),
     }
     return out
 

@@ -24,6 +24,9 @@ those hashes, with their real file, row, type and id.
 
 from __future__ import annotations
 
+import math
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +35,17 @@ import polars as pl
 from migrate.errors import InputError
 from migrate.reconcile import failure_lines
 from migrate.reports.rundata import RunFolder
+from migrate.staging import batches
 from migrate.summary import RowsInvariant, Verdict
 
 NOT_APPLICABLE = "not applicable: no FHIR output"
 UNTRACED_TYPES = ("Organization", "Provenance")  # reference data and the audit trail: no single source row
 CARRIED = ("migrated", "already_at_target")  # dispositions that must become a resource
 EXAMPLES = 20  # how many failing rows or resources the report names
-BUCKETS = 8  # hash buckets the set differences are taken in (memory: one eighth of a join at a time)
+BUCKETS = 8  # hash buckets the set differences are taken in, at the least
+# Hash rows a bucket of each set holds, aimed at (from lineage's rows); also the rows read at
+# once. A bucket's four sets of 16-byte pairs and its joins: ~0.3 GB whatever the extract.
+SPILL_ROWS = 4_000_000
 _RESOURCE_SCHEMA = {"resourceType": pl.String, "id": pl.String}
 # A resource line's head split at its quotes: the fields a line written by the FHIR writer
 # starts with (None: the type, then the id, each non-empty, followed by a closing quote).
@@ -89,37 +96,125 @@ def _ids(path: Path) -> pl.DataFrame:
     return _read(path, [pl.col("fhir_type"), pl.col("fhir_id")])
 
 
-def _resource_keys(run: RunFolder) -> tuple[dict[str, int], pl.DataFrame]:
-    """Resources per type, and (exempt, p1, p2) per resource: its (type, id) as two hashes.
+class _Spill:
+    """Sets of hash rows spilled to files by bucket (a 64-bit hash column's value modulo
+    ``buckets``), to be read back one bucket at a time: every copy of a value lands in the
+    same bucket, so a set difference, a ``unique`` or a count of repeats taken bucket by bucket
+    is the whole one. Files go in ``folder`` (a temporary directory the caller removes)."""
 
-    The hashes are taken as each file streams by: a resource's id is never held as text
-    (at a million patients ~17M ids, ~1 GB as strings; 17 bytes a resource as hashes)."""
+    def __init__(self, folder: Path, buckets: int) -> None:
+        self.folder, self.buckets = folder, buckets
+        self.paths: dict[tuple[str, int], list[Path]] = {}
+        self.parts = 0
+
+    def add(self, name: str, frame: pl.DataFrame, by: str) -> None:
+        """Append ``frame``'s rows to set ``name``, each in the bucket of its ``by`` hash."""
+        self.parts += 1
+        split = frame.with_columns((pl.col(by) % self.buckets).cast(pl.Int64).alias("__bucket")).partition_by(
+            "__bucket", as_dict=True)
+        for key, part in split.items():
+            bucket = int(key[0])
+            path = self.folder / f"{name}-{bucket:05d}-{self.parts:06d}.parquet"
+            part.drop("__bucket").write_parquet(path, compression="lz4")
+            self.paths.setdefault((name, bucket), []).append(path)
+
+    def drop(self, name: str) -> None:
+        """Forget (and delete) every row of set ``name``."""
+        for key in [k for k in self.paths if k[0] == name]:
+            for path in self.paths.pop(key):
+                path.unlink()
+
+    def bucket(self, names: list[str], bucket: int, schema: pl.Schema) -> pl.DataFrame:
+        """The rows of sets ``names`` in ``bucket`` (``schema`` when there are none)."""
+        paths = [p for name in names for p in self.paths.get((name, bucket), [])]
+        return pl.read_parquet(paths) if paths else pl.DataFrame(schema=schema)
+
+
+class _Unread(Exception):
+    """A line head the FHIR writer would not have written: the file is read by a JSON parse."""
+
+
+def _head_batches(path: Path, keep: list[pl.Expr]) -> Iterator[pl.DataFrame]:
+    """``keep`` over one NDJSON file's line heads, ``SPILL_ROWS`` lines at a time; raises
+    ``_Unread`` at the first batch with a line whose head is not the writer's."""
+    unread = (pl.col("fhir_type").is_null() | pl.col("fhir_id").is_null()).alias("__unread")
+    for batch in batches(_heads(path).select(*keep, unread), SPILL_ROWS):
+        if batch.get_column("__unread").any():
+            raise _Unread
+        yield batch.drop("__unread")
+
+
+def _spill_file(spill: _Spill, name: str, parts: Iterator[pl.DataFrame]) -> dict[str, int]:
+    """Spill ``parts`` (fhir_type, exempt, p1, p2) to set ``name``; resources per type."""
     counts: dict[str, int] = {}
-    parts: list[pl.DataFrame] = []
-    for path in run.fhir_ndjson():
-        keys = _read(path, [pl.col("fhir_type").cast(pl.Categorical),
-                            pl.col("fhir_type").is_in(UNTRACED_TYPES).alias("exempt"), *_pair_keys()])
+    for keys in parts:
         for kind, n in keys.group_by("fhir_type").len().iter_rows():
             counts[str(kind)] = counts.get(str(kind), 0) + int(n)
-        parts.append(keys.drop("fhir_type"))
-    return dict(sorted(counts.items())), pl.concat(parts)
+        spill.add(name, keys.drop("fhir_type"), "p1")
+    return counts
 
 
-def _anti(left: pl.DataFrame, right: pl.DataFrame, on: list[str]) -> pl.DataFrame:
-    """``left``'s rows whose ``on`` (64-bit hashes) are not in ``right``, joined a hash bucket
-    at a time: one join over ~13M pairs held a hash table of them all (the reports stage's
-    peak at 1M patients); a bucket holds one ``BUCKETS``-th of it. Same rows as one anti join,
-    in bucket order."""
-    bucket = pl.col(on[0]) % BUCKETS
-    return pl.concat([left.filter(bucket == k).join(right.filter(bucket == k), on=on, how="anti")
-                      for k in range(BUCKETS)])
+def _spill_resources(run: RunFolder, spill: _Spill) -> tuple[dict[str, int], list[str]]:
+    """Resources per type, and the sets spilled: each resource's (type, id) as two hashes, with ``exempt``, spilled
+    to sets ``resources-<n>`` (one per NDJSON file).
+
+    The hashes are taken as each file streams by, ``SPILL_ROWS`` lines at a time: a
+    resource's id is never held as text, nor a whole file's resources (at a million patients
+    ~17M resources, ~10M in the largest file). A file with a line of another shape than the
+    writer's is read again whole by a JSON parse (what it spilled so far is dropped)."""
+    counts: dict[str, int] = {}
+    names: list[str] = []
+    keep = [pl.col("fhir_type").cast(pl.String), pl.col("fhir_type").is_in(UNTRACED_TYPES).alias("exempt"),
+            *_pair_keys()]
+    for n, path in enumerate(run.fhir_ndjson()):
+        name = f"resources-{n}"
+        names.append(name)
+        try:
+            try:
+                found = _spill_file(spill, name, _head_batches(path, keep))
+            except _Unread:
+                spill.drop(name)
+                found = _spill_file(spill, name, batches(_parsed(path).select(*keep), SPILL_ROWS))
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
+        for kind, k in found.items():
+            counts[kind] = counts.get(kind, 0) + k
+    return dict(sorted(counts.items())), names
 
 
-def _repeated(resources: pl.DataFrame) -> pl.DataFrame:
-    """(p1, p2, len) of each resource written more than once, counted a hash bucket at a time."""
-    bucket = pl.col("p1") % BUCKETS
-    return pl.concat([resources.filter(bucket == k).group_by("p1", "p2").len().filter(pl.col("len") > 1)
-                      for k in range(BUCKETS)])
+_ROWS = pl.Schema({"r1": pl.UInt64(), "r2": pl.UInt64()})
+_PAIRS = pl.Schema({"p1": pl.UInt64(), "p2": pl.UInt64()})
+_RESOURCES = pl.Schema({"exempt": pl.Boolean(), "p1": pl.UInt64(), "p2": pl.UInt64()})
+
+
+def _differences(spill: _Spill, resources: list[str]) -> tuple[int, int, pl.DataFrame, pl.DataFrame,
+                                                                  pl.DataFrame, pl.DataFrame]:
+    """Invariant 2's counts and failures from the spilled sets ``carried`` and ``linked``
+    (r1, r2), ``named`` (p1, p2) and ``resources`` (the sets of each NDJSON file: exempt, p1,
+    p2), a bucket at a time: (carried rows, resources not traced by design, carried rows no
+    link names, resources no link names, named resources not written, resources written more
+    than once with their count ``len``)."""
+    parts: dict[str, list[pl.DataFrame]] = {"without": [], "untraced": [], "dangling": [], "repeated": []}
+    n_carried = exempt = 0
+    for k in range(spill.buckets):
+        carried = spill.bucket(["carried"], k, _ROWS).unique()
+        n_carried += carried.height
+        # memory: held: the failures only (hash pairs), none when the invariant holds
+        parts["without"].append(carried.join(spill.bucket(["linked"], k, _ROWS).unique(), on=["r1", "r2"],
+                                             how="anti"))
+        del carried
+        named = spill.bucket(["named"], k, _PAIRS).unique()
+        written = spill.bucket(resources, k, _RESOURCES)
+        exempt += int(written.get_column("exempt").sum())
+        parts["untraced"].append(written.filter(~pl.col("exempt")).join(named, on=["p1", "p2"], how="anti")
+                                 .select("p1", "p2").unique())
+        parts["dangling"].append(named.join(written, on=["p1", "p2"], how="anti"))
+        # A resource written twice (two partitions, say, both writing one patient) would load as
+        # one and leave the counts a resource apart from what was migrated: named, never silent.
+        parts["repeated"].append(written.group_by("p1", "p2").len().filter(pl.col("len") > 1))
+    without, untraced, dangling, repeated = (pl.concat(parts[p]) for p in ("without", "untraced", "dangling",
+                                                                           "repeated"))
+    return n_carried, exempt, without, untraced, dangling, repeated
 
 
 def _pair_keys() -> list[pl.Expr]:
@@ -149,16 +244,13 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     The first is ``{"present", "resources": {type: n}, "total"}``; the second
     ``{"applicable", "holds", "status", counts..., "examples"}`` with ``holds`` null when
     the run has no FHIR output. Rows and resources are compared as pairs of 64-bit hashes
-    (a false match needs two independent 64-bit collisions), which keeps a million
-    patients' 9 million resources and 18 million lineage rows within about 1 GB; the
-    examples are then looked up by those hashes with their real names.
+    (a false match needs two independent 64-bit collisions), spilled to hash-bucket files
+    and compared a bucket at a time (``SPILL_ROWS``), so the memory does not grow with the
+    extract; the examples are then looked up by those hashes with their real names.
     """
     if not run.fhir_ndjson():
         return ({"present": False, "resources": {}, "total": 0},
                 {"applicable": False, "holds": None, "status": NOT_APPLICABLE})
-    counts, resources = _resource_keys(run)
-    totals = {"present": True, "resources": counts, "total": resources.height}
-
     lineage = run.scan("lineage.parquet")
     sources = [_links(lineage)]
     # The pipeline merges the FHIR writer's links into lineage.parquet; read the writer's own
@@ -166,23 +258,25 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     if run.has("fhir/lineage.parquet") and sources[0].limit(1).collect().height == 0:
         sources = [_links(run.scan("fhir/lineage.parquet"))]
     links = pl.concat([f.select(*_row_keys(), *_pair_keys()) for f in sources])
-    carried = lineage.filter(pl.col("disposition").cast(pl.String).is_in(CARRIED)).select(*_row_keys()).unique()
-    # memory: three sets of 16-byte pairs (at 1M patients ~13M carried rows, ~13M linked rows,
-    # ~17M resources named: ~0.7 GB) beside the resources' keys (17 bytes each, ~0.3 GB), each
-    # collected once (counting the carried rows and joining them used to read and hash lineage,
-    # 18M rows, twice more); the set differences are then taken a hash bucket at a time.
-    carried_rows, linked_rows, named = pl.collect_all(
-        [carried, links.select("r1", "r2").unique(), links.select("p1", "p2").unique()], engine="streaming")
-    without = _anti(carried_rows, linked_rows, ["r1", "r2"])
-    del linked_rows
-    untraced = _anti(resources.filter(~pl.col("exempt")), named, ["p1", "p2"]).unique(["p1", "p2"])
-    dangling = _anti(named, resources, ["p1", "p2"])
-    # A resource written twice (two partitions, say, both writing one patient) would load as
-    # one and leave the counts a resource apart from what was migrated: named, never silent.
-    repeated = _repeated(resources)
+    carried = lineage.filter(pl.col("disposition").cast(pl.String).is_in(CARRIED)).select(*_row_keys())
+    # memory: bounded. Four sets of 16-byte pairs (at 1M patients ~13M carried rows, ~13M linked
+    # rows, ~17M resources named, ~17M resources) are spilled to hash-bucket files as they
+    # stream (lineage once, each NDJSON file once) and the set differences, uniques and repeat
+    # counts are taken a bucket at a time, ~SPILL_ROWS rows of each set: whole, they took
+    # ~1 GB at 1M patients and grew with the extract.
+    buckets = max(BUCKETS, math.ceil(run.height("lineage.parquet") / SPILL_ROWS))
+    with tempfile.TemporaryDirectory(prefix="handover-invariant-") as folder:
+        spill = _Spill(Path(folder), buckets)
+        counts, files = _spill_resources(run, spill)
+        for batch in batches(carried, SPILL_ROWS):
+            spill.add("carried", batch, "r1")
+        for batch in batches(links, SPILL_ROWS):
+            spill.add("linked", batch.select("r1", "r2"), "r1")
+            spill.add("named", batch.select("p1", "p2"), "p1")
+        n_carried, exempt, without, untraced, dangling, repeated = _differences(spill, files)
     copies = int(repeated.get_column("len").sum()) - repeated.height
-    n_carried = carried_rows.height
-    del carried_rows
+    total = sum(counts.values())
+    totals = {"present": True, "resources": counts, "total": total}
 
     problems = [(without.height, "migrated or already-at-target rows without a FHIR resource"),
                 (untraced.height, "FHIR resources that trace to no source row"),
@@ -197,9 +291,9 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
         "status": status,
         "migrated_rows": n_carried,
         "migrated_rows_without_resource": without.height,
-        "resources": resources.height,
+        "resources": total,
         "resources_without_source": untraced.height,
-        "resources_not_traced_by_design": int(resources["exempt"].sum()),  # UNTRACED_TYPES
+        "resources_not_traced_by_design": exempt,  # UNTRACED_TYPES
         "lineage_resources_missing": dangling.height,
         "resources_written_more_than_once": repeated.height,
         "examples": _examples(run, lineage, sources, without, untraced, dangling, repeated),

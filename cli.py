@@ -28,7 +28,7 @@ from migrate import __version__
 from migrate.errors import HandoverError, InputError, ReconciliationError
 from migrate.progress import NULL_PROGRESS
 from migrate.progress import Progress as EngineProgress
-from migrate.summary import FHIR_FORMS, FhirForm
+from migrate.summary import FHIR_COMPRESSIONS, FHIR_FORMS, FhirCompression, FhirForm
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -49,6 +49,9 @@ PRACTICE_SHARING_HELP = ("CSV or Parquet of GP practices' sharing settings (ODS 
 FHIR_FORM_HELP = ("Form of the FHIR output: 'both' = transaction bundles (fhir/bundles/, what handover load sends) "
                   "and NDJSON (fhir/ndjson/); 'ndjson' = the NDJSON only, about half the disk. No bundles-only "
                   "form: the round trip and invariant 2, the proof nothing was lost, read the NDJSON.")
+FHIR_COMPRESSION_HELP = ("Compression of the FHIR NDJSON: 'none' = fhir/ndjson/<Type>.ndjson; 'gzip' = "
+                         "<Type>.ndjson.gz (the FHIR Bulk Data convention, about a tenth of the size; every "
+                         "handover command reads either). Bundles are never compressed.")
 
 out = Console(width=100, markup=False)
 err = Console(stderr=True, width=100, markup=False)
@@ -203,7 +206,8 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
          declared: Path | None = None, inactive_patients: str = "exclude",
          target_mapping: str | None = None, key_file: Path | None = None,
          practice_sharing: Path | None = None, decisions: tuple[Path, ...] = (), executor: str = "local",
-         scheduler: str | None = None, partitions: int | None = None, fhir_form: str = "both") -> RunResult:
+         scheduler: str | None = None, partitions: int | None = None, fhir_form: str = "both",
+         fhir_compression: str = "none") -> RunResult:
     from migrate.config import RunConfig
     from migrate.pipeline import run_batch
 
@@ -212,7 +216,8 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
                             previous=previous, declared=declared, inactive_patients=inactive_patients,
                             target_mapping_profile=target_mapping, key_file=key_file,
                             practice_sharing=practice_sharing, decisions=decisions, executor=executor,
-                            scheduler=scheduler, partitions=partitions, fhir_form=fhir_form)
+                            scheduler=scheduler, partitions=partitions, fhir_form=fhir_form,
+                            fhir_compression=fhir_compression)
     bars = _progress(quiet)
     if bars is None:
         return run_batch(config, NULL_PROGRESS)
@@ -253,6 +258,8 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
 @click.option("--bundle-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Patients per FHIR transaction bundle.")
 @click.option("--fhir-form", type=click.Choice(FHIR_FORMS), default="both", show_default=True, help=FHIR_FORM_HELP)
+@click.option("--fhir-compression", type=click.Choice(FHIR_COMPRESSIONS), default="none", show_default=True,
+              help=FHIR_COMPRESSION_HELP)
 @click.option("--declared", type=click.Path(path_type=Path), default=None,
               help="YAML of what the outgoing provider said it sent (counts, optionally ids per list).")
 @click.option("--previous", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -277,13 +284,13 @@ def _run(input_dir: Path | str, mapping: str | tuple[str, ...], cutover: date, o
 @_guard
 def run(input_dir: str, mapping: tuple[str, ...], cutover: date, out_dir: str, rules: Path | None, sharing_policy: str,
         inactive_patients: str, target_index: Path | None, target_mapping: str | None,
-        practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, fhir_form: str, declared: Path | None,
-        previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...], executor: str,
-        scheduler: str | None, partitions: int | None, quiet: bool, as_json: bool) -> None:
+        practice_sharing: Path | None, emit_fhir: bool, bundle_size: int, fhir_form: str, fhir_compression: str,
+        declared: Path | None, previous: Path | None, key_file: Path | None, decisions: tuple[Path, ...],
+        executor: str, scheduler: str | None, partitions: int | None, quiet: bool, as_json: bool) -> None:
     """Run one migration batch into a run folder."""
     _finish(_run(input_dir, mapping, cutover, out_dir, quiet, rules, sharing_policy, target_index, emit_fhir,
                  bundle_size, previous, declared, inactive_patients, target_mapping, key_file, practice_sharing,
-                 decisions, executor, scheduler, partitions, fhir_form), quiet, as_json)
+                 decisions, executor, scheduler, partitions, fhir_form, fhir_compression), quiet, as_json)
 
 
 @main.command()
@@ -411,17 +418,19 @@ def _verify_fields(run_dir: Path, as_json: bool) -> None:
 @click.option("--fhir-form", type=click.Choice(FHIR_FORMS), default=None,
               help=f"{FHIR_FORM_HELP} Default: the form the run was made with (its manifest); 'both' writes the "
                    "bundles of a run made with 'ndjson', the same bytes a 'both' run writes.")
+@click.option("--fhir-compression", type=click.Choice(FHIR_COMPRESSIONS), default=None,
+              help=f"{FHIR_COMPRESSION_HELP} Default: the compression the run was made with (its manifest).")
 @seal_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the FHIR summary as JSON.")
 @_guard
-def fhir(run_dir: Path, bundle_size: int | None, fhir_form: FhirForm | None, key_file: Path | None,
-         as_json: bool) -> None:
+def fhir(run_dir: Path, bundle_size: int | None, fhir_form: FhirForm | None,
+         fhir_compression: FhirCompression | None, key_file: Path | None, as_json: bool) -> None:
     """Re-emit a finished run's FHIR output from its own tables and the configuration frozen
     in its config/ (replaces RUN/fhir/ and records it in the manifest)."""
     from migrate.fhir.bundle import bundles_phrase
     from migrate.fhir.stage import reemit_fhir
 
-    result = reemit_fhir(run_dir, bundle_size, _seal_key(key_file), fhir_form)
+    result = reemit_fhir(run_dir, bundle_size, _seal_key(key_file), fhir_form, fhir_compression)
     stats = result.asdict()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
@@ -472,7 +481,7 @@ def load(run_dir: Path, fhir_base: str, token_file: Path | None, concurrency: in
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--fhir-base", default=None, help="Read the resources back from this FHIR server, by id (small batches).")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A FHIR Bulk Data export of the target: a folder of <Type>.ndjson files.")
+              help="A FHIR Bulk Data export of the target: a folder of <Type>.ndjson (or .ndjson.gz) files.")
 @click.option("--token-file", type=click.Path(path_type=Path), default=None,
               help="File holding a bearer token for --fhir-base.")
 @seal_key_option

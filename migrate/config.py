@@ -21,7 +21,7 @@ import polars as pl
 from migrate import __version__, canonical, policies, summary
 from migrate.errors import ConfigError, HandoverError, InputError, ProfileError
 from migrate.policies import InactivePatients, Policy, SharingPolicy
-from migrate.summary import FhirForm
+from migrate.summary import FhirCompression, FhirForm
 from migrate.identity import IdentitySettings, load_identity_settings
 from migrate.manifest import run_id, sha256_file
 from migrate.profile import Profile, load_profile
@@ -185,6 +185,7 @@ class RunConfig:
     emit_fhir: bool = True
     bundle_size: int = 500
     fhir_form: FhirForm = "both"  # --fhir-form: bundles and NDJSON, or NDJSON alone
+    fhir_compression: FhirCompression = "none"  # --fhir-compression: of the NDJSON (gzip: .ndjson.gz)
     previous: Path | None = None
     declaration: Declaration | None = None
     target_mapping: Profile | None = None  # reads the target index (None: canonical column names)
@@ -210,7 +211,7 @@ class RunConfig:
              inactive_patients: str = "exclude", target_mapping_profile: str | Path | None = None,
              key_file: Path | None = None, practice_sharing: Path | None = None,
              decisions: Sequence[Path] = (), executor: str = "local", scheduler: str | None = None,
-             partitions: int | None = None, fhir_form: str = "both") -> RunConfig:
+             partitions: int | None = None, fhir_form: str = "both", fhir_compression: str = "none") -> RunConfig:
         """Validate options and configuration (exit 2 on any problem) without reading data.
 
         ``mapping`` is one profile or several (e.g. the CSV extract's and the HL7 feed's),
@@ -233,6 +234,13 @@ class RunConfig:
         elif not emit_fhir and form != "both":
             found.config.append(f"--fhir-form {form} chooses the form of the FHIR output; with --no-fhir there is "
                                 "none (drop one of them)")
+        compression = next((c for c in summary.FHIR_COMPRESSIONS if c == fhir_compression), None)
+        if compression is None:
+            found.config.append(f"--fhir-compression: unknown compression '{fhir_compression}'; use one of "
+                                f"{', '.join(summary.FHIR_COMPRESSIONS)}")
+        elif not emit_fhir and compression != "none":
+            found.config.append(f"--fhir-compression {compression} compresses the FHIR NDJSON; with --no-fhir there "
+                                "is none (drop one of them)")
         from migrate.executor import check_options
 
         if not emit_fhir and (executor != "local" or partitions is not None):
@@ -294,7 +302,7 @@ class RunConfig:
 
         read = [found.attempt(partial(read_decisions, Path(p))) for p in decisions]
         found.raise_any()
-        if policy is None or inactive is None or pack is None or settings is None or form is None:  # recorded above
+        if policy is None or inactive is None or pack is None or settings is None or form is None or compression is None:  # recorded above
             raise ConfigError("configuration could not be loaded", found.config)
         return cls(input_dir=source.path or Path(source.given), input_url=source.url, profiles=profiles,
                    cutover=cutover, out_dir=out_dir, rules=pack,
@@ -302,6 +310,7 @@ class RunConfig:
                    sharing_policy=policy, inactive_patients=inactive,
                    target_index=None if target_index is None else Path(target_index),
                    rules_path=pack_path, emit_fhir=emit_fhir, bundle_size=bundle_size, fhir_form=form,
+                   fhir_compression=compression,
                    previous=None if previous is None else Path(previous), declaration=declaration,
                    target_mapping=target_profile, hazards=hazards, seal_key=seal_key,
                    practice_sharing=practice_path, practice_mapping=practice_profile,

@@ -127,7 +127,9 @@ def _record(config: RunConfig, rid: str) -> RunRecord:
                                                else config.target_mapping.name),
                  "practice_sharing": target_record(config.practice_sharing, None if config.practice_mapping is None
                                                    else config.practice_mapping.name), "emit_fhir": config.emit_fhir,
-                 "bundle_size": config.bundle_size, "fhir_form": config.fhir_form},
+                 "bundle_size": config.bundle_size, "fhir_form": config.fhir_form,
+                 # written only for gzip: a run without it wrote plain NDJSON (summary.recorded_fhir_compression)
+                 **({"fhir_compression": config.fhir_compression} if config.fhir_compression != "none" else {})},
         identity_sha256=config.identity_sha256)
 
 
@@ -195,7 +197,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         options = options_for(config.profiles[0].source_system, rid, config.cutover,
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
-        options = replace(options, form=config.fhir_form)
+        options = replace(options, form=config.fhir_form, compression=config.fhir_compression)
         fhir = emit(identified.result.patients, identified.merges, tables, decided, rules.cohorts,
                     rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out,
                     decisions=review.decisions,

@@ -38,6 +38,22 @@ def recorded_fhir_form(options: Any) -> FhirForm | None:
     return next((f for f in FHIR_FORMS if f == value), None)
 
 
+# The compression of the FHIR NDJSON (``--fhir-compression``): ``none`` writes
+# ``fhir/ndjson/<Type>.ndjson``; ``gzip`` writes ``<Type>.ndjson.gz`` (the FHIR Bulk Data
+# convention; ~10x smaller, what lets a 5M-patient run with FHIR fit a 60 GB disk). Bundles
+# are never compressed (``handover load`` sends them as they are).
+FhirCompression = Literal["none", "gzip"]
+FHIR_COMPRESSIONS: tuple[FhirCompression, ...] = ("none", "gzip")
+
+
+def recorded_fhir_compression(options: Any) -> FhirCompression | None:
+    """The NDJSON compression a manifest's ``options`` record: ``none`` when they name none
+    (a run made before ``--fhir-compression``, or with ``none``: the key is written only for
+    ``gzip``); None when the value is not one."""
+    value = options.get("fhir_compression", "none") if isinstance(options, dict) else "none"
+    return next((c for c in FHIR_COMPRESSIONS if c == value), None)
+
+
 class FileInvariant(TypedDict):
     """Invariant 1 for one input file (or for a file lineage names that nobody read)."""
 
@@ -116,6 +132,7 @@ class FhirStats(TypedDict):
 
     bundles: int  # written: 0 with the form ``ndjson`` (none asked for)
     form: NotRequired[FhirForm]  # absent in a manifest written before --fhir-form: ``both``
+    compression: NotRequired[FhirCompression]  # only ``gzip`` is written; absent means ``none``
     resources: dict[str, int]
     resources_total: int
     sharing_policy: str
@@ -230,6 +247,8 @@ class RunOptions(TypedDict):
     bundle_size: int
     # --fhir-form; absent in a manifest written before the option: ``both`` (what it wrote).
     fhir_form: NotRequired[FhirForm]
+    # --fhir-compression: written only when ``gzip`` (absent: ``none``, what every older run wrote).
+    fhir_compression: NotRequired[FhirCompression]
 
 
 class InputRecord(TypedDict):

@@ -34,6 +34,7 @@ import polars as pl
 
 from migrate.errors import ConfigError, InputError
 from migrate.fhir.inverse import READ_TYPES, Systems, ndjson_files, read_back
+from migrate.fhir.ndjson import check_readable, read_text
 from migrate.outputs import write_json
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reports.fidelity import TARGET
@@ -64,7 +65,7 @@ def _whole(files: list[Path]) -> dict[str, str]:
     """id -> the resource as canonical JSON without ``meta``/``text`` (for types the inverse skips)."""
     out = {}
     for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path).splitlines():
             if line.strip():
                 resource = json.loads(line)
                 out[str(resource.get("id"))] = json.dumps({k: v for k, v in resource.items() if k not in IGNORED},
@@ -125,6 +126,8 @@ def reconcile_files(run: RunFolder, theirs: dict[str, list[Path]], source: str) 
     ours = ndjson_files(run.path / "fhir" / "ndjson")
     if not ours:
         raise InputError(f"{run.path}: no FHIR output (fhir/ndjson) to compare with the target")
+    # A damaged .ndjson.gz named before the lazy scans below read it (they could not name it).
+    check_readable([p for files in (ours, theirs) for ps in files.values() for p in ps])
     sent = _ids([p for ps in ours.values() for p in ps]).with_columns(pl.lit(True).alias("sent"))
     held = _ids([p for ps in theirs.values() for p in ps]).unique().with_columns(pl.lit(True).alias("held"))
     both = sent.join(held, on=["fhir_type", "fhir_id"], how="full", coalesce=True).with_columns(
@@ -189,8 +192,9 @@ def read_by_id(run: RunFolder, fhir_base: str, token: str | None, out: Path, pro
     """Every resource the run sent, read back from the server by id (batch Bundles of GETs),
     plus the resources carrying the run's local identifiers, into ``out/<Type>.ndjson``."""
     systems = Systems.for_run(run.manifest)
-    wanted = [(t, i) for t, i in _ids([p for ps in ndjson_files(run.path / "fhir" / "ndjson").values()
-                                       for p in ps]).iter_rows()]
+    ours = [p for ps in ndjson_files(run.path / "fhir" / "ndjson").values() for p in ps]
+    check_readable(ours)
+    wanted = [(t, i) for t, i in _ids(ours).iter_rows()]
     found: dict[str, dict[str, str]] = {}
     progress.start("target", total=len(wanted))
     with _client(fhir_base, token) as client:
@@ -235,7 +239,7 @@ def reconcile_target(run_dir: Path, fhir_base: str | None = None, export_dir: Pa
     check_sealable(run_dir, key)
     if export_dir is not None:
         if not export_dir.is_dir() or not ndjson_files(export_dir):
-            raise InputError(f"--export {export_dir}: no NDJSON files (<Type>.ndjson) in it")
+            raise InputError(f"--export {export_dir}: no NDJSON files (<Type>.ndjson or <Type>.ndjson.gz) in it")
         result = reconcile_files(run, ndjson_files(export_dir), f"Bulk Data export {export_dir.name}")
     else:
         assert fhir_base is not None

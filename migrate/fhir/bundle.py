@@ -21,6 +21,8 @@ built, validated and written, then dropped. It writes, under ``out_dir/fhir/``:
 - ``ndjson/<Type>.ndjson``: one resource per line, in patient order (survivor key) then
   id — the bundles' order, so each file is written in one pass; Organization.ndjson in
   the order of the bundles that first need them (then id), Provenance.ndjson by bundle.
+  With ``options.compression`` ``gzip``: ``<Type>.ndjson.gz``, the same lines as one gzip
+  member per batch (``migrate.fhir.ndjson``).
 - ``lineage.parquet`` (source row → resource), in batch order. Rows that become no
   resource never reach this stage: their dispositions (``migrate.dispositions``) say why.
 - ``errors.parquet``: every resource that failed validation (ERROR_SCHEMA: type, id,
@@ -34,6 +36,7 @@ byte-identical files (no wall-clock time anywhere; every order is by key).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -48,6 +51,7 @@ import pyarrow.parquet as pq
 from migrate.errors import ReconciliationError
 from migrate.fhir.ids import fhir_ids
 from migrate.fhir.inputs import Context, Staged, gather, stage
+from migrate.fhir.ndjson import file_name, write_lines
 from migrate.fhir.options import FhirOptions, profile
 from migrate.executor import Execution, Executor, LocalExecutor, ran_on
 from migrate.fhir.resources import (
@@ -61,7 +65,7 @@ from migrate.fhir.resources import (
 from migrate.fhir.validate import ERROR_SCHEMA
 from migrate.outputs import ROW_GROUP_ROWS, write_parquet
 from migrate.progress import NULL_PROGRESS, Progress
-from migrate.summary import FhirForm, FhirStats
+from migrate.summary import FhirCompression, FhirForm, FhirStats
 
 ERROR_EXAMPLES = 5  # failing resources named in the summary
 
@@ -101,6 +105,7 @@ class FhirResult:
     policy: str = ""
     execution: Execution | None = None  # how its partitions ran (the manifest's ``execution``)
     form: FhirForm = "both"
+    compression: FhirCompression = "none"
 
     @property
     def ok(self) -> bool:
@@ -126,7 +131,7 @@ class FhirResult:
             "model_validated": self.model_validated,
             "files": [p.relative_to(self.out_dir).as_posix() for p in self.files],
             "error_examples": first.select("fhir_type", "fhir_id", "source_file", "source_row", "problem").to_dicts(),
-        }
+        } | ({"compression": self.compression} if self.compression != "none" else {})
 
     def render(self) -> str:
         """A few lines for a person."""
@@ -146,6 +151,7 @@ class _Writers:
 
     root: Path
     bundles: Path | None = None  # where bundle files go (default: root/bundles)
+    compression: FhirCompression = "none"  # of the NDJSON files (migrate.fhir.ndjson)
     ndjson: dict[str, IO[bytes]] = field(default_factory=dict)
     parquet: dict[str, pq.ParquetWriter] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -153,7 +159,7 @@ class _Writers:
     def handle(self, resource_type: str) -> IO[bytes]:
         """The open NDJSON file of ``resource_type`` (created on first use)."""
         if resource_type not in self.ndjson:
-            path = self.root / "ndjson" / f"{resource_type}.ndjson"
+            path = self.root / "ndjson" / file_name(resource_type, self.compression)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.ndjson[resource_type] = path.open("wb")
         return self.ndjson[resource_type]
@@ -163,7 +169,12 @@ class _Writers:
         if texts.len() == 0:
             return
         # A one-column CSV without quoting is exactly NDJSON: JSON text never holds a raw newline.
-        texts.to_frame().write_csv(self.handle(resource_type), include_header=False, quote_style="never")
+        if self.compression == "none":
+            texts.to_frame().write_csv(self.handle(resource_type), include_header=False, quote_style="never")
+        else:  # the batch's lines of this type as one gzip member (a batch's text: tens of MB)
+            text = io.BytesIO()
+            texts.to_frame().write_csv(text, include_header=False, quote_style="never")
+            write_lines(self.handle(resource_type), text.getbuffer(), self.compression)
         self.counts[resource_type] = self.counts.get(resource_type, 0) + texts.len()
 
     def table(self, name: str, frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> None:
@@ -235,7 +246,7 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
     partial.mkdir(parents=True)
     if options.writes_bundles:
         (partial / "bundles").mkdir()
-    writers = _Writers(partial)
+    writers = _Writers(partial, compression=options.compression)
     written: list[str] = []
     errors = [org_errors]
     per_chunk = max(1, options.chunk_patients // options.bundle_size)
@@ -293,7 +304,7 @@ def write_fhir(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, patien
         out_dir=out_dir, counts=dict(sorted(writers.counts.items())), bundles=len(written), files=files,
         lineage=pl.scan_parquet(final / "lineage.parquet"), errors=all_errors,
         model_validated=shapes.validated if validated is None else validated, policy=options.sharing_policy,
-        execution=execution, form=options.form,
+        execution=execution, form=options.form, compression=options.compression,
     )
 
 

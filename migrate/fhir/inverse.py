@@ -37,6 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from migrate.fhir.ndjson import ndjson_paths, stem, unreadable
 from migrate.fhir.options import FhirOptions
 
 # --- FHIR-side tables: what a FHIR value says in canonical terms ------------------------------
@@ -186,7 +187,9 @@ def decode_batches(files: Sequence[Path], resource_type: str, rows: int = BATCH_
     frames (``benchmarks/roundtrip.md``). A file Arrow cannot read to the end — a value of
     another JSON type than the schema's, a line that is not an object — is read on from
     the first resource Arrow did not give by ``scan_resources``, so any difference between
-    the two readers can only be in which one reports the error."""
+    the two readers can only be in which one reports the error. A ``.ndjson.gz`` is
+    decompressed as it is read; one that is damaged (truncated, a bad CRC) is an InputError
+    naming it (``migrate.fhir.ndjson.unreadable``), never a short read."""
     schema = SCHEMAS[resource_type]
     options = pa_json.ParseOptions(explicit_schema=pa.schema([pa.field(n, _arrow_type(d)) for n, d in schema.items()]),
                                    unexpected_field_behavior="ignore")
@@ -208,23 +211,28 @@ def decode_batches(files: Sequence[Path], resource_type: str, rows: int = BATCH_
                         pending, held = [], 0
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             rest = scan_resources([path], resource_type).slice(given)
-            for frame in rest.collect_batches(chunk_size=rows, maintain_order=True):
-                pending.append(frame)
-                held += frame.height
-                if held >= rows:
-                    yield pl.concat(pending)
-                    pending, held = [], 0
+            try:
+                for frame in rest.collect_batches(chunk_size=rows, maintain_order=True):
+                    pending.append(frame)
+                    held += frame.height
+                    if held >= rows:
+                        yield pl.concat(pending)
+                        pending, held = [], 0
+            except OSError as exc:  # the decompressor's: a damaged .gz (polars reads it too)
+                raise unreadable(path, exc) from None
+        except OSError as exc:  # Arrow's decompressor: a truncated or corrupted .gz
+            raise unreadable(path, exc) from None
     if pending:
         yield pl.concat(pending)
 
 
 def ndjson_files(folder: Path) -> dict[str, list[Path]]:
     """``<Type>.ndjson`` (or ``<Type>.<n>.ndjson``, ``<Type>-<n>.ndjson``, as Bulk Data
-    servers name several files of one type) under ``folder``, by resource type."""
+    servers name several files of one type; each also as ``.ndjson.gz``) under ``folder``,
+    by resource type."""
     found: dict[str, list[Path]] = {}
-    for path in sorted(folder.glob("*.ndjson")):
-        name = path.name[: -len(".ndjson")]
-        resource_type = name.split(".")[0].split("-")[0]
+    for path in ndjson_paths(folder):
+        resource_type = stem(path).split(".")[0].split("-")[0]
         found.setdefault(resource_type, []).append(path)
     return found
 

@@ -26,7 +26,7 @@ from migrate import __version__
 from migrate.canonical import LOCAL_TIMEZONE
 from migrate.errors import ConfigError
 from migrate.policies import SHARING_POLICIES, SharingPolicy
-from migrate.summary import FHIR_FORMS, FhirForm
+from migrate.summary import FHIR_COMPRESSIONS, FHIR_FORMS, FhirCompression, FhirForm
 
 if TYPE_CHECKING:
     from migrate.rules.model import RulePack
@@ -159,6 +159,9 @@ class FhirOptions:
     # ``both``: transaction bundles and NDJSON; ``ndjson``: no bundles (``migrate.summary.FhirForm``).
     # Not in the resources' bytes: the NDJSON, lineage and bundle ids are the same either way.
     form: FhirForm = "both"
+    # ``none``: ``fhir/ndjson/<Type>.ndjson``; ``gzip``: ``<Type>.ndjson.gz``, one gzip member per
+    # writer batch (``migrate.fhir.ndjson``). The same lines either way; bundles never compressed.
+    compression: FhirCompression = "none"
     tool: str = f"handover {__version__}"
 
     def __post_init__(self) -> None:
@@ -173,6 +176,8 @@ class FhirOptions:
             problems.append(f"sharing_policy {self.sharing_policy!r} is not one of {', '.join(SHARING_POLICIES)}")
         if self.form not in FHIR_FORMS:
             problems.append(f"form {self.form!r} is not one of {', '.join(FHIR_FORMS)}")
+        if self.compression not in FHIR_COMPRESSIONS:
+            problems.append(f"compression {self.compression!r} is not one of {', '.join(FHIR_COMPRESSIONS)}")
         if self.validation not in ("fast", "full"):
             problems.append(f"validation {self.validation!r} is not 'fast' or 'full'")
         if not self.organisation_ods.isalnum():

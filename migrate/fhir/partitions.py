@@ -14,7 +14,8 @@ The outputs are the same whatever N (``tests/test_partitions.py``):
 
 - bundles: numbered by the global plan; a bundle is built whole inside one batch;
 - ``ndjson/<Type>.ndjson``: each batch's lines in patient order, batches in order —
-  appending partitions in order gives the lines of the whole run in the same order;
+  appending partitions in order gives the lines of the whole run in the same order (a
+  ``.ndjson.gz`` holds a gzip member per batch, so appending gives the same bytes too);
 - ``lineage.parquet``: one row group per batch (as ``write_fhir`` writes it in one process);
   ``combine`` copies each partition's row groups in order;
 - statistics: counts add up; ``model_validated`` is the number of distinct (type, shape)
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 
 from migrate.executor import ran_on
 from migrate.fhir.inputs import Context, Staged, gather
+from migrate.fhir.ndjson import ndjson_paths
 from migrate.fhir.resources import LINEAGE_OUT_SCHEMA, build_batch
 from migrate.fhir.validate import ShapeCache
 
@@ -88,7 +90,7 @@ def run_partition(job: Partition) -> PartitionResult:
     from migrate.fhir.bundle import _write_batch, _Writers
 
     shapes = ShapeCache(dict(job.verdicts))
-    writers = _Writers(job.folder, bundles=job.root / "bundles")
+    writers = _Writers(job.folder, bundles=job.root / "bundles", compression=job.ctx.options.compression)
     result = PartitionResult(job.index, ran_on=ran_on())
     errors = []
     try:
@@ -160,7 +162,7 @@ def combine(results: Sequence[PartitionResult], jobs: Sequence[Partition], root:
                 errors.append(result.errors)
             verdicts |= result.verdicts
             individually += result.individually
-            for part in sorted((job.folder / "ndjson").glob("*.ndjson")):
+            for part in ndjson_paths(job.folder / "ndjson"):  # gzip members append as they are
                 append(part, root / "ndjson" / part.name)
             lineage = pq.ParquetFile(job.folder / "lineage.parquet")
             for group in range(lineage.num_row_groups):  # one row group per batch, as in one process

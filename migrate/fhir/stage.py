@@ -38,7 +38,8 @@ from migrate.fhir.options import FhirOptions, InputFile, SharingCodes
 from migrate.identity.merges import CHILD_TABLES, people, repoint
 from migrate.reports.rundata import MANIFEST, RunFolder, read_json
 from migrate.rules.model import RulePack
-from migrate.summary import FHIR_FORMS, FhirForm, recorded_fhir_form
+from migrate.summary import (FHIR_COMPRESSIONS, FHIR_FORMS, FhirCompression, FhirForm, recorded_fhir_compression,
+                             recorded_fhir_form)
 
 DEFAULT_BUNDLE_SIZE = 500  # patients per bundle when a run recorded none
 
@@ -105,7 +106,7 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
 
 
 def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None = None,
-                form: FhirForm | None = None) -> FhirResult:
+                form: FhirForm | None = None, compression: FhirCompression | None = None) -> FhirResult:
     """``handover fhir RUN``: write ``fhir/`` again from a finished run's own folder.
 
     Everything comes from the run folder, never from the shipped defaults: the canonical
@@ -113,8 +114,9 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None
     (``lineage.parquet``: the rows to send), the rule pack and identity settings the run
     used (``config/``; survivorship and sharing state are re-derived with them, the
     practice sharing file too), and its
-    options (manifest; ``bundle_size`` and ``form`` default to the run's: ``form`` ``both``
-    writes the bundles of a run made with ``--fhir-form ndjson``). The manifest is
+    options (manifest; ``bundle_size``, ``form`` and ``compression`` default to the run's:
+    ``form`` ``both`` writes the bundles of a run made with ``--fhir-form ndjson``;
+    ``compression`` ``none`` writes plain NDJSON for a run made with ``gzip``). The manifest is
     updated to the files written (unchanged when they are byte-identical, as they are
     with the run's own bundle size), its digest recomputed, so ``handover verify`` passes
     afterwards; a sealed run is re-emitted only with its ``key`` (ConfigError before
@@ -130,12 +132,16 @@ def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None
         form = form or recorded_fhir_form(run.manifest["options"])
         if form is None:
             raise InputError(f"{run.path}: the manifest's fhir_form is not one of {', '.join(FHIR_FORMS)}")
-        result = _reemit(run, size, form)
+        compression = compression or recorded_fhir_compression(run.manifest["options"])
+        if compression is None:
+            raise InputError(f"{run.path}: the manifest's fhir_compression is not one of "
+                             f"{', '.join(FHIR_COMPRESSIONS)}")
+        result = _reemit(run, size, form, compression)
         _reseal(run, result, size, key)
     return result
 
 
-def _reemit(run: RunFolder, bundle_size: int, form: FhirForm) -> FhirResult:
+def _reemit(run: RunFolder, bundle_size: int, form: FhirForm, compression: FhirCompression) -> FhirResult:
     from migrate.identity import resolve_identity
     from migrate.rules.stage import sharing_state
     from migrate.sharing import survivor_entries
@@ -167,7 +173,7 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm) -> FhirResult:
     mapping = manifest["mapping"][0]
     options = options_for(str(mapping.get("source_system", mapping["name"])), run.run_id, run.cutover,
                           [(i["path"], i["sha256"]) for i in manifest["inputs"]], bundle_size, policy, pack)
-    options = replace(options, form=form)
+    options = replace(options, form=form, compression=compression)
     shutil.rmtree(run.path / "fhir", ignore_errors=True)
     result = emit(patients, merges, tables, decided, run.scan("cohorts.parquet").collect(),
                   recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(),
@@ -180,11 +186,14 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm) -> FhirResult:
 
 
 def _reseal(run: RunFolder, result: FhirResult, bundle_size: int, key: bytes | None) -> None:
-    """Record the re-emitted ``fhir/`` files, statistics, bundle size and form in the manifest
-    (written only when something changed)."""
+    """Record the re-emitted ``fhir/`` files, statistics, bundle size, form and compression in
+    the manifest (written only when something changed)."""
     from migrate.reports.chain import seal_outputs
 
     manifest = read_json(run.path / MANIFEST)
     stages = dict(manifest.get("stages") or {}) | {"fhir": result.asdict()}
     options = dict(manifest["options"]) | {"bundle_size": bundle_size, "fhir_form": result.form}
+    options.pop("fhir_compression", None)  # written only for gzip, as the run writes it
+    if result.compression != "none":
+        options["fhir_compression"] = result.compression
     seal_outputs(run.path, result.files, key, {"stages": stages, "options": options}, replacing="fhir/")

@@ -6,7 +6,8 @@ Invariant 2 closes the loop from the other end:
 - every source row whose disposition is ``migrated`` or ``already_at_target`` (an update
   of the receiving record) has at least one FHIR resource in lineage (``fhir_type`` and
   ``fhir_id`` set);
-- every resource in ``fhir/ndjson/<Type>.ndjson`` is named by at least one lineage row,
+- every resource in ``fhir/ndjson/<Type>.ndjson`` (or ``.ndjson.gz``: polars decompresses
+  it as it streams) is named by at least one lineage row,
   except the types that are not made from one record (``UNTRACED_TYPES``: Organization,
   shared reference data, and the Provenance of each bundle, the audit trail itself), which
   are counted apart;
@@ -89,6 +90,10 @@ def _read(path: Path, keep: list[pl.Expr]) -> pl.DataFrame:
         return _parsed(path).select(*keep).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
+    except OSError as exc:  # a damaged .ndjson.gz (polars decompresses it as it reads): named, never short
+        from migrate.fhir.ndjson import unreadable
+
+        raise unreadable(path, exc) from None
 
 
 def _ids(path: Path) -> pl.DataFrame:

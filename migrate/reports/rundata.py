@@ -134,9 +134,11 @@ class RunFolder:
         return int(self.scan(rel).select(pl.len()).collect().item())
 
     def fhir_ndjson(self) -> list[Path]:
-        """``fhir/ndjson/*.ndjson`` files in name order (empty when the run has no FHIR output)."""
-        folder = self.path / "fhir" / "ndjson"
-        return sorted(folder.glob("*.ndjson")) if folder.is_dir() else []
+        """``fhir/ndjson/*.ndjson`` (or ``*.ndjson.gz``, ``--fhir-compression gzip``) files in
+        name order (empty when the run has no FHIR output)."""
+        from migrate.fhir.ndjson import ndjson_paths
+
+        return ndjson_paths(self.path / "fhir" / "ndjson")
 
     def inputs(self) -> list[dict[str, Any]]:
         """The manifest's input files: path, table, bytes, sha256, rows (read)."""

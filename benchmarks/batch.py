@@ -1,7 +1,7 @@
 """The whole batch (`handover run`), measured per stage: wall time and peak memory.
 
     python benchmarks/batch.py EXTRACT OUT [--executor local|dask] [--partitions N]
-        [--no-fhir | --fhir-form both|ndjson] [--json FILE] [--keep]
+        [--no-fhir | --fhir-form both|ndjson] [--fhir-compression none|gzip] [--json FILE] [--keep]
 
 Runs ``migrate.pipeline.run_batch`` in this process with a ``Progress`` that notes when
 each stage starts and finishes; a thread samples the process's resident memory (VmRSS)
@@ -12,7 +12,8 @@ between two stages (the dispositions, say) is reported as "after <stage>". With 
 executor the workers are separate processes: their peaks are sampled from /proc too
 (every process whose parent chain leads here). The run folder's bytes (whole, and
 ``fhir/bundles``, ``fhir/ndjson``) are recorded before it is removed: ``--fhir-form
-ndjson`` writes no bundles (about half the FHIR disk). Not a test: nothing here asserts a time.
+ndjson`` writes no bundles (about half the FHIR disk), ``--fhir-compression gzip`` the NDJSON
+as ``.ndjson.gz`` (about a tenth). Not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--no-fhir", action="store_true")
     parser.add_argument("--fhir-form", choices=("both", "ndjson"), default=None,
                         help="handover run --fhir-form (default: the run's default, both)")
+    parser.add_argument("--fhir-compression", choices=("none", "gzip"), default=None,
+                        help="handover run --fhir-compression (default: the run's default, none)")
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line here")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (1M patients with FHIR: ~20 GB)")
     args = parser.parse_args()
@@ -171,7 +174,7 @@ def main() -> None:
     from migrate.pipeline import RunConfig, run_batch
 
     options: dict[str, object] = {"emit_fhir": not args.no_fhir}
-    for name in ("executor", "partitions", "scheduler", "fhir_form"):
+    for name in ("executor", "partitions", "scheduler", "fhir_form", "fhir_compression"):
         value = getattr(args, name)
         if value is not None and name in RunConfig.load.__code__.co_varnames:
             options[name] = value
@@ -188,6 +191,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "extract": str(args.extract),
         "executor": args.executor, "partitions": args.partitions, "fhir": not args.no_fhir,
         "fhir_form": options.get("fhir_form", "both") if not args.no_fhir else None,
+        "fhir_compression": options.get("fhir_compression", "none") if not args.no_fhir else None,
         "disk_mb": {name or "run": round(_bytes(args.out / name) / 2**20, 1)
                     for name in ("", "fhir/bundles", "fhir/ndjson")},
         "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "ok": result.ok, "load_before": load_before,

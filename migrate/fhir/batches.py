@@ -14,9 +14,12 @@ staging the run process's peak at 1M and would have been ~8 GB for the 53M conta
 time (the streaming engine); each chunk's rows are split by batch and held until the rows
 held reach ``budget_bytes`` (polars' estimate of their size in memory); then every held
 batch is written as one more file of its folder. What the split holds is a chunk plus the
-budget, whatever the rows and the batches — but the streaming left join that places each
-row (``batched``) still grows with the rows (measured at 1M: the run process 0.39 → 1.75 GB
-while staging; benchmarks/fhir.md): not yet bounded. A batch's files are numbered in the order written,
+budget, whatever the rows and the batches. Each chunk's rows are placed by a lookup of
+their key (a referral's, or a patient's) in the keys' batch numbers held sorted once
+(``migrate.staging.SortedKeys``: a binary search per chunk), not by a join: the streaming
+left join that did it until issue #18's fifth session held memory in proportion to the
+rows it placed (+360-410 MB per 2.1M contacts; the run process 0.39 → 1.75 GB while staging
+at 1M; benchmarks/fhir.md). A batch's files are numbered in the order written,
 so reading them in name order gives its rows in the frame's order (as the partitioned
 sink did; ``tests/fhir/test_staging.py`` proves the same rows for any budget and chunk).
 """
@@ -24,19 +27,20 @@ sink did; ``tests/fhir/test_staging.py`` proves the same rows for any budget and
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from migrate.errors import HandoverError
-from migrate.staging import batches
+from migrate.staging import SortedKeys, batches
 
 UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
 CHUNK_ROWS = 250_000  # rows read at a time from a frame being staged
 BUDGET_BYTES = 128 << 20  # rows held (estimated in-memory size) before the held batches are written
 CANONICAL = ("patients", "referrals", "contacts", "codes")
+_BATCH = "__batch"  # the placing column while a chunk is split (a frame's own columns are kept as they are)
 
 
 @dataclass(frozen=True)
@@ -67,43 +71,37 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     have quarantined them); a cohort, flag or sharing state of a patient the FHIR output
     does not carry is simply not needed.
     """
-    by_patient = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
-    # memory: held: two key columns per referral (~0.1 GB at 1M): every contact and cohort is
-    # placed by its referral's batch.
-    by_referral = (tables["referrals"].select("referral_key", "patient_key")
-                   .join(by_patient.lazy(), on="patient_key").select("referral_key", "batch")
-                   .collect(engine="streaming"))
-
-    # memory: not bounded yet: the streaming left join below holds memory in proportion to the
-    # frame's rows (+360-410 MB for 2.1M contacts, measured); ``split`` after it does not.
-    def batched(frame: pl.LazyFrame, keys: pl.DataFrame, on: str) -> pl.LazyFrame:
-        # A row of no batch gets batch -1 (counted, then raised): one pass over each input,
-        # which for a run is a query over its dispositions (``dispositions.carried``), not a file.
-        return (frame.join(keys.lazy(), on=on, how="left", maintain_order="left")
-                .with_columns(pl.col("batch").fill_null(UNPLACED)))
+    # memory: held: each patient's and each referral's batch, keys sorted (~0.1 + 0.1 GB at 1M,
+    # ~16 bytes and the key text per row): every row is placed by its referral's or patient's
+    # batch, a chunk at a time (``split``).
+    patient_batch = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
+    referrals = tables["referrals"].select("referral_key", "patient_key").collect(engine="streaming")
+    by_patient = _unique(SortedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
+    by_referral = _unique(SortedKeys(referrals["referral_key"], by_patient.lookup(referrals["patient_key"])),
+                          "referral")
+    del patient_batch, referrals
 
     contacts = tables["contacts"]
-    by_their_referral = batched(contacts.filter(pl.col("referral_key").is_not_null()), by_referral, "referral_key")
+    contact_parts = [(contacts.filter(pl.col("referral_key").is_not_null()), by(by_referral, "referral_key"))]
     if "patient_key" in contacts.collect_schema().names():
-        # a contact without a referral goes with its own patient
-        parentless = batched(contacts.filter(pl.col("referral_key").is_null()), by_patient, "patient_key")
-        by_their_referral = pl.concat([by_their_referral, parentless])
-    frames: dict[str, tuple[pl.LazyFrame, pl.LazyFrame]] = {
-        "patients": (tables["patients"], batched(tables["patients"], by_patient, "patient_key")),
-        "referrals": (tables["referrals"], batched(tables["referrals"], by_patient, "patient_key")),
-        "contacts": (contacts, by_their_referral),
-        "codes": (tables["codes"], batched(tables["codes"], by_patient, "patient_key")),
-        "cohorts": (cohorts, batched(cohorts, by_referral, "referral_key")),
-        "exceptions": (exceptions, batched(exceptions, by_patient, "patient_key")),
-        "sharing": (sharing, batched(sharing, by_patient, "patient_key")),
+        # a contact without a referral goes with its own patient (after those with one, as ever)
+        contact_parts.append((contacts.filter(pl.col("referral_key").is_null()), by(by_patient, "patient_key")))
+    frames: dict[str, tuple[pl.LazyFrame, list[tuple[pl.LazyFrame, Placer]]]] = {
+        "patients": (tables["patients"], [(tables["patients"], by(by_patient, "patient_key"))]),
+        "referrals": (tables["referrals"], [(tables["referrals"], by(by_patient, "patient_key"))]),
+        "contacts": (contacts, contact_parts),
+        "codes": (tables["codes"], [(tables["codes"], by(by_patient, "patient_key"))]),
+        "cohorts": (cohorts, [(cohorts, by(by_referral, "referral_key"))]),
+        "exceptions": (exceptions, [(exceptions, by(by_patient, "patient_key"))]),
+        "sharing": (sharing, [(sharing, by(by_patient, "patient_key"))]),
     }
     if derived_priority is not None:
-        frames["derived_priority"] = (derived_priority, batched(derived_priority, by_referral, "referral_key"))
+        frames["derived_priority"] = (derived_priority, [(derived_priority, by(by_referral, "referral_key"))])
     schemas = {}
     problems = []
-    for name, (frame, placed) in frames.items():
+    for name, (frame, parts) in frames.items():
         schemas[name] = frame.collect_schema()
-        lost = split(placed, root / name, chunk_rows, budget_bytes)
+        lost = split(parts, root / name, chunk_rows, budget_bytes)
         if lost and name in CANONICAL:
             problems.append(f"{name}: {lost:,} rows belong to no patient of the batch")
     if problems:
@@ -111,9 +109,30 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     return Staged(root, schemas)
 
 
-def split(placed: pl.LazyFrame, folder: Path, chunk_rows: int = CHUNK_ROWS, budget_bytes: int = BUDGET_BYTES) -> int:
-    """Write the rows of ``placed`` (a frame with column ``batch``) under
-    ``folder/batch=<n>/<k>.parquet`` without ``batch``, in order, holding at most about
+Placer = Callable[[pl.DataFrame], pl.Series]  # a chunk's rows -> their batch (UNPLACED for none)
+
+
+def by(keys: SortedKeys, column: str) -> Placer:
+    """Place a chunk's rows by ``column`` looked up in ``keys`` (batch values); a row whose
+    key is null or unknown gets ``UNPLACED`` (counted, then raised for a canonical table)."""
+    def place(chunk: pl.DataFrame) -> pl.Series:
+        return keys.lookup(chunk[column]).fill_null(UNPLACED)
+    return place
+
+
+def _unique(keys: SortedKeys, what: str) -> SortedKeys:
+    """``keys`` when no key occurs twice (a join would have placed such a row twice, a lookup
+    once: neither is right, so it is raised)."""
+    sorted_keys = keys.keys
+    if sorted_keys.len() > 1 and bool((sorted_keys.slice(1) == sorted_keys.slice(0, sorted_keys.len() - 1)).any()):
+        raise HandoverError(f"a {what} key occurs twice in the FHIR stage's inputs: rows cannot be placed by it")
+    return keys
+
+
+def split(parts: Sequence[tuple[pl.LazyFrame, Placer]], folder: Path, chunk_rows: int = CHUNK_ROWS,
+          budget_bytes: int = BUDGET_BYTES) -> int:
+    """Write the rows of ``parts`` (frames, one after another, each with how its rows are
+    placed) under ``folder/batch=<n>/<k>.parquet``, in order, holding at most about
     ``budget_bytes`` of rows (plus one chunk); return how many rows had batch ``UNPLACED``
     (counted, not written)."""
     held: dict[int, list[pl.DataFrame]] = {}
@@ -128,14 +147,17 @@ def split(placed: pl.LazyFrame, folder: Path, chunk_rows: int = CHUNK_ROWS, budg
             pl.concat(parts).write_parquet(out / f"{written:06d}.parquet", compression="lz4")
         size, written = 0, written + 1
 
-    for chunk in batches(placed, chunk_rows):
-        unplaced = chunk["batch"] == UNPLACED
-        lost += int(unplaced.sum())
-        for (batch,), part in chunk.filter(~unplaced).partition_by("batch", as_dict=True, include_key=False).items():
-            held.setdefault(int(batch), []).append(part)
-            size += int(part.estimated_size())
-        if size >= budget_bytes:
-            flush()
+    for frame, place in parts:
+        for chunk in batches(frame, chunk_rows):
+            batch_of = place(chunk)
+            unplaced = batch_of == UNPLACED
+            lost += int(unplaced.sum())
+            placed = chunk.with_columns(batch_of.alias(_BATCH)).filter(~unplaced)
+            for (batch,), part in placed.partition_by(_BATCH, as_dict=True, include_key=False).items():
+                held.setdefault(int(batch), []).append(part)
+                size += int(part.estimated_size())
+            if size >= budget_bytes:
+                flush()
     flush()
     return lost
 

@@ -58,7 +58,8 @@ def test_rows_of_no_patient_are_raised_with_their_count(tmp_path: Path) -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from migrate.fhir.batches import UNPLACED, split  # noqa: E402
+from migrate.fhir.batches import UNPLACED, by, split  # noqa: E402
+from migrate.staging import SortedKeys  # noqa: E402
 
 _ROW = st.tuples(st.integers(UNPLACED, 6), st.text(max_size=30), st.none() | st.integers(-5, 5))
 
@@ -75,13 +76,79 @@ def test_split_gives_each_batch_its_rows_in_order_for_any_budget(tmp_path_factor
                                                                  chunk_rows: int, budget: int) -> None:
     # a small budget writes many files per batch, a chunk of one row many chunks: the rows
     # read back (files in name order) are exactly the batch's rows in the frame's order
+    # (each row placed by its id's batch, looked up as staging looks keys up; every third id
+    # unknown to the lookup: unplaced, as a row of no patient is)
     folder = tmp_path_factory.mktemp("split")
     frame = pl.DataFrame(rows, schema={"batch": pl.Int64, "text": pl.String, "n": pl.Int64}, orient="row")
-    lost = split(frame.lazy(), folder, chunk_rows=chunk_rows, budget_bytes=budget)
+    frame = frame.with_row_index("id").with_columns(pl.format("k{}", "id").alias("id"))
+    known = frame.gather_every(3, offset=1).vstack(frame.gather_every(3, offset=2))
+    frame = frame.with_columns(pl.when(pl.col("id").is_in(known["id"].implode())).then("batch")
+                               .otherwise(UNPLACED).alias("batch"))
+    lost = split([(frame.drop("batch").lazy(), by(SortedKeys(known["id"], known["batch"]), "id"))], folder,
+                 chunk_rows=chunk_rows, budget_bytes=budget)
     assert lost == frame.filter(pl.col("batch") == UNPLACED).height
     for batch in range(7):
         assert _read(folder, batch) == frame.filter(pl.col("batch") == batch).drop("batch").to_dicts()
     assert not (folder / f"batch={UNPLACED}").exists()
+
+
+_KEY = st.sampled_from(["P1", "P2", "P3", "P4", "P5", "P6"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(referrals=st.lists(_KEY, min_size=1, max_size=25),
+       contacts=st.lists(st.tuples(st.none() | st.integers(0, 30), _KEY), max_size=60),
+       per_batch=st.integers(1, 4), chunk_rows=st.integers(1, 20), budget=st.integers(1, 5_000),
+       orphan=st.sampled_from([None, "referral", "contact"]))
+def test_placing_by_lookup_stages_what_the_left_join_did(tmp_path_factory: pytest.TempPathFactory,
+                                                          referrals: list[str], contacts: list[tuple[int | None, str]],
+                                                          per_batch: int, chunk_rows: int, budget: int,
+                                                          orphan: str | None) -> None:
+    """Contacts and cohorts placed by their referral's batch (or their patient's, without a
+    referral), compared with the streaming left joins that placed them before: the same rows
+    in every batch, in the same order; a cohort of no referral left out, a canonical row of
+    no patient raised."""
+    contacts = [(None if r is None else r % (len(referrals) + (orphan == "contact")), p) for r, p in contacts]
+    referrals = referrals + (["NOBODY"] if orphan == "referral" else [])
+    plan = pl.DataFrame({"patient_key": [f"P{i}" for i in range(1, 7)], "survivor_key": [f"P{i}" for i in range(1, 7)],
+                         "bundle_no": list(range(1, 7))}, schema_overrides={"bundle_no": pl.Int64})
+    tables = {"patients": plan.select("patient_key").lazy(),
+              "referrals": pl.LazyFrame({"referral_key": [f"R{i}" for i in range(len(referrals))],
+                                         "patient_key": referrals}),
+              "contacts": pl.LazyFrame({"contact_key": [f"C{i}" for i in range(len(contacts))],
+                                        "referral_key": [None if r is None else f"R{r}" for r, _ in contacts],
+                                        "patient_key": [p for _, p in contacts]},
+                                       schema={"contact_key": pl.String, "referral_key": pl.String,
+                                               "patient_key": pl.String}),
+              "codes": pl.LazyFrame(schema={"patient_key": pl.String, "code": pl.String})}
+    cohorts = pl.concat([tables["contacts"].select("referral_key", pl.col("contact_key").alias("cohort")),
+                         pl.LazyFrame({"referral_key": ["GONE"], "cohort": ["x"]})])
+    none = pl.LazyFrame(schema={"patient_key": pl.String})
+    root = tmp_path_factory.mktemp("lookup")
+    by_patient = plan.select("patient_key", ((pl.col("bundle_no") - 1) // per_batch).alias("batch"))
+    by_referral = tables["referrals"].collect().join(by_patient, on="patient_key").select("referral_key", "batch")
+
+    def joined(frame: pl.LazyFrame, keys: pl.DataFrame, on: str) -> pl.DataFrame:
+        return (frame.join(keys.lazy(), on=on, how="left", maintain_order="left")
+                .with_columns(pl.col("batch").fill_null(UNPLACED)).collect())
+
+    contacts_joined = pl.concat([
+        joined(tables["contacts"].filter(pl.col("referral_key").is_not_null()), by_referral, "referral_key"),
+        joined(tables["contacts"].filter(pl.col("referral_key").is_null()), by_patient, "patient_key")])
+    expected = {"contacts": contacts_joined, "cohorts": joined(cohorts, by_referral, "referral_key")}
+    orphans = contacts_joined.filter(pl.col("batch") == UNPLACED).height + tables["referrals"].collect().join(
+        by_patient, on="patient_key", how="anti").height
+    if orphans:
+        assert orphan is not None
+        with pytest.raises(HandoverError):
+            stage(tables, cohorts, none, none, None, plan, per_batch, root, chunk_rows=chunk_rows, budget_bytes=budget)
+        return
+    staged = stage(tables, cohorts, none, none, None, plan, per_batch, root, chunk_rows=chunk_rows,
+                   budget_bytes=budget)
+    for name, rows in expected.items():
+        for batch in range(-(-6 // per_batch)):
+            want = rows.filter(pl.col("batch") == batch).drop("batch")
+            assert staged.frame(name, batch).collect().equals(want), (name, batch)
 
 
 @settings(max_examples=25, deadline=None)

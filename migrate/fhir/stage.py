@@ -30,6 +30,7 @@ import polars as pl
 
 from migrate import canonical, frozen
 from migrate.fhir.bundle import FhirResult, write_fhir
+from migrate.fhir.carried import carried_rows
 from migrate.dispositions import carried
 from migrate.errors import InputError
 from migrate.executor import Executor
@@ -100,7 +101,10 @@ def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.L
     survivors = patients.lazy().drop("survivor_key", strict=False).join(
         merges.lazy(), on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
-    frames = carried(survivors, {t: repoint(tables[t], merges) for t in CHILD_TABLES}, decided)
+    # The patients by ``dispositions.carried``; the child rows (millions) by a bitmap of their
+    # carried source rows, which filters each chunk as staging reads it (migrate.fhir.carried).
+    frames = carried(survivors, {}, decided) | carried_rows({t: repoint(tables[t], merges) for t in CHILD_TABLES},
+                                                            decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(),
                       with_overrides(sharing, decisions), options, out_dir, derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
 
@@ -161,8 +165,10 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm, compression: FhirC
         from migrate.review.stage import decided_survivors
 
         patients = decided_survivors(patients, recorded, tables, decisions, frozen.load_identity(run.path))
+    # Lineage has a row per resource: the same row's disposition repeats, which neither the
+    # patients' semi join nor the child rows' bitmap minds (no whole-lineage unique).
     decided = run.scan("lineage.parquet").select("source_file", "source_row", "table", "patient_key",
-                                                 pl.col("disposition").cast(pl.String)).unique()
+                                                 pl.col("disposition").cast(pl.String))
     # Every source's sharing entries, re-derived as the run did: the frozen practice file too.
     practices = frozen.load_practice_sharing(run.path, manifest)
     entries = survivor_entries(tables, pack, merges, None if practices is None else practices.frame.lazy())

@@ -58,7 +58,7 @@ from migrate.runfolder import RunRecord, build_manifest, stage, target_record, w
 from migrate.sources import discover
 from migrate.staging import sink
 from migrate.target_index import read_target_index
-from migrate.summary import ExecutionRecord, FhirStats, FrozenConfig, InputRecord, RunSummary
+from migrate.summary import ExecutionRecord, FhirStats, FrozenConfig, InputRecord, RunOptions, RunSummary
 
 __all__ = ["RunConfig", "RunResult", "run_batch"]
 
@@ -118,19 +118,20 @@ def _ingest(config: RunConfig, progress: Progress, work: Path) -> tuple[Ingested
 
 def _record(config: RunConfig, rid: str) -> RunRecord:
     pack = config.rules
+    options: RunOptions = {
+        "sharing_policy": config.sharing_policy, "inactive_patients": config.inactive_patients,
+        "target_index": target_record(config.target_index, None if config.target_mapping is None
+                                      else config.target_mapping.name),
+        "practice_sharing": target_record(config.practice_sharing, None if config.practice_mapping is None
+                                          else config.practice_mapping.name), "emit_fhir": config.emit_fhir,
+        "bundle_size": config.bundle_size, "fhir_form": config.fhir_form}
+    if config.fhir_compression != "none":  # written only for gzip: absent, the NDJSON is plain (as before)
+        options["fhir_compression"] = config.fhir_compression
     return RunRecord(
         run_id=rid, cutover=config.cutover.isoformat(), mapping=config.mappings,
         rules={"name": pack.name, "version": pack.version, "sha256": pack.sha256,
                "files": [{"path": p.name, "sha256": h} for p, h in pack.files]},
-        options={"sharing_policy": config.sharing_policy, "inactive_patients": config.inactive_patients,
-                 "target_index": target_record(config.target_index, None if config.target_mapping is None
-                                               else config.target_mapping.name),
-                 "practice_sharing": target_record(config.practice_sharing, None if config.practice_mapping is None
-                                                   else config.practice_mapping.name), "emit_fhir": config.emit_fhir,
-                 "bundle_size": config.bundle_size, "fhir_form": config.fhir_form,
-                 # written only for gzip: a run without it wrote plain NDJSON (summary.recorded_fhir_compression)
-                 **({"fhir_compression": config.fhir_compression} if config.fhir_compression != "none" else {})},
-        identity_sha256=config.identity_sha256)
+        options=options, identity_sha256=config.identity_sha256)
 
 
 def run_batch(config: RunConfig, progress: Progress = NULL_PROGRESS) -> RunResult:

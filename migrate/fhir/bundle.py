@@ -120,7 +120,7 @@ class FhirResult:
     def asdict(self) -> FhirStats:
         """A JSON-ready summary (for the manifest and ``--json``), with the first errors."""
         first = self.errors.sort("fhir_type", "fhir_id", "source_file", "source_row", nulls_last=True).head(ERROR_EXAMPLES)
-        return {
+        stats: FhirStats = {
             "bundles": self.bundles,
             "form": self.form,
             "resources": dict(sorted(self.counts.items())),
@@ -131,7 +131,10 @@ class FhirResult:
             "model_validated": self.model_validated,
             "files": [p.relative_to(self.out_dir).as_posix() for p in self.files],
             "error_examples": first.select("fhir_type", "fhir_id", "source_file", "source_row", "problem").to_dicts(),
-        } | ({"compression": self.compression} if self.compression != "none" else {})
+        }
+        if self.compression != "none":  # only gzip is recorded: a plain run's summary as before the option
+            stats["compression"] = self.compression
+        return stats
 
     def render(self) -> str:
         """A few lines for a person."""

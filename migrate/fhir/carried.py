@@ -48,9 +48,10 @@ def _is_carried(keep: pl.LazyFrame) -> pl.Expr:
     if tops.height == 0:
         return pl.lit(False)
     sizes = {str(f): int(top) + 1 for f, top in tops.iter_rows()}
-    offsets, total = {}, 0
-    for name, size in sizes.items():
-        offsets[name], total = total, total + size
+    offsets: dict[str, int] = {}
+    total = 0
+    for name, length in sizes.items():
+        offsets[name], total = total, total + length
     bits = pl.Series("carried", [False], dtype=pl.Boolean).extend_constant(False, total - 1)
     for chunk in batches(rows, CHUNK_ROWS):
         at = _position(chunk, offsets, sizes).drop_nulls()

@@ -23,10 +23,12 @@ file: invariant 2 then finds every resource lineage names that the NDJSON lacks.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 from typing import IO
 
-from isal import igzip, isal_zlib
+from isal import isal_zlib
 
 from migrate.errors import InputError
 from migrate.summary import FhirCompression
@@ -72,9 +74,9 @@ def write_lines(handle: IO[bytes], text: bytes | memoryview, compression: FhirCo
 def read_text(path: Path) -> str:
     """The whole text of a (small) NDJSON file, decompressed when it is a ``.gz``."""
     try:
-        data = igzip.decompress(path.read_bytes()) if path.name.endswith(GZIP) else path.read_bytes()
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(GZIP) else path.read_bytes()
         return data.decode("utf-8")
-    except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError; a bad member an EOFError
+    except (OSError, EOFError, zlib.error, ValueError) as exc:  # BadGzipFile: an OSError; a cut member: EOFError
         raise unreadable(path, exc) from None
 
 
@@ -84,10 +86,10 @@ def check_readable(paths: list[Path]) -> None:
     for path in paths:
         if path.name.endswith(GZIP):
             try:
-                with igzip.open(path, "rb") as stream:
+                with gzip.open(path, "rb") as stream:
                     while stream.read(16 << 20):
                         pass
-            except (OSError, EOFError, ValueError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise unreadable(path, exc) from None
 
 

@@ -58,8 +58,12 @@ def _is_carried(keep: pl.LazyFrame) -> pl.Expr:
         if at.len():
             bits = bits.scatter(at, True)
     row = pl.col("source_row").cast(pl.Int64)
-    offset = pl.col("source_file").cast(pl.String).replace_strict(offsets, default=None, return_dtype=pl.Int64)
-    size = pl.col("source_file").cast(pl.String).replace_strict(sizes, default=None, return_dtype=pl.Int64)
+    # The file's place among the bitmap's files by an Enum cast (an unknown file: null), not
+    # replace_strict, which does not stream in polars 2.1 (it held every row: s6-write's finding).
+    files = list(sizes)
+    place = pl.col("source_file").cast(pl.String).cast(pl.Enum(files), strict=False).to_physical()
+    offset = pl.lit(pl.Series([offsets[f] for f in files], dtype=pl.Int64)).gather(place)
+    size = pl.lit(pl.Series([sizes[f] for f in files], dtype=pl.Int64)).gather(place)
     inside = (row >= 0) & (row < size)
     return (inside & pl.lit(bits).gather(pl.when(inside).then(offset + row).otherwise(0))).fill_null(False)
 

@@ -11,9 +11,6 @@ is carried (``dispositions.CARRIED``), built from the dispositions a chunk at a 
 is kept when its bit is set: a filter expression (a literal bitmap gathered at the row's
 position), so each chunk is filtered on its own, with no state that grows with the rows.
 
-# memory: held: one bit per source row of the child tables (10.7M contacts at 1M: 1.3 MB;
-# 53M at 5M: 6.7 MB), a key per source file.
-
 The rows kept are exactly the semi join's (``tests/fhir/test_carried.py`` compares them on
 generated dispositions), and in the table's own order.
 """
@@ -52,6 +49,8 @@ def _is_carried(keep: pl.LazyFrame) -> pl.Expr:
     total = 0
     for name, length in sizes.items():
         offsets[name], total = total, total + length
+    # memory: held: one bit per source row of the child tables (10.7M contacts at 1M: 1.3 MB;
+    # 53M at 5M: 6.7 MB) and a key per source file: each chunk is filtered by it on its own.
     bits = pl.Series("carried", [False], dtype=pl.Boolean).extend_constant(False, total - 1)
     for chunk in batches(rows, CHUNK_ROWS):
         at = _position(chunk, offsets, sizes).drop_nulls()

@@ -10,6 +10,8 @@ end to end (each as long as its highest carried row + 1), set where the row's di
 is carried (``dispositions.CARRIED``), built from the dispositions a chunk at a time. A row
 is kept when its bit is set: a filter expression (a literal bitmap gathered at the row's
 position), so each chunk is filtered on its own, with no state that grows with the rows.
+It relies on ``source_row`` being a position in its file (a CSV's 1-based data row, an HL7
+feed's message index: ``migrate.sources``), so a file's bits are as many as its rows.
 
 The rows kept are exactly the semi join's (``tests/fhir/test_carried.py`` compares them on
 generated dispositions), and in the table's own order.

@@ -53,7 +53,7 @@ def test_public_api_is_complete() -> None:
     modules = {"batches", "bundle", "care", "flags", "ids", "inputs", "options", "patient", "provenance", "referral",
                "resources", "stage", "template", "validate", "annotations", "expected", "inverse", "roundtrip",
                "roundtrip_buckets",
-               "partitions"}
+               "partitions", "ndjson", "carried"}
     assert exported - modules == set(migrate.fhir.__all__)
 
 

@@ -182,6 +182,10 @@ def _spill_resources(run: RunFolder, spill: _Spill) -> tuple[dict[str, int], lis
                 found = _spill_file(spill, name, batches(_parsed(path).select(*keep), SPILL_ROWS))
         except pl.exceptions.PolarsError as exc:
             raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
+        except OSError as exc:  # a damaged .ndjson.gz (polars decompresses it as it reads): named, never short
+            from migrate.fhir.ndjson import unreadable
+
+            raise unreadable(path, exc) from None
         for kind, k in found.items():
             counts[kind] = counts.get(kind, 0) + k
     return dict(sorted(counts.items())), names

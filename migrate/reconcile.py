@@ -16,17 +16,22 @@ Then rows read = Σ rows per disposition. A failure names the invariant, the fil
 first rows of each kind (``failure_lines``), so the message a user sees points at rows.
 
 How, for memory: each (file, row, disposition) triple is packed into one 64-bit integer
-(file index, row, disposition code) in one streaming pass, the integers sorted with numpy
-and counted from their neighbours; at a million patients (16-18 million lineage rows)
-this peaks at about 0.6-0.75 GB against 2-3 GB for polars group_bys with one group per
-source row. Rows that cannot be packed (not read, unknown disposition) are the failures
-themselves: counted in that pass, and read again for their details only when there are some.
+(file index, row, disposition code) in one streaming pass, a batch at a time; the integers
+go into parts of ``PART_ROWS`` source rows of one file (spilled to disk past
+``HOLD_KEYS``), and each part is sorted with numpy and counted from its neighbours — the
+counts add up over parts, as a row's keys are all in one part. The peak is one part
+whatever the extract (at a million patients the whole sort peaked 0.4 GB over the
+stage's entry, about 2 GB at 5M). Rows that cannot be packed (not read, unknown
+disposition) are the failures themselves: counted in that pass, and read again for their
+details only when there are some.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -38,6 +43,9 @@ EXAMPLES = 20  # failing rows named per kind
 NO_FILE = "(no file)"  # how a lineage row without source_file is reported
 _ROWS = 1 << 40  # source rows per file the packing holds
 _CODES = 8  # disposition codes per row slot (3 bits; there are 6 dispositions)
+PART_ROWS = 1_000_000  # source rows of one file counted at a time (``_Parts``)
+HOLD_KEYS = 1_000_000  # packed keys held before they are spilled to the parts: 8 MB
+BATCH_ROWS = 500_000  # lineage rows packed at a time
 
 
 @dataclass(frozen=True)
@@ -86,23 +94,97 @@ def _problems(frame: pl.LazyFrame) -> tuple[dict[str, dict[str, int]], RowsExamp
     return counts, examples
 
 
-def _packed(frame: pl.LazyFrame) -> tuple[np.ndarray, int]:
-    """(sorted distinct packed triples (file index, row, disposition code) of the readable
-    rows, how many lineage rows could not be packed), in one pass over lineage."""
-    ok = pl.col("_ok_row") & pl.col("_known")
-    key = (pl.col("_file") * (_ROWS * _CODES) + pl.col("source_row") * _CODES
-           + pl.col("disposition").cast(pl.Enum(DISPOSITIONS), strict=False).to_physical().cast(pl.Int64))
-    column = frame.select(pl.when(ok).then(key).alias("k")).collect(engine="streaming").to_series()
-    unpacked = column.null_count()
+class _Parts:
+    """The packed triples of the readable rows, in parts of ``PART_ROWS`` source rows of one
+    file (part order is key order: every key of part *i* is below every key of part
+    *i + 1*, and all of a row's keys are in one part). Up to ``HOLD_KEYS`` keys are held;
+    past that they are spilled to one file per part under ``folder``.
+
+    # memory: ``HOLD_KEYS`` keys (8 bytes each) while reading, one part's keys while counting;
+    # before: every lineage row's key held and sorted at once (18M keys at a million patients,
+    # 0.4 GB over the stage's entry; 2 GB at 5M).
+    """
+
+    def __init__(self, limits: list[int], folder: Path) -> None:
+        counts = [max(1, -(-limit // PART_ROWS)) for limit in limits]
+        self.offsets = np.cumsum([0, *counts])  # first part of each file
+        self.limits = limits
+        self.folder = folder
+        self.held: list[np.ndarray] = []
+        self.spilled = False
+
+    def part_of(self, keys: np.ndarray) -> np.ndarray:
+        rows = (keys // _CODES) % _ROWS
+        return self.offsets[keys // (_ROWS * _CODES)] + (rows - 1) // PART_ROWS
+
+    def add(self, keys: np.ndarray) -> None:
+        self.held.append(keys)
+        if sum(len(h) for h in self.held) > HOLD_KEYS:
+            self._spill()
+
+    def _spill(self) -> None:
+        keys = np.concatenate(self.held) if self.held else np.empty(0, dtype=np.int64)
+        self.held, self.spilled = [], True
+        order = np.argsort(self.part_of(keys), kind="stable")
+        keys = keys[order]
+        cuts = np.searchsorted(self.part_of(keys), np.arange(1, int(self.offsets[-1])))
+        for i, piece in enumerate(np.split(keys, cuts)):
+            if len(piece):
+                with (self.folder / f"{i:07d}").open("ab") as fh:
+                    piece.tofile(fh)
+
+    def finish(self) -> None:
+        if self.spilled:
+            self._spill()
+
+    def parts(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(file index, first row, last row, sorted distinct triples) of each part, in order."""
+        whole = None if self.spilled else _distinct(np.concatenate(self.held) if self.held
+                                                     else np.empty(0, dtype=np.int64))
+        at = None if whole is None else np.searchsorted(self.part_of(whole), np.arange(int(self.offsets[-1]) + 1))
+        for file, limit in enumerate(self.limits):
+            for j in range(int(self.offsets[file + 1] - self.offsets[file])):
+                i = int(self.offsets[file]) + j
+                if at is not None and whole is not None:
+                    triples = whole[at[i]:at[i + 1]]
+                else:
+                    path = self.folder / f"{i:07d}"
+                    triples = _distinct(np.fromfile(path, dtype=np.int64)) if path.exists() \
+                        else np.empty(0, dtype=np.int64)
+                yield file, j * PART_ROWS + 1, min(limit, (j + 1) * PART_ROWS), triples
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """``keys`` sorted, each once."""
     # Stable (timsort): lineage is read in file and row order, so the keys come nearly sorted
-    # (O(n) for sorted runs; 18M keys at a million patients: 0.15 s against 1.2 s).
-    keys = np.sort(column.drop_nulls().to_numpy(), kind="stable")
-    del column
+    # (O(n) for sorted runs).
+    keys = np.sort(keys, kind="stable")
     if len(keys) == 0:
-        return keys, unpacked
+        return keys
     distinct = np.ones(len(keys), dtype=bool)
     distinct[1:] = keys[1:] != keys[:-1]
-    return keys[distinct], unpacked
+    return keys[distinct]
+
+
+def _packed(lineage: pl.LazyFrame, names: list[str], parts: _Parts) -> int:
+    """Add the packed triples (file index, row, disposition code) of the readable rows to
+    ``parts``, in one pass over lineage a batch at a time; returns how many lineage rows
+    could not be packed (a row not read, or an unknown disposition)."""
+    # Only casts in the plan (they stream); the checks and the packing in numpy, per batch.
+    plan = lineage.select(
+        pl.col("source_file").cast(pl.String).fill_null(NO_FILE).cast(pl.Enum(names)).to_physical().alias("f"),
+        pl.col("source_row").cast(pl.Int64).fill_null(0).alias("r"),
+        pl.col("disposition").cast(pl.String).cast(pl.Enum(DISPOSITIONS), strict=False).to_physical()
+        .cast(pl.Int64).fill_null(-1).alias("d"))
+    limits = np.asarray(parts.limits, dtype=np.int64)
+    unpacked = 0
+    for batch in plan.collect_batches(chunk_size=BATCH_ROWS):
+        file, row, code = (batch[c].to_numpy().astype(np.int64, copy=False) for c in ("f", "r", "d"))
+        ok = (row >= 1) & (row <= limits[file]) & (code >= 0)
+        unpacked += len(ok) - int(ok.sum())
+        parts.add(file[ok] * (_ROWS * _CODES) + row[ok] * _CODES + code[ok])
+    parts.finish()
+    return unpacked
 
 
 def rows_invariant(lineage: pl.LazyFrame, files: Iterable[FileCount]) -> RowsInvariant:
@@ -112,44 +194,46 @@ def rows_invariant(lineage: pl.LazyFrame, files: Iterable[FileCount]) -> RowsInv
     found = lineage.select(pl.col("source_file").cast(pl.String).fill_null(NO_FILE).unique()).collect(
         engine="streaming").to_series().to_list()
     names = sorted(set(read) | {str(n) for n in found})
-    frame = _frame(lineage, names, [read[n].rows_read if n in read else 0 for n in names])
-    triples, unpacked = _packed(frame)
-    # Rows that could not be packed are failures; read again only when there are some.
-    problems, examples = _problems(frame) if unpacked else ({}, _no_examples())
+    limits = [read[n].rows_read if n in read else 0 for n in names]
+    with tempfile.TemporaryDirectory(prefix="handover-invariant-") as folder:
+        parts = _Parts(limits, Path(folder))
+        unpacked = _packed(lineage, names, parts)
+        # Rows that could not be packed are failures; read again only when there are some.
+        problems, examples = _problems(_frame(lineage, names, limits)) if unpacked else ({}, _no_examples())
 
-    n_files = len(names)
-    file_of = triples // (_ROWS * _CODES)
-    row_key = triples // _CODES  # file and row together
-    per_code = np.bincount(file_of * _CODES + triples % _CODES, minlength=n_files * _CODES).reshape(n_files, _CODES)
-    same = row_key[1:] == row_key[:-1]  # a row's second (third, ...) disposition
-    first_repeat = same & ~np.concatenate(([False], same[:-1])) if len(same) else same
-    several = np.bincount(file_of[1:][first_repeat], minlength=n_files)
-    new_row = np.ones(len(row_key), dtype=bool)
-    new_row[1:] = ~same
-    present = np.bincount(file_of[new_row], minlength=n_files)
+        n_files = len(names)
+        per_code = np.zeros((n_files, _CODES), dtype=np.int64)
+        several = np.zeros(n_files, dtype=np.int64)
+        present = np.zeros(n_files, dtype=np.int64)
+        for file, _, _, triples in parts.parts():  # counts add up: a row's keys are in one part
+            counted = _count(triples)
+            per_code[file] += np.bincount(triples % _CODES, minlength=_CODES)
+            several[file] += int(counted.first_repeat.sum())
+            present[file] += int(counted.new_row.sum())
 
-    rows: list[FileInvariant] = []
-    for i, name in enumerate(names):
-        known = read.get(name)
-        dispositions = {d: int(per_code[i, c]) for c, d in enumerate(DISPOSITIONS)}
-        rows_read = known.rows_read if known else 0
-        extra = problems.get(name, {})
-        entry: FileInvariant = {
-            "file": name, "table": known.table if known else None, "rows_read": rows_read,
-            "dispositions": dispositions, "total": sum(dispositions.values()),
-            "rows_with_several_dispositions": int(several[i]),
-            "rows_without_disposition": rows_read - int(present[i]),
-            "rows_not_read": extra.get("rows_not_read", 0),
-            "rows_with_unknown_disposition": extra.get("rows_with_unknown_disposition", 0),
-            "holds": False,
-        }
-        entry["holds"] = (known is not None and entry["total"] == rows_read and not entry["rows_with_several_dispositions"]
-                          and not entry["rows_not_read"] and not entry["rows_with_unknown_disposition"])
-        rows.append(entry)
-    holds = all(r["holds"] for r in rows)
-    if not holds:
-        examples["rows_without_disposition"] = _missing(rows, triples, file_of, new_row)
-        examples["rows_with_several_dispositions"] = _several(names, triples, row_key, same, first_repeat)
+        rows: list[FileInvariant] = []
+        for i, name in enumerate(names):
+            known = read.get(name)
+            dispositions = {d: int(per_code[i, c]) for c, d in enumerate(DISPOSITIONS)}
+            rows_read = known.rows_read if known else 0
+            extra = problems.get(name, {})
+            entry: FileInvariant = {
+                "file": name, "table": known.table if known else None, "rows_read": rows_read,
+                "dispositions": dispositions, "total": sum(dispositions.values()),
+                "rows_with_several_dispositions": int(several[i]),
+                "rows_without_disposition": rows_read - int(present[i]),
+                "rows_not_read": extra.get("rows_not_read", 0),
+                "rows_with_unknown_disposition": extra.get("rows_with_unknown_disposition", 0),
+                "holds": False,
+            }
+            entry["holds"] = (known is not None and entry["total"] == rows_read
+                              and not entry["rows_with_several_dispositions"]
+                              and not entry["rows_not_read"] and not entry["rows_with_unknown_disposition"])
+            rows.append(entry)
+        holds = all(r["holds"] for r in rows)
+        if not holds:  # the parts read again, for the first failing rows
+            examples["rows_without_disposition"], examples["rows_with_several_dispositions"] = \
+                _examples(names, rows, parts)
     return {
         "holds": holds,
         "files": rows,
@@ -159,31 +243,44 @@ def rows_invariant(lineage: pl.LazyFrame, files: Iterable[FileCount]) -> RowsInv
     }
 
 
-def _missing(rows: list[FileInvariant], triples: np.ndarray, file_of: np.ndarray,
-             new_row: np.ndarray) -> list[RowExample]:
-    """The first rows of ``1..rows_read`` that lineage does not name, file by file."""
-    out: list[RowExample] = []
-    for i, entry in enumerate(rows):
-        if entry["rows_without_disposition"] <= 0 or len(out) >= EXAMPLES:
-            continue
-        seen = (triples[new_row & (file_of == i)] // _CODES) % _ROWS
-        absent = np.setdiff1d(np.arange(1, entry["rows_read"] + 1, dtype=np.int64), seen, assume_unique=True)
-        out += [{"file": entry["file"], "row": int(r)} for r in absent[:EXAMPLES - len(out)]]
-    return out
+@dataclass(frozen=True)
+class _Counted:
+    """Of sorted distinct triples: where a row's second disposition starts (``first_repeat``,
+    aligned with ``triples[1:]``), which triples start a row (``new_row``), the row keys."""
+
+    row_key: np.ndarray
+    same: np.ndarray
+    first_repeat: np.ndarray
+    new_row: np.ndarray
 
 
-def _several(names: list[str], triples: np.ndarray, row_key: np.ndarray, same: np.ndarray,
-             first_repeat: np.ndarray) -> list[RowExample]:
-    """The first rows with more than one disposition, with all their dispositions."""
-    if not len(same):
-        return []
-    rows = row_key[1:][first_repeat][:EXAMPLES]
-    out: list[RowExample] = []
-    for key in rows:
-        codes = triples[row_key == key] % _CODES
-        out.append({"file": names[int(key // _ROWS)], "row": int(key % _ROWS),
-                    "dispositions": [DISPOSITIONS[int(c)] for c in codes]})
-    return out
+def _count(triples: np.ndarray) -> _Counted:
+    row_key = triples // _CODES  # file and row together
+    same = row_key[1:] == row_key[:-1]  # a row's second (third, ...) disposition
+    first_repeat = same & ~np.concatenate(([False], same[:-1])) if len(same) else same
+    new_row = np.ones(len(row_key), dtype=bool)
+    new_row[1:] = ~same
+    return _Counted(row_key, same, first_repeat, new_row)
+
+
+def _examples(names: list[str], rows: list[FileInvariant],
+              parts: _Parts) -> tuple[list[RowExample], list[RowExample]]:
+    """The first rows of ``1..rows_read`` that lineage does not name, file by file, and the
+    first rows with more than one disposition, with all their dispositions."""
+    missing: list[RowExample] = []
+    several: list[RowExample] = []
+    for file, first, last, triples in parts.parts():
+        counted = _count(triples)
+        if rows[file]["rows_without_disposition"] > 0 and len(missing) < EXAMPLES:
+            seen = (triples[counted.new_row] // _CODES) % _ROWS
+            absent = np.setdiff1d(np.arange(first, last + 1, dtype=np.int64), seen, assume_unique=True)
+            missing += [{"file": rows[file]["file"], "row": int(r)} for r in absent[:EXAMPLES - len(missing)]]
+        if len(several) < EXAMPLES and len(counted.same):
+            for key in counted.row_key[1:][counted.first_repeat][:EXAMPLES - len(several)]:
+                codes = triples[counted.row_key == key] % _CODES
+                several.append({"file": names[int(key // _ROWS)], "row": int(key % _ROWS),
+                                "dispositions": [DISPOSITIONS[int(c)] for c in codes]})
+    return missing, several
 
 
 def failure_lines(invariant: RowsInvariant) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,3 +88,23 @@ def test_the_pipelines_lineage_schema_is_accepted() -> None:
                            ).cast(LINEAGE_SCHEMA)  # type: ignore[arg-type]
     result = rows_invariant(lineage.lazy(), [FileCount("a.csv", "patients", 2)])
     assert result["holds"] and result["dispositions"]["merged"] == 1 and result["dispositions"]["migrated"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(read_counts, lineage_rows, st.integers(1, 4), st.integers(0, 6), st.integers(1, 5))
+def test_rows_invariant_in_parts_is_the_whole_count(read: dict[str, int], rows: list[tuple[Any, Any, Any]],
+                                                    part_rows: int, hold: int, batch: int) -> None:
+    """Counted in parts of a few rows, spilled to disk, read in small batches: the same
+    invariant, counts and examples as counted at once (``reconcile._Parts``)."""
+    import migrate.reconcile as reconcile
+
+    counts = [FileCount(n, "t", k) for n, k in read.items()]
+    whole = rows_invariant(_lineage(rows), counts)
+    patch = pytest.MonkeyPatch()
+    try:
+        patch.setattr(reconcile, "PART_ROWS", part_rows)
+        patch.setattr(reconcile, "HOLD_KEYS", hold)
+        patch.setattr(reconcile, "BATCH_ROWS", batch)
+        assert rows_invariant(_lineage(rows), counts) == whole
+    finally:
+        patch.undo()

@@ -115,7 +115,8 @@ class _Parts:
 
     def part_of(self, keys: np.ndarray) -> np.ndarray:
         rows = (keys // _CODES) % _ROWS
-        return self.offsets[keys // (_ROWS * _CODES)] + (rows - 1) // PART_ROWS
+        part: np.ndarray = self.offsets[keys // (_ROWS * _CODES)] + (rows - 1) // PART_ROWS
+        return part
 
     def add(self, keys: np.ndarray) -> None:
         self.held.append(keys)

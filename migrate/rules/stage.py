@@ -54,19 +54,67 @@ def sharing_from_features(features: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("latest_sharing_date").alias("latest_date"), pl.col("latest_sharing_source").alias("latest_source"))
 
 
+PARTITION_PATIENTS = 500_000  # survivors whose rules are evaluated at a time (``classify``)
+_SEED = 20221001  # the partitions' hash seed: which partition a patient lands in changes nothing
+
+
+def partition_of(column: str, partitions: int) -> pl.Expr:
+    """The partition (0 .. ``partitions`` - 1) of each row by a stable hash of ``column``
+    (a survivor's key; a null key in partition 0)."""
+    return (pl.col(column).hash(seed=_SEED) % partitions).fill_null(0)
+
+
+def partition(people: Mapping[str, pl.LazyFrame], part: int, partitions: int) -> dict[str, pl.LazyFrame]:
+    """``people`` filtered to the survivors of partition ``part``: their patients, referrals,
+    coded and sharing entries by ``patient_key``, and the contacts of those referrals (the
+    features read contacts only through their referral)."""
+    mine = {name: frame.filter(partition_of("patient_key", partitions) == part)
+            for name, frame in people.items() if name != "contacts"}
+    if "contacts" in people:
+        mine["contacts"] = people["contacts"].join(mine["referrals"].select("referral_key"), on="referral_key",
+                                                   how="semi")
+    return mine
+
+
+def partitions_for(people: Mapping[str, pl.LazyFrame]) -> int:
+    """Enough partitions for ``PARTITION_PATIENTS`` survivors each."""
+    survivors = int(people["patients"].select(pl.len()).collect(engine="streaming").item())
+    return max(1, -(-survivors // PARTITION_PATIENTS))
+
+
 def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
-             identity_exceptions: pl.DataFrame) -> Classified:
+             identity_exceptions: pl.DataFrame, partitions: int | None = None) -> Classified:
     """Cohorts, exceptions and sharing state of ``pack`` at ``cutover`` over ``people``
     (survivors and their referrals, contacts and codes; a run adds ``sharing``, every
-    source's sharing entries on survivors), with identity's flags added."""
+    source's sharing entries on survivors), with identity's flags added.
+
+    The rules are evaluated a partition of survivors at a time (``partitions``; default
+    ``partitions_for``): nothing in a pack looks across patients, so each partition's
+    rows are what the whole evaluation gives for them, and the partitions' results sorted
+    by their keys are the whole results (exceptions: ``combine_exceptions`` keeps each
+    subject's rows in the order given, and a subject is in one partition).
+    """
     # memory: held: cohorts (one row per referral), patient cohorts and exceptions are few columns
     # (~0.3 GB at 1M patients) and dispositions, the FHIR output and patients.parquet all
-    # read them; the evaluation itself peaks at ~1.2 GB at 1M (benchmarks/README.md).
+    # read them. The evaluation (a patient's features aggregate all their referrals; the
+    # cohort and flag plans read both frames) runs a partition of ``PARTITION_PATIENTS``
+    # survivors at a time, so its frames are bounded by the partition, not the extract.
     # The sharing decision, once: the rules' features (sharing_state, latest_sharing_*) and
     # the sharing state dispositions and FHIR read are the same decision.
     found = _entries(people, pack)
-    decided = sharing.decide(found).collect().lazy()
-    results = evaluate(people, pack, cutover, decided).collect()
-    exceptions = combine_exceptions([results["exceptions"].lazy(), identity_exceptions.lazy()]).collect()
-    state = sharing.state(found, decided).collect()
-    return Classified(results["cohorts"], results["patient_cohorts"], exceptions, state)
+    decided = sharing.decide(found).collect()
+    n = partitions or partitions_for(people)
+    parts: dict[str, list[pl.DataFrame]] = {"cohorts": [], "patient_cohorts": [], "exceptions": []}
+    for part in range(n):
+        mine = partition(people, part, n) if n > 1 else dict(people)
+        mine_decided = decided.lazy().filter(partition_of("patient_key", n) == part) if n > 1 else decided.lazy()
+        results = evaluate(mine, pack, cutover, mine_decided).collect()
+        for name, frames in parts.items():
+            frames.append(results[name])
+        del results
+    cohorts = pl.concat(parts.pop("cohorts")).sort("referral_key") if n > 1 else parts["cohorts"][0]
+    patient_cohorts = (pl.concat(parts.pop("patient_cohorts")).sort("patient_key") if n > 1
+                       else parts["patient_cohorts"][0])
+    exceptions = combine_exceptions([*(f.lazy() for f in parts.pop("exceptions")), identity_exceptions.lazy()]).collect()
+    state = sharing.state(found, decided.lazy()).collect()
+    return Classified(cohorts, patient_cohorts, exceptions, state)

@@ -134,8 +134,12 @@ def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings:
         dates = referrals.group_by("patient_key").agg(
             pl.col("received_date").min().alias("first_referral"),
             pl.col("received_date").max().alias("last_referral")).collect(engine="streaming")
-        frame = frame.join(dates.with_columns(pl.col("patient_key").cast(pl.String)), on="patient_key", how="left",
-                           maintain_order="left")
+        # memory: joined to the keys alone and the two columns added: a join of the whole
+        # frame copies every column's views (+1.8 GB at 5M patients)
+        dated = frame.select("patient_key").join(dates.with_columns(pl.col("patient_key").cast(pl.String)),
+                                                 on="patient_key", how="left", maintain_order="left")
+        frame = frame.with_columns(dated.get_column("first_referral"), dated.get_column("last_referral"))
+        del dated
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Date).alias("first_referral"),
                                    pl.lit(None, dtype=pl.Date).alias("last_referral"))
@@ -149,6 +153,14 @@ def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings:
         nhs_number.verification_status(settings, pl.col("nhs_number_valid")).alias("nhs_number_verification"),
         pl.when(pl.col("nhs_number_valid")).then(pl.col("nhs_number")).alias("nhs"),
     ).with_columns((pl.col("nhs_number_verification") == "01").alias("verified"))
+
+
+def _with_keyed(frame: pl.DataFrame, keyed: pl.DataFrame, on: str) -> pl.DataFrame:
+    """``frame`` with ``keyed``'s other columns added by a left join on ``on`` (unique in
+    ``keyed``): the same frame as ``frame.join(keyed, on=on, how="left", maintain_order="left")``,
+    the join run over the key column alone."""
+    joined = frame.select(on).join(keyed, on=on, how="left", maintain_order="left")
+    return frame.with_columns(joined.drop(on).get_columns())
 
 
 def survivorship_frame(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: IdentitySettings) -> pl.DataFrame:
@@ -297,11 +309,14 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     # memory: whole by design: identity is global (any two records may be one person: blocking
     # pairs span the table, EM learns from all of it); the patient table only (1M rows ~0.3
     # GB; the stage peaks at ~1.5 GB at 1M patients, benchmarks/identity.md), held to the end
-    # because its rows are what identity hands on (with survivorship values). The candidate
-    # pairs are not held whole (``_duplicates``).
+    # of identity because its rows are what identity hands on (with survivorship values; a
+    # batch stages them, ``identity.stage.identify``). The candidate pairs are not held whole
+    # (``_duplicates``).
     frame = _annotated(patients.collect(), referrals, settings)
     survivors, decided, probable, records, model = _duplicates(frame, settings)
-    frame = frame.join(survivors, on="patient_key", how="left", maintain_order="left")
+    # memory: each step below adds columns to the one frame (``_with_keyed``), never a join of
+    # the whole table (each copied every column: ~0.9-1.8 GB at 5M patients).
+    frame = frame.with_columns(survivors.get_column("survivor_key"))  # row-aligned (``_scored``)
     merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
     frame = survivor_demographics(frame, survivors.join(merges.select("survivor_key").unique(), on="survivor_key",
                                                         how="semi"), settings)
@@ -312,16 +327,21 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
         at_target = match_target(alive, target_index, settings, model, records)
     else:
         at_target = pl.DataFrame(schema=AT_TARGET_SCHEMA)
-    frame = frame.join(at_target.select(pl.col("patient_key").alias("survivor_key"), "at_target_id"),
-                       on="survivor_key", how="left", maintain_order="left")
-    exceptions = _exceptions(frame, decided, probable, at_target)
+    del alive, records  # the prepared records (global) are let go before the output is built
+    frame = _with_keyed(frame, at_target.select(pl.col("patient_key").alias("survivor_key"), "at_target_id"),
+                        "survivor_key")
+    exceptions = _exceptions(frame.select("patient_key", "nhs_problem", "survivor_key"), decided, probable,
+                             at_target)
     columns = [c for c in patients.collect_schema().names()]
     out = frame.select(*columns, "nhs_number_valid", "nhs_number_verification", "survivor_key",
                        pl.col("at_target_id").cast(pl.String))
+    del frame
+    # The canonical patients come sorted by their (unique) key: a sort would copy the table.
+    out = out if out.get_column("patient_key").is_sorted() else out.sort("patient_key")
     duplicates = pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
         DUPLICATES_SCHEMA).sort("patient_key_a", "patient_key_b")  # type: ignore[arg-type]
     return IdentityResult(
-        patients=out.sort("patient_key"),
+        patients=out,
         merges=merges.cast(MERGES_SCHEMA),  # type: ignore[arg-type]
         duplicates=duplicates,
         exceptions=exceptions,

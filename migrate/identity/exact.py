@@ -159,6 +159,10 @@ def survivor_demographics(frame: pl.DataFrame, survivors: pl.DataFrame, settings
     fields = [f for f in settings.survivorship_fields if f in frame.columns]
     best = group.group_by("survivor_key").agg(
         [pl.col(f).filter(~blank(f)).first().alias(f"{f}__best") for f in fields])
-    out = frame.join(best, left_on="patient_key", right_on="survivor_key", how="left", maintain_order="left")
+    # memory: the best values joined to the keys alone and added as columns (a join of the
+    # whole frame copies every column's views: +0.9 GB at 5M patients)
+    joined = frame.select("patient_key").join(best, left_on="patient_key", right_on="survivor_key", how="left",
+                                              maintain_order="left")
+    out = frame.with_columns(joined.drop("patient_key").get_columns())
     return out.with_columns(
         [pl.coalesce(pl.col(f"{f}__best"), pl.col(f)).alias(f) for f in fields]).drop([f"{f}__best" for f in fields])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import polars as pl
 
 from migrate import canonical
-from migrate.identity import IdentityResult
 
 PATIENTS_SCHEMA: dict[str, pl.DataType] = {
     "patient_key": pl.String(), "nhs_number": pl.String(), "patient_cohort": pl.Enum(canonical.COHORTS),
@@ -20,11 +19,12 @@ PATIENTS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
+def patient_summary(identity_patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
                     exceptions: pl.DataFrame, dispositions: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """One row per source patient (``PATIENTS_SCHEMA``), sorted by ``patient_key``.
 
-    ``merges``: patient_key -> survivor_key; ``patient_cohorts`` per survivor;
+    ``identity_patients``: identity's patients (``IdentityResult.patients``; a scan of the
+    staged frame in a batch); ``merges``: patient_key -> survivor_key; ``patient_cohorts`` per survivor;
     ``dispositions``: the canonical rows' dispositions (the patients rows are read).
     """
     # memory: one plan run by the streaming engine (the joins stream; the final sort holds the
@@ -32,7 +32,7 @@ def patient_summary(identity: IdentityResult, merges: pl.DataFrame, patient_coho
     # whole frame beside the previous one (0.22 GB over the stage at 1M, ~1.1 GB at 5M).
     flags = exceptions.lazy().group_by("patient_key").agg(pl.col("flag_code").unique().sort().alias("flag_codes"))
     disp = dispositions.lazy().filter(pl.col("table") == "patients").select("patient_key", "disposition")
-    ident = identity.patients.lazy().select("patient_key", "nhs_number", "nhs_number_valid",
+    ident = identity_patients.lazy().select("patient_key", "nhs_number", "nhs_number_valid",
                                             "nhs_number_verification", "at_target_id").join(
         merges.lazy(), on="patient_key", how="left")
     return (

@@ -167,7 +167,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     progress.start("identity", total=None)
     target = read_target_index(config.target_index, config.target_mapping) if config.target_index else None
     identified = identify(tables, ingested.merges, config.identity_settings,
-                          None if target is None else target.frame.lazy())
+                          None if target is None else target.frame.lazy(), work)
     progress.finish("identity")
 
     decisions = decision_rows(config.decisions, config.previous)  # the review loop (migrate.review)
@@ -180,7 +180,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     entries = pl.scan_parquet(sink(sharing.survivor_entries(tables, config.rules, identified.merges, practice_rows),
                                    work / "sharing-entries.parquet"))
     rules = classify({**identified.people, "sharing": entries}, config.rules, config.cutover,
-                     identified.result.exceptions)
+                     identified.exceptions.collect())
     review, rules = after_rules(decisions, early, rules, tables, config.rules)
     progress.finish("rules")
 
@@ -199,7 +199,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
                               [(f.name, f.sha256) for f in ingested.files], config.bundle_size,
                               config.sharing_policy, config.rules)
         options = replace(options, form=config.fhir_form, compression=config.fhir_compression)
-        fhir = emit(identified.result.patients, identified.merges, tables, decided, rules.cohorts,
+        fhir = emit(identified.patients, identified.merges, tables, decided, rules.cohorts,
                     rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out,
                     decisions=review.decisions,
                     executor=make_executor(config.executor, config.scheduler, config.partitions))
@@ -209,18 +209,18 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     progress.start("write", total=None)
     lineage_rows = write_lineage(build_lineage(ingested, decided), None if fhir is None else fhir.lineage,
                                  {f.name: f.rows_read for f in ingested.files}, out / "lineage.parquet", work)
-    patients = patient_summary(identified.result, identified.merges, rules.patient_cohorts, rules.exceptions,
+    patients = patient_summary(identified.patients, identified.merges, rules.patient_cohorts, rules.exceptions,
                                decided)
     canonical_rows = {f"canonical/{t}.parquet": n for t, n in ingested.heights.items()}
     written = write_tables(out, canonical_rows | {"lineage.parquet": lineage_rows}, {
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
-        "duplicates.parquet": identified.result.duplicates, **review.tables(),
+        "duplicates.parquet": identified.duplicates.collect(), **review.tables(),
         # memory: held: the sharing entries (up to one per patient and sharing code), sorted for
         # the file.
         "sharing.parquet": sharing.deciding(entries, rules.sharing.lazy()).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
-    written.paths.append(write_model(identified.result.model, out))  # the weights identity learned from this extract
+    written.paths.append(write_model(identified.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),
                                [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])
     inputs: list[InputRecord] = [{"path": f.name, "table": f.table, "bytes": f.bytes, "sha256": f.sha256,
@@ -231,7 +231,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         ingested.quarantine.height, {"identity": identified.counts(ingested.merges.height, ingested.superseded.height),
                                      "updates": ingested.update_counts(), "fhir": stats,
                                      "target_index": None if target is None else target.summary()}, frozen,
-        identified.result.model.summary()))
+        identified.model.summary()))
     execution = None if fhir is None or fhir.execution is None else fhir.execution.record()
     if execution is not None:  # where the FHIR partitions ran (not part of the outputs: like the times)
         manifest["execution"] = execution

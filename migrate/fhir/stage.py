@@ -81,7 +81,7 @@ def with_overrides(sharing: pl.LazyFrame, decisions: pl.DataFrame | None) -> pl.
     return sharing.with_columns(pl.col("patient_key").is_in(keys).alias("overridden"))
 
 
-def emit(patients: pl.DataFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
+def emit(patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
          cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
          pack: RulePack, options: FhirOptions, out_dir: Path, decisions: pl.DataFrame | None = None,
          executor: Executor | None = None) -> FhirResult:

@@ -53,8 +53,12 @@ def repoint(frame: pl.LazyFrame, merges: pl.DataFrame) -> pl.LazyFrame:
         pl.coalesce("survivor_key", "patient_key").alias("patient_key")).drop("survivor_key")
 
 
-def people(patients: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], merges: pl.DataFrame) -> dict[str, pl.LazyFrame]:
+def people(patients: pl.DataFrame | pl.LazyFrame, tables: Mapping[str, pl.LazyFrame],
+           merges: pl.DataFrame) -> dict[str, pl.LazyFrame]:
     """One patient per person: the surviving ``patients`` rows (canonical columns) and the
     referrals, contacts and codes of every record merged into them, re-pointed."""
-    survivors = patients.join(merges, on="patient_key", how="anti").select(canonical.PATIENTS.schema.keys())
-    return {"patients": survivors.lazy(), **{t: repoint(tables[t], merges) for t in CHILD_TABLES}}
+    # memory: lazy: a plan over ``patients`` (identity's staged scan in a batch), not a copy
+    # of the survivors held beside it.
+    survivors = patients.lazy().join(merges.lazy(), on="patient_key", how="anti").select(
+        canonical.PATIENTS.schema.keys())
+    return {"patients": survivors, **{t: repoint(tables[t], merges) for t in CHILD_TABLES}}

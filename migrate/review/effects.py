@@ -92,21 +92,25 @@ def merge_pairs(identified: Identified, decisions: pl.DataFrame, tables: Mapping
     winners = (annotated.join(groups.rename({"node": "patient_key"}), on="patient_key")
                .sort(cols, descending=desc, nulls_last=True)
                .group_by("component", maintain_order=True).agg(pl.col("patient_key").first().alias("winner")))
-    old = identified.result.patients.select("patient_key", pl.coalesce(
+    # memory: whole, as identity: the patient table, read back from identity's staged scan only
+    # when a same_person decision is applied (then held, as the batch's patients, to the end).
+    current_patients = identified.patients.collect()
+    old = current_patients.select("patient_key", pl.coalesce(
         pl.col("patient_key").replace_strict(dict(current.iter_rows()), default=None), "patient_key").alias("was"))
     remap = groups.join(winners, on="component").select(pl.col("node").alias("was"), "winner")
     final = old.join(remap, on="was", how="left").select(
         "patient_key", pl.coalesce("winner", "was").alias("survivor_key"))
     new_merges = final.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
-    patients = survivor_fields(identified.result.patients.drop("survivor_key").join(
+    patients = survivor_fields(current_patients.drop("survivor_key").join(
         final, on="patient_key", how="left", maintain_order="left"), remap["winner"].unique().to_list(), annotated,
-        settings).select(identified.result.patients.columns)
+        settings).select(current_patients.columns)
+    del current_patients
     # Identity's own merges: every merge but those only the extract's merge messages made.
-    source_only = current.join(identified.result.merges, on="patient_key", how="anti").select("patient_key")
+    source_only = current.join(identified.identity_merges, on="patient_key", how="anti").select("patient_key")
     identity_merges = new_merges.join(source_only, on="patient_key", how="anti")
-    result = replace(identified.result, patients=patients, merges=identity_merges.cast(
-        identified.result.merges.schema))
-    return Identified(result, new_merges.cast(current.schema), people(patients, tables, new_merges))
+    return replace(identified, patients=patients.lazy(), identity_merges=identity_merges.cast(
+        identified.identity_merges.schema), merges=new_merges.cast(current.schema),
+        people=people(patients, tables, new_merges))
 
 
 def survivor_fields(patients: pl.DataFrame, winners: list[str], annotated: pl.DataFrame,

@@ -103,7 +103,7 @@ def before_rules(rows: pl.DataFrame, identified: Identified, tables: Mapping[str
                  settings: IdentitySettings, pack: RulePack) -> tuple[Identified, pl.DataFrame]:
     """Judge identity's decisions against identity's flags; apply the merges (``same_person``)."""
     mine = rows.filter(_is_identity(rows))
-    found = evidence_items(identified.result.exceptions, tables["patients"], pack.review) if mine.height else None
+    found = evidence_items(identified.exceptions.collect(), tables["patients"], pack.review) if mine.height else None
     judged = pl.DataFrame(schema=DECISIONS_SCHEMA) if found is None else _judge(mine, found, tables, pack.review)
     if effects.applied(judged, "merge").height:
         annotated = survivorship_frame(tables["patients"], tables["referrals"], settings)

@@ -43,22 +43,26 @@ from migrate.summary import (FHIR_COMPRESSIONS, FHIR_FORMS, FhirCompression, Fhi
                              recorded_fhir_form)
 
 DEFAULT_BUNDLE_SIZE = 500  # patients per bundle when a run recorded none
+Frame = pl.DataFrame | pl.LazyFrame  # a stage's frame in memory, or a scan of it staged as Parquet
 
-def derived_priority(exceptions: pl.DataFrame, pack: RulePack, decisions: pl.DataFrame | None = None) -> pl.DataFrame:
+def derived_priority(exceptions: Frame, pack: RulePack, decisions: pl.DataFrame | None = None) -> pl.DataFrame:
     """referral_key, priority, reason for each referral raised by a flag rule with a
     ``priority:`` outcome (the pack's rules, never a list in code) or by an applied review
     decision (``decisions``: ``decisions.parquet`` rows; upgrade_urgent): the ServiceRequest
     carries the raised priority, the assigned one in a note, the rule's evidence or the
-    decision as the reason. Several raising one referral: the FHIR stage keeps the highest."""
+    decision as the reason. Several raising one referral: the FHIR stage keeps the highest.
+    ``exceptions``: the rules stage's frame, or a scan of it."""
     from migrate.review.effects import raised_priorities
 
     raises = pack.raised_priorities()
-    raised = exceptions.filter((pl.col("subject_type") == "referral") & pl.col("rule_id").is_in(list(raises)))
+    # memory: held: only the raised referrals' rows (a few per cent of the flags); the
+    # exceptions themselves are read as a scan when given as one.
+    raised = exceptions.lazy().filter((pl.col("subject_type") == "referral") & pl.col("rule_id").is_in(list(raises)))
     by_rules = raised.select(
         pl.col("subject_key").alias("referral_key"),
         pl.col("rule_id").replace_strict(raises, return_dtype=pl.String).alias("priority"),
         pl.format("{} (rule {}): {}", "flag_code", "rule_id", "evidence").alias("reason"),
-    )
+    ).collect()
     return by_rules if decisions is None or decisions.height == 0 else pl.concat([by_rules,
                                                                                    raised_priorities(decisions)])
 
@@ -81,8 +85,8 @@ def with_overrides(sharing: pl.LazyFrame, decisions: pl.DataFrame | None) -> pl.
     return sharing.with_columns(pl.col("patient_key").is_in(keys).alias("overridden"))
 
 
-def emit(patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
-         cohorts: pl.DataFrame, patient_cohorts: pl.DataFrame, exceptions: pl.DataFrame, sharing: pl.LazyFrame,
+def emit(patients: Frame, merges: Frame, tables: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame,
+         cohorts: Frame, patient_cohorts: Frame, exceptions: Frame, sharing: Frame,
          pack: RulePack, options: FhirOptions, out_dir: Path, decisions: pl.DataFrame | None = None,
          executor: Executor | None = None) -> FhirResult:
     """Write ``out_dir/fhir`` for a run.
@@ -95,9 +99,12 @@ def emit(patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame, tables: Ma
     the survivors' sharing state; ``pack``: the run's rule pack (its ``priority:`` outcomes);
     ``decisions``: the review decisions (``decisions.parquet``; those applied raise priorities).
     ``executor``: where the writer's partitions run (``migrate.executor``; same bytes either way).
+    Each frame may be given in memory or as a scan (``Frame``): the stage reads them lazily.
     """
-    # memory: lazy over the frames the run holds anyway — no copy of the patient table is
-    # held while the FHIR stage runs (its inputs are staged by batch from these queries).
+    # memory: lazy over the frames the run holds anyway, or over their staged scans — no copy
+    # of the patient table is held while the FHIR stage runs (its inputs are staged by batch
+    # from these queries). The merge map (one row per merged record) is held.
+    merges = merges.lazy().collect()
     survivors = patients.lazy().drop("survivor_key", strict=False).join(
         merges.lazy(), on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
@@ -106,7 +113,8 @@ def emit(patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame, tables: Ma
     frames = carried(survivors, {}, decided) | carried_rows({t: repoint(tables[t], merges) for t in CHILD_TABLES},
                                                             decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(),
-                      with_overrides(sharing, decisions), options, out_dir, derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
+                      with_overrides(sharing.lazy(), decisions), options, out_dir,
+                      derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)
 
 
 def reemit_fhir(run_dir: Path, bundle_size: int | None = None, key: bytes | None = None,

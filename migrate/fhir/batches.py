@@ -27,14 +27,15 @@ sink did; ``tests/fhir/test_staging.py`` proves the same rows for any budget and
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from migrate.errors import HandoverError
-from migrate.staging import SortedKeys, batches
 
 UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
 CHUNK_ROWS = 250_000  # rows read at a time from a frame being staged
@@ -76,8 +77,8 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     # batch, a chunk at a time (``split``).
     patient_batch = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
     referrals = tables["referrals"].select("referral_key", "patient_key").collect(engine="streaming")
-    by_patient = _unique(SortedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
-    by_referral = _unique(SortedKeys(referrals["referral_key"], by_patient.lookup(referrals["patient_key"])),
+    by_patient = _unique(HashedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
+    by_referral = _unique(HashedKeys(referrals["referral_key"], by_patient.lookup(referrals["patient_key"])),
                           "referral")
     del patient_batch, referrals
 
@@ -109,10 +110,74 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     return Staged(root, schemas)
 
 
+class HashedKeys:
+    """A table's keys with a value each (a patient's or a referral's writer batch), looked up
+    by a binary search of the keys' 64-bit hashes (numpy, sorted once), then checked against
+    the key itself: exact, as ``staging.SortedKeys`` is, but without its per-lookup cost.
+
+    Why not ``SortedKeys`` (a binary search of the key strings, used here until issue #18's
+    sixth session): polars' ``search_sorted`` over a string column costs memory in proportion
+    to the keys searched at every call — placing the 10.7M contacts of 1M patients by their
+    2.9M referral keys, 250,000 at a time, raised the run process by +370 MB over iterating
+    them alone (benchmarks/fhir.md); a search of sorted integers allocates only its answer.
+
+    # memory: held: per key its hash (8 bytes), its value (8 bytes) and the key string
+    # (16 bytes for keys up to 12 bytes), in hash order: ~0.1 GB for the 2.9M referrals and
+    # 1M patients of 1M patients.
+    """
+
+    def __init__(self, keys: pl.Series, values: pl.Series) -> None:
+        present = keys.is_not_null()
+        keys, values = keys.filter(present), values.filter(present)  # a null is no key
+        hashes = self.hash(keys)
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.keys = keys.gather(pl.Series(order))
+        self.values = values.cast(pl.Int64).fill_null(_NONE).to_numpy()[order]
+
+    @staticmethod
+    def hash(keys: pl.Series) -> np.ndarray:
+        """The keys' 64-bit hashes (a test may collide them on purpose)."""
+        return keys.hash(seed=_SEED).to_numpy()
+
+    def repeated(self) -> bool:
+        """Whether a key occurs twice (two hashes equal: the same key, or a collision,
+        told apart by the keys themselves)."""
+        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
+        if not same.size:
+            return False
+        # equal keys have equal hashes: a repeat is among the keys of the repeated hashes
+        return bool(self.keys.gather(pl.Series(np.union1d(same, same + 1))).is_duplicated().any())
+
+    def lookup(self, refs: pl.Series) -> pl.Series:
+        """The value of each of ``refs``' key; null where it is not a key (or is null)."""
+        n = len(self.hashes)
+        value = np.full(refs.len(), _NONE, dtype=np.int64)
+        if n and refs.len():
+            wanted = self.hash(refs)
+            at = np.searchsorted(self.hashes, wanted, side="left")
+            todo = np.flatnonzero(at < n)
+            todo = todo[self.hashes[at[todo]] == wanted[todo]]
+            while todo.size:  # keys of one hash (a collision) sit side by side: each in turn
+                same = (self.keys.gather(pl.Series(at[todo])) == refs.gather(pl.Series(todo))).fill_null(False)
+                hit = same.to_numpy()
+                value[todo[hit]] = self.values[at[todo[hit]]]
+                todo = todo[~hit]
+                at[todo] += 1
+                todo = todo[at[todo] < n]
+                todo = todo[self.hashes[at[todo]] == wanted[todo]]
+        found = pl.Series("batch", value, dtype=pl.Int64)
+        return found.set(found == _NONE, None)
+
+
+_SEED = 1_066  # any fixed seed: the hashes are made and compared in one process
+_NONE = -(1 << 62)  # no value (a key whose value is null, or no such key)
+
+
 Placer = Callable[[pl.DataFrame], pl.Series]  # a chunk's rows -> their batch (UNPLACED for none)
 
 
-def by(keys: SortedKeys, column: str) -> Placer:
+def by(keys: HashedKeys, column: str) -> Placer:
     """Place a chunk's rows by ``column`` looked up in ``keys`` (batch values); a row whose
     key is null or unknown gets ``UNPLACED`` (counted, then raised for a canonical table)."""
     def place(chunk: pl.DataFrame) -> pl.Series:
@@ -120,11 +185,10 @@ def by(keys: SortedKeys, column: str) -> Placer:
     return place
 
 
-def _unique(keys: SortedKeys, what: str) -> SortedKeys:
+def _unique(keys: HashedKeys, what: str) -> HashedKeys:
     """``keys`` when no key occurs twice (a join would have placed such a row twice, a lookup
     once: neither is right, so it is raised)."""
-    sorted_keys = keys.keys
-    if sorted_keys.len() > 1 and bool((sorted_keys.slice(1) == sorted_keys.slice(0, sorted_keys.len() - 1)).any()):
+    if keys.repeated():
         raise HandoverError(f"a {what} key occurs twice in the FHIR stage's inputs: rows cannot be placed by it")
     return keys
 
@@ -148,18 +212,43 @@ def split(parts: Sequence[tuple[pl.LazyFrame, Placer]], folder: Path, chunk_rows
         size, written = 0, written + 1
 
     for frame, place in parts:
-        for chunk in batches(frame, chunk_rows):
+        for chunk in _pulled(frame, chunk_rows, folder):
             batch_of = place(chunk)
             unplaced = batch_of == UNPLACED
             lost += int(unplaced.sum())
             placed = chunk.with_columns(batch_of.alias(_BATCH)).filter(~unplaced)
             for (batch,), part in placed.partition_by(_BATCH, as_dict=True, include_key=False).items():
                 held.setdefault(int(batch), []).append(part)
-                size += int(part.estimated_size())
+            if placed.height:  # the parts are views into the chunk's buffers: they hold all of it
+                size += int(chunk.estimated_size())
             if size >= budget_bytes:
                 flush()
     flush()
     return lost
+
+
+def _pulled(frame: pl.LazyFrame, chunk_rows: int, folder: Path) -> Iterator[pl.DataFrame]:
+    """``frame``'s rows in order, ``chunk_rows`` at a time, each chunk read only when asked.
+
+    # memory: ``collect_batches`` does not wait for its reader: while each chunk is placed and
+    # written the streaming engine runs ahead and its batches queue up — measured on the 10.7M
+    # contacts of 1M patients, iterating with 0.2 s of work per chunk held +748 MB against
+    # +358 MB without (benchmarks/fhir.md), more the longer the table. So the query is first
+    # sunk to one Parquet file (a native streaming sink: bounded) with row groups of
+    # ``chunk_rows``, then read back a slice at a time (a slice reads its row groups alone);
+    # the file is removed once read.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / ".source.parquet"
+    try:
+        frame.sink_parquet(source, compression="lz4", row_group_size=chunk_rows, maintain_order=True)
+        rows = pq.ParquetFile(source).metadata.num_rows
+        if rows == 0:
+            yield pl.read_parquet(source)
+        for offset in range(0, rows, chunk_rows):
+            yield pl.scan_parquet(source).slice(offset, chunk_rows).collect()
+    finally:
+        source.unlink(missing_ok=True)
 
 
 def clear(root: Path) -> None:

@@ -10,10 +10,12 @@ issue #18's fourth session): polars' partitioned sink holds every partition's ro
 its files are closed, so its memory grew with the rows of the frame — ~320 MB per 2.1M
 contact rows measured, whatever the number of partitions (benchmarks/fhir.md), which made
 staging the run process's peak at 1M and would have been ~8 GB for the 53M contacts of
-5M patients. Here each frame is read once, in order, a chunk of ``chunk_rows`` rows at a
-time (the streaming engine); each chunk's rows are split by batch and held until the rows
-held reach ``budget_bytes`` (polars' estimate of their size in memory); then every held
-batch is written as one more file of its folder. What the split holds is a chunk plus the
+5M patients. Here each frame is sunk once to a Parquet file (the streaming engine's own
+sink) and read back in order, a chunk of ``chunk_rows`` rows at a time, each chunk only when
+the last is written (``_pulled``); each chunk's rows are split by batch and held until the
+chunks they come from reach ``budget_bytes`` (polars' estimate of a chunk's size in memory:
+a part is a view into its chunk and keeps all of it); then every held batch is written as
+one more file of its folder. What the split holds is a chunk plus the
 budget, whatever the rows and the batches. Each chunk's rows are placed by a lookup of
 their key (a referral's, or a patient's) in the keys' batch numbers held sorted once
 (``migrate.staging.SortedKeys``: a binary search per chunk), not by a join: the streaming
@@ -31,15 +33,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
 from migrate.errors import HandoverError
+from migrate.staging import SortedKeys
 
 UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
 CHUNK_ROWS = 250_000  # rows read at a time from a frame being staged
-BUDGET_BYTES = 128 << 20  # rows held (estimated in-memory size) before the held batches are written
+BUDGET_BYTES = 128 << 20  # chunks held (estimated in-memory size) before the held batches are written
 CANONICAL = ("patients", "referrals", "contacts", "codes")
 _BATCH = "__batch"  # the placing column while a chunk is split (a frame's own columns are kept as they are)
 
@@ -77,8 +79,8 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     # batch, a chunk at a time (``split``).
     patient_batch = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
     referrals = tables["referrals"].select("referral_key", "patient_key").collect(engine="streaming")
-    by_patient = _unique(HashedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
-    by_referral = _unique(HashedKeys(referrals["referral_key"], by_patient.lookup(referrals["patient_key"])),
+    by_patient = _unique(SortedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
+    by_referral = _unique(SortedKeys(referrals["referral_key"], by_patient.lookup(referrals["patient_key"])),
                           "referral")
     del patient_batch, referrals
 
@@ -110,74 +112,10 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     return Staged(root, schemas)
 
 
-class HashedKeys:
-    """A table's keys with a value each (a patient's or a referral's writer batch), looked up
-    by a binary search of the keys' 64-bit hashes (numpy, sorted once), then checked against
-    the key itself: exact, as ``staging.SortedKeys`` is, but without its per-lookup cost.
-
-    Why not ``SortedKeys`` (a binary search of the key strings, used here until issue #18's
-    sixth session): polars' ``search_sorted`` over a string column costs memory in proportion
-    to the keys searched at every call — placing the 10.7M contacts of 1M patients by their
-    2.9M referral keys, 250,000 at a time, raised the run process by +370 MB over iterating
-    them alone (benchmarks/fhir.md); a search of sorted integers allocates only its answer.
-
-    # memory: held: per key its hash (8 bytes), its value (8 bytes) and the key string
-    # (16 bytes for keys up to 12 bytes), in hash order: ~0.1 GB for the 2.9M referrals and
-    # 1M patients of 1M patients.
-    """
-
-    def __init__(self, keys: pl.Series, values: pl.Series) -> None:
-        present = keys.is_not_null()
-        keys, values = keys.filter(present), values.filter(present)  # a null is no key
-        hashes = self.hash(keys)
-        order = np.argsort(hashes, kind="stable")
-        self.hashes = hashes[order]
-        self.keys = keys.gather(pl.Series(order))
-        self.values = values.cast(pl.Int64).fill_null(_NONE).to_numpy()[order]
-
-    @staticmethod
-    def hash(keys: pl.Series) -> np.ndarray:
-        """The keys' 64-bit hashes (a test may collide them on purpose)."""
-        return keys.hash(seed=_SEED).to_numpy()
-
-    def repeated(self) -> bool:
-        """Whether a key occurs twice (two hashes equal: the same key, or a collision,
-        told apart by the keys themselves)."""
-        same = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
-        if not same.size:
-            return False
-        # equal keys have equal hashes: a repeat is among the keys of the repeated hashes
-        return bool(self.keys.gather(pl.Series(np.union1d(same, same + 1))).is_duplicated().any())
-
-    def lookup(self, refs: pl.Series) -> pl.Series:
-        """The value of each of ``refs``' key; null where it is not a key (or is null)."""
-        n = len(self.hashes)
-        value = np.full(refs.len(), _NONE, dtype=np.int64)
-        if n and refs.len():
-            wanted = self.hash(refs)
-            at = np.searchsorted(self.hashes, wanted, side="left")
-            todo = np.flatnonzero(at < n)
-            todo = todo[self.hashes[at[todo]] == wanted[todo]]
-            while todo.size:  # keys of one hash (a collision) sit side by side: each in turn
-                same = (self.keys.gather(pl.Series(at[todo])) == refs.gather(pl.Series(todo))).fill_null(False)
-                hit = same.to_numpy()
-                value[todo[hit]] = self.values[at[todo[hit]]]
-                todo = todo[~hit]
-                at[todo] += 1
-                todo = todo[at[todo] < n]
-                todo = todo[self.hashes[at[todo]] == wanted[todo]]
-        found = pl.Series("batch", value, dtype=pl.Int64)
-        return found.set(found == _NONE, None)
-
-
-_SEED = 1_066  # any fixed seed: the hashes are made and compared in one process
-_NONE = -(1 << 62)  # no value (a key whose value is null, or no such key)
-
-
 Placer = Callable[[pl.DataFrame], pl.Series]  # a chunk's rows -> their batch (UNPLACED for none)
 
 
-def by(keys: HashedKeys, column: str) -> Placer:
+def by(keys: SortedKeys, column: str) -> Placer:
     """Place a chunk's rows by ``column`` looked up in ``keys`` (batch values); a row whose
     key is null or unknown gets ``UNPLACED`` (counted, then raised for a canonical table)."""
     def place(chunk: pl.DataFrame) -> pl.Series:
@@ -185,10 +123,11 @@ def by(keys: HashedKeys, column: str) -> Placer:
     return place
 
 
-def _unique(keys: HashedKeys, what: str) -> HashedKeys:
+def _unique(keys: SortedKeys, what: str) -> SortedKeys:
     """``keys`` when no key occurs twice (a join would have placed such a row twice, a lookup
     once: neither is right, so it is raised)."""
-    if keys.repeated():
+    sorted_keys = keys.keys
+    if sorted_keys.len() > 1 and bool((sorted_keys.slice(1) == sorted_keys.slice(0, sorted_keys.len() - 1)).any()):
         raise HandoverError(f"a {what} key occurs twice in the FHIR stage's inputs: rows cannot be placed by it")
     return keys
 
@@ -233,7 +172,8 @@ def _pulled(frame: pl.LazyFrame, chunk_rows: int, folder: Path) -> Iterator[pl.D
     # memory: ``collect_batches`` does not wait for its reader: while each chunk is placed and
     # written the streaming engine runs ahead and its batches queue up — measured on the 10.7M
     # contacts of 1M patients, iterating with 0.2 s of work per chunk held +748 MB against
-    # +358 MB without (benchmarks/fhir.md), more the longer the table. So the query is first
+    # +358 MB without, more the longer the table; the whole split of those contacts (bitmap
+    # filter, lookups, files) +922 MB before, +615 MB pulled (benchmarks/fhir.md). So the query is first
     # sunk to one Parquet file (a native streaming sink: bounded) with row groups of
     # ``chunk_rows``, then read back a slice at a time (a slice reads its row groups alone);
     # the file is removed once read.

@@ -58,9 +58,7 @@ def test_rows_of_no_patient_are_raised_with_their_count(tmp_path: Path) -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-from migrate.fhir.batches import UNPLACED, HashedKeys, by, split  # noqa: E402
+from migrate.fhir.batches import UNPLACED, by, split  # noqa: E402
 from migrate.staging import SortedKeys  # noqa: E402
 
 _ROW = st.tuples(st.integers(UNPLACED, 6), st.text(max_size=30), st.none() | st.integers(-5, 5))
@@ -86,7 +84,7 @@ def test_split_gives_each_batch_its_rows_in_order_for_any_budget(tmp_path_factor
     known = frame.gather_every(3, offset=1).vstack(frame.gather_every(3, offset=2))
     frame = frame.with_columns(pl.when(pl.col("id").is_in(known["id"].implode())).then("batch")
                                .otherwise(UNPLACED).alias("batch"))
-    lost = split([(frame.drop("batch").lazy(), by(HashedKeys(known["id"], known["batch"]), "id"))], folder,
+    lost = split([(frame.drop("batch").lazy(), by(SortedKeys(known["id"], known["batch"]), "id"))], folder,
                  chunk_rows=chunk_rows, budget_bytes=budget)
     assert lost == frame.filter(pl.col("batch") == UNPLACED).height
     for batch in range(7):
@@ -177,31 +175,3 @@ def test_staging_in_small_pieces_gives_the_rows_of_one_pass(tmp_path_factory: py
         for batch in range(-(-11 // per_batch)):
             assert pieces.frame(name, batch).collect().equals(whole.frame(name, batch).collect()), (name, batch)
     assert sum(whole.frame("codes", b).collect().height for b in range(-(-11 // per_batch))) == 40
-
-
-# --- placing by hashed keys: the same batches as the sorted keys, collisions included -------------
-class _Colliding(HashedKeys):
-    @staticmethod
-    def hash(keys: pl.Series) -> np.ndarray:  # three hash values for every key: collisions everywhere
-        return (keys.hash(seed=7) % 3).to_numpy()
-
-
-@settings(max_examples=60, deadline=None)
-@given(keys=st.lists(st.text("abcP0", min_size=0, max_size=4), unique=True, max_size=40),
-       refs=st.lists(st.one_of(st.none(), st.text("abcP0", min_size=0, max_size=4)), max_size=40),
-       nulls=st.lists(st.booleans(), min_size=40, max_size=40))
-def test_hashed_keys_look_up_what_sorted_keys_do(keys: list[str], refs: list[str | None], nulls: list[bool]) -> None:
-    values = pl.Series("batch", [None if nulls[i] else i for i in range(len(keys))], dtype=pl.Int64)
-    key_series, ref_series = pl.Series("k", keys, dtype=pl.String), pl.Series("r", refs, dtype=pl.String)
-    expected = SortedKeys(key_series, values).lookup(ref_series).cast(pl.Int64).to_list()
-    for kind in (HashedKeys, _Colliding):
-        found = kind(key_series, values)
-        assert not found.repeated()
-        assert found.lookup(ref_series).to_list() == expected
-
-
-def test_a_repeated_key_is_found_among_colliding_hashes() -> None:
-    keys = pl.Series("k", ["a", "b", "c", "d", "b"])
-    assert _Colliding(keys, pl.Series("v", range(5))).repeated()
-    assert HashedKeys(keys, pl.Series("v", range(5))).repeated()
-    assert not _Colliding(keys.head(4), pl.Series("v", range(4))).repeated()

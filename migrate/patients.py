@@ -19,8 +19,9 @@ PATIENTS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def patient_summary(identity_patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame, patient_cohorts: pl.DataFrame,
-                    exceptions: pl.DataFrame, dispositions: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+def patient_summary(identity_patients: pl.DataFrame | pl.LazyFrame, merges: pl.DataFrame,
+                    patient_cohorts: pl.DataFrame | pl.LazyFrame, exceptions: pl.DataFrame | pl.LazyFrame,
+                    dispositions: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """One row per source patient (``PATIENTS_SCHEMA``), sorted by ``patient_key``.
 
     ``identity_patients``: identity's patients (``IdentityResult.patients``; a scan of the

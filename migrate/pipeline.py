@@ -180,17 +180,17 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     entries = pl.scan_parquet(sink(sharing.survivor_entries(tables, config.rules, identified.merges, practice_rows),
                                    work / "sharing-entries.parquet"))
     rules = classify({**identified.people, "sharing": entries}, config.rules, config.cutover,
-                     identified.exceptions.collect())
+                     identified.exceptions, work)  # scans of work/rules/
     review, rules = after_rules(decisions, early, rules, tables, config.rules)
     progress.finish("rules")
 
     # One row per canonical row (15M at a million patients): a plan sunk to work/ by the review
     # (never collected whole), read by the FHIR output, lineage and patients.parquet as a scan.
     decided, review = review.dispositions(
-        lambda state: decide(tables["patients"], identified.people, rules.patient_cohorts.lazy(),
+        lambda state: decide(tables["patients"], identified.people, rules.patient_cohorts,
                              identified.merges, state, SharingCodes.from_pack(config.rules), config.policy,
                              identified.at_target_by_number(), practice_rows, entries),
-        rules.sharing.lazy(), rules.cohorts, tables["referrals"], work)
+        rules.sharing, rules.cohorts, tables["referrals"], work)
     rid = config.run_id([f.sha256 for f in ingested.files])
     fhir = None
     if config.emit_fhir:
@@ -200,7 +200,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
                               config.sharing_policy, config.rules)
         options = replace(options, form=config.fhir_form, compression=config.fhir_compression)
         fhir = emit(identified.patients, identified.merges, tables, decided, rules.cohorts,
-                    rules.patient_cohorts, rules.exceptions, rules.sharing.lazy(), config.rules, options, out,
+                    rules.patient_cohorts, rules.exceptions, rules.sharing, config.rules, options, out,
                     decisions=review.decisions,
                     executor=make_executor(config.executor, config.scheduler, config.partitions))
         review = write_review_fhir(review, fhir, options, out)
@@ -218,7 +218,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         "duplicates.parquet": identified.duplicates.collect(), **review.tables(),
         # memory: held: the sharing entries (up to one per patient and sharing code), sorted for
         # the file.
-        "sharing.parquet": sharing.deciding(entries, rules.sharing.lazy()).collect(),
+        "sharing.parquet": sharing.deciding(entries, rules.sharing).collect(),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     written.paths.append(write_model(identified.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),

@@ -58,10 +58,14 @@ class Written:
     paths: list[Path] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
 
-    def table(self, out: Path, rel: str, frame: pl.DataFrame) -> None:
+    def table(self, out: Path, rel: str, frame: pl.DataFrame | pl.LazyFrame) -> None:
         """Write ``frame`` as ``out/rel`` (Parquet, atomically) and record it."""
-        self.paths.append(write_parquet(frame, out / rel))
-        self.rows[rel] = frame.height
+        # memory: collected: a scan (the rules' outputs, staged in work/) is read whole to be
+        # written: the run folder's bytes are ``write_parquet``'s (a streaming sink writes other
+        # bytes). One table at a time, let go before the next.
+        data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        self.paths.append(write_parquet(data, out / rel))
+        self.rows[rel] = data.height
 
     def existing(self, out: Path, rel: str, rows: int) -> None:
         """Record a file another stage wrote (the canonical tables, written by ingest)."""
@@ -69,7 +73,8 @@ class Written:
         self.rows[rel] = rows
 
 
-def write_tables(out: Path, existing: Mapping[str, int], tables: Mapping[str, pl.DataFrame]) -> Written:
+def write_tables(out: Path, existing: Mapping[str, int],
+                 tables: Mapping[str, pl.DataFrame | pl.LazyFrame]) -> Written:
     """Record the tables other stages wrote (``existing``: {relative path: rows}; the canonical
     tables ingest wrote, the lineage streamed to disk) and write ``tables`` ({relative path: frame})."""
     written = Written()

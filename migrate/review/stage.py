@@ -128,7 +128,7 @@ class Review:
         return {REVIEW: self.items, **({DECISIONS: decisions} if self.given else {})}
 
     def dispositions(self, decide: Callable[[pl.LazyFrame], pl.LazyFrame], sharing: pl.LazyFrame,
-                     cohorts: pl.DataFrame, referrals: pl.LazyFrame, work: Path) -> tuple[pl.LazyFrame, Review]:
+                     cohorts: pl.LazyFrame, referrals: pl.LazyFrame, work: Path) -> tuple[pl.LazyFrame, Review]:
         """Every row's disposition with the decisions applied (``decide`` given the sharing
         state to read: a plan), its reason naming the decision that changed it, as a scan
         of ``work/dispositions.parquet``; and this review with those rows recorded
@@ -149,7 +149,7 @@ class Review:
         overridden = effects.applied(self.decisions, "override_sharing").height > 0
         before = pl.scan_parquet(sink(decide(sharing), work / "dispositions-before.parquet")) if overridden else after
         changed = effects.changed_rows(self.decisions, before, after, referrals,
-                                       effects.list_moves(self.decisions, cohorts))
+                                       effects.list_moves(self.decisions, _moved_cohorts(self.decisions, cohorts)))
         if changed.height == 0:
             return after, self
         annotated = pl.scan_parquet(sink(effects.annotate(after, self.decisions, changed), final))
@@ -161,13 +161,27 @@ def after_rules(rows: pl.DataFrame, early: pl.DataFrame, classified: Classified,
     """Judge the other decisions against the rules' exceptions; the review state of every
     item; the rules' lists with the applied ``move`` decisions."""
     rest = rows.filter(~_is_identity(rows))
-    found = evidence_items(classified.exceptions, tables["patients"], pack.review)  # every raised item, once
+    # memory: collected: every raised item is fingerprinted once (``review.parquet`` holds one
+    # row per item, written with the run's tables): the exceptions' identifying columns and
+    # evidence, one row per flag raised (grows with the extract).
+    found = evidence_items(classified.exceptions.collect(), tables["patients"], pack.review)
     judged = pl.concat([early, _judge(rest, found, tables, pack.review)]).sort(
         "origin", "source_file", "source_sheet", "source_row", "decision_id", nulls_last=True)
-    cohorts, patient_cohorts = effects.move_lists(classified.cohorts, classified.patient_cohorts, judged,
-                                                  pack.cohort_precedence)
     review = Review(judged, review_items(found, judged, pack.review), rows.height > 0)
-    return review, replace(classified, cohorts=cohorts, patient_cohorts=patient_cohorts)
+    if effects.applied(judged, "move").height == 0:  # every first batch: the rules' lists as they are
+        return review, classified
+    # memory: held: the lists with a reviewer's moves applied (one row per referral and per
+    # survivor, for the rest of the run), only in a batch whose decisions move a list.
+    cohorts, patient_cohorts = effects.move_lists(classified.cohorts.collect(), classified.patient_cohorts.collect(),
+                                                  judged, pack.cohort_precedence)
+    return review, replace(classified, cohorts=cohorts.lazy(), patient_cohorts=patient_cohorts.lazy())
+
+
+def _moved_cohorts(decisions: pl.DataFrame, cohorts: pl.LazyFrame) -> pl.DataFrame:
+    """The rows of ``cohorts`` that ``effects.list_moves`` reads: those of the patients and
+    referrals the applied ``move`` decisions name (a few; never the whole table)."""
+    named = effects.applied(decisions, "move").get_column("subject_key").cast(pl.String).implode()
+    return cohorts.filter(pl.col("patient_key").is_in(named) | pl.col("referral_key").is_in(named)).collect()
 
 
 def review_items(found: pl.DataFrame, decisions: pl.DataFrame, vocabulary: ReviewVocabulary) -> pl.DataFrame:

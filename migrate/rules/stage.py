@@ -1,6 +1,6 @@
 """The rules stage of a batch: cohorts and flags over one patient per person.
 
-    classify(people, pack, cutover, identity_exceptions) -> Classified
+    classify(people, pack, cutover, identity_exceptions, work) -> Classified  (scans of work/rules/)
 
 The rule pack's cohorts and flags are evaluated over the survivors and their re-pointed
 rows (``identity.merges.people``); identity's own flags (NHS number, duplicates, at
@@ -9,9 +9,11 @@ target) join the exceptions, one row per subject and flag code.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 
@@ -19,18 +21,23 @@ from migrate import sharing
 from migrate.rules.flags import combine_exceptions
 from migrate.rules.engine import evaluate
 from migrate.rules.model import RulePack
+from migrate.staging import sink
 
 
 @dataclass(frozen=True)
 class Classified:
-    """The rules stage's outputs, collected: ``cohorts`` (per referral), ``patient_cohorts``
-    (per survivor), ``exceptions`` (rules' and identity's flags) and ``sharing`` (per
-    survivor: ``migrate.sharing.state``), which dispositions and FHIR both read."""
+    """The rules stage's outputs, as scans of the Parquet files ``classify`` wrote into the
+    run's work folder: ``cohorts`` (per referral, sorted by ``referral_key``),
+    ``patient_cohorts`` (per survivor, by ``patient_key``), ``exceptions`` (rules' and
+    identity's flags, in ``flags.SORT_KEYS`` order) and ``sharing`` (per survivor:
+    ``migrate.sharing.state``; no row order: its readers join it), which dispositions,
+    FHIR, patients.parquet and the run folder's tables read. Nothing is held: each reader
+    reads what it needs (a reader that collects says why, next to it)."""
 
-    cohorts: pl.DataFrame
-    patient_cohorts: pl.DataFrame
-    exceptions: pl.DataFrame
-    sharing: pl.DataFrame
+    cohorts: pl.LazyFrame
+    patient_cohorts: pl.LazyFrame
+    exceptions: pl.LazyFrame
+    sharing: pl.LazyFrame
 
 
 def sharing_state(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date) -> pl.LazyFrame:
@@ -64,16 +71,48 @@ def partition_of(column: str, partitions: int) -> pl.Expr:
     return (pl.col(column).hash(seed=_SEED) % partitions).fill_null(0)
 
 
-def partition(people: Mapping[str, pl.LazyFrame], part: int, partitions: int) -> dict[str, pl.LazyFrame]:
-    """``people`` filtered to the survivors of partition ``part``: their patients, referrals,
-    coded and sharing entries by ``patient_key``, and the contacts of those referrals (the
-    features read contacts only through their referral)."""
-    mine = {name: frame.filter(partition_of("patient_key", partitions) == part)
-            for name, frame in people.items() if name != "contacts"}
+STAGE_ROWS = 500_000  # rows read at a time while the people's tables are split (``stage_partitions``)
+PART = "__partition"
+
+
+def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder: Path) -> list[dict[str, pl.LazyFrame]]:
+    """``people`` split into ``partitions`` by survivor, each table read once: for each
+    partition, its survivors' patients, referrals, codes and sharing entries (by
+    ``patient_key``) and the contacts of those referrals (the features read contacts only
+    through their referral; a contact of no referral is in none), as scans of Parquet
+    parts written under ``folder`` (rows in the order read).
+
+    # memory: a batch of ``STAGE_ROWS`` rows at a time; for the contacts, the streaming
+    # join holds every referral's key and partition (the referrals staged here, read back:
+    # ~0.1 GB at 1M patients, ~0.5 GB at 5M), where a semi join per partition read the
+    # contacts again for each partition.
+    """
+    written: dict[str, list[list[Path]]] = {}
+
+    def split(name: str, frame: pl.LazyFrame) -> None:
+        paths: list[list[Path]] = [[] for _ in range(partitions)]
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for batch in frame.collect_batches(chunk_size=STAGE_ROWS, maintain_order=True):
+            for (part,), rows in batch.group_by(PART, maintain_order=True):
+                i = int(part)
+                path = folder / name / f"{i:05d}-{len(paths[i]):06d}.parquet"
+                rows.drop(PART).write_parquet(path, compression="lz4")
+                paths[i].append(path)
+        written[name] = paths
+
+    for name, frame in people.items():
+        if name != "contacts":
+            split(name, frame.with_columns(partition_of("patient_key", partitions).cast(pl.UInt32).alias(PART)))
     if "contacts" in people:
-        mine["contacts"] = people["contacts"].join(mine["referrals"].select("referral_key"), on="referral_key",
-                                                   how="semi")
-    return mine
+        referrals = pl.concat([_scan(written["referrals"][i], people["referrals"]).select(
+            "referral_key", pl.lit(i, dtype=pl.UInt32).alias(PART)) for i in range(partitions)]).unique()
+        split("contacts", people["contacts"].join(referrals, on="referral_key", how="inner", maintain_order="left"))
+    return [{name: _scan(written[name][i], frame) for name, frame in people.items()} for i in range(partitions)]
+
+
+def _scan(paths: list[Path], like: pl.LazyFrame) -> pl.LazyFrame:
+    """The parts ``paths`` as one scan; with none, an empty frame of ``like``'s columns."""
+    return pl.scan_parquet(paths) if paths else pl.LazyFrame(schema=like.collect_schema())
 
 
 def partitions_for(people: Mapping[str, pl.LazyFrame]) -> int:
@@ -82,39 +121,66 @@ def partitions_for(people: Mapping[str, pl.LazyFrame]) -> int:
     return max(1, -(-survivors // PARTITION_PATIENTS))
 
 
+OUTPUTS = ("cohorts", "patient_cohorts", "exceptions", "sharing")
+
+
 def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
-             identity_exceptions: pl.DataFrame, partitions: int | None = None) -> Classified:
+             identity_exceptions: pl.DataFrame | pl.LazyFrame, work: Path,
+             partitions: int | None = None) -> Classified:
     """Cohorts, exceptions and sharing state of ``pack`` at ``cutover`` over ``people``
     (survivors and their referrals, contacts and codes; a run adds ``sharing``, every
-    source's sharing entries on survivors), with identity's flags added.
+    source's sharing entries on survivors), with identity's flags added; written under
+    ``work/rules`` and handed on as scans (``Classified``).
 
     The rules are evaluated a partition of survivors at a time (``partitions``; default
-    ``partitions_for``): nothing in a pack looks across patients, so each partition's
-    rows are what the whole evaluation gives for them, and the partitions' results sorted
-    by their keys are the whole results (exceptions: ``combine_exceptions`` keeps each
-    subject's rows in the order given, and a subject is in one partition).
+    ``partitions_for``; the tables split once by ``stage_partitions``): nothing in a pack
+    looks across patients, so each partition's rows are what the whole evaluation gives
+    for them, and the partitions' results merged by their keys are the whole results
+    (exceptions: ``combine_exceptions`` keeps each subject's rows in the order given, and
+    a subject is in one partition).
     """
-    # memory: held: cohorts (one row per referral), patient cohorts and exceptions are few columns
-    # (~0.3 GB at 1M patients) and dispositions, the FHIR output and patients.parquet all
-    # read them. The evaluation (a patient's features aggregate all their referrals; the
-    # cohort and flag plans read both frames) runs a partition of ``PARTITION_PATIENTS``
-    # survivors at a time, so its frames are bounded by the partition, not the extract.
+    # memory: the evaluation (a patient's features aggregate all their referrals; the cohort
+    # and flag plans read both frames) holds one partition of ``PARTITION_PATIENTS``
+    # survivors; each partition's results are written to Parquet as it finishes, and the
+    # stage's outputs are files merged from them (cohorts and patient cohorts streamed
+    # through a sorted merge; the exceptions' dedupe and sort hold the exceptions, ~0.1 GB
+    # at 1M patients, while they are written). Nothing is held after the stage.
     # The sharing decision, once: the rules' features (sharing_state, latest_sharing_*) and
     # the sharing state dispositions and FHIR read are the same decision.
+    folder = work / "rules"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     found = _entries(people, pack)
-    decided = sharing.decide(found).collect()
+    decided = pl.scan_parquet(sink(sharing.decide(found), folder / "sharing-decided.parquet"))
     n = partitions or partitions_for(people)
-    parts: dict[str, list[pl.DataFrame]] = {"cohorts": [], "patient_cohorts": [], "exceptions": []}
-    for part in range(n):
-        mine = partition(people, part, n) if n > 1 else dict(people)
-        mine_decided = decided.lazy().filter(partition_of("patient_key", n) == part) if n > 1 else decided.lazy()
-        results = evaluate(mine, pack, cutover, mine_decided).collect()
-        for name, frames in parts.items():
-            frames.append(results[name])
+    tables = {**people, "sharing": found, DECIDED: decided}
+    parts = stage_partitions(tables, n, folder / "people") if n > 1 else [tables]
+    written: dict[str, list[Path]] = {name: [] for name in OUTPUTS}
+    for part, mine in enumerate(parts):
+        results = evaluate({k: v for k, v in mine.items() if k != DECIDED}, pack, cutover, mine[DECIDED]).collect()
+        results["sharing"] = sharing.state(mine["sharing"], mine[DECIDED]).collect()
+        for name in OUTPUTS:
+            path = folder / f"{name}-{part:05d}.parquet"
+            results[name].write_parquet(path, compression="lz4")
+            written[name].append(path)
         del results
-    cohorts = pl.concat(parts.pop("cohorts")).sort("referral_key") if n > 1 else parts["cohorts"][0]
-    patient_cohorts = (pl.concat(parts.pop("patient_cohorts")).sort("patient_key") if n > 1
-                       else parts["patient_cohorts"][0])
-    exceptions = combine_exceptions([*(f.lazy() for f in parts.pop("exceptions")), identity_exceptions.lazy()]).collect()
-    state = sharing.state(found, decided.lazy()).collect()
-    return Classified(cohorts, patient_cohorts, exceptions, state)
+    shutil.rmtree(folder / "people", ignore_errors=True)
+    cohorts = sink(_merged(written["cohorts"], "referral_key"), folder / "cohorts.parquet")
+    patient_cohorts = sink(_merged(written["patient_cohorts"], "patient_key"), folder / "patient-cohorts.parquet")
+    exceptions = sink(combine_exceptions([*(pl.scan_parquet(p) for p in written["exceptions"]),
+                                          identity_exceptions.lazy()]), folder / "exceptions.parquet")
+    return Classified(pl.scan_parquet(cohorts), pl.scan_parquet(patient_cohorts), pl.scan_parquet(exceptions),
+                      pl.scan_parquet(written["sharing"]))
+
+
+DECIDED = "__sharing_decided"  # ``sharing.decide`` of the entries, split with the people
+
+
+def _merged(paths: list[Path], key: str) -> pl.LazyFrame:
+    """The parts (each sorted by ``key``) merged into one frame sorted by ``key``, streamed."""
+    merged: pl.LazyFrame | None = None
+    for path in paths:
+        scan = pl.scan_parquet(path).set_sorted(key)
+        merged = scan if merged is None else merged.merge_sorted(scan, key=key)
+    assert merged is not None
+    return merged

@@ -125,9 +125,14 @@ def decide(patients: pl.LazyFrame, people: Mapping[str, pl.LazyFrame], patient_c
         (dummy, "out_of_scope", pl.lit(DUMMY_SLOT)),
         (pl.col("_blocked") & withhold, "withheld", pl.lit(WITHHELD)),
     ])))
-    # memory: collected: labelling matches codelists row by row over the coded entries (1.2M rows at
-    # 1M patients, ~0.1 GB); the rest of the plan streams (the pipeline sinks it to disk).
-    coded = labelled_codes(people["codes"].collect(), codes).lazy()
+    # memory: streamed: the coded entries are labelled a batch at a time as the plan runs (the
+    # labels are row by row); collected whole, they were 1.2M rows at 1M patients (~0.1 GB),
+    # held until the dispositions were sunk.
+    def label(batch: pl.DataFrame) -> pl.DataFrame:
+        return labelled_codes(batch, codes)
+
+    empty = people["codes"].head(0).collect()
+    coded = people["codes"].map_batches(label, schema=label(empty).schema, streamable=True)
     parts.append(mark(coded).select(*rows, pl.lit("codes").alias("table"), "patient_key", *_pick([
         (pl.col("_inactive"), "out_of_scope", inactive_why),
         (pl.col("_blocked") & withhold & (pl.col("kind") == "clinical"), "withheld", pl.lit(WITHHELD)),

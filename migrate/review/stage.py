@@ -181,7 +181,7 @@ def _moved_cohorts(decisions: pl.DataFrame, cohorts: pl.LazyFrame) -> pl.DataFra
     """The rows of ``cohorts`` that ``effects.list_moves`` reads: those of the patients and
     referrals the applied ``move`` decisions name (a few; never the whole table)."""
     named = effects.applied(decisions, "move").get_column("subject_key").cast(pl.String).implode()
-    return cohorts.filter(pl.col("patient_key").is_in(named) | pl.col("referral_key").is_in(named)).collect()
+    return cohorts.lazy().filter(pl.col("patient_key").is_in(named) | pl.col("referral_key").is_in(named)).collect()
 
 
 def review_items(found: pl.DataFrame, decisions: pl.DataFrame, vocabulary: ReviewVocabulary) -> pl.DataFrame:

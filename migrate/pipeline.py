@@ -216,9 +216,9 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
         "duplicates.parquet": identified.duplicates.collect(), **review.tables(),
-        # memory: held: the sharing entries (up to one per patient and sharing code), sorted for
-        # the file.
-        "sharing.parquet": sharing.deciding(entries, rules.sharing).collect(),
+        # memory: collected when written (``write_tables``, one table at a time): the sharing
+        # entries (up to one per patient and sharing code), sorted for the file.
+        "sharing.parquet": sharing.deciding(entries, rules.sharing),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
     written.paths.append(write_model(identified.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),

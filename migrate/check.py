@@ -157,6 +157,8 @@ def check_extract(input_dir: Path, profiles: Profile | Sequence[Profile], pack: 
         found = {**ingested.tables, **({} if practices is None else {"practice_sharing": practices.frame.lazy()})}
         vocab = vocabulary(found, pack)
         entries = sharing.entries(ingested.tables, pack, None if practices is None else practices.frame.lazy())
+        # memory: whole: every sharing entry of the extract (``handover check``, before a run): ``summary`` counts
+        # them and lists every unrecognised value with its entries
         blocks = sharing.summary(sharing.deciding(entries, sharing.state(entries)).collect())
     finally:
         shutil.rmtree(work, ignore_errors=True)

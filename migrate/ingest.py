@@ -180,6 +180,7 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
     good = Parts(mapped.stage_dir / f"{table}-{n:03d}")
     bad: list[pl.DataFrame] = []
     for batch in source.collect_batches(chunk_size=_BATCH_ROWS, maintain_order=True):
+        # memory: one batch of ``_BATCH_ROWS`` rows
         out = apply_mapping(batch.lazy(), compiled).collect()
         ok = out["__reason"].is_null()
         good.add(out if bool(ok.all()) else out.filter(ok))
@@ -187,6 +188,7 @@ def _map_frame(mapped: _Mapped, table: str, spec: TableSpec, profile: Profile, s
             # Messages and raw records of the failing rows, from the batch in hand: reading
             # the source again for them was a second parse of the whole file.
             failed = out.filter(~ok)
+            # memory: the batch's failing rows only
             details = explain_failures(batch.lazy().join(failed.select("source_row").lazy(), on="source_row",
                                                          how="semi"), compiled).collect()
             # memory: compacted (``staging.compact``): the failing rows alone would hold the whole
@@ -408,7 +410,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
         superseded += applied.superseded
         kept_previous[table] = applied.kept_previous
         kept = applied.kept.scan().select(tdef.schema.keys())
-        if table == "merges":  # few rows (one message in fifty of a busy feed): in memory
+        if table == "merges":  # memory: few rows (one message in fifty of a busy feed)
             resolved = integrity.source_merges(applied.kept.scan().collect(), updates.order_columns())
             merges, parents.survivors = resolved.accepted.select(tdef.schema.keys()), resolved.survivors
             failed.append(resolved.failed)
@@ -436,6 +438,7 @@ def ingest(input_dir: Path, profiles: Profile | Sequence[Profile], work_dir: Pat
                 parents.good[table] = SortedKeys(owners["referral_key"], owners["patient_key"])
                 del owners
             else:
+                # memory: held: the sorted kept keys (above)
                 parents.good[table] = SortedKeys(frame.select(tdef.key).collect()[tdef.key])
             bad = [*mapped.failed_keys.get(table, []), *(c[tdef.key] for c in checked)]
             parents.bad[table] = pl.concat([pl.Series(tdef.key, [], dtype=pl.String), *bad]).drop_nulls().unique()

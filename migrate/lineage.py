@@ -76,6 +76,7 @@ def write_lineage(rows: pl.LazyFrame, fhir: pl.LazyFrame | None, files: dict[str
     (source_file, source_row, fhir_type, fhir_id; None when no FHIR was written), sorted by
     file, row and resource; returns its row count. ``files``: rows read per input file
     (where the buckets split)."""
+    # memory: the distinct source file names (a few)
     names = sorted(set(files) | set(rows.select(pl.col("source_file").unique()).collect(engine="streaming")
                                     .to_series().drop_nulls().to_list()))
     bounds = position_bounds(names, files, BUCKET_ROWS)
@@ -103,6 +104,7 @@ def write_lineage(rows: pl.LazyFrame, fhir: pl.LazyFrame | None, files: dict[str
                     if links.parts[i] else pl.LazyFrame(schema={"source_file": pl.String, "source_row": pl.Int64,
                                                                 "fhir_type": pl.String, "fhir_id": pl.String})
                 part = part.join(resources, on=["source_file", "source_row"], how="left")
+            # memory: one bucket of lineage rows (``BUCKET_ROWS``) with its FHIR links, sorted
             parts.add(part.select(canonical.typed(canonical.LINEAGE_SCHEMA)).sort(*_ORDER, nulls_last=False)
                       .collect())
         if not parts.paths:

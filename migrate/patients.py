@@ -44,5 +44,6 @@ def patient_summary(identity_patients: pl.DataFrame | pl.LazyFrame, merges: pl.D
         .with_columns(pl.col("flag_codes").fill_null(pl.lit([], dtype=pl.List(pl.String))))
         .select(canonical.typed(PATIENTS_SCHEMA))
         .sort("patient_key")
+        # memory: the summary (above): one row per source patient, its small columns; written by the caller
         .collect(engine="streaming")
     )

@@ -215,6 +215,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     written = write_tables(out, canonical_rows | {"lineage.parquet": lineage_rows}, {
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
+        # memory: the duplicate pairs (identity's staged scan), held while written
         "duplicates.parquet": identified.duplicates.collect(), **review.tables(),
         # memory: collected when written (``write_tables``, one table at a time): the sharing
         # entries (up to one per patient and sharing code), sorted for the file.

@@ -100,7 +100,7 @@ def unhandled_events(messages: pl.LazyFrame, routed: list[str], table: str, prof
                   "source_file", "source_row", "message_type", "event", "control_id", pl.lit(profile))
         .alias("message"),
         pl.concat_str([pl.col("message_type"), pl.col("event")], separator="^").alias("raw"),
-    ).collect())
+    ).collect())  # memory: the unhandled messages' rows only
 
 
 def table(parts: list[pl.DataFrame]) -> pl.DataFrame:

@@ -76,6 +76,7 @@ def _no_examples() -> RowsExamples:
 
 def _problems(frame: pl.LazyFrame) -> tuple[dict[str, dict[str, int]], RowsExamples]:
     """Rows not read and rows with an unknown disposition: distinct rows per file, and examples."""
+    # memory: the rows not read or of unknown disposition only (none when the invariant holds)
     bad = frame.filter(~pl.col("_ok_row") | ~pl.col("_known")).select(
         "source_file", "source_row", "disposition",
         pl.when(~pl.col("_ok_row")).then(pl.lit("rows_not_read")).otherwise(pl.lit("rows_with_unknown_disposition"))
@@ -192,6 +193,7 @@ def rows_invariant(lineage: pl.LazyFrame, files: Iterable[FileCount]) -> RowsInv
     """Invariant 1 of ``lineage`` (source_file, source_row, disposition; one row per source
     row and resource) against the rows each reader read (module docstring)."""
     read = {f.name: f for f in files}
+    # memory: the distinct source file names (a few)
     found = lineage.select(pl.col("source_file").cast(pl.String).fill_null(NO_FILE).unique()).collect(
         engine="streaming").to_series().to_list()
     names = sorted(set(read) | {str(n) for n in found})

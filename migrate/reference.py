@@ -66,6 +66,8 @@ def read_reference(path: Path, profile: Profile, table: str) -> ReferenceRead:
     with tempfile.TemporaryDirectory(prefix=f"handover-{table}-") as work:
         result = read_file(source, Path(work))
         compiled = compile_table(spec, result.frame.collect_schema(), profile)
+        # memory: whole: one reference file (the practice sharing list or target index: one row per practice or target
+        # patient), mapped as ingest maps a batch
         mapped = apply_mapping(result.frame, compiled).collect()
         ok = mapped["__reason"].is_null()
         failing = mapped.filter(~ok)

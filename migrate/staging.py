@@ -54,6 +54,7 @@ def sample(frame: pl.LazyFrame, column: str, rows: int, bucket_rows: int | None 
     same whatever they are."""
     buckets = max(1, -(-rows // (bucket_rows or BUCKET_ROWS)))
     every = max(1, rows // (buckets * SAMPLE_PER_BUCKET))
+    # memory: about ``SAMPLE_PER_BUCKET`` values per bucket
     return frame.select(pl.col(column).gather_every(every)).collect(engine="streaming").to_series()
 
 
@@ -184,6 +185,7 @@ class RangeBuckets:
         """Every row of ``bucket``, in the order added (empty with ``schema`` when none)."""
         if not self.parts[bucket]:
             return pl.DataFrame(schema=schema)
+        # memory: one bucket (about ``BUCKET_ROWS`` rows)
         return pl.read_parquet(self.parts[bucket])
 
     def close(self) -> None:
@@ -233,6 +235,7 @@ def batches(frame: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
         any_batch = True
         yield batch
     if not any_batch:
+        # memory: no rows
         yield frame.head(0).collect()
 
 

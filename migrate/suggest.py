@@ -96,6 +96,7 @@ def _failing(f: InputFile, spec: FieldSpec, rows: pl.Series, work: Path) -> pl.D
     read again from the file: quarantine messages leave a value out when the row may be
     misaligned, so they cannot be counted from the messages."""
     values = cleaned_values(read_file(f, work).frame, f.table, spec, f.profile)
+    # memory: the distinct failing values of one field, with counts
     return (values.filter(pl.col("source_row").is_in(rows.implode()) & pl.col("value").is_not_null())
             .group_by("value").agg(pl.len().cast(pl.Int64).alias("count")).collect())
 

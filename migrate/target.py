@@ -52,6 +52,8 @@ def _ids(files: list[Path]) -> pl.DataFrame:
                                    separator="\x01", quote_char=None) for f in files])
     decoded = lines.filter(pl.col("json").str.strip_chars() != "").select(
         pl.col("json").str.json_decode(pl.Struct({"resourceType": pl.String, "id": pl.String})).struct.unnest())
+    # memory: whole: every (type, id) of one side's files (``handover reconcile-target``): sent and held are joined in
+    # full
     return decoded.select(pl.col("resourceType").alias("fhir_type"), pl.col("id").alias("fhir_id")).collect()
 
 
@@ -77,6 +79,8 @@ Sides = dict[str, pl.LazyFrame]  # resource type -> the inverse mapping's fields
 
 
 def _read(files: dict[str, list[Path]], systems: Systems) -> Sides:
+    # memory: whole: one side's resources through the inverse mapping, read once for the comparisons below (``handover
+    # reconcile-target``, after a run)
     return {t: f.collect(engine="streaming").lazy() for t, f in read_back(files, systems).items()}
 
 
@@ -88,6 +92,7 @@ def _compare(mine: Sides, target: Sides, ours: dict[str, list[Path]], theirs: di
         fields = [c for c in a.collect_schema().names() if c not in ("fhir_type", "fhir_id")]
         joined = a.join(b, on="fhir_id", how="inner", suffix="_t")
         differs = [pl.when(~pl.col(f).eq_missing(pl.col(f"{f}_t"))).then(pl.lit(f)) for f in fields]
+        # memory: one type's resources present on both sides, with the fields that differ
         parts.append(joined.select(pl.lit(t).alias("fhir_type"), "fhir_id",
                                    pl.concat_list(differs).list.drop_nulls().alias("changed")).collect())
     for t in sorted(set(ours) - set(READ_TYPES)):
@@ -107,6 +112,7 @@ def _patients(mine: Sides, target: Sides) -> pl.DataFrame:
             names = back[t].collect_schema().names()
             who = pl.col("fhir_id") if t == "Patient" else (pl.col("patient_id") if "patient_id" in names
                                                             else pl.lit(None, dtype=pl.String))
+            # memory: one type's (type, id, patient id) of one side (``_read``'s frames, narrowed)
             frames.append(back[t].select("fhir_type", "fhir_id", who.alias("patient_fhir_id")).collect())
     return pl.concat(frames).unique(["fhir_type", "fhir_id"], keep="first", maintain_order=True)
 
@@ -116,6 +122,7 @@ def _our_identifier(back: Sides) -> pl.DataFrame:
     found = []
     for t, column in (("Patient", "source_patient_id"), ("ServiceRequest", "source_referral_id"),
                       ("Encounter", "contact_key"), ("Appointment", "contact_key")):
+        # memory: the target's resources carrying our identifiers
         found.append(back[t].filter(pl.col(column).is_not_null()).select("fhir_type", "fhir_id").collect())
     return pl.concat(found)
 
@@ -135,6 +142,7 @@ def reconcile_files(run: RunFolder, theirs: dict[str, list[Path]], source: str) 
     mine, target = _read(ours, systems), _read(theirs, systems)
     changed = _compare(mine, target, ours, theirs).filter(pl.col("changed").list.len() > 0)
     who = _patients(mine, target)
+    # memory: our Patients' two ids
     local = mine["Patient"].select(pl.col("fhir_id").alias("patient_fhir_id"), "source_patient_id").collect()
     ours_patients = set(local["patient_fhir_id"].to_list())
     flagged = _our_identifier(target).with_columns(pl.lit(True).alias("ours"))

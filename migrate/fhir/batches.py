@@ -183,6 +183,7 @@ def _pulled(frame: pl.LazyFrame, chunk_rows: int, folder: Path) -> Iterator[pl.D
     try:
         frame.sink_parquet(source, compression="lz4", row_group_size=chunk_rows, maintain_order=True)
         rows = pq.ParquetFile(source).metadata.num_rows
+        # memory: one chunk of ``chunk_rows`` rows at a time, read back from the sunk file
         if rows == 0:
             yield pl.read_parquet(source)
         for offset in range(0, rows, chunk_rows):

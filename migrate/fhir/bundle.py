@@ -203,6 +203,7 @@ def bundle_texts(resources: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     """bundle_no and the JSON text of each bundle of ``resources`` (rows in bundle order),
     built by polars: a bundle's text (megabytes) never becomes a Python string."""
     meta = json.dumps({"profile": [profile("Bundle")]}, separators=(",", ":"))
+    # memory: one batch's resources (``_write_batch``), as one JSON text per bundle
     entries = resources.lazy().select(
         "bundle_no",
         pl.concat_str([pl.lit('{"fullUrl":"urn:uuid:'), pl.col("fhir_id"), pl.lit('","resource":'), pl.col("json"),

@@ -42,6 +42,7 @@ def carried_rows(children: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame) ->
 def _is_carried(keep: pl.LazyFrame) -> pl.Expr:
     """True for a row whose (source_file, source_row) is one of ``keep``'s (a bitmap lookup)."""
     rows = keep.select(pl.col("source_file").cast(pl.String), pl.col("source_row").cast(pl.Int64))
+    # memory: one row per source file (its highest carried row)
     tops = rows.group_by("source_file").agg(pl.col("source_row").max()).sort("source_file").collect(engine="streaming")
     tops = tops.filter(pl.col("source_row").is_not_null() & (pl.col("source_row") >= 0))
     if tops.height == 0:

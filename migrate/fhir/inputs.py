@@ -131,8 +131,11 @@ def gather(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions
     ns = ctx.ns
     keys = with_ids(plan, ns, "patient", "survivor_key", "patient_id").lazy()
     # The plan's survivor_key (nulls resolved) replaces identity's own column.
+    # memory: held: this slice of ``plan`` only (one FHIR batch of patients): its patients', referrals', contacts',
+    # codes' and flags' rows below, each joined to the slice's keys
     patients = tables["patients"].drop("survivor_key", "bundle_no", strict=False).join(
         keys, on="patient_key", how="inner").collect(engine="streaming")
+    # memory: the slice's referrals (above)
     referrals = (
         tables["referrals"].join(keys, on="patient_key", how="inner")
         .join(cohorts.select("referral_key", pl.col("cohort").cast(pl.String), "cohort_reason"),
@@ -157,6 +160,7 @@ def gather(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions
     )
     if "patient_key" in tables["contacts"].collect_schema().names():
         linked = pl.concat([linked, parentless.select(linked.collect_schema().names())])
+    # memory: the slice's contacts and codes (see above)
     contacts = linked.collect(engine="streaming")
     codes = tables["codes"].join(keys, on="patient_key", how="inner").collect(engine="streaming")
     flagged = (
@@ -165,7 +169,7 @@ def gather(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions
         .join(referrals.lazy().select(pl.col("referral_key").alias("subject_key"), "request_id",
                                       pl.col("source_file").alias("ref_file"), pl.col("source_row").alias("ref_row")),
               on="subject_key", how="left")
-        .collect(engine="streaming")
+        .collect(engine="streaming")  # memory: the slice's flags of the emitted codes (above)
     )
     return Inputs(patients, referrals, contacts, codes, flagged, _sharing(sharing, keys))
 
@@ -205,6 +209,7 @@ def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
     order = (pl.when(blocked).then(pl.col("latest_date").fill_null(date(9999, 12, 31)))
              .otherwise(pl.col("latest_date").fill_null(date(1, 1, 1))))
     optional = [pl.col(c) if c in names else pl.lit(None, dtype=t).alias(c) for c, t in SHARING_OPTIONAL.items()]
+    # memory: one sharing state per survivor of ``keys`` (the batch's slice of the plan)
     return (
         sharing.select("patient_key", blocked.alias("blocked"), pl.col("latest_code").cast(pl.String),
                        pl.col("latest_date").cast(pl.Date), *optional)
@@ -216,7 +221,7 @@ def _sharing(sharing: pl.LazyFrame, keys: pl.LazyFrame) -> pl.DataFrame:
              *(pl.col(c).fill_null(False).any() for c in _ANY),
              *(pl.col(c).list.explode(keep_nulls=False, empty_as_null=False).drop_nulls() for c in _ROW_LISTS))
         .sort("survivor_key")
-        .collect()
+        .collect()  # memory: one row per survivor of the slice
     )
 
 
@@ -264,6 +269,7 @@ def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFram
     checks give one boolean per row in that pass; the ``problems`` texts are made only for
     the rows where a check fails or the JSON is null (few), by the same template.
     """
+    # memory: one resource type's rows of one batch (``frame``), built with their JSON
     built = (
         template.frame(frame.lazy())
         .select(pl.col("bundle_no"), pl.col("survivor_key").alias("patient_key"),
@@ -274,6 +280,7 @@ def emit(frame: pl.DataFrame, template: Template, id_column: str) -> pl.DataFram
     failed = ~built["passed"] | built["json"].is_null()
     problems = pl.repeat(None, built.height, dtype=pl.String, eager=True).alias("problems")
     if failed.any():
+        # memory: the failing rows' problem texts only (few)
         texts = template.frame(frame.filter(failed).lazy()).select(template.problems()).collect().to_series()
         problems = problems.scatter(failed.arg_true(), texts)
     return built.with_columns(problems).select(RESOURCE_COLUMNS)

@@ -58,6 +58,7 @@ def derived_priority(exceptions: Frame, pack: RulePack, decisions: pl.DataFrame 
     # memory: held: only the raised referrals' rows (a few per cent of the flags); the
     # exceptions themselves are read as a scan when given as one.
     raised = exceptions.lazy().filter((pl.col("subject_type") == "referral") & pl.col("rule_id").is_in(list(raises)))
+    # memory: the raised referrals' rows alone (above)
     by_rules = raised.select(
         pl.col("subject_key").alias("referral_key"),
         pl.col("rule_id").replace_strict(raises, return_dtype=pl.String).alias("priority"),
@@ -161,6 +162,9 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm, compression: FhirC
     manifest = run.manifest
     pack = frozen.load_pack(run.path)
     tables = {t: run.canonical(t) for t in canonical.TABLE_ORDER}
+    # memory: whole: ``handover fhir RUN`` re-emits from a finished run folder, outside the batch: the patient summary
+    # (one row per source patient), reviewers' decisions and the sharing state (one row per patient with an entry) are
+    # held as ``emit`` and ``decided_survivors`` take them
     recorded = run.scan("patients.parquet").collect()
     # Identity's survivorship (which record's demographics a survivor carries) is not in the
     # folder: re-derived from the canonical rows with the run's own identity settings.
@@ -168,6 +172,7 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm, compression: FhirC
     patients = identity.patients.drop("at_target_id").join(
         recorded.select("patient_key", "at_target_id"), on="patient_key", how="left")
     merges = recorded.filter(pl.col("survivor_key") != pl.col("patient_key")).select("patient_key", "survivor_key")
+    # memory: the decisions: reviewers' rows (few)
     decisions = run.scan("decisions.parquet").collect() if run.has("decisions.parquet") else None
     if decisions is not None:  # reviewers' same_person merges: the survivor's fields as the run had them
         from migrate.review.stage import decided_survivors
@@ -180,6 +185,7 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm, compression: FhirC
     # Every source's sharing entries, re-derived as the run did: the frozen practice file too.
     practices = frozen.load_practice_sharing(run.path, manifest)
     entries = survivor_entries(tables, pack, merges, None if practices is None else practices.frame.lazy())
+    # memory: whole (above): one sharing state per patient with an entry
     sharing = sharing_state({**people(patients, tables, merges), "sharing": entries}, pack, run.cutover).collect()
     policy = sharing_policy(manifest["options"].get("sharing_policy"))
     if policy is None:
@@ -189,8 +195,8 @@ def _reemit(run: RunFolder, bundle_size: int, form: FhirForm, compression: FhirC
                           [(i["path"], i["sha256"]) for i in manifest["inputs"]], bundle_size, policy, pack)
     options = replace(options, form=form, compression=compression)
     shutil.rmtree(run.path / "fhir", ignore_errors=True)
-    result = emit(patients, merges, tables, decided, run.scan("cohorts.parquet").collect(),
-                  recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet").collect(),
+    result = emit(patients, merges, tables, decided, run.scan("cohorts.parquet"),
+                  recorded.select("patient_key", "patient_cohort"), run.scan("exceptions.parquet"),
                   sharing.lazy(), pack, options, run.path, decisions)
     if decisions is not None:  # the review's Consent and Provenance (migrate.review.fhir)
         from migrate.review.fhir import rewrite_review_fhir

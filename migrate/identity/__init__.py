@@ -130,7 +130,7 @@ def _annotated(patients: pl.DataFrame, referrals: pl.LazyFrame | None, settings:
     (``nhs``), completeness and first/last referral dates."""
     frame = _checked(patients)
     if referrals is not None:
-        # streamed: one row per patient held, not the referrals' two columns (14M rows at 5M)
+        # memory: streamed: one row per patient held, not the referrals' two columns (14M rows at 5M)
         dates = referrals.group_by("patient_key").agg(
             pl.col("received_date").min().alias("first_referral"),
             pl.col("received_date").max().alias("last_referral")).collect(engine="streaming")
@@ -247,6 +247,8 @@ def dedupe(patients: pl.LazyFrame, settings: IdentitySettings) -> tuple[pl.DataF
     """Duplicate pairs among canonical ``patients`` (``DUPLICATES_SCHEMA``, sorted) —
     exact_nhs_number and conflict pairs by NHS number, probable and possible by score —
     and the model estimated on them."""
+    # memory: whole by design: ``handover dedupe`` pairs the whole patient table (identity is global; see
+    # ``identify``)
     frame = _annotated(patients.collect(), None, settings)
     _, decided, probable, _, model = _duplicates(frame, settings)
     pairs = pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(

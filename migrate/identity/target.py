@@ -46,6 +46,8 @@ def normalise_index(target_index: pl.LazyFrame | pl.DataFrame, settings: Identit
     birth = pl.col("birth_date")
     if "birth_date" in names and schema["birth_date"] == pl.String:
         birth = birth.str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+    # memory: whole: the target index (one row per patient the receiving system holds): any source patient may match
+    # any of its rows
     frame = lazy.select(
         pl.col("local_id").cast(pl.String),
         pl.col("nhs_number").cast(pl.String).str.replace_all(r"[\s-]", "").alias("nhs_number"),
@@ -53,7 +55,7 @@ def normalise_index(target_index: pl.LazyFrame | pl.DataFrame, settings: Identit
         *([birth.cast(pl.Date).alias("birth_date")] if "birth_date" in names else []),
         *([pl.col("sex").cast(pl.String).str.strip_chars().str.to_lowercase().replace_strict(
             SEX_CODES, default=None, return_dtype=pl.String).alias("sex")] if "sex" in names else []),
-    ).collect()
+    ).collect()  # memory: the target index, whole (above)
     return frame.with_columns(
         pl.when(nhs_number.is_valid(settings)).then(pl.col("nhs_number")).alias("nhs"))
 

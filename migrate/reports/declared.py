@@ -169,6 +169,8 @@ def _found(run: RunFolder, id_type: str) -> pl.DataFrame:
         .select("patient_key", pl.col("transfer_list").cast(pl.String).alias("list"))
         .join(_survivors(run), on="patient_key").join(ids.rename({"patient_key": "survivor_key"}), on="survivor_key",
                                                       how="left")
+        # memory: grows with the extract: the distinct (survivor, list, id) of every referral on a transfer list (at
+        # most one per referral); the declared lists are compared with it whole
         .select("survivor_key", "list", "id").unique().sort("list", "survivor_key").collect(engine="streaming")
     )
 
@@ -180,6 +182,7 @@ def _quarantined_at(run: RunFolder, ids: list[str], id_type: str) -> dict[str, s
     raw = pl.col("raw").fill_null("")
     if id_type == "nhs_number":  # numbers are often written with spaces or dashes
         raw = raw.str.replace_all(r"[ -]", "")
+    # memory: the quarantined patient/referral rows naming a declared id, one per id
     rows = (
         run.scan("quarantine.parquet").filter(pl.col("table").is_in(["patients", "referrals"]))
         .select("source_file", "source_row", "reason_code", raw.str.extract_all(_TOKEN).alias("token"))
@@ -196,9 +199,11 @@ def _declared_ids(run: RunFolder, declaration: Declaration) -> pl.DataFrame:
     declared = pl.DataFrame(rows, schema={"list": pl.String, "id": pl.String}, orient="row")
     lookup = (
         run.canonical("patients").select("patient_key", pl.col(declaration.id_type).alias("id"))
-        .filter(pl.col("id").is_not_null()).join(_survivors(run), on="patient_key")
+        .filter(pl.col("id").is_not_null()).join(declared.lazy().select("id").unique(), on="id", how="semi")
+        .join(_survivors(run), on="patient_key")
         # One NHS number may sit on several records: prefer the record that survived.
         .sort(pl.col("patient_key") != pl.col("survivor_key"), "patient_key")
+        # memory: the patients carrying a declared id only (the semi join), one row per id
         .group_by("id", maintain_order=True).first().collect(engine="streaming")
     )
     return declared.join(lookup, on="id", how="left")
@@ -278,6 +283,7 @@ def declared_vs_found(run: RunFolder, declaration: Declaration) -> dict[str, Any
     two_found = [{"id": i, "lists": ls} for i, ls in two.select("id", "lists").iter_rows()]
     two_declared = sorted(({"id": i, "lists": ls} for i, ls in declared_on.items() if len(ls) > 1),
                           key=lambda e: str(e["id"]))
+    # memory: one row per table
     q = run.scan("quarantine.parquet").group_by("table").len().collect()
     q_rows = dict(q.iter_rows())
     declared_patients = declaration.patients

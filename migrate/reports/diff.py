@@ -60,6 +60,7 @@ def _moves(a: pl.LazyFrame, b: pl.LazyFrame, key: str, column: str) -> list[dict
     def text(frame: pl.LazyFrame, alias: str) -> pl.LazyFrame:
         return frame.select(key, pl.col(column).cast(pl.String).fill_null("none").alias(alias))
 
+    # memory: grows with the difference: every moved key (``handover diff`` lists them all)
     moved = (text(a, "from").join(text(b, "to"), on=key).filter(pl.col("from") != pl.col("to"))
              .group_by("from", "to").agg(pl.len().alias("count"), pl.col(key).sort().alias("ids")).collect(engine="streaming"))
     rank = {c: i for i, c in enumerate((*canonical.COHORTS, "none"))}
@@ -73,6 +74,8 @@ def _flag_changes(a: RunFolder, b: RunFolder) -> dict[str, list[dict[str, Any]]]
 
     out: dict[str, list[dict[str, Any]]] = {}
     for name, (left, right) in {"raised": (pairs(b), pairs(a)), "cleared": (pairs(a), pairs(b))}.items():
+        # memory: grows with the difference: every raised or cleared (flag, subject) (``handover diff`` lists them
+        # all)
         rows = (left.join(right, on=["flag_code", "subject_key"], how="anti").group_by("flag_code")
                 .agg(pl.len().alias("count"), pl.col("subject_key").sort().alias("subject_ids"))
                 .sort("flag_code").collect())
@@ -86,6 +89,7 @@ def _applied(run: RunFolder) -> pl.DataFrame:
     columns = ("decision_id", "decision", "flag_code", "subject_key")
     if not run.has("decisions.parquet"):
         return pl.DataFrame(schema=dict.fromkeys(columns, pl.String()))
+    # memory: the applied decisions (reviewers' rows: few)
     return (run.scan("decisions.parquet").filter(pl.col("status") == "applied").select(columns)
             .unique("decision_id").collect())
 

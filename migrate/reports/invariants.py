@@ -83,6 +83,8 @@ def _read(path: Path, keep: list[pl.Expr]) -> pl.DataFrame:
     """``keep`` (expressions of fhir_type and fhir_id) over every resource of one NDJSON file:
     from the lines' heads, or from a JSON parse when any head is not the writer's."""
     unread = (pl.col("fhir_type").is_null() | pl.col("fhir_id").is_null()).alias("__unread")
+    # memory: whole file: one NDJSON file's (type, id), up to ~10M at 1M patients; read only when the FHIR invariant
+    # fails, to name examples (``_examples``)
     try:
         heads = _heads(path).select(*keep, unread).collect(engine="streaming")
         if not heads.get_column("__unread").any():
@@ -132,6 +134,7 @@ class _Spill:
     def bucket(self, names: list[str], bucket: int, schema: pl.Schema) -> pl.DataFrame:
         """The rows of sets ``names`` in ``bucket`` (``schema`` when there are none)."""
         paths = [p for name in names for p in self.paths.get((name, bucket), [])]
+        # memory: one bucket of the named sets (~``SPILL_ROWS`` rows each)
         return pl.read_parquet(paths) if paths else pl.DataFrame(schema=schema)
 
 
@@ -264,6 +267,7 @@ def fhir_output(run: RunFolder) -> tuple[dict[str, Any], dict[str, Any]]:
     sources = [_links(lineage)]
     # The pipeline merges the FHIR writer's links into lineage.parquet; read the writer's own
     # fhir/lineage.parquet only when lineage.parquet names no resource at all.
+    # memory: one row (``limit(1)``)
     if run.has("fhir/lineage.parquet") and sources[0].limit(1).collect().height == 0:
         sources = [_links(run.scan("fhir/lineage.parquet"))]
     links = pl.concat([f.select(*_row_keys(), *_pair_keys()) for f in sources])
@@ -316,6 +320,7 @@ def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame]
     """The first EXAMPLES failures of each kind, by name (read again only when there are some)."""
     rows: list[dict[str, Any]] = []
     if without.height:
+        # memory: ``EXAMPLES`` rows
         found = (lineage.select("source_file", "source_row", *_row_keys()).join(without.lazy(), on=["r1", "r2"],
                                                                                how="semi")
                  .select("source_file", "source_row").unique().sort("source_file", "source_row").head(EXAMPLES)
@@ -334,6 +339,7 @@ def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame]
         orphans, twice = by_name(untraced), by_name(repeated)
     missing: list[dict[str, Any]] = []
     if dangling.height:
+        # memory: ``EXAMPLES`` rows
         found_links = (pl.concat([f.select(pl.col("fhir_type").cast(pl.String), pl.col("fhir_id").cast(pl.String),
                                            *_pair_keys()) for f in sources])
                        .join(dangling.lazy(), on=["p1", "p2"], how="semi").select("fhir_type", "fhir_id").unique()

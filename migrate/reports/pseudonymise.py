@@ -119,6 +119,7 @@ class Pseudonymiser:
         letters and digits they hold is a word of the texts, then found in the texts by
         Aho-Corasick (``str.extract_many``); ``_scrub`` checks where each one stands.
         """
+        # memory: the distinct words of ``texts`` (a report's texts) and the run's values among them
         frame = pl.DataFrame({"text": texts.drop_nulls().unique()}, schema={"text": pl.String})
         words = (frame.lazy().with_columns(pl.col("text").str.extract_all(f"{_SPACED_NHS}|{_WORD}").alias("value"))
                  .explode("value").drop_nulls("value").unique().collect())
@@ -135,6 +136,7 @@ class Pseudonymiser:
             .join(runs.lazy(), on="run", how="semi")
             .group_by("value", "runs").agg(pl.len().alias("found"))
             .filter(pl.col("found") == pl.col("runs"))
+            # memory: the run's values whose every run of letters and digits is a word of ``texts``
             .select("value").collect(engine="streaming")["value"].sort().to_list()
         )
         found: dict[str, set[str]] = {}
@@ -182,6 +184,7 @@ class Pseudonymiser:
         uniques = text.drop_nulls().unique().to_list()
         pieces = {separator.join(parts[i:j]) for v in uniques for parts in [v.split(separator)]
                   for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+        # memory: the run's values among the keys' pieces
         known = set(self._values.filter(pl.col("value").is_in(sorted(pieces))).unique()
                     .collect(engine="streaming")["value"].to_list()) if pieces else set()
         mapping = {v: separator.join(self.token(k) for k in _split_keys(v, separator, known)) for v in uniques}

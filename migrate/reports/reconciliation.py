@@ -200,6 +200,8 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
         "target_index": stages.get("target_index"),
         # Computed here, from the canonical tables and the run's own pack: a re-render matches.
         "vocabulary": vocabulary(_vocabulary_tables(run), pack),
+        # memory: whole: sharing.parquet (one row per sharing entry; ``sharing.summary`` lists every unrecognised
+        # value with its entries)
         "sharing": sharing.summary(run.scan(SHARING).collect()) if run.has(SHARING) else None,
         "control_totals": control_totals(run, counts, layout.family_of(), fhir_counts),
         "declared_vs_found": declared_vs_found(run, declaration),

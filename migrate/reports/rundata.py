@@ -131,6 +131,7 @@ class RunFolder:
 
     def height(self, rel: str) -> int:
         """Rows of Parquet file ``rel``, from its metadata where polars can."""
+        # memory: a count
         return int(self.scan(rel).select(pl.len()).collect().item())
 
     def fhir_ndjson(self) -> list[Path]:

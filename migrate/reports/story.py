@@ -64,27 +64,33 @@ def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 def find_patients(run: RunFolder, patient: str, key: bytes | None = None) -> list[str]:
     """Patient keys ``patient`` names: a patient key, source patient id or NHS number (spaces and
     dashes ignored), or — with ``key`` — the pseudonym token of one of them."""
-    patients = run.canonical("patients").select(
-        "patient_key", "source_patient_id", "nhs_number", "nhs_number_raw").collect()
+    patients = run.canonical("patients").select("patient_key", "source_patient_id", "nhs_number", "nhs_number_raw")
     if key is not None:
         p = Pseudonymiser(key)
         wanted = patient.strip().lower()
+        columns = ("patient_key", "source_patient_id", "nhs_number")
+        # memory: whole: a token is matched by tokenising every patient's ids (these 3 columns, one row per source
+        # patient); ``handover explain`` with a key only
+        every = patients.select(columns).collect()
         hits = set()
-        for column in ("patient_key", "source_patient_id", "nhs_number"):
-            tokens = p.column(patients[column])
-            hits |= set(patients.filter(tokens == wanted)["patient_key"].to_list())
+        for column in columns:
+            tokens = p.column(every[column])
+            hits |= set(every.filter(tokens == wanted)["patient_key"].to_list())
         return sorted(hits)
     text, digits = patient.strip(), _digits(patient)
+    # memory: the records ``patient`` names (a few)
     found = patients.filter((pl.col("patient_key") == text) | (pl.col("source_patient_id") == text)
-                            | (pl.col("nhs_number") == digits) | (pl.col("nhs_number_raw") == text))
+                            | (pl.col("nhs_number") == digits) | (pl.col("nhs_number_raw") == text)).collect()
     return sorted(found["patient_key"].to_list())
 
 
 def _cluster(run: RunFolder, starts: Iterable[str]) -> list[str]:
     """The patients merged with ``starts`` (through their survivor), ``starts`` included."""
-    summary = run.scan("patients.parquet").select("patient_key", "survivor_key").collect()
-    survivors = summary.filter(pl.col("patient_key").is_in(list(starts)))["survivor_key"].to_list()
-    members = summary.filter(pl.col("survivor_key").is_in(survivors) | pl.col("patient_key").is_in(list(starts)))
+    starts = list(starts)
+    summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
+    # memory: the starts' rows, then their survivors' members only (one cluster)
+    survivors = summary.filter(pl.col("patient_key").is_in(starts)).collect()["survivor_key"].to_list()
+    members = summary.filter(pl.col("survivor_key").is_in(survivors) | pl.col("patient_key").is_in(starts)).collect()
     return sorted(set(members["patient_key"].to_list()) | set(starts))
 
 
@@ -119,6 +125,7 @@ def _identifiers(run: RunFolder, keys: list[str]) -> list[str]:
     """Every id a source record of these patients may carry: patient, referral and contact ids, NHS numbers."""
     if not keys:
         return []
+    # memory: one patient's cluster (``keys``): their rows of each table below, and the rows naming them
     pats = run.canonical("patients").filter(pl.col("patient_key").is_in(keys)).select(
         "patient_key", "source_patient_id", "nhs_number", "nhs_number_raw").collect()
     refs = run.canonical("referrals").filter(pl.col("patient_key").is_in(keys)).select(
@@ -134,6 +141,7 @@ def _quarantined(run: RunFolder, ids: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
     pattern = r"(?:^|[^0-9A-Za-z])(?:" + "|".join(re.escape(i) for i in ids) + r")(?:[^0-9A-Za-z]|$)"
+    # memory: the quarantined rows naming the cluster's ids
     found = run.scan("quarantine.parquet").filter(pl.col("raw").str.contains(pattern)).select(
         "source_file", "source_row", "table", "reason_code", "field", "message").sort(
         "source_file", "source_row").collect()
@@ -144,6 +152,7 @@ def _patients(run: RunFolder, keys: list[str]) -> list[dict[str, Any]]:
     canonical = run.canonical("patients").filter(pl.col("patient_key").is_in(keys)).select(
         "patient_key", "source_patient_id", "source_file", "source_row")
     summary = run.scan("patients.parquet").filter(pl.col("patient_key").is_in(keys))
+    # memory: the cluster's rows (``keys``)
     frame = summary.join(canonical, on="patient_key", how="left").select(
         "patient_key", "source_patient_id", "nhs_number", "nhs_number_valid", "nhs_number_verification",
         "survivor_key", pl.col("patient_cohort").cast(pl.String), pl.col("disposition").cast(pl.String),
@@ -153,6 +162,7 @@ def _patients(run: RunFolder, keys: list[str]) -> list[dict[str, Any]]:
 
 def _source_rows(run: RunFolder, keys: list[str]) -> list[dict[str, Any]]:
     """Each source row of these patients with its disposition and the resources it became."""
+    # memory: the cluster's rows (``keys``)
     lineage = run.scan("lineage.parquet").filter(pl.col("patient_key").is_in(keys))
     grouped = (lineage.group_by("source_file", "source_row", "table", "patient_key", "disposition")
                .agg(pl.concat_str([pl.col("fhir_type"), pl.col("fhir_id")], separator="/").drop_nulls().sort()
@@ -163,11 +173,13 @@ def _source_rows(run: RunFolder, keys: list[str]) -> list[dict[str, Any]]:
 
 
 def _identity(run: RunFolder, keys: list[str]) -> dict[str, Any]:
+    # memory: the cluster's rows (``keys``) of each file below
     summary = run.scan("patients.parquet").filter(pl.col("patient_key").is_in(keys)).collect()
     merges = summary.filter(pl.col("patient_key") != pl.col("survivor_key")).select("patient_key", "survivor_key")
     source_merges = run.scan("lineage.parquet").filter(
         (pl.col("table") == "merges") & pl.col("patient_key").is_in(keys)).select(
         "source_file", "source_row", "patient_key").unique().sort("source_file", "source_row").collect()
+    # memory: the pairs naming one of the cluster
     pairs = run.scan("duplicates.parquet").filter(
         pl.col("patient_key_a").is_in(keys) | pl.col("patient_key_b").is_in(keys)).collect()
     # Every column of the pairs file (weights and contributions where the run has them).
@@ -176,6 +188,7 @@ def _identity(run: RunFolder, keys: list[str]) -> dict[str, Any]:
 
 
 def _referrals(run: RunFolder, keys: list[str], rule_path: RulePath) -> list[dict[str, Any]]:
+    # memory: the cluster's rows (``keys``)
     refs = run.canonical("referrals").filter(pl.col("patient_key").is_in(keys)).select(
         *REFERRAL_FIELDS, "source_file", "source_row")
     cohorts = run.scan("cohorts.parquet").select("referral_key", pl.col("cohort").cast(pl.String), "cohort_reason",
@@ -191,6 +204,7 @@ def _referrals(run: RunFolder, keys: list[str], rule_path: RulePath) -> list[dic
 
 def _flags(run: RunFolder, keys: list[str], rule_path: RulePath) -> list[dict[str, Any]]:
     pair_member = pl.col("subject_key").str.split("+").list.eval(pl.element().is_in(keys)).list.any()
+    # memory: the cluster's rows (``keys``)
     frame = run.scan("exceptions.parquet").filter(pl.col("patient_key").is_in(keys) | pair_member).select(
         "flag_code", pl.col("severity").cast(pl.String), "subject_type", "subject_key", "rule_id", "evidence",
         "action").sort("subject_type", "subject_key", "flag_code").collect()
@@ -205,6 +219,7 @@ def _sharing(run: RunFolder, keys: list[str]) -> list[dict[str, Any]]:
     marked: where a block comes from, and so where it is lifted."""
     if not run.has("sharing.parquet"):
         return []
+    # memory: the cluster's rows (``keys``)
     return _rows(run.scan("sharing.parquet").filter(pl.col("patient_key").is_in(keys)).select(
         "source", "kind", "scope", "label", pl.col("recorded_date").cast(pl.String), "source_file", "source_row",
         "source_column", "decides").sort("source_file", "source_row", "label").collect())
@@ -224,6 +239,7 @@ def _decisions(run: RunFolder, keys: list[str]) -> dict[str, Any]:
     # The columns a reader needs (migrate.review.validate.DECISIONS_SCHEMA has the rest).
     shown = [c for c in ("flag_code", "subject_key", "decision", "status", "reason", "reviewer", "second_reviewer",
                          "decided_on", "note", "source_file", "source_row", "resources") if c in names]
+    # memory: the cluster's decisions (``keys``)
     rows = _rows(frame.filter(pl.any_horizontal(match)).select(shown or names).collect())
     statuses = [str(r.get("status")) for r in rows]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("applied", "rejected", "superseded") if s in statuses)
@@ -232,6 +248,7 @@ def _decisions(run: RunFolder, keys: list[str]) -> dict[str, Any]:
 
 
 def _fhir(run: RunFolder, keys: list[str]) -> dict[str, Any]:
+    # memory: the cluster's rows (``keys``)
     emitted = run.scan("lineage.parquet").filter(pl.col("patient_key").is_in(keys) & pl.col("fhir_id").is_not_null())
     resources = emitted.select("fhir_type", "fhir_id").unique().sort("fhir_type", "fhir_id").collect()
     out: dict[str, Any] = {"emitted": _rows(resources)}
@@ -239,6 +256,7 @@ def _fhir(run: RunFolder, keys: list[str]) -> dict[str, Any]:
     lineage = run.scan("lineage.parquet")
     has_reason = "reason" in lineage.collect_schema().names()
     for name, disposition in (("withheld", "withheld"), ("not_emitted", "out_of_scope")):
+        # memory: the cluster's rows (``keys``)
         rows = lineage.filter(pl.col("patient_key").is_in(keys) & (pl.col("disposition").cast(pl.String) == disposition))
         out[name] = _rows(rows.select("source_file", "source_row", "table", "reason").unique()
                           .sort("source_file", "source_row").collect()) if has_reason else []

@@ -40,6 +40,7 @@ def ordered_counts(values: Mapping[str, int], order: Iterable[str]) -> dict[str,
 
 def count_by(frame: pl.LazyFrame, column: str, order: Iterable[str] = ()) -> dict[str, int]:
     """Rows per value of ``column`` (as text; null counted under "none")."""
+    # memory: one row per distinct value (callers count small vocabularies: cohort, severity, flag code)
     found = frame.group_by(pl.col(column).cast(pl.String).fill_null("none")).agg(pl.len()).collect()
     return ordered_counts({str(k): int(n) for k, n in found.iter_rows()}, order)
 
@@ -78,6 +79,7 @@ def run_counts(run: RunFolder, invariant: RowsInvariant | None = None) -> dict[s
 
 def _canonical_rows_per_file(run: RunFolder) -> dict[str, int]:
     parts = [run.canonical(t).select("source_file") for t in CANONICAL_TABLES]
+    # memory: one row per source file
     rows = pl.concat(parts).group_by("source_file").agg(pl.len()).collect(engine="streaming")
     return {str(f): int(n) for f, n in rows.iter_rows()}
 
@@ -114,6 +116,7 @@ def control_totals(run: RunFolder, keys: Mapping[str, Any], family_of: Mapping[s
                                                             if d != "quarantined"}
     stages = [{"stage": s, "rows": totals.get(s, 0), "meaning": meaning} for s, meaning in STAGES]
 
+    # memory: one row per list and cohort
     lists = (
         run.scan("cohorts.parquet")
         .group_by(pl.col("transfer_list").cast(pl.String).fill_null("none"), pl.col("cohort").cast(pl.String))
@@ -125,6 +128,7 @@ def control_totals(run: RunFolder, keys: Mapping[str, Any], family_of: Mapping[s
     transfer_lists = {label: ordered_counts(crosstab.get(label, {}), canonical.COHORTS)
                       for label in (*canonical.TRANSFER_LIST, "none") if label in crosstab}
 
+    # memory: one row per flag code and severity
     exc = run.scan("exceptions.parquet").group_by(pl.col("flag_code"), pl.col("severity").cast(pl.String)).agg(
         pl.len()).collect()
     by_code: dict[str, dict[str, int]] = {}

@@ -220,6 +220,7 @@ def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary 
     cohorts = run.scan("patients.parquet").join(flagged, on="patient_key", how="semi").select(
         "patient_key", pl.col("patient_cohort").cast(pl.String))
     family = layout.family_of()
+    # memory: the distinct flag codes
     codes = run.scan("exceptions.parquet").select("flag_code").unique().collect().to_series().to_list()
     choices = {c: ",".join(vocabulary.choices(c)) for c in codes}
     exc = run.scan("exceptions.parquet").with_columns(
@@ -254,6 +255,7 @@ def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary 
         .sort(["_family", "_decided", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key",
                "rule_id"], descending=[False, False, False, True, False, False, False, False], nulls_last=True)
     )
+    # memory: grows with the flags: the worklist itself (one row per flag), written whole by the caller
     return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES).collect(
         engine="streaming")
 

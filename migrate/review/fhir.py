@@ -42,7 +42,7 @@ FOLDER = "review"
 
 def _targets(review: Review, lineage: pl.LazyFrame) -> pl.DataFrame:
     """decision_id, resources (sorted ``Type/id``): what each applied decision changed."""
-    # The FHIR links (one per resource and source row: ~15M at a million patients) are joined
+    # memory: the FHIR links (one per resource and source row: ~15M at a million patients) are joined
     # with the few changed rows as a plan: only the changed rows' links are collected.
     links = review.changed.lazy().join(lineage.select("source_file", "source_row", "fhir_type", "fhir_id").filter(
         pl.col("fhir_id").is_not_null()), on=["source_file", "source_row"]).collect()
@@ -56,6 +56,7 @@ def _targets(review: Review, lineage: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _patient_ids(lineage: pl.LazyFrame, keys: list[str]) -> dict[str, str]:
+    # memory: the Patient links of ``keys`` (the patients the decisions name)
     rows = lineage.filter((pl.col("fhir_type") == "Patient") & pl.col("patient_key").is_in(keys)).select(
         "patient_key", "fhir_id").unique().sort("patient_key", "fhir_id").collect()
     return {k: v for k, v in rows.group_by("patient_key", maintain_order=True).first().iter_rows()}
@@ -157,7 +158,7 @@ def rewrite_review_fhir(run: RunFolder, decisions: pl.DataFrame, fhir: FhirResul
     """``handover fhir RUN``: the review's resources again, from the run's own folder (the
     rows each decision changed are those whose lineage reason names its id)."""
     ids = applied(decisions).get_column("decision_id").to_list()
-    # Only the rows whose reason names an applied decision are collected (lineage: one row per
+    # memory: only the rows whose reason names an applied decision are collected (lineage: one row per
     # source row and resource).
     lineage = run.scan("lineage.parquet").select("source_file", "source_row", "reason").filter(
         pl.col("reason").str.contains_any([f"({d})" for d in ids]).fill_null(False)).collect() if ids else \

@@ -56,6 +56,7 @@ def _to_call(run: RunFolder) -> pl.LazyFrame:
 
 def outreach_count(run: RunFolder) -> int:
     """How many patients ``outreach`` lists (without building their rows)."""
+    # memory: a count
     return int(_to_call(run).select(pl.len()).collect().item())
 
 
@@ -84,8 +85,9 @@ def outreach(run: RunFolder) -> pl.DataFrame:
         pl.concat_str([pl.col("given_names"), pl.col("family_name")], separator=" ", ignore_nulls=True).alias("name"),
         "phone", "address", "postcode", "gp_ods_code")
     cohorts = mine(run.scan("patients.parquet")).select("patient_key", pl.col("patient_cohort").cast(pl.String))
+    # memory: held: the open referrals of the patients to call
     open_refs = mine(run.scan("cohorts.parquet")).filter(pl.col("cohort").cast(pl.String).is_in(OPEN)).collect(
-        engine="streaming")  # memory: held: the open referrals of the patients to call
+        engine="streaming")
     referrals = run.canonical("referrals").join(open_refs.lazy().select("referral_key"), on="referral_key",
                                                 how="semi")
     refs = (open_refs.lazy()
@@ -109,6 +111,7 @@ def outreach(run: RunFolder) -> pl.DataFrame:
                            pl.lit(None, dtype=pl.Date).alias("date"),
                            (pl.col("patient_cohort") != "transition").alias("_later"))
              .sort("_later", "patient_key"))
+    # memory: the list itself: one row per patient to call (see ``_to_call``), written whole
     return frame.select(*(c.name for c in COLUMNS)).collect(engine="streaming")
 
 

@@ -28,6 +28,7 @@ def review_progress(run: RunFolder) -> dict[str, Any]:
     before the review loop (no ``review.parquet``)."""
     if not run.has(REVIEW):
         return {"available": False}
+    # memory: grows with the flags: every review item (one per raised flag), five short columns
     items = run.scan(REVIEW).select("family", "severity", "flag_code", "subject_key", "state").collect()
     decided = pl.col("state") == "decided"
     order = {s: i for i, s in enumerate(canonical.SEVERITIES)}
@@ -61,6 +62,7 @@ def _decisions(run: RunFolder) -> dict[str, Any]:
     counts: dict[str, Any] = {"rows": 0, **{s: 0 for s in STATUSES}, "reasons": []}
     if not run.has(DECISIONS):
         return counts
+    # memory: the decision rows (reviewers' rows: few)
     rows = run.scan(DECISIONS).select("status", "reason_code").collect()
     counts["rows"] = rows.height
     for status, n in rows.group_by("status").len().iter_rows():

@@ -65,6 +65,7 @@ def previous_decisions(previous: Path | None) -> pl.DataFrame | None:
     if prior is None or not prior.is_file():
         return None
     try:
+        # memory: the previous run's decisions (reviewers' rows: few)
         frame = pl.read_parquet(prior)
         missing = sorted(set(DECISIONS_SCHEMA) - set(frame.columns))
     except (OSError, pl.exceptions.PolarsError) as exc:
@@ -80,6 +81,7 @@ def _subjects(tables: Mapping[str, pl.LazyFrame], rows: pl.DataFrame) -> set[str
     tables' whole key columns (2.5M keys at a million patients)."""
     named = rows.select(pl.col("subject_key").cast(pl.String).str.split("+").explode().drop_nulls().unique())
     wanted = named.get_column("subject_key").implode()
+    # memory: the keys the rows name only (above)
     keys = tables["patients"].select(pl.col("patient_key").cast(pl.String).alias("k")).filter(
         pl.col("k").is_in(wanted)).collect().to_series().to_list()
     keys += tables["referrals"].select(pl.col("referral_key").cast(pl.String).alias("k")).filter(
@@ -103,6 +105,7 @@ def before_rules(rows: pl.DataFrame, identified: Identified, tables: Mapping[str
                  settings: IdentitySettings, pack: RulePack) -> tuple[Identified, pl.DataFrame]:
     """Judge identity's decisions against identity's flags; apply the merges (``same_person``)."""
     mine = rows.filter(_is_identity(rows))
+    # memory: identity's flags (one per flagged record or pair), only when a reviewer decided one
     found = evidence_items(identified.exceptions.collect(), tables["patients"], pack.review) if mine.height else None
     judged = pl.DataFrame(schema=DECISIONS_SCHEMA) if found is None else _judge(mine, found, tables, pack.review)
     if effects.applied(judged, "merge").height:
@@ -181,6 +184,7 @@ def _moved_cohorts(decisions: pl.DataFrame, cohorts: pl.LazyFrame) -> pl.DataFra
     """The rows of ``cohorts`` that ``effects.list_moves`` reads: those of the patients and
     referrals the applied ``move`` decisions name (a few; never the whole table)."""
     named = effects.applied(decisions, "move").get_column("subject_key").cast(pl.String).implode()
+    # memory: the moved subjects' rows only (above)
     return cohorts.lazy().filter(pl.col("patient_key").is_in(named) | pl.col("referral_key").is_in(named)).collect()
 
 

@@ -149,6 +149,7 @@ def check_expr(expr: pl.Expr, scope: Scope, later: Mapping[str, str]) -> tuple[p
     if problems:
         return None, problems
     try:
+        # memory: no rows: the expression is type-checked on an empty frame
         result = pl.DataFrame(schema=scope.columns).lazy().select(expr.alias("_value")).collect()
     except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
         return None, [f"type error: {_first_line(exc)}"]

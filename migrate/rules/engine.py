@@ -71,6 +71,7 @@ class RuleResults:
         patients = _patients(self.patient_base, ref.lazy(), pack)
         if not features:
             patients = patients.select(_needed(pack, "patient", ("patient_key", "patient_cohort")))
+        # memory: held with ``ref`` (above): one row per surviving patient of the partition
         pat = patients.sort("patient_key").collect()
         frames: dict[Level, pl.LazyFrame] = {"referral": ref.lazy(), "patient": pat.lazy()}
         names = ["cohorts", "patient_cohorts", "exceptions"]

@@ -106,6 +106,8 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
         if name != "contacts":
             split(name, frame, lambda batch: batch.with_columns(by_patient))
     if "contacts" in people:
+        # memory: whole: every referral key with its partition (~1.5M at 1M patients): each contact goes to its
+        # referral's partition
         referrals = pl.concat([_scan(written["referrals"][i], people["referrals"]).select(
             "referral_key", pl.lit(i, dtype=pl.UInt32).alias(PART)) for i in range(partitions)]).unique().collect()
         if referrals.get_column("referral_key").is_duplicated().any():  # a key in two partitions: in both
@@ -126,6 +128,7 @@ def _scan(paths: list[Path], like: pl.LazyFrame) -> pl.LazyFrame:
 
 def partitions_for(people: Mapping[str, pl.LazyFrame]) -> int:
     """Enough partitions for ``PARTITION_PATIENTS`` survivors each."""
+    # memory: a count
     survivors = int(people["patients"].select(pl.len()).collect(engine="streaming").item())
     return max(1, -(-survivors // PARTITION_PATIENTS))
 
@@ -166,6 +169,7 @@ def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
     parts = stage_partitions(tables, n, folder / "people") if n > 1 else [tables]
     written: dict[str, list[Path]] = {name: [] for name in OUTPUTS}
     for part, mine in enumerate(parts):
+        # memory: one partition's results (``PARTITION_PATIENTS`` survivors), written below
         results = evaluate({k: v for k, v in mine.items() if k != DECIDED}, pack, cutover, mine[DECIDED]).collect()
         results["sharing"] = sharing.state(mine["sharing"], mine[DECIDED]).collect()
         for name in OUTPUTS:

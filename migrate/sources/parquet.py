@@ -19,6 +19,7 @@ def read_parquet(path: Path, source_file: str) -> ReadResult:
     try:
         frame = pl.scan_parquet(path)
         schema = frame.collect_schema()
+        # memory: a count (from the file's metadata)
         rows = int(frame.select(pl.len()).collect().item())
     except (OSError, pl.exceptions.ComputeError) as exc:
         raise InputError(f"cannot read Parquet file {path}: {type(exc).__name__}") from None

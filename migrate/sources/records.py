@@ -245,6 +245,7 @@ def record_ranges(path: Path, dialect: Dialect, separator: str,
             next_rec += recs.height
             if recs.height:
                 yield recs
+    # memory: the lines left over (or none)
     text = pl.concat(pending, rechunk=False) if len(pending) > 1 else (pending[0] if pending else lines.head(0).collect())
     yield _index(text, dialect, next_rec, final=True)[0]
 
@@ -254,6 +255,7 @@ def _index(lines: pl.DataFrame, dialect: Dialect, first_rec: int, final: bool) -
     numbered from ``first_rec``. Unless ``final``, a last record still inside a quoted field
     at the end of ``lines`` is left out and the position of its first line in ``lines``
     returned (it continues in the lines after them)."""
+    # memory: one chunk of lines (``lines``) and its special lines
     stats = _cheap_stats(lines.lazy(), dialect).collect()
     if bool(stats["special"].any()):
         wanted = stats.filter(pl.col("special")).select("line_no")

@@ -40,7 +40,8 @@ def _records(exceptions: pl.DataFrame, patients: pl.LazyFrame) -> pl.DataFrame:
     if keys.height == 0:
         return pl.DataFrame(schema={"subject_key": pl.String, "_records": pl.String})
     names = [c for c in patients.collect_schema().names() if c not in _WHERE]
-    # memory: the patients the flags name (identity's flagged patients), one JSON text each
+    # memory: the patients named by the flags bound to their records (in the default pack the probable
+    # duplicate and NHS number conflict pairs), one JSON text each: grows with those flags
     rows = patients.join(keys.lazy().select("patient_key").unique(), on="patient_key", how="semi").select(
         "patient_key", pl.struct([pl.col(c).cast(pl.String) for c in names]).struct.json_encode().alias("_row")
     ).collect()

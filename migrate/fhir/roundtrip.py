@@ -344,6 +344,7 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
     first of all buckets' first) and how it ran (buckets, processes)."""
     clusters = tmp / "clusters.parquet"
     ex.survivor_values(run).sink_parquet(clusters, compression="lz4")
+    # memory: one number (the largest source row of the lineage)
     max_row = int(links.lineage.select(pl.col("source_row").max()).collect(engine="streaming").item() or 0)
     groups = _groups(systems)
     jobs = []
@@ -369,6 +370,8 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
         counter = RowCounter(tmp / "rows", max_row=max_row)
         try:
             for path in paths:
+                # memory: one job's compared rows at a time (a bucket's; the one Flags job's span every
+                # bucket: a few narrow columns, a third of a Flag per patient), counted, then dropped
                 counter.add(pl.read_parquet(path))
                 path.unlink()
             counted = counter.counts()

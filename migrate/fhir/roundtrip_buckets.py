@@ -69,6 +69,7 @@ def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
     whole table again (31 buckets x 7 groups at a million patients). Both sides go into
     range buckets of (file, row) first (``migrate.lineage.position``), and each range is
     joined in turn: the peak is one range, whatever the order the table is in."""
+    # memory: one row per source file
     ends = (lineage.filter(pl.col("source_file").is_not_null()).group_by("source_file")
             .agg(pl.col("source_row").max()).collect(engine="streaming"))
     last = {str(f): int(r or 0) for f, r in ends.iter_rows()}
@@ -120,7 +121,7 @@ class Staged:
     @classmethod
     def build(cls, run: RunFolder, lineage: pl.LazyFrame, files: Mapping[str, Sequence[Path]], systems: Systems,
               folder: Path, bucket_rows: int | None = None) -> Staged:
-        pairs = int(lineage.select(pl.len()).collect(engine="streaming").item())
+        pairs = int(lineage.select(pl.len()).collect(engine="streaming").item())  # memory: a count
         count = bucket_count(pairs, bucket_rows)
         rows, schemas = _canonical_rows(run, lineage, count, folder)
         resources: dict[str, RangeBuckets] = {}
@@ -133,6 +134,7 @@ class Staged:
             decoded = decode_batches(list(files.get(resource_type, [])), resource_type)
             if resource_type == "Organization":  # one per practice: every Patient bucket reads them all
                 path = folder / "Organization.parquet"
+                # memory: held whole: one Organization per GP practice (thousands, not patients)
                 frames = [inverse(batch.lazy(), systems).collect() for batch in decoded]
                 found = pl.concat(frames) if frames else pl.DataFrame(schema=schemas[resource_type])
                 found.write_parquet(path, compression="lz4")
@@ -141,7 +143,7 @@ class Staged:
                 continue
             buckets = RangeBuckets(folder / resource_type, _HASH, _hash_bounds(count))
             read[resource_type] = 0
-            for batch in decoded:
+            for batch in decoded:  # memory: one decoded batch at a time, written to its buckets
                 buckets.add(inverse(batch.lazy(), systems).with_columns(_bucket_of(count)).collect())
                 read[resource_type] += batch.height
             resources[resource_type] = buckets

@@ -33,7 +33,7 @@ from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
 from migrate.identity.blocking import RuleCounts, RuleReport, SpilledPairs, block_layout
 from migrate.identity.compare import compare, vocabulary
-from migrate.identity.exact import ExactResult, resolve_exact, survivor_demographics
+from migrate.identity.exact import ExactResult, resolve_exact, survivor_values, with_survivor_values
 from migrate.identity.model import MODEL_FILE, Model, em_draw, estimate, rule_shares, with_term_frequencies
 from migrate.identity.prepare import prepare
 from migrate.identity.probable import CONTRIBUTION, classify, score_levels, score_pairs
@@ -47,11 +47,13 @@ __all__ = [
     "FLAGS",
     "MERGES_SCHEMA",
     "PAIR_FLAGS",
+    "IdentityPlan",
     "IdentityResult",
     "IdentitySettings",
     "MODEL_FILE",
     "Model",
     "dedupe",
+    "identity_plan",
     "load_identity_settings",
     "resolve_identity",
     "survivorship_frame",
@@ -78,6 +80,9 @@ FLAGS: dict[str, tuple[str, str]] = {
 PAIR_FLAGS = ("DUPLICATE_NHS_NUMBER", "NHS_NUMBER_CONFLICT", "PROBABLE_DUPLICATE")
 TARGET_REVIEW_ACTION = "confirm it is the same person (PDS trace) before updating; do not create"
 _DEMOGRAPHICS = ("family_name", "given_names", "birth_date", "sex", "address", "postcode", "gp_ods_code", "phone")
+# The patient columns identity reads (the others are only handed on: ``identity_plan``).
+_READ = ("patient_key", "nhs_number", "nhs_number_raw", "nhs_number_status", *_DEMOGRAPHICS, "source_file",
+         "source_row")
 _OPTIONAL: dict[str, pl.DataType] = {"nhs_number_raw": pl.String(), "nhs_number_status": pl.String(),
                                      "source_file": pl.String(), "source_row": pl.Int64(),
                                      **{c: pl.String() for c in _DEMOGRAPHICS if c != "birth_date"},
@@ -104,16 +109,45 @@ class IdentityResult:
 
     def counts(self) -> dict[str, int]:
         """Headline numbers for the reconciliation summary."""
-        flags = dict(self.exceptions.group_by("flag_code").len().iter_rows())
-        return {
-            "patients": self.patients.height,
-            "merged": self.merges.height,
-            "at_target": self.at_target.height,
-            "candidate_pairs": int(self.model.report.get("candidate_pairs", 0)),
-            "twins_not_paired": int(self.model.report.get("twins_not_paired", 0)),
-            **{f"duplicates_{t}": self.duplicates.filter(pl.col("match_type") == t).height for t in MATCH_TYPES},
-            **{f"flag_{code.lower()}": int(flags.get(code, 0)) for code in FLAGS},
-        }
+        return _counts(self.patients.height, self.merges, self.duplicates, self.exceptions, self.at_target,
+                       self.model)
+
+
+@dataclass(frozen=True)
+class IdentityPlan:
+    """``IdentityResult`` with ``patients`` a plan (over the canonical patients and identity's
+    verdicts: ``identity_plan``) and ``rows`` its height."""
+
+    patients: pl.LazyFrame
+    rows: int
+    merges: pl.DataFrame
+    duplicates: pl.DataFrame
+    exceptions: pl.DataFrame
+    at_target: pl.DataFrame
+    model: Model
+
+    def counts(self) -> dict[str, int]:
+        """``IdentityResult.counts``."""
+        return _counts(self.rows, self.merges, self.duplicates, self.exceptions, self.at_target, self.model)
+
+    def collected(self) -> IdentityResult:
+        """The ``IdentityResult`` (its patients collected)."""
+        return IdentityResult(self.patients.collect(), self.merges, self.duplicates, self.exceptions,
+                              self.at_target, self.model)
+
+
+def _counts(patients: int, merges: pl.DataFrame, duplicates: pl.DataFrame, exceptions: pl.DataFrame,
+            at_target: pl.DataFrame, model: Model) -> dict[str, int]:
+    flags = dict(exceptions.group_by("flag_code").len().iter_rows())
+    return {
+        "patients": patients,
+        "merged": merges.height,
+        "at_target": at_target.height,
+        "candidate_pairs": int(model.report.get("candidate_pairs", 0)),
+        "twins_not_paired": int(model.report.get("twins_not_paired", 0)),
+        **{f"duplicates_{t}": duplicates.filter(pl.col("match_type") == t).height for t in MATCH_TYPES},
+        **{f"flag_{code.lower()}": int(flags.get(code, 0)) for code in FLAGS},
+    }
 
 
 def _checked(patients: pl.DataFrame) -> pl.DataFrame:
@@ -177,15 +211,26 @@ def _pair_rows(pairs: pl.DataFrame) -> pl.DataFrame:
                         "match_type", "match_weight", "evidence", "contributions")
 
 
+def _exact_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("patient_key", "nhs", "birth_date", "sex", "source_file", "source_row", "verified",
+                        "completeness", "first_referral", "last_referral")
+
+
 def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
                 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, Model]:
     """(survivor map, exact/conflict pairs with scores, probable/possible pairs, prepared
     records, the model estimated on every record)."""
-    exact = resolve_exact(frame.select("patient_key", "nhs", "birth_date", "sex", "source_file", "source_row",
-                                       "verified", "completeness", "first_referral", "last_referral"), settings)
+    exact = resolve_exact(_exact_rows(frame), settings)
     # memory: whole (global): every record's comparison values and block keys; a pair (of any
     # two records, from any span) and the target index's pairs look them up by position.
     records = prepare(frame, "patient_key", "nhs")
+    return _paired(frame.select("patient_key"), exact, records, settings)
+
+
+def _paired(keys: pl.DataFrame, exact: ExactResult, records: pl.DataFrame, settings: IdentitySettings
+            ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, Model]:
+    """``_duplicates``' result from the patients' keys (``keys``, in the records' order), the
+    exact duplicates and the prepared records."""
     # memory: span: the candidate pairs are never held all at once — they grow faster than
     # the records (a block of k records makes k(k-1)/2 pairs). They are generated a span of
     # records at a time (``blocking.Blocking``, at most CHUNK_PAIRS generated pairs each),
@@ -197,15 +242,15 @@ def _duplicates(frame: pl.DataFrame, settings: IdentitySettings
     with SpilledPairs(layout) as spilled:
         counts, reports = spilled.counts, layout.reports(spilled.counts)
         del layout
-        return _scored(exact, frame, records, spilled, counts, reports, settings)
+        return _scored(exact, keys, records, spilled, counts, reports, settings)
 
 
-def _scored(exact: ExactResult, frame: pl.DataFrame, records: pl.DataFrame, spilled: SpilledPairs,
+def _scored(exact: ExactResult, keys: pl.DataFrame, records: pl.DataFrame, spilled: SpilledPairs,
             counts: RuleCounts, reports: list[RuleReport], settings: IdentitySettings
             ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, Model]:
     """The model estimated on the candidate pairs ``spilled`` and the pairs scored by it:
     ``_duplicates``' result."""
-    survivors = frame.select("patient_key").join(exact.survivors, on="patient_key", how="left",
+    survivors = keys.join(exact.survivors, on="patient_key", how="left",
                                                  maintain_order="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     shares = rule_shares(counts.pairs, settings)
@@ -308,20 +353,33 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
     Invariants: one ``patients`` row per input row; every merged key maps to a survivor that
     is not itself merged; nothing but exact NHS-number duplicates is merged.
     """
+    return identity_plan(patients, referrals, settings, target_index).collected()
+
+
+def identity_plan(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: IdentitySettings,
+                  target_index: pl.LazyFrame | None = None) -> IdentityPlan:
+    """``resolve_identity`` with the patients left as a plan over ``patients`` (a batch sinks
+    it to Parquet, ``identity.stage``): what identity decided about each patient is held
+    (four columns), the patient table itself is not."""
+    columns = patients.collect_schema().names()
     # memory: whole by design: identity is global (any two records may be one person: blocking
-    # pairs span the table, EM learns from all of it); the patient table only (1M rows ~0.3
-    # GB; the stage peaks at ~1.5 GB at 1M patients, benchmarks/identity.md), held to the end
-    # of identity because its rows are what identity hands on (with survivorship values; a
-    # batch stages them, ``identity.stage.identify``). The candidate pairs are not held whole
-    # (``_duplicates``).
-    frame = _annotated(patients.collect(), referrals, settings)
-    survivors, decided, probable, records, model = _duplicates(frame, settings)
-    # memory: each step below adds columns to the one frame (``_with_keyed``), never a join of
-    # the whole table (each copied every column: ~0.9-1.8 GB at 5M patients).
+    # pairs span the table, EM learns from all of it); the patient table only, and only the
+    # columns identity reads (key, NHS number, demographics, source position), held until the
+    # records are prepared; then the key and four verdict columns a row (benchmarks/identity.md
+    # section 6). The candidate pairs are not held whole (``_paired``); the patients handed on
+    # are a plan over ``patients`` (read again, not held).
+    frame = _annotated(patients.select([c for c in columns if c in _READ]).collect(), referrals, settings)
+    exact = resolve_exact(_exact_rows(frame), settings)
+    best = survivor_values(frame, exact.survivors, settings)  # a row per merged cluster
+    # memory: whole (global): every record's comparison values and block keys; a pair (of any
+    # two records, from any span) and the target index's pairs look them up by position.
+    records = prepare(frame, "patient_key", "nhs")
+    frame = frame.select("patient_key", "nhs", "nhs_problem", "nhs_number_valid", "nhs_number_verification")
+    survivors, decided, probable, records, model = _paired(frame.select("patient_key"), exact, records, settings)
+    # memory: each step below adds columns to the one (narrow) frame (``_with_keyed``), never a
+    # join of the whole table.
     frame = frame.with_columns(survivors.get_column("survivor_key"))  # row-aligned (``_scored``)
     merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
-    frame = survivor_demographics(frame, survivors.join(merges.select("survivor_key").unique(), on="survivor_key",
-                                                        how="semi"), settings)
     # match_target reads the survivors' keys and valid numbers (``records`` holds their
     # demographics): a copy of two columns, not of the whole annotated table.
     alive = frame.select("patient_key", "nhs", "survivor_key").filter(pl.col("patient_key") == pl.col("survivor_key"))
@@ -329,21 +387,26 @@ def resolve_identity(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: 
         at_target = match_target(alive, target_index, settings, model, records)
     else:
         at_target = pl.DataFrame(schema=AT_TARGET_SCHEMA)
-    del alive, records  # the prepared records (global) are let go before the output is built
+    del alive, records  # the prepared records (global) are let go
     frame = _with_keyed(frame, at_target.select(pl.col("patient_key").alias("survivor_key"), "at_target_id"),
                         "survivor_key")
     exceptions = _exceptions(frame.select("patient_key", "nhs_problem", "survivor_key"), decided, probable,
                              at_target)
-    columns = [c for c in patients.collect_schema().names()]
-    out = frame.select(*columns, "nhs_number_valid", "nhs_number_verification", "survivor_key",
-                       pl.col("at_target_id").cast(pl.String))
+    verdicts = frame.select("nhs_number_valid", "nhs_number_verification", "survivor_key",
+                            pl.col("at_target_id").cast(pl.String))
+    ordered = frame.get_column("patient_key").is_sorted()
     del frame
-    # The canonical patients come sorted by their (unique) key: a sort would copy the table.
-    out = out if out.get_column("patient_key").is_sorted() else out.sort("patient_key")
+    # The patients handed on: the canonical rows (read again) beside identity's verdicts (row-aligned:
+    # both in ``patients``' order), survivors carrying the survivorship values. The canonical
+    # patients come sorted by their (unique) key: a sort would hold the table.
+    canonical = patients.select(columns).with_columns(pl.col("patient_key").cast(pl.String),
+                                                      pl.col("nhs_number").cast(pl.String))
+    plan = with_survivor_values(pl.concat([canonical, verdicts.lazy()], how="horizontal"), best)
     duplicates = pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
         DUPLICATES_SCHEMA).sort("patient_key_a", "patient_key_b")  # type: ignore[arg-type]
-    return IdentityResult(
-        patients=out,
+    return IdentityPlan(
+        patients=plan if ordered else plan.sort("patient_key"),
+        rows=verdicts.height,
         merges=merges.cast(MERGES_SCHEMA),  # type: ignore[arg-type]
         duplicates=duplicates,
         exceptions=exceptions,

@@ -139,13 +139,18 @@ def _deciding_reason(ranked: pl.DataFrame, cluster: list[str], settings: Identit
     return per.select(*cluster, text.alias("reason"))
 
 
-def survivor_demographics(frame: pl.DataFrame, survivors: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
-    """``frame`` (patients with first/last_referral) with each survivor's fields replaced by the
-    most recent non-blank value of its cluster; other rows unchanged, order kept."""
+def survivor_values(frame: pl.DataFrame, survivors: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame | None:
+    """Per survivor (``patient_key``), the most recent non-blank value of each survivorship
+    field of its cluster (``<field>__best``), or None when there is nothing to replace.
+    ``frame``: patients with the recency columns (``resolve_exact``'s) and the fields;
+    ``survivors``: patient_key -> survivor_key of the merged clusters' records."""
     if survivors.height == 0 or not settings.survivorship_fields:
-        return frame
+        return None
     cols, desc = sort_columns(settings.recency_order)
-    group = frame.drop("survivor_key", strict=False).join(survivors, on="patient_key").sort(
+    fields = [f for f in settings.survivorship_fields if f in frame.columns]
+    # memory: the merged clusters' rows only (semi join first: a row per merged record)
+    group = frame.join(survivors.select("patient_key"), on="patient_key", how="semi").select(
+        list(dict.fromkeys([*cols, *fields]))).join(survivors, on="patient_key").sort(
         cols, descending=desc, nulls_last=True)
 
     def blank(col: str) -> pl.Expr:
@@ -156,13 +161,26 @@ def survivor_demographics(frame: pl.DataFrame, survivors: pl.DataFrame, settings
             return value.is_null() | (value.str.strip_chars() == "")
         return value.is_null()
 
-    fields = [f for f in settings.survivorship_fields if f in frame.columns]
-    best = group.group_by("survivor_key").agg(
-        [pl.col(f).filter(~blank(f)).first().alias(f"{f}__best") for f in fields])
-    # memory: the best values joined to the keys alone and added as columns (a join of the
-    # whole frame copies every column's views: +0.9 GB at 5M patients)
-    joined = frame.select("patient_key").join(best, left_on="patient_key", right_on="survivor_key", how="left",
-                                              maintain_order="left")
-    out = frame.with_columns(joined.drop("patient_key").get_columns())
-    return out.with_columns(
-        [pl.coalesce(pl.col(f"{f}__best"), pl.col(f)).alias(f) for f in fields]).drop([f"{f}__best" for f in fields])
+    return group.group_by("survivor_key").agg(
+        [pl.col(f).filter(~blank(f)).first().alias(f"{f}__best") for f in fields]).rename(
+        {"survivor_key": "patient_key"})
+
+
+def with_survivor_values(frame: pl.LazyFrame, best: pl.DataFrame | None) -> pl.LazyFrame:
+    """``frame`` (patients, in order) with each survivor's fields replaced by ``best``
+    (``survivor_values``); other rows unchanged, order kept."""
+    if best is None:
+        return frame
+    fields = [c.removesuffix("__best") for c in best.columns if c != "patient_key"]
+    fields = [f for f in fields if f in frame.collect_schema().names()]
+    joined = frame.join(best.lazy(), on="patient_key", how="left", maintain_order="left")
+    return joined.with_columns(
+        [pl.coalesce(pl.col(f"{f}__best"), pl.col(f)).alias(f) for f in fields]).drop(
+        [c for c in best.columns if c != "patient_key"])
+
+
+def survivor_demographics(frame: pl.DataFrame, survivors: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """``frame`` (patients with first/last_referral) with each survivor's fields replaced by the
+    most recent non-blank value of its cluster; other rows unchanged, order kept."""
+    best = survivor_values(frame.drop("survivor_key", strict=False), survivors, settings)
+    return frame if best is None else with_survivor_values(frame.lazy(), best).collect()

@@ -2,7 +2,7 @@
 
     identify(tables, source_merges, settings, target=None, work=None) -> Identified
 
-It resolves identity (``resolve_identity``), joins identity's merges with the extract's
+It resolves identity (``identity_plan``), joins identity's merges with the extract's
 own merge messages (``merges.merge_map``) and gives the rules stage its view of the data:
 one patient per person (``merges.people``). The target index is read before, in its own
 layout (``migrate.target_index``). With ``work`` (the run's ``.work/`` folder) identity's
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
-from migrate.identity import IdentityResult, IdentitySettings, Model, resolve_identity
+from migrate.identity import IdentityPlan, IdentitySettings, Model, identity_plan
 from migrate.identity.merges import merge_map, people
 from migrate.outputs import write_parquet
+from migrate.staging import sink
 
 STAGED = ("patients", "duplicates", "exceptions")  # IdentityResult's frames handed on as work/identity-*.parquet
 
@@ -63,14 +64,18 @@ class Identified:
                               "superseded_rows": superseded_rows}
 
 
-def handed_on(result: IdentityResult, work: Path | None) -> dict[str, pl.LazyFrame]:
+def handed_on(result: IdentityPlan, work: Path | None) -> dict[str, pl.LazyFrame]:
     """``result``'s patients, duplicates and exceptions as scans of ``work/identity-<name>.parquet``
-    (written here), or lazy over the frames without ``work``."""
+    (written here: the patients sunk from their plan, never collected), or lazy over the
+    frames (the patients collected) without ``work``."""
     if work is None:
-        return {name: getattr(result, name).lazy() for name in STAGED}
+        return {"patients": result.patients.collect().lazy(),
+                **{name: getattr(result, name).lazy() for name in STAGED if name != "patients"}}
     work.mkdir(parents=True, exist_ok=True)
-    return {name: pl.scan_parquet(write_parquet(getattr(result, name), work / f"identity-{name}.parquet"))
-            for name in STAGED}
+    # memory: streamed: the canonical patients read a batch at a time beside identity's verdicts
+    staged = {"patients": pl.scan_parquet(sink(result.patients, work / "identity-patients.parquet"))}
+    return staged | {name: pl.scan_parquet(write_parquet(getattr(result, name), work / f"identity-{name}.parquet"))
+                     for name in STAGED if name != "patients"}
 
 
 def identify(tables: Mapping[str, pl.LazyFrame], source_merges: pl.DataFrame, settings: IdentitySettings,
@@ -83,7 +88,7 @@ def identify(tables: Mapping[str, pl.LazyFrame], source_merges: pl.DataFrame, se
     row of ``tables`` is in ``people`` exactly once (merged patient rows re-pointed,
     merged patient rows left out of ``people["patients"]``).
     """
-    result = resolve_identity(tables["patients"], tables["referrals"], settings, target)
+    result = identity_plan(tables["patients"], tables["referrals"], settings, target)
     merges = merge_map(result.merges, source_merges)
     frames = handed_on(result, work)
     identified = Identified(frames["patients"], frames["duplicates"], frames["exceptions"], result.merges,

@@ -132,6 +132,8 @@ class IdentityPlan:
 
     def collected(self) -> IdentityResult:
         """The ``IdentityResult`` (its patients collected)."""
+        # memory: whole: ``resolve_identity`` returns the patient table as a frame (tests, ``handover
+        # dedupe``, the round trip's re-run of identity); a batch sinks the plan instead (``identity.stage``)
         return IdentityResult(self.patients.collect(), self.merges, self.duplicates, self.exceptions,
                               self.at_target, self.model)
 

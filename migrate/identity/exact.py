@@ -183,4 +183,5 @@ def survivor_demographics(frame: pl.DataFrame, survivors: pl.DataFrame, settings
     """``frame`` (patients with first/last_referral) with each survivor's fields replaced by the
     most recent non-blank value of its cluster; other rows unchanged, order kept."""
     best = survivor_values(frame.drop("survivor_key", strict=False), survivors, settings)
+    # memory: ``frame`` is already whole (the caller's); the plan adds the best values to it
     return frame if best is None else with_survivor_values(frame.lazy(), best).collect()

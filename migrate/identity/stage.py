@@ -69,6 +69,7 @@ def handed_on(result: IdentityPlan, work: Path | None) -> dict[str, pl.LazyFrame
     (written here: the patients sunk from their plan, never collected), or lazy over the
     frames (the patients collected) without ``work``."""
     if work is None:
+        # memory: whole: without a work folder (tests, in-memory callers) the patients are a frame
         return {"patients": result.patients.collect().lazy(),
                 **{name: getattr(result, name).lazy() for name in STAGED if name != "patients"}}
     work.mkdir(parents=True, exist_ok=True)

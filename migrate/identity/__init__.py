@@ -83,6 +83,7 @@ _DEMOGRAPHICS = ("family_name", "given_names", "birth_date", "sex", "address", "
 # The patient columns identity reads (the others are only handed on: ``identity_plan``).
 _READ = ("patient_key", "nhs_number", "nhs_number_raw", "nhs_number_status", *_DEMOGRAPHICS, "source_file",
          "source_row")
+_PREPARED = ("family_name", "given_names", "birth_date", "sex", "postcode", "phone", "address")  # ``prepare`` reads
 _OPTIONAL: dict[str, pl.DataType] = {"nhs_number_raw": pl.String(), "nhs_number_status": pl.String(),
                                      "source_file": pl.String(), "source_row": pl.Int64(),
                                      **{c: pl.String() for c in _DEMOGRAPHICS if c != "birth_date"},
@@ -376,8 +377,11 @@ def identity_plan(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: Ide
     best = survivor_values(frame, exact.survivors, settings)  # a row per merged cluster
     # memory: whole (global): every record's comparison values and block keys; a pair (of any
     # two records, from any span) and the target index's pairs look them up by position.
+    kept = frame.select("patient_key", "nhs", "nhs_problem", "nhs_number_valid", "nhs_number_verification")
+    frame = frame.select("patient_key", "nhs", *_PREPARED)  # what the records are made of, the rest let go
     records = prepare(frame, "patient_key", "nhs")
-    frame = frame.select("patient_key", "nhs", "nhs_problem", "nhs_number_valid", "nhs_number_verification")
+    frame = kept
+    del kept
     survivors, decided, probable, records, model = _paired(frame.select("patient_key"), exact, records, settings)
     # memory: each step below adds columns to the one (narrow) frame (``_with_keyed``), never a
     # join of the whole table.

@@ -63,7 +63,10 @@ def _by_distinct_value(base: pl.DataFrame, source: str, derive: Callable[[pl.Dat
     ``source`` (so each is computed once per value, not per row) and ``id_name``, the
     value's position among them (null for a null value)."""
     distinct = base.select(source).drop_nulls().unique(maintain_order=True).with_row_index(id_name)
-    return base.join(derive(distinct), on=source, how="left", maintain_order="left")
+    # memory: joined to the source column alone and the derived columns added: a join of the
+    # whole (growing) frame copied every column each time (~+1 GB transient at 5M patients)
+    joined = base.select(source).join(derive(distinct), on=source, how="left", maintain_order="left")
+    return base.with_columns(joined.drop(source).get_columns())
 
 
 def _name_parts(source: str, out: str) -> Callable[[pl.DataFrame], pl.DataFrame]:

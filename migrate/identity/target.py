@@ -99,14 +99,21 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
     right = prepare(target, "local_id", "nhs")
     # Blocking reads only the key columns: the semi join copies those, not every prepared column.
     keyed = {c for rule in settings.blocking_rules for part in rule for side in PART_COLUMNS[part] for c in side}
-    wanted = left.select("idx", "key", "nhs", *sorted(keyed - {"nhs"})).join(
-        rest.select(pl.col("patient_key").alias("key")), on="key", how="semi")
+    columns = left.select("idx", "key", "nhs", *sorted(keyed - {"nhs"}))
+    rest_keys = rest.select(pl.col("patient_key").alias("key"))
     # Two valid numbers that differ are two different people: only pairs where one side has
     # no valid number are compared, so each side is cut down before blocking.
-    no_left, no_right = wanted.filter(pl.col("nhs").is_null()), right.filter(pl.col("nhs").is_null())
+    no_right = right.filter(pl.col("nhs").is_null())
+    no_left = columns.filter(pl.col("nhs").is_null()).join(rest_keys, on="key", how="semi")
+    # memory: the numbered patients that share a block key with a numberless target record
+    # only (a few); laying out every numbered patient copied and blocked the whole table
+    # again (+1.4 GB at 5M patients). The blocks holding a target record keep all their
+    # patients, so the pairs and the cap are unchanged.
+    numbered = _meeting(columns, no_right, settings).filter(pl.col("nhs").is_not_null()).join(
+        rest_keys, on="key", how="semi")
     pairs = pl.concat([
         _pairs_between(no_left, right, settings),
-        _pairs_between(wanted.filter(pl.col("nhs").is_not_null()), no_right, settings),
+        _pairs_between(numbered, no_right, settings),
     ])
     numbered = patients.filter(pl.col("nhs").is_not_null()).height
     linking = model.with_prior(target_prior(model, settings, by_number.height, numbered, target.height))
@@ -125,6 +132,23 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
     )
     out = pl.concat([by_number, by_demographics]).cast(AT_TARGET_SCHEMA)  # type: ignore[arg-type]
     return out.sort("patient_key")
+
+
+def _meeting(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:
+    """The rows of ``left`` (in order) that share, for a blocking rule either way round, its
+    key with a row of ``right``: the only ones that can pair with ``right``."""
+    found = []
+    for rule in settings.blocking_rules:
+        lcols = tuple(c for part in rule for c in PART_COLUMNS[part][0])
+        rcols = tuple(c for part in rule for c in PART_COLUMNS[part][1])
+        for lc, rc in {(lcols, rcols), (rcols, lcols)}:
+            names = [f"k{n}" for n in range(len(lc))]
+            keys = right.select([pl.col(c).alias(k) for c, k in zip(rc, names)]).drop_nulls().unique()
+            found.append(left.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+                                     *[pl.col(c).alias(k) for c, k in zip(lc, names)]).drop_nulls(names).join(
+                keys, on=names, how="semi").get_column("_row"))
+    rows = pl.concat(found).unique().sort() if found else pl.Series("_row", [], dtype=pl.UInt32)
+    return left[rows]
 
 
 def _pairs_between(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:

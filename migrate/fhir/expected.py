@@ -45,7 +45,8 @@ class Links:
     bucket's rows only. The other frames are whole — a referral's ServiceRequest, a
     patient's Patient and a patient row's Organization may sit in other buckets than the
     rows that reference them — and ``staged`` writes them once as Parquet so each bucket
-    reads them instead of recomputing them."""
+    reads them instead of recomputing them; each bucket keeps them to its keys (``keyed``)
+    before joining."""
 
     lineage: pl.LazyFrame
     patients: pl.LazyFrame  # patient_key, patient_id (Patient), patient (local id), survivor_key
@@ -109,8 +110,25 @@ class Links:
 
     def patient_of(self, frame: pl.LazyFrame, key: str = "patient_key") -> pl.LazyFrame:
         """``frame`` with ``e_patient_id`` (its patient's Patient) and ``patient`` (local id)."""
-        return frame.join(self.patients.select(pl.col("patient_key").alias(key), pl.col("patient_id").alias(
-            "e_patient_id"), "patient"), on=key, how="left")
+        patients = keyed(self.patients.select(pl.col("patient_key").alias(key), pl.col("patient_id").alias(
+            "e_patient_id"), "patient"), frame, key)
+        return frame.join(patients, on=key, how="left")
+
+
+def keyed(table: pl.LazyFrame, frame: pl.LazyFrame, on: str | list[str],
+          key: str | list[str] | None = None) -> pl.LazyFrame:
+    """``table``'s rows whose ``on`` occurs among ``frame``'s ``key`` (``on`` by default).
+    The left join that follows finds the same rows: a row of ``table`` with no key in
+    ``frame`` matched nothing."""
+    # memory: a left join builds on its right side: joined as it is, each of the round trip's
+    # buckets held a whole table (every patient, referral, cohort, flag) in every worker, growing
+    # with the extract. Kept to the bucket's keys first (a semi join built on those keys,
+    # the table streamed past it), the built side is the bucket's, whatever the extract.
+    key = on if key is None else key
+    left = [on] if isinstance(on, str) else list(on)
+    right = [key] if isinstance(key, str) else list(key)
+    keys = frame.select([pl.col(k).alias(o) for k, o in zip(right, left, strict=True)]).unique()
+    return table.join(keys, on=left, how="semi")
 
 
 def _text(column: str) -> pl.Expr:
@@ -130,10 +148,12 @@ def _head(record: pl.Expr) -> list[pl.Expr]:
 def expect_patients(run: RunFolder, links: Links) -> pl.LazyFrame:
     """Patient: every patient row; a merged row only has its local id among the survivor's."""
     verification = run.scan("patients.parquet").select("patient_key", "nhs_number_verification")
-    rows = (links.rows(run, "patients", ("Patient",))
-            .join(links.patients.select("patient_key", "survivor_key", "patient"), on="patient_key", how="left")
-            .join(verification, on="patient_key", how="left")
-            .join(links.organisations, on=["source_file", "source_row"], how="left"))
+    rows = links.rows(run, "patients", ("Patient",))
+    rows = (rows.join(keyed(links.patients.select("patient_key", "survivor_key", "patient"), rows, "patient_key"),
+                      on="patient_key", how="left")
+            .join(keyed(verification, rows, "patient_key"), on="patient_key", how="left")
+            .join(keyed(links.organisations, rows, ["source_file", "source_row"]), on=["source_file", "source_row"],
+                  how="left"))
     merged = pl.col("patient_key") != pl.col("survivor_key")
     own = [
         pl.col("nhs_number").alias("e_nhs_number"),
@@ -182,10 +202,10 @@ def raised_priorities(run: RunFolder) -> pl.LazyFrame:
     from migrate import frozen
     from migrate.fhir.stage import derived_priority
 
-    # memory: held: derived_priority takes frames: the decisions (a reviewer's rows) and the exceptions
-    # (a few columns per flag, ~0.1 GB at 1M); computed once per round trip and staged.
+    # memory: held: the decisions (a reviewer's rows) and the raised referrals' rows of the
+    # exceptions (derived_priority reads the scan); computed once per round trip and staged.
     decisions = run.scan("decisions.parquet").collect() if run.has("decisions.parquet") else None
-    derived = derived_priority(run.scan("exceptions.parquet").collect(), frozen.load_pack(run.path), decisions)
+    derived = derived_priority(run.scan("exceptions.parquet"), frozen.load_pack(run.path), decisions)
     rank = pl.col("priority").replace_strict(PRIORITY_ORDER, default=-1, return_dtype=pl.Int64)
     return derived.lazy().sort("referral_key", rank, descending=[False, True]).group_by(
         "referral_key", maintain_order=True).agg(pl.col("priority").first().alias("raised"))
@@ -194,9 +214,9 @@ def raised_priorities(run: RunFolder) -> pl.LazyFrame:
 def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
     """ServiceRequest: every referral row lineage ties to one."""
     cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"))
-    rows = links.patient_of(links.rows(run, "referrals", ("ServiceRequest",)).join(cohorts, on="referral_key",
-                                                                                    how="left")
-                            .join(links.raised, on="referral_key", how="left"))
+    rows = links.rows(run, "referrals", ("ServiceRequest",))
+    rows = links.patient_of(rows.join(keyed(cohorts, rows, "referral_key"), on="referral_key", how="left")
+                            .join(keyed(links.raised, rows, "referral_key"), on="referral_key", how="left"))
     assigned = _text("assigned_priority")
     higher = (pl.col("raised").replace_strict(PRIORITY_ORDER, default=-1, return_dtype=pl.Int64)
               > assigned.replace_strict(PRIORITY_ORDER, default=0, return_dtype=pl.Int64)).fill_null(False)
@@ -228,10 +248,10 @@ def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
 def expect_episodes(run: RunFolder, links: Links) -> pl.LazyFrame:
     """EpisodeOfCare: every referral row lineage ties to one (open cohorts)."""
     cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"), "cohort_reason")
-    rows = links.patient_of(links.rows(run, "referrals", ("EpisodeOfCare",)).join(cohorts, on="referral_key",
-                                                                                   how="left")
-                            .join(links.referrals.select("referral_key", "request_id"), on="referral_key",
-                                  how="left"))
+    rows = links.rows(run, "referrals", ("EpisodeOfCare",))
+    rows = links.patient_of(rows.join(keyed(cohorts, rows, "referral_key"), on="referral_key", how="left")
+                            .join(keyed(links.referrals.select("referral_key", "request_id"), rows, "referral_key"),
+                                  on="referral_key", how="left"))
     pifu = pl.col("cohort").is_in(["pifu", "pifu_expired"])
     return rows.select(
         *_head(pl.col("source_referral_id")),
@@ -250,9 +270,10 @@ def expect_contacts(run: RunFolder, links: Links) -> pl.LazyFrame:
     """Encounter (attended) and Appointment (the rest): every contact row lineage ties to one."""
     # The contact's patient is its referral's (as the writer takes it); a contact without a
     # referral keeps its own.
-    rows = links.rows(run, "contacts", ("Encounter", "Appointment")).join(
-        links.referrals.select("referral_key", pl.col("patient_key").alias("referral_patient"), "request_id",
-                               "episode_id"), on="referral_key", how="left")
+    rows = links.rows(run, "contacts", ("Encounter", "Appointment"))
+    rows = rows.join(keyed(links.referrals.select("referral_key", pl.col("patient_key").alias("referral_patient"),
+                                                  "request_id", "episode_id"), rows, "referral_key"),
+                     on="referral_key", how="left")
     rows = links.patient_of(rows.with_columns(pl.coalesce("referral_patient", "patient_key").alias("patient_key")))
     encounter = pl.col("fhir_type") == "Encounter"
     return rows.select(
@@ -316,25 +337,28 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     codes = links.rows(run, "codes", ("Consent",)).with_columns(
         label.alias("label"), _date("recorded_date").alias("date"), entry.alias("entry"),
         pl.col("source_file").alias("record_file"))
-    codes = codes.join(links.patients.select("patient_key", "survivor_key"), on="patient_key", how="left")
+    codes = codes.join(keyed(links.patients.select("patient_key", "survivor_key"), codes, "patient_key"),
+                       on="patient_key", how="left")
     per_resource = codes.group_by("fhir_id").agg(pl.col("entry").unique().alias("entries"),
                                                   pl.col("date").max().alias("latest"))
     codes = codes.join(per_resource, on="fhir_id", how="left")
     code_rows = links.patient_of(codes, "survivor_key").select(
         *_head(pl.lit(None, dtype=pl.String)), "survivor_key", "label", "entries", "latest", "e_patient_id")
-    patients = links.rows(run, "patients", ("Consent",)).join(
-        links.patients.select("patient_key", "survivor_key"), on="patient_key", how="left")
+    patients = links.rows(run, "patients", ("Consent",))
+    patients = patients.join(keyed(links.patients.select("patient_key", "survivor_key"), patients, "patient_key"),
+                             on="patient_key", how="left")
     patient_rows = links.patient_of(patients, "survivor_key").select(
         *_head(pl.col("source_patient_id")), "survivor_key", pl.lit(None, dtype=pl.String).alias("label"),
         pl.lit(None, dtype=pl.List(pl.String)).alias("entries"), pl.lit(None, dtype=pl.String).alias("latest"),
         "e_patient_id")
-    rows = pl.concat([code_rows, patient_rows], how="vertical").join(
-        blocked.rename({"patient_key": "survivor_key"}), on="survivor_key", how="left").with_columns(
+    rows = pl.concat([code_rows, patient_rows], how="vertical")
+    rows = rows.join(keyed(blocked.rename({"patient_key": "survivor_key"}), rows, "survivor_key"),
+                     on="survivor_key", how="left").with_columns(
         pl.col("blocked").fill_null(False))
     if not run.has("sharing.parquet"):
         return rows.with_columns(pl.lit(None, dtype=pl.String).alias("e_deciding"),
                                  pl.lit(None, dtype=pl.String).alias("e_source")).drop("survivor_key")
-    entries = run.scan("sharing.parquet")
+    entries = keyed(run.scan("sharing.parquet"), rows, "patient_key", "survivor_key")
     coded = pl.col("source") == "coded_entry"
     deciding = entries.filter(pl.col("decides")).select(
         pl.col("patient_key").alias("survivor_key"),
@@ -346,7 +370,8 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     opt_outs = entries.filter(pl.col("kind") == "opt_out")
     latest = opt_outs.group_by(pl.col("patient_key").alias("survivor_key")).agg(
         _date("recorded_date").max().alias("opt_out_latest"))
-    settings = opt_outs.filter(~coded).select(
+    settings = keyed(run.scan("sharing.parquet").filter((pl.col("kind") == "opt_out") & ~coded), rows,
+                     ["source_file", "source_row"]).select(
         "source_file", "source_row", (pl.col("source") + ":" + pl.col("value")).alias("setting_label"))
     return (rows.join(deciding, on="survivor_key", how="left").join(latest, on="survivor_key", how="left")
             .join(settings, on=["source_file", "source_row"], how="left")
@@ -358,20 +383,20 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
 def expect_flags(run: RunFolder, links: Links, flag_codes: tuple[str, ...]) -> pl.LazyFrame:
     """Flag: per flagged source row (the referral or patient row), the set of flag codes the
     run raised for that subject (among those sent as Flags) and, for a referral, its request."""
-    exceptions = (run.scan("exceptions.parquet").filter(pl.col("flag_code").cast(pl.String).is_in(list(flag_codes)))
-                  .group_by("subject_type", "subject_key")
-                  .agg(_text("flag_code").unique().sort().str.join(" ").alias("e_flag_codes")))
+    exceptions = run.scan("exceptions.parquet").filter(pl.col("flag_code").cast(pl.String).is_in(list(flag_codes)))
     parts = []
     for table, subject_type, key, record in (("referrals", "referral", "referral_key", "source_referral_id"),
                                              ("patients", "patient", "patient_key", "source_patient_id")):
         rows = links.rows(run, table, ("Flag",))
         if table == "referrals":
-            rows = rows.join(links.referrals.select("referral_key", "request_id"), on="referral_key", how="left")
+            rows = rows.join(keyed(links.referrals.select("referral_key", "request_id"), rows, "referral_key"),
+                             on="referral_key", how="left")
         else:
             rows = rows.with_columns(pl.lit(None, dtype=pl.String).alias("request_id"))
-        rows = links.patient_of(rows).join(
-            exceptions.filter(pl.col("subject_type") == subject_type).select(pl.col("subject_key").alias(key),
-                                                                             "e_flag_codes"), on=key, how="left")
+        raised = keyed(exceptions.filter(pl.col("subject_type") == subject_type), rows, "subject_key", key).group_by(
+            "subject_key").agg(_text("flag_code").unique().sort().str.join(" ").alias("e_flag_codes"))
+        rows = links.patient_of(rows).join(raised.select(pl.col("subject_key").alias(key), "e_flag_codes"), on=key,
+                                           how="left")
         parts.append(rows.select(*_head(pl.col(record)), "e_flag_codes",
                                  pl.col("request_id").alias("e_request_id"), "e_patient_id"))
     return pl.concat(parts, how="vertical")

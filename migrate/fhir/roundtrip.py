@@ -36,7 +36,7 @@ import polars as pl
 from migrate.executor import Executor, LocalExecutor
 from migrate.fhir import expected as ex
 from migrate.fhir.inverse import Systems, ndjson_files
-from migrate.fhir.roundtrip_buckets import RowCounter, Staged
+from migrate.fhir.roundtrip_buckets import RowCounter, Staged, bucket_count
 from migrate.outputs import write_text
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reports.rundata import RunFolder
@@ -276,7 +276,8 @@ def _check(run_dir: Path, write: bool, bucket_rows: int | None,
         links = ex.Links.of(run)
         staged = Staged.build(run, links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
         try:
-            result, ran = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp), executor)
+            result, ran = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp), executor,
+                                   bucket_rows)
         finally:
             staged.close()
     if write:
@@ -301,6 +302,15 @@ def _joined(run: RunFolder, group: Group, links: ex.Links, resources: dict[str, 
     return expected, joined
 
 
+def _rows_part(rows: dict[str, pl.LazyFrame], part: tuple[int, int] | None) -> dict[str, pl.LazyFrame]:
+    """``rows`` of the source rows of ``part`` (index, parts): ``source_row`` modulo parts, so
+    every resource of one source row (its Flags hash to different id buckets) is in one part."""
+    if part is None or part[1] == 1:
+        return rows
+    index, parts = part
+    return {t: frame.filter(pl.col("source_row") % parts == index) for t, frame in rows.items()}
+
+
 @dataclass(frozen=True)
 class BucketJob:
     """One group's comparison over some buckets (picklable: paths and scans of staged Parquet)."""
@@ -312,6 +322,7 @@ class BucketJob:
     staged: Staged
     clusters: Path
     rows: Path  # where the distinct source rows compared are written (counted after all buckets)
+    part: tuple[int, int] | None = None  # (index, parts) of the source rows compared (Flags: _rows_part)
 
 
 @dataclass
@@ -327,8 +338,13 @@ def compare_bucket(job: BucketJob) -> BucketResult:
 
     run = RunFolder.open(job.run_dir)
     group = _groups(Systems.for_run(run.manifest))[job.group]
-    expected, joined = _joined(run, group, job.links.bucket(job.staged.rows_of(job.buckets)),
-                               job.staged.resources_of(job.buckets), pl.scan_parquet(job.clusters))
+    resources = job.staged.resources_of(job.buckets)
+    rows = _rows_part(job.staged.rows_of(job.buckets), job.part)
+    if job.part is not None:  # all buckets' resources: only those of this part's rows are joined
+        ids = pl.concat([rows[t].filter(pl.col("fhir_type").is_in(list(group.types))).select("fhir_id")
+                         for t in rows]).unique()
+        resources = resources | {t: resources[t].join(ids, on="fhir_id", how="semi") for t in group.types}
+    expected, joined = _joined(run, group, job.links.bucket(rows), resources, pl.scan_parquet(job.clusters))
     counts_q, bad_q = _evaluate(joined, group)
     rows_q = expected.select("table", "source_file", "source_row").unique()
     counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
@@ -338,7 +354,7 @@ def compare_bucket(job: BucketJob) -> BucketResult:
 
 
 def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, tmp: Path,
-             executor: Executor) -> tuple[dict[str, Any], dict[str, Any]]:
+             executor: Executor, bucket_rows: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every group's expected rows against the resources read back, bucket by bucket (on
     ``executor``'s processes): the result's fields (sums over the buckets; examples the
     first of all buckets' first) and how it ran (buckets, processes)."""
@@ -349,11 +365,17 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
     groups = _groups(systems)
     jobs = []
     for g, group in enumerate(groups):
-        # Flags are aggregated per source row, whose Flags hash to different buckets: all at
-        # once (a third of a Flag per patient; their expected rows are a few narrow columns).
-        plan = [tuple(range(staged.count))] if group.per_row else [(b,) for b in range(staged.count)]
-        jobs += [BucketJob(run.path, g, buckets, links, staged, clusters, tmp / f"rows-{g}-{buckets[0]:05d}.parquet")
-                 for buckets in plan]
+        if group.per_row:
+            # Flags are aggregated per source row, whose Flags hash to different buckets: every
+            # bucket, split instead by source row (a part per BUCKET_ROWS Flags read back).
+            # memory: all Flags in one job held the whole extract's (~1.6M at 5M patients).
+            parts = bucket_count(sum(staged.read.get(t, 0) for t in group.types), bucket_rows)
+            every = tuple(range(staged.count))
+            jobs += [BucketJob(run.path, g, every, links, staged, clusters, tmp / f"rows-{g}-{p:05d}.parquet",
+                               (p, parts)) for p in range(parts)]
+            continue
+        jobs += [BucketJob(run.path, g, (b,), links, staged, clusters, tmp / f"rows-{g}-{b:05d}.parquet")
+                 for b in range(staged.count)]
     # One bucket (under ~500,000 links, ~60,000 patients): its seven comparisons take less
     # than starting worker processes (~2 s each), so they run here.
     used = executor if staged.count > 1 else LocalExecutor()
@@ -370,8 +392,8 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
         counter = RowCounter(tmp / "rows", max_row=max_row)
         try:
             for path in paths:
-                # memory: one job's compared rows at a time (a bucket's; the one Flags job's span every
-                # bucket: a few narrow columns, a third of a Flag per patient), counted, then dropped
+                # memory: one job's compared rows at a time (a bucket's, or one part of the Flags'
+                # source rows: a few narrow columns), counted, then dropped
                 counter.add(pl.read_parquet(path))
                 path.unlink()
             counted = counter.counts()

@@ -16,7 +16,7 @@ Encounter/Appointment (2.5M). So both sides are split once, on disk, by a hash o
 Bucket *b* of a group holds every expected row and every resource of the ids that hash to
 *b*, so comparing bucket by bucket compares exactly the pairs the whole join would. What
 does not split by id is handled where it is used (``migrate.fhir.roundtrip``): the per
-source row aggregation of Flags (one bucket: all of them), the count of distinct source
+source row aggregation of Flags (every bucket, split by source row instead), the count of distinct source
 rows compared (``RowCounter``), the examples (the first few of each bucket, merged).
 
 ``count`` aims at ``BUCKET_ROWS`` expected rows per bucket; the hash is polars' (seeded,
@@ -56,7 +56,13 @@ def _hash_bounds(count: int) -> pl.Series:
 
 
 TABLES = ("patients", "referrals", "contacts", "codes")  # the canonical tables resources are made from
-RANGE_ROWS = 1_000_000  # source rows of one file per (file, row) range where canonical rows meet lineage
+# memory: source rows of one file per (file, row) range where canonical rows meet lineage: the
+# run process holds one range's canonical rows joined with their resources (a referral row has
+# up to four: ServiceRequest, EpisodeOfCare, Flag, Condition), all canonical columns.
+RANGE_ROWS = 250_000
+# memory: resources decoded, read back and split at a time, in the run process (Arrow's
+# decoded batch and the frames made from it are held together; ServiceRequest's are the widest).
+DECODE_ROWS = 50_000
 
 
 def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
@@ -94,7 +100,7 @@ def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
         if any(found.parts):
             own = RangeBuckets(folder / f"rows-{table}", POSITION, bounds)
             for batch in batches(canonical.filter(pl.col("source_file").is_in(names)).with_columns(where),
-                                 1_000_000):
+                                 RANGE_ROWS):
                 own.add(batch)
             for i in range(own.count):
                 if own.parts[i] and found.parts[i]:
@@ -131,7 +137,7 @@ class Staged:
             schemas[resource_type] = inverse(pl.LazyFrame(schema=SCHEMAS[resource_type]), systems).collect_schema()
             # Each batch decoded, read back and split as it comes: the decoder gives the next
             # batch only when asked, so the peak is a batch (not the type, ~3M ServiceRequests).
-            decoded = decode_batches(list(files.get(resource_type, [])), resource_type)
+            decoded = decode_batches(list(files.get(resource_type, [])), resource_type, DECODE_ROWS)
             if resource_type == "Organization":  # one per practice: every Patient bucket reads them all
                 path = folder / "Organization.parquet"
                 # memory: held whole: one Organization per GP practice (thousands, not patients)

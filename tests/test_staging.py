@@ -244,3 +244,19 @@ def test_rows_copied_out_of_their_batch_are_the_same_rows(rows: list[dict[str, o
     assert staging.compact_series(kept["s"]).equals(kept["s"])
     query = frame.lazy().filter(pl.col("n").is_null() | (pl.col("n") % 3 == 0))
     assert staging.collect_compact(query, batch).equals(query.collect())
+
+
+@given(values=st.lists(st.one_of(st.none(), st.text(max_size=5)), max_size=60), chunk=st.integers(1, 25))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_pulled_chunks_are_the_query_in_order_and_leave_no_file(tmp_path_factory: pytest.TempPathFactory,
+                                                                values: list[str | None], chunk: int) -> None:
+    """A long query read a chunk at a time (the round trip's lineage and canonical rows, the
+    FHIR staging's inputs): the chunks, concatenated, are the query's rows in its order; at
+    least one frame even when empty; each chunk has at most ``chunk`` rows; nothing left behind."""
+    folder = tmp_path_factory.mktemp("pulled")
+    query = pl.LazyFrame({"value": values, "at": list(range(len(values)))}, schema={"value": pl.String, "at": pl.Int64})
+    query = query.filter(pl.col("at") % 3 != 1).with_columns(pl.col("value").str.to_uppercase())
+    chunks = list(staging.pulled(query, chunk, folder))
+    assert chunks and all(c.height <= chunk for c in chunks)
+    assert pl.concat(chunks).equals(query.collect())
+    assert list(folder.iterdir()) == []

@@ -12,7 +12,7 @@ contact rows measured, whatever the number of partitions (benchmarks/fhir.md), w
 staging the run process's peak at 1M and would have been ~8 GB for the 53M contacts of
 5M patients. Here each frame is sunk once to a Parquet file (the streaming engine's own
 sink) and read back in order, a chunk of ``chunk_rows`` rows at a time, each chunk only when
-the last is written (``_pulled``); each chunk's rows are split by batch and held until the
+the last is written (``migrate.staging.pulled``); each chunk's rows are split by batch and held until the
 chunks they come from reach ``budget_bytes`` (polars' estimate of a chunk's size in memory:
 a part is a view into its chunk and keeps all of it); then every held batch is written as
 one more file of its folder. What the split holds is a chunk plus the
@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from migrate.errors import HandoverError
-from migrate.staging import SortedKeys
+from migrate.staging import SortedKeys, pulled
 
 UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
 CHUNK_ROWS = 250_000  # rows read at a time from a frame being staged
@@ -151,7 +150,7 @@ def split(parts: Sequence[tuple[pl.LazyFrame, Placer]], folder: Path, chunk_rows
         size, written = 0, written + 1
 
     for frame, place in parts:
-        for chunk in _pulled(frame, chunk_rows, folder):
+        for chunk in pulled(frame, chunk_rows, folder):
             batch_of = place(chunk)
             unplaced = batch_of == UNPLACED
             lost += int(unplaced.sum())
@@ -164,32 +163,6 @@ def split(parts: Sequence[tuple[pl.LazyFrame, Placer]], folder: Path, chunk_rows
                 flush()
     flush()
     return lost
-
-
-def _pulled(frame: pl.LazyFrame, chunk_rows: int, folder: Path) -> Iterator[pl.DataFrame]:
-    """``frame``'s rows in order, ``chunk_rows`` at a time, each chunk read only when asked.
-
-    # memory: ``collect_batches`` does not wait for its reader: while each chunk is placed and
-    # written the streaming engine runs ahead and its batches queue up — measured on the 10.7M
-    # contacts of 1M patients, iterating with 0.2 s of work per chunk held +748 MB against
-    # +358 MB without, more the longer the table; the whole split of those contacts (bitmap
-    # filter, lookups, files) +922 MB before, +615 MB pulled (benchmarks/fhir.md). So the query is first
-    # sunk to one Parquet file (a native streaming sink: bounded) with row groups of
-    # ``chunk_rows``, then read back a slice at a time (a slice reads its row groups alone);
-    # the file is removed once read.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / ".source.parquet"
-    try:
-        frame.sink_parquet(source, compression="lz4", row_group_size=chunk_rows, maintain_order=True)
-        rows = pq.ParquetFile(source).metadata.num_rows
-        # memory: one chunk of ``chunk_rows`` rows at a time, read back from the sunk file
-        if rows == 0:
-            yield pl.read_parquet(source)
-        for offset in range(0, rows, chunk_rows):
-            yield pl.scan_parquet(source).slice(offset, chunk_rows).collect()
-    finally:
-        source.unlink(missing_ok=True)
 
 
 def clear(root: Path) -> None:

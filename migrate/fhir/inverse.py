@@ -163,7 +163,12 @@ def scan_resources(files: Sequence[Path], resource_type: str) -> pl.LazyFrame:
 
 
 BATCH_ROWS = 200_000  # resources per batch decode_batches gives (~0.2-0.4 GB decoded at most)
-_BLOCK_BYTES = 32 << 20  # NDJSON bytes Arrow's reader parses at a time
+# memory: NDJSON bytes Arrow's streaming reader parses at a time. Its peak grows with the
+# block (it parses several ahead), not with the file: 600k ServiceRequests of the 1M run
+# (gzip) read at 32 MB blocks peaked at 1,547 MB, at 16 MB 832, 8 MB 546, 4 MB 356, for the
+# same CPU (10.9 s at 32 MB, 8.2 s at 4 MB; benchmarks/roundtrip.md). A resource longer than
+# a block is read on by ``scan_resources`` (the fallback below), never lost.
+_BLOCK_BYTES = 4 << 20
 
 
 def _arrow_type(dtype: Any) -> pa.DataType:

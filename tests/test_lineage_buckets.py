@@ -69,3 +69,19 @@ def test_lineage_a_bucket_at_a_time_is_the_whole_join_sorted(tmp_path_factory: p
     assert written.select("source_file", "source_row", "fhir_type", "fhir_id").equals(
         written.select("source_file", "source_row", "fhir_type", "fhir_id").sort(
             "source_file", "source_row", "fhir_type", "fhir_id", nulls_last=False))
+
+
+@settings(max_examples=80, deadline=None)
+@given(names=st.lists(st.sampled_from(["a.csv", "b.csv", "c d.psv", "Ä.csv", "z"]), unique=True, max_size=4),
+       rows=st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["a.csv", "b.csv", "c d.psv", "Ä.csv", "z", ""])),
+                               st.one_of(st.none(), st.integers(0, 2**39))), max_size=30))
+def test_position_is_the_file_index_then_the_row(names: list[str], rows: list[tuple[str | None, int | None]]) -> None:
+    """Where buckets split lineage, the FHIR links and the round trip's rows: a file's index
+    among the sorted ``names`` (another file or none: -1) shifted above its row, in a lazy
+    query as in an eager one."""
+    names = sorted(names)
+    frame = pl.DataFrame(rows, schema={"source_file": pl.String, "source_row": pl.Int64}, orient="row")
+    got = frame.lazy().select(lineage.position(names)).collect(engine="streaming").to_series().to_list()
+    index = {n: i for i, n in enumerate(names)}
+    want = [index.get(f, -1) * (1 << 40) + (r or 0) if f is not None else -(1 << 40) + (r or 0) for f, r in rows]
+    assert got == want

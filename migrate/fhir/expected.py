@@ -32,6 +32,55 @@ COHORT_TO_STATUS = {**{c: "open" for c in OPEN_COHORTS}, "closed": "closed", "re
 COHORT_TO_EPISODE = {"backlog": "waitlist", "transition": "active", "pifu": "onhold", "pifu_expired": "onhold"}
 MODALITY_TO_CLASS = {"face_to_face": "face_to_face", "telephone": "virtual", "video": "virtual"}
 PRIORITY_ORDER = {"unknown": 0, "routine": 1, "urgent": 2, "two_week_wait": 3}
+LINK_SEED = 20221001  # the hash seed parting the links by key (any fixed value)
+
+
+LINK_ROWS = 1_000_000  # canonical rows (keys) per part of the staged patients' and referrals' links
+
+
+def _lineage(run: RunFolder) -> pl.LazyFrame:
+    return run.scan("lineage.parquet").filter(pl.col("fhir_type").is_not_null()).select(
+        "source_file", "source_row", "table", "patient_key", "fhir_type", "fhir_id")
+
+
+def _canonical_part(run: RunFolder, table: str, key: str, part: tuple[int, int] | None) -> pl.LazyFrame:
+    """Canonical ``table``; with ``part`` (index, parts), only the rows whose key hashes to it."""
+    rows = run.canonical(table)
+    if part is None or part[1] == 1:
+        return rows
+    index, count = part
+    return rows.filter(pl.col(key).hash(LINK_SEED) % count == index)
+
+
+def _first_id(run: RunFolder, lineage: pl.LazyFrame, table: str, fhir_type: str, key: str, alias: str,
+              part: tuple[int, int] | None) -> pl.LazyFrame:
+    """Per key of ``table`` (of ``part``), the least id of its rows' ``fhir_type`` resources."""
+    rows = _canonical_part(run, table, key, part).select(key, "source_file", "source_row")
+    hits = lineage.filter((pl.col("table") == table) & (pl.col("fhir_type") == fhir_type))
+    # the part's canonical rows on the right: the side the join builds (a part's, not the lineage's)
+    return (hits.select("source_file", "source_row", pl.col("fhir_id").alias(alias))
+            .join(rows, on=["source_file", "source_row"]).group_by(key).agg(pl.col(alias).min()))
+
+
+def _patients(run: RunFolder, lineage: pl.LazyFrame, part: tuple[int, int] | None = None) -> pl.LazyFrame:
+    """patient_key, patient (local id), survivor_key, patient_id (its Patient) of ``part``."""
+    summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
+    return (_canonical_part(run, "patients", "patient_key", part)
+            .select("patient_key", pl.col("source_patient_id").alias("patient"))
+            .join(summary, on="patient_key", how="left")
+            .with_columns(pl.col("survivor_key").fill_null(pl.col("patient_key")))
+            .join(_first_id(run, lineage, "patients", "Patient", "patient_key", "patient_id", part), on="patient_key",
+                  how="left"))
+
+
+def _referrals(run: RunFolder, lineage: pl.LazyFrame, part: tuple[int, int] | None = None) -> pl.LazyFrame:
+    """referral_key, patient_key, referral (local id), request_id, episode_id of ``part``."""
+    return (_canonical_part(run, "referrals", "referral_key", part)
+            .select("referral_key", "patient_key", pl.col("source_referral_id").alias("referral"))
+            .join(_first_id(run, lineage, "referrals", "ServiceRequest", "referral_key", "request_id", part),
+                  on="referral_key", how="left")
+            .join(_first_id(run, lineage, "referrals", "EpisodeOfCare", "referral_key", "episode_id", part),
+                  on="referral_key", how="left"))
 
 
 @dataclass(frozen=True)
@@ -57,42 +106,39 @@ class Links:
 
     @classmethod
     def of(cls, run: RunFolder) -> Links:
-        lineage = run.scan("lineage.parquet").filter(pl.col("fhir_type").is_not_null()).select(
-            "source_file", "source_row", "table", "patient_key", "fhir_type", "fhir_id")
-        summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
-
-        def first_id(table: str, fhir_type: str, key: str, alias: str) -> pl.LazyFrame:
-            rows = run.canonical(table).select(key, "source_file", "source_row")
-            hits = lineage.filter((pl.col("table") == table) & (pl.col("fhir_type") == fhir_type))
-            return (rows.join(hits.select("source_file", "source_row", pl.col("fhir_id").alias(alias)),
-                              on=["source_file", "source_row"]).group_by(key).agg(pl.col(alias).min()))
-
-        patients = (run.canonical("patients").select("patient_key", pl.col("source_patient_id").alias("patient"))
-                    .join(summary, on="patient_key", how="left")
-                    .with_columns(pl.col("survivor_key").fill_null(pl.col("patient_key")))
-                    .join(first_id("patients", "Patient", "patient_key", "patient_id"), on="patient_key", how="left"))
-        referrals = (run.canonical("referrals").select("referral_key", "patient_key",
-                                                       pl.col("source_referral_id").alias("referral"))
-                     .join(first_id("referrals", "ServiceRequest", "referral_key", "request_id"), on="referral_key",
-                           how="left")
-                     .join(first_id("referrals", "EpisodeOfCare", "referral_key", "episode_id"), on="referral_key",
-                           how="left"))
+        lineage = _lineage(run)
         organisations = (lineage.filter((pl.col("table") == "patients") & (pl.col("fhir_type") == "Organization"))
                          .select("source_file", "source_row", pl.col("fhir_id").alias("gp_organization_id")))
-        return cls(lineage, patients, referrals, organisations, raised_priorities(run))
+        return cls(lineage, _patients(run, lineage), _referrals(run, lineage), organisations, raised_priorities(run))
 
-    def staged(self, folder: Path) -> Links:
+    def staged(self, run: RunFolder, folder: Path) -> Links:
         """These links with every whole frame written once under ``folder`` (streaming) and
-        scanned: each bucket of the round trip joins them without recomputing them."""
-        folder.mkdir(parents=True, exist_ok=True)
-        def written(name: str, frame: pl.LazyFrame) -> pl.LazyFrame:
-            path = folder / f"links-{name}.parquet"
-            frame.sink_parquet(path, compression="lz4")
-            return pl.scan_parquet(path)
+        scanned: each bucket of the round trip joins them without recomputing them.
 
-        return replace(self, patients=written("patients", self.patients), referrals=written("referrals", self.referrals),
-                       organisations=written("organisations", self.organisations),
-                       raised=written("raised", self.raised))
+        # memory: the patients' and referrals' links join each canonical row with its
+        # lineage and group by key: built whole, the join and the groups held every key of the
+        # extract (the referrals' 1.2 GB at 1M; benchmarks/roundtrip.md). Written in parts
+        # of about ``LINK_ROWS`` keys each (a hash of the key picks the part; the canonical
+        # side, filtered to the part, is the side the join builds), so a part's keys are held,
+        # whatever the extract; the lineage is read once per part."""
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def written(name: str, frames: list[pl.LazyFrame]) -> pl.LazyFrame:
+            paths = []
+            for k, frame in enumerate(frames):
+                paths.append(folder / f"links-{name}-{k:05d}.parquet")
+                frame.sink_parquet(paths[-1], compression="lz4")
+            return pl.scan_parquet(paths)
+
+        def parts(table: str) -> list[tuple[int, int]]:
+            count = max(1, -(-run.height(f"canonical/{table}.parquet") // LINK_ROWS))
+            return [(k, count) for k in range(count)]
+
+        return replace(self,
+                       patients=written("patients", [_patients(run, self.lineage, p) for p in parts("patients")]),
+                       referrals=written("referrals", [_referrals(run, self.lineage, p) for p in parts("referrals")]),
+                       organisations=written("organisations", [self.organisations]),
+                       raised=written("raised", [self.raised]))
 
     def bucket(self, joined: Mapping[str, pl.LazyFrame]) -> Links:
         """These links with one bucket's canonical rows and their resources (per table) as ``rows``."""

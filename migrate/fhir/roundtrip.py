@@ -276,7 +276,7 @@ def _check(run_dir: Path, write: bool, bucket_rows: int | None,
         links = ex.Links.of(run)
         staged = Staged.build(run, links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
         try:
-            result, ran = _compare(run, systems, links.staged(Path(tmp) / "links"), staged, Path(tmp), executor,
+            result, ran = _compare(run, systems, links.staged(run, Path(tmp) / "links"), staged, Path(tmp), executor,
                                    bucket_rows)
         finally:
             staged.close()
@@ -339,12 +339,12 @@ def compare_bucket(job: BucketJob) -> BucketResult:
     run = RunFolder.open(job.run_dir)
     group = _groups(Systems.for_run(run.manifest))[job.group]
     resources = job.staged.resources_of(job.buckets)
-    rows = _rows_part(job.staged.rows_of(job.buckets), job.part)
+    tables = _rows_part(job.staged.rows_of(job.buckets), job.part)
     if job.part is not None:  # all buckets' resources: only those of this part's rows are joined
-        ids = pl.concat([rows[t].filter(pl.col("fhir_type").is_in(list(group.types))).select("fhir_id")
-                         for t in rows]).unique()
+        ids = pl.concat([tables[t].filter(pl.col("fhir_type").is_in(list(group.types))).select("fhir_id")
+                         for t in tables]).unique()
         resources = resources | {t: resources[t].join(ids, on="fhir_id", how="semi") for t in group.types}
-    expected, joined = _joined(run, group, job.links.bucket(rows), resources, pl.scan_parquet(job.clusters))
+    expected, joined = _joined(run, group, job.links.bucket(tables), resources, pl.scan_parquet(job.clusters))
     counts_q, bad_q = _evaluate(joined, group)
     rows_q = expected.select("table", "source_file", "source_row").unique()
     counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")

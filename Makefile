@@ -49,14 +49,15 @@ bench-all: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/roundtrip_bench.py roundtrip --patients 1000000
 	$(BIN)/python benchmarks/roundtrip_bench.py load --patients 2000
 	# the whole batch per stage (issue #18): 1M local and on a local Dask cluster, the FHIR stage
-	# alone on each, then 5M with FHIR as NDJSON only (--fhir-form ndjson: no transaction bundles,
-	# about half the FHIR disk; the extract is 7.1 GB and its synthesis peaks at 13.6 GB of memory)
+	# alone on each, then 5M with FHIR as gzipped NDJSON only (--fhir-form ndjson: no transaction
+	# bundles; --fhir-compression gzip: about a tenth of the NDJSON's disk; the extract is 7.1 GB, its
+	# synthesis peaks at 13.6 GB of memory, and the round trip stages ~15 GB of buckets in $TMPDIR)
 	$(BIN)/python -m pip install --quiet -e '.[dask]'
 	$(BIN)/python benchmarks/batch.py .bench/extract-1000000 .bench/batch-1m --json .bench/batch.jsonl
 	$(BIN)/python benchmarks/batch.py .bench/extract-1000000 .bench/batch-1m-dask --executor dask --json .bench/batch.jsonl
 	$(BIN)/python benchmarks/fhir_bench.py --patients 1000000 --executor dask
 	test -f .bench/extract-5000000/truth/summary.json || $(BIN)/handover synth --quiet --out .bench/extract-5000000 --patients 5000000
-	$(BIN)/python benchmarks/batch.py .bench/extract-5000000 .bench/batch-5m --fhir-form ndjson --json .bench/batch.jsonl
+	$(BIN)/python benchmarks/batch.py .bench/extract-5000000 .bench/batch-5m --fhir-form ndjson --fhir-compression gzip --json .bench/batch.jsonl
 
 # The Documented Data Extract of each shipped profile (docs/dde/); tests/test_dde.py keeps them current.
 docs: $(STAMP)

@@ -35,6 +35,7 @@ import polars as pl
 
 from migrate.canonical import SHARING_SETTING
 from migrate.matching import code_label
+from migrate.streamexpr import mapped
 
 if TYPE_CHECKING:
     from migrate.rules.model import RulePack
@@ -159,7 +160,7 @@ def _entry(kind: pl.Expr, source: str, label: pl.Expr, system: pl.Expr, value: p
            table: str, column: pl.Expr) -> list[pl.Expr]:
     return [
         pl.col("patient_key"), kind.alias("kind"),
-        kind.replace_strict(SCOPE_OF_KIND, default=None, return_dtype=pl.String).alias("scope"),
+        mapped(kind, SCOPE_OF_KIND, None, pl.String()).alias("scope"),  # streams (migrate/streamexpr.py)
         pl.lit(source).alias("source"), label.alias("label"), system.alias("system"), value.alias("value"),
         recorded.cast(pl.Date).alias("recorded_date"), pl.lit(table).alias("table"), pl.col("source_file"),
         pl.col("source_row"), column.alias("source_column"),
@@ -193,7 +194,7 @@ def decide(entries: pl.LazyFrame) -> pl.LazyFrame:
     blocking = pl.col("kind").is_in(list(BLOCKING))
     order = (pl.when(blocking).then(pl.col("recorded_date").fill_null(_FAR_FUTURE))
              .otherwise(pl.col("recorded_date").fill_null(_FAR_PAST)))
-    rank = pl.col("source").replace_strict(_SOURCE_RANK, default=0, return_dtype=pl.Int64)
+    rank = mapped(pl.col("source"), _SOURCE_RANK, 0, pl.Int64())  # streams, unlike replace_strict
     ordered = entries.filter(pl.col("kind") != "opt_out").with_columns(
         order.alias("_order"), blocking.alias("_blocking"), rank.alias("_rank"))
     keys = ("_order", "_blocking", "_rank", "label", "source_file", "source_row")

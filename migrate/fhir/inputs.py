@@ -33,6 +33,7 @@ from migrate.fhir.options import PRIORITY_RANK, FhirOptions, SharingCodes
 from migrate.fhir.template import Template
 from migrate.matching import code_label
 from migrate.sharing import ENTRY_ROW, OPT_OUT_ROW
+from migrate.streamexpr import mapped
 
 # Order of resource types inside a patient's part of a bundle (and of NDJSON files).
 RESOURCE_ORDER: tuple[str, ...] = ("Organization", "Patient", "Consent", "Condition", "ServiceRequest",
@@ -179,7 +180,7 @@ def _priorities(derived: pl.LazyFrame | None) -> pl.LazyFrame:
     if derived is None:
         return pl.LazyFrame(schema=schema)
     # One per referral: the highest priority wins (then the reason, for a stable choice).
-    rank = pl.col("derived_priority").replace_strict(PRIORITY_RANK, default=-1, return_dtype=pl.Int64)
+    rank = mapped(pl.col("derived_priority"), PRIORITY_RANK, -1, pl.Int64())  # streams, unlike replace_strict
     return (derived.select("referral_key", pl.col("priority").cast(pl.String).alias("derived_priority"),
                            pl.col("reason").cast(pl.String).alias("priority_reason"))
             .sort("referral_key", rank, "priority_reason", descending=[False, True, False], nulls_last=True)

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from migrate.errors import InputError
@@ -210,10 +211,22 @@ def read_csv(path: Path, source_file: str, opts: CsvOptions, work_dir: Path) -> 
     if dropped.len():
         lazy = lazy.filter(~pl.col("__rec").is_in(dropped.implode()))
     if blanks.len():
-        lazy = lazy.with_columns(pl.col("__rec") - pl.lit(blanks).search_sorted(pl.col("__rec")).cast(pl.Int64))
+        lazy = lazy.with_columns(pl.col("__rec") - blanks_before(blanks, pl.col("__rec")))
     lazy = lazy.rename({"__rec": "source_row"})
     lazy = lazy.with_columns(pl.lit(source_file).alias("source_file"))
     return ReadResult(lazy, rejected, rows_read, header)
+
+
+def blanks_before(blanks: pl.Series, rec: pl.Expr) -> pl.Expr:
+    """How many of ``blanks`` (record numbers, sorted) are below each ``rec`` (Int64):
+    ``pl.lit(blanks).search_sorted(rec)``, but per batch. Why: polars 2.1's streaming engine
+    runs ``search_sorted`` as an in-memory fallback, so a file with a blank line was held
+    whole while it was read (benchmarks/fallbacks.py); NumPy's ``searchsorted`` over each
+    batch gives the same numbers and streams (elementwise)."""
+    sorted_blanks = blanks.cast(pl.Int64).to_numpy()
+    return rec.map_batches(lambda s: pl.Series(s.name, np.searchsorted(sorted_blanks, s.to_numpy(), side="left"),
+                                               dtype=pl.Int64),
+                           return_dtype=pl.Int64, is_elementwise=True)
 
 
 @dataclass(frozen=True)

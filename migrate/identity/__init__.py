@@ -24,7 +24,8 @@ Evidence never shows a name, birth date or NHS number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 from pathlib import Path
 
 import polars as pl
@@ -91,7 +92,34 @@ _OPTIONAL: dict[str, pl.DataType] = {"nhs_number_raw": pl.String(), "nhs_number_
 
 
 @dataclass(frozen=True)
-class IdentityResult:
+class _Verdicts:
+    """What identity decided beside its patients (both forms of its result carry them)."""
+
+    merges: pl.DataFrame
+    duplicates: pl.DataFrame
+    exceptions: pl.DataFrame
+    at_target: pl.DataFrame
+    model: Model
+
+    def _verdicts(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(_Verdicts)}
+
+    def _counts(self, patients: int) -> dict[str, int]:
+        """Headline numbers for the reconciliation summary, for ``patients`` source patients."""
+        flags = dict(self.exceptions.group_by("flag_code").len().iter_rows())
+        return {
+            "patients": patients,
+            "merged": self.merges.height,
+            "at_target": self.at_target.height,
+            "candidate_pairs": int(self.model.report.get("candidate_pairs", 0)),
+            "twins_not_paired": int(self.model.report.get("twins_not_paired", 0)),
+            **{f"duplicates_{t}": self.duplicates.filter(pl.col("match_type") == t).height for t in MATCH_TYPES},
+            **{f"flag_{code.lower()}": int(flags.get(code, 0)) for code in FLAGS},
+        }
+
+
+@dataclass(frozen=True)
+class IdentityResult(_Verdicts):
     """What identity decided (all frames sorted by key; see the module docstring).
 
     ``patients``: every source patient (canonical columns, survivors carrying the
@@ -102,55 +130,29 @@ class IdentityResult:
     """
 
     patients: pl.DataFrame
-    merges: pl.DataFrame
-    duplicates: pl.DataFrame
-    exceptions: pl.DataFrame
-    at_target: pl.DataFrame
-    model: Model
 
     def counts(self) -> dict[str, int]:
         """Headline numbers for the reconciliation summary."""
-        return _counts(self.patients.height, self.merges, self.duplicates, self.exceptions, self.at_target,
-                       self.model)
+        return self._counts(self.patients.height)
 
 
 @dataclass(frozen=True)
-class IdentityPlan:
+class IdentityPlan(_Verdicts):
     """``IdentityResult`` with ``patients`` a plan (over the canonical patients and identity's
     verdicts: ``identity_plan``) and ``rows`` its height."""
 
     patients: pl.LazyFrame
     rows: int
-    merges: pl.DataFrame
-    duplicates: pl.DataFrame
-    exceptions: pl.DataFrame
-    at_target: pl.DataFrame
-    model: Model
 
     def counts(self) -> dict[str, int]:
         """``IdentityResult.counts``."""
-        return _counts(self.rows, self.merges, self.duplicates, self.exceptions, self.at_target, self.model)
+        return self._counts(self.rows)
 
     def collected(self) -> IdentityResult:
         """The ``IdentityResult`` (its patients collected)."""
         # memory: whole: ``resolve_identity`` returns the patient table as a frame (tests, ``handover
         # dedupe``, the round trip's re-run of identity); a batch sinks the plan instead (``identity.stage``)
-        return IdentityResult(self.patients.collect(), self.merges, self.duplicates, self.exceptions,
-                              self.at_target, self.model)
-
-
-def _counts(patients: int, merges: pl.DataFrame, duplicates: pl.DataFrame, exceptions: pl.DataFrame,
-            at_target: pl.DataFrame, model: Model) -> dict[str, int]:
-    flags = dict(exceptions.group_by("flag_code").len().iter_rows())
-    return {
-        "patients": patients,
-        "merged": merges.height,
-        "at_target": at_target.height,
-        "candidate_pairs": int(model.report.get("candidate_pairs", 0)),
-        "twins_not_paired": int(model.report.get("twins_not_paired", 0)),
-        **{f"duplicates_{t}": duplicates.filter(pl.col("match_type") == t).height for t in MATCH_TYPES},
-        **{f"flag_{code.lower()}": int(flags.get(code, 0)) for code in FLAGS},
-    }
+        return IdentityResult(patients=self.patients.collect(), **self._verdicts())
 
 
 def _checked(patients: pl.LazyFrame) -> pl.LazyFrame:

@@ -31,9 +31,9 @@ from migrate.outputs import write_atomic
 BUCKET_ROWS = 1_000_000  # rows per bucket aimed at: ~0.2-0.5 GB of canonical rows in memory at once
 SAMPLE_PER_BUCKET = 1_000  # values sampled per bucket to place the boundaries
 PART = "__bucket"
-ROW_GROUP_ROWS = 1 << 18
+ROW_GROUP_ROWS = 1 << 18  # rows per row group of a table written by ``sink``, and of a staged part (``write_part``)
 HASH_ROWS = 4_000_000  # hashes sorted in memory at once (``repeated_hashes``): 32 MB
-HASH_PARTS = 64  # files a larger column's hashes are split into (a power of two)  # rows per row group of a table written by ``sink``
+HASH_PARTS = 64  # files a larger column's hashes are split into (a power of two)
 
 
 def boundaries(values: pl.Series, rows: int, bucket_rows: int | None = None) -> pl.Series:
@@ -180,7 +180,7 @@ class RangeBuckets:
         for (bucket,), rows in marked.group_by(PART, maintain_order=True):
             i = int(bucket)
             path = self.folder / f"{i:05d}-{len(self.parts[i]):06d}.parquet"
-            rows.drop(PART).write_parquet(path, compression="lz4")
+            write_part(rows.drop(PART), path)
             self.parts[i].append(path)
 
     def read(self, bucket: int, schema: pl.Schema | None = None) -> pl.DataFrame:
@@ -208,7 +208,7 @@ class Parts:
         if frame.height == 0 and self.paths:
             return
         path = self.folder / f"{len(self.paths):06d}.parquet"
-        frame.write_parquet(path, compression="lz4")
+        write_part(frame, path)
         self.paths.append(path)
         self.rows += frame.height
 
@@ -219,6 +219,18 @@ class Parts:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def write_part(frame: pl.DataFrame, path: Path) -> Path:
+    """Write ``frame`` as a staged part (Parquet, lz4): row groups of ``ROW_GROUP_ROWS`` rows.
+
+    Without a fixed size polars writes a row group per in-memory chunk, and how a collected
+    frame is chunked follows thread timing; a streaming ``sink`` reading the parts back
+    splits its pages where their row groups end, so a table sunk from parts had the same
+    rows but not the same bytes from run to run (``lineage.parquet`` of two 200k runs:
+    ``tests/test_staging_bytes.py``)."""
+    frame.write_parquet(path, compression="lz4", row_group_size=ROW_GROUP_ROWS)
+    return path
 
 
 def sink(frame: pl.LazyFrame, path: Path) -> Path:

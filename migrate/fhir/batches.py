@@ -36,7 +36,7 @@ from pathlib import Path
 import polars as pl
 
 from migrate.errors import HandoverError
-from migrate.staging import SortedKeys, pulled
+from migrate.staging import SortedKeys, pulled, write_part
 
 UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
 CHUNK_ROWS = 250_000  # rows read at a time from a frame being staged
@@ -146,7 +146,7 @@ def split(parts: Sequence[tuple[pl.LazyFrame, Placer]], folder: Path, chunk_rows
             batch, parts = held.popitem()
             out = folder / f"batch={batch}"
             out.mkdir(parents=True, exist_ok=True)
-            pl.concat(parts).write_parquet(out / f"{written:06d}.parquet", compression="lz4")
+            write_part(pl.concat(parts), out / f"{written:06d}.parquet")
         size, written = 0, written + 1
 
     for frame, place in parts:

@@ -39,6 +39,7 @@ from migrate.fhir.inverse import Systems, ndjson_files
 from migrate.fhir.roundtrip_buckets import RowCounter, Staged, bucket_count
 from migrate.outputs import write_text
 from migrate.progress import NULL_PROGRESS, Progress
+from migrate.staging import write_part
 from migrate.reports.rundata import RunFolder
 
 ROUNDTRIP = "reports/roundtrip.json"
@@ -349,7 +350,7 @@ def compare_bucket(job: BucketJob) -> BucketResult:
     rows_q = expected.select("table", "source_file", "source_row").unique()
     counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
     totals = {name: int(value or 0) for name, value in counts.row(0, named=True).items()}
-    rows.write_parquet(job.rows, compression="lz4")
+    write_part(rows, job.rows)
     return BucketResult(totals, _first_bad(bad, group), ran_on())
 
 

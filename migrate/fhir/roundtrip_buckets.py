@@ -35,7 +35,7 @@ import polars as pl
 from migrate.fhir.inverse import INVERSES, SCHEMAS, Systems, decode_batches
 from migrate.lineage import POSITION, position, position_bounds
 from migrate.reports.rundata import RunFolder
-from migrate.staging import PART, RangeBuckets, pulled
+from migrate.staging import PART, RangeBuckets, pulled, write_part
 
 BUCKET_ROWS = 500_000  # (source row, resource) pairs per bucket aimed at: ~0.5-1 GB joined
 _HASH = "__id_bucket"
@@ -145,7 +145,7 @@ class Staged:
                 # memory: held whole: one Organization per GP practice (thousands, not patients)
                 frames = [inverse(batch.lazy(), systems).collect() for batch in decoded]
                 found = pl.concat(frames) if frames else pl.DataFrame(schema=schemas[resource_type])
-                found.write_parquet(path, compression="lz4")
+                write_part(found, path)
                 organisations = pl.scan_parquet(path)
                 read[resource_type] = found.height
                 continue

@@ -36,7 +36,7 @@ import polars as pl
 from migrate.errors import InputError
 from migrate.reconcile import failure_lines
 from migrate.reports.rundata import RunFolder
-from migrate.staging import batches
+from migrate.staging import batches, write_part
 from migrate.summary import RowsInvariant, Verdict
 
 NOT_APPLICABLE = "not applicable: no FHIR output"
@@ -122,7 +122,7 @@ class _Spill:
         for key, part in split.items():
             bucket = int(key[0])
             path = self.folder / f"{name}-{bucket:05d}-{self.parts:06d}.parquet"
-            part.drop("__bucket").write_parquet(path, compression="lz4")
+            write_part(part.drop("__bucket"), path)
             self.paths.setdefault((name, bucket), []).append(path)
 
     def drop(self, name: str) -> None:

@@ -21,7 +21,7 @@ from migrate import sharing
 from migrate.rules.flags import combine_exceptions
 from migrate.rules.engine import evaluate
 from migrate.rules.model import RulePack
-from migrate.staging import SortedKeys, sink
+from migrate.staging import SortedKeys, sink, write_part
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
             for (part,), rows in mark(batch).group_by(PART, maintain_order=True):
                 i = int(part)
                 path = folder / name / f"{i:05d}-{len(paths[i]):06d}.parquet"
-                rows.drop(PART).write_parquet(path, compression="lz4")
+                write_part(rows.drop(PART), path)
                 paths[i].append(path)
         written[name] = paths
 
@@ -174,7 +174,7 @@ def classify(people: Mapping[str, pl.LazyFrame], pack: RulePack, cutover: date,
         results["sharing"] = sharing.state(mine["sharing"], mine[DECIDED]).collect()
         for name in OUTPUTS:
             path = folder / f"{name}-{part:05d}.parquet"
-            results[name].write_parquet(path, compression="lz4")
+            write_part(results[name], path)
             written[name].append(path)
         del results
     shutil.rmtree(folder / "people", ignore_errors=True)

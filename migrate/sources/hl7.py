@@ -56,6 +56,7 @@ from migrate.sources.hl7_validate import (
     valid_expr,
     validate_full,
 )
+from migrate.staging import write_part
 
 __all__ = ["CHUNK_BYTES", "Hl7Read", "MESSAGE_COLUMNS", "decode_bytes", "parse_path", "read_hl7", "validate_full"]
 
@@ -479,7 +480,7 @@ def read_hl7(path: Path, source_file: str, paths: Sequence[str], work_dir: Path,
         rejected.extend((m + offset, code, reason, control, raw) for m, code, reason, control, raw in bad)
         if frame.height:
             part = out_dir / f"part-{i:06d}.parquet"
-            frame.with_columns(pl.col("source_row") + offset).write_parquet(part)
+            write_part(frame.with_columns(pl.col("source_row") + offset), part)
             parts.append(part)
         offset += count
 

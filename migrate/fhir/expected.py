@@ -64,10 +64,12 @@ def _first_id(run: RunFolder, lineage: pl.LazyFrame, table: str, fhir_type: str,
 
 def _patients(run: RunFolder, lineage: pl.LazyFrame, part: tuple[int, int] | None = None) -> pl.LazyFrame:
     """patient_key, patient (local id), survivor_key, patient_id (its Patient) of ``part``."""
-    summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
-    return (_canonical_part(run, "patients", "patient_key", part)
-            .select("patient_key", pl.col("source_patient_id").alias("patient"))
-            .join(summary, on="patient_key", how="left")
+    rows = _canonical_part(run, "patients", "patient_key", part).select(
+        "patient_key", pl.col("source_patient_id").alias("patient"))
+    # memory: the summary kept to the part's keys first (``keyed``): joined whole, every part
+    # built a table of every patient of the extract
+    summary = keyed(run.scan("patients.parquet").select("patient_key", "survivor_key"), rows, "patient_key")
+    return (rows.join(summary, on="patient_key", how="left")
             .with_columns(pl.col("survivor_key").fill_null(pl.col("patient_key")))
             .join(_first_id(run, lineage, "patients", "Patient", "patient_key", "patient_id", part), on="patient_key",
                   how="left"))
@@ -233,7 +235,11 @@ def survivor_values(run: RunFolder) -> pl.LazyFrame:
     takes each field from the most recent record that has it, so any of them may be carried."""
     summary = run.scan("patients.parquet").select("patient_key", "survivor_key")
     clusters = summary.filter(pl.col("survivor_key") != pl.col("patient_key")).select("survivor_key").unique()
-    rows = run.canonical("patients").join(summary, on="patient_key").join(clusters, on="survivor_key", how="semi")
+    # memory: the merged clusters' members first (a semi join built on the clusters), then their
+    # canonical rows (a join built on those members): joined the other way round, the join
+    # built a table of every patient of the extract
+    members = summary.join(clusters, on="survivor_key", how="semi")
+    rows = run.canonical("patients").join(members, on="patient_key")
     return rows.group_by("survivor_key").agg(
         pl.col("family_name").alias("c_family_name"), _given(pl.col("given_names")).alias("c_given_names"),
         _date("birth_date").alias("c_birth_date"), _text("sex").alias("c_sex"), pl.col("address").alias("c_address"),

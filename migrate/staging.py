@@ -26,12 +26,13 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from migrate.outputs import write_atomic
+# ROW_GROUP_ROWS: rows per row group of a table written by ``sink`` or ``outputs.write_parquet``,
+# and of a staged part (``write_part``)
+from migrate.outputs import ROW_GROUP_ROWS, write_atomic
 
 BUCKET_ROWS = 1_000_000  # rows per bucket aimed at: ~0.2-0.5 GB of canonical rows in memory at once
 SAMPLE_PER_BUCKET = 1_000  # values sampled per bucket to place the boundaries
 PART = "__bucket"
-ROW_GROUP_ROWS = 1 << 18  # rows per row group of a table written by ``sink``, and of a staged part (``write_part``)
 HASH_ROWS = 4_000_000  # hashes sorted in memory at once (``repeated_hashes``): 32 MB
 HASH_PARTS = 64  # files a larger column's hashes are split into (a power of two)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from migrate.staging import ROW_GROUP_ROWS, Parts, RangeBuckets, sink
+from migrate.outputs import ROW_GROUP_ROWS
+from migrate.staging import Parts, RangeBuckets, sink
 
 ROWS = 700_000  # more than two row groups of the sunk table
 PART_ROWS = 250_000

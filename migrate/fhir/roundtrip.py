@@ -39,8 +39,8 @@ from migrate.fhir.inverse import Systems, ndjson_files
 from migrate.fhir.roundtrip_buckets import RowCounter, Staged, bucket_count
 from migrate.outputs import write_text
 from migrate.progress import NULL_PROGRESS, Progress
-from migrate.staging import write_part
 from migrate.reports.rundata import RunFolder
+from migrate.staging import write_part
 
 ROUNDTRIP = "reports/roundtrip.json"
 EXAMPLES = 5

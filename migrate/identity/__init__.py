@@ -25,8 +25,8 @@ Evidence never shows a name, birth date or NHS number.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 
 __all__ = ["mapped"]
 
@@ -24,9 +25,10 @@ def mapped(expr: pl.Expr, mapping: Mapping[Any, Any], default: Any, dtype: pl.Da
     The same values: a key maps to its value; a value not in ``mapping``, and null, to
     ``default`` (null when ``default`` is None). Meant for a few keys (one comparison each).
     """
-    out: Any = pl
     if not mapping:  # every value to the default, one per row of ``expr``
         return pl.when(expr.is_null()).then(pl.lit(default, dtype=dtype)).otherwise(pl.lit(default, dtype=dtype))
-    for key, value in mapping.items():
+    (first, value), *rest = mapping.items()
+    out: Then | ChainedThen = pl.when(expr == first).then(pl.lit(value, dtype=dtype))
+    for key, value in rest:
         out = out.when(expr == key).then(pl.lit(value, dtype=dtype))
     return out.otherwise(pl.lit(default, dtype=dtype))

@@ -109,11 +109,11 @@ def match_target(patients: pl.DataFrame, target_index: pl.LazyFrame | pl.DataFra
     # only (a few); laying out every numbered patient copied and blocked the whole table
     # again (+1.4 GB at 5M patients). The blocks holding a target record keep all their
     # patients, so the pairs and the cap are unchanged.
-    numbered = _meeting(columns, no_right, settings).filter(pl.col("nhs").is_not_null()).join(
+    numbered_left = _meeting(columns, no_right, settings).filter(pl.col("nhs").is_not_null()).join(
         rest_keys, on="key", how="semi")
     pairs = pl.concat([
         _pairs_between(no_left, right, settings),
-        _pairs_between(numbered, no_right, settings),
+        _pairs_between(numbered_left, no_right, settings),
     ])
     numbered = patients.filter(pl.col("nhs").is_not_null()).height
     linking = model.with_prior(target_prior(model, settings, by_number.height, numbered, target.height))

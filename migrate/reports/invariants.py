@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,28 +80,17 @@ def _parsed(path: Path) -> pl.LazyFrame:
                                                                 pl.col("id").alias("fhir_id"))
 
 
-def _read(path: Path, keep: list[pl.Expr]) -> pl.DataFrame:
-    """``keep`` (expressions of fhir_type and fhir_id) over every resource of one NDJSON file:
-    from the lines' heads, or from a JSON parse when any head is not the writer's."""
-    unread = (pl.col("fhir_type").is_null() | pl.col("fhir_id").is_null()).alias("__unread")
-    # memory: whole file: one NDJSON file's (type, id), up to ~10M at 1M patients; read only when the FHIR invariant
-    # fails, to name examples (``_examples``)
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Reading one NDJSON file: polars' and the decompressor's errors named as the file's."""
     try:
-        heads = _heads(path).select(*keep, unread).collect(engine="streaming")
-        if not heads.get_column("__unread").any():
-            return heads.drop("__unread")
-        return _parsed(path).select(*keep).collect(engine="streaming")
+        yield
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
     except OSError as exc:  # a damaged .ndjson.gz (polars decompresses it as it reads): named, never short
         from migrate.fhir.ndjson import unreadable
 
         raise unreadable(path, exc) from None
-
-
-def _ids(path: Path) -> pl.DataFrame:
-    """(fhir_type, fhir_id) of every resource line of one NDJSON file (``_heads``)."""
-    return _read(path, [pl.col("fhir_type"), pl.col("fhir_id")])
 
 
 class _Spill:
@@ -177,21 +167,50 @@ def _spill_resources(run: RunFolder, spill: _Spill) -> tuple[dict[str, int], lis
     for n, path in enumerate(run.fhir_ndjson()):
         name = f"resources-{n}"
         names.append(name)
-        try:
+        with _reading(path):
             try:
                 found = _spill_file(spill, name, _head_batches(path, keep))
             except _Unread:
                 spill.drop(name)
                 found = _spill_file(spill, name, batches(_parsed(path).select(*keep), SPILL_ROWS))
-        except pl.exceptions.PolarsError as exc:
-            raise InputError(f"{path}: not readable as NDJSON ({exc.__class__.__name__})") from None
-        except OSError as exc:  # a damaged .ndjson.gz (polars decompresses it as it reads): named, never short
-            from migrate.fhir.ndjson import unreadable
-
-            raise unreadable(path, exc) from None
         for kind, k in found.items():
             counts[kind] = counts.get(kind, 0) + k
     return dict(sorted(counts.items())), names
+
+
+_NAMES = pl.Schema({"fhir_type": pl.String(), "fhir_id": pl.String()})
+
+
+def _first(names: pl.DataFrame) -> pl.DataFrame:
+    """The first ``EXAMPLES`` distinct (fhir_type, fhir_id) of ``names``, in order."""
+    return names.unique().sort("fhir_type", "fhir_id").head(EXAMPLES)
+
+
+def _first_named(path: Path, wanted: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """For each frame of hash pairs (p1, p2) in ``wanted``, the first ``EXAMPLES`` (fhir_type,
+    fhir_id) (``_first``) of the resources of one NDJSON file with those hashes.
+
+    The file streams by ``SPILL_ROWS`` lines at a time as ``_spill_resources`` reads it (line
+    heads, or a JSON parse when a head is not the writer's), each batch's matches merged
+    into the examples so far."""
+    keep = [pl.col("fhir_type").cast(pl.String), pl.col("fhir_id").cast(pl.String), *_pair_keys()]
+    pairs = [hashes.select("p1", "p2") for hashes in wanted]
+
+    def scan(parts: Iterator[pl.DataFrame]) -> list[pl.DataFrame]:
+        # memory: one batch of ``SPILL_ROWS`` lines' (type, id, hashes), and ``EXAMPLES`` names per
+        # frame of ``wanted``: the whole file's ids (~10M at 1M patients) were held before
+        found = [pl.DataFrame(schema=_NAMES) for _ in pairs]
+        for batch in parts:
+            found = [_first(pl.concat([names, batch.join(hashes, on=["p1", "p2"], how="semi")
+                                       .select("fhir_type", "fhir_id")]))
+                     for names, hashes in zip(found, pairs)]
+        return found
+
+    with _reading(path):
+        try:
+            return scan(_head_batches(path, keep))
+        except _Unread:
+            return scan(batches(_parsed(path).select(*keep), SPILL_ROWS))
 
 
 _ROWS = pl.Schema({"r1": pl.UInt64(), "r2": pl.UInt64()})
@@ -329,14 +348,14 @@ def _examples(run: RunFolder, lineage: pl.LazyFrame, sources: list[pl.LazyFrame]
     orphans: list[dict[str, Any]] = []
     twice: list[dict[str, Any]] = []
     if untraced.height or repeated.height:
-        named = pl.concat([_ids(p).select("fhir_type", "fhir_id", *_pair_keys()) for p in run.fhir_ndjson()])
+        # memory: ``EXAMPLES`` names per file and kind (``_first_named`` streams each file)
+        per_file = [_first_named(path, [untraced, repeated]) for path in run.fhir_ndjson()]
 
-        def by_name(hashes: pl.DataFrame) -> list[dict[str, Any]]:
-            found_ids = named.join(hashes.select("p1", "p2"), on=["p1", "p2"], how="semi").unique(
-                ["fhir_type", "fhir_id"]).sort("fhir_type", "fhir_id").head(EXAMPLES)
-            return [{"type": t, "id": i} for t, i, *_ in found_ids.iter_rows()]
+        def by_name(kind: int) -> list[dict[str, Any]]:
+            names = _first(pl.concat([firsts[kind] for firsts in per_file]))
+            return [{"type": t, "id": i} for t, i in names.iter_rows()]
 
-        orphans, twice = by_name(untraced), by_name(repeated)
+        orphans, twice = by_name(0), by_name(1)
     missing: list[dict[str, Any]] = []
     if dangling.height:
         # memory: ``EXAMPLES`` rows

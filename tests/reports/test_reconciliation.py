@@ -327,7 +327,7 @@ def test_invariant_1_names_what_an_edited_lineage_breaks(worked_run: Path, rh: M
 
 @pytest.mark.parametrize("style", ["compact", "spaced", "reordered", "blank_lines"])
 def test_resource_ids_are_read_from_any_ndjson_layout(tmp_path: Path, style: str) -> None:
-    from migrate.reports.invariants import _ids
+    from migrate.reports.invariants import _first_named, _pair_keys
 
     resources = [{"resourceType": "Patient", "id": f"p-{i}", "name": [{"family": "x"}]} for i in range(5)]
     lines = {
@@ -338,7 +338,33 @@ def test_resource_ids_are_read_from_any_ndjson_layout(tmp_path: Path, style: str
     }[style]
     path = tmp_path / "Patient.ndjson"
     path.write_text("\n".join(lines))  # no final newline: the last line still counts
-    assert _ids(path).rows() == [("Patient", f"p-{i}") for i in range(5)]
+    every = pl.DataFrame({"fhir_type": ["Patient"] * 5, "fhir_id": [f"p-{i}" for i in range(5)]}).select(_pair_keys())
+    [named] = _first_named(path, [every])
+    assert named.rows() == [("Patient", f"p-{i}") for i in range(5)]
+
+
+@pytest.mark.parametrize("layout", ["heads", "parsed"])
+def test_examples_are_the_first_names_whatever_the_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           layout: str) -> None:
+    """The failing resources are named as the first EXAMPLES (type, id) of those with the failing
+    hashes, distinct, though the file streams by in batches: the smallest names in the last
+    batches, copies across batches and repeats of one name all count once."""
+    from migrate.reports import invariants
+    from migrate.reports.invariants import EXAMPLES, _first_named, _pair_keys
+
+    monkeypatch.setattr(invariants, "SPILL_ROWS", 7)
+    ids = [f"r-{i:03d}" for i in range(100)]
+    written = ids[::-1] + ids[:30]  # the smallest ids last, and each of those twice, 70 lines apart
+    separators = (",", ":") if layout == "heads" else (", ", ": ")  # the latter is read by a JSON parse
+    path = tmp_path / "Observation.ndjson"
+    path.write_text("".join(json.dumps({"resourceType": "Observation", "id": i, "status": "final"},
+                                       separators=separators) + "\n" for i in written))
+    odd = [i for n, i in enumerate(ids) if n % 2]
+    wanted = pl.DataFrame({"fhir_type": ["Observation"] * len(odd), "fhir_id": odd}).select(_pair_keys())
+    nothing = wanted.head(0)
+    named, none = _first_named(path, [wanted, nothing])
+    assert named.rows() == [("Observation", i) for i in odd[:EXAMPLES]]
+    assert none.height == 0
 
 
 def test_the_pipelines_fhir_output_passes_invariant_2(worked_run: Path, rh: ModuleType, tmp_path: Path) -> None:

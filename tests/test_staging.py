@@ -39,6 +39,13 @@ def test_buckets_in_order_are_the_whole_table_sorted(tmp_path_factory: pytest.Te
     each = [p.sort("k", "i", nulls_last=False) for p in parts if p.height]
     whole = pl.concat(each) if each else frame.clear()
     assert whole.equals(frame.sort("k", "i", nulls_last=False))
+    # compacted, each bucket is one file with the same rows in the same order; adding goes on
+    buckets.compact()
+    assert all(len(p) <= 1 for p in buckets.parts)
+    assert all(buckets.read(i, frame.schema).equals(parts[i]) for i in range(buckets.count))
+    buckets.add(frame)
+    again = [buckets.read(i, frame.schema) for i in range(buckets.count)]
+    assert sorted(r for p in again for r in p["i"]) == sorted(list(range(frame.height)) * 2)
     buckets.close()
 
 

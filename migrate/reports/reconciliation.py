@@ -21,6 +21,7 @@ same run gives byte-identical reports and an unchanged manifest on re-render.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,10 @@ from migrate.vocabulary import vocabulary
 from migrate.reports.worklist import (
     SPLIT_COLUMNS,
     Layout,
+    Rows,
     build_worklist,
     load_layout,
+    stage_worklist,
     with_vocabulary,
     write_worklists,
 )
@@ -73,7 +76,7 @@ class ReportModel:
     """Everything the report files show, before rendering (and before pseudonymisation)."""
 
     summary: RunSummary
-    worklist: pl.DataFrame
+    worklist: Rows  # lazy when staged on disk (``build`` with ``workdir``)
     layout: Layout
     info: RunInfo
 
@@ -164,10 +167,12 @@ def _vocabulary_tables(run: RunFolder) -> dict[str, pl.LazyFrame]:
 
 
 def build(run: RunFolder, previous: Path | None = None, declaration: Declaration | None = None,
-          invariant: RowsInvariant | None = None) -> ReportModel:
-    """Compute every figure of the reports from ``run`` (nothing is written).
+          invariant: RowsInvariant | None = None, workdir: Path | None = None) -> ReportModel:
+    """Compute every figure of the reports from ``run`` (nothing is written to it).
 
     ``invariant``: invariant 1 if the caller has just computed it over this folder.
+    ``workdir``: a folder where the worklist is staged as Parquet (one row per flag: it grows
+    with the flags), kept until the model is rendered; without it, it is held in memory.
     """
     counts = run_counts(run, invariant)
     pack = frozen.load_pack(run.path)  # the pack the run used, never the shipped one
@@ -217,7 +222,9 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     summary["invariants"] = with_checks(summary["invariants"], checks)
     summary["review"] = review_progress(run)
     summary["hazard_log"] = hazard_log.section(run, summary)
-    return ReportModel(summary, build_worklist(run, layout, pack.review), layout, RunInfo.of(run))
+    worklist = (stage_worklist(run, layout, pack.review, workdir / "worklist.parquet") if workdir is not None
+                else build_worklist(run, layout, pack.review))
+    return ReportModel(summary, worklist, layout, RunInfo.of(run))
 
 
 def split_folder(by: str) -> str:
@@ -262,11 +269,11 @@ def write_reports(run_dir: Path, previous: Path | None = None, declared: Path | 
         RunFolder.open(previous, check_tables=False)  # a run given by name must be one (exit 3)
     check_sealable(run_dir, key)
     declaration = load_declared(declared) if declared is not None else None
-    with reading(run_dir):
+    with reading(run_dir), tempfile.TemporaryDirectory(prefix="handover-worklist-") as work:
         if declaration is not None:
             _keep_declaration(run_dir, declaration, key)
             run = RunFolder.open(run_dir)
-        model = build(run, previous, declaration, invariant)
+        model = build(run, previous, declaration, invariant, Path(work))
         files = render(model, run_dir / "reports", split_by)
         # Identifiable (contact details): the run's own reports only, never the pseudonymised pack.
         files.append(write_outreach(run, run_dir / "reports"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import yaml
@@ -57,6 +57,10 @@ SERVICE_LINES = "_service_lines"
 CHOICES = "_choices"  # the decisions a row's flag takes (its Decision drop-down list)
 REVIEW = "review.parquet"  # each item's evidence id and review state (migrate.review.stage)
 _SHEET_ROWS = 1_048_575  # Excel's row limit less the header
+# A worklist as the writers take it: in memory, or lazy (a scan of the staged worklist,
+# ``stage_worklist``), which they read in passes and chunks, never whole.
+Rows = pl.DataFrame | pl.LazyFrame
+R = TypeVar("R", pl.DataFrame, pl.LazyFrame)
 _MAX_LIST_RUNS = 500  # drop-down cell ranges per sheet before one list serves the whole column
 
 
@@ -203,7 +207,7 @@ def _waits(run: RunFolder, flagged: pl.LazyFrame, subjects: pl.LazyFrame) -> tup
     return refs.drop("patient_key"), longest.join(lines, on="patient_key", how="full", coalesce=True)
 
 
-def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.DataFrame:
+def worklist_plan(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.LazyFrame:
     """One row per exception with ``family``, the layout's columns, ``_service_lines`` (the
     service lines whose worklist the row belongs to) and ``_choices`` (the decisions its
     flag takes, in ``vocabulary``), in review order: outstanding items before decided ones."""
@@ -255,9 +259,23 @@ def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary 
         .sort(["_family", "_decided", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key",
                "rule_id"], descending=[False, False, False, True, False, False, False, False], nulls_last=True)
     )
-    # memory: grows with the flags: the worklist itself (one row per flag), written whole by the caller
-    return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES).collect(
-        engine="streaming")
+    return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES)
+
+
+def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.DataFrame:
+    """The worklist (``worklist_plan``) in memory."""
+    # memory: grows with the flags: the worklist itself (one row per flag); the run's reports
+    # stage it on disk instead (stage_worklist), only the pseudonymised pack holds it
+    return worklist_plan(run, layout, vocabulary).collect(engine="streaming")
+
+
+def stage_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary, path: Path) -> pl.LazyFrame:
+    """The worklist (``worklist_plan``) written to Parquet at ``path``, in review order, and
+    returned as a scan of it: the writers read it in passes and chunks."""
+    # memory: the review-order sort of the streaming sink: every flag's row, once
+    worklist_plan(run, layout, vocabulary).sink_parquet(path, compression="zstd", maintain_order=True,
+                                                        engine="streaming")
+    return pl.scan_parquet(path)
 
 
 def neutralise(column: str) -> pl.Expr:
@@ -266,46 +284,54 @@ def neutralise(column: str) -> pl.Expr:
     return pl.when(text.str.contains(_DANGEROUS)).then(pl.lit("'") + text).otherwise(text).alias(column)
 
 
-def write_csv(frame: pl.DataFrame, path: Path) -> Path:
+def _names(frame: Rows) -> list[str]:
+    return frame.columns if isinstance(frame, pl.DataFrame) else frame.collect_schema().names()
+
+
+def write_csv(frame: Rows, path: Path) -> Path:
     """``frame`` as UTF-8 CSV (with a BOM, which Excel needs to read UTF-8), every cell
     neutralised, values raw (ten-digit NHS numbers, ISO dates); internal columns left out."""
-    # Streamed from the frame a batch at a time: the neutralised copy is never whole.
-    safe = frame.lazy().select(neutralise(c) for c in frame.columns if not c.startswith("_"))
+    # Streamed from the frame (or its file) a batch at a time: the neutralised copy is never whole.
+    safe = frame.lazy().select(neutralise(c) for c in _names(frame) if not c.startswith("_"))
     return write_atomic(path, lambda tmp: safe.sink_csv(tmp, include_bom=True, check_extension=False))
 
 
-def family_counts(frame: pl.DataFrame, layout: Layout) -> pl.DataFrame:
+def family_counts(frame: Rows, layout: Layout) -> pl.DataFrame:
     """Per family: its sheet, the number of flags and the count per severity."""
+    # memory: a count per family and severity (one streamed pass)
+    found = frame.lazy().group_by("family", pl.col("severity").cast(pl.String)).len().collect(engine="streaming")
     rows: list[dict[str, Any]] = []
     for name, fam in layout.families.items():
-        part = frame.filter(pl.col("family") == name)
-        counts = dict(part.group_by("severity").len().iter_rows())
-        rows.append({"family": name, "sheet": fam.sheet, "flags": part.height,
+        counts = {s: int(n) for f, s, n in found.iter_rows() if f == name}
+        rows.append({"family": name, "sheet": fam.sheet, "flags": sum(counts.values()),
                      **{s: int(counts.get(s, 0)) for s in canonical.SEVERITIES}})
     return pl.DataFrame(rows, schema={"family": pl.String, "sheet": pl.String, "flags": pl.Int64,
                                       **{s: pl.Int64 for s in canonical.SEVERITIES}})
 
 
-def for_people(frame: pl.DataFrame) -> pl.DataFrame:
+def for_people(frame: R) -> R:
     """The worklist as the XLSX shows it: NHS numbers 3-3-4, dates in the rule's text dd/mm/yyyy."""
+    names = _names(frame)
     return frame.with_columns(
-        *([display.nhs_number_expr("nhs_number")] if "nhs_number" in frame.columns else []),
-        *(display.dates_in_text_expr(c) for c in ("evidence", "action") if c in frame.columns))
+        *([display.nhs_number_expr("nhs_number")] if "nhs_number" in names else []),
+        *(display.dates_in_text_expr(c) for c in ("evidence", "action") if c in names))
 
 
-def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout, info: RunInfo, scope: Scope | None = None) -> Path:
+def write_xlsx(frame: Rows, path: Path, layout: Layout, info: RunInfo, scope: Scope | None = None) -> Path:
     """The workbook: a Summary sheet, then one sheet per family (empty families included, so
     a reviewer sees that nothing was raised rather than a missing tab). ``scope`` says which
-    part of the run's exceptions the workbook holds (None: all of them)."""
+    part of the run's exceptions the workbook holds (None: all of them). A lazy ``frame``
+    is read a sheet at a time, in passes (``xlsx``), never whole."""
     counts = family_counts(frame, layout)
+    flags = dict(zip(counts.get_column("family"), counts.get_column("flags"), strict=True))
     columns = layout.columns
     sheets = [summary_sheet(counts, layout, info, scope)]
     for name, fam in layout.families.items():
         # A family's rows at a time shown for people (never a second copy of the whole worklist).
         rows = for_people(frame.filter(pl.col("family") == name)).select(
-            *(c.name for c in columns), *([CHOICES] if CHOICES in frame.columns else []))
+            *(c.name for c in columns), *([CHOICES] if CHOICES in _names(frame) else []))
         # Excel holds about a million rows a sheet; a larger family continues on "<title> (2)".
-        for part, start in enumerate(range(0, max(rows.height, 1), _SHEET_ROWS)):
+        for part, start in enumerate(range(0, max(flags[name], 1), _SHEET_ROWS)):
             suffix = f" ({part + 1})" if part else ""
             chunk = rows.slice(start, _SHEET_ROWS)
             sheets.append(xlsx.Sheet(f"{fam.sheet}{suffix}", chunk.drop(CHOICES, strict=False), columns,
@@ -314,10 +340,12 @@ def write_xlsx(frame: pl.DataFrame, path: Path, layout: Layout, info: RunInfo, s
     return write_atomic(path, lambda tmp: xlsx.write_workbook(tmp, sheets, info.page(scope)))
 
 
-def _choices(rows: pl.DataFrame) -> tuple[xlsx.Validation, ...]:
+def _choices(sheet: Rows) -> tuple[xlsx.Validation, ...]:
     """One drop-down list per set of decisions, on the Decision cells of the rows whose flag takes them."""
-    if CHOICES not in rows.columns:
+    if CHOICES not in _names(sheet):
         return ()
+    # memory: the sheet's decision lists, one short text a row (at most Excel's rows a sheet)
+    rows = sheet.select(CHOICES) if isinstance(sheet, pl.DataFrame) else sheet.select(CHOICES).collect()
     numbered = rows.with_row_index("_i").group_by(CHOICES, maintain_order=True).agg(pl.col("_i"))
     lists = [(str(c), tuple(int(i) for i in index)) for c, index in numbered.iter_rows() if c]
     runs = rows.select((pl.col(CHOICES) != pl.col(CHOICES).shift(1)).fill_null(True).sum()).item()
@@ -332,7 +360,7 @@ def _choices(rows: pl.DataFrame) -> tuple[xlsx.Validation, ...]:
                  for c, index in lists)
 
 
-def write_worklists(frame: pl.DataFrame, folder: Path, layout: Layout, info: RunInfo,
+def write_worklists(frame: Rows, folder: Path, layout: Layout, info: RunInfo,
                     scope: Scope | None = None) -> list[Path]:
     """Write ``exceptions.xlsx`` and ``exceptions.csv`` into ``folder``."""
     return [write_xlsx(frame, folder / "exceptions.xlsx", layout, info, scope),

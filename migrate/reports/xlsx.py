@@ -82,11 +82,13 @@ class Validation:
 class Sheet:
     """One worksheet: a frame (string, integer and date columns) shown through ``columns``.
 
+    ``frame`` may be lazy (a scan of a file): the sheet is then read in passes, never whole
+    (its rows' XML a chunk at a time; whole columns only for row heights, ``_Profile``).
     ``emphasis`` maps a column to values drawn in a given style (e.g. critical in red).
     """
 
     title: str
-    frame: pl.DataFrame
+    frame: pl.DataFrame | pl.LazyFrame
     columns: tuple[Column, ...]
     emphasis: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     autofilter: bool = True
@@ -133,7 +135,39 @@ def _escape_py(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def _cell(frame: pl.DataFrame, col: Column, index: int, emphasis: Mapping[str, int]) -> pl.Expr:
+_ESCAPED = r"[&<>\r\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]"  # a value ``escape`` changes
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """What the writer needs to know of a whole sheet before its first row: its height, the
+    columns with a value, and which text columns hold formula-like or escaped characters
+    (one streamed aggregation, so a lazy sheet is never held whole for it)."""
+
+    schema: Mapping[str, pl.DataType]
+    height: int
+    used: frozenset[str]
+    formula_like: frozenset[str]
+    escaped: frozenset[str]
+
+    @classmethod
+    def of(cls, sheet: Sheet) -> _Profile:
+        frame = sheet.frame.lazy()
+        schema = frame.collect_schema()
+        names = list(dict.fromkeys(c.name for c in sheet.columns))
+        texts = [n for n in names if not schema[n].is_integer() and schema[n] != pl.Date()]
+        # memory: one row of counts and flags
+        row = frame.select(
+            pl.len().alias("_height"), *(pl.col(n).null_count().alias(f"n:{n}") for n in names),
+            *(pl.col(n).cast(pl.String).str.contains(_FORMULA_LIKE).any().alias(f"f:{n}") for n in texts),
+            *(pl.col(n).cast(pl.String).str.contains(_ESCAPED).any().alias(f"e:{n}") for n in texts),
+        ).collect(engine="streaming").row(0, named=True)
+        height = int(row["_height"])
+        return cls(schema, height, frozenset(n for n in names if row[f"n:{n}"] < height),
+                   frozenset(n for n in texts if row[f"f:{n}"]), frozenset(n for n in texts if row[f"e:{n}"]))
+
+
+def _cell(profile: _Profile, col: Column, index: int, emphasis: Mapping[str, int]) -> pl.Expr:
     """The ``<c>`` element of column ``col`` for every row; null where the value is null.
 
     ``_r`` is the row number as text. Work a column does not need is left out: the
@@ -141,23 +175,22 @@ def _cell(frame: pl.DataFrame, col: Column, index: int, emphasis: Mapping[str, i
     """
     ref = pl.lit(f'<c r="{letter(index)}') + pl.col("_r") + pl.lit('"')
     value = pl.col(col.name)
-    dtype = frame.schema[col.name]
+    dtype = profile.schema[col.name]
     if dtype.is_integer():
         return ref + pl.lit("><v>") + value.cast(pl.String) + pl.lit("</v></c>")
     if dtype == pl.Date():
         serial = (value - pl.lit(_EXCEL_DAY_ZERO)).dt.total_days().cast(pl.String)
         return ref + pl.lit(f' s="{STYLE_DATE}"><v>') + serial + pl.lit("</v></c>")
     text = value.cast(pl.String)
-    column = frame.get_column(col.name).cast(pl.String)
     wrap = col.format == "wrap"
     # The first matching style wins: formula-like text is always quote-prefixed.
     quoted = STYLE_WRAP_QUOTED if wrap else STYLE_QUOTED
-    choices = [(text.str.contains(_FORMULA_LIKE), quoted)] if column.str.contains(_FORMULA_LIKE).any() else []
+    choices = [(text.str.contains(_FORMULA_LIKE), quoted)] if col.name in profile.formula_like else []
     choices += [(text == v, s) for v, s in emphasis.items()]
     style: pl.Expr = pl.lit(f' s="{STYLE_WRAP}"' if wrap else "")
     for cond, style_id in reversed(choices):
         style = pl.when(cond).then(pl.lit(f' s="{style_id}"')).otherwise(style)
-    body = escape(text) if column.str.contains(r"[&<>\r\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]").any() else text
+    body = escape(text) if col.name in profile.escaped else text
     return ref + style + pl.lit(' t="inlineStr"><is><t xml:space="preserve">') + body + pl.lit("</t></is></c>")
 
 
@@ -226,23 +259,50 @@ def _height(lines: int) -> str:
     return f' ht="{lines * textfit.LINE_PT:g}"' if lines > 1 else ""
 
 
-def _row_heights(frame: pl.DataFrame, columns: tuple[Column, ...]) -> pl.Series:
+def _row_heights(sheet: Sheet, profile: _Profile) -> pl.Series:
     """Each row's height attribute: tall enough for its longest wrapped text (textfit)."""
-    wrapped = [textfit.wrapped_lines(frame.get_column(c.name), fitted_width(c)) for c in columns
-               if c.format == "wrap" and frame.get_column(c.name).null_count() < frame.height]
-    if not wrapped:
-        return pl.repeat("", frame.height, dtype=pl.String, eager=True)
+    wrap = [c for c in sheet.columns if c.format == "wrap" and c.name in profile.used]
+    if not wrap:
+        return pl.repeat("", profile.height, dtype=pl.String, eager=True)
+    # memory: the sheet's wrapped columns, whole (a sheet holds at most Excel's 1,048,576 rows):
+    # textfit fills each column's lines over all its values at once, and its float sums are
+    # kept exactly as they were (the heights, and so the bytes, do not depend on a chunking).
+    names = list(dict.fromkeys(c.name for c in wrap))
+    frame = (sheet.frame.select(names) if isinstance(sheet.frame, pl.DataFrame)
+             else sheet.frame.select(names).collect(engine="streaming"))
+    wrapped = [textfit.wrapped_lines(frame.get_column(c.name), fitted_width(c)) for c in wrap]
     lines = pl.max_horizontal(pl.col(str(i)) for i in range(len(wrapped)))
     return pl.DataFrame({str(i): w for i, w in enumerate(wrapped)}).select(
         pl.when(lines > 1).then(pl.lit(' ht="') + (lines * textfit.LINE_PT).cast(pl.Int64).cast(pl.String)
                                 + pl.lit('"')).otherwise(pl.lit(""))).to_series()
 
 
-def _sheet_xml(sheet: Sheet, selected: bool, page: Page) -> Iterator[str]:
+def _chunks(frame: pl.DataFrame | pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
+    """``frame`` in order, ``rows`` rows at a time (the last chunk shorter); a lazy frame is
+    streamed (its batches cut and joined to exactly ``rows``), never collected whole."""
+    if isinstance(frame, pl.DataFrame):
+        for offset in range(0, frame.height, rows):
+            yield frame.slice(offset, rows)
+        return
+    held: list[pl.DataFrame] = []
+    n = 0
+    for batch in frame.collect_batches(chunk_size=rows, maintain_order=True, engine="streaming"):
+        held.append(batch)
+        n += batch.height
+        while n >= rows:
+            whole = pl.concat(held, rechunk=False) if len(held) > 1 else held[0]
+            yield whole.slice(0, rows)
+            rest = whole.slice(rows)
+            held, n = ([rest] if rest.height else []), rest.height
+    if n:
+        yield pl.concat(held, rechunk=False) if len(held) > 1 else held[0]
+
+
+def _sheet_xml(sheet: Sheet, profile: _Profile, selected: bool, page: Page) -> Iterator[str]:
     """The worksheet document, in pieces: row XML is built a chunk of rows at a time, as the
-    zip entry is written (never the whole sheet's XML at once)."""
+    zip entry is written (never the whole sheet's XML at once, nor a lazy sheet's rows)."""
     cols = sheet.columns
-    last = f"{letter(len(cols) - 1)}{sheet.frame.height + 1}"
+    last = f"{letter(len(cols) - 1)}{profile.height + 1}"
     header_lines = max(_header_lines(c.header, fitted_width(c)) for c in cols)
     tab = ' tabSelected="1"' if selected else ""
     head = [
@@ -257,16 +317,20 @@ def _sheet_xml(sheet: Sheet, selected: bool, page: Page) -> Iterator[str]:
         "</row>",
     ]
     # A column with no value at all (the reviewer's) writes no cells.
-    used = [(i, c) for i, c in enumerate(cols) if sheet.frame.get_column(c.name).null_count() < sheet.frame.height]
-    cells = [_cell(sheet.frame, c, i, sheet.emphasis.get(c.name, {})) for i, c in used]
+    used = [(i, c) for i, c in enumerate(cols) if c.name in profile.used]
+    cells = [_cell(profile, c, i, sheet.emphasis.get(c.name, {})) for i, c in used]
     row_xml = pl.concat_str([pl.lit('<row r="') + pl.col("_r") + pl.lit('"') + pl.col("_ht") + pl.lit(">"), *cells,
                              pl.lit("</row>")], ignore_nulls=True)  # a null value is a missing cell
-    frame = sheet.frame.with_columns(_row_heights(sheet.frame, cols).alias("_ht"))
+    # memory: a row height attribute per row of the sheet (mostly empty text), then a chunk of rows at a time
+    heights = _row_heights(sheet, profile)
     yield from head
-    for offset in range(0, frame.height, _CHUNK_ROWS):
-        chunk = frame.slice(offset, _CHUNK_ROWS)
-        yield (chunk.with_columns(pl.int_range(offset + 2, offset + 2 + pl.len(), dtype=pl.Int64).cast(pl.String)
+    offset = 0
+    for chunk in _chunks(sheet.frame.lazy().select(list(dict.fromkeys(c.name for _, c in used)))
+                         if isinstance(sheet.frame, pl.LazyFrame) else sheet.frame, _CHUNK_ROWS):
+        yield (chunk.with_columns(heights.slice(offset, chunk.height).alias("_ht"),
+                                  pl.int_range(offset + 2, offset + 2 + pl.len(), dtype=pl.Int64).cast(pl.String)
                                   .alias("_r")).select(row_xml).to_series().str.join("").item())
+        offset += chunk.height
     yield from ["</sheetData>", *([f'<autoFilter ref="A1:{last}"/>'] if sheet.autofilter else []),
                 *_validations_xml(sheet), *_print_xml(page), "</worksheet>"]
 
@@ -313,14 +377,14 @@ def sheet_titles(sheets: list[Sheet]) -> list[str]:
     return titles
 
 
-def _defined_names(titles: list[str], sheets: list[Sheet]) -> list[str]:
+def _defined_names(titles: list[str], sheets: list[Sheet], profiles: list[_Profile]) -> list[str]:
     names: list[str] = []
-    for i, (t, s) in enumerate(zip(titles, sheets, strict=True)):
+    for i, (t, s, p) in enumerate(zip(titles, sheets, profiles, strict=True)):
         quoted = "'" + _escape_py(t.replace("'", "''")) + "'"
         if s.autofilter:
             # Excel keeps the autofilter range in this hidden name; without it some versions drop the filter.
             names.append(f'<definedName name="_xlnm._FilterDatabase" localSheetId="{i}" hidden="1">'
-                         f"{quoted}!$A$1:${letter(len(s.columns) - 1)}${s.frame.height + 1}</definedName>")
+                         f"{quoted}!$A$1:${letter(len(s.columns) - 1)}${p.height + 1}</definedName>")
         # The header row is printed at the top of every page.
         names.append(f'<definedName name="_xlnm.Print_Titles" localSheetId="{i}">{quoted}!$1:$1</definedName>')
     return names
@@ -330,11 +394,12 @@ def write_workbook(path: Path, sheets: list[Sheet], page: Page | None = None) ->
     """Write ``sheets`` as an XLSX workbook at ``path`` (overwriting it), ``page`` on every printed page."""
     page = page or Page()
     titles = sheet_titles(sheets)
+    profiles = [_Profile.of(sheet) for sheet in sheets]
     n = len(sheets)
     workbook = [
         _HEAD, f"<workbook {_NS}><bookViews><workbookView/></bookViews><sheets>",
         *(f'<sheet name="{_escape_py(t)}" sheetId="{i + 1}" r:id="rId{i + 1}"/>' for i, t in enumerate(titles)),
-        "</sheets><definedNames>", *_defined_names(titles, sheets), "</definedNames></workbook>",
+        "</sheets><definedNames>", *_defined_names(titles, sheets, profiles), "</definedNames></workbook>",
     ]
     rels = [
         _HEAD, '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">',
@@ -376,4 +441,4 @@ def write_workbook(path: Path, sheets: list[Sheet], page: Page | None = None) ->
         put("xl/_rels/workbook.xml.rels", rels)
         put("xl/styles.xml", _STYLES)
         for i, sheet in enumerate(sheets):
-            put(f"xl/worksheets/sheet{i + 1}.xml", _sheet_xml(sheet, selected=i == 0, page=page))
+            put(f"xl/worksheets/sheet{i + 1}.xml", _sheet_xml(sheet, profiles[i], selected=i == 0, page=page))

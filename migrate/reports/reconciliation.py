@@ -222,7 +222,7 @@ def build(run: RunFolder, previous: Path | None = None, declaration: Declaration
     summary["invariants"] = with_checks(summary["invariants"], checks)
     summary["review"] = review_progress(run)
     summary["hazard_log"] = hazard_log.section(run, summary)
-    worklist = (stage_worklist(run, layout, pack.review, workdir / "worklist.parquet") if workdir is not None
+    worklist = (stage_worklist(run, layout, pack.review, workdir) if workdir is not None
                 else build_worklist(run, layout, pack.review))
     return ReportModel(summary, worklist, layout, RunInfo.of(run))
 

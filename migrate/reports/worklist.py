@@ -29,7 +29,7 @@ import yaml
 
 from migrate import canonical
 from migrate.errors import ConfigError
-from migrate.outputs import write_atomic
+from migrate.outputs import write_atomic, write_parquet
 from migrate.reports import display, xlsx
 from migrate.reports.rundata import RunFolder
 from migrate.reports.worklist_summary import RunInfo, Scope, summary_sheet
@@ -57,6 +57,7 @@ SERVICE_LINES = "_service_lines"
 CHOICES = "_choices"  # the decisions a row's flag takes (its Decision drop-down list)
 REVIEW = "review.parquet"  # each item's evidence id and review state (migrate.review.stage)
 _SHEET_ROWS = 1_048_575  # Excel's row limit less the header
+PART_ROWS = 250_000  # worklist rows placed in review order at a time (stage_worklist)
 # A worklist as the writers take it: in memory, or lazy (a scan of the staged worklist,
 # ``stage_worklist``), which they read in passes and chunks, never whole.
 Rows = pl.DataFrame | pl.LazyFrame
@@ -207,10 +208,15 @@ def _waits(run: RunFolder, flagged: pl.LazyFrame, subjects: pl.LazyFrame) -> tup
     return refs.drop("patient_key"), longest.join(lines, on="patient_key", how="full", coalesce=True)
 
 
-def worklist_plan(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.LazyFrame:
-    """One row per exception with ``family``, the layout's columns, ``_service_lines`` (the
-    service lines whose worklist the row belongs to) and ``_choices`` (the decisions its
-    flag takes, in ``vocabulary``), in review order: outstanding items before decided ones."""
+# Review order: by family (the layout's order), outstanding before decided, severity
+# (critical first), days waiting (longest first), then the flag's own keys.
+REVIEW_ORDER = ("_family", "_decided", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key",
+                "rule_id")
+_DESCENDING = (False, False, False, True, False, False, False, False)
+
+
+def _unordered(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary) -> pl.LazyFrame:
+    """The worklist's rows (``worklist_plan``) with the columns of ``REVIEW_ORDER``, in no order."""
     # Every table below is cut to the flagged patients before it is joined or grouped: the
     # work is sized by the exceptions, not by the extract's patients and referrals.
     flagged = run.scan("exceptions.parquet").select("patient_key").unique()
@@ -256,10 +262,17 @@ def worklist_plan(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary =
             .otherwise(pl.col("_p_lines")).alias(SERVICE_LINES),
             pl.col("family").replace_strict(
                 {name: i for i, name in enumerate(layout.families)}, return_dtype=pl.Int64).alias("_family"))
-        .sort(["_family", "_decided", "_severity", "days_waiting", "flag_code", "patient_key", "subject_key",
-               "rule_id"], descending=[False, False, False, True, False, False, False, False], nulls_last=True)
     )
-    return frame.select("family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES)
+    return frame
+
+
+def worklist_plan(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.LazyFrame:
+    """One row per exception with ``family``, the layout's columns, ``_service_lines`` (the
+    service lines whose worklist the row belongs to) and ``_choices`` (the decisions its
+    flag takes, in ``vocabulary``), in review order: outstanding items before decided ones."""
+    return (_unordered(run, layout, vocabulary)
+            .sort(list(REVIEW_ORDER), descending=list(_DESCENDING), nulls_last=True)
+            .select("family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES))
 
 
 def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary = EMPTY) -> pl.DataFrame:
@@ -269,13 +282,33 @@ def build_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary 
     return worklist_plan(run, layout, vocabulary).collect(engine="streaming")
 
 
-def stage_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary, path: Path) -> pl.LazyFrame:
-    """The worklist (``worklist_plan``) written to Parquet at ``path``, in review order, and
-    returned as a scan of it: the writers read it in passes and chunks."""
-    # memory: the review-order sort of the streaming sink: every flag's row, once
-    worklist_plan(run, layout, vocabulary).sink_parquet(path, compression="zstd", maintain_order=True,
-                                                        engine="streaming")
-    return pl.scan_parquet(path)
+def stage_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary, folder: Path) -> pl.LazyFrame:
+    """The worklist (``worklist_plan``) written to Parquet files in ``folder``, in review
+    order, and returned as a scan of them: the writers read it in passes and chunks.
+
+    Never whole in memory: the rows are sunk in no order (each with its index), only their
+    review-order keys are sorted, and the rows are then placed ``PART_ROWS`` positions at a
+    time (each part a pass over the unordered rows that keeps its own, sorted by position)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = folder / "unordered.parquet"
+    final = ["family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES]
+    _unordered(run, layout, vocabulary).select(*final, *(c for c in REVIEW_ORDER if c not in final)).with_row_index(
+        "_i").sink_parquet(rows, compression="zstd", engine="streaming")
+    # memory: the review-order keys of every flag and their row index (~100 bytes a flag), sorted
+    order = (pl.scan_parquet(rows).select("_i", *REVIEW_ORDER)
+             .sort(list(REVIEW_ORDER), descending=list(_DESCENDING), nulls_last=True, maintain_order=True)
+             .select("_i").collect().to_series())
+    parts: list[Path] = []
+    for k, start in enumerate(range(0, max(order.len(), 1), PART_ROWS)):
+        index = order.slice(start, PART_ROWS)
+        position = pl.DataFrame({"_i": index, "_pos": pl.int_range(start, start + index.len(), eager=True)})
+        # memory: a part's rows (PART_ROWS), placed by their position
+        part = (pl.scan_parquet(rows).join(position.lazy(), on="_i", how="inner").collect(engine="streaming")
+                .sort("_pos").select(final))
+        parts.append(write_parquet(part, folder / f"part-{k:05d}.parquet"))
+        del part
+    rows.unlink()
+    return pl.scan_parquet(parts)
 
 
 def neutralise(column: str) -> pl.Expr:

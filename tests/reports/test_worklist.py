@@ -17,8 +17,10 @@ import polars as pl
 from migrate.rules import load_pack
 import pytest
 
+from migrate import frozen
 from migrate.errors import ConfigError
-from migrate.reports import write_reports
+from migrate.reports import worklist, write_reports, xlsx
+from migrate.reports.split import write_split
 from migrate.reports.rundata import RunFolder
 from migrate.reports.worklist import (
     DANGEROUS_PREFIXES,
@@ -303,3 +305,24 @@ def test_a_broken_layout_is_refused_with_every_problem(tmp_path: Path) -> None:
                  "decisions.columns: 'when' is not a reviewer's column", "decisions.columns: 'date' is not explained"):
         assert part in message, part
     assert err.value.exit_code == 2
+
+
+def test_the_staged_worklist_writes_the_bytes_of_the_one_in_memory(synth_run: Path, rh: ModuleType, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports stage the worklist on disk (placed in review order a part at a time) and
+    write it in passes and chunks: the same rows in the same order, and the same files,
+    as the worklist held whole, across parts, sheets continued on "(2)" and XML chunks."""
+    monkeypatch.setattr(worklist, "PART_ROWS", 97)
+    monkeypatch.setattr(worklist, "_SHEET_ROWS", 300)
+    monkeypatch.setattr(xlsx, "_CHUNK_ROWS", 41)
+    run = RunFolder.open(synth_run)
+    pack = frozen.load_pack(run.path)
+    layout = worklist.with_vocabulary(load_layout(), pack.review)
+    whole = worklist.build_worklist(run, layout, pack.review)
+    staged = worklist.stage_worklist(run, layout, pack.review, tmp_path / "staged")
+    assert whole.height > 3 * 97 and whole.get_column("family").value_counts()["count"].max() > 300
+    assert staged.collect().equals(whole)
+    for name, frame in (("whole", whole), ("lazy", staged)):
+        worklist.write_worklists(frame, tmp_path / name, layout, INFO)
+        write_split(frame, tmp_path / name / "split", layout, INFO, "service_line")
+    assert rh.all_bytes(tmp_path / "lazy") == rh.all_bytes(tmp_path / "whole")

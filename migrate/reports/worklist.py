@@ -58,6 +58,8 @@ CHOICES = "_choices"  # the decisions a row's flag takes (its Decision drop-down
 REVIEW = "review.parquet"  # each item's evidence id and review state (migrate.review.stage)
 _SHEET_ROWS = 1_048_575  # Excel's row limit less the header
 PART_ROWS = 250_000  # worklist rows placed in review order at a time (stage_worklist)
+SHARE_FLAGS = 400_000  # exceptions whose patients' worklist rows are built at a time (stage_worklist)
+_SHARE_SEED = 18  # polars' hash of the patient key, seeded: the same share on every run
 # A worklist as the writers take it: in memory, or lazy (a scan of the staged worklist,
 # ``stage_worklist``), which they read in passes and chunks, never whole.
 Rows = pl.DataFrame | pl.LazyFrame
@@ -215,12 +217,17 @@ REVIEW_ORDER = ("_family", "_decided", "_severity", "days_waiting", "flag_code",
 _DESCENDING = (False, False, False, True, False, False, False, False)
 
 
-def _unordered(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary) -> pl.LazyFrame:
-    """The worklist's rows (``worklist_plan``) with the columns of ``REVIEW_ORDER``, in no order."""
+def _unordered(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary,
+               share: pl.Expr | None = None) -> pl.LazyFrame:
+    """The worklist's rows (``worklist_plan``) with the columns of ``REVIEW_ORDER``, in no
+    order; with ``share`` (a predicate on ``patient_key``), only the rows of the exceptions
+    of the patients it selects (every figure of a row comes from its own patient's rows)."""
     # Every table below is cut to the flagged patients before it is joined or grouped: the
-    # work is sized by the exceptions, not by the extract's patients and referrals.
-    flagged = run.scan("exceptions.parquet").select("patient_key").unique()
-    subjects = (run.scan("exceptions.parquet").filter(pl.col("subject_type") == "referral")
+    # work is sized by the exceptions (of the share), not by the extract's patients and referrals.
+    raised = run.scan("exceptions.parquet")
+    raised = raised if share is None else raised.filter(share)
+    flagged = raised.select("patient_key").unique()
+    subjects = (raised.filter(pl.col("subject_type") == "referral")
                 .select(pl.col("subject_key").alias("referral_key")))
     refs, by_patient = _waits(run, flagged, subjects)
     patients = run.canonical("patients").join(flagged, on="patient_key", how="semi").select(
@@ -233,7 +240,7 @@ def _unordered(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary) -> 
     # memory: the distinct flag codes
     codes = run.scan("exceptions.parquet").select("flag_code").unique().collect().to_series().to_list()
     choices = {c: ",".join(vocabulary.choices(c)) for c in codes}
-    exc = run.scan("exceptions.parquet").with_columns(
+    exc = raised.with_columns(
         pl.col("severity").cast(pl.Enum(canonical.SEVERITIES)).alias("_severity"),
         pl.col("flag_code").replace_strict(family, default=OTHER_FAMILY, return_dtype=pl.String).alias("family"))
     is_ref = pl.col("subject_type") == "referral"
@@ -243,7 +250,9 @@ def _unordered(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary) -> 
               on="patient_key", how="left")
         .join(patients, on="patient_key", how="left")
         .join(cohorts, on="patient_key", how="left")
-        .join(_review(run, vocabulary), on=["flag_code", "subject_key"], how="left")
+        .join(_review(run, vocabulary).join(raised.select("flag_code", "subject_key"),
+                                            on=["flag_code", "subject_key"], how="semi"),
+              on=["flag_code", "subject_key"], how="left")
         .with_columns(
             pl.when(is_ref).then(pl.col("days_waiting")).otherwise(pl.col("_p_days")).alias("days_waiting"),
             pl.when(is_ref).then(pl.col("service_line")).otherwise(pl.col("_p_line")).alias("service_line"),
@@ -286,16 +295,25 @@ def stage_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary,
     """The worklist (``worklist_plan``) written to Parquet files in ``folder``, in review
     order, and returned as a scan of them: the writers read it in passes and chunks.
 
-    Never whole in memory: the rows are sunk in no order (each with its index), only their
-    review-order keys are sorted, and the rows are then placed ``PART_ROWS`` positions at a
+    Never whole in memory: the rows are built ``SHARE_FLAGS`` exceptions' patients at a time
+    (a stable hash of the patient key) and sunk in no order; only their review-order keys are
+    sorted (with their row index), and the rows are then placed ``PART_ROWS`` positions at a
     time (each part a pass over the unordered rows that keeps its own, sorted by position)."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = folder / "unordered.parquet"
     final = ["family", *(c.name for c in layout.columns), SERVICE_LINES, CHOICES]
-    _unordered(run, layout, vocabulary).select(*final, *(c for c in REVIEW_ORDER if c not in final)).with_row_index(
-        "_i").sink_parquet(rows, compression="zstd", engine="streaming")
+    flags = int(run.scan("exceptions.parquet").select(pl.len()).collect().item())
+    shares = max(1, -(-flags // SHARE_FLAGS))
+    unordered: list[Path] = []
+    for k in range(shares):
+        share = None if shares == 1 else (pl.col("patient_key").hash(seed=_SHARE_SEED) % shares) == k
+        # memory: the joins' built sides, cut to the share's flagged patients and their referrals
+        # (~1.6 GB a million flags at 5M, measured: the reason for the shares)
+        unordered.append(folder / f"unordered-{k:05d}.parquet")
+        _unordered(run, layout, vocabulary, share).select(*final, *(c for c in REVIEW_ORDER if c not in final)) \
+            .sink_parquet(unordered[-1], compression="zstd", engine="streaming")
+    rows = pl.scan_parquet(unordered).with_row_index("_i")
     # memory: the review-order keys of every flag and their row index (~100 bytes a flag), sorted
-    order = (pl.scan_parquet(rows).select("_i", *REVIEW_ORDER)
+    order = (rows.select("_i", *REVIEW_ORDER)
              .sort(list(REVIEW_ORDER), descending=list(_DESCENDING), nulls_last=True, maintain_order=True)
              .select("_i").collect().to_series())
     parts: list[Path] = []
@@ -303,11 +321,12 @@ def stage_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary,
         index = order.slice(start, PART_ROWS)
         position = pl.DataFrame({"_i": index, "_pos": pl.int_range(start, start + index.len(), eager=True)})
         # memory: a part's rows (PART_ROWS), placed by their position
-        part = (pl.scan_parquet(rows).join(position.lazy(), on="_i", how="inner").collect(engine="streaming")
+        part = (rows.join(position.lazy(), on="_i", how="inner").collect(engine="streaming")
                 .sort("_pos").select(final))
         parts.append(write_parquet(part, folder / f"part-{k:05d}.parquet"))
         del part
-    rows.unlink()
+    for path in unordered:
+        path.unlink()
     return pl.scan_parquet(parts)
 
 

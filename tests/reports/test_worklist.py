@@ -310,9 +310,9 @@ def test_a_broken_layout_is_refused_with_every_problem(tmp_path: Path) -> None:
 def test_the_staged_worklist_writes_the_bytes_of_the_one_in_memory(synth_run: Path, rh: ModuleType, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The reports stage the worklist on disk (built a share of patients at a time, placed in
-    review order a part at a time) and
-    write it in passes and chunks: the same rows in the same order, and the same files,
-    as the worklist held whole, across parts, sheets continued on "(2)" and XML chunks."""
+    review order a part at a time) and write it in passes and chunks: the same rows in the
+    same order, and the same files, as the worklist held whole, across shares, parts, sheets
+    continued on "(2)" and XML chunks."""
     monkeypatch.setattr(worklist, "PART_ROWS", 97)
     monkeypatch.setattr(worklist, "SHARE_FLAGS", 150)
     monkeypatch.setattr(worklist, "_SHEET_ROWS", 300)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 import yaml
@@ -63,7 +63,6 @@ _SHARE_SEED = 18  # polars' hash of the patient key, seeded: the same share on e
 # A worklist as the writers take it: in memory, or lazy (a scan of the staged worklist,
 # ``stage_worklist``), which they read in passes and chunks, never whole.
 Rows = pl.DataFrame | pl.LazyFrame
-R = TypeVar("R", pl.DataFrame, pl.LazyFrame)
 _MAX_LIST_RUNS = 500  # drop-down cell ranges per sheet before one list serves the whole column
 
 
@@ -361,7 +360,7 @@ def family_counts(frame: Rows, layout: Layout) -> pl.DataFrame:
                                       **{s: pl.Int64 for s in canonical.SEVERITIES}})
 
 
-def for_people(frame: R) -> R:
+def for_people(frame: Rows) -> Rows:
     """The worklist as the XLSX shows it: NHS numbers 3-3-4, dates in the rule's text dd/mm/yyyy."""
     names = _names(frame)
     return frame.with_columns(

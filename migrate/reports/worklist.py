@@ -305,13 +305,15 @@ def stage_worklist(run: RunFolder, layout: Layout, vocabulary: ReviewVocabulary,
     unordered: list[Path] = []
     for k in range(shares):
         share = None if shares == 1 else (pl.col("patient_key").hash(seed=_SHARE_SEED) % shares) == k
-        # memory: the joins' built sides, cut to the share's flagged patients and their referrals
-        # (~1.6 GB a million flags at 5M, measured: the reason for the shares)
+        # memory: the joins' built sides, cut to the share's flagged patients and their referrals,
+        # and the streamed scans of the referrals and cohorts (at 5M, measured: 2.1 GB a share of
+        # 400,000 flags, about the same for each share; 3.2 GB for all 1.93M flags at once)
         unordered.append(folder / f"unordered-{k:05d}.parquet")
         _unordered(run, layout, vocabulary, share).select(*final, *(c for c in REVIEW_ORDER if c not in final)) \
             .sink_parquet(unordered[-1], compression="zstd", engine="streaming")
     rows = pl.scan_parquet(unordered).with_row_index("_i")
-    # memory: the review-order keys of every flag and their row index (~100 bytes a flag), sorted
+    # memory: the review-order keys of every flag and their row index (~70 bytes a flag; +0.25 GB
+    # sorted at 5M, measured), then a part's rows (PART_ROWS) at a time (+0.7 GB at 5M, measured)
     order = (rows.select("_i", *REVIEW_ORDER)
              .sort(list(REVIEW_ORDER), descending=list(_DESCENDING), nulls_last=True, maintain_order=True)
              .select("_i").collect().to_series())

@@ -105,6 +105,8 @@ class Links:
     organisations: pl.LazyFrame  # source_file, source_row (patient rows), gp_organization_id
     raised: pl.LazyFrame  # referral_key, raised (raised_priorities)
     joined: Mapping[str, pl.LazyFrame] | None = None  # table -> its rows with fhir_type, fhir_id
+    # run file -> the rows of it a bucket needs (``roundtrip_lookups``); the whole file otherwise
+    scans: Mapping[str, pl.LazyFrame] | None = None
 
     @classmethod
     def of(cls, run: RunFolder) -> Links:
@@ -156,6 +158,12 @@ class Links:
             joined = run.canonical(table).join(hits.drop("patient_key", "table"), on=["source_file", "source_row"])
         return joined.filter(pl.col("fhir_type").is_in(list(fhir_types))).with_columns(pl.lit(table).alias("table"))
 
+    def scan(self, run: RunFolder, name: str) -> pl.LazyFrame:
+        """Run file ``name`` as a lookup: a bucket's rows of it (``scans``) or the whole file."""
+        if self.scans is not None and name in self.scans:
+            return self.scans[name]
+        return run.scan(name)
+
     def patient_of(self, frame: pl.LazyFrame, key: str = "patient_key") -> pl.LazyFrame:
         """``frame`` with ``e_patient_id`` (its patient's Patient) and ``patient`` (local id)."""
         patients = keyed(self.patients.select(pl.col("patient_key").alias(key), pl.col("patient_id").alias(
@@ -195,7 +203,7 @@ def _head(record: pl.Expr) -> list[pl.Expr]:
 
 def expect_patients(run: RunFolder, links: Links) -> pl.LazyFrame:
     """Patient: every patient row; a merged row only has its local id among the survivor's."""
-    verification = run.scan("patients.parquet").select("patient_key", "nhs_number_verification")
+    verification = links.scan(run, "patients.parquet").select("patient_key", "nhs_number_verification")
     rows = links.rows(run, "patients", ("Patient",))
     rows = (rows.join(keyed(links.patients.select("patient_key", "survivor_key", "patient"), rows, "patient_key"),
                       on="patient_key", how="left")
@@ -265,7 +273,7 @@ def raised_priorities(run: RunFolder) -> pl.LazyFrame:
 
 def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
     """ServiceRequest: every referral row lineage ties to one."""
-    cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"))
+    cohorts = links.scan(run, "cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"))
     rows = links.rows(run, "referrals", ("ServiceRequest",))
     rows = links.patient_of(rows.join(keyed(cohorts, rows, "referral_key"), on="referral_key", how="left")
                             .join(keyed(links.raised, rows, "referral_key"), on="referral_key", how="left"))
@@ -299,7 +307,7 @@ def expect_requests(run: RunFolder, links: Links) -> pl.LazyFrame:
 
 def expect_episodes(run: RunFolder, links: Links) -> pl.LazyFrame:
     """EpisodeOfCare: every referral row lineage ties to one (open cohorts)."""
-    cohorts = run.scan("cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"), "cohort_reason")
+    cohorts = links.scan(run, "cohorts.parquet").select("referral_key", _text("cohort").alias("cohort"), "cohort_reason")
     rows = links.rows(run, "referrals", ("EpisodeOfCare",))
     rows = links.patient_of(rows.join(keyed(cohorts, rows, "referral_key"), on="referral_key", how="left")
                             .join(keyed(links.referrals.select("referral_key", "request_id"), rows, "referral_key"),
@@ -382,7 +390,7 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     ``source:value|date`` for a setting) and its source as ``e_source``; without it (an
     older run) the deciding entry need only be one of the patient's coded entries.
     """
-    blocked = (run.scan("exceptions.parquet").filter(pl.col("flag_code") == "SHARING_BLOCK")
+    blocked = (links.scan(run, "exceptions.parquet").filter(pl.col("flag_code") == "SHARING_BLOCK")
                .select("patient_key").unique().with_columns(pl.lit(True).alias("blocked")))
     label = _text("code_system") + ":" + pl.col("code").str.strip_chars()
     entry = label + "|" + _date("recorded_date").fill_null("")
@@ -410,7 +418,7 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     if not run.has("sharing.parquet"):
         return rows.with_columns(pl.lit(None, dtype=pl.String).alias("e_deciding"),
                                  pl.lit(None, dtype=pl.String).alias("e_source")).drop("survivor_key")
-    entries = keyed(run.scan("sharing.parquet"), rows, "patient_key", "survivor_key")
+    entries = keyed(links.scan(run, "sharing.parquet"), rows, "patient_key", "survivor_key")
     coded = pl.col("source") == "coded_entry"
     deciding = entries.filter(pl.col("decides")).select(
         pl.col("patient_key").alias("survivor_key"),
@@ -422,7 +430,7 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
     opt_outs = entries.filter(pl.col("kind") == "opt_out")
     latest = opt_outs.group_by(pl.col("patient_key").alias("survivor_key")).agg(
         _date("recorded_date").max().alias("opt_out_latest"))
-    settings = keyed(run.scan("sharing.parquet").filter((pl.col("kind") == "opt_out") & ~coded), rows,
+    settings = keyed(links.scan(run, "sharing.parquet").filter((pl.col("kind") == "opt_out") & ~coded), rows,
                      ["source_file", "source_row"]).select(
         "source_file", "source_row", (pl.col("source") + ":" + pl.col("value")).alias("setting_label"))
     return (rows.join(deciding, on="survivor_key", how="left").join(latest, on="survivor_key", how="left")
@@ -435,6 +443,7 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
 def expect_flags(run: RunFolder, links: Links, flag_codes: tuple[str, ...]) -> pl.LazyFrame:
     """Flag: per flagged source row (the referral or patient row), the set of flag codes the
     run raised for that subject (among those sent as Flags) and, for a referral, its request."""
+    # the whole file, never a bucket's (``Links.scan``): its rows are joined on the subject key
     exceptions = run.scan("exceptions.parquet").filter(pl.col("flag_code").cast(pl.String).is_in(list(flag_codes)))
     parts = []
     for table, subject_type, key, record in (("referrals", "referral", "referral_key", "source_referral_id"),

@@ -37,6 +37,7 @@ from migrate.executor import Executor, LocalExecutor
 from migrate.fhir import expected as ex
 from migrate.fhir.inverse import Systems, ndjson_files
 from migrate.fhir.roundtrip_buckets import RowCounter, Staged, bucket_count
+from migrate.fhir.roundtrip_lookups import Lookups
 from migrate.outputs import write_text
 from migrate.progress import NULL_PROGRESS, Progress
 from migrate.reports.rundata import RunFolder
@@ -324,6 +325,7 @@ class BucketJob:
     clusters: Path
     rows: Path  # where the distinct source rows compared are written (counted after all buckets)
     part: tuple[int, int] | None = None  # (index, parts) of the source rows compared (Flags: _rows_part)
+    lookups: Lookups | None = None  # the lookups split by bucket (a one-bucket job's), else the whole ones
 
 
 @dataclass
@@ -345,7 +347,10 @@ def compare_bucket(job: BucketJob) -> BucketResult:
         ids = pl.concat([tables[t].filter(pl.col("fhir_type").is_in(list(group.types))).select("fhir_id")
                          for t in tables]).unique()
         resources = resources | {t: resources[t].join(ids, on="fhir_id", how="semi") for t in group.types}
-    expected, joined = _joined(run, group, job.links.bucket(tables), resources, pl.scan_parquet(job.clusters))
+    links, clusters = job.links, pl.scan_parquet(job.clusters)
+    if job.lookups is not None and len(job.buckets) == 1:
+        links, clusters = job.lookups.links_of(links, job.buckets[0]), job.lookups.clusters_of(job.buckets[0])
+    expected, joined = _joined(run, group, links.bucket(tables), resources, clusters)
     counts_q, bad_q = _evaluate(joined, group)
     rows_q = expected.select("table", "source_file", "source_row").unique()
     counts, bad, rows = pl.collect_all([counts_q, bad_q, rows_q], engine="streaming")
@@ -361,6 +366,18 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
     first of all buckets' first) and how it ran (buckets, processes)."""
     clusters = tmp / "clusters.parquet"
     ex.survivor_values(run).sink_parquet(clusters, compression="lz4")
+    # One bucket reads every lookup's rows anyway: split only for several.
+    lookups = Lookups.build(run, links, staged, clusters, tmp / "lookups") if staged.count > 1 else None
+    try:
+        return _compare_jobs(run, systems, links, staged, tmp, executor, clusters, lookups, bucket_rows)
+    finally:
+        if lookups is not None:
+            lookups.close()
+
+
+def _compare_jobs(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, tmp: Path, executor: Executor,
+                  clusters: Path, lookups: Lookups | None,
+                  bucket_rows: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
     # memory: one number (the largest source row of the lineage)
     max_row = int(links.lineage.select(pl.col("source_row").max()).collect(engine="streaming").item() or 0)
     groups = _groups(systems)
@@ -375,8 +392,8 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
             jobs += [BucketJob(run.path, g, every, links, staged, clusters, tmp / f"rows-{g}-{p:05d}.parquet",
                                (p, parts)) for p in range(parts)]
             continue
-        jobs += [BucketJob(run.path, g, (b,), links, staged, clusters, tmp / f"rows-{g}-{b:05d}.parquet")
-                 for b in range(staged.count)]
+        jobs += [BucketJob(run.path, g, (b,), links, staged, clusters, tmp / f"rows-{g}-{b:05d}.parquet",
+                           lookups=lookups) for b in range(staged.count)]
     # One bucket (under ~500,000 links, ~60,000 patients): its seven comparisons take less
     # than starting worker processes (~2 s each), so they run here.
     used = executor if staged.count > 1 else LocalExecutor()

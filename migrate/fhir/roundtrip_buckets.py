@@ -111,6 +111,7 @@ def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
                     out[table].add(joined.with_columns(_bucket_of(count)))
             own.close()
         found.close()
+        out[table].compact()  # a part per range and bucket, merged: one file per bucket to scan
     return out, schemas
 
 
@@ -154,6 +155,7 @@ class Staged:
             for batch in decoded:  # memory: one decoded batch at a time, written to its buckets
                 buckets.add(inverse(batch.lazy(), systems).with_columns(_bucket_of(count)).collect())
                 read[resource_type] += batch.height
+            buckets.compact()  # a part per decoded batch and bucket, merged: one file per bucket to scan
             resources[resource_type] = buckets
         return cls(count, rows, resources, schemas, organisations, read)
 

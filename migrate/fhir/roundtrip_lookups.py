@@ -119,6 +119,7 @@ def split(lookup: pl.LazyFrame, keys: Keys, count: int, folder: Path, on: Sequen
             out.add(pl.concat(held))  # memory: the joined rows of a few parts, then written
             held = []
     sides.close()
+    out.compact()  # one file per bucket: a bucket's plans scan its lookups many times
     return out
 
 

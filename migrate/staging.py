@@ -191,16 +191,17 @@ class RangeBuckets:
         # memory: one bucket (about ``BUCKET_ROWS`` rows)
         return pl.read_parquet(self.parts[bucket])
 
-    def compact(self) -> None:
+    def compact(self, over: int = 1) -> None:
         """Each bucket's parts (one per ``add`` that reached it) as one file, rows in order.
 
         A scan of many buckets, or a plan scanning one bucket many times, then opens one file
         per bucket: polars opens a scan's files on its blocking I/O threads, several at a time
         per scan, and the round trip's comparisons of a bucket of many parts (its Consent plan
         scans the bucket ~250 times) ran ~500 such threads, polars' limit
-        (POLARS_MAX_BLOCKING_THREAD_COUNT). More ``add`` after this append new parts again."""
+        (POLARS_MAX_BLOCKING_THREAD_COUNT). More ``add`` after this append new parts again.
+        Only buckets of more than ``over`` parts are merged."""
         for i, parts in enumerate(self.parts):
-            if len(parts) > 1:
+            if len(parts) > max(over, 1):
                 path = self.folder / f"{i:05d}-merged.parquet"
                 # memory: streamed, a row group at a time (a native streaming sink)
                 pl.scan_parquet(parts).sink_parquet(path, compression="lz4", row_group_size=ROW_GROUP_ROWS,

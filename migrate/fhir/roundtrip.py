@@ -37,6 +37,7 @@ from migrate.executor import Executor, LocalExecutor
 from migrate.fhir import expected as ex
 from migrate.fhir.inverse import Systems, ndjson_files
 from migrate.fhir.roundtrip_buckets import RowCounter, Staged, bucket_count
+from migrate.fhir import roundtrip_lookups
 from migrate.fhir.roundtrip_lookups import Lookups
 from migrate.outputs import write_text
 from migrate.progress import NULL_PROGRESS, Progress
@@ -348,7 +349,7 @@ def compare_bucket(job: BucketJob) -> BucketResult:
                          for t in tables]).unique()
         resources = resources | {t: resources[t].join(ids, on="fhir_id", how="semi") for t in group.types}
     links, clusters = job.links, pl.scan_parquet(job.clusters)
-    if job.lookups is not None and len(job.buckets) == 1:
+    if job.lookups is not None and job.part is None and len(job.buckets) == 1:
         links, clusters = job.lookups.links_of(links, job.buckets[0]), job.lookups.clusters_of(job.buckets[0])
     expected, joined = _joined(run, group, links.bucket(tables), resources, clusters)
     counts_q, bad_q = _evaluate(joined, group)
@@ -366,8 +367,9 @@ def _compare(run: RunFolder, systems: Systems, links: ex.Links, staged: Staged, 
     first of all buckets' first) and how it ran (buckets, processes)."""
     clusters = tmp / "clusters.parquet"
     ex.survivor_values(run).sink_parquet(clusters, compression="lz4")
-    # One bucket reads every lookup's rows anyway: split only for several.
-    lookups = Lookups.build(run, links, staged, clusters, tmp / "lookups") if staged.count > 1 else None
+    # Few buckets stream the whole lookups faster than they are split (roundtrip_lookups)
+    split = staged.count >= roundtrip_lookups.SPLIT_FROM_BUCKETS
+    lookups = Lookups.build(run, links, staged, clusters, tmp / "lookups") if split and staged.count > 1 else None
     try:
         return _compare_jobs(run, systems, links, staged, tmp, executor, clusters, lookups, bucket_rows)
     finally:

@@ -63,6 +63,14 @@ RANGE_ROWS = 250_000
 # memory: resources decoded, read back and split at a time, in the run process (Arrow's
 # decoded batch and the frames made from it are held together; ServiceRequest's are the widest).
 DECODE_ROWS = 50_000
+# A bucket is written a part per range or decoded batch that reaches it: parts ~ extract x
+# buckets, and every comparison of a bucket opens each part (polars' blocking I/O threads, up
+# to its limit of 512; files read per bucket grow with the extract). Beyond this many parts a
+# bucket is merged into one file (``RangeBuckets.compact``). At 1M patients (~60 parts a
+# bucket) the merge cost 29 CPU s and saved 7 in the comparisons, but unmerged the Consent
+# comparison's plan came within ~100 threads of the limit (a test's many small parts passed it:
+# polars warns of a possible deadlock); at 5M ~300 parts a bucket.
+MAX_PARTS = 16
 
 
 def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
@@ -111,7 +119,7 @@ def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
                     out[table].add(joined.with_columns(_bucket_of(count)))
             own.close()
         found.close()
-        out[table].compact()  # a part per range and bucket, merged: one file per bucket to scan
+        out[table].compact(MAX_PARTS)  # a part per range and bucket: merged when many
     return out, schemas
 
 
@@ -155,7 +163,7 @@ class Staged:
             for batch in decoded:  # memory: one decoded batch at a time, written to its buckets
                 buckets.add(inverse(batch.lazy(), systems).with_columns(_bucket_of(count)).collect())
                 read[resource_type] += batch.height
-            buckets.compact()  # a part per decoded batch and bucket, merged: one file per bucket to scan
+            buckets.compact(MAX_PARTS)  # a part per decoded batch and bucket: merged when many
             resources[resource_type] = buckets
         return cls(count, rows, resources, schemas, organisations, read)
 

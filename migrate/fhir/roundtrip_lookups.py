@@ -34,8 +34,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from migrate.fhir import expected as ex
+from migrate.fhir import roundtrip_buckets
 from migrate.fhir.roundtrip_buckets import _HASH, TABLES, Staged, _hash_bounds, _scan
 from migrate.reports.rundata import RunFolder
 from migrate.staging import RangeBuckets, pulled
@@ -46,10 +48,21 @@ ROW = ["source_file", "source_row"]
 # memory: lookup rows and needed keys per hash part joined at a time, and per chunk split
 KEY_ROWS = 1_000_000
 _PART = "__key_part"
+# Split from this many buckets: each bucket streaming every whole lookup costs buckets x rows,
+# the split rows (written once per bucket naming a key). Measured at 1M patients (31 buckets):
+# the split cost 94 CPU s and saved ~100 in the comparisons (even); at 5M (152 buckets) the
+# comparisons streaming whole lookups took most of 8,301 CPU s (benchmarks/roundtrip.md).
+SPLIT_FROM_BUCKETS = 48
 _SEED = 7_321  # any fixed seed: the parts are made and read by one process
-# The lookups split, as read by expected.Links: run files (Links.scan) and the staged links.
-RUN_FILES = {"cohorts.parquet": REFERRAL, "patients.parquet": PATIENT, "exceptions.parquet": PATIENT,
-             "sharing.parquet": PATIENT}
+# The run files split, by key, with the columns the bucketed comparisons read of them (through
+# ``expected.Links.scan``; a column not listed is an error there, never a silent null): a
+# bucket's copy of a whole row would be written once per bucket naming its key.
+RUN_FILES: dict[str, tuple[list[str], tuple[str, ...] | None]] = {
+    "cohorts.parquet": (REFERRAL, ("referral_key", "cohort", "cohort_reason")),
+    "patients.parquet": (PATIENT, ("patient_key", "nhs_number_verification")),
+    "exceptions.parquet": (PATIENT, ("patient_key", "flag_code")),
+    "sharing.parquet": (PATIENT, None),  # every column (expected.expect_consents)
+}
 
 
 def _part_of(on: Sequence[str], parts: int) -> pl.Expr:
@@ -83,20 +96,23 @@ class Keys:
         """``needs``' (``on``, ``__id_bucket``) in parts of about ``KEY_ROWS`` rows of the largest of
         ``needs`` and the ``lookups`` to be split by them."""
         on = list(on)
-        needs = needs.select(*on, _HASH).drop_nulls(on)
-        count = max(1, -(-max(_rows(needs), *(_rows(frame) for frame in lookups)) // KEY_ROWS))
-        raw = _split_parts(needs, on, count, folder / "raw")
+        folder.mkdir(parents=True, exist_ok=True)
+        sunk = folder / "needs.parquet"
+        # streamed once (the needs are a query over every bucket's rows): counted, then read in chunks
+        needs.select(*on, _HASH).drop_nulls(on).sink_parquet(sunk, compression="lz4", row_group_size=KEY_ROWS)
+        rows = pq.ParquetFile(sunk).metadata.num_rows
+        count = max(1, -(-max(rows, *(_rows(frame) for frame in lookups)) // KEY_ROWS))
+        raw = RangeBuckets(folder / "raw", _PART, pl.Series(_PART, range(1, count), pl.UInt32))
+        for offset in range(0, rows, KEY_ROWS):
+            # memory: one row group of the sunk needs (``KEY_ROWS`` rows)
+            raw.add(pl.scan_parquet(sunk).slice(offset, KEY_ROWS).with_columns(_part_of(on, count)).collect())
+        sunk.unlink()
         parts = RangeBuckets(folder / "keys", _PART, raw.bounds)
         for p in range(raw.count):
             if raw.parts[p]:
                 parts.add(raw.read(p).unique())  # memory: one part's pairs (~``KEY_ROWS``)
         raw.close()
         return cls(on, parts)
-
-    def frame(self) -> pl.LazyFrame:
-        """Every pair (``__id_bucket`` and the key)."""
-        paths = [p for part in self.parts.parts for p in part]
-        return pl.scan_parquet(paths).drop(_PART) if paths else pl.LazyFrame()
 
     def close(self) -> None:
         self.parts.close()
@@ -119,7 +135,7 @@ def split(lookup: pl.LazyFrame, keys: Keys, count: int, folder: Path, on: Sequen
             out.add(pl.concat(held))  # memory: the joined rows of a few parts, then written
             held = []
     sides.close()
-    out.compact()  # one file per bucket: a bucket's plans scan its lookups many times
+    out.compact(roundtrip_buckets.MAX_PARTS)  # a bucket's plans scan its lookups many times: one file each when many
     return out
 
 
@@ -147,13 +163,14 @@ class Lookups:
         schemas: dict[str, pl.Schema] = {}
         split_links: dict[str, RangeBuckets] = {}
         files: dict[str, RangeBuckets] = {}
-        run_files = {name: run.scan(name) for name in RUN_FILES if run.has(name)}
+        run_files = {name: run.scan(name).select(list(columns)) if columns else run.scan(name)
+                     for name, (_, columns) in RUN_FILES.items() if run.has(name)}
 
         def place(name: str, frame: pl.LazyFrame, keys: Keys, on: list[str] | None = None) -> RangeBuckets:
             schemas[name] = frame.collect_schema()
             return split(frame, keys, count, folder / f"split-{name}", on)
 
-        by_referral = [links.referrals, links.raised, *(f for n, f in run_files.items() if RUN_FILES[n] == REFERRAL)]
+        by_referral = [links.referrals, links.raised, *(f for n, f in run_files.items() if RUN_FILES[n][0] == REFERRAL)]
         referrals = Keys.of(rows(["referrals", "contacts"], REFERRAL), REFERRAL, by_referral, folder / "referrals")
         split_links["referrals"] = place("referrals", links.referrals, referrals)
         split_links["raised"] = place("raised", links.raised, referrals)
@@ -164,13 +181,13 @@ class Lookups:
             pl.col("survivor_key") != pl.col("patient_key"))
         # memory: the merged records' (patient_key, survivor_key) only (the join's built side)
         survivors = own.join(merged, on="patient_key").select(pl.col("survivor_key").alias("patient_key"), _HASH)
-        by_patient = [links.patients, *(f for n, f in run_files.items() if RUN_FILES[n] == PATIENT)]
+        by_patient = [links.patients, *(f for n, f in run_files.items() if RUN_FILES[n][0] == PATIENT)]
         patients = Keys.of(pl.concat([own, survivors]), PATIENT, by_patient, folder / "patients")
         split_links["patients"] = place("patients", links.patients, patients)
         rows_keys = Keys.of(rows(["patients"], ROW), ROW, [links.organisations], folder / "rows")
         split_links["organisations"] = place("organisations", links.organisations, rows_keys)
         for name, frame in run_files.items():
-            files[name] = place(name, frame, patients if RUN_FILES[name] == PATIENT else referrals)
+            files[name] = place(name, frame, patients if RUN_FILES[name][0] == PATIENT else referrals)
         clustered = place("clusters", pl.scan_parquet(clusters), patients, ["survivor_key"])
         for keys in (referrals, patients, rows_keys):
             keys.close()
@@ -178,9 +195,12 @@ class Lookups:
 
     def links_of(self, links: ex.Links, bucket: int) -> ex.Links:
         """``links`` with bucket ``bucket``'s rows of every split lookup."""
-        own = {name: _scan(b, [bucket], self.schemas[name]) for name, b in self.links.items()}
+        def own(name: str) -> pl.LazyFrame:
+            return _scan(self.links[name], [bucket], self.schemas[name])
+
         scans = {name: _scan(b, [bucket], self.schemas[name]) for name, b in self.files.items()}
-        return replace(links, **own, scans=scans)
+        return replace(links, patients=own("patients"), referrals=own("referrals"),
+                       organisations=own("organisations"), raised=own("raised"), scans=scans)
 
     def clusters_of(self, bucket: int) -> pl.LazyFrame:
         return _scan(self.clusters, [bucket], self.schemas["clusters"])

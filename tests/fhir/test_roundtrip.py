@@ -312,7 +312,7 @@ def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path, monkeypatch
     source row across buckets, dropped resources — the result is the one of a single bucket,
     whether canonical rows meet lineage in one (file, row) range or in many, and whether
     the resources are decoded in one batch or in many."""
-    from migrate.fhir import inverse, roundtrip_buckets
+    from migrate.fhir import inverse, roundtrip_buckets, roundtrip_lookups
 
     run = _copy(synth, tmp_path)
     assert _damage_every(run, "ServiceRequest", _cohort, 3) > 10
@@ -329,6 +329,18 @@ def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr(roundtrip_buckets, "RANGE_ROWS", 41)
     monkeypatch.setattr(inverse, "BATCH_ROWS", 53)
     assert check_roundtrip(run, write=False, bucket_rows=500) == whole
+    # each bucket's own rows of the lookups (roundtrip_lookups: split by key, in several hash
+    # parts), every bucket's many parts merged into one file, or neither
+    max_parts = roundtrip_buckets.MAX_PARTS
+    monkeypatch.setattr(roundtrip_lookups, "SPLIT_FROM_BUCKETS", 2)
+    monkeypatch.setattr(roundtrip_lookups, "KEY_ROWS", 2_000)
+    monkeypatch.setattr(roundtrip_buckets, "MAX_PARTS", 1)
+    assert check_roundtrip(run, write=False, bucket_rows=400) == whole
+    monkeypatch.setattr(roundtrip_lookups, "SPLIT_FROM_BUCKETS", 10**9)
+    monkeypatch.setattr(roundtrip_buckets, "MAX_PARTS", 10**9)
+    assert check_roundtrip(run, write=False, bucket_rows=400) == whole
+    monkeypatch.setattr(roundtrip_lookups, "SPLIT_FROM_BUCKETS", 2)
+    monkeypatch.setattr(roundtrip_buckets, "MAX_PARTS", max_parts)
     # and on two worker processes (spawned), buckets compared out of order
     result, ran = roundtrip._check(run, False, 300, LocalExecutor(workers=2))
     assert result == whole

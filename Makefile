@@ -28,7 +28,9 @@ demo: $(STAMP)
 # In parallel, one worker per core (pytest-xdist); a module's tests stay on one worker, so
 # its module-scoped fixtures (built run folders) are built once. Session fixtures (runs,
 # the FHIR server on a free loopback port) are each worker's own.
+# mypy first (strict, ~20 s): a type error fails the suite as a failing test does.
 test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto --dist loadscope
 
 typecheck: $(STAMP)

@@ -52,7 +52,7 @@ def test_public_api_is_complete() -> None:
     exported = {name for name in dir(migrate.fhir) if not name.startswith("_")}
     modules = {"batches", "bundle", "care", "flags", "ids", "inputs", "options", "patient", "provenance", "referral",
                "resources", "stage", "template", "validate", "annotations", "expected", "inverse", "roundtrip",
-               "roundtrip_buckets",
+               "roundtrip_buckets", "roundtrip_lookups",
                "partitions", "ndjson", "carried"}
     assert exported - modules == set(migrate.fhir.__all__)
 

@@ -35,6 +35,7 @@ import polars as pl
 from migrate.errors import ConfigError
 from migrate.outputs import write_json
 from migrate.reports.rundata import RunFolder, reading
+from migrate.reports.worklist import Rows
 from migrate.summary import RunSummary
 
 TOKEN_HEX = 16
@@ -259,8 +260,10 @@ def summary(data: RunSummary, p: Pseudonymiser) -> RunSummary:
     return cast(RunSummary, _apply(dict(data), p, dict(zip(originals, scrubbed, strict=True))))
 
 
-def worklist(frame: pl.DataFrame, p: Pseudonymiser) -> pl.DataFrame:
-    """The worklist with identifier columns tokenised and evidence scrubbed."""
+def worklist(rows: Rows, p: Pseudonymiser) -> pl.DataFrame:
+    """The worklist with identifier columns tokenised and evidence scrubbed (in memory:
+    the pack is built from ``build`` without a staging folder)."""
+    frame = rows if isinstance(rows, pl.DataFrame) else rows.collect()
     return frame.with_columns(
         *(p.column(frame[c]) for c in ID_COLUMNS if c in frame.columns),
         *(p.keys(frame[c]) for c in KEY_COLUMNS if c in frame.columns),

@@ -277,7 +277,7 @@ def _check(run_dir: Path, write: bool, bucket_rows: int | None,
     # (roundtrip_buckets): 8.7M pairs at a million patients would need several GB held at once.
     with tempfile.TemporaryDirectory(prefix="handover-roundtrip-") as tmp:
         links = ex.Links.of(run)
-        staged = Staged.build(run, links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows)
+        staged = Staged.build(run, links.lineage, files, systems, Path(tmp) / "buckets", bucket_rows, executor)
         try:
             result, ran = _compare(run, systems, links.staged(run, Path(tmp) / "links"), staged, Path(tmp), executor,
                                    bucket_rows)

@@ -19,8 +19,10 @@ does not split by id is handled where it is used (``migrate.fhir.roundtrip``): t
 source row aggregation of Flags (every bucket, split by source row instead), the count of distinct source
 rows compared (``RowCounter``), the examples (the first few of each bucket, merged).
 
-``count`` aims at ``BUCKET_ROWS`` expected rows per bucket; the hash is polars' (seeded,
-so the same in one process — the buckets never leave the run).
+``count`` aims at ``BUCKET_ROWS`` expected rows per bucket; the hash is polars' (seeded:
+the same in every process of one polars version, so the run process and its local workers
+bucket alike — the buckets never leave the run). The canonical rows and each type's
+resources are staged as separate jobs on the round trip's executor (``Staged.build``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
+from migrate.executor import Executor, LocalExecutor
 from migrate.fhir.inverse import INVERSES, SCHEMAS, Systems, decode_batches
 from migrate.lineage import POSITION, position, position_bounds
 from migrate.reports.rundata import RunFolder
@@ -123,6 +126,61 @@ def _canonical_rows(run: RunFolder, lineage: pl.LazyFrame, count: int,
     return out, schemas
 
 
+@dataclass(frozen=True)
+class StageJob:
+    """One part of ``Staged.build`` (picklable): the canonical rows (``lineage`` given) or one
+    resource type's NDJSON ``files`` decoded, read back and split."""
+
+    run_dir: Path
+    folder: Path
+    count: int
+    systems: Systems
+    lineage: pl.LazyFrame | None = None
+    resource_type: str = ""
+    files: tuple[Path, ...] = ()
+
+
+@dataclass
+class StageResult:
+    rows: dict[str, RangeBuckets]  # table or resource type -> its buckets
+    schemas: dict[str, pl.Schema]
+    read: int = 0  # resources read back
+
+
+def stage(job: StageJob) -> StageResult:
+    """Do ``job`` (here or in a worker process: every process hashes ids alike, ``_bucket_of``)."""
+    if job.lineage is not None:
+        rows, schemas = _canonical_rows(RunFolder.open(job.run_dir), job.lineage, job.count, job.folder)
+        return StageResult(rows, schemas)
+    t, inverse = job.resource_type, INVERSES[job.resource_type]
+    schema = inverse(pl.LazyFrame(schema=SCHEMAS[t]), job.systems).collect_schema()
+    buckets = RangeBuckets(job.folder / t, _HASH, _hash_bounds(job.count))
+    read = 0
+    # Each batch decoded, read back and split as it comes: the decoder gives the next batch
+    # only when asked, so the peak is a batch (not the type, ~3M ServiceRequests).
+    for batch in decode_batches(list(job.files), t, DECODE_ROWS):
+        buckets.add(inverse(batch.lazy(), job.systems).with_columns(_bucket_of(job.count)).collect())
+        read += batch.height
+    buckets.compact(MAX_PARTS)  # a part per decoded batch and bucket: merged when many
+    return StageResult({t: buckets}, {t: schema}, read)
+
+
+def _organisations(files: Mapping[str, Sequence[Path]], systems: Systems,
+                   folder: Path) -> tuple[pl.LazyFrame, pl.Schema, int]:
+    """The Organizations read back (one per GP practice, thousands, not patients), written
+    whole: every Patient bucket reads them all. Their scan, schema and count."""
+    t = "Organization"
+    inverse = INVERSES[t]
+    schema = inverse(pl.LazyFrame(schema=SCHEMAS[t]), systems).collect_schema()
+    # memory: held whole: one Organization per GP practice
+    frames = [inverse(batch.lazy(), systems).collect() for batch in decode_batches(list(files.get(t, [])), t,
+                                                                                    DECODE_ROWS)]
+    found = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    path = folder / "Organization.parquet"
+    write_part(found, path)
+    return pl.scan_parquet(path), schema, found.height
+
+
 @dataclass
 class Staged:
     """The canonical rows with their resources (``_canonical_rows``) and the resources read
@@ -137,35 +195,34 @@ class Staged:
 
     @classmethod
     def build(cls, run: RunFolder, lineage: pl.LazyFrame, files: Mapping[str, Sequence[Path]], systems: Systems,
-              folder: Path, bucket_rows: int | None = None) -> Staged:
+              folder: Path, bucket_rows: int | None = None, executor: Executor | None = None) -> Staged:
+        """Stage the run's canonical rows and the resources of ``files`` in buckets under ``folder``,
+        each a job on ``executor`` (this process by default): the canonical rows, and each type's
+        NDJSON decoded and split (the round trip's staging is mostly JSON decoding)."""
         pairs = int(lineage.select(pl.len()).collect(engine="streaming").item())  # memory: a count
         count = bucket_count(pairs, bucket_rows)
-        rows, schemas = _canonical_rows(run, lineage, count, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Organization stays here: one per practice, held whole (every Patient bucket reads them all)
+        types = [t for t in INVERSES if t != "Organization"]
+        # the largest inputs first, so that the last job to start is a short one
+        types.sort(key=lambda t: -sum(f.stat().st_size for f in files.get(t, [])))
+        jobs = [StageJob(run.path, folder, count, systems, lineage=lineage),
+                *(StageJob(run.path, folder, count, systems, resource_type=t, files=tuple(files.get(t, [])))
+                  for t in types)]
+        # One bucket (a small run): its jobs take less than starting worker processes, so here
+        done = (executor if executor is not None and count > 1 else LocalExecutor()).map(stage, jobs)
+        rows, schemas = done[0].rows, done[0].schemas
         resources: dict[str, RangeBuckets] = {}
         read: dict[str, int] = {}
-        organisations = pl.LazyFrame()
-        for resource_type, inverse in INVERSES.items():
-            schemas[resource_type] = inverse(pl.LazyFrame(schema=SCHEMAS[resource_type]), systems).collect_schema()
-            # Each batch decoded, read back and split as it comes: the decoder gives the next
-            # batch only when asked, so the peak is a batch (not the type, ~3M ServiceRequests).
-            decoded = decode_batches(list(files.get(resource_type, [])), resource_type, DECODE_ROWS)
-            if resource_type == "Organization":  # one per practice: every Patient bucket reads them all
-                path = folder / "Organization.parquet"
-                # memory: held whole: one Organization per GP practice (thousands, not patients)
-                frames = [inverse(batch.lazy(), systems).collect() for batch in decoded]
-                found = pl.concat(frames) if frames else pl.DataFrame(schema=schemas[resource_type])
-                write_part(found, path)
-                organisations = pl.scan_parquet(path)
-                read[resource_type] = found.height
+        for t in INVERSES:  # in INVERSES' order, whatever order the jobs ran in
+            if t == "Organization":
                 continue
-            buckets = RangeBuckets(folder / resource_type, _HASH, _hash_bounds(count))
-            read[resource_type] = 0
-            for batch in decoded:  # memory: one decoded batch at a time, written to its buckets
-                buckets.add(inverse(batch.lazy(), systems).with_columns(_bucket_of(count)).collect())
-                read[resource_type] += batch.height
-            buckets.compact(MAX_PARTS)  # a part per decoded batch and bucket: merged when many
-            resources[resource_type] = buckets
-        return cls(count, rows, resources, schemas, organisations, read)
+            staged = done[1 + types.index(t)]
+            resources[t], read[t] = staged.rows[t], staged.read
+            schemas[t] = staged.schemas[t]
+        organisations, schemas["Organization"], read["Organization"] = _organisations(files, systems, folder)
+        return cls(count, rows, {t: resources[t] for t in INVERSES if t in resources}, schemas, organisations,
+                   {t: read[t] for t in INVERSES})
 
     def rows_of(self, buckets: Sequence[int]) -> dict[str, pl.LazyFrame]:
         """Every canonical table's rows (with ``fhir_type``, ``fhir_id``) of ``buckets``."""

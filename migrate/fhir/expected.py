@@ -394,9 +394,13 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
                .select("patient_key").unique().with_columns(pl.lit(True).alias("blocked")))
     label = _text("code_system") + ":" + pl.col("code").str.strip_chars()
     entry = label + "|" + _date("recorded_date").fill_null("")
+    # memory: the consent rows of one round-trip bucket (its codes rows, then its patient and
+    # code rows), collected: each is read by several joins below, and left lazy the plan
+    # scanned the bucket's files ~85 times (6x the CPU of collecting, and polars' blocking I/O
+    # threads near their limit; benchmarks/roundtrip.md)
     codes = links.rows(run, "codes", ("Consent",)).with_columns(
         label.alias("label"), _date("recorded_date").alias("date"), entry.alias("entry"),
-        pl.col("source_file").alias("record_file"))
+        pl.col("source_file").alias("record_file")).collect().lazy()
     codes = codes.join(keyed(links.patients.select("patient_key", "survivor_key"), codes, "patient_key"),
                        on="patient_key", how="left")
     per_resource = codes.group_by("fhir_id").agg(pl.col("entry").unique().alias("entries"),
@@ -411,7 +415,7 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
         *_head(pl.col("source_patient_id")), "survivor_key", pl.lit(None, dtype=pl.String).alias("label"),
         pl.lit(None, dtype=pl.List(pl.String)).alias("entries"), pl.lit(None, dtype=pl.String).alias("latest"),
         "e_patient_id")
-    rows = pl.concat([code_rows, patient_rows], how="vertical")
+    rows = pl.concat([code_rows, patient_rows], how="vertical").collect().lazy()
     rows = rows.join(keyed(blocked.rename({"patient_key": "survivor_key"}), rows, "survivor_key"),
                      on="survivor_key", how="left").with_columns(
         pl.col("blocked").fill_null(False))

@@ -347,6 +347,51 @@ def test_buckets_give_the_result_of_one(synth: Path, tmp_path: Path, monkeypatch
     assert ran is not None and ran["buckets"] > 1 and ran["in_this_process"] is False and ran["processes"] == 2
 
 
+def test_each_bucket_has_the_survivors_of_its_patients(synth: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split by bucket (roundtrip_lookups), a bucket's patient lookups hold the survivor of
+    every merged patient its rows name, not only the patients themselves: a merged record's
+    coded consent is compared with its survivor's Patient, sharing entries and block, and a
+    merged Patient with its survivor's cluster values. The survivors wanted here are ones the
+    bucket's own rows do not name, so a split that dropped them would fail."""
+    import polars as pl
+
+    from migrate.fhir import expected as ex
+    from migrate.fhir import roundtrip_lookups
+    from migrate.fhir.inverse import Systems, ndjson_files
+    from migrate.fhir.roundtrip_buckets import TABLES, Staged
+    from migrate.fhir.roundtrip_lookups import Lookups
+    from migrate.reports.rundata import RunFolder
+
+    monkeypatch.setattr(roundtrip_lookups, "KEY_ROWS", 500)  # several hash parts of the keys
+    run = RunFolder.open(synth)
+    links = ex.Links.of(run)
+    staged = Staged.build(run, links.lineage, ndjson_files(synth / "fhir" / "ndjson"),
+                          Systems.for_run(run.manifest), tmp_path / "buckets", bucket_rows=200)
+    assert staged.count > 4
+    links = links.staged(run, tmp_path / "links")
+    clusters = tmp_path / "clusters.parquet"
+    ex.survivor_values(run).sink_parquet(clusters)
+    lookups = Lookups.build(run, links, staged, clusters, tmp_path / "lookups")
+    merged = (run.scan("patients.parquet").filter(pl.col("survivor_key") != pl.col("patient_key"))
+              .select("patient_key", "survivor_key").collect())
+    assert merged.height > 0
+    survivors_elsewhere = 0
+    for b in range(staged.count):
+        rows = staged.rows_of([b])
+        named = pl.concat([rows[t].select("patient_key") for t in TABLES]).unique().collect()
+        wanted = set(merged.join(named, on="patient_key")["survivor_key"])
+        survivors_elsewhere += len(wanted - set(named["patient_key"]))
+        own = lookups.links_of(links, b)
+        assert wanted <= set(own.patients.select("patient_key").collect()["patient_key"]), b
+        assert wanted <= set(lookups.clusters_of(b).select("survivor_key").collect()["survivor_key"]), b
+        sharing = set(run.scan("sharing.parquet").select("patient_key").collect()["patient_key"])
+        assert wanted & sharing <= set(own.scans["sharing.parquet"].select("patient_key").collect()["patient_key"]), b
+    lookups.close()
+    staged.close()
+    assert survivors_elsewhere > 0  # the case the survivors are split for occurs
+
+
 def test_both_decoders_give_the_same_resources(synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The round trip decodes NDJSON with Arrow's JSON reader (inverse.decode_batches): the
     same rows, order and columns as polars' decoder (scan_resources) for every type, in any

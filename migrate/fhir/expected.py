@@ -415,6 +415,7 @@ def expect_consents(run: RunFolder, links: Links) -> pl.LazyFrame:
         *_head(pl.col("source_patient_id")), "survivor_key", pl.lit(None, dtype=pl.String).alias("label"),
         pl.lit(None, dtype=pl.List(pl.String)).alias("entries"), pl.lit(None, dtype=pl.String).alias("latest"),
         "e_patient_id")
+    # memory: the bucket's consent rows again (collected above, and why), with their Patients
     rows = pl.concat([code_rows, patient_rows], how="vertical").collect().lazy()
     rows = rows.join(keyed(blocked.rename({"patient_key": "survivor_key"}), rows, "survivor_key"),
                      on="survivor_key", how="left").with_columns(

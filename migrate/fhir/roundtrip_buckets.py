@@ -158,7 +158,7 @@ def stage(job: StageJob) -> StageResult:
     read = 0
     # Each batch decoded, read back and split as it comes: the decoder gives the next batch
     # only when asked, so the peak is a batch (not the type, ~3M ServiceRequests).
-    for batch in decode_batches(list(job.files), t, DECODE_ROWS):
+    for batch in decode_batches(list(job.files), t, DECODE_ROWS):  # memory: one decoded batch at a time
         buckets.add(inverse(batch.lazy(), job.systems).with_columns(_bucket_of(job.count)).collect())
         read += batch.height
     buckets.compact(MAX_PARTS)  # a part per decoded batch and bucket: merged when many

@@ -376,6 +376,7 @@ def test_each_bucket_has_the_survivors_of_its_patients(synth: Path, tmp_path: Pa
     merged = (run.scan("patients.parquet").filter(pl.col("survivor_key") != pl.col("patient_key"))
               .select("patient_key", "survivor_key").collect())
     assert merged.height > 0
+    sharing = set(run.scan("sharing.parquet").select("patient_key").collect()["patient_key"])
     survivors_elsewhere = 0
     for b in range(staged.count):
         rows = staged.rows_of([b])
@@ -385,7 +386,6 @@ def test_each_bucket_has_the_survivors_of_its_patients(synth: Path, tmp_path: Pa
         own = lookups.links_of(links, b)
         assert wanted <= set(own.patients.select("patient_key").collect()["patient_key"]), b
         assert wanted <= set(lookups.clusters_of(b).select("survivor_key").collect()["survivor_key"]), b
-        sharing = set(run.scan("sharing.parquet").select("patient_key").collect()["patient_key"])
         assert wanted & sharing <= set(own.scans["sharing.parquet"].select("patient_key").collect()["patient_key"]), b
     lookups.close()
     staged.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.fhir import fhir_id, fhir_ids, namespace
 
@@ -16,6 +18,16 @@ def test_vectorised_ids_equal_uuid5() -> None:
     assert got == [str(uuid.uuid5(ns, f"patient/{k}")) for k in keys]
     assert all(uuid.UUID(g).version == 5 for g in got)
     assert got == [fhir_id(ns, "patient", k) for k in keys]
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.one_of(st.none(), st.text()), max_size=30), kind=st.text(min_size=1, max_size=20),
+       system=st.text(min_size=1, max_size=20))
+def test_every_key_gets_its_uuid5_whatever_its_text(keys: list[str | None], kind: str, system: str) -> None:
+    # any text (unicode, control characters, the empty string), any kind and namespace: byte for byte uuid5's
+    ns = namespace("https://fhir.handover.example", system)
+    got = fhir_ids(ns, kind, pl.Series("k", keys, dtype=pl.String)).to_list()
+    assert got == [None if k is None else str(uuid.uuid5(ns, f"{kind}/{k}")) for k in keys]
 
 
 def test_nulls_stay_null() -> None:

@@ -7,3 +7,7 @@ of polars LazyFrames; I/O happens only in ``migrate.sources`` (reading) and the 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from migrate.engine import configure as _configure
+
+_configure()

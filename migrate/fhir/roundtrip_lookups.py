@@ -29,6 +29,7 @@ whose jobs span every bucket (``roundtrip._compare``), reads the whole ones.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -174,15 +175,23 @@ class Lookups:
         referrals = Keys.of(rows(["referrals", "contacts"], REFERRAL), REFERRAL, by_referral, folder / "referrals")
         split_links["referrals"] = place("referrals", links.referrals, referrals)
         split_links["raised"] = place("raised", links.raised, referrals)
-        # the patients of the bucket's rows and of its referrals (a contact's patient is its referral's)
-        own = pl.concat([rows(TABLES, PATIENT),
-                         _scan_with_hash(split_links["referrals"], schemas["referrals"]).select(*PATIENT, _HASH)])
+        # the patients of the bucket's rows and of its referrals (a contact's patient is its referral's),
+        # and their survivors: each written once, then scanned
+        # memory: as one query, ``own`` read twice (listed, and joined to the survivors), the streaming
+        # engine shared the two reads (a common subplan) and held every pair of the extract until the
+        # second read came (2.9 GB at 5M patients; benchmarks/roundtrip.md)
+        sunk = folder / "patients-own"
+        sunk.mkdir(parents=True, exist_ok=True)
+        own = _sunk(pl.concat([rows(TABLES, PATIENT), _scan_with_hash(split_links["referrals"], schemas["referrals"])
+                               .select(*PATIENT, _HASH)]), sunk / "own.parquet")
         merged = run.scan("patients.parquet").select("patient_key", "survivor_key").filter(
             pl.col("survivor_key") != pl.col("patient_key"))
         # memory: the merged records' (patient_key, survivor_key) only (the join's built side)
-        survivors = own.join(merged, on="patient_key").select(pl.col("survivor_key").alias("patient_key"), _HASH)
+        survivors = _sunk(own.join(merged, on="patient_key").select(pl.col("survivor_key").alias("patient_key"), _HASH),
+                          sunk / "survivors.parquet")
         by_patient = [links.patients, *(f for n, f in run_files.items() if RUN_FILES[n][0] == PATIENT)]
         patients = Keys.of(pl.concat([own, survivors]), PATIENT, by_patient, folder / "patients")
+        shutil.rmtree(sunk)
         split_links["patients"] = place("patients", links.patients, patients)
         rows_keys = Keys.of(rows(["patients"], ROW), ROW, [links.organisations], folder / "rows")
         split_links["organisations"] = place("organisations", links.organisations, rows_keys)
@@ -208,6 +217,12 @@ class Lookups:
     def close(self) -> None:
         for buckets in (*self.links.values(), *self.files.values(), self.clusters):
             buckets.close()
+
+
+def _sunk(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    """``frame`` written to ``path`` (streaming), and a scan of it."""
+    frame.sink_parquet(path, compression="lz4")
+    return pl.scan_parquet(path)
 
 
 def _scan_with_hash(buckets: RangeBuckets, schema: pl.Schema) -> pl.LazyFrame:

@@ -1,0 +1,51 @@
+"""polars as every handover process runs it (``migrate.engine``): the streaming joins' sampling bounded."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from migrate.engine import JOIN_SAMPLE_LIMIT, SAMPLE_ROWS
+
+# Two Parquet inputs of 3M and 1M rows joined by the streaming engine, with polars' log on:
+# the join logs how many rows of each side it read (and held) before choosing its build side.
+JOIN = """
+import sys
+from pathlib import Path
+import polars as pl
+import migrate  # what every handover process does first
+folder = Path(sys.argv[1])
+pl.DataFrame({"k": range(3_000_000)}).write_parquet(folder / "a.parquet")
+pl.DataFrame({"k": range(0, 3_000_000, 3)}).write_parquet(folder / "b.parquet")
+left, right = pl.scan_parquet(folder / "a.parquet"), pl.scan_parquet(folder / "b.parquet")
+print(left.join(right, on="k").select(pl.len()).collect(engine="streaming").item())
+"""
+
+
+def _sampled(tmp_path: Path, limit: str | None) -> tuple[int, list[int]]:
+    env = {k: v for k, v in os.environ.items() if k != JOIN_SAMPLE_LIMIT} | {"POLARS_VERBOSE": "1"}
+    if limit is not None:
+        env[JOIN_SAMPLE_LIMIT] = limit
+    done = subprocess.run([sys.executable, "-c", JOIN, str(tmp_path)], env=env, capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parent.parent)
+    found = re.search(r"sample lengths are: (\d+) vs\. (\d+)", done.stderr)
+    assert found, done.stderr[-2000:]
+    return int(done.stdout.strip()), [int(found.group(1)), int(found.group(2))]
+
+
+def test_a_join_holds_about_a_million_rows_of_a_side_while_it_samples(tmp_path: Path) -> None:
+    """polars' default read (and held) the 3M-row side whole before choosing; handover's
+    processes stop each side at about ``SAMPLE_ROWS`` (a morsel past it at most), and the
+    join's result is the same."""
+    rows, sampled = _sampled(tmp_path, None)
+    assert rows == 1_000_000
+    assert max(sampled) < 2 * SAMPLE_ROWS < 3_000_000
+
+
+def test_a_users_own_limit_is_kept(tmp_path: Path) -> None:
+    rows, sampled = _sampled(tmp_path, "10000000")
+    assert rows == 1_000_000
+    assert max(sampled) == 3_000_000  # the whole side, as the user asked

@@ -14,10 +14,11 @@ import polars as pl
 JOIN_SAMPLE_LIMIT = "POLARS_JOIN_SAMPLE_LIMIT"
 # memory: polars' streaming equi-join reads both of its inputs before choosing the side it
 # builds, holding what it read: up to 10M rows of each side by default, so a join of two
-# large inputs held a fixed share of a large extract whatever the query's own bound. At 5M
-# patients the round trip's referral links held 10M lineage rows per part (1.9 GB, against
-# 0.8 at 1M; benchmarks/roundtrip.md). A million rows still shows which side is the smaller
-# (the pipeline's parts are about a million keys: staging.py, roundtrip_lookups.KEY_ROWS).
+# large inputs held a share of a large extract whatever the query's own bound: at 5M patients
+# each part of the round trip's referral links (~1M keys) could hold 10M lineage rows, 1.9 GB
+# (1.5 GB with this setting, 0.85 GB a part at 1M; benchmarks/roundtrip.md). A million rows
+# still shows which side is the smaller (the pipeline's parts are about a million keys:
+# expected.LINK_ROWS, roundtrip_lookups.KEY_ROWS); no sampling at all (0) built the wrong side.
 SAMPLE_ROWS = 1_000_000
 
 

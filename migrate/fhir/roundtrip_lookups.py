@@ -179,7 +179,7 @@ class Lookups:
         # and their survivors: each written once, then scanned
         # memory: as one query, ``own`` read twice (listed, and joined to the survivors), the streaming
         # engine shared the two reads (a common subplan) and held every pair of the extract until the
-        # second read came (2.9 GB at 5M patients; benchmarks/roundtrip.md)
+        # second read came (924 MB at 1M patients, 458 written first; benchmarks/roundtrip.md)
         sunk = folder / "patients-own"
         sunk.mkdir(parents=True, exist_ok=True)
         own = _sunk(pl.concat([rows(TABLES, PATIENT), _scan_with_hash(split_links["referrals"], schemas["referrals"])

@@ -215,12 +215,11 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     written = write_tables(out, canonical_rows | {"lineage.parquet": lineage_rows}, {
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
-        # memory: the duplicate pairs (identity's staged scan), held while written
-        "duplicates.parquet": identified.duplicates.collect(), **review.tables(),
-        # memory: collected when written (``write_tables``, one table at a time): the sharing
-        # entries (up to one per patient and sharing code), sorted for the file.
+        "duplicates.parquet": identified.duplicates, **review.tables(),
+        # memory: streamed when written (``write_tables``): the sharing entries (up to one per
+        # patient and sharing code), sorted for the file — the sort holds them.
         "sharing.parquet": sharing.deciding(entries, rules.sharing),
-        **({} if target is None else {"target-quarantine.parquet": target.quarantine})})
+        **({} if target is None else {"target-quarantine.parquet": target.quarantine})}, work)
     written.paths.append(write_model(identified.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),
                                [FileCount(f.name, f.table, f.rows_read) for f in ingested.files])

@@ -262,6 +262,27 @@ def sink(frame: pl.LazyFrame, path: Path) -> Path:
                                                               row_group_size=ROW_GROUP_ROWS))
 
 
+def sink_parts(frame: pl.LazyFrame, path: Path, folder: Path, rows: int = ROW_GROUP_ROWS) -> int:
+    """``sink`` for any plan: its rows read ``rows`` at a time (``pulled``), each batch written
+    as a part with fixed row groups (``Parts``), the parts sunk to ``path``; the rows written.
+
+    A plan with joins or sorts hands the sink batches whose boundaries follow thread timing,
+    and the sink splits its pages where they end: the same rows, other bytes. Parts with
+    fixed row groups give the bytes of the rows alone (``tests/test_staging_bytes.py``).
+    ``folder`` (removed afterwards) holds the batches meanwhile.
+
+    # memory: one batch of ``rows`` rows (and the sinks' own buffers), whatever the table's size.
+    """
+    parts = Parts(folder)
+    try:
+        for batch in pulled(frame, rows, folder):
+            parts.add(batch)
+        sink(parts.scan(), path)
+        return parts.rows
+    finally:
+        parts.close()
+
+
 def batches(frame: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
     """``frame`` in order, ``rows`` at a time (at least one, possibly empty, frame).
 

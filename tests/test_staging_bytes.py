@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from migrate.outputs import ROW_GROUP_ROWS
-from migrate.staging import Parts, RangeBuckets, sink
+from migrate.staging import Parts, RangeBuckets, sink, sink_parts
 
 ROWS = 700_000  # more than two row groups of the sunk table
 PART_ROWS = 250_000
@@ -73,3 +73,23 @@ def test_staged_parts_have_fixed_row_groups(tmp_path: Path) -> None:
     finally:
         parts.close()
         buckets.close()
+
+
+def test_a_plan_written_in_parts_has_the_bytes_of_its_rows(tmp_path: Path) -> None:
+    """``sink_parts`` (how the run folder's cohorts, flags and sharing entries are written):
+    a plan whose batches follow its inputs' chunks (here a join and a sort over randomly
+    chunked frames) gives one file, the same bytes each time, holding the plan's rows."""
+    frame = _lineage_like(11)
+    digests, rows = set(), set()
+    for chunking in range(3):
+        rng = random.Random(chunking)
+        left = _chunked(frame, rng).lazy()
+        right = _chunked(frame.select("source_row", (pl.col("source_row") % 7).alias("week")), rng).lazy()
+        plan = left.join(right, on="source_row", how="left").sort("week", "source_row")
+        path = tmp_path / f"plan-{chunking}.parquet"
+        rows.add(sink_parts(plan, path, tmp_path / f"work-{chunking}"))
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        assert not (tmp_path / f"work-{chunking}").exists()  # the batches are removed
+    assert len(digests) == 1 and rows == {ROWS}
+    expected = frame.with_columns((pl.col("source_row") % 7).alias("week")).sort("week", "source_row")
+    assert pl.read_parquet(tmp_path / "plan-0.parquet").equals(expected)

@@ -108,3 +108,27 @@ def test_a_run_in_many_rule_partitions_writes_the_same_files(tmp_path: Path, mon
     monkeypatch.setattr(rules_stage, "stage_partitions", counted)
     assert run(tmp_path / "many") == whole
     assert calls and calls[0] > 3  # the rules did run in several partitions
+
+
+def test_each_contact_is_staged_with_its_referral(tmp_path: Path) -> None:
+    """``stage_partitions`` puts a contact in its referral's partition (found by the referral
+    keys held sorted); a referral key that two patients in two partitions share takes its
+    contacts to both, and a contact of no referral goes nowhere."""
+    keys = [f"P{i}" for i in range(40)]
+    part_of = dict(pl.DataFrame({"patient_key": keys}).select(
+        "patient_key", rules_stage.partition_of("patient_key", 4).alias("p")).iter_rows())
+    a, b = next((x, y) for x in keys for y in keys if part_of[x] != part_of[y])
+    referrals = pl.LazyFrame({"referral_key": [f"R{i}" for i in range(40)] + ["SHARED", "SHARED"],
+                              "patient_key": keys + [a, b]})
+    contacts = pl.LazyFrame({"contact_key": [f"C{i}" for i in range(42)],
+                             "referral_key": [f"R{i}" for i in range(40)] + ["SHARED", "NOBODY"]})
+    people = {"patients": pl.LazyFrame({"patient_key": keys}), "referrals": referrals, "contacts": contacts}
+    parts = rules_stage.stage_partitions(people, 4, tmp_path)
+    for i, part in enumerate(parts):
+        mine = set(part["referrals"].collect()["referral_key"])
+        got = part["contacts"].collect()
+        assert set(got["referral_key"]) == mine - {"SHARED"} | ({"SHARED"} if part_of[a] == i or part_of[b] == i else set())
+    staged = pl.concat([p["contacts"].collect() for p in parts])
+    assert staged.filter(pl.col("referral_key") == "SHARED").height == 2  # in both partitions
+    assert "NOBODY" not in staged["referral_key"].to_list()
+    assert staged.filter(pl.col("referral_key").str.starts_with("R")).height == 40  # each once

@@ -33,7 +33,7 @@ import polars as pl
 from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
 from migrate.identity.blocking import RuleCounts, RuleReport, SpilledPairs, block_layout
-from migrate.identity.compare import compare, vocabulary
+from migrate.identity.compare import compare
 from migrate.identity.exact import ExactResult, resolve_exact, survivor_values, with_survivor_values
 from migrate.identity.model import MODEL_FILE, Model, em_draw, estimate, rule_shares, with_term_frequencies
 from migrate.identity.prepare import prepare
@@ -261,8 +261,7 @@ def _scored(exact: ExactResult, keys: pl.DataFrame, records: pl.DataFrame, spill
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     shares = rule_shares(counts.pairs, settings)
     sample = pl.concat([em_draw(pairs, records, shares, settings) for pairs in spilled])
-    vocab = vocabulary(records)
-    trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
+    trained = pl.concat([sample, compare(sample, records, records, settings)], how="horizontal")
     model = estimate(records, trained, reports, settings, candidates=counts.total, q_rule=shares)
     del sample, trained
     records = with_term_frequencies(model, records)
@@ -284,8 +283,7 @@ def _scored(exact: ExactResult, keys: pl.DataFrame, records: pl.DataFrame, spill
         # (No ``reachable`` pruning here: within blocks the names mostly agree, so the bound
         # keeps ~90% of the pairs and costs as much as it saves; measured at 1M patients.)
         candidates = pairs.filter(alive.gather(i) & alive.gather(j) & ~same)
-        levels = pl.concat([candidates, compare(candidates, records, records, settings, (vocab, vocab))],
-                           how="horizontal")
+        levels = pl.concat([candidates, compare(candidates, records, records, settings)], how="horizontal")
         scored_spans.append(score_levels(levels, records, records, model, settings,
                                          min_score=settings.review_threshold))
     scored = pl.concat(scored_spans)

@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from migrate.identity.blocking import RuleReport, covered, rule_name
-from migrate.identity.compare import compare, vocabulary
+from migrate.identity.compare import compare
 from migrate.identity.settings import Comparison, IdentitySettings
 
 # Comparison -> the prepared column its exact level compares (term frequencies are of it).
@@ -363,8 +363,7 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
     q_rule = q_rule or tuple(1.0 for _ in settings.blocking_rules)
     sample, full = _random_pairs(records, settings) if n >= 2 else (pl.DataFrame(
         schema={"i": pl.UInt32, "j": pl.UInt32}), True)
-    vocab = vocabulary(records)
-    random_levels = compare(sample, records, records, settings, (vocab, vocab)) if sample.height else None
+    random_levels = compare(sample, records, records, settings) if sample.height else None
     u: dict[str, np.ndarray] = {}
     for c in settings.comparisons:
         counts = _level_counts(random_levels, c) if random_levels is not None else np.zeros(len(c.levels))

@@ -387,11 +387,11 @@ def identity_plan(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: Ide
     # join of the whole table.
     frame = frame.with_columns(survivors.get_column("survivor_key"))  # row-aligned (``_scored``)
     merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
-    # match_target reads the survivors' keys and valid numbers (``records`` holds their
-    # demographics): a copy of two columns, not of the whole annotated table.
-    alive = frame.select("patient_key", "nhs", "survivor_key").filter(pl.col("patient_key") == pl.col("survivor_key"))
+    # match_target reads the records (row-aligned with ``frame``) and which of them survive.
+    # memory: a mask (a bit a patient), not a copy of the survivors' keys and numbers.
+    alive = frame.get_column("patient_key") == frame.get_column("survivor_key")
     if target_index is not None:
-        at_target = match_target(alive, target_index, settings, model, records)
+        at_target = match_target(records, alive, target_index, settings, model)
     else:
         at_target = pl.DataFrame(schema=AT_TARGET_SCHEMA)
     del alive, records  # the prepared records (global) are let go

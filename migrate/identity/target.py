@@ -9,6 +9,7 @@ the review threshold — such a match is reported for review, never taken on tru
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from migrate.errors import InputError
@@ -114,8 +115,7 @@ def match_target(records: pl.DataFrame, alive: pl.Series, target_index: pl.LazyF
     # only (a few); laying out every numbered patient copied and blocked the whole table
     # again (+1.4 GB at 5M patients). The blocks holding a target record keep all their
     # patients, so the pairs and the cap are unchanged.
-    meeting = _meeting(columns, no_right, settings)
-    numbered_left = columns[meeting].filter((rest & nhs.is_not_null()).gather(meeting))
+    numbered_left = columns[_meeting(columns, no_right, settings, rest & nhs.is_not_null())]
     pairs = pl.concat([
         _pairs_between(no_left, right, settings),
         _pairs_between(numbered_left, no_right, settings),
@@ -138,20 +138,25 @@ def match_target(records: pl.DataFrame, alive: pl.Series, target_index: pl.LazyF
     return out.sort("patient_key")
 
 
-def _meeting(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings) -> pl.Series:
-    """The positions (ascending) of the rows of ``left`` that share, for a blocking rule either
-    way round, its key with a row of ``right``: the only ones that can pair with ``right``."""
-    found = []
+def _meeting(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings, among: pl.Series
+             ) -> pl.Series:
+    """The positions (ascending) of the rows of ``left`` picked by ``among`` (a mask) that
+    share, for a blocking rule either way round, its key with a row of ``right``: the only
+    ones that can pair with ``right``."""
+    # memory: a bit a row of ``left`` marks those met; each rule way copies the picked rows'
+    # key columns (with their position), not every row's.
+    met = np.zeros(left.height, dtype=bool)
     for rule in settings.blocking_rules:
         lcols = tuple(c for part in rule for c in PART_COLUMNS[part][0])
         rcols = tuple(c for part in rule for c in PART_COLUMNS[part][1])
         for lc, rc in {(lcols, rcols), (rcols, lcols)}:
             names = [f"k{n}" for n in range(len(lc))]
             keys = right.select([pl.col(c).alias(k) for c, k in zip(rc, names)]).drop_nulls().unique()
-            found.append(left.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
-                                     *[pl.col(c).alias(k) for c, k in zip(lc, names)]).drop_nulls(names).join(
-                keys, on=names, how="semi").get_column("_row"))
-    return pl.concat(found).unique().sort() if found else pl.Series("_row", [], dtype=pl.UInt32)
+            rows = left.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+                               *[pl.col(c).alias(k) for c, k in zip(lc, names)]).filter(
+                among, *[pl.col(k).is_not_null() for k in names]).join(keys, on=names, how="semi")
+            met[rows.get_column("_row").to_numpy()] = True
+    return pl.Series("_row", np.flatnonzero(met), dtype=pl.UInt32)
 
 
 def _pairs_between(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings) -> pl.DataFrame:

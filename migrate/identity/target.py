@@ -143,8 +143,9 @@ def _meeting(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings
     """The positions (ascending) of the rows of ``left`` picked by ``among`` (a mask) that
     share, for a blocking rule either way round, its key with a row of ``right``: the only
     ones that can pair with ``right``."""
-    # memory: a bit a row of ``left`` marks those met; each rule way copies the picked rows'
-    # key columns (with their position), not every row's.
+    # memory: a bit a row of ``left`` marks those met; each rule way looks every row's key up
+    # in the (few) keys of ``right`` (``is_in``: a set of ``right``'s keys), not a semi join
+    # of every row's key columns (+~0.4 GB transient at 5M patients, measured alone: +0.3).
     met = np.zeros(left.height, dtype=bool)
     for rule in settings.blocking_rules:
         lcols = tuple(c for part in rule for c in PART_COLUMNS[part][0])
@@ -152,10 +153,11 @@ def _meeting(left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings
         for lc, rc in {(lcols, rcols), (rcols, lcols)}:
             names = [f"k{n}" for n in range(len(lc))]
             keys = right.select([pl.col(c).alias(k) for c, k in zip(rc, names)]).drop_nulls().unique()
-            rows = left.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
-                               *[pl.col(c).alias(k) for c, k in zip(lc, names)]).filter(
-                among, *[pl.col(k).is_not_null() for k in names]).join(keys, on=names, how="semi")
-            met[rows.get_column("_row").to_numpy()] = True
+            if keys.height == 0:
+                continue
+            hit = left.select(pl.struct([pl.col(c).alias(k) for c, k in zip(lc, names)]).is_in(
+                keys.select(pl.struct(names)).to_series().implode()).fill_null(False)).to_series()
+            met |= (hit & among).to_numpy()
     return pl.Series("_row", np.flatnonzero(met), dtype=pl.UInt32)
 
 

@@ -33,7 +33,7 @@ import polars as pl
 from migrate.rules.flags import EXCEPTIONS_SCHEMA
 from migrate.identity import nhs_number
 from migrate.identity.blocking import RuleCounts, RuleReport, SpilledPairs, block_layout
-from migrate.identity.compare import compare, vocabulary
+from migrate.identity.compare import compare
 from migrate.identity.exact import ExactResult, resolve_exact, survivor_values, with_survivor_values
 from migrate.identity.model import MODEL_FILE, Model, em_draw, estimate, rule_shares, with_term_frequencies
 from migrate.identity.prepare import prepare
@@ -261,8 +261,7 @@ def _scored(exact: ExactResult, keys: pl.DataFrame, records: pl.DataFrame, spill
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
     shares = rule_shares(counts.pairs, settings)
     sample = pl.concat([em_draw(pairs, records, shares, settings) for pairs in spilled])
-    vocab = vocabulary(records)
-    trained = pl.concat([sample, compare(sample, records, records, settings, (vocab, vocab))], how="horizontal")
+    trained = pl.concat([sample, compare(sample, records, records, settings)], how="horizontal")
     model = estimate(records, trained, reports, settings, candidates=counts.total, q_rule=shares)
     del sample, trained
     records = with_term_frequencies(model, records)
@@ -284,8 +283,7 @@ def _scored(exact: ExactResult, keys: pl.DataFrame, records: pl.DataFrame, spill
         # (No ``reachable`` pruning here: within blocks the names mostly agree, so the bound
         # keeps ~90% of the pairs and costs as much as it saves; measured at 1M patients.)
         candidates = pairs.filter(alive.gather(i) & alive.gather(j) & ~same)
-        levels = pl.concat([candidates, compare(candidates, records, records, settings, (vocab, vocab))],
-                           how="horizontal")
+        levels = pl.concat([candidates, compare(candidates, records, records, settings)], how="horizontal")
         scored_spans.append(score_levels(levels, records, records, model, settings,
                                          min_score=settings.review_threshold))
     scored = pl.concat(scored_spans)
@@ -326,14 +324,15 @@ def _exceptions(frame: pl.DataFrame, decided: pl.DataFrame, probable: pl.DataFra
 
     key = pl.col("patient_key")
     pair = pl.concat_str(["key_a", "key_b"], separator="+")
-    invalid = frame.filter(pl.col("nhs_problem").is_not_null() & (pl.col("nhs_problem") != nhs_number.MISSING))
+    problems = frame.filter(pl.col("nhs_problem").is_not_null()).with_columns(pl.col("nhs_problem").cast(pl.String))
+    invalid = problems.filter(pl.col("nhs_problem") != nhs_number.MISSING)
     problem_text = pl.col("nhs_problem").replace_strict(nhs_number.PROBLEM_TEXT, return_dtype=pl.String)
     survivors = frame.filter(pl.col("patient_key") == pl.col("survivor_key")).select("patient_key")
     target = at_target.join(survivors, on="patient_key", how="semi")
     by_number = pl.col("match_method") == "nhs_number"
     parts = [
         rows(invalid, "NHS_NUMBER_INVALID", key, key, problem_text),
-        rows(frame.filter(pl.col("nhs_problem") == nhs_number.MISSING), "NHS_NUMBER_MISSING", key, key,
+        rows(problems.filter(pl.col("nhs_problem") == nhs_number.MISSING), "NHS_NUMBER_MISSING", key, key,
              pl.lit(nhs_number.PROBLEM_TEXT[nhs_number.MISSING])),
         rows(decided.filter(pl.col("match_type") == "exact_nhs_number"), "DUPLICATE_NHS_NUMBER", pair, key,
              pl.col("evidence")),
@@ -379,7 +378,10 @@ def identity_plan(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: Ide
     best = survivor_values(frame, exact.survivors, settings)  # a row per merged cluster
     # memory: whole (global): every record's comparison values and block keys; a pair (of any
     # two records, from any span) and the target index's pairs look them up by position.
-    kept = frame.select("patient_key", "nhs", "nhs_problem", "nhs_number_valid", "nhs_number_verification")
+    # memory: the NHS number's problem and verification status as codes (a few values: 4 bytes a
+    # patient, not a 16-byte string view; ~0.1 GB at 5M patients), held to the end
+    kept = frame.select("patient_key", "nhs", pl.col("nhs_problem").cast(pl.Categorical), "nhs_number_valid",
+                        pl.col("nhs_number_verification").cast(pl.Categorical))
     frame = frame.select("patient_key", "nhs", *_PREPARED)  # what the records are made of, the rest let go
     records = prepare(frame, "patient_key", "nhs")
     frame = kept
@@ -389,11 +391,11 @@ def identity_plan(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: Ide
     # join of the whole table.
     frame = frame.with_columns(survivors.get_column("survivor_key"))  # row-aligned (``_scored``)
     merges = survivors.filter(pl.col("patient_key") != pl.col("survivor_key")).sort("patient_key")
-    # match_target reads the survivors' keys and valid numbers (``records`` holds their
-    # demographics): a copy of two columns, not of the whole annotated table.
-    alive = frame.select("patient_key", "nhs", "survivor_key").filter(pl.col("patient_key") == pl.col("survivor_key"))
+    # match_target reads the records (row-aligned with ``frame``) and which of them survive.
+    # memory: a mask (a bit a patient), not a copy of the survivors' keys and numbers.
+    alive = frame.get_column("patient_key") == frame.get_column("survivor_key")
     if target_index is not None:
-        at_target = match_target(alive, target_index, settings, model, records)
+        at_target = match_target(records, alive, target_index, settings, model)
     else:
         at_target = pl.DataFrame(schema=AT_TARGET_SCHEMA)
     del alive, records  # the prepared records (global) are let go
@@ -410,7 +412,8 @@ def identity_plan(patients: pl.LazyFrame, referrals: pl.LazyFrame, settings: Ide
     # patients come sorted by their (unique) key: a sort would hold the table.
     canonical = patients.select(columns).with_columns(pl.col("patient_key").cast(pl.String),
                                                       pl.col("nhs_number").cast(pl.String))
-    plan = with_survivor_values(pl.concat([canonical, verdicts.lazy()], how="horizontal"), best)
+    plan = with_survivor_values(pl.concat([canonical, verdicts.lazy().with_columns(
+        pl.col("nhs_number_verification").cast(pl.String))], how="horizontal"), best)
     duplicates = pl.concat([_pair_rows(decided), _pair_rows(probable)]).cast(
         DUPLICATES_SCHEMA).sort("patient_key_a", "patient_key_b")  # type: ignore[arg-type]
     return IdentityPlan(

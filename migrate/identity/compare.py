@@ -5,8 +5,9 @@ test holds (``rules/identity.yaml`` comparisons), as a small integer per pair.
 ``right``, both ``prepare``d) and returns, in pair order, ``l_<comparison>`` (Int8 level
 index, null when the field is missing on either record), ``nhs_differ`` (both numbers
 valid and different) and ``twin`` (see ``_twin``). String similarities are computed by
-``rapidfuzz.process.cpdist`` once per *distinct* pair of values, looked up through integer
-ids, never in a Python loop per pair; pairs are compared in chunks so memory stays bounded.
+``rapidfuzz.process.cpdist`` once per *distinct* pair of values (the records hold each
+compared string as the id of its value: ``prepare.VOCABULARY``), never in a Python loop per
+pair; pairs are compared in chunks so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -19,48 +20,37 @@ import polars as pl
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
-from migrate.identity.prepare import ID_OF
 from migrate.identity.settings import Comparison, IdentitySettings, Level
 
 CHUNK = 1_000_000  # pairs compared at a time: bounds memory whatever the pair count
 _GATHERED = ("nhs", "bd", "sex", "pc_dist")
 
 
-def vocabulary(records: pl.DataFrame) -> dict[str, pl.Series]:
-    """For each compared string column, its value by id (position = id)."""
-    out = {}
-    for col, id_col in ID_OF.items():
-        ids = records.select(id_col, col).drop_nulls(id_col).unique(id_col)
-        top = ids.get_column(id_col).max()
-        size = top + 1 if isinstance(top, int) else 0
-        vocab = pl.Series(col, [None] * size, dtype=pl.String)
-        out[col] = vocab.scatter(ids.get_column(id_col), ids.get_column(col)) if ids.height else vocab
-    return out
-
-
-def _by_distinct_pair(ids_a: pl.Series, ids_b: pl.Series, vocab_a: pl.Series, vocab_b: pl.Series,
-                      compute: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+def _by_distinct_pair(a: pl.Series, b: pl.Series, compute: Callable[[pl.DataFrame], pl.DataFrame],
+                      when: pl.Series | None = None) -> pl.DataFrame:
     """``compute`` over the distinct (a, b) value pairs only, spread back to every row.
 
-    ``ids_*`` index ``vocab_*``; ``compute`` gets a frame of strings ``x``, ``y`` (neither
-    null) and returns it with result columns added. Rows where either id (or value) is null
-    get nulls. Rows are mapped to their distinct pair with numpy's ``unique`` inverse, not
-    a join: one sort of a u64 column.
+    ``a`` and ``b`` are compared strings as their vocabularies' ids (categoricals,
+    ``prepare.VOCABULARY``); ``compute`` gets a frame of strings ``x``, ``y`` (neither null)
+    and returns it with result columns added. Rows where either value is null (or ``when``
+    is false) get nulls. Rows are mapped to their distinct pair with numpy's ``unique``
+    inverse, not a join: one sort of a u64 column; each distinct pair's strings are looked
+    up from its first row.
     """
     shift = np.uint64(1 << 32)
-    present = (ids_a.is_not_null() & ids_b.is_not_null()).to_numpy()
-    a = ids_a.fill_null(0).cast(pl.UInt64).to_numpy()[present]
-    b = ids_b.fill_null(0).cast(pl.UInt64).to_numpy()[present]
-    distinct, inverse = np.unique(a * shift + b, return_inverse=True)
-    values = pl.DataFrame({"x": vocab_a.gather(pl.Series(distinct // shift, dtype=pl.UInt32)),
-                           "y": vocab_b.gather(pl.Series(distinct % shift, dtype=pl.UInt32))})
-    usable = values.select(pl.col("x").is_not_null() & pl.col("y").is_not_null()).to_series().to_numpy()
-    results = compute(values.filter(pl.Series(usable))).drop("x", "y")
-    # row -> distinct pair -> usable distinct pair (or null) -> result
-    slot = np.full(distinct.size, -1, dtype=np.int64)
-    slot[usable] = np.arange(int(usable.sum()))
-    row = np.full(ids_a.len(), -1, dtype=np.int64)
-    row[present] = slot[inverse.reshape(-1)]
+    present = a.is_not_null() & b.is_not_null()
+    if when is not None:
+        present = present & when.fill_null(False)
+    rows = np.flatnonzero(present.to_numpy())
+    ids_a = a.to_physical().cast(pl.UInt64).to_numpy()[rows]
+    ids_b = b.to_physical().cast(pl.UInt64).to_numpy()[rows]
+    distinct, first, inverse = np.unique(ids_a * shift + ids_b, return_index=True, return_inverse=True)
+    at = pl.Series(rows[first], dtype=pl.UInt32)
+    values = pl.DataFrame({"x": a.gather(at).cast(pl.String), "y": b.gather(at).cast(pl.String)})
+    results = compute(values).drop("x", "y")
+    # row -> distinct pair -> result (null where not present)
+    row = np.full(a.len(), -1, dtype=np.int64)
+    row[rows] = inverse.reshape(-1)
     index = pl.Series("index", row).replace(-1, None).cast(pl.UInt32)
     return results.select(pl.all().gather(index))
 
@@ -194,15 +184,12 @@ def _twin(settings: IdentitySettings) -> pl.Expr:
 
 
 def compare(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings,
-            vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]] | None = None, cheap: bool = False
-            ) -> pl.DataFrame:
-    """Levels of every pair (module docstring), in ``pairs`` order. ``vocab``: the
-    ``vocabulary`` of ``left`` and ``right`` when already built. ``cheap``: only the
+            cheap: bool = False) -> pl.DataFrame:
+    """Levels of every pair (module docstring), in ``pairs`` order. ``cheap``: only the
     ``CHEAP`` comparisons' levels and ``nhs_differ`` (no string similarities)."""
-    vocab = vocab or (vocabulary(left), vocabulary(right))
     nicknames = pl.DataFrame([(name, g) for g, group in enumerate(settings.nicknames) for name in group],
                              schema={"x": pl.String(), "g": pl.Int64()}, orient="row")
-    out = [_compare_chunk(pairs.slice(start, CHUNK), left, right, settings, vocab, nicknames, cheap)
+    out = [_compare_chunk(pairs.slice(start, CHUNK), left, right, settings, nicknames, cheap)
            for start in range(0, max(pairs.height, 1), CHUNK)]
     return pl.concat(out)
 
@@ -230,13 +217,15 @@ def _date_edits(a: pl.Series, b: pl.Series) -> pl.Series:
 def _edits(a: pl.Series, b: pl.Series) -> pl.Series:
     """Damerau-Levenshtein distance of two short codes per row (0 when equal; null when
     either is missing), computed only where they differ: no distinct-pair bookkeeping,
-    which costs more than it saves on postcodes and phone numbers."""
+    which costs more than it saves on postcodes and phone numbers. ``a`` and ``b`` are ids
+    of one vocabulary (equal ids, equal values); the strings are looked up where they differ."""
     frame = pl.DataFrame({"x": a, "y": b}).with_row_index("r")
     differ = frame.filter(pl.col("x").is_not_null() & pl.col("y").is_not_null() & (pl.col("x") != pl.col("y")))
     out = pl.Series("dl", [None] * a.len(), dtype=pl.Float64)
     out = out.scatter(frame.filter(pl.col("x") == pl.col("y")).get_column("r"), 0.0)
     if differ.height:
-        out = out.scatter(differ.get_column("r"), _cpdist(differ.select("x", "y"), DamerauLevenshtein.distance))
+        out = out.scatter(differ.get_column("r"), _cpdist(differ.select(pl.col("x", "y").cast(pl.String)),
+                                                           DamerauLevenshtein.distance))
     return out
 
 
@@ -244,17 +233,12 @@ CHEAP = ("birth_date", "sex", "postcode", "phone")  # compared without costly st
 
 
 def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, settings: IdentitySettings,
-                   vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]], nicknames: pl.DataFrame,
-                   cheap: bool = False) -> pl.DataFrame:
+                   nicknames: pl.DataFrame, cheap: bool = False) -> pl.DataFrame:
     i, j = pairs.get_column("i"), pairs.get_column("j")
 
     def by_pair(col_a: str, col_b: str, compute: Callable[[pl.DataFrame], pl.DataFrame], suffix: str,
                 when: pl.Series | None = None) -> pl.DataFrame:
-        ids_a = left.get_column(ID_OF[col_a]).gather(i)
-        if when is not None:
-            ids_a = ids_a.zip_with(when, pl.Series([None] * ids_a.len(), dtype=ids_a.dtype))
-        found = _by_distinct_pair(ids_a, right.get_column(ID_OF[col_b]).gather(j), vocab[0][col_a], vocab[1][col_b],
-                                  compute)
+        found = _by_distinct_pair(left.get_column(col_a).gather(i), right.get_column(col_b).gather(j), compute, when)
         return found.rename({c: f"{c}_{suffix}" for c in found.columns})
 
     frame = pl.DataFrame([*[left.get_column(c).gather(i).alias(f"{c}_a") for c in _GATHERED],
@@ -282,14 +266,15 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
         by_pair("fam", "giv1", jw, "cross_fam", init), by_pair("giv1", "fam", jw, "cross_giv", init),
     ], how="horizontal")
     # Addresses are compared (costly token-set similarity) only where their house numbers
-    # agree; ``addr_a`` is true where both records have an address (null: missing on either).
+    # agree; ``addr_a`` is true where both records have an address (null: missing on either;
+    # an address that cleans to nothing is there, compared as missing).
     ids = pl.DataFrame({
-        "a": left.get_column("addr_id").gather(i), "b": right.get_column("addr_id").gather(j),
+        "b": right.get_column("addr").gather(j),
         "same": left.get_column("addr_nums").gather(i).eq_missing(right.get_column("addr_nums").gather(j)),
-    }).select(pl.when("same").then("a").alias("a"), "b",
-              pl.when(pl.col("a").is_not_null() & pl.col("b").is_not_null()).then(True).alias("addr_a"))
-    found = _by_distinct_pair(ids.get_column("a"), ids.get_column("b"), vocab[0]["addr"], vocab[1]["addr"],
-                              _addresses)
+        "given": left.get_column("addr_given").gather(i) & right.get_column("addr_given").gather(j),
+    }).select("b", "same", pl.when("given").then(True).alias("addr_a"))
+    found = _by_distinct_pair(left.get_column("addr").gather(i), ids.get_column("b"), _addresses,
+                              ids.get_column("same"))
     frame = pl.concat([frame, found.rename({"ts": "ts_addr", "eq": "eq_addr"}), ids.select("addr_a")],
                       how="horizontal")
     frame = frame.with_columns(_reversed(settings).alias("reversed"))
@@ -304,4 +289,4 @@ def _compare_chunk(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame,
                                               nhs_differ, _twin(settings).alias("twin"))
 
 
-__all__ = ["CHEAP", "CHUNK", "compare", "vocabulary"]
+__all__ = ["CHEAP", "CHUNK", "compare"]

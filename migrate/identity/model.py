@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from migrate.identity.blocking import RuleReport, covered, rule_name
-from migrate.identity.compare import compare, vocabulary
+from migrate.identity.compare import CHUNK, compare
 from migrate.identity.settings import Comparison, IdentitySettings
 
 # Comparison -> the prepared column its exact level compares (term frequencies are of it).
@@ -318,9 +318,17 @@ def em_draw(pairs: pl.DataFrame, records: pl.DataFrame, q_rule: tuple[float, ...
             ) -> pl.DataFrame:
     """The ``pairs`` (any subset of the candidate pairs: each pair is drawn on its own)
     that ``em_sample`` keeps, given each rule's q_r, with ``h`` and ``q``."""
-    bits = [1 << r for r in range(len(settings.blocking_rules))]
     if all(q == 1.0 for q in q_rule):
         return pairs.with_columns(pl.lit(1.0).alias("q"), pl.lit(0.0).alias("h"))
+    # memory: CHUNK pairs at a time: each pair's two keys, joined and hashed, over a whole
+    # span's pairs (~4M, ``blocking.CHUNK_PAIRS``) were ~0.3 GB at once
+    return pl.concat([_drawn(pairs.slice(start, CHUNK), records, q_rule, settings)
+                      for start in range(0, max(pairs.height, 1), CHUNK)])
+
+
+def _drawn(pairs: pl.DataFrame, records: pl.DataFrame, q_rule: tuple[float, ...], settings: IdentitySettings
+           ) -> pl.DataFrame:
+    bits = [1 << r for r in range(len(settings.blocking_rules))]
     keys = records.get_column("key")
     a, b = keys.gather(pairs.get_column("i")), keys.gather(pairs.get_column("j"))
     h = pl.DataFrame({"a": a, "b": b}).select(
@@ -363,8 +371,7 @@ def estimate(records: pl.DataFrame, levels: pl.DataFrame, blocking: list[RuleRep
     q_rule = q_rule or tuple(1.0 for _ in settings.blocking_rules)
     sample, full = _random_pairs(records, settings) if n >= 2 else (pl.DataFrame(
         schema={"i": pl.UInt32, "j": pl.UInt32}), True)
-    vocab = vocabulary(records)
-    random_levels = compare(sample, records, records, settings, (vocab, vocab)) if sample.height else None
+    random_levels = compare(sample, records, records, settings) if sample.height else None
     u: dict[str, np.ndarray] = {}
     for c in settings.comparisons:
         counts = _level_counts(random_levels, c) if random_levels is not None else np.zeros(len(c.levels))

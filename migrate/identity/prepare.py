@@ -12,8 +12,14 @@
   ``street`` (the first word after the first number);
 - ``bd`` (birth date), ``bd_key`` / ``bd_swap`` (the date and its day/month swap as
   integers) and ``by`` (year);
-- an integer id per distinct source value (``fam_id``, ``giv_id``, ``pc_id``, ``phone_id``,
-  ``addr_id``) so string similarities are computed once per distinct pair.
+- ``addr_given`` (the source address is present, even where it cleans to nothing).
+
+The compared strings (``fam``, ``giv``, ``giv1``, ``pc``, ``phone``, ``addr``, ``addr_nums``)
+are categoricals over a per-value vocabulary (``VOCABULARY``): a record holds the value's
+id (its code), the vocabulary each distinct cleaned value once. The vocabularies are named
+(``pl.Categories``), so one value has one id in every frame prepared (the target index's
+too): equality, joins and blocking on them mean what they mean on the strings. String
+similarities are computed once per distinct pair of ids (``compare``).
 
 Normalising is done once per distinct value, never per row.
 """
@@ -27,11 +33,21 @@ import polars as pl
 KNOWN_SEX = ("male", "female", "other")
 _SOUNDEX = {**dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"), **dict.fromkeys("dt", "3"),
             "l": "4", **dict.fromkeys("mn", "5"), "r": "6"}
-# String column -> its id column (the position of the source value among the distinct
-# source values; two ids may stand for one cleaned value).
 # Short values compared only for equality (blocking keys, sex, initials): held as codes.
 CODED = ("sex", "fam_init", "giv_init", "fam_ph", "giv_ph", "giv_pre", "pc_dist", "street", "addr_num")
-ID_OF = {"fam": "fam_id", "giv": "giv_id", "giv1": "giv_id", "addr": "addr_id", "pc": "pc_id", "phone": "phone_id"}
+_NAMESPACE = "handover.identity"
+_NAMES = pl.Categorical(pl.Categories("names", _NAMESPACE))  # one vocabulary: names_reversed crosses them
+# Compared string column -> its categorical: the id of its cleaned value in a named vocabulary.
+# memory: a 4-byte id a record, not a 16-byte string view, and no separate per-source-value
+# id column (seven columns: ~0.5 GB at 5M patients); each distinct value held once, by its
+# vocabulary. Near-unique values (the synthetic addresses: 631k distinct at 1M patients)
+# cost about what their strings did (67 MB against 51 + 4 measured at 1M), but no
+# vocabulary is rebuilt to compare them. Named, not polars' global categories: a vocabulary
+# is freed once no frame uses it (the records; the model's term frequencies hold names and
+# postcodes), and one value has one id in the extract's records and the target index's.
+VOCABULARY: dict[str, pl.DataType] = {
+    "fam": _NAMES, "giv": _NAMES, "giv1": _NAMES,
+    **{c: pl.Categorical(pl.Categories(c, _NAMESPACE)) for c in ("pc", "phone", "addr", "addr_nums")}}
 
 
 def _clean_name(col: str) -> pl.Expr:
@@ -57,15 +73,21 @@ def soundex(name: str) -> str:
     return ("".join(out) + "000")[:4]
 
 
-def _by_distinct_value(base: pl.DataFrame, source: str, derive: Callable[[pl.DataFrame], pl.DataFrame],
-                       id_name: str) -> pl.DataFrame:
+def _by_distinct_value(base: pl.DataFrame, source: str, derive: Callable[[pl.DataFrame], pl.DataFrame]
+                       ) -> pl.DataFrame:
     """``base`` with the columns ``derive`` adds to a frame of the distinct values of
-    ``source`` (so each is computed once per value, not per row) and ``id_name``, the
-    value's position among them (null for a null value)."""
-    distinct = base.select(source).drop_nulls().unique(maintain_order=True).with_row_index(id_name)
+    ``source`` (so each is computed once per value, not per row), the compared strings as
+    ids (``VOCABULARY``) and the short keys as codes (``CODED``)."""
+    distinct = base.select(source).drop_nulls().unique(maintain_order=True)
+    derived = derive(distinct)
+    # memory: cast over the distinct values, then joined: a record gets a code, never a
+    # string view that is cast afterwards (a whole column of strings a column, transient)
+    derived = derived.with_columns(
+        *[pl.col(c).cast(t) for c, t in VOCABULARY.items() if c in derived.columns],
+        *[pl.col(c).cast(pl.Categorical) for c in CODED if c in derived.columns])
     # memory: joined to the source column alone and the derived columns added: a join of the
     # whole (growing) frame copied every column each time (~+1 GB transient at 5M patients)
-    joined = base.select(source).join(derive(distinct), on=source, how="left", maintain_order="left")
+    joined = base.select(source).join(derived, on=source, how="left", maintain_order="left")
     return base.with_columns(joined.drop(source).get_columns())
 
 
@@ -138,23 +160,21 @@ def prepare(frame: pl.DataFrame, key: str, valid_nhs: str | None) -> pl.DataFram
         (pl.col(valid_nhs).cast(pl.String) if valid_nhs else pl.lit(None, dtype=pl.String)).alias("nhs"),
         col("family_name", pl.String()).alias("family_name"), col("given_names", pl.String()).alias("given_names"),
         col("birth_date", pl.Date()).alias("bd"),
-        pl.when(col("sex", pl.String()).is_in(KNOWN_SEX)).then(col("sex", pl.String())).alias("sex"),
+        # memory: the short block keys as categoricals (a 4-byte code a record, not a 16-byte
+        # string view): the records are held whole (identity is global), 9 columns x 12 bytes a
+        # record saved (~0.5 GB at 5M patients). Codes of one value are equal in every frame
+        # (polars' global categories), so blocking and comparing give what the strings give.
+        pl.when(col("sex", pl.String()).is_in(KNOWN_SEX)).then(col("sex", pl.String())).cast(pl.Categorical)
+        .alias("sex"),
         col("postcode", pl.String()).alias("postcode"), col("phone", pl.String()).alias("phone_raw"),
-        col("address", pl.String()).alias("address"),
+        col("address", pl.String()).alias("address"), col("address", pl.String()).is_not_null().alias("addr_given"),
     ).with_row_index("idx")
-    for source, derive, id_name in (
-        ("family_name", _name_parts("family_name", "fam"), "fam_id"),
-        ("given_names", _name_parts("given_names", "giv"), "giv_id"),
-        ("postcode", _postcodes, "pc_id"), ("phone_raw", _phones, "phone_id"), ("address", _addresses, "addr_id"),
-        ("bd", _birth_dates, "bd_id"),
+    for source, derive in (
+        ("family_name", _name_parts("family_name", "fam")), ("given_names", _name_parts("given_names", "giv")),
+        ("postcode", _postcodes), ("phone_raw", _phones), ("address", _addresses), ("bd", _birth_dates),
     ):
-        base = _by_distinct_value(base, source, derive, id_name)
-    # memory: the short block keys as categoricals (a 4-byte code a record, not a 16-byte
-    # string view): the records are held whole (identity is global), 9 columns x 12 bytes a
-    # record saved (~0.5 GB at 5M patients). Codes of one value are equal in every frame
-    # (polars' global categories), so blocking and comparing give what the strings give.
-    return base.drop("family_name", "given_names", "postcode", "phone_raw", "address").with_columns(
-        pl.col(c).cast(pl.Categorical) for c in CODED)
+        base = _by_distinct_value(base, source, derive)
+    return base.drop("family_name", "given_names", "postcode", "phone_raw", "address")
 
 
-__all__ = ["ID_OF", "KNOWN_SEX", "prepare", "soundex"]
+__all__ = ["CODED", "KNOWN_SEX", "VOCABULARY", "prepare", "soundex"]

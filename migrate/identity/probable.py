@@ -18,7 +18,7 @@ import math
 
 import polars as pl
 
-from migrate.identity.compare import CHEAP, compare
+from migrate.identity.compare import CHEAP, CHUNK, compare
 from migrate.identity.model import Model, match_weights, tf_columns
 from migrate.identity.settings import IdentitySettings
 
@@ -100,6 +100,15 @@ def score_levels(levels: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, 
     ``contributions`` and ``evidence`` for the pairs already compared (``levels`` with
     ``i`` into ``left``, ``j`` into ``right``) that score at least ``min_score``, in order.
     Explanations are built only for those pairs."""
+    # memory: CHUNK pairs at a time: a pair's weights (a float a comparison and each term
+    # frequency) are kept only for the pairs scoring ``min_score``; over a whole span's pairs
+    # (~4M, ``blocking.CHUNK_PAIRS``) they were ~0.4 GB at once.
+    return pl.concat([_score_slice(levels.slice(start, CHUNK), left, right, model, settings, min_score)
+                      for start in range(0, max(levels.height, 1), CHUNK)])
+
+
+def _score_slice(levels: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, model: Model,
+                 settings: IdentitySettings, min_score: float) -> pl.DataFrame:
     i = levels.get_column("i")
     frame = match_weights(levels, tf_columns(model, left, i), model).with_columns(
         (1.0 / (1.0 + 2.0 ** (-pl.col("match_weight")))).round(4).alias("score"))
@@ -123,15 +132,14 @@ def score_pairs(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, mo
 
 
 def reachable(pairs: pl.DataFrame, left: pl.DataFrame, right: pl.DataFrame, model: Model,
-              settings: IdentitySettings, min_score: float,
-              vocab: tuple[dict[str, pl.Series], dict[str, pl.Series]] | None = None) -> pl.DataFrame:
+              settings: IdentitySettings, min_score: float) -> pl.DataFrame:
     """The ``pairs`` that could score ``min_score`` or more: the weights of the cheap
     comparisons (birth date, sex, postcode, phone, NHS numbers) plus the most each costly
     one (names, address) could add — the others cannot, whatever their names, and are not
     compared further."""
     if min_score <= 0 or pairs.height == 0:
         return pairs
-    cheap = compare(pairs, left, right, settings, vocab, cheap=True)
+    cheap = compare(pairs, left, right, settings, cheap=True)
     costly = [c for c in model.comparisons if c.name not in CHEAP]
     frame = cheap.with_columns(pairs.get_column("i"), pairs.get_column("j"),
                                *[pl.lit(None, dtype=pl.Int8).alias(f"l_{c.name}") for c in costly])

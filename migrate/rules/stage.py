@@ -116,6 +116,7 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
         del referrals
         if _in_two(index):  # a key in two partitions: its contacts go to both
             del index
+            # memory: whole, as above (one row per referral key and partition), for the join below
             referrals = pl.concat([_scan(written["referrals"][i], people["referrals"]).select(
                 "referral_key", pl.lit(i, dtype=pl.UInt32).alias(PART)) for i in range(partitions)]).unique().collect()
             split("contacts", people["contacts"].join(referrals.lazy(), on="referral_key", how="inner",

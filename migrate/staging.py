@@ -131,6 +131,12 @@ class SortedKeys:
         self.keys = keys.gather(order)
         self.values = None if values is None else values.gather(order)
 
+    def repeats(self) -> pl.Series:
+        """For each key but the first, whether it equals the key before it (equal keys are
+        neighbours once sorted): true where a key occurs again."""
+        n = self.keys.len()
+        return self.keys.slice(1) == self.keys.slice(0, max(n - 1, 0)) if n > 1 else pl.Series([], dtype=pl.Boolean)
+
     def positions(self, refs: pl.Series) -> pl.Series:
         """The position of each of ``refs`` among the keys; null where it is not one (or null)."""
         n = self.keys.len()

@@ -125,8 +125,7 @@ def by(keys: SortedKeys, column: str) -> Placer:
 def _unique(keys: SortedKeys, what: str) -> SortedKeys:
     """``keys`` when no key occurs twice (a join would have placed such a row twice, a lookup
     once: neither is right, so it is raised)."""
-    sorted_keys = keys.keys
-    if sorted_keys.len() > 1 and bool((sorted_keys.slice(1) == sorted_keys.slice(0, sorted_keys.len() - 1)).any()):
+    if bool(keys.repeats().any()):
         raise HandoverError(f"a {what} key occurs twice in the FHIR stage's inputs: rows cannot be placed by it")
     return keys
 

@@ -115,11 +115,9 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
         index = SortedKeys(referrals.get_column("referral_key"), referrals.get_column(PART))
         del referrals
         if _in_two(index):  # a key in two partitions: its contacts go to both
+            pairs = pl.DataFrame([index.keys, index.values]).unique()  # the same rows, sorted: no second read
             del index
-            # memory: whole, as above (one row per referral key and partition), for the join below
-            referrals = pl.concat([_scan(written["referrals"][i], people["referrals"]).select(
-                "referral_key", pl.lit(i, dtype=pl.UInt32).alias(PART)) for i in range(partitions)]).unique().collect()
-            split("contacts", people["contacts"].join(referrals.lazy(), on="referral_key", how="inner",
+            split("contacts", people["contacts"].join(pairs.lazy(), on="referral_key", how="inner",
                                                       maintain_order="left"), lambda batch: batch)
         else:
             split("contacts", people["contacts"], lambda batch: batch.with_columns(
@@ -128,15 +126,13 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
 
 
 def _in_two(index: SortedKeys) -> bool:
-    """Whether a key of ``index`` (sorted, with its partition) is in two partitions: equal
-    keys are neighbours once sorted (a key repeated in one partition is no conflict)."""
-    keys, values = index.keys, index.values
+    """Whether a key of ``index`` (sorted, with its partition) is in two partitions: a key
+    repeated with another partition than the one before it (repeated in one partition is
+    no conflict)."""
+    values = index.values
     assert values is not None
-    if keys.len() < 2:
-        return False
-    n = keys.len() - 1
-    same_key = keys.slice(1) == keys.slice(0, n)
-    return bool((same_key & (values.slice(1) != values.slice(0, n))).any())
+    n = values.len()
+    return n > 1 and bool((index.repeats() & (values.slice(1) != values.slice(0, n - 1))).any())
 
 
 def _scan(paths: list[Path], like: pl.LazyFrame) -> pl.LazyFrame:

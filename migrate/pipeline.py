@@ -210,7 +210,7 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
     lineage_rows = write_lineage(build_lineage(ingested, decided), None if fhir is None else fhir.lineage,
                                  {f.name: f.rows_read for f in ingested.files}, out / "lineage.parquet", work)
     patients = patient_summary(identified.patients, identified.merges, rules.patient_cohorts, rules.exceptions,
-                               decided)
+                               decided, work)
     canonical_rows = {f"canonical/{t}.parquet": n for t, n in ingested.heights.items()}
     written = write_tables(out, canonical_rows | {"lineage.parquet": lineage_rows}, {
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,

@@ -207,6 +207,29 @@ def test_sorted_keys_find_exactly_what_a_whole_set_and_a_join_find(keys: list[st
     assert found.lookup(wanted).to_list() == joined.to_list()
 
 
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.one_of(st.none(), st.text(alphabet="ab\u00e9\u0000Z", max_size=14)), max_size=40),
+       values=st.lists(st.none() | st.integers(0, 5), min_size=40, max_size=40),
+       refs=st.lists(st.one_of(st.none(), st.text(alphabet="ab\u00e9\u0000Z", max_size=14)), max_size=40),
+       parts=st.integers(1, 5))
+def test_hashed_keys_look_up_what_the_sorted_keys_do(keys: list[str | None], values: list[int | None],
+                                                     refs: list[str | None], parts: int) -> None:
+    """Keys held by their hashes (added in parts) give each reference the value the keys
+    themselves give (``SortedKeys``): null for an unknown or null reference and for a null
+    value; two equal keys are a collision, never a silent pick of one."""
+    owners = pl.DataFrame({"k": keys, "v": values[:len(keys)]}, schema={"k": pl.String, "v": pl.Int64})
+    hashed = staging.HashedKeys()
+    step = max(1, -(-owners.height // parts))
+    for start in range(0, max(owners.height, 1), step):
+        chunk = owners.slice(start, step)
+        hashed.add(chunk["k"], chunk["v"])
+    distinct = owners.drop_nulls("k")["k"].n_unique() == owners.drop_nulls("k").height
+    assert hashed.sorted() == distinct
+    if distinct:
+        wanted = pl.Series("k", refs, dtype=pl.String)
+        assert hashed.lookup(wanted).to_list() == SortedKeys(owners["k"], owners["v"]).lookup(wanted).to_list()
+
+
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.one_of(st.none(), st.integers(0, 60).map(str)), max_size=300),
        held=st.integers(1, 50), nulls=st.booleans())

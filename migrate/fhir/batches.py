@@ -12,13 +12,15 @@ contact rows measured, whatever the number of partitions (benchmarks/fhir.md), w
 staging the run process's peak at 1M and would have been ~8 GB for the 53M contacts of
 5M patients. Here each frame is sunk once to a Parquet file (the streaming engine's own
 sink) and read back in order, a chunk of ``chunk_rows`` rows at a time, each chunk only when
-the last is written (``migrate.staging.pulled``); each chunk's rows are split by batch and held until the
-chunks they come from reach ``budget_bytes`` (polars' estimate of a chunk's size in memory:
-a part is a view into its chunk and keeps all of it); then every held batch is written as
+the last is written (``migrate.staging.pulled``); each chunk's rows are sorted by batch (stably)
+and each batch's rows held as a slice of them until the sorted chunks reach ``budget_bytes``
+(polars' estimate of a chunk's size in memory: a slice is a view and keeps all of it; one copy
+of a chunk however many batches it reaches — at 5M patients a chunk reaches ~1,000); then every held batch is written as
 one more file of its folder. What the split holds is a chunk plus the
 budget, whatever the rows and the batches. Each chunk's rows are placed by a lookup of
-their key (a referral's, or a patient's) in the keys' batch numbers held sorted once
-(``migrate.staging.SortedKeys``: a binary search per chunk), not by a join: the streaming
+their key (a referral's, or a patient's) in the keys' batch numbers held sorted once, by
+the keys' 64-bit hashes (``migrate.staging.HashedKeys``: a binary search per chunk; the
+keys' own text, ``SortedKeys``, only if two hashes are equal), not by a join: the streaming
 left join that did it until issue #18's fifth session held memory in proportion to the
 rows it placed (+360-410 MB per 2.1M contacts; the run process 0.39 → 1.75 GB while staging
 at 1M; benchmarks/fhir.md). A batch's files are numbered in the order written,
@@ -36,7 +38,7 @@ from pathlib import Path
 import polars as pl
 
 from migrate.errors import HandoverError
-from migrate.staging import SortedKeys, pulled, write_part
+from migrate.staging import HashedKeys, SortedKeys, batches, pulled, write_part
 
 UNPLACED = -1  # the staging batch of rows that belong to no patient of the plan
 CHUNK_ROWS = 250_000  # rows read at a time from a frame being staged
@@ -73,15 +75,26 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
     have quarantined them); a cohort, flag or sharing state of a patient the FHIR output
     does not carry is simply not needed.
     """
-    # memory: held: each patient's and each referral's batch, keys sorted (~0.1 + 0.1 GB at 1M,
-    # ~16 bytes and the key text per row): every row is placed by its referral's or patient's
-    # batch, a chunk at a time (``split``).
+    # memory: held: each patient's and each referral's batch, as the keys' 64-bit hashes sorted
+    # (``HashedKeys``: 12 bytes a key; 0.23 GB for the 5M patients and 14.3M referrals at 5M,
+    # where the keys' text sorted was ~0.9 GB and the referrals collected ~0.9 GB more while
+    # it was built): every row is placed by its referral's or patient's batch, a chunk at a time.
     patient_batch = plan.select("patient_key", ((pl.col("bundle_no") - 1) // bundles_per_batch).alias("batch"))
-    referrals = tables["referrals"].select("referral_key", "patient_key").collect(engine="streaming")
-    by_patient = _unique(SortedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
-    by_referral = _unique(SortedKeys(referrals["referral_key"], by_patient.lookup(referrals["patient_key"])),
-                          "referral")
-    del patient_batch, referrals
+    by_patient = _keys(lambda keys: keys.add(patient_batch["patient_key"], patient_batch["batch"]),
+                       lambda: SortedKeys(patient_batch["patient_key"], patient_batch["batch"]), "patient")
+    del patient_batch
+    referrals = tables["referrals"].select("referral_key", "patient_key")
+
+    def add_referrals(keys: HashedKeys) -> None:
+        for chunk in batches(referrals, CHUNK_ROWS):  # memory: a chunk of referral keys at a time
+            keys.add(chunk["referral_key"], by_patient.lookup(chunk["patient_key"]))
+
+    def exact_referrals() -> SortedKeys:
+        # memory: two key columns per referral (only when two referral keys' hashes are equal)
+        rows = referrals.collect(engine="streaming")
+        return SortedKeys(rows["referral_key"], by_patient.lookup(rows["patient_key"]))
+
+    by_referral = _keys(add_referrals, exact_referrals, "referral")
 
     contacts = tables["contacts"]
     contact_parts = [(contacts.filter(pl.col("referral_key").is_not_null()), by(by_referral, "referral_key"))]
@@ -114,7 +127,21 @@ def stage(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions:
 Placer = Callable[[pl.DataFrame], pl.Series]  # a chunk's rows -> their batch (UNPLACED for none)
 
 
-def by(keys: SortedKeys, column: str) -> Placer:
+Keys = HashedKeys | SortedKeys  # each key's batch, looked up
+
+
+def _keys(add: Callable[[HashedKeys], None], exact: Callable[[], SortedKeys], what: str) -> Keys:
+    """The keys ``add`` gives, held by their hashes; when two hashes are equal (two equal keys,
+    or a collision) the keys themselves from ``exact`` (raised if a key occurs twice)."""
+    hashed = HashedKeys()
+    add(hashed)
+    if hashed.sorted():
+        return hashed
+    del hashed
+    return _unique(exact(), what)
+
+
+def by(keys: Keys, column: str) -> Placer:
     """Place a chunk's rows by ``column`` looked up in ``keys`` (batch values); a row whose
     key is null or unknown gets ``UNPLACED`` (counted, then raised for a canonical table)."""
     def place(chunk: pl.DataFrame) -> pl.Series:
@@ -153,11 +180,17 @@ def split(parts: Sequence[tuple[pl.LazyFrame, Placer]], folder: Path, chunk_rows
             batch_of = place(chunk)
             unplaced = batch_of == UNPLACED
             lost += int(unplaced.sum())
-            placed = chunk.with_columns(batch_of.alias(_BATCH)).filter(~unplaced)
-            for (batch,), part in placed.partition_by(_BATCH, as_dict=True, include_key=False).items():
-                held.setdefault(int(batch), []).append(part)
-            if placed.height:  # the parts are views into the chunk's buffers: they hold all of it
-                size += int(chunk.estimated_size())
+            # the chunk's rows grouped by batch (a stable sort: each batch's rows in order), each
+            # batch's a slice of them: one copy of the chunk, however many batches it reaches
+            placed = chunk.with_columns(batch_of.alias(_BATCH)).filter(~unplaced).sort(_BATCH, maintain_order=True)
+            del chunk, batch_of, unplaced
+            runs = placed.select(pl.col(_BATCH).rle()).unnest(_BATCH)
+            start = 0
+            for length, batch in runs.iter_rows():
+                held.setdefault(int(batch), []).append(placed.slice(start, length).drop(_BATCH))
+                start += length
+            # the slices are views into the sorted chunk (and it into the chunk's strings): all of it is held
+            size += int(placed.estimated_size())
             if size >= budget_bytes:
                 flush()
     flush()

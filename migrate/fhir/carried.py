@@ -1,4 +1,4 @@
-"""The child rows the FHIR stage sends, chosen by a bitmap of carried source rows, not a join.
+"""The rows the FHIR stage sends, chosen by a bitmap of carried source rows, not a join.
 
 ``dispositions.carried`` picks a table's rows to send by a semi join of the table with its
 carried ``(source_file, source_row)`` pairs. Streamed a chunk at a time (as the FHIR stage's
@@ -14,7 +14,9 @@ It relies on ``source_row`` being a position in its file (a CSV's 1-based data r
 feed's message index: ``migrate.sources``), so a file's bits are as many as its rows.
 
 The rows kept are exactly the semi join's (``tests/fhir/test_carried.py`` compares them on
-generated dispositions), and in the table's own order.
+generated dispositions), and in the table's own order. The patients likewise
+(``carried_patients``): a patient by its own row's bit, a merged record by its survivor's
+disposition.
 """
 
 from __future__ import annotations
@@ -37,6 +39,30 @@ def carried_rows(children: Mapping[str, pl.LazyFrame], decided: pl.LazyFrame) ->
     keep = decided.filter(pl.col("disposition").cast(pl.String).is_in(list(CARRIED)))
     return {table: frame.filter(_is_carried(keep.filter(pl.col("table").cast(pl.String) == table)))
             for table, frame in children.items()}
+
+
+def carried_patients(patients: pl.LazyFrame, merges: pl.DataFrame, decided: pl.LazyFrame) -> pl.LazyFrame:
+    """``patients`` (with ``survivor_key``) whose survivor is carried — the patients
+    ``dispositions.carried`` gives, in the frame's order — by the bitmap of carried patients
+    rows, not a semi join with every carried patient's key.
+
+    A patient that is its own survivor is kept when its own row is carried (a patient key is
+    one canonical row: its disposition is that row's); a merged record (``merges``: its
+    survivor) when its survivor's row is — those survivors are few, and looked up by key.
+
+    # memory: the semi join hashed every carried patient's key twice (a unique, then the join's
+    # build side): the FHIR stage's patients split +1.2-1.5 GB at 5M patients, and again in
+    # planning the bundles (benchmarks/fhir.md); here a bit per patients source row.
+    """
+    keep = decided.filter(pl.col("disposition").cast(pl.String).is_in(list(CARRIED))
+                          & (pl.col("table").cast(pl.String) == "patients"))
+    survivors = merges.get_column("survivor_key").unique()
+    # memory: the carried survivors of merged records (no more than the merges)
+    kept = (keep.filter(pl.col("patient_key").is_in(survivors.implode())).select("patient_key").unique()
+            .collect(engine="streaming").get_column("patient_key"))
+    merged = pl.col("survivor_key").is_not_null() & (pl.col("survivor_key") != pl.col("patient_key"))
+    return patients.filter(pl.when(merged).then(pl.col("survivor_key").is_in(kept.implode()))
+                           .otherwise(_is_carried(keep)))
 
 
 def _is_carried(keep: pl.LazyFrame) -> pl.Expr:

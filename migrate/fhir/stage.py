@@ -30,8 +30,7 @@ import polars as pl
 
 from migrate import canonical, frozen
 from migrate.fhir.bundle import FhirResult, write_fhir
-from migrate.fhir.carried import carried_rows
-from migrate.dispositions import carried
+from migrate.fhir.carried import carried_patients, carried_rows
 from migrate.errors import InputError
 from migrate.executor import Executor
 from migrate.policies import SharingPolicy, sharing_policy
@@ -109,10 +108,11 @@ def emit(patients: Frame, merges: Frame, tables: Mapping[str, pl.LazyFrame], dec
     survivors = patients.lazy().drop("survivor_key", strict=False).join(
         merges.lazy(), on="patient_key", how="left").with_columns(
         pl.coalesce("survivor_key", "patient_key").alias("survivor_key"))
-    # The patients by ``dispositions.carried``; the child rows (millions) by a bitmap of their
-    # carried source rows, which filters each chunk as staging reads it (migrate.fhir.carried).
-    frames = carried(survivors, {}, decided) | carried_rows({t: repoint(tables[t], merges) for t in CHILD_TABLES},
-                                                            decided)
+    # The rows ``dispositions.carried`` gives, by a bitmap of their carried source rows, which
+    # filters each chunk as staging reads it (migrate.fhir.carried): the patients (a merged
+    # record by its survivor's row) and the child rows (millions).
+    frames = {"patients": carried_patients(survivors, merges, decided)} | carried_rows(
+        {t: repoint(tables[t], merges) for t in CHILD_TABLES}, decided)
     return write_fhir(frames, cohorts.lazy(), patient_cohorts.lazy(), exceptions.lazy(),
                       with_overrides(sharing.lazy(), decisions), options, out_dir,
                       derived_priority=derived_priority(exceptions, pack, decisions).lazy(), executor=executor)

@@ -54,6 +54,29 @@ def test_rows_of_no_patient_are_raised_with_their_count(tmp_path: Path) -> None:
     assert raised.value.problems == ["referrals: 2 rows belong to no patient of the batch"]
 
 
+def test_a_referral_key_twice_is_raised_not_placed_by_either(tmp_path: Path) -> None:
+    """Two referrals with one key: their hashes are equal, so staging turns to the keys
+    themselves, which say the key occurs twice (a row cannot be placed by it)."""
+    tables = _inputs(0)
+    tables["referrals"] = pl.concat([tables["referrals"], pl.LazyFrame({"referral_key": ["R2"], "patient_key": ["P3"]})])
+    with pytest.raises(HandoverError, match="a referral key occurs twice"):
+        _stage(tables, tmp_path)
+
+
+def test_keys_whose_hashes_collide_are_placed_by_the_keys_themselves(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were two distinct keys' 64-bit hashes equal, the rows are placed as without hashes."""
+    from migrate.staging import HashedKeys
+
+    expected = _stage(_inputs(0), tmp_path / "hashed")
+    monkeypatch.setattr(HashedKeys, "sorted", lambda self: False)
+    collided = _stage(_inputs(0), tmp_path / "exact")
+    for name in ("patients", "referrals", "contacts", "codes", "cohorts", "exceptions"):
+        for batch in (0, 1):
+            assert (collided.frame(name, batch).collect().to_dicts()  # type: ignore[attr-defined]
+                    == expected.frame(name, batch).collect().to_dicts())  # type: ignore[attr-defined]
+
+
 # --- bounded-memory splitting: the same rows, in the same order, whatever the budget -----------
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

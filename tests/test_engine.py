@@ -1,4 +1,5 @@
-"""polars as every handover process runs it (``migrate.engine``): the streaming joins' sampling bounded."""
+"""polars as every handover process runs it (``migrate.engine``): the streaming joins' sampling and the
+Parquet reader's read-ahead bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from migrate.engine import JOIN_SAMPLE_LIMIT, SAMPLE_ROWS
+from migrate.engine import JOIN_SAMPLE_LIMIT, PREFETCH_ROW_GROUPS, ROW_GROUP_PREFETCH, SAMPLE_ROWS
 
 # Two Parquet inputs of 3M and 1M rows joined by the streaming engine, with polars' log on:
 # the join logs how many rows of each side it read (and held) before choosing its build side.
@@ -49,3 +50,41 @@ def test_a_users_own_limit_is_kept(tmp_path: Path) -> None:
     rows, sampled = _sampled(tmp_path, "10000000")
     assert rows == 1_000_000
     assert max(sampled) == 3_000_000  # the whole side, as the user asked
+
+
+# A Parquet file of eight row groups scanned by the streaming engine with polars' log on: the
+# reader logs how many row groups it reads ahead of the query.
+SCAN = """
+import sys
+from pathlib import Path
+import polars as pl
+import migrate  # what every handover process does first
+path = Path(sys.argv[1]) / "t.parquet"
+pl.DataFrame({"k": range(80_000)}).write_parquet(path, row_group_size=10_000)
+print(pl.scan_parquet(path).with_columns(pl.col("k") + 1).select(pl.col("k").sum()).collect(engine="streaming").item())
+"""
+
+
+def _prefetched(tmp_path: Path, setting: str | None) -> tuple[int, int]:
+    env = {k: v for k, v in os.environ.items() if k != ROW_GROUP_PREFETCH} | {"POLARS_VERBOSE": "1"}
+    if setting is not None:
+        env[ROW_GROUP_PREFETCH] = setting
+    done = subprocess.run([sys.executable, "-c", SCAN, str(tmp_path)], env=env, capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parent.parent)
+    found = re.search(r"row_group_prefetch_size: (\d+)", done.stderr)
+    assert found, done.stderr[-2000:]
+    return int(done.stdout.strip()), int(found.group(1))
+
+
+def test_a_scan_reads_a_few_row_groups_ahead_not_the_whole_file(tmp_path: Path) -> None:
+    """polars' default read up to 512 row groups ahead (all eight here); handover's processes
+    read ``PREFETCH_ROW_GROUPS``, and the query's result is the same."""
+    total, ahead = _prefetched(tmp_path, None)
+    assert total == sum(range(1, 80_001))
+    assert ahead == PREFETCH_ROW_GROUPS < 8
+
+
+def test_a_users_own_read_ahead_is_kept(tmp_path: Path) -> None:
+    total, ahead = _prefetched(tmp_path, "512")
+    assert total == sum(range(1, 80_001))
+    assert ahead == 8  # every row group of the file, as polars' default

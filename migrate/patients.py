@@ -6,12 +6,13 @@ verdicts on the NHS number, the target-index match, and every flag raised for th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from migrate import canonical
-from migrate.staging import Parts, boundaries, sample, sink
+from migrate.staging import sink, sorted_by_ranges
 
 PATIENTS_SCHEMA: dict[str, pl.DataType] = {
     "patient_key": pl.String(), "nhs_number": pl.String(), "patient_cohort": pl.Enum(canonical.COHORTS),
@@ -36,43 +37,32 @@ def patient_summary(identity_patients: pl.DataFrame | pl.LazyFrame, merges: pl.D
     staged frame in a batch); ``merges``: patient_key -> survivor_key; ``patient_cohorts`` per survivor;
     ``dispositions``: the canonical rows' dispositions (the patients rows are read).
 
-    The patients are summarised a range of keys at a time (``bucket_patients`` each, the ranges
-    from a sample of the keys: ``migrate.staging.boundaries``); each range's rows are joined
-    and sorted alone, and the ranges written in key order, so the rows are those of one
-    sort of the whole (``tests/test_patient_summary.py``).
+    The patients are summarised a range of keys at a time (``bucket_patients`` each:
+    ``migrate.staging.sorted_by_ranges``); each range's rows are joined and sorted alone, and
+    the ranges written in key order, so the rows are those of one sort of the whole
+    (``tests/test_patient_summary.py``).
     """
-    # memory: one range of patients at a time: its rows of the four inputs joined and sorted
-    # (~0.2 GB for a million patients). In one plan the joins' build sides (a cohort, a
-    # disposition and the flags per patient) and the sort held every patient: +1.3 GB at 5M.
+    # memory: one range of patients at a time (``staging.sorted_by_ranges``): its rows of the
+    # four inputs joined and sorted (~0.2 GB for a million patients). In one plan the joins'
+    # build sides (a cohort, a disposition and the flags per patient) and the sort held every
+    # patient: +1.3 GB at 5M.
     ident = identity_patients.lazy().select("patient_key", "nhs_number", "nhs_number_valid",
                                             "nhs_number_verification", "at_target_id")
     # The patients' own dispositions, staged once (the dispositions have a row per canonical row).
     disp = pl.scan_parquet(sink(dispositions.lazy().filter(pl.col("table") == "patients")
                                 .select("patient_key", "disposition"), work / "patient-dispositions.parquet"))
-    # memory: the patient count and a sample of the keys (about 1,000 per range)
-    rows = int(ident.select(pl.len()).collect().item())
-    bounds = boundaries(sample(ident, "patient_key", rows, bucket_patients), rows, bucket_patients).to_list()
     # A merged patient takes its survivor's cohort, which may lie in another range: the cohorts
     # of every merge's survivor (few) go with each range.
-    survivors = merges.get_column("survivor_key").unique()
-    parts = Parts(work / "patient-summary")
-    for low, high in zip([None, *bounds], [*bounds, None], strict=True):
-        inside = _between("patient_key", low, high)
-        part = _summary(ident.filter(inside), merges.lazy(),
-                        patient_cohorts.lazy().filter(_between("patient_key", low, high)
-                                                      | pl.col("patient_key").is_in(survivors.implode())),
-                        disp.filter(inside), exceptions.lazy().filter(inside))
-        # memory: one range's summary (above)
-        parts.add(part.sort("patient_key").collect(engine="streaming"))
-    return parts.scan(PATIENTS_SCHEMA)
+    survivors = merges.get_column("survivor_key").unique().implode()
 
+    def summary(inside: Callable[[str], pl.Expr]) -> pl.LazyFrame:
+        key = inside("patient_key")
+        return _summary(ident.filter(key), merges.lazy(),
+                        patient_cohorts.lazy().filter(key | pl.col("patient_key").is_in(survivors)),
+                        disp.filter(key), exceptions.lazy().filter(key))
 
-def _between(column: str, low: str | None, high: str | None) -> pl.Expr:
-    """``low <= column < high`` (an open end where None; a null key in the first range)."""
-    value = pl.col(column)
-    after = pl.lit(True) if low is None else value >= low
-    before = value.is_null() | (value < high) if high is not None else pl.lit(True)
-    return after & before if low is not None else before
+    return sorted_by_ranges(summary, ident, "patient_key", ["patient_key"], work / "patient-summary",
+                            bucket_patients, PATIENTS_SCHEMA)
 
 
 def _summary(ident: pl.LazyFrame, merges: pl.LazyFrame, patient_cohorts: pl.LazyFrame, disp: pl.LazyFrame,

@@ -216,9 +216,9 @@ def _run(config: RunConfig, progress: Progress, started: datetime, work: Path) -
         "quarantine.parquet": ingested.quarantine, "cohorts.parquet": rules.cohorts,
         "patients.parquet": patients, "exceptions.parquet": rules.exceptions,
         "duplicates.parquet": identified.duplicates, **review.tables(),
-        # memory: streamed when written (``write_tables``): the sharing entries (up to one per
-        # patient and sharing code), sorted for the file — the sort holds them.
-        "sharing.parquet": sharing.deciding(entries, rules.sharing),
+        # memory: the sharing entries (up to one per patient and sharing code), marked and sorted
+        # a range of patients at a time (``sharing.deciding_by_ranges``), streamed when written.
+        "sharing.parquet": sharing.deciding_by_ranges(entries, rules.sharing, work / "sharing-ranges"),
         **({} if target is None else {"target-quarantine.parquet": target.quarantine})}, work)
     written.paths.append(write_model(identified.model, out))  # the weights identity learned from this extract
     invariant = rows_invariant(pl.scan_parquet(out / "lineage.parquet"),

@@ -27,8 +27,9 @@ Outputs are LazyFrames; no Python runs per row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -248,15 +249,41 @@ def survivor_entries(tables: Mapping[str, pl.LazyFrame], pack: RulePack, merges:
     return repoint(entries(tables, pack, practices), merges)
 
 
+ORDER = ("patient_key", "source_file", "source_row", "label")  # sharing.parquet's row order (nulls first)
+RANGE_PATIENTS = 1_000_000  # patients' entries marked and sorted at a time (``deciding_by_ranges``)
+
+
 def deciding(entries: pl.LazyFrame, decided: pl.LazyFrame) -> pl.LazyFrame:
     """``entries`` with ``decides``: true for the entry that decided its patient's state
     (``decided``: ``state``'s frame), in a stable order — what ``sharing.parquet`` holds."""
+    return _marked(entries, decided).sort(*ORDER, nulls_last=False)
+
+
+def deciding_by_ranges(entries: pl.LazyFrame, decided: pl.LazyFrame, folder: Path,
+                       range_patients: int = RANGE_PATIENTS) -> pl.LazyFrame:
+    """``deciding``'s rows, a range of patient keys at a time (``staging.sorted_by_ranges``):
+    a scan of parts under ``folder``, what a run writes as ``sharing.parquet``.
+
+    # memory: one range's entries (about ``range_patients`` patients') marked and sorted; the
+    # whole sort held every entry, +1.1 GB at 5M patients (the write stage's peak).
+    """
+    from migrate.staging import sorted_by_ranges
+
+    def marked(inside: Callable[[str], pl.Expr]) -> pl.LazyFrame:
+        return _marked(entries.filter(inside("patient_key")), decided.filter(inside("patient_key")))
+
+    schema = entries.collect_schema() | {"decides": pl.Boolean()}
+    return sorted_by_ranges(marked, decided.select("patient_key"), "patient_key", ORDER, folder, range_patients,
+                            schema)
+
+
+def _marked(entries: pl.LazyFrame, decided: pl.LazyFrame) -> pl.LazyFrame:
+    """``entries`` with ``decides`` (``deciding``), unsorted."""
     chosen = decided.filter(pl.col("latest_code").is_not_null() | pl.col("latest_row").is_not_null()).select(
         "patient_key", pl.col("latest_file").alias("source_file"), pl.col("latest_row").alias("source_row"),
         pl.col("latest_code").alias("label"), pl.lit(True).alias("decides"))
-    return (entries.join(chosen, on=["patient_key", "source_file", "source_row", "label"], how="left",
-                         nulls_equal=True).with_columns(pl.col("decides").fill_null(False))
-            .sort("patient_key", "source_file", "source_row", "label", nulls_last=False))
+    return entries.join(chosen, on=["patient_key", "source_file", "source_row", "label"], how="left",
+                        nulls_equal=True).with_columns(pl.col("decides").fill_null(False))
 
 
 def summary(marked: pl.DataFrame) -> dict[str, Any]:

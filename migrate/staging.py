@@ -16,11 +16,13 @@ in the order they were added. ``boundaries`` picks the boundaries from a sample 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -59,6 +61,43 @@ def sample(frame: pl.LazyFrame, column: str, rows: int, bucket_rows: int | None 
     every = max(1, rows // (buckets * SAMPLE_PER_BUCKET))
     # memory: about ``SAMPLE_PER_BUCKET`` values per bucket
     return frame.select(pl.col(column).gather_every(every)).collect(engine="streaming").to_series()
+
+
+def key_ranges(frame: pl.LazyFrame, column: str, rows_per_range: int) -> list[tuple[Any, Any]]:
+    """``[low, high)`` ranges of ``column``'s values (None: an open end) holding about
+    ``rows_per_range`` of ``frame``'s rows each, in order, from a sample (``boundaries``)."""
+    # memory: the row count and a sample of the values (about ``SAMPLE_PER_BUCKET`` per range)
+    rows = int(frame.select(pl.len()).collect(engine="streaming").item())
+    bounds = boundaries(sample(frame, column, rows, rows_per_range), rows, rows_per_range).to_list()
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
+def in_range(column: str, low: Any, high: Any) -> pl.Expr:
+    """``low <= column < high`` (an open end where None); a null value is in the first range."""
+    value = pl.col(column)
+    below = value.is_null() | (value < high) if high is not None else pl.lit(True)
+    return below if low is None else (value >= low) & below
+
+
+def sorted_by_ranges(plan: Callable[[Callable[[str], pl.Expr]], pl.LazyFrame], keys: pl.LazyFrame, column: str,
+                     by: Sequence[str], folder: Path, rows_per_range: int,
+                     schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
+    """A plan's rows sorted by ``by`` (nulls first; ``by[0]`` is ``column``), a range of
+    ``column``'s values at a time: ``plan(inside)`` gives the rows of one range, ``inside(c)``
+    being the filter on a column ``c`` of its inputs holding that range's values (the ranges
+    from ``keys``' values of ``column``: ``key_ranges``); each range's rows are sorted alone
+    and written as a part under ``folder``, and the parts, in range order, are the whole
+    sorted. Returns a scan of the parts (``folder`` is kept for it: put it in a run's work).
+
+    # memory: one range's rows (about ``rows_per_range``) and what its plan builds for them,
+    # where one sort held every row (and each join its whole build side).
+    """
+    parts = Parts(folder)
+    for low, high in key_ranges(keys, column, rows_per_range):
+        part = plan(functools.partial(in_range, low=low, high=high))
+        # memory: one range's rows, sorted (above)
+        parts.add(part.sort(*by, nulls_last=False).collect(engine="streaming"))
+    return parts.scan(dict(schema))
 
 
 def repeated_hashes(frame: pl.LazyFrame, column: str, nulls: bool = True) -> tuple[pl.Series, int]:

@@ -150,3 +150,24 @@ def test_a_sharing_setting_that_cannot_be_read_is_a_profile_error(field: dict[st
     with pytest.raises(ProfileError) as exc:
         parse_profile(_doc(field), Path("t.yaml"))
     assert any(f"t.yaml: tables.patients.fields.{problem}" in p for p in exc.value.problems), exc.value.problems
+
+
+@settings(max_examples=60, deadline=None)
+@given(drawn=st.lists(st.tuples(st.sampled_from(["A", "B", "C", "D", "E", "F", "G"]), st.sampled_from(KINDS), _dates,
+                                st.sampled_from(SOURCES)), max_size=30),
+       per_range=st.integers(1, 4), rnd=st.randoms())
+def test_sharing_parquet_a_range_of_patients_at_a_time_is_the_whole_sorted(
+        drawn: list[tuple[str, str, date | None, str]], per_range: int, rnd: Any, tmp_path_factory: Any) -> None:
+    """``sharing.parquet``'s rows marked and sorted a range of patients at a time are the rows,
+    and the order, of one sort of every entry: each patient's deciding entry marked once."""
+    rows = [entry(p, k, d, s, i) for i, (p, k, d, s) in enumerate(drawn)]
+    rnd.shuffle(rows)
+    entries = frame(rows)
+    state = sharing.state(entries)
+    whole = sharing.deciding(entries, state).collect()
+    folder = Path(tmp_path_factory.mktemp("ranges")) / "parts"
+    ranged = sharing.deciding_by_ranges(entries, state, folder, range_patients=per_range).collect()
+    assert ranged.to_dicts() == whole.to_dicts()
+    assert ranged.schema == whole.schema
+    marked = ranged.filter(pl.col("decides"))
+    assert marked["patient_key"].is_unique().all()

@@ -33,6 +33,7 @@ from migrate.fhir.options import PRIORITY_RANK, FhirOptions, SharingCodes
 from migrate.fhir.template import Template
 from migrate.matching import code_label
 from migrate.sharing import ENTRY_ROW, OPT_OUT_ROW
+from migrate.staging import SortedKeys
 from migrate.streamexpr import mapped
 
 # Order of resource types inside a patient's part of a bundle (and of NDJSON files).
@@ -113,16 +114,20 @@ def plan_patients(patients: pl.LazyFrame, bundle_size: int) -> pl.DataFrame:
     survivor = pl.col("survivor_key").fill_null(pl.col("patient_key")) if "survivor_key" in names \
         else pl.col("patient_key")
     # memory: held: the plan is two key columns per patient (~0.1 GB at 1M): every bundle number
-    # comes from the one global order, and each batch and partition reads its slice.
-    plan = patients.select("patient_key", survivor.alias("survivor_key")).collect()
-    own = plan.filter(pl.col("patient_key") == pl.col("survivor_key"))["patient_key"]
-    broken = plan.filter(~pl.col("survivor_key").is_in(own.implode()))
+    # comes from the one global order, and each batch and partition reads its slice. It is
+    # numbered in one sort (a survivor's bundle from its place among the survivors, counted
+    # where the sorted survivor key changes) and checked against the survivors' own keys held
+    # sorted (``SortedKeys``): the hash set, join and second sort that did it held +0.8 GB
+    # over the plan at 5M patients.
+    plan = (patients.select("patient_key", survivor.alias("survivor_key"))
+            .collect(engine="streaming").sort("survivor_key", "patient_key"))
+    own = SortedKeys(plan.filter(pl.col("patient_key") == pl.col("survivor_key"))["patient_key"])
+    broken = plan.filter(~own.contains(plan["survivor_key"]))
     if broken.height:
         raise HandoverError("survivor_key names a patient that is not a survivor",
                             [f"patient_key {k} -> survivor_key {s}" for k, s in broken.head(20).iter_rows()])
-    order = own.sort().to_frame("survivor_key").with_row_index("bundle_no").with_columns(
-        (pl.col("bundle_no").cast(pl.Int64) // bundle_size + 1).alias("bundle_no"))
-    return plan.join(order, on="survivor_key", how="left").sort("survivor_key", "patient_key")
+    survivor_no = (pl.col("survivor_key") != pl.col("survivor_key").shift(1)).fill_null(True).cum_sum() - 1
+    return plan.with_columns((survivor_no.cast(pl.Int64) // bundle_size + 1).alias("bundle_no"))
 
 
 def gather(tables: Mapping[str, pl.LazyFrame], cohorts: pl.LazyFrame, exceptions: pl.LazyFrame,

@@ -82,7 +82,8 @@ def in_range(column: str, low: Any, high: Any) -> pl.Expr:
 def sorted_by_ranges(plan: Callable[[Callable[[str], pl.Expr]], pl.LazyFrame], keys: pl.LazyFrame, column: str,
                      by: Sequence[str], folder: Path, rows_per_range: int,
                      schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
-    """A plan's rows sorted by ``by`` (nulls first; ``by[0]`` is ``column``), a range of
+    """A plan's rows sorted by ``by`` (nulls first, stable: rows of equal keys in the plan's
+    order; ``by[0]`` is ``column``), a range of
     ``column``'s values at a time: ``plan(inside)`` gives the rows of one range, ``inside(c)``
     being the filter on a column ``c`` of its inputs holding that range's values (the ranges
     from ``keys``' values of ``column``: ``key_ranges``); each range's rows are sorted alone
@@ -96,7 +97,7 @@ def sorted_by_ranges(plan: Callable[[Callable[[str], pl.Expr]], pl.LazyFrame], k
     for low, high in key_ranges(keys, column, rows_per_range):
         part = plan(functools.partial(in_range, low=low, high=high))
         # memory: one range's rows, sorted (above)
-        parts.add(part.sort(*by, nulls_last=False).collect(engine="streaming"))
+        parts.add(part.sort(*by, nulls_last=False, maintain_order=True).collect(engine="streaming"))
     return parts.scan(dict(schema))
 
 

@@ -68,18 +68,25 @@ def _same(a: Classified, b: Classified) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(keys=st.lists(_keys, min_size=1, max_size=8, unique=True), referrals=st.lists(_referral, max_size=12),
        contacts=st.lists(_contact, max_size=12), codes=st.lists(_code, max_size=6), lonely=st.integers(0, 2),
-       partitions=st.integers(2, 9))
+       partitions=st.integers(2, 9), range_rows=st.integers(1, 6))
 def test_rules_a_partition_at_a_time_are_the_whole_evaluation(rc: ModuleType, tmp_path_factory: pytest.TempPathFactory,
                                                                keys: list[str],
                                                                referrals: list[tuple[Any, ...]],
                                                                contacts: list[tuple[Any, ...]],
                                                                codes: list[tuple[Any, ...]], lonely: int,
-                                                               partitions: int) -> None:
+                                                               partitions: int, range_rows: int) -> None:
+    """... and the partitions' results merged a few keys at a time (``RANGE_ROWS``) are the
+    results merged at once."""
     people = _tables(rc, keys, referrals, contacts, codes, min(lonely, len(keys) - 1))
     none = pl.DataFrame(schema=EXCEPTIONS_SCHEMA)
     work = tmp_path_factory.mktemp("rules")
     whole = classify(people, rc.default_pack(), T, none, work / "one", partitions=1)
-    _same(classify(people, rc.default_pack(), T, none, work / "many", partitions=partitions), whole)
+    default = rules_stage.RANGE_ROWS
+    rules_stage.RANGE_ROWS = range_rows
+    try:
+        _same(classify(people, rc.default_pack(), T, none, work / "many", partitions=partitions), whole)
+    finally:
+        rules_stage.RANGE_ROWS = default
 
 
 def test_a_run_in_many_rule_partitions_writes_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,3 +139,28 @@ def test_each_contact_is_staged_with_its_referral(tmp_path: Path) -> None:
     assert staged.filter(pl.col("referral_key") == "SHARED").height == 2  # in both partitions
     assert "NOBODY" not in staged["referral_key"].to_list()
     assert staged.filter(pl.col("referral_key").str.starts_with("R")).height == 40  # each once
+
+
+_flag = st.tuples(st.sampled_from(["URGENT", "BLOCK", "NO_CONTACT"]), st.sampled_from(["high", "medium", "low"]),
+                  st.sampled_from([None, "patient", "referral"]), st.one_of(st.none(), _keys),
+                  st.sampled_from(["r1", "r2"]), st.text(alphabet="ab ", max_size=3))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.lists(_flag, max_size=15), min_size=1, max_size=4), range_rows=st.integers(1, 6))
+def test_flags_combined_a_range_of_subjects_at_a_time_are_combined_at_once(
+        tmp_path_factory: pytest.TempPathFactory, parts: list[list[tuple[Any, ...]]], range_rows: int) -> None:
+    """The partitions' flags and identity's, deduplicated (the most severe, then the first
+    given) and ordered by subject a range of subject keys at a time, of each subject type in
+    turn: the rows and order of ``combine_exceptions`` over all of them."""
+    frames = [pl.LazyFrame([(c, s, t, k, k, r, e, "act") for c, s, t, k, r, e in rows],
+                           schema=EXCEPTIONS_SCHEMA, orient="row") for rows in parts]
+    whole = rules_stage.combine_exceptions(frames).collect()
+    default = rules_stage.RANGE_ROWS
+    rules_stage.RANGE_ROWS = range_rows
+    try:
+        ranged = rules_stage._exceptions(frames, tmp_path_factory.mktemp("flags")).collect()
+    finally:
+        rules_stage.RANGE_ROWS = default
+    assert ranged.schema == whole.schema
+    assert ranged.to_dicts() == whole.to_dicts()

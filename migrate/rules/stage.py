@@ -21,7 +21,7 @@ from migrate import sharing
 from migrate.rules.flags import EXCEPTIONS_SCHEMA, SORT_KEYS, combine_exceptions
 from migrate.rules.engine import evaluate
 from migrate.rules.model import RulePack
-from migrate.staging import SortedKeys, sink, sorted_by_ranges, write_part
+from migrate.staging import HashedKeys, SortedKeys, pulled, sink, sorted_by_ranges, write_part
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,11 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
     through their referral; a contact of no referral is in none), as scans of Parquet
     parts written under ``folder`` (rows in the order read).
 
-    # memory: a batch of ``STAGE_ROWS`` rows at a time; for the contacts, every referral's
-    # key and partition, sorted and looked up by binary search (``staging.SortedKeys``: 2.86M
-    # keys at 1M patients), where a semi join per partition read the contacts again for
-    # each partition. (A streaming join of the contacts with the keys held ~0.5 GB more at 1M:
+    # memory: a batch of ``STAGE_ROWS`` rows at a time, each read when the last is written
+    # (``staging.pulled``: ``collect_batches`` ran ahead of the writes); for the contacts, every
+    # referral key's hash and partition, sorted and looked up by binary search
+    # (``staging.HashedKeys``: 14.3M keys at 5M patients), where a semi join per partition read
+    # the contacts again for each partition. (A streaming join of the contacts with the keys held ~0.5 GB more at 1M:
     # +1.16 GB over its entry against +0.67, measured.)
     """
     written: dict[str, list[list[Path]]] = {}
@@ -93,7 +94,7 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
     def split(name: str, frame: pl.LazyFrame, mark: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
         paths: list[list[Path]] = [[] for _ in range(partitions)]
         (folder / name).mkdir(parents=True, exist_ok=True)
-        for batch in frame.collect_batches(chunk_size=STAGE_ROWS, maintain_order=True):
+        for batch in pulled(frame, STAGE_ROWS, folder / name):  # memory: a batch at a time, read when asked
             for (part,), rows in mark(batch).group_by(PART, maintain_order=True):
                 i = int(part)
                 path = folder / name / f"{i:05d}-{len(paths[i]):06d}.parquet"
@@ -106,23 +107,40 @@ def stage_partitions(people: Mapping[str, pl.LazyFrame], partitions: int, folder
         if name != "contacts":
             split(name, frame, lambda batch: batch.with_columns(by_patient))
     if "contacts" in people:
-        # memory: whole: every referral key with its partition, sorted (``SortedKeys``: 2.86M keys at 1M
-        # patients, 16 + 4 bytes each): each contact goes to its referral's partition. A key that occurs
-        # twice is found beside itself once sorted; before, a ``unique`` and an ``is_duplicated`` hashed every
-        # key twice (their tables ~1 GB at 5M patients).
-        referrals = pl.concat([_scan(written["referrals"][i], people["referrals"]).select(
-            "referral_key", pl.lit(i, dtype=pl.UInt32).alias(PART)) for i in range(partitions)]).collect()
-        index = SortedKeys(referrals.get_column("referral_key"), referrals.get_column(PART))
-        del referrals
-        if _in_two(index):  # a key in two partitions: its contacts go to both
-            pairs = pl.DataFrame([index.keys, index.values]).unique()  # the same rows, sorted: no second read
-            del index
-            split("contacts", people["contacts"].join(pairs.lazy(), on="referral_key", how="inner",
-                                                      maintain_order="left"), lambda batch: batch)
-        else:
+        # memory: held: every referral key's 64-bit hash with its partition, sorted (``HashedKeys``: 12 bytes a
+        # key, 0.17 GB for the 14.3M referrals at 5M patients), built a batch of referrals at a time: each
+        # contact goes to its referral's partition. The keys' text, collected and sorted, held +0.8 GB there.
+        hashed = HashedKeys()
+        for i in range(partitions):
+            for batch in pulled(_scan(written["referrals"][i], people["referrals"]).select("referral_key"), STAGE_ROWS,
+                                folder / "referral-keys"):  # memory: a batch of keys at a time
+                hashed.add(batch.get_column("referral_key"), pl.repeat(i, batch.height, dtype=pl.Int32, eager=True))
+        if hashed.sorted():  # each referral key once (and no two hashes equal)
             split("contacts", people["contacts"], lambda batch: batch.with_columns(
-                index.lookup(batch.get_column("referral_key")).alias(PART)).filter(pl.col(PART).is_not_null()))
+                hashed.lookup(batch.get_column("referral_key")).cast(pl.UInt32).alias(PART))
+                .filter(pl.col(PART).is_not_null()))
+        else:  # a key in two partitions, or two keys' hashes equal: the keys themselves
+            del hashed
+            split("contacts", *_by_referral_text(people, written, partitions))
     return [{name: _scan(written[name][i], frame) for name, frame in people.items()} for i in range(partitions)]
+
+
+def _by_referral_text(people: Mapping[str, pl.LazyFrame], written: Mapping[str, list[list[Path]]],
+                      partitions: int) -> tuple[pl.LazyFrame, Callable[[pl.DataFrame], pl.DataFrame]]:
+    """The contacts and how each batch of them is marked with its referral's partition, by the
+    referral keys' text: what ``stage_partitions`` does when two referral keys' hashes are equal."""
+    # memory: whole: every referral key with its partition, sorted (``SortedKeys``: 14.3M keys at 5M patients,
+    # 16 + 4 bytes each and the keys' text); only when two hashes are equal (above)
+    referrals = pl.concat([_scan(written["referrals"][i], people["referrals"]).select(
+        "referral_key", pl.lit(i, dtype=pl.UInt32).alias(PART)) for i in range(partitions)]).collect()
+    index = SortedKeys(referrals.get_column("referral_key"), referrals.get_column(PART))
+    del referrals
+    if _in_two(index):  # a key in two partitions: its contacts go to both
+        pairs = pl.DataFrame([index.keys, index.values]).unique()  # the same rows, sorted: no second read
+        return (people["contacts"].join(pairs.lazy(), on="referral_key", how="inner", maintain_order="left"),
+                lambda batch: batch)
+    return people["contacts"], lambda batch: batch.with_columns(
+        index.lookup(batch.get_column("referral_key")).alias(PART)).filter(pl.col(PART).is_not_null())
 
 
 def _in_two(index: SortedKeys) -> bool:

@@ -141,6 +141,27 @@ def test_each_contact_is_staged_with_its_referral(tmp_path: Path) -> None:
     assert staged.filter(pl.col("referral_key").str.starts_with("R")).height == 40  # each once
 
 
+def test_contacts_are_staged_by_the_keys_text_if_two_referral_hashes_were_equal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were two distinct referral keys' 64-bit hashes equal, each contact still goes to its own
+    referral's partition (the keys' text decides), as without hashes."""
+    from migrate.staging import HashedKeys
+
+    keys = [f"P{i}" for i in range(30)]
+    people = {"patients": pl.LazyFrame({"patient_key": keys}),
+              "referrals": pl.LazyFrame({"referral_key": [f"R{i}" for i in range(30)], "patient_key": keys}),
+              "contacts": pl.LazyFrame({"contact_key": [f"C{i}" for i in range(31)],
+                                        "referral_key": [f"R{i}" for i in range(30)] + ["NOBODY"]})}
+
+    def contacts(folder: Path) -> list[list[str]]:
+        return [sorted(p["contacts"].collect()["contact_key"]) for p in rules_stage.stage_partitions(people, 3, folder)]
+
+    hashed = contacts(tmp_path / "hashed")
+    monkeypatch.setattr(HashedKeys, "sorted", lambda self: False)
+    assert contacts(tmp_path / "text") == hashed
+    assert sorted(sum(hashed, [])) == sorted(f"C{i}" for i in range(30))
+
+
 _flag = st.tuples(st.sampled_from(["URGENT", "BLOCK", "NO_CONTACT"]), st.sampled_from(["high", "medium", "low"]),
                   st.sampled_from([None, "patient", "referral"]), st.one_of(st.none(), _keys),
                   st.sampled_from(["r1", "r2"]), st.text(alphabet="ab ", max_size=3))

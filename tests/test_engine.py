@@ -26,15 +26,22 @@ print(left.join(right, on="k").select(pl.len()).collect(engine="streaming").item
 """
 
 
-def _sampled(tmp_path: Path, limit: str | None) -> tuple[int, list[int]]:
-    env = {k: v for k, v in os.environ.items() if k != JOIN_SAMPLE_LIMIT} | {"POLARS_VERBOSE": "1"}
-    if limit is not None:
-        env[JOIN_SAMPLE_LIMIT] = limit
-    done = subprocess.run([sys.executable, "-c", JOIN, str(tmp_path)], env=env, capture_output=True, text=True,
+def _logged(script: str, tmp_path: Path, name: str, value: str | None, pattern: str) -> tuple[int, re.Match[str]]:
+    """``script``'s printed number and the match of ``pattern`` in polars' log, run in a new
+    process with the setting ``name`` given ``value`` (None: left to handover)."""
+    env = {k: v for k, v in os.environ.items() if k != name} | {"POLARS_VERBOSE": "1"}
+    if value is not None:
+        env[name] = value
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
                           check=True, cwd=Path(__file__).resolve().parent.parent)
-    found = re.search(r"sample lengths are: (\d+) vs\. (\d+)", done.stderr)
+    found = re.search(pattern, done.stderr)
     assert found, done.stderr[-2000:]
-    return int(done.stdout.strip()), [int(found.group(1)), int(found.group(2))]
+    return int(done.stdout.strip()), found
+
+
+def _sampled(tmp_path: Path, limit: str | None) -> tuple[int, list[int]]:
+    rows, found = _logged(JOIN, tmp_path, JOIN_SAMPLE_LIMIT, limit, r"sample lengths are: (\d+) vs\. (\d+)")
+    return rows, [int(found.group(1)), int(found.group(2))]
 
 
 def test_a_join_holds_about_a_million_rows_of_a_side_while_it_samples(tmp_path: Path) -> None:
@@ -66,14 +73,8 @@ print(pl.scan_parquet(path).with_columns(pl.col("k") + 1).select(pl.col("k").sum
 
 
 def _prefetched(tmp_path: Path, setting: str | None) -> tuple[int, int]:
-    env = {k: v for k, v in os.environ.items() if k != ROW_GROUP_PREFETCH} | {"POLARS_VERBOSE": "1"}
-    if setting is not None:
-        env[ROW_GROUP_PREFETCH] = setting
-    done = subprocess.run([sys.executable, "-c", SCAN, str(tmp_path)], env=env, capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).resolve().parent.parent)
-    found = re.search(r"row_group_prefetch_size: (\d+)", done.stderr)
-    assert found, done.stderr[-2000:]
-    return int(done.stdout.strip()), int(found.group(1))
+    total, found = _logged(SCAN, tmp_path, ROW_GROUP_PREFETCH, setting, r"row_group_prefetch_size: (\d+)")
+    return total, int(found.group(1))
 
 
 def test_a_scan_reads_a_few_row_groups_ahead_not_the_whole_file(tmp_path: Path) -> None:

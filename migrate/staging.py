@@ -201,7 +201,8 @@ class HashedKeys:
     """Distinct keys held as their 64-bit hashes (polars' ``hash``), sorted, with integer
     ``values`` aligned: ``SortedKeys.lookup`` in 12 bytes a key instead of the key's text
     (16 bytes and the string's own bytes, and a sorted copy while built) — the FHIR staging's
-    batch of each of 14.3M referrals and 5M patients at 5M patients (``migrate.fhir.batches``).
+    batch of each of 14.3M referrals and 5M patients at 5M patients (``migrate.fhir.batches``),
+    the rules' partition of each referral (``migrate.rules.stage.stage_partitions``).
 
     Built from parts (``add``: one chunk of keys at a time, nulls left out), then ``sorted``.
     Exact for the keys given once ``sorted`` has found no two hashes equal (``collides``: two

@@ -36,6 +36,7 @@ import polars as pl
 
 from migrate.canonical import SHARING_SETTING
 from migrate.matching import code_label
+from migrate.staging import sorted_by_ranges
 from migrate.streamexpr import mapped
 
 if TYPE_CHECKING:
@@ -267,8 +268,6 @@ def deciding_by_ranges(entries: pl.LazyFrame, decided: pl.LazyFrame, folder: Pat
     # memory: one range's entries (about ``range_patients`` patients') marked and sorted; the
     # whole sort held every entry, +1.1 GB at 5M patients (the write stage's peak).
     """
-    from migrate.staging import sorted_by_ranges
-
     def marked(inside: Callable[[str], pl.Expr]) -> pl.LazyFrame:
         return _marked(entries.filter(inside("patient_key")), decided.filter(inside("patient_key")))
 

@@ -154,6 +154,12 @@ def hashed_in(column: str, hashes: pl.Series) -> pl.Expr:
     return pl.col(column).hash().is_in(hashes.implode())
 
 
+def _repeats_sorted(values: pl.Series) -> pl.Series:
+    """For each of sorted ``values`` but the first, whether it equals the one before it."""
+    n = values.len()
+    return values.slice(1) == values.slice(0, max(n - 1, 0)) if n > 1 else pl.Series([], dtype=pl.Boolean)
+
+
 class SortedKeys:
     """A table's kept keys held sorted, with optional ``values`` aligned to them (a
     referral's patient), looked up by binary search: exact, and no hash table of the
@@ -174,8 +180,7 @@ class SortedKeys:
     def repeats(self) -> pl.Series:
         """For each key but the first, whether it equals the key before it (equal keys are
         neighbours once sorted): true where a key occurs again."""
-        n = self.keys.len()
-        return self.keys.slice(1) == self.keys.slice(0, max(n - 1, 0)) if n > 1 else pl.Series([], dtype=pl.Boolean)
+        return _repeats_sorted(self.keys)
 
     def positions(self, refs: pl.Series) -> pl.Series:
         """The position of each of ``refs`` among the keys; null where it is not one (or null)."""
@@ -205,8 +210,8 @@ class HashedKeys:
     the rules' partition of each referral (``migrate.rules.stage.stage_partitions``).
 
     Built from parts (``add``: one chunk of keys at a time, nulls left out), then ``sorted``.
-    Exact for the keys given once ``sorted`` has found no two hashes equal (``collides``: two
-    equal keys, or two keys whose hashes collide — the caller falls back to the keys
+    Exact for the keys given once ``sorted`` has found no two hashes equal (two equal keys, or
+    two keys whose hashes collide, make it say False — the caller falls back to the keys
     themselves, ``SortedKeys``, which tells the two apart). A reference that is none of the
     keys is found only if its hash equals one of theirs (about one in 2^64 / keys per
     reference: 1 in 10^12 for 14.3M keys).
@@ -226,16 +231,14 @@ class HashedKeys:
                             values.filter(present).fill_null(-1).cast(pl.Int32).rechunk()))
 
     def sorted(self) -> bool:
-        """Order what was added by hash; False when two hashes are equal (``collides``)."""
+        """Order what was added by hash; False when two hashes are equal."""
         hashes = pl.concat([h for h, _ in self._parts]) if self._parts else self.hashes
         values = pl.concat([v for _, v in self._parts]) if self._parts else self.values
         self._parts = []
         order = hashes.arg_sort()
         self.hashes, self.values = hashes.gather(order), values.gather(order)
         del hashes, values, order
-        n = self.hashes.len()
-        self.collides = n > 1 and bool((self.hashes.slice(1) == self.hashes.slice(0, n - 1)).any())
-        return not self.collides
+        return not bool(_repeats_sorted(self.hashes).any())
 
     def lookup(self, refs: pl.Series) -> pl.Series:
         """The value of each of ``refs``' key; null where it is not a key (or null, or its

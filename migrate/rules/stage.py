@@ -254,8 +254,7 @@ def _exceptions(parts: list[pl.LazyFrame], folder: Path) -> pl.LazyFrame:
     kinds = [None] * (None in present) + sorted(k for k in present if k is not None)  # nulls first, as sorted
     ranged: list[pl.LazyFrame] = []
     for kind in kinds or [None]:
-        of_kind = [f.filter(pl.col("subject_type").is_null() if kind is None else pl.col("subject_type") == kind)
-                   for f in frames]
+        of_kind = [f.filter(pl.col("subject_type").eq_missing(kind)) for f in frames]
 
         def combined(inside: Callable[[str], pl.Expr], of_kind: list[pl.LazyFrame] = of_kind) -> pl.LazyFrame:
             return combine_exceptions([f.filter(inside("subject_key")) for f in of_kind])
